@@ -1,0 +1,1 @@
+"""ditcheck.properties: Hypothesis strategies and property functions comparing implementations to the reference."""
