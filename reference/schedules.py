@@ -1,0 +1,152 @@
+"""Forward diffusion schedules x_t = alpha_t x_0 + sigma_t z and prediction conversions.
+
+Schedules (conventions.md, "Diffusion schedules"):
+
+* ``ou-half``: dX = -X/2 dt + dW; alpha_t = exp(-t/2), sigma_t^2 = 1 - exp(-t), t >= 0 (Hu et al.; Fu et al.).
+* ``ou-unit``: dX = -X dt + sqrt(2) dB; alpha_t = exp(-t), sigma_t^2 = 1 - exp(-2t), t >= 0 (RTK paper).
+* ``vp-linear``: beta(t) = b0 + t (b1 - b0), t in [0, 1], b0 = 0.1, b1 = 20;
+  alpha_t = exp(-t^2 (b1 - b0)/4 - t b0/2), sigma_t^2 = 1 - alpha_t^2 (Song et al. 2021, score_sde).
+* ``ddpm``: betas = linspace(1e-4, 0.02, 1000) as float64 values (read exactly), alpha_bar_n =
+  prod_{i<=n} (1 - beta_i), alpha = sqrt(alpha_bar), sigma^2 = 1 - alpha_bar; t is the integer index n.
+
+sigma^2 is computed as -expm1(2 log alpha) so it keeps full relative accuracy near t = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import InvalidArgumentError, TimeOutOfRangeError
+from .precision import Precision, as_float64_array, reference_function
+
+__all__ = ["SCHEDULES", "Schedule", "get_schedule", "alpha", "sigma2", "sigma", "convert_prediction",
+           "PARAMETERISATIONS"]
+
+ScheduleName = Literal["ou-half", "ou-unit", "vp-linear", "ddpm"]
+SCHEDULES: tuple[ScheduleName, ...] = ("ou-half", "ou-unit", "vp-linear", "ddpm")
+PARAMETERISATIONS = ("eps", "x0", "v", "score")
+
+VP_BETA_MIN, VP_BETA_MAX = 0.1, 20.0
+DDPM_BETAS = np.linspace(1e-4, 0.02, 1000)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One forward schedule: its domain and log alpha_t in any precision."""
+
+    name: ScheduleName
+
+    @property
+    def t_max(self) -> float:
+        return {"ou-half": np.inf, "ou-unit": np.inf, "vp-linear": 1.0, "ddpm": len(DDPM_BETAS) - 1}[self.name]
+
+    def check_time(self, t: np.ndarray, argument: str = "t", *, positive: bool = False) -> None:
+        """Raise TimeOutOfRangeError unless every t lies in the domain (t > 0 where ``positive``)."""
+        t = np.asarray(t, dtype=np.float64)
+        low_ok = t > 0 if positive else t >= 0
+        if not np.all(low_ok & (t <= self.t_max)):
+            low = "(0" if positive else "[0"
+            raise TimeOutOfRangeError(argument, f"times in {low}, {self.t_max}] for schedule {self.name!r}",
+                                      f"values from {t.min()} to {t.max()}")
+        if self.name == "ddpm" and not np.all(t == np.round(t)):
+            raise TimeOutOfRangeError(argument, "integer step indices 0..999 for schedule 'ddpm'",
+                                      f"non-integer values such as {t[t != np.round(t)][0]}")
+
+    def log_alpha(self, xp: Precision, t: Any) -> Any:
+        if self.name == "ou-half":
+            return -t / 2
+        if self.name == "ou-unit":
+            return -t
+        if self.name == "vp-linear":
+            return -t * t * xp.const(VP_BETA_MAX - VP_BETA_MIN) / 4 - t * xp.const(VP_BETA_MIN) / 2
+        # ddpm: log alpha_n = 1/2 sum_{i<=n} log(1 - beta_i), accumulated in the working precision
+        logs = xp.log1p(-xp.asarray(DDPM_BETAS))
+        cumulative = np.cumsum(logs)
+        index = np.asarray(xp.to_float(t), dtype=np.int64)
+        return cumulative[index] / 2
+
+    def alpha(self, xp: Precision, t: Any) -> Any:
+        return xp.exp(self.log_alpha(xp, t))
+
+    def sigma2(self, xp: Precision, t: Any) -> Any:
+        return -xp.expm1(2 * self.log_alpha(xp, t))
+
+
+def get_schedule(name: str | Schedule) -> Schedule:
+    """The Schedule named ``name`` (one of SCHEDULES)."""
+    if isinstance(name, Schedule):
+        return name
+    if name not in SCHEDULES:
+        raise InvalidArgumentError("schedule", f"one of {SCHEDULES}", repr(name))
+    return Schedule(name)  # type: ignore[arg-type]
+
+
+def _time(xp: Precision, t: Any, schedule: str | Schedule) -> tuple[Schedule, Any]:
+    sched = get_schedule(schedule)
+    sched.check_time(xp.to_float(t))
+    return sched, t
+
+
+@reference_function(arrays=("t",))
+def alpha(xp: Precision, t: Any, schedule: str | Schedule = "ou-half") -> Any:
+    """Signal coefficient alpha_t of the forward process x_t = alpha_t x_0 + sigma_t z."""
+    sched, t = _time(xp, t, schedule)
+    return sched.alpha(xp, t)
+
+
+@reference_function(arrays=("t",))
+def sigma2(xp: Precision, t: Any, schedule: str | Schedule = "ou-half") -> Any:
+    """Noise variance sigma_t^2 = 1 - alpha_t^2 of the forward process (variance-preserving)."""
+    sched, t = _time(xp, t, schedule)
+    return sched.sigma2(xp, t)
+
+
+@reference_function(arrays=("t",))
+def sigma(xp: Precision, t: Any, schedule: str | Schedule = "ou-half") -> Any:
+    """Noise standard deviation sigma_t = sqrt(1 - alpha_t^2)."""
+    sched, t = _time(xp, t, schedule)
+    return xp.sqrt(sched.sigma2(xp, t))
+
+
+@reference_function(arrays=("prediction", "x", "t"))
+def convert_prediction(xp: Precision, prediction: Any, x: Any, t: Any, source: str, target: str,
+                       schedule: str | Schedule = "ou-half") -> Any:
+    """Convert a model output between parameterisations at (x_t, t) (conventions.md).
+
+    eps: the noise z; x0: (x - sigma eps)/alpha; v: alpha eps - sigma x0 (Salimans & Ho 2022);
+    score: -eps/sigma. ``t`` broadcasts against ``x`` (pass shape [N, 1, ...] for per-sample t).
+    """
+    for name, value in (("source", source), ("target", target)):
+        if value not in PARAMETERISATIONS:
+            raise InvalidArgumentError(name, f"one of {PARAMETERISATIONS}", repr(value))
+    sched = get_schedule(schedule)
+    sched.check_time(xp.to_float(t), positive=True)
+    if np.shape(prediction) != np.shape(x):
+        raise InvalidArgumentError("prediction", f"the shape of x {np.shape(x)}", str(np.shape(prediction)))
+    a, s = sched.alpha(xp, t), xp.sqrt(sched.sigma2(xp, t))
+    # to eps first (alpha^2 + sigma^2 = 1 throughout)
+    if source == "eps":
+        eps = prediction
+    elif source == "x0":
+        eps = (x - a * prediction) / s
+    elif source == "v":
+        eps = a * prediction + s * x
+    else:
+        eps = -s * prediction
+    if target == "eps":
+        return eps
+    if target == "x0":
+        return (x - s * eps) / a
+    if target == "v":
+        return a * eps - s * (x - s * eps) / a
+    return -eps / s
+
+
+def check_times(t: Any, schedule: str | Schedule, argument: str = "t", *, positive: bool = True) -> np.ndarray:
+    """Validate times for a schedule; returns them as a float64 array."""
+    arr = as_float64_array(t, argument)
+    get_schedule(schedule).check_time(arr, argument, positive=positive)
+    return arr
