@@ -1,0 +1,98 @@
+"""A-priori rounding-error bounds of the float64 reference path (Higham, *Accuracy and Stability*, ch. 3).
+
+Each bound is rigorous for IEEE double arithmetic under two stated assumptions:
+a dot product or sum of n terms, in any order and with or without FMA, errs by at
+most gamma_n times the sum of absolute products (Higham Thm 3.5 / eq. 3.13); and
+NumPy's ``exp`` is within EXP_ULPS ulps (glibc: < 1 ulp; NumPy's SIMD kernels document
+up to 4). Bounds are evaluated in float64 and then inflated by BOUND_INFLATION,
+which dominates the relative rounding of the bound's own evaluation while n u < 1e-7.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .attention import softmax
+from .errors import ShapeError
+
+__all__ = ["UNIT_ROUNDOFF", "EXP_ULPS", "gamma", "matmul_error_bound", "softmax_error_bound",
+           "attention_error_bound"]
+
+UNIT_ROUNDOFF = 2.0**-53
+EXP_ULPS = 4
+EXP_RELATIVE_ERROR = 2 * EXP_ULPS * UNIT_ROUNDOFF  # one ulp is at most 2u relative
+BOUND_INFLATION = 1 + 1e-6
+
+
+def gamma(n: int | np.ndarray) -> np.ndarray:
+    """gamma_n = n u / (1 - n u), the relative error of an n-term sum (Higham eq. 3.8)."""
+    nu = np.asarray(n, dtype=np.float64) * UNIT_ROUNDOFF
+    if np.any(nu >= 1e-7):
+        raise ShapeError("n", "fewer than 9e8 terms for the rounding bound to be meaningful", str(n))
+    return nu / (1 - nu)
+
+
+def matmul_error_bound(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|fl(A B) - A B| <= gamma_n |A| |B| entrywise, n the inner dimension (Higham eq. 3.13)."""
+    n = np.shape(a)[-1]
+    return gamma(n) * (np.abs(a) @ np.abs(b)) * BOUND_INFLATION
+
+
+def _softmax_relative_error(logits: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """Entrywise relative error bound r of float64 softmax(logits) along the last axis.
+
+    The float64 path computes y = fl(x - m), e = fl(exp(y)), s = fl(sum e), p = fl(e / s).
+    e_j / exp(x_j - m) lies in [exp(-u|y_j|)(1 - c), exp(u|y_j|)(1 + c)], c = EXP_RELATIVE_ERROR,
+    so its relative error is at most eta_j = exp(u|y_j|)(1 + c) - 1. The computed sum lies
+    within gamma_{n-1} of the sum of the computed e, and the division adds u; hence
+    p~_j / p_j lies in [(1 - eta_j)(1 - u) / ((1 + eta_max)(1 + gamma)), (1 + eta_j)(1 + u) / ((1 - eta_max)(1 - gamma))].
+    """
+    u = UNIT_ROUNDOFF
+    x = np.asarray(logits, dtype=np.float64)
+    kept = np.ones(x.shape, dtype=bool) if keep is None else np.broadcast_to(keep, x.shape)
+    shift = np.max(np.where(kept, x, -np.inf), axis=-1, keepdims=True)
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    y = np.abs(np.where(kept, x - shift, 0.0))
+    eta = np.exp(u * y) * (1 + EXP_RELATIVE_ERROR) - 1
+    eta_max = np.max(eta, axis=-1, keepdims=True)
+    g = gamma(max(x.shape[-1] - 1, 1))
+    upper = (1 + eta) * (1 + u) / ((1 - eta_max) * (1 - g)) - 1
+    lower = 1 - (1 - eta) * (1 - u) / ((1 + eta_max) * (1 + g))
+    return np.maximum(upper, lower) * BOUND_INFLATION
+
+
+def softmax_error_bound(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Entrywise |float64 softmax(x) - exact softmax(x)| bound along the last axis (boolean mask optional).
+
+    Returned as r_j p~_j / (1 - r_j) with r the relative bound of _softmax_relative_error and p~
+    the computed probabilities: since |p~ - p| <= r p, p <= p~ / (1 - r).
+    """
+    probabilities = softmax(x, mask=mask, fully_masked="zero")
+    r = _softmax_relative_error(x, mask)
+    return r * probabilities / (1 - r) * BOUND_INFLATION
+
+
+def attention_error_bound(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float | None = None,
+                          mask: np.ndarray | None = None) -> np.ndarray:
+    """Entrywise |float64 attention(q, k, v) - exact| bound, the float64 path being the reference's.
+
+    Logits: S~ = fl(fl(Q K^T) * s~) with s~ = fl(1/fl(sqrt D)) (or the given scale, exact), so
+    |S~ - S| <= gamma_{D+3} s |Q| |K|^T =: Delta (3 extra roundings: sqrt, division, product).
+    Exact softmax of logits off by at most Delta_i in row i changes each weight by a factor
+    within exp(+-2 Delta_i). With the float64 softmax's own relative error r (above), every
+    computed weight satisfies |P~ - P| <= rho P, rho = exp(2 Delta_i)(1 + r) - 1. The output
+    O~ = fl(P~ V) then satisfies |O~ - P V| <= sum_j (rho_ij / (1 - rho_ij) + gamma_Lk) P~_ij |V_jk|.
+    """
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
+    head_dim = q.shape[-1]
+    scale_abs = 1 / np.sqrt(head_dim) * (1 + 4 * UNIT_ROUNDOFF) if scale is None else abs(float(scale))
+    logits_bound = gamma(head_dim + 3) * scale_abs * (np.abs(q) @ np.swapaxes(np.abs(k), -1, -2))
+    keep = None if mask is None else np.broadcast_to(np.asarray(mask, dtype=bool), logits_bound.shape)
+    delta = np.max(logits_bound if keep is None else np.where(keep, logits_bound, 0.0), axis=-1, keepdims=True)
+    scale_used = 1 / np.sqrt(head_dim) if scale is None else float(scale)
+    logits = (q @ np.swapaxes(k, -1, -2)) * scale_used
+    weights = softmax(logits, mask=keep, fully_masked="zero")
+    r = _softmax_relative_error(logits, keep)
+    rho = np.exp(2 * delta) * (1 + r) - 1
+    per_weight = (rho / (1 - rho) + gamma(k.shape[-2])) * weights
+    return (per_weight @ np.abs(v)) * BOUND_INFLATION
