@@ -21,6 +21,7 @@ __all__ = ["UNIT_ROUNDOFF", "EXP_ULPS", "gamma", "matmul_error_bound", "softmax_
 UNIT_ROUNDOFF = 2.0**-53
 EXP_ULPS = 4
 EXP_RELATIVE_ERROR = 2 * EXP_ULPS * UNIT_ROUNDOFF  # one ulp is at most 2u relative
+SMALLEST_SUBNORMAL = 2.0**-1074
 BOUND_INFLATION = 1 + 1e-6
 
 
@@ -46,6 +47,9 @@ def _softmax_relative_error(logits: np.ndarray, keep: np.ndarray | None) -> np.n
     so its relative error is at most eta_j = exp(u|y_j|)(1 + c) - 1. The computed sum lies
     within gamma_{n-1} of the sum of the computed e, and the division adds u; hence
     p~_j / p_j lies in [(1 - eta_j)(1 - u) / ((1 + eta_max)(1 + gamma)), (1 + eta_j)(1 + u) / ((1 - eta_max)(1 - gamma))].
+    Below the normal range (exp(y) < 2^-1022) exp and the division err absolutely, not
+    relatively; since the largest term is exp(0) = 1, the sum is >= 1 and these errors add
+    at most underflow_allowance(n) to each probability (see softmax_error_bound).
     """
     u = UNIT_ROUNDOFF
     x = np.asarray(logits, dtype=np.float64)
@@ -61,15 +65,21 @@ def _softmax_relative_error(logits: np.ndarray, keep: np.ndarray | None) -> np.n
     return np.maximum(upper, lower) * BOUND_INFLATION
 
 
-def softmax_error_bound(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Entrywise |float64 softmax(x) - exact softmax(x)| bound along the last axis (boolean mask optional).
+def _underflow_allowance(n: int) -> float:
+    """Absolute error per probability from subnormal exp results and quotients (n terms, sum >= 1)."""
+    return (n + 2) * 2 * EXP_ULPS * SMALLEST_SUBNORMAL
 
-    Returned as r_j p~_j / (1 - r_j) with r the relative bound of _softmax_relative_error and p~
-    the computed probabilities: since |p~ - p| <= r p, p <= p~ / (1 - r).
-    """
+
+def _absolute_from_relative(r: np.ndarray, computed: np.ndarray, allowance: float) -> np.ndarray:
+    """|p~ - p| bound from |p~ - p| <= r p + a: then p <= (p~ + a)/(1 - r), so |p~ - p| <= r (p~ + a)/(1 - r) + a."""
+    return r * (computed + allowance) / (1 - r) + allowance
+
+
+def softmax_error_bound(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Entrywise |float64 softmax(x) - exact softmax(x)| bound along the last axis (boolean mask optional)."""
     probabilities = softmax(x, mask=mask, fully_masked="zero")
     r = _softmax_relative_error(x, mask)
-    return r * probabilities / (1 - r) * BOUND_INFLATION
+    return _absolute_from_relative(r, probabilities, _underflow_allowance(np.shape(x)[-1])) * BOUND_INFLATION
 
 
 def attention_error_bound(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float | None = None,
@@ -80,8 +90,10 @@ def attention_error_bound(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: fl
     |S~ - S| <= gamma_{D+3} s |Q| |K|^T =: Delta (3 extra roundings: sqrt, division, product).
     Exact softmax of logits off by at most Delta_i in row i changes each weight by a factor
     within exp(+-2 Delta_i). With the float64 softmax's own relative error r (above), every
-    computed weight satisfies |P~ - P| <= rho P, rho = exp(2 Delta_i)(1 + r) - 1. The output
-    O~ = fl(P~ V) then satisfies |O~ - P V| <= sum_j (rho_ij / (1 - rho_ij) + gamma_Lk) P~_ij |V_jk|.
+    computed weight satisfies |P~ - P| <= rho P + a, rho = exp(2 Delta_i)(1 + r) - 1, with a the
+    underflow allowance. The output O~ = fl(P~ V) then satisfies
+    |O~ - P V| <= sum_j (E_ij + gamma_Lk P~_ij) |V_jk| + Lk 2^-1074, E the weight error bound
+    (the last term covers subnormal products).
     """
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     head_dim = q.shape[-1]
@@ -94,5 +106,6 @@ def attention_error_bound(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: fl
     weights = softmax(logits, mask=keep, fully_masked="zero")
     r = _softmax_relative_error(logits, keep)
     rho = np.exp(2 * delta) * (1 + r) - 1
-    per_weight = (rho / (1 - rho) + gamma(k.shape[-2])) * weights
-    return (per_weight @ np.abs(v)) * BOUND_INFLATION
+    key_tokens = k.shape[-2]
+    per_weight = _absolute_from_relative(rho, weights, _underflow_allowance(key_tokens)) + gamma(key_tokens) * weights
+    return (per_weight @ np.abs(v) + key_tokens * SMALLEST_SUBNORMAL) * BOUND_INFLATION

@@ -210,3 +210,71 @@ def test_vjp_rejects_a_cotangent_of_the_wrong_shape(lq: int, dv: int) -> None:
     q = np.ones((lq, 2))
     with pytest.raises(ShapeError):
         attention_vjp(q, q, np.ones((lq, dv)), np.ones((lq, dv + 1)))
+
+
+# ---- multi-head projections and softmax rounding ---------------------------------------------
+
+def _timm_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, num_heads):
+    """timm / DiT ``Attention.forward`` transcribed in torch (qkv reshape (N, L, 3, H, Dh))."""
+    n, length, channels = x.shape
+    qkv = torch.nn.functional.linear(x, qkv_weight, qkv_bias)
+    q, k, v = qkv.reshape(n, length, 3, num_heads, channels // num_heads).permute(2, 0, 3, 1, 4)
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    return torch.nn.functional.linear(out.transpose(1, 2).reshape(n, length, channels), proj_weight, proj_bias)
+
+
+@st.composite
+def multi_head_inputs(draw):
+    heads = draw(st.integers(1, 4))
+    channels = heads * draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    tokens = draw(st.integers(1, 6))
+    return (rng.standard_normal((draw(st.integers(1, 2)), tokens, channels)),
+            rng.standard_normal((3 * channels, channels)) / np.sqrt(channels), rng.standard_normal(3 * channels),
+            rng.standard_normal((channels, channels)) / np.sqrt(channels), rng.standard_normal(channels), heads)
+
+
+@given(multi_head_inputs())
+@settings(max_examples=20)
+def test_multi_head_attention_matches_timm_layout_and_is_certified(inputs) -> None:
+    from ditcheck.reference import multi_head_attention
+
+    ours = multi_head_attention(*inputs)
+    theirs = _timm_attention(*(torch.from_numpy(a) for a in inputs[:5]), inputs[5]).numpy()
+    assert np.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    balls = multi_head_attention(*inputs, precision="arb:100")
+    assert balls.within(ours, 1e-12 * (1 + np.abs(ours))).all()
+
+
+def test_qkv_order_knob_permutes_the_projection() -> None:
+    from ditcheck.reference import multi_head_attention
+
+    x, w, b, pw, pb, heads = _fixed_multi_head_inputs()
+    channels = x.shape[-1]
+    blocks = np.split(w, 3), np.split(b, 3)
+    reordered_w = np.concatenate([blocks[0][i] for i in (1, 0, 2)])  # stored as k, q, v
+    reordered_b = np.concatenate([blocks[1][i] for i in (1, 0, 2)])
+    assert np.allclose(multi_head_attention(x, reordered_w, reordered_b, pw, pb, heads, qkv_order="kqv"),
+                       multi_head_attention(x, w, b, pw, pb, heads), rtol=1e-14, atol=1e-14)
+    assert not np.allclose(multi_head_attention(x, reordered_w, reordered_b, pw, pb, heads),
+                           multi_head_attention(x, w, b, pw, pb, heads))
+    assert channels % heads == 0
+
+
+def _fixed_multi_head_inputs():
+    rng = np.random.default_rng(7)
+    return (rng.standard_normal((2, 5, 8)), rng.standard_normal((24, 8)), rng.standard_normal(24),
+            rng.standard_normal((8, 8)), rng.standard_normal(8), 2)
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1.0, 30.0, 700.0]), st.integers(1, 40))
+def test_float64_softmax_within_its_rounding_bound(seed: int, spread: float, width: int) -> None:
+    from ditcheck.reference.rounding import softmax_error_bound
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-spread, spread, (3, width))
+    keep = rng.random((3, width)) < 0.7
+    keep[:, 0] = True
+    assert softmax(x, mask=keep, precision="arb:113").within(softmax(x, mask=keep),
+                                                             softmax_error_bound(x, keep)).all()

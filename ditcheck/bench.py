@@ -1,0 +1,136 @@
+"""Benchmarks: side-by-side timings measured in one run (never timed tests).
+
+``ditcheck bench reference`` (or ``python -m ditcheck.bench reference``) times the
+reference on its embedded default inputs: certified (arb) attention on 64 tokens
+with D = 32, a certified DiT block (64 tokens, hidden 64, 4 heads), and mpmath at
+the same precision for comparison; it also prints what the certificate says
+(largest ball radius) and how far float64 lies from the certified value next to
+its a-priori rounding bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Timing", "time_call", "bench_reference", "main"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median wall time of ``repeats`` calls of one measured operation."""
+
+    operation: str
+    precision: str
+    seconds: float
+    repeats: int
+    note: str = ""
+
+
+def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """(median seconds over ``repeats`` calls, last result); one untimed warm-up call first."""
+    result = fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), result
+
+
+def _mp_digits(bits: int) -> int:
+    """Decimal digits carrying as many bits as arb's working precision."""
+    return math.ceil(bits * math.log10(2))
+
+
+def bench_reference(bits: int = 128, repeats: int = 5, include_mp_block: bool = True,
+                    seed: int = 0) -> list[Timing]:
+    """Time certified attention and a certified DiT block against mpmath and float64 on the default inputs."""
+    from ditcheck.reference import attention
+    from ditcheck.reference.dit import DiTConfig, dit_block_inputs, dit_block
+    from ditcheck.reference.rounding import attention_error_bound
+
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((1, 1, 64, 32)) for _ in range(3))
+    digits = _mp_digits(bits)
+    timings = []
+    float_seconds, approx = time_call(lambda: attention(q, k, v), repeats * 20)
+    arb_seconds, balls = time_call(lambda: attention(q, k, v, precision=f"arb:{bits}"), repeats)
+    mp_seconds, _ = time_call(lambda: attention(q, k, v, precision=f"mp:{digits}"), 1)
+    error = float(np.max(np.abs(approx - balls.mid)))
+    bound = float(np.max(attention_error_bound(q, k, v)))
+    timings += [
+        Timing("attention L=64 D=32", "float64", float_seconds, repeats * 20,
+               f"max |float64 - certified| = {error:.2e} <= a-priori bound {bound:.2e}"),
+        Timing("attention L=64 D=32", f"arb:{bits}", arb_seconds, repeats,
+               f"certified; max ball radius {balls.max_rad():.2e}"),
+        Timing("attention L=64 D=32", f"mp:{digits}", mp_seconds, 1, "same precision, not certified"),
+    ]
+    config = DiTConfig(input_size=8, patch_size=1, in_channels=4, hidden_size=64, depth=1, num_heads=4,
+                       num_classes=10)
+    block_args = dit_block_inputs(config, tokens=64, seed=seed)
+    float_seconds, approx = time_call(lambda: dit_block(**block_args), repeats * 4)
+    arb_seconds, balls = time_call(lambda: dit_block(**block_args, precision=f"arb:{bits}"), max(1, repeats // 2))
+    timings += [
+        Timing("DiT block T=64 D=64 H=4", "float64", float_seconds, repeats * 4,
+               f"max |float64 - certified| = {float(np.max(np.abs(approx - balls.mid))):.2e}"),
+        Timing("DiT block T=64 D=64 H=4", f"arb:{bits}", arb_seconds, max(1, repeats // 2),
+               f"certified; max ball radius {balls.max_rad():.2e}"),
+    ]
+    if include_mp_block:
+        mp_seconds, _ = time_call(lambda: dit_block(**block_args, precision=f"mp:{digits}"), 1)
+        timings.append(Timing("DiT block T=64 D=64 H=4", f"mp:{digits}", mp_seconds, 1,
+                              "same precision, not certified"))
+    return timings
+
+
+def print_timings(timings: Sequence[Timing], title: str) -> None:
+    """A table with each time and its ratio to the arb time of the same operation."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("operation", "precision", "median time", "vs arb", "calls", "note"):
+        table.add_column(column, justify="right" if column in ("median time", "vs arb", "calls") else "left")
+    arb_time = {t.operation: t.seconds for t in timings if t.precision.startswith("arb")}
+    for t in timings:
+        ratio = t.seconds / arb_time[t.operation] if t.operation in arb_time else float("nan")
+        table.add_row(t.operation, t.precision, f"{t.seconds * 1e3:.1f} ms", f"{ratio:.2f}x", str(t.repeats), t.note)
+    Console().print(table)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", required=True, metavar="{reference}")
+    reference = sub.add_parser("reference", help="certified (arb) vs mpmath vs float64 reference timings",
+                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    reference.add_argument("--bits", type=int, default=128, help="arb working precision in bits (default 128)")
+    reference.add_argument("--repeats", type=int, default=5, help="timed calls per arb measurement (default 5)")
+    reference.add_argument("--no-mp-block", action="store_true",
+                           help="skip the mpmath DiT block (the slowest measurement)")
+    reference.add_argument("--seed", type=int, default=0, help="seed of the embedded default inputs")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bench == "reference":
+        timings = bench_reference(bits=args.bits, repeats=args.repeats, include_mp_block=not args.no_mp_block,
+                                  seed=args.seed)
+        print_timings(timings, f"ditcheck bench reference (arb:{args.bits}, seed {args.seed})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ditcheck.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
