@@ -483,9 +483,7 @@ def reference_function(*, arrays: Sequence[str] = (), params: Sequence[str] = ()
                 out = fn(*bound.args, **bound.kwargs)
                 return _finalize_tree(xp, out)
 
-        public.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[*public_params, precision_param] if not any(
-                p.kind == p.VAR_KEYWORD for p in public_params) else public_params)
+        public.__signature__ = signature.replace(parameters=[*public_params, precision_param])  # type: ignore[attr-defined]
         public.generic = fn  # type: ignore[attr-defined]
         return public
 

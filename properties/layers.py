@@ -1,0 +1,623 @@
+"""Properties of the DiT layers: certified balls, a-priori float64 rounding bounds, and DiT/diffusers transcriptions.
+
+Each ``check_*`` takes the implementation under test as its first argument and a case
+drawn by one of the strategies below, and raises PropertyViolation (via ``require``).
+
+Rounding bounds are derived a priori (Higham, *Accuracy and Stability of Numerical
+Algorithms*, 2nd ed., ch. 3: |fl(a op b) - a op b| <= u |a op b|, gamma_n = n u/(1 - n u),
+|fl(x.y) - x.y| <= gamma_n |x|.|y| in any summation order, FMA included) for round-to-nearest
+float64 without underflow or overflow. Where a bound involves a libm function (exp, log,
+tanh, erf, sin, cos, pow) it assumes that function is within LIBM_ULPS ulp of the exact
+value; the bound is rigorous under that stated assumption and no further. Every bound is
+evaluated in arb ball arithmetic at exact inputs and rounded up, so evaluating it adds no
+error of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from ditcheck.reference.layers import GELU_TANH_CUBIC, gelu, layer_norm, linear, patchify, silu
+from ditcheck.reference.precision import UNIT_ROUNDOFF, Arb, BallArray
+
+from .strategies import ArraySpec, array_specs, scales
+from .violation import require
+
+__all__ = [
+    "LIBM_ULPS",
+    "LayerCase",
+    "gamma",
+    "upper_bound",
+    "linear_cases",
+    "layer_norm_cases",
+    "gelu_cases",
+    "silu_cases",
+    "modulate_cases",
+    "mlp_cases",
+    "timestep_cases",
+    "pos_embed_cases",
+    "patchify_cases",
+    "unpatchify_cases",
+    "linear_rounding_bound",
+    "layer_norm_rounding_bound",
+    "gelu_rounding_bound",
+    "silu_rounding_bound",
+    "dit_timestep_embedding",
+    "diffusers_timestep_embedding",
+    "dit_2d_sincos_pos_embed",
+    "dit_unpatchify",
+    "patch_permutation_weight",
+    "check_ball_contains_mp",
+    "check_linear_rounding",
+    "check_layer_norm_rounding",
+    "check_gelu_rounding",
+    "check_silu_rounding",
+    "check_modulate_identities",
+    "check_timestep_embedding_matches_dit",
+    "check_timestep_embedding_matches_diffusers",
+    "check_pos_embed_matches_dit",
+    "check_patchify_matches_conv",
+    "check_unpatchify_round_trip",
+    "check_unpatchify_matches_dit",
+]
+
+#: Assumed accuracy of libm / SIMD elementary functions in float64, in ulp. glibc's table of known maximum
+#: errors lists at most 2 ulp for tanh, sin, cos, exp, log, erf and pow on x86-64, SLEEF's u10 kernels (torch
+#: on CPU) promise 1 ulp, and the worst measured on this machine over 1e5 arguments each was 1.14 ulp
+#: (NumPy's AVX-512 tanh). The bounds below are rigorous under this stated assumption only.
+LIBM_ULPS = 4
+#: silu's bound needs exp(-x) finite and x e^x normal.
+SILU_DOMAIN = 700.0
+
+_BOUNDS = Arb(128)
+
+
+# ----------------------------------------------------------------------------------------
+# Cases and strategies
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """The inputs of one layer call: named ArraySpecs (rebuilt on demand) plus keyword options (a reproducer)."""
+
+    specs: tuple[tuple[str, ArraySpec | None], ...]
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, options: dict[str, Any] | None = None, **specs: ArraySpec | None) -> LayerCase:
+        return cls(tuple(specs.items()), tuple((options or {}).items()))
+
+    def arrays(self) -> dict[str, np.ndarray | None]:
+        return {name: None if spec is None else spec.build() for name, spec in self.specs}
+
+    def inputs(self) -> dict[str, Any]:
+        """Keyword arguments of the layer call: the arrays and the options."""
+        return {**self.arrays(), **dict(self.options)}
+
+
+def _leading_shapes(max_rows: int) -> st.SearchStrategy[tuple[int, ...]]:
+    """Leading (batch, token) axes: one or two, each 1..max_rows."""
+    return st.lists(st.integers(1, max_rows), min_size=1, max_size=2).map(tuple)
+
+
+def _weights(shape: tuple[int, ...]) -> st.SearchStrategy[ArraySpec]:
+    return array_specs(shape, scale=scales(1e-2, 1e1))
+
+
+def _optional(strategy: st.SearchStrategy[ArraySpec]) -> st.SearchStrategy[ArraySpec | None]:
+    return st.one_of(st.none(), strategy)
+
+
+@st.composite
+def linear_cases(draw: st.DrawFn, max_rows: int = 4, max_features: int = 16) -> LayerCase:
+    """x [..., in], weight [out, in], optional bias [out]."""
+    fan_in, fan_out = draw(st.integers(1, max_features)), draw(st.integers(1, max_features))
+    return LayerCase.of(x=draw(array_specs(draw(_leading_shapes(max_rows)) + (fan_in,))),
+                        weight=draw(_weights((fan_out, fan_in))), bias=draw(_optional(_weights((fan_out,)))))
+
+
+@st.composite
+def layer_norm_cases(draw: st.DrawFn, max_rows: int = 4, max_features: int = 32) -> LayerCase:
+    """x [..., D] from every value family (near_ties: variance far below eps), optional affine, eps."""
+    features = draw(st.integers(1, max_features))
+    return LayerCase.of({"eps": draw(st.sampled_from([1e-6, 1e-5, 1e-3]))},
+                        x=draw(array_specs(draw(_leading_shapes(max_rows)) + (features,))),
+                        weight=draw(_optional(_weights((features,)))), bias=draw(_optional(_weights((features,)))))
+
+
+@st.composite
+def gelu_cases(draw: st.DrawFn, max_rows: int = 6) -> LayerCase:
+    """x of any small shape, magnitudes 1e-3..1e2, both GELU forms."""
+    return LayerCase.of({"approximate": draw(st.sampled_from(["tanh", "none"]))},
+                        x=draw(array_specs(draw(_leading_shapes(max_rows)) + (draw(st.integers(1, 8)),))))
+
+
+@st.composite
+def silu_cases(draw: st.DrawFn, max_rows: int = 6) -> LayerCase:
+    """x with |x| well inside SILU_DOMAIN (scale <= 50, standardised families)."""
+    shape = draw(_leading_shapes(max_rows)) + (draw(st.integers(1, 8)),)
+    return LayerCase.of(x=draw(array_specs(shape, scale=scales(1e-3, 50.0))))
+
+
+@st.composite
+def modulate_cases(draw: st.DrawFn, max_batch: int = 3, max_tokens: int = 5, max_hidden: int = 8) -> LayerCase:
+    """x [N, T, D], shift and scale [N, D]."""
+    n, tokens, hidden = (draw(st.integers(1, m)) for m in (max_batch, max_tokens, max_hidden))
+    return LayerCase.of(x=draw(array_specs((n, tokens, hidden))), shift=draw(array_specs((n, hidden))),
+                        scale=draw(array_specs((n, hidden))))
+
+
+@st.composite
+def mlp_cases(draw: st.DrawFn, max_batch: int = 2, max_tokens: int = 4, max_hidden: int = 8) -> LayerCase:
+    """x [N, T, D], fc1 [H, D], fc2 [D, H] with biases, both GELU forms."""
+    n, tokens, hidden = (draw(st.integers(1, m)) for m in (max_batch, max_tokens, max_hidden))
+    width = draw(st.integers(1, 4 * max_hidden))
+    return LayerCase.of({"approximate": draw(st.sampled_from(["tanh", "none"]))},
+                        x=draw(array_specs((n, tokens, hidden))),
+                        fc1_weight=draw(_weights((width, hidden))), fc1_bias=draw(_weights((width,))),
+                        fc2_weight=draw(_weights((hidden, width))), fc2_bias=draw(_weights((hidden,))))
+
+
+@st.composite
+def timestep_cases(draw: st.DrawFn, max_batch: int = 4, max_dim: int = 48, knobs: bool = True,
+                   min_dim: int = 1) -> LayerCase:
+    """Timesteps t [N] (magnitudes up to 1e3, every family) and dim >= min_dim (odd included); with ``knobs``
+    also max_period, flip_sin_to_cos, downscale_freq_shift (0 or 1) and time_scale (1 or 1000, t in [0, 1])."""
+    shift = draw(st.sampled_from([0.0, 1.0])) if knobs else 0.0
+    dim = draw(st.integers(max(min_dim, 4 if shift else 1), max_dim))
+    options: dict[str, Any] = {"dim": dim}
+    if knobs:
+        options.update(max_period=draw(st.sampled_from([10000.0, 1000.0, 10.0])),
+                       flip_sin_to_cos=draw(st.booleans()), downscale_freq_shift=shift,
+                       time_scale=draw(st.sampled_from([1.0, 1000.0])))
+    t_scale = scales(1e-3, 1.0) if options.get("time_scale") == 1000.0 else scales(1e-3, 1e3)
+    return LayerCase.of(options, t=draw(array_specs((draw(st.integers(1, max_batch)),), scale=t_scale)))
+
+
+@st.composite
+def pos_embed_cases(draw: st.DrawFn, max_side: int = 5, max_dim: int = 32) -> LayerCase:
+    """embed_dim a multiple of 4, grid (h, w) possibly non-square."""
+    grid = (draw(st.integers(1, max_side)), draw(st.integers(1, max_side)))
+    return LayerCase.of({"embed_dim": 4 * draw(st.integers(1, max_dim // 4)), "grid_size": grid})
+
+
+@st.composite
+def patchify_cases(draw: st.DrawFn, max_channels: int = 3, max_patch: int = 3, max_side: int = 3,
+                   max_hidden: int = 8) -> LayerCase:
+    """x [N, C, h p, w p], Conv2d weight [D, C, p, p], optional bias [D]."""
+    n, channels, p = draw(st.integers(1, 2)), draw(st.integers(1, max_channels)), draw(st.integers(1, max_patch))
+    h, w, hidden = draw(st.integers(1, max_side)), draw(st.integers(1, max_side)), draw(st.integers(1, max_hidden))
+    return LayerCase.of({"patch_size": p}, x=draw(array_specs((n, channels, h * p, w * p))),
+                        weight=draw(_weights((hidden, channels, p, p))), bias=draw(_optional(_weights((hidden,)))))
+
+
+@st.composite
+def unpatchify_cases(draw: st.DrawFn, max_channels: int = 3, max_patch: int = 3, max_side: int = 4) -> LayerCase:
+    """Tokens [N, h*w, p*p*C] with the grid (h, w), possibly non-square."""
+    n, channels, p = draw(st.integers(1, 2)), draw(st.integers(1, max_channels)), draw(st.integers(1, max_patch))
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    return LayerCase.of({"patch_size": p, "out_channels": channels, "grid": (h, w)},
+                        x=draw(array_specs((n, h * w, p * p * channels))))
+
+
+# ----------------------------------------------------------------------------------------
+# A-priori rounding bounds (evaluated in arb at the exact inputs, rounded up)
+
+
+def gamma(xp: Any, n: int) -> Any:
+    """Higham's gamma_n = n u/(1 - n u), u = 2^-53, in the precision ``xp``."""
+    nu = xp.const(n) * xp.const(UNIT_ROUNDOFF)
+    return nu / (1 - nu)
+
+
+def upper_bound(balls: Any) -> np.ndarray:
+    """Float64 numbers >= every point of each arb ball (its upper endpoint, rounded up)."""
+    values, error = BallArray(np.asarray(balls, dtype=object)).to_float64()
+    return np.nextafter(values + error, np.inf)
+
+
+def _libm(xp: Any) -> Any:
+    """Relative error of one libm call, LIBM_ULPS ulp <= 2 LIBM_ULPS u."""
+    return xp.const(2 * LIBM_ULPS) * xp.const(UNIT_ROUNDOFF)
+
+
+def linear_rounding_bound(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """|fl(x W^T + b) - (x W^T + b)| <= gamma_{n+1} (|x| |W|^T + |b|) (gamma_n without bias), n = in features.
+
+    Higham (3.5): a length-n dot product in any order commits at most n relative roundings
+    per term (n - 1 additions, 1 product; an FMA only removes some); the bias adds one more.
+    """
+    xp, n = _BOUNDS, np.shape(weight)[1]
+    magnitude = linear(np.abs(x), np.abs(weight), None if bias is None else np.abs(bias), precision=xp)
+    with xp.context():
+        return upper_bound(magnitude.balls * gamma(xp, n + (bias is not None)))
+
+
+def layer_norm_rounding_bound(x: np.ndarray, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+                              eps: float = 1e-6) -> np.ndarray:
+    """Entrywise bound on the float64 error of the two-pass LayerNorm (mean; centre; mean of squares; divide).
+
+    Derivation (row of n values, exact mu, d_i = x_i - mu, v = mean d^2, s = sqrt(v + eps), z = d/s):
+      |mu^ - mu| <= a = gamma_n mean|x|                      (sum, then divide by n)
+      |d^_i - d_i| <= e_i = a(1 + u) + u|d_i|                 (one subtraction)
+      |v^ - v| <= E_v = [sum e_i(2|d_i| + e_i) + gamma_{n+1} sum (|d_i| + e_i)^2]/n
+      |fl(v^ + eps) - (v + eps)| <= E_r = E_v + u(v + eps + E_v)
+      |s^ - s| <= E_s = E_r/s + u(s + E_r/s)                   (sqrt is 1/(2s)-Lipschitz above 0, <= 1/s)
+      |z^_i - z_i| <= [e_i/(s - E_s) + |d_i| E_s/(s(s - E_s))](1 + gamma_2) + gamma_2 |z_i|
+    (gamma_2: a division, or a reciprocal then a product, as torch does); then *w: |w|E(1 + u) + u|z w|;
+    +b: E(1 + u) + u|z w + b|. Infinite where E_s >= s (the bound says nothing there).
+    This is a bound for the two-pass algorithm only; Welford-style or x*rstd - mean*rstd
+    implementations (torch's CPU kernel) are not covered by it.
+    """
+    xp, n = _BOUNDS, np.shape(x)[-1]
+    with xp.context():
+        u = xp.const(UNIT_ROUNDOFF)
+        exact = xp.asarray(x)
+        centred = exact - xp.mean(exact, axis=-1, keepdims=True)
+        magnitude = np.abs(centred)
+        mean_error = gamma(xp, n) * xp.mean(np.abs(exact), axis=-1, keepdims=True)
+        centred_error = mean_error * (1 + u) + u * magnitude
+        variance_error = (xp.sum(centred_error * (2 * magnitude + centred_error), axis=-1, keepdims=True)
+                          + gamma(xp, n + 1) * xp.sum((magnitude + centred_error) ** 2, axis=-1, keepdims=True)) / n
+        shifted = xp.mean(centred * centred, axis=-1, keepdims=True) + xp.const(eps)
+        shifted_error = variance_error + u * (shifted + variance_error)
+        std = xp.sqrt(shifted)
+        std_error = shifted_error / std + u * (std + shifted_error / std)
+        slack = std - std_error
+        value = centred / std
+        error = ((centred_error / slack + magnitude * std_error / (std * slack)) * (1 + gamma(xp, 2))
+                 + gamma(xp, 2) * np.abs(value))
+        if weight is not None:
+            w = xp.asarray(weight)
+            error = np.abs(w) * error * (1 + u) + u * np.abs(value * w)
+            value = value * w
+        if bias is not None:
+            error = error * (1 + u) + u * np.abs(value + xp.asarray(bias))
+        informative = np.broadcast_to(np.frompyfunc(lambda b: bool(b > 0), 1, 1)(slack).astype(bool), np.shape(x))
+        return np.where(informative, upper_bound(error), np.inf)
+
+
+def gelu_rounding_bound(x: np.ndarray, approximate: str = "tanh") -> np.ndarray:
+    """Entrywise bound on the float64 error of GELU computed as 0.5 x (1 + F(inner)) with F = tanh or erf.
+
+    Derivation (exact inner value w, F Lipschitz on [w - D, w + D] with constant F'(m), m = max(0, |w| - D)):
+      tanh form, w = c p, c = sqrt(2/pi), p = x + k x^3: c^ = c(1 + theta_3) (a literal, or 2/pi then sqrt),
+        x*x*x, k^ and *k give k x^3 (1 + theta_4); + x: |p^ - p| <= gamma_5 A, A = |x| + k|x|^3;
+        times c^: D = c gamma_9 A; F' = sech^2.
+      erf form, w = x/sqrt 2: a constant (<= 2 roundings) and a product or quotient: D = gamma_3 |w|;
+        F' = (2/sqrt pi) exp(-m^2).
+      |F^ - F(w)| <= E_F = D F'(m) + 2 L u (|F(w)| + D F'(m))        (libm within L ulp)
+      |fl(1 + F^) - (1 + F)| <= E_1 = E_F + u(|1 + F| + E_F)
+      |y^ - y| <= |x|/2 (E_1 (1 + u) + u |1 + F|)                      (0.5 x is exact)
+    """
+    xp = _BOUNDS
+    with xp.context():
+        u, exact = xp.const(UNIT_ROUNDOFF), xp.asarray(x)
+        nonnegative = np.frompyfunc(lambda b: b.nonnegative_part(), 1, 1)
+        if approximate == "tanh":
+            c = xp.sqrt(xp.const(2) / xp.pi())
+            k = xp.const(GELU_TANH_CUBIC[0]) / xp.const(GELU_TANH_CUBIC[1])
+            inner = c * (exact + k * exact * exact * exact)
+            perturbation = c * gamma(xp, 9) * (np.abs(exact) + k * np.abs(exact) ** 3)
+            distance = nonnegative(np.abs(inner) - perturbation)
+            sech = np.frompyfunc(lambda b: b.sech(), 1, 1)(distance)
+            function_error = perturbation * sech * sech
+            value = xp.tanh(inner)
+        else:
+            inner = exact / xp.sqrt(xp.const(2))
+            perturbation = gamma(xp, 3) * np.abs(inner)
+            distance = nonnegative(np.abs(inner) - perturbation)
+            function_error = perturbation * 2 / xp.sqrt(xp.pi()) * xp.exp(-distance * distance)
+            value = xp.erf(inner)
+        function_error = function_error + _libm(xp) * (np.abs(value) + function_error)
+        one_plus = np.abs(1 + value)
+        sum_error = function_error + u * (one_plus + function_error)
+        return upper_bound(np.abs(exact) / 2 * (sum_error * (1 + u) + u * one_plus))
+
+
+def silu_rounding_bound(x: np.ndarray) -> np.ndarray:
+    """|fl(x/(1 + exp(-x))) - silu(x)| <= rho |silu(x)|, rho = (1 + u)/((1 - 2Lu)(1 - u)) - 1, for |x| <= SILU_DOMAIN.
+
+    Derivation: exp^ = e(1 + d1), |d1| <= 2Lu; 1 + exp^ = (1 + e)(1 + eta)(1 + d2) with
+    |eta| = |e d1|/(1 + e) <= 2Lu; the quotient adds (1 + d3). Infinite outside the domain.
+    """
+    xp = _BOUNDS
+    with xp.context():
+        u = xp.const(UNIT_ROUNDOFF)
+        rho = (1 + u) / ((1 - _libm(xp)) * (1 - u)) - 1
+        bound = upper_bound(np.abs(silu(x, precision=xp).balls) * rho)
+    return np.where(np.abs(x) <= SILU_DOMAIN, bound, np.inf)
+
+
+def _sinusoid_bound(xp: Any, args: Any, exponent: Any, pow_path: bool) -> np.ndarray:
+    """Bound on |fl(sin or cos)(args^) - (sin or cos)(args)| for args = (scale) t exp(-exponent), exponent >= 0.
+
+    exp path (DiT, diffusers, the reference): exponent^ = ln(P) i / q with ln (L ulp) and two roundings,
+    |exponent^ - exponent| <= gamma_{2L+2} |exponent|; frequency relative error
+    exp(gamma_{2L+2} |exponent|)(1 + 2Lu) - 1. pow path (MAE: 1/P^(i/q)): the quotient i/q is one
+    rounding, pow is L ulp, the reciprocal one more: (1 + u)/(2 - exp(u |exponent|)(1 + 2Lu)) - 1.
+    Then at most two products (time_scale, t; or position): args relative error
+    (1 + freq)(1 + u)^2 - 1; sin and cos are 1-Lipschitz and L ulp <= 2Lu in [-1, 1].
+    """
+    u, libm = xp.const(UNIT_ROUNDOFF), _libm(xp)
+    if pow_path:
+        power = xp.exp(u * exponent) * (1 + libm)
+        frequency = (1 + u) / (2 - power) - 1
+    else:
+        frequency = xp.exp(gamma(xp, 2 * LIBM_ULPS + 2) * exponent) * (1 + libm) - 1
+    return upper_bound(((1 + frequency) * (1 + u) ** 2 - 1) * np.abs(args) + libm)
+
+
+def _timestep_bound(t: np.ndarray, dim: int, max_period: float = 10000, downscale_freq_shift: float = 0.0,
+                    time_scale: float = 1.0, **_: Any) -> np.ndarray:
+    """Entrywise float64 error bound of a timestep embedding ([cos | sin] or [sin | cos] | 0), exp path."""
+    xp, half = _BOUNDS, dim // 2
+    with xp.context():
+        exponent = (xp.log(xp.const(max_period)) * xp.asarray(np.arange(half, dtype=np.float64))
+                    / (xp.const(half) - xp.const(downscale_freq_shift)))
+        args = xp.const(time_scale) * xp.asarray(t)[:, None] * xp.exp(-exponent)[None, :]
+        bound = _sinusoid_bound(xp, args, np.broadcast_to(exponent, np.shape(args)), pow_path=False)
+    return np.concatenate([bound, bound, np.zeros((len(t), dim % 2))], axis=-1)
+
+
+def _pos_embed_bound(embed_dim: int, grid_size: tuple[int, int], pow_path: bool) -> np.ndarray:
+    """Entrywise float64 error bound of the 2-D sin-cos table [sin j w | cos j w | sin i w | cos i w].
+
+    omega_k = 10000^(-k/(D/4)), k < D/4; every position is at most max(h, w) - 1.
+    """
+    xp, quarter = _BOUNDS, embed_dim // 4
+    with xp.context():
+        exponent = xp.log(xp.const(10000)) * xp.asarray(np.arange(quarter, dtype=np.float64)) / xp.const(quarter)
+        frequencies = xp.exp(-exponent)
+        largest = xp.const(max(grid_size) - 1)
+        bound = _sinusoid_bound(xp, largest * frequencies, exponent, pow_path)
+    per_token = np.concatenate([bound, bound, bound, bound])
+    return np.broadcast_to(per_token, (grid_size[0] * grid_size[1], embed_dim))
+
+
+# ----------------------------------------------------------------------------------------
+# Independent transcriptions of the original code (float64; DiT itself runs these in float32)
+
+
+def dit_timestep_embedding(t: np.ndarray, dim: int, max_period: float = 10000) -> np.ndarray:
+    """DiT TimestepEmbedder.timestep_embedding (from GLIDE nn.py), transcribed line by line in NumPy float64."""
+    half = dim // 2
+    freqs = np.exp(-math.log(max_period) * np.arange(start=0, stop=half, dtype=np.float64) / half)
+    args = t[:, None] * freqs[None]
+    embedding = np.concatenate([np.cos(args), np.sin(args)], axis=-1)
+    if dim % 2:
+        embedding = np.concatenate([embedding, np.zeros_like(embedding[:, :1])], axis=-1)
+    return embedding
+
+
+def diffusers_timestep_embedding(timesteps: np.ndarray, embedding_dim: int, flip_sin_to_cos: bool = False,
+                                 downscale_freq_shift: float = 1, scale: float = 1,
+                                 max_period: float = 10000) -> np.ndarray:
+    """diffusers.models.embeddings.get_timestep_embedding, transcribed line by line in NumPy float64."""
+    half_dim = embedding_dim // 2
+    exponent = -math.log(max_period) * np.arange(start=0, stop=half_dim, dtype=np.float64)
+    exponent = exponent / (half_dim - downscale_freq_shift)
+    emb = np.exp(exponent)
+    emb = timesteps[:, None] * emb[None, :]
+    emb = scale * emb
+    emb = np.concatenate([np.sin(emb), np.cos(emb)], axis=-1)
+    if flip_sin_to_cos:
+        emb = np.concatenate([emb[:, half_dim:], emb[:, :half_dim]], axis=-1)
+    if embedding_dim % 2 == 1:
+        emb = np.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+def _mae_1d_sincos(embed_dim: int, pos: np.ndarray) -> np.ndarray:
+    omega = np.arange(embed_dim // 2, dtype=np.float64)
+    omega /= embed_dim / 2.0
+    omega = 1.0 / 10000**omega
+    pos = pos.reshape(-1)
+    out = np.einsum("m,d->md", pos, omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def dit_2d_sincos_pos_embed(embed_dim: int, grid_size: tuple[int, int]) -> np.ndarray:
+    """DiT get_2d_sincos_pos_embed (MAE pos_embed.py), transcribed; (h, w) grids as diffusers generalises it."""
+    grid_h = np.arange(grid_size[0], dtype=np.float64)
+    grid_w = np.arange(grid_size[1], dtype=np.float64)
+    grid = np.meshgrid(grid_w, grid_h)  # here w goes first
+    grid = np.stack(grid, axis=0).reshape([2, 1, grid_size[0], grid_size[1]])
+    emb_h = _mae_1d_sincos(embed_dim // 2, grid[0])
+    emb_w = _mae_1d_sincos(embed_dim // 2, grid[1])
+    return np.concatenate([emb_h, emb_w], axis=1)
+
+
+def dit_unpatchify(x: np.ndarray, patch_size: int, out_channels: int, grid: tuple[int, int]) -> np.ndarray:
+    """DiT.unpatchify transcribed (einsum 'nhwpqc->nchpwq'), with DiT's square grid generalised to (h, w)."""
+    h, w = grid
+    x = x.reshape(x.shape[0], h, w, patch_size, patch_size, out_channels)
+    x = np.einsum("nhwpqc->nchpwq", x)
+    return x.reshape(x.shape[0], out_channels, h * patch_size, w * patch_size)
+
+
+def patch_permutation_weight(channels: int, patch_size: int) -> np.ndarray:
+    """Conv2d weight [p*p*C, C, p, p] copying pixel (c, p, q) of a patch to feature (p*P + q)*C + c.
+
+    patchify reads patches in (C, p, p) order and unpatchify writes features in (p, p, C) order,
+    so with this weight unpatchify(patchify(x)) = x exactly.
+    """
+    weight = np.zeros((patch_size * patch_size * channels, channels, patch_size, patch_size))
+    for row in range(patch_size):
+        for col in range(patch_size):
+            for c in range(channels):
+                weight[(row * patch_size + col) * channels + c, c, row, col] = 1.0
+    return weight
+
+
+# ----------------------------------------------------------------------------------------
+# Properties
+
+
+def check_ball_contains_mp(function: Callable[..., Any], case: LayerCase, *, bits: int = 100, digits: int = 60,
+                           claim: str = "certified-ball") -> None:
+    """The arb ball (``bits``) contains mpmath at about twice the precision, and is narrower than float64 resolution."""
+    inputs = case.inputs()
+    ball = function(**inputs, precision=f"arb:{bits}")
+    second_opinion = function(**inputs, precision=f"mp:{digits}")
+    require(isinstance(ball, BallArray) and ball.shape == np.shape(second_opinion), claim,
+            "arb and mp results differ in type or shape", function=function.__name__, case=case)
+    outside = ~ball.contains(second_opinion)
+    require(not outside.any(), claim, f"the arb:{bits} ball misses the mp:{digits} value",
+            function=function.__name__, first_miss=None if not outside.any() else tuple(np.argwhere(outside)[0]),
+            case=case)
+    scale = max(1.0, float(np.max(np.abs(ball.mid), initial=0.0)))
+    require(ball.max_rad() <= UNIT_ROUNDOFF * scale, claim, "the ball is wider than float64 resolution (vacuous)",
+            function=function.__name__, max_rad=ball.max_rad(), case=case)
+
+
+def _check_within(ball: BallArray, value: np.ndarray, tolerance: np.ndarray, claim: str, what: str,
+                  case: LayerCase) -> None:
+    require(np.shape(value) == ball.shape, claim, f"{what}: wrong shape", got=np.shape(value), case=case)
+    # a NaN midpoint makes an arb ball that overlaps everything, so non-finite results are rejected first
+    require(np.all(np.isfinite(value)), claim, f"{what}: non-finite float64 result", case=case)
+    inside = ball.within(value, tolerance)
+    if not inside.all():
+        index = tuple(int(i) for i in np.argwhere(~inside)[0])
+        exact = float(ball.mid[index])
+        require(False, claim, f"{what}: float64 result outside the a-priori rounding bound", index=index,
+                got=float(value[index]), exact=exact, bound=float(tolerance[index]), case=case)
+
+
+def check_linear_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """|linear(x, W, b) - exact| <= gamma_{n+1}(|x||W|^T + |b|) entrywise (Higham 3.5)."""
+    a = case.arrays()
+    ball = linear(a["x"], a["weight"], a["bias"], precision=_BOUNDS)
+    bound = linear_rounding_bound(a["x"], a["weight"], a["bias"])
+    _check_within(ball, implementation(a["x"], a["weight"], a["bias"]), bound, "linear-rounding", "linear", case)
+
+
+def check_layer_norm_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """Two-pass float64 LayerNorm within layer_norm_rounding_bound of the certified layer_norm."""
+    inputs = case.inputs()
+    ball = layer_norm(**inputs, precision=_BOUNDS)
+    bound = layer_norm_rounding_bound(**inputs)
+    _check_within(ball, implementation(**inputs), bound, "layer-norm-rounding", "layer_norm", case)
+
+
+def check_gelu_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """float64 GELU (both forms) within gelu_rounding_bound of the certified gelu."""
+    inputs = case.inputs()
+    ball = gelu(**inputs, precision=_BOUNDS)
+    bound = gelu_rounding_bound(**inputs)
+    _check_within(ball, implementation(**inputs), bound, "gelu-rounding", f"gelu({inputs['approximate']})", case)
+
+
+def check_silu_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """float64 SiLU within silu_rounding_bound of the certified silu."""
+    x = case.arrays()["x"]
+    _check_within(silu(x, precision=_BOUNDS), implementation(x), silu_rounding_bound(x), "silu-rounding", "silu",
+                  case)
+
+
+def check_modulate_identities(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """modulate(x, 0, 0) = x, modulate(x, shift, 0) = x + shift, modulate(x, 0, scale) = x (1 + scale), bit for bit.
+
+    Each right-hand side is the same single rounding as the left, so equality is exact; a
+    swapped shift/scale or a missing broadcast over tokens breaks it.
+    """
+    a = case.arrays()
+    x, shift, scale = a["x"], a["shift"], a["scale"]
+    zero = np.zeros_like(shift)
+    for name, got, expected in (("modulate(x, 0, 0)", implementation(x, zero, zero), x),
+                                ("modulate(x, shift, 0)", implementation(x, shift, zero), x + shift[:, None, :]),
+                                ("modulate(x, 0, scale)", implementation(x, zero, scale), x * (1 + scale[:, None, :]))):
+        require(np.shape(got) == np.shape(expected) and np.array_equal(got, expected), "modulate-identities",
+                f"{name} is not exactly its closed form", case=case)
+
+
+def _check_close(got: np.ndarray, expected: np.ndarray, tolerance: np.ndarray, claim: str, what: str,
+                 case: LayerCase) -> None:
+    require(np.shape(got) == np.shape(expected), claim, f"{what}: wrong shape", got=np.shape(got),
+            expected=np.shape(expected), case=case)
+    bad = ~(np.abs(got - expected) <= tolerance)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        require(False, claim, f"{what}: differs by more than both rounding bounds", index=index,
+                got=float(got[index]), expected=float(expected[index]), bound=float(tolerance[index]), case=case)
+
+
+def check_timestep_embedding_matches_dit(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """With DiT's defaults, the embedding equals DiT's own timestep_embedding up to both rounding bounds.
+
+    Draw dim >= 2: at dim = 1 DiT returns shape [N, 0] (its zero column is embedding[:, :1] of an
+    empty array), a degenerate case the reference does not copy (it returns the zero column).
+    """
+    inputs = case.inputs()
+    t, dim = inputs["t"], inputs["dim"]
+    transcription = dit_timestep_embedding(t, dim)
+    tolerance = 2 * _timestep_bound(t, dim)
+    _check_close(implementation(t, dim), transcription, tolerance, "timestep-embedding-dit",
+                 "timestep_embedding (DiT defaults)", case)
+
+
+def check_timestep_embedding_matches_diffusers(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """Every knob combination equals diffusers' get_timestep_embedding(flip_sin_to_cos, downscale_freq_shift, scale, max_period)."""
+    inputs = case.inputs()
+    knobs = {key: inputs[key] for key in ("max_period", "flip_sin_to_cos", "downscale_freq_shift", "time_scale")}
+    transcription = diffusers_timestep_embedding(inputs["t"], inputs["dim"], knobs["flip_sin_to_cos"],
+                                                 knobs["downscale_freq_shift"], knobs["time_scale"],
+                                                 knobs["max_period"])
+    tolerance = 2 * _timestep_bound(**inputs)
+    _check_close(implementation(inputs["t"], inputs["dim"], **knobs), transcription, tolerance,
+                 "timestep-embedding-diffusers", f"timestep_embedding {knobs}", case)
+
+
+def check_pos_embed_matches_dit(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """pos_embed_2d(D, (h, w)) equals DiT's get_2d_sincos_pos_embed up to both rounding bounds."""
+    inputs = case.inputs()
+    dim, grid = inputs["embed_dim"], inputs["grid_size"]
+    tolerance = _pos_embed_bound(dim, grid, pow_path=False) + _pos_embed_bound(dim, grid, pow_path=True)
+    _check_close(implementation(dim, grid), dit_2d_sincos_pos_embed(dim, grid), tolerance, "pos-embed-dit",
+                 "pos_embed_2d", case)
+
+
+def check_patchify_matches_conv(implementation: Callable[..., np.ndarray], conv: Callable[..., np.ndarray],
+                                case: LayerCase) -> None:
+    """patchify equals Conv2d(kernel = stride = p) + flatten(2).transpose(1, 2) up to both dot-product bounds.
+
+    Each token is a dot product of length n = C p^2 (+ bias) in either code, so each is within
+    gamma_{n+1}(|patch||W| + |b|) of the exact value and they differ by at most twice that.
+    """
+    a, p = case.arrays(), dict(case.options)["patch_size"]
+    x, weight, bias = a["x"], a["weight"], a["bias"]
+    n = int(np.prod(np.shape(weight)[1:]))
+    magnitude = patchify(np.abs(x), np.abs(weight), None if bias is None else np.abs(bias), p, precision=_BOUNDS)
+    with _BOUNDS.context():
+        tolerance = 2 * upper_bound(magnitude.balls * gamma(_BOUNDS, n + 1))
+    _check_close(implementation(x, weight, bias, p), conv(x, weight, bias, p), tolerance, "patchify-conv",
+                 "patchify vs Conv2d", case)
+
+
+def check_unpatchify_round_trip(patchify_impl: Callable[..., np.ndarray], unpatchify_impl: Callable[..., np.ndarray],
+                                case: LayerCase) -> None:
+    """unpatchify(patchify(x, P, 0, p), p, C, grid) = x bit for bit, P = patch_permutation_weight (one 1 per row)."""
+    a, options = case.arrays(), dict(case.options)
+    p, channels, (h, w) = options["patch_size"], options["out_channels"], options["grid"]
+    image = a["x"].reshape(-1, channels, h * p, w * p)
+    weight = patch_permutation_weight(channels, p)
+    tokens = patchify_impl(image, weight, np.zeros(weight.shape[0]), p)
+    back = unpatchify_impl(tokens, p, channels, (h, w))
+    require(np.shape(back) == image.shape and np.array_equal(back, image), "unpatchify-round-trip",
+            "unpatchify(patchify(x)) != x with the permutation weight", case=case)
+
+
+def check_unpatchify_matches_dit(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """unpatchify equals DiT's reshape + einsum('nhwpqc->nchpwq') exactly (pure data movement)."""
+    inputs = case.inputs()
+    x, p, channels, grid = inputs["x"], inputs["patch_size"], inputs["out_channels"], inputs["grid"]
+    got = implementation(x, p, channels, grid)
+    expected = dit_unpatchify(x, p, channels, grid)
+    require(np.shape(got) == expected.shape and np.array_equal(got, expected), "unpatchify-dit",
+            "unpatchify differs from DiT's einsum 'nhwpqc->nchpwq'", case=case)

@@ -1,0 +1,463 @@
+"""The whole DiT: certified forward, float64 envelope, a torch transcription of DiT, adaLN-Zero, LD2; planted bugs; bad input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import flint
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from budget import at_most
+from helpers import expect_caught
+from hypothesis import given
+from torch import nn
+
+from ditcheck.properties import dit as props
+from ditcheck.properties.layers import check_ball_contains_mp
+from ditcheck.reference.dit import (DIFFUSERS_DIT_KNOBS, DiTConfig, dit_block, dit_forward, dit_intermediates,
+                                    dit_latent_score, dit_param_shapes, final_layer, random_dit_params,
+                                    timestep_embedder, zero_adaln)
+from ditcheck.reference.errors import (DTypeError, InvalidArgumentError, NonFiniteError, NotOrthonormalError,
+                                       ShapeError)
+from ditcheck.reference.precision import BallArray
+from ditcheck.reference.schedules import sigma
+
+# ----------------------------------------------------------------------------------------
+# A torch transcription of facebookresearch/DiT models.py (timm's PatchEmbed, Attention and Mlp
+# inlined), with every DiTConfig knob; ``planted`` switches on one named bug for planted-bug tests.
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def timestep_frequencies(t: torch.Tensor, config: DiTConfig, planted: str | None) -> torch.Tensor:
+    """diffusers get_timestep_embedding, which is DiT's timestep_embedding at shift 0 and flip_sin_to_cos."""
+    half = config.frequency_dim // 2
+    exponent = -math.log(config.max_period) * torch.arange(half, dtype=torch.float64)
+    emb = torch.exp(exponent / (half - config.downscale_freq_shift))
+    emb = config.time_scale * (t[:, None] * emb[None, :])
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+    if config.flip_sin_to_cos != (planted == "sin_cos_swapped"):
+        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+    return F.pad(emb, (0, config.frequency_dim % 2))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, tokens, channels = x.shape
+        heads = self.config.num_heads
+        qkv = self.qkv(x).reshape(n, tokens, 3, heads, channels // heads).permute(2, 0, 3, 1, 4)
+        parts = dict(zip(self.config.qkv_order, qkv.unbind(0)))
+        out = F.scaled_dot_product_attention(parts["q"], parts["k"], parts["v"], scale=self.config.attention_scale)
+        return self.proj(out.transpose(1, 2).reshape(n, tokens, channels))
+
+
+class Mlp(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.mlp_hidden)
+        self.act = nn.GELU(approximate=config.gelu_approximate)
+        self.fc2 = nn.Linear(config.mlp_hidden, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def adaln_modulation(config: DiTConfig, chunks: int) -> nn.Sequential:
+    return nn.Sequential(nn.SiLU(), nn.Linear(config.hidden_size, chunks * config.hidden_size))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, config: DiTConfig, planted: str | None = None):
+        super().__init__()
+        self.config, self.planted = config, planted
+        mlp_eps = 1e-6 if planted == "mlp_eps_ignored" else config.ln_eps_mlp
+        self.norm1 = nn.LayerNorm(config.hidden_size, elementwise_affine=False, eps=config.ln_eps_attn)
+        self.attn = Attention(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, elementwise_affine=False, eps=mlp_eps)
+        self.mlp = Mlp(config)
+        self.adaLN_modulation = adaln_modulation(config, 6)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        order = list(self.config.adaln_chunk_order)
+        if self.planted == "chunk_order":
+            order[:3] = order[:3][::-1]
+        m = dict(zip(order, self.adaLN_modulation(c).chunk(6, dim=1)))
+        if self.planted == "shift_scale_swapped":
+            m["shift_msa"], m["scale_msa"] = m["scale_msa"], m["shift_msa"]
+        gate_msa = torch.ones_like(m["gate_msa"]) if self.planted == "missing_gate" else m["gate_msa"]
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), m["shift_msa"], m["scale_msa"]))
+        x = x + m["gate_mlp"].unsqueeze(1) * self.mlp(modulate(self.norm2(x), m["shift_mlp"], m["scale_mlp"]))
+        return x
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        self.norm_final = nn.LayerNorm(config.hidden_size, elementwise_affine=False, eps=config.ln_eps_final)
+        self.linear = nn.Linear(config.hidden_size, config.patch_size**2 * config.out_channels)
+        self.adaLN_modulation = adaln_modulation(config, 2)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        m = dict(zip(self.config.final_adaln_chunk_order, self.adaLN_modulation(c).chunk(2, dim=1)))
+        return self.linear(modulate(self.norm_final(x), m["shift"], m["scale"]))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        p = config.patch_size
+        self.proj = nn.Conv2d(config.in_channels, config.hidden_size, kernel_size=p, stride=p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, config: DiTConfig, planted: str | None):
+        super().__init__()
+        self.config, self.planted = config, planted
+        self.mlp = nn.Sequential(nn.Linear(config.frequency_dim, config.hidden_size), nn.SiLU(),
+                                 nn.Linear(config.hidden_size, config.hidden_size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_frequencies(t, self.config, self.planted))
+
+
+class LabelEmbedder(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.embedding_table = nn.Embedding(config.num_classes + 1, config.hidden_size)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.embedding_table(labels)
+
+
+class DiT(nn.Module):
+    def __init__(self, config: DiTConfig, planted: str | None = None):
+        super().__init__()
+        self.config = config
+        self.x_embedder = PatchEmbed(config)
+        self.t_embedder = TimestepEmbedder(config, planted)
+        self.y_embedder = LabelEmbedder(config) if config.num_classes else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, config.hidden_size), requires_grad=False)
+        self.blocks = nn.ModuleList([DiTBlock(config, planted) for _ in range(config.depth)])
+        self.final_layer = FinalLayer(config)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        (h, w), p, c = self.config.grid, self.config.patch_size, self.config.out_channels
+        x = torch.einsum("nhwpqc->nchpwq", x.reshape(x.shape[0], h, w, p, p, c))
+        return x.reshape(x.shape[0], c, h * p, w * p)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        x = self.x_embedder(x) + self.pos_embed
+        c = self.t_embedder(t)
+        if y is not None:
+            c = c + self.y_embedder(y)
+        for block in self.blocks:
+            x = block(x, c)
+        return self.unpatchify(self.final_layer(x, c))
+
+
+def loaded(module: nn.Module, params: Mapping[str, np.ndarray], prefix: str = "") -> nn.Module:
+    """The module in float64 with the state dict taken from ``params`` (strict: DiT's names, all of them)."""
+    state = {name.removeprefix(prefix): torch.from_numpy(np.asarray(value)) for name, value in params.items()
+             if name.startswith(prefix)}
+    module.double().load_state_dict(state, strict=True)
+    return module.eval()
+
+
+def torch_block(planted: str | None = None):
+    def block(x: np.ndarray, c: np.ndarray, params: Mapping[str, np.ndarray], prefix: str,
+              config: DiTConfig) -> np.ndarray:
+        module = loaded(DiTBlock(config, planted), params, prefix + ".")
+        with torch.no_grad():
+            return module(torch.from_numpy(x), torch.from_numpy(c)).numpy()
+
+    return block
+
+
+def torch_hooks(planted: str | None = None):
+    """Forward-hook activations of the torch DiT under the reference's names, plus the output."""
+
+    def intermediates(params: Mapping[str, np.ndarray], x: np.ndarray, t: np.ndarray, y: np.ndarray | None,
+                      config: DiTConfig) -> dict[str, np.ndarray]:
+        model = loaded(DiT(config, planted), params)
+        seen: dict[str, np.ndarray] = {}
+        for name, module in model.named_modules():
+            if name:
+                module.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.numpy()))
+        with torch.no_grad():
+            labels = None if y is None else torch.from_numpy(y)
+            seen["unpatchify"] = model(torch.from_numpy(x), torch.from_numpy(t), labels).numpy()
+        return seen
+
+    return intermediates
+
+
+# ----------------------------------------------------------------------------------------
+# Certified forward and float64
+
+
+@at_most(4)
+@given(props.dit_cases(max_hidden=16, max_tokens=6))
+def test_dit_ball_contains_mp_at_twice_the_precision(case: props.DiTCase) -> None:
+    check_ball_contains_mp(dit_forward, case)
+
+
+def test_planted_radius_loss_in_dit_is_caught() -> None:
+    def dit_without_radius(*args: Any, precision: str = "float64", **kwargs: Any) -> Any:
+        out = dit_forward(*args, precision=precision, **kwargs)
+        if isinstance(out, BallArray):
+            return BallArray(np.frompyfunc(lambda ball: flint.arb(ball.mid()), 1, 1)(out.balls))
+        return out
+
+    expect_caught(lambda case: check_ball_contains_mp(dit_without_radius, case),
+                  props.dit_cases(max_hidden=8, max_tokens=2, max_depth=1), claim="certified-ball", max_examples=3)
+
+
+@at_most(20)
+@given(props.dit_cases(conventions=True))
+def test_float64_dit_within_envelope_of_ball(case: props.DiTCase) -> None:
+    props.check_dit_float64_envelope(dit_forward, case)
+
+
+def test_planted_float32_weights_are_caught() -> None:
+    def float32_weights(params: Mapping[str, np.ndarray], **inputs: Any) -> np.ndarray:
+        rounded = {name: np.asarray(value, dtype=np.float32).astype(np.float64) for name, value in params.items()}
+        return dit_forward(rounded, **inputs)
+
+    expect_caught(lambda case: props.check_dit_float64_envelope(float32_weights, case), props.dit_cases(),
+                  claim="dit-float64-envelope", max_examples=10)
+
+
+# ----------------------------------------------------------------------------------------
+# Agreement with the torch transcription
+
+
+@given(props.dit_cases(conventions=True))
+def test_torch_dit_block_agrees_with_reference(case: props.DiTCase) -> None:
+    props.check_block_matches(torch_block(), case)
+
+
+@pytest.mark.parametrize("planted", ["missing_gate", "chunk_order", "shift_scale_swapped", "mlp_eps_ignored"])
+def test_planted_block_bugs_are_caught(planted: str) -> None:
+    expect_caught(lambda case: props.check_block_matches(torch_block(planted), case),
+                  props.dit_cases(conventions=True), claim="dit-block")
+
+
+@given(props.dit_cases(conventions=True))
+def test_torch_dit_hooks_agree_with_intermediates(case: props.DiTCase) -> None:
+    props.check_intermediates_match(torch_hooks(), case)
+
+
+def test_planted_timestep_bug_is_localised_to_t_embedder() -> None:
+    caught = expect_caught(lambda case: props.check_intermediates_match(torch_hooks("sin_cos_swapped"), case),
+                           props.dit_cases(), claim="dit-intermediates")
+    assert "'t_embedder'" in str(caught)
+
+
+def test_diffusers_knobs_reproduce_diffusers_conventions() -> None:
+    """DIFFUSERS_DIT_KNOBS reproduce the torch DiT built the diffusers way (shift-1 timesteps, MLP norm eps 1e-5)."""
+    config = DiTConfig(input_size=(4, 6), patch_size=2, in_channels=2, hidden_size=16, depth=2, num_heads=2,
+                       num_classes=3, **DIFFUSERS_DIT_KNOBS)
+    case = props.DiTCase(config, param_seed=1, input_seed=2, times=(3.0, 600.0), labels=(0, 3))
+    props.check_intermediates_match(torch_hooks(), case)
+    original = dit_forward(**{**case.inputs(), "config": config.replace(downscale_freq_shift=0.0, ln_eps_mlp=1e-6)})
+    assert np.max(np.abs(dit_forward(**case.inputs()) - original)) > 1e-4  # the knobs change the output
+
+
+# ----------------------------------------------------------------------------------------
+# adaLN-Zero and the random parameters
+
+
+@given(props.dit_cases(conventions=True))
+def test_adaln_zero_makes_blocks_identity_and_output_zero(case: props.DiTCase) -> None:
+    props.check_adaln_zero(dit_intermediates, case)
+
+
+@given(props.dit_cases())
+def test_torch_dit_adaln_zero(case: props.DiTCase) -> None:
+    props.check_adaln_zero(torch_hooks(), case)
+
+
+def test_planted_missing_gate_breaks_adaln_zero() -> None:
+    expect_caught(lambda case: props.check_adaln_zero(torch_hooks("missing_gate"), case), props.dit_cases(),
+                  claim="adaln-zero")
+
+
+@given(props.dit_cases())
+def test_random_params_are_informative(case: props.DiTCase) -> None:
+    props.check_random_params_informative(random_dit_params, case)
+
+
+def test_planted_dit_initialisation_is_caught() -> None:
+    """DiT's own initialize_weights (adaLN-Zero) as the 'random' parameters makes checks vacuous."""
+    expect_caught(lambda case: props.check_random_params_informative(
+        lambda config, seed: zero_adaln(random_dit_params(config, seed), config), case), props.dit_cases(),
+        claim="random-params")
+
+
+# ----------------------------------------------------------------------------------------
+# LD2 with a DiT
+
+
+@at_most(15)
+@given(props.latent_score_cases())
+def test_dit_latent_score_has_the_ld2_form(case: props.LatentScoreCase) -> None:
+    props.check_latent_score_form(dit_latent_score, case)
+
+
+def sigma_instead_of_variance(params: Any, config: Any, x: Any, t: Any, basis: Any, y: Any = None,
+                              schedule: str = "ou-half", *, precision: Any = "float64") -> Any:
+    """Planted: s = (B f - x)/sigma_t (the Hu et al. variance sigma(t) misread as a standard deviation)."""
+    scores = dit_latent_score(params, config, x, t, basis, y, schedule, precision=precision)
+    return BallArray(scores.balls * sigma(t, schedule, precision=precision).balls[:, None])
+
+
+def variance_channels(params: Any, config: DiTConfig, x: Any, t: Any, basis: Any, y: Any = None,
+                      schedule: str = "ou-half", *, precision: Any = "float64") -> Any:
+    """Planted: f taken from the learned-variance channels (the second half) instead of the noise prediction."""
+    if not config.learn_sigma:
+        return dit_latent_score(params, config, x, t, basis, y, schedule, precision=precision)
+    channels = config.in_channels
+    order = np.r_[channels:2 * channels, 0:channels]
+    swapped = dict(params)
+    for name in ("final_layer.linear.weight", "final_layer.linear.bias"):
+        value = params[name].reshape(config.patch_size**2, 2 * channels, *params[name].shape[1:])
+        swapped[name] = value[:, order].reshape(params[name].shape)
+    return dit_latent_score(swapped, config, x, t, basis, y, schedule, precision=precision)
+
+
+@pytest.mark.parametrize("planted", [sigma_instead_of_variance, variance_channels])
+def test_planted_latent_score_bugs_are_caught(planted: Any) -> None:
+    expect_caught(lambda case: props.check_latent_score_form(planted, case), props.latent_score_cases(),
+                  claim="LD2", max_examples=20)
+
+
+# ----------------------------------------------------------------------------------------
+# Bad input
+
+CONFIG = DiTConfig(input_size=(4, 6), patch_size=2, in_channels=2, hidden_size=8, depth=1, num_heads=2,
+                   num_classes=3)
+PARAMS = random_dit_params(CONFIG, seed=0)
+X = np.ones((2, 2, 4, 6))
+T = np.array([1.0, 10.0])
+Y = np.array([0, 3])
+
+
+def test_valid_sample_call() -> None:
+    assert dit_forward(PARAMS, X, T, Y, CONFIG).shape == (2, 4, 4, 6)
+    assert dit_forward(PARAMS, X, T, None, CONFIG).shape == (2, 4, 4, 6)
+
+
+@pytest.mark.parametrize(("changes", "argument"), [
+    ({"num_heads": 3}, "num_heads"), ({"hidden_size": 10, "num_heads": 1}, "hidden_size"),
+    ({"input_size": (4, 5)}, "input_size"), ({"patch_size": 0}, "patch_size"), ({"num_classes": -1}, "num_classes"),
+    ({"ln_eps_mlp": 0.0}, "ln_eps_mlp"), ({"gelu_approximate": "erf"}, "gelu_approximate"),
+    ({"qkv_order": "qqv"}, "qkv_order"), ({"adaln_chunk_order": ("shift_msa",) * 6}, "adaln_chunk_order"),
+    ({"final_adaln_chunk_order": ("scale", "gate")}, "final_adaln_chunk_order"),
+    ({"downscale_freq_shift": 128.0}, "downscale_freq_shift"), ({"learn_sigma": 1}, "learn_sigma"),
+    ({"attention_scale": float("nan")}, "attention_scale"), ({"mlp_ratio": 0.01}, "mlp_ratio"),
+    ({"depth": 1.5}, "depth"), ({"time_scale": float("inf")}, "time_scale"),
+])
+def test_invalid_config_names_the_field(changes: dict[str, Any], argument: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        CONFIG.replace(**changes)
+    assert info.value.argument == argument
+
+
+def test_non_finite_parameter_names_the_entry() -> None:
+    corrupted = {**PARAMS, "blocks.0.attn.qkv.weight": np.full((24, 8), np.nan)}
+    with pytest.raises(NonFiniteError) as info:
+        dit_forward(corrupted, X, T, Y, CONFIG)
+    assert info.value.argument == "params['blocks.0.attn.qkv.weight']"
+
+
+def test_wrong_parameter_shape_names_the_entry() -> None:
+    with pytest.raises(ShapeError) as info:
+        dit_forward({**PARAMS, "final_layer.linear.bias": np.ones(3)}, X, T, Y, CONFIG)
+    assert info.value.argument == "params['final_layer.linear.bias']"
+
+
+@pytest.mark.parametrize("params", [
+    {k: v for k, v in PARAMS.items() if k != "y_embedder.embedding_table.weight"},
+    {**PARAMS, "blocks.1.attn.qkv.weight": np.ones((24, 8))},
+])
+def test_missing_or_unexpected_parameters_are_rejected(params: dict[str, np.ndarray]) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        dit_forward(params, X, T, Y, CONFIG)
+    assert info.value.argument == "params"
+
+
+def test_string_parameters_are_rejected() -> None:
+    with pytest.raises(DTypeError) as info:
+        dit_forward({**PARAMS, "x_embedder.proj.bias": np.array(["a"] * 8)}, X, T, Y, CONFIG)
+    assert info.value.argument == "params['x_embedder.proj.bias']"
+
+
+@pytest.mark.parametrize(("inputs", "error", "argument"), [
+    ({"x": np.ones((2, 2, 4, 4))}, ShapeError, "x"), ({"x": np.ones((2, 2, 4))}, ShapeError, "x"),
+    ({"x": np.full((2, 2, 4, 6), np.inf)}, NonFiniteError, "x"), ({"x": X.astype(complex)}, DTypeError, "x"),
+    ({"t": np.array([1.0])}, ShapeError, "t"), ({"t": np.array([np.nan, 1.0])}, NonFiniteError, "t"),
+    ({"y": np.array([0.0, 1.0])}, DTypeError, "y"), ({"y": np.array([0, 4])}, InvalidArgumentError, "y"),
+    ({"y": np.array([0])}, ShapeError, "y"), ({"config": "DiT-XL/2"}, InvalidArgumentError, "config"),
+    ({"params": [1.0]}, DTypeError, "params"),
+])
+def test_bad_forward_input_names_the_argument(inputs: dict[str, Any], error: type, argument: str) -> None:
+    call = {"params": PARAMS, "x": X, "t": T, "y": Y, "config": CONFIG, **inputs}
+    with pytest.raises(error) as info:
+        dit_forward(**call)
+    assert info.value.argument == argument
+
+
+def test_labels_for_an_unconditional_model_are_rejected() -> None:
+    config = CONFIG.replace(num_classes=0)
+    with pytest.raises(InvalidArgumentError) as info:
+        dit_forward(random_dit_params(config, 0), X, T, Y, config)
+    assert info.value.argument == "y"
+
+
+def test_block_and_final_layer_check_their_inputs() -> None:
+    tokens, c = np.ones((2, 6, 8)), np.ones((2, 8))
+    with pytest.raises(ShapeError) as info:
+        dit_block(tokens, np.ones((2, 7)), PARAMS, "blocks.0", CONFIG)
+    assert info.value.argument == "c"
+    with pytest.raises(InvalidArgumentError) as info:
+        dit_block(tokens, c, PARAMS, "blocks.1", CONFIG)
+    assert info.value.argument == "params"
+    with pytest.raises(ShapeError) as info:
+        final_layer(np.ones((2, 6, 9)), c, PARAMS, CONFIG)
+    assert info.value.argument == "x"
+    with pytest.raises(ShapeError) as info:
+        timestep_embedder(np.ones((2, 1)), PARAMS, CONFIG)
+    assert info.value.argument == "t"
+
+
+def test_latent_score_checks_its_basis() -> None:
+    config = DiTConfig(input_size=2, patch_size=1, in_channels=1, hidden_size=8, depth=1, num_heads=1, num_classes=0)
+    params = random_dit_params(config, 0)
+    x, t = np.ones((1, 5)), np.array([0.5])
+    with pytest.raises(ShapeError) as info:
+        dit_latent_score(params, config, x, t, np.eye(5)[:, :3])
+    assert info.value.argument == "basis"
+    with pytest.raises(NotOrthonormalError) as info:
+        dit_latent_score(params, config, x, t, 2 * np.eye(5)[:, :4])
+    assert info.value.argument == "basis"
+
+
+def test_param_shapes_follow_the_dit_state_dict() -> None:
+    """Names and shapes are exactly what the torch transcription's state_dict holds (strict loading)."""
+    model = DiT(CONFIG)
+    assert {name: tuple(p.shape) for name, p in model.state_dict().items()} == dit_param_shapes(CONFIG)
