@@ -166,7 +166,7 @@ class Mp(Precision):
         return mpmath.workdps(self.digits)
 
     def asarray(self, x: np.ndarray) -> np.ndarray:
-        return _frompyfunc(mpmath.mpf)(np.asarray(x, dtype=np.float64)).astype(object)
+        return np.asarray(_frompyfunc(mpmath.mpf)(np.asarray(x, dtype=np.float64)), dtype=object)
 
     def const(self, value: float | int) -> mpmath.mpf:
         return mpmath.mpf(value)
@@ -209,7 +209,7 @@ class Arb(Precision):
             flint.ctx.prec = saved
 
     def asarray(self, x: np.ndarray) -> np.ndarray:
-        return _frompyfunc(flint.arb)(np.asarray(x, dtype=np.float64)).astype(object)
+        return np.asarray(_frompyfunc(flint.arb)(np.asarray(x, dtype=np.float64)), dtype=object)
 
     def const(self, value: float | int) -> flint.arb:
         return flint.arb(value)
@@ -306,10 +306,10 @@ def _as_exact_balls(x: Any, argument: str) -> np.ndarray:
             if isinstance(v, mpmath.mpf):
                 return arb_from_mpf(v)
             return flint.arb(float(v))
-        return _frompyfunc(convert)(arr).astype(object)
+        return np.asarray(_frompyfunc(convert)(arr), dtype=object)
     if arr.dtype.kind not in "fiu":
         raise DTypeError(argument, "a real float array, mpmath objects or a BallArray", str(arr.dtype))
-    return _frompyfunc(flint.arb)(arr.astype(np.float64)).astype(object)
+    return np.asarray(_frompyfunc(flint.arb)(arr.astype(np.float64)), dtype=object)
 
 
 class BallArray:

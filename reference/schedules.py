@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import InvalidArgumentError, TimeOutOfRangeError
+from .errors import InvalidArgumentError, ShapeError, TimeOutOfRangeError
 from .precision import Precision, as_float64_array, reference_function
 
 __all__ = ["SCHEDULES", "Schedule", "get_schedule", "alpha", "sigma2", "sigma", "convert_prediction",
-           "PARAMETERISATIONS"]
+           "PARAMETERISATIONS", "check_times", "coefficients"]
 
 ScheduleName = Literal["ou-half", "ou-unit", "vp-linear", "ddpm"]
 SCHEDULES: tuple[ScheduleName, ...] = ("ou-half", "ou-unit", "vp-linear", "ddpm")
@@ -150,3 +150,29 @@ def check_times(t: Any, schedule: str | Schedule, argument: str = "t", *, positi
     arr = as_float64_array(t, argument)
     get_schedule(schedule).check_time(arr, argument, positive=positive)
     return arr
+
+
+def coefficients(xp: Precision, t: Any, schedule: str | Schedule, count: int,
+                 argument: str = "t") -> tuple[Schedule, Any, Any]:
+    """(schedule, alpha_t, sigma_t^2) with t > 0 in the schedule's domain; alpha, sigma^2 have shape [T], T in {1, count}.
+
+    ``t`` may be raw input (validated and converted here) or an array already in ``xp``'s number type
+    (when a generic function is composed inside another). Raw times are converted as a 1-D array:
+    Mp/Arb.asarray return a bare scalar for 0-d input.
+    """
+    sched = get_schedule(schedule)
+    if np.ndim(t) > 1 or (np.ndim(t) == 1 and np.shape(t)[0] != count):
+        raise ShapeError(argument, f"a scalar or shape [{count}] (one time per point)", str(np.shape(t)))
+    if _converted(xp, t):
+        times = np.reshape(np.asarray(t, dtype=object), (-1,))
+        sched.check_time(xp.to_float(times), argument, positive=True)
+    else:
+        raw = np.reshape(as_float64_array(t, argument), (-1,))
+        sched.check_time(raw, argument, positive=True)
+        times = xp.asarray(raw)
+    return sched, sched.alpha(xp, times), sched.sigma2(xp, times)
+
+
+def _converted(xp: Precision, t: Any) -> bool:
+    """Already in xp's number type? (object arrays or mpf/arb scalars for mp and arb; float64 is its own type)."""
+    return not isinstance(t, (float, int, np.ndarray, np.generic, list, tuple)) or np.asarray(t).dtype == object
