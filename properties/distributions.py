@@ -414,6 +414,12 @@ def check_tweedie(case: MixtureCase, from_score: ScoreFunction = mixtures.poster
 # Class-conditional mixtures: guidance and CF1
 
 
+def _conditional_mixture(classes: tuple[MixtureSpec, ...], probability_seed: int) -> mixtures.ConditionalMixture:
+    """The class-conditional mixture of ``classes`` with class probabilities drawn from ``probability_seed``."""
+    rng = np.random.default_rng(probability_seed)
+    return mixtures.ConditionalMixture(tuple(spec.build() for spec in classes), simplex_weights(len(classes), rng))
+
+
 @dataclass(frozen=True)
 class ConditionalCase:
     """Class-conditional mixtures sharing one basis, their class probabilities, points, a time and a guidance weight."""
@@ -428,9 +434,7 @@ class ConditionalCase:
 
     @cached_property
     def mixture(self) -> mixtures.ConditionalMixture:
-        rng = np.random.default_rng(self.probability_seed)
-        return mixtures.ConditionalMixture(tuple(spec.build() for spec in self.classes),
-                                           simplex_weights(len(self.classes), rng))
+        return _conditional_mixture(self.classes, self.probability_seed)
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -505,9 +509,7 @@ class CF1Case:
 
     @cached_property
     def mixture(self) -> mixtures.ConditionalMixture:
-        rng = np.random.default_rng(self.probability_seed)
-        return mixtures.ConditionalMixture(tuple(spec.build() for spec in self.classes),
-                                           simplex_weights(len(self.classes), rng))
+        return _conditional_mixture(self.classes, self.probability_seed)
 
     @cached_property
     def perturbation(self) -> tuple[np.ndarray, np.ndarray]:

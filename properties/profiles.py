@@ -15,7 +15,7 @@ def register_profiles() -> None:
     """Register smoke (seconds), ci (derandomized, no deadline, no database) and audit (many examples)."""
     slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large]
     settings.register_profile("smoke", max_examples=10, deadline=None, suppress_health_check=slow_ok)
-    settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, database=None,
+    settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, database=None,
                               print_blob=True, suppress_health_check=slow_ok)
     # Audits search for worst cases; shrinking toward the pass/fail edge would waste the budget.
     settings.register_profile("audit", max_examples=2000, deadline=None, suppress_health_check=slow_ok,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ditcheck.properties.violation import PropertyViolation
 
-__all__ = ["expect_caught"]
+__all__ = ["expect_caught", "at_most"]
 
 
 def expect_caught(check: Callable[[Any], None], cases: st.SearchStrategy[Any], *, claim: str | None = None,
@@ -32,3 +32,8 @@ def expect_caught(check: Callable[[Any], None], cases: st.SearchStrategy[Any], *
     if claim is not None:
         assert info.value.claim == claim, f"caught, but by {info.value.claim!r} instead of {claim!r}"
     return info.value
+
+
+def at_most(max_examples: int) -> settings:
+    """settings with max_examples = min(max_examples, the active profile's): for arb/mp-heavy tests, never raises it."""
+    return settings(max_examples=min(max_examples, settings().max_examples))

@@ -6,7 +6,7 @@ import flint
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ditcheck.properties.attention import (AttentionCase, attention_cases, check_ball_contains_mp,
@@ -18,13 +18,13 @@ from ditcheck.reference import (DTypeError, FullyMaskedRowError, InvalidArgument
 from ditcheck.reference.attention import default_scale
 from ditcheck.reference.precision import BallArray, Float64
 
-from helpers import expect_caught
+from helpers import at_most, expect_caught
 
 small_cases = attention_cases(max_tokens=6, max_dim=5)
 
 
 @given(attention_cases(max_tokens=8, max_dim=8))
-@settings(max_examples=25)
+@at_most(25)
 def test_arb_ball_contains_mp_at_twice_the_precision(case: AttentionCase) -> None:
     check_ball_contains_mp(case)
 
@@ -40,13 +40,13 @@ def test_attention_rows_are_convex_combinations(case: AttentionCase) -> None:
 
 
 @given(small_cases)
-@settings(max_examples=20)
+@at_most(20)
 def test_vjp_matches_finite_differences(case: AttentionCase) -> None:
     check_vjp_matches_finite_differences(case)
 
 
 @given(weight_gradient_cases())
-@settings(max_examples=20)
+@at_most(20)
 def test_ld7_closed_form_matches_finite_differences(case) -> None:
     check_weight_gradient_matches_finite_differences(case)
 
@@ -205,7 +205,7 @@ def test_bad_precision_raises(precision) -> None:
 
 
 @given(st.integers(1, 6), st.integers(1, 6))
-@settings(max_examples=10)
+@at_most(10)
 def test_vjp_rejects_a_cotangent_of_the_wrong_shape(lq: int, dv: int) -> None:
     q = np.ones((lq, 2))
     with pytest.raises(ShapeError):
@@ -236,7 +236,7 @@ def multi_head_inputs(draw):
 
 
 @given(multi_head_inputs())
-@settings(max_examples=20)
+@at_most(20)
 def test_multi_head_attention_matches_timm_layout_and_is_certified(inputs) -> None:
     from ditcheck.reference import multi_head_attention
 

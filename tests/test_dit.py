@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from budget import at_most
+from helpers import at_most
 from helpers import expect_caught
 from hypothesis import given
 from torch import nn

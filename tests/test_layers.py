@@ -10,7 +10,7 @@ import flint
 import numpy as np
 import pytest
 import torch
-from budget import at_most
+from helpers import at_most
 from helpers import expect_caught
 from hypothesis import given
 from hypothesis import strategies as st
