@@ -15,9 +15,10 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ditcheck.reference import attention, attention_vjp, attention_weight_gradient, attention_weight_loss
-from ditcheck.reference.precision import BallArray, Mp
+from ditcheck.reference.precision import Mp
 from ditcheck.reference.rounding import attention_error_bound
 
+from .certified import require_contains, require_within, second_opinion_digits
 from .strategies import seeds
 from .violation import require
 
@@ -26,6 +27,7 @@ __all__ = [
     "WeightGradientCase",
     "ADVERSARIAL_KINDS",
     "MASK_KINDS",
+    "BOOLEAN_MASK_KINDS",
     "head_dims",
     "token_counts",
     "attention_cases",
@@ -41,6 +43,7 @@ Kind = Literal["normal", "large_logits", "near_ties", "one_hot", "integers"]
 ADVERSARIAL_KINDS: tuple[Kind, ...] = ("normal", "large_logits", "near_ties", "one_hot", "integers")
 MaskKind = Literal["none", "causal", "padding", "random", "additive"]
 MASK_KINDS: tuple[MaskKind, ...] = ("none", "causal", "padding", "random", "additive")
+BOOLEAN_MASK_KINDS: tuple[MaskKind, ...] = ("none", "causal", "padding", "random")
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,8 @@ def logit_ranges(kind: Kind) -> st.SearchStrategy[float]:
 
 
 @st.composite
-def attention_cases(draw: st.DrawFn, max_tokens: int = 12, max_dim: int = 16, masks: bool = True,
-                    kinds: tuple[Kind, ...] = ADVERSARIAL_KINDS) -> AttentionCase:
+def attention_cases(draw: st.DrawFn, max_tokens: int = 12, max_dim: int = 16,
+                    masks: tuple[MaskKind, ...] = MASK_KINDS, kinds: tuple[Kind, ...] = ADVERSARIAL_KINDS) -> AttentionCase:
     """AttentionCases over shapes (L = 1, odd D, Lq != Lk), kinds, scales and mask kinds."""
     kind = draw(st.sampled_from(kinds))
     head_dim = draw(head_dims(max_dim))
@@ -141,7 +144,7 @@ def attention_cases(draw: st.DrawFn, max_tokens: int = 12, max_dim: int = 16, ma
         head_dim=head_dim, value_dim=draw(st.one_of(st.just(head_dim), head_dims(max_dim))),
         seed=draw(seeds()), kind=kind, logit_range=draw(logit_ranges(kind)),
         scale=draw(st.sampled_from([None, None, 1.0, 1.0 / head_dim, 0.125])),
-        mask=draw(st.sampled_from(MASK_KINDS if masks else ("none",))))
+        mask=draw(st.sampled_from(masks)))
 
 
 AttentionFunction = Callable[..., Any]
@@ -152,28 +155,21 @@ def check_ball_contains_mp(case: AttentionCase, attention_fn: AttentionFunction 
     """arb attention at ``bits`` contains mpmath attention computed at twice the precision."""
     q, k, v, mask = case.build()
     balls = attention_fn(q, k, v, scale=case.scale, mask=mask, precision=f"arb:{bits}")
-    digits = int(2 * bits * np.log10(2)) + 5
+    digits = second_opinion_digits(bits)
     with mpmath.workdps(digits):
         exact = attention(q, k, v, scale=case.scale, mask=mask, precision=f"mp:{digits}")
-    inside = balls.contains(exact)
-    require(inside.all(), "REF-arb", "arb ball misses the mpmath value at twice the precision",
-            outside=int((~inside).sum()), case=case)
+    require_contains(balls, exact, "REF-arb", "attention", case=case)
 
 
 def check_float64_within_rounding_bound(case: AttentionCase, attention_fn: AttentionFunction = attention,
                                         bound_fn: Callable[..., np.ndarray] = attention_error_bound) -> None:
-    """The float64 reference lies within its a-priori rounding bound of the certified ball."""
+    """The float64 reference lies within its a-priori rounding bound of the certified ball (boolean masks)."""
     q, k, v, mask = case.build()
-    keep = case.keep_mask()
     if mask is not None and mask.dtype != bool:
-        return  # the rounding bound covers boolean masks only; additive masks add a rounded sum
-    approx = attention_fn(q, k, v, scale=case.scale, mask=mask)
-    bound = bound_fn(q, k, v, scale=case.scale, mask=keep)
-    balls: BallArray = attention(q, k, v, scale=case.scale, mask=mask, precision="arb:113")
-    ok = balls.within(approx, bound)
-    ratio = np.abs(approx - balls.mid) / np.maximum(bound, np.finfo(float).tiny)
-    require(ok.all(), "REF-rounding", "float64 attention outside its rounding bound",
-            worst_ratio=float(ratio.max()), case=case)
+        raise ValueError("argument 'case': expected a boolean or no mask (the bound does not cover additive masks)")
+    balls = attention(q, k, v, scale=case.scale, mask=mask, precision="arb:113")
+    require_within(balls, attention_fn(q, k, v, scale=case.scale, mask=mask),
+                   bound_fn(q, k, v, scale=case.scale, mask=mask), "REF-rounding", "float64 attention", case=case)
 
 
 def check_rows_are_convex_combinations(case: AttentionCase, attention_fn: AttentionFunction = attention) -> None:

@@ -30,6 +30,7 @@ from ditcheck.reference.linalg import positive_definite_report
 from ditcheck.reference.precision import Arb, BallArray, Mp, resolve_precision
 from ditcheck.reference.schedules import SCHEDULES, get_schedule
 
+from .certified import require_contains, require_narrow
 from .strategies import orthonormal_columns, seeds
 from .violation import require
 
@@ -260,10 +261,6 @@ def _mixture_tolerance(case: MixtureCase, *terms: np.ndarray) -> np.ndarray:
     return factor * case.condition() * (1 + np.abs(log_p)) * sum(_row_norm(term) for term in terms)
 
 
-def _certified(balls: BallArray, claim: str, case: Any, limit: float = 1e-20) -> None:
-    """A containment or overlap test is only informative when the balls are narrow."""
-    require(np.all(balls.rad <= limit * (1 + np.abs(balls.mid))), claim,
-            "certified result too wide to be informative", max_rad=balls.max_rad(), case=case)
 
 
 def _precision_kind(precision: str) -> str:
@@ -279,8 +276,8 @@ def _overlap_or_close(left: Any, right: Any, tolerance: np.ndarray | None, claim
                       case: Any) -> None:
     """Balls (arb): must overlap. mp: must agree to 10^-(digits - 8) relative. float64: within ``tolerance``."""
     if isinstance(left, BallArray):
-        _certified(left, claim, case)
-        _certified(right, claim, case)
+        require_narrow(left, claim, case=case)
+        require_narrow(right, claim, case=case)
         overlap = left.overlaps(right)
         require(overlap.all(), claim, message + " (balls disjoint)", disjoint=int((~overlap).sum()),
                 worst=float(np.max(np.abs(left.mid - right.mid))), case=case)
@@ -564,7 +561,7 @@ def check_certified_contains_mp(case: MixtureCase, name: str, fn: ScoreFunction 
     """arb:bits balls of a certified mixture function contain the mp:digits reference values.
 
     mp at 60 digits errs by ~1e-58 relative, far inside a 128-bit ball (~1e-36), so a miss means the arb
-    path is wrong (e.g. something computed in float64). The balls must also be narrow (_certified).
+    path is wrong (e.g. something computed in float64). The balls must also be narrow.
     ``fn`` is the implementation checked (default: the reference function ``name``); mp always comes
     from the reference.
     """
@@ -576,9 +573,7 @@ def check_certified_contains_mp(case: MixtureCase, name: str, fn: ScoreFunction 
         values = reference(case.mixture, argument, case.t, case.schedule, precision=f"mp:{digits}")
     for ball, value in zip(balls if isinstance(balls, tuple) else (balls,),
                            values if isinstance(values, tuple) else (values,)):
-        _certified(ball, "REF-arb", case)
-        inside = ball.contains(value)
-        require(inside.all(), "REF-arb", f"arb {name} misses the mp value", outside=int((~inside).sum()), case=case)
+        require_contains(ball, value, "REF-arb", f"arb {name}", case=case)
 
 
 # ----------------------------------------------------------------------------------------
@@ -907,7 +902,7 @@ def check_variance_preserving(schedule: str, t: float, alpha: ScoreFunction = sc
     if isinstance(a, BallArray):
         with Arb(_bits(precision)).context():
             total = BallArray(a.balls * a.balls + s2.balls)
-        _certified(total, "SCHED", (schedule, t))
+        require_narrow(total, "SCHED", case=(schedule, t))
         require(total.contains(np.ones(1)).all(), "SCHED", "alpha^2 + sigma^2 != 1 (ball misses 1)",
                 schedule=schedule, t=t)
         return

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from ditcheck.reference.layers import GELU_TANH_CUBIC, gelu, layer_norm, linear, patchify, silu
 from ditcheck.reference.precision import UNIT_ROUNDOFF, Arb, BallArray
 
+from .certified import require_contains, require_within
 from .strategies import ArraySpec, array_specs, scales
 from .violation import require
 
@@ -462,32 +463,11 @@ def patch_permutation_weight(channels: int, patch_size: int) -> np.ndarray:
 
 def check_ball_contains_mp(function: Callable[..., Any], case: LayerCase, *, bits: int = 100, digits: int = 60,
                            claim: str = "certified-ball") -> None:
-    """The arb ball (``bits``) contains mpmath at about twice the precision, and is narrower than float64 resolution."""
+    """The arb ball (``bits``) contains mpmath at about twice the precision, and is narrow."""
     inputs = case.inputs()
     ball = function(**inputs, precision=f"arb:{bits}")
     second_opinion = function(**inputs, precision=f"mp:{digits}")
-    require(isinstance(ball, BallArray) and ball.shape == np.shape(second_opinion), claim,
-            "arb and mp results differ in type or shape", function=function.__name__, case=case)
-    outside = ~ball.contains(second_opinion)
-    require(not outside.any(), claim, f"the arb:{bits} ball misses the mp:{digits} value",
-            function=function.__name__, first_miss=None if not outside.any() else tuple(np.argwhere(outside)[0]),
-            case=case)
-    scale = max(1.0, float(np.max(np.abs(ball.mid), initial=0.0)))
-    require(ball.max_rad() <= UNIT_ROUNDOFF * scale, claim, "the ball is wider than float64 resolution (vacuous)",
-            function=function.__name__, max_rad=ball.max_rad(), case=case)
-
-
-def _check_within(ball: BallArray, value: np.ndarray, tolerance: np.ndarray, claim: str, what: str,
-                  case: LayerCase) -> None:
-    require(np.shape(value) == ball.shape, claim, f"{what}: wrong shape", got=np.shape(value), case=case)
-    # a NaN midpoint makes an arb ball that overlaps everything, so non-finite results are rejected first
-    require(np.all(np.isfinite(value)), claim, f"{what}: non-finite float64 result", case=case)
-    inside = ball.within(value, tolerance)
-    if not inside.all():
-        index = tuple(int(i) for i in np.argwhere(~inside)[0])
-        exact = float(ball.mid[index])
-        require(False, claim, f"{what}: float64 result outside the a-priori rounding bound", index=index,
-                got=float(value[index]), exact=exact, bound=float(tolerance[index]), case=case)
+    require_contains(ball, second_opinion, claim, function.__name__, case=case)
 
 
 def check_linear_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
@@ -495,7 +475,8 @@ def check_linear_rounding(implementation: Callable[..., np.ndarray], case: Layer
     a = case.arrays()
     ball = linear(a["x"], a["weight"], a["bias"], precision=_BOUNDS)
     bound = linear_rounding_bound(a["x"], a["weight"], a["bias"])
-    _check_within(ball, implementation(a["x"], a["weight"], a["bias"]), bound, "linear-rounding", "linear", case)
+    require_within(ball, implementation(a["x"], a["weight"], a["bias"]), bound, "linear-rounding", "linear",
+                   case=case)
 
 
 def check_layer_norm_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
@@ -503,7 +484,7 @@ def check_layer_norm_rounding(implementation: Callable[..., np.ndarray], case: L
     inputs = case.inputs()
     ball = layer_norm(**inputs, precision=_BOUNDS)
     bound = layer_norm_rounding_bound(**inputs)
-    _check_within(ball, implementation(**inputs), bound, "layer-norm-rounding", "layer_norm", case)
+    require_within(ball, implementation(**inputs), bound, "layer-norm-rounding", "layer_norm", case=case)
 
 
 def check_gelu_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
@@ -511,14 +492,15 @@ def check_gelu_rounding(implementation: Callable[..., np.ndarray], case: LayerCa
     inputs = case.inputs()
     ball = gelu(**inputs, precision=_BOUNDS)
     bound = gelu_rounding_bound(**inputs)
-    _check_within(ball, implementation(**inputs), bound, "gelu-rounding", f"gelu({inputs['approximate']})", case)
+    require_within(ball, implementation(**inputs), bound, "gelu-rounding", f"gelu({inputs['approximate']})",
+                   case=case)
 
 
 def check_silu_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
     """float64 SiLU within silu_rounding_bound of the certified silu."""
     x = case.arrays()["x"]
-    _check_within(silu(x, precision=_BOUNDS), implementation(x), silu_rounding_bound(x), "silu-rounding", "silu",
-                  case)
+    require_within(silu(x, precision=_BOUNDS), implementation(x), silu_rounding_bound(x), "silu-rounding", "silu",
+                   case=case)
 
 
 def check_modulate_identities(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ditcheck.properties.attention import (AttentionCase, attention_cases, check_ball_contains_mp,
+from ditcheck.properties.attention import (BOOLEAN_MASK_KINDS, AttentionCase, attention_cases, check_ball_contains_mp,
                                            check_float64_within_rounding_bound, check_rows_are_convex_combinations,
                                            check_vjp_matches_finite_differences,
                                            check_weight_gradient_matches_finite_differences, weight_gradient_cases)
@@ -29,7 +29,7 @@ def test_arb_ball_contains_mp_at_twice_the_precision(case: AttentionCase) -> Non
     check_ball_contains_mp(case)
 
 
-@given(attention_cases())
+@given(attention_cases(masks=BOOLEAN_MASK_KINDS))
 def test_float64_attention_within_its_rounding_bound(case: AttentionCase) -> None:
     check_float64_within_rounding_bound(case)
 
@@ -102,7 +102,7 @@ def test_planted_float32_scale_is_caught_by_the_rounding_bound() -> None:
         return attention(q, k, v, scale=float(np.float32(exact)), **kwargs)
 
     expect_caught(lambda case: check_float64_within_rounding_bound(case, attention_fn=float32_scale),
-                  attention_cases(), claim="REF-rounding")
+                  attention_cases(masks=BOOLEAN_MASK_KINDS), claim="REF-rounding")
 
 
 def test_planted_softmax_over_queries_is_caught() -> None:
