@@ -88,7 +88,9 @@ def softmax(xp: Precision, x: Any, axis: int = -1, mask: Any = None, fully_maske
                                   f"a fully masked row at index {row} (pass fully_masked='zero' to get zeros)")
     shift = np.max(np.where(keep, xp.to_float(x), -np.inf), axis=axis, keepdims=True)
     shift = np.where(empty, 0.0, shift)
-    e = np.where(keep, xp.exp(x - shift), xp.const(0))
+    zero = xp.const(0)
+    # masked logits may sit far above the kept maximum: exponentiate 0 there, not them
+    e = np.where(keep, xp.exp(np.where(keep, x - shift, zero)), zero)
     total = xp.sum(e, axis=axis, keepdims=True)
     total = np.where(empty, xp.const(1), total)
     return e / total
