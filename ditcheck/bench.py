@@ -101,7 +101,8 @@ def print_timings(timings: Sequence[Timing], title: str) -> None:
     table = Table(title=title)
     for column in ("operation", "precision", "median time", "time / arb", "calls", "max ball radius",
                    "max |float64 - exact|", "a-priori bound"):
-        table.add_column(column, justify="left" if column in ("operation", "precision") else "right")
+        table.add_column(column, justify="left" if column in ("operation", "precision") else "right",
+                         no_wrap=column == "operation")
     arb_time = {t.operation: t.seconds for t in timings if t.precision.startswith("arb")}
     for t in timings:
         ratio = t.seconds / arb_time[t.operation] if t.operation in arb_time else float("nan")
