@@ -13,7 +13,9 @@ from .violation import require
 
 __all__ = ["NARROW", "second_opinion_digits", "require_narrow", "require_contains", "require_within"]
 
-NARROW = 1e-20  # relative radius below which a containment or overlap test is informative
+# Relative radius below which a containment or overlap test is informative: narrower than
+# float64 resolution, so the ball can judge any float64 result.
+NARROW = 2.0**-53
 
 
 def second_opinion_digits(bits: int) -> int:

@@ -1,0 +1,21 @@
+"""ditcheck's own suite runs under the project's "ci" profile unless another is chosen.
+
+(The installed pytest plugin only registers profiles and honours DITCHECK_PROFILE: it must
+not change the Hypothesis settings of other projects' test suites.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py, importable under xdist and importlib modes
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("hypothesis_profile", default=None) and not os.environ.get("DITCHECK_PROFILE"):
+        settings.load_profile("ci")
