@@ -261,9 +261,10 @@ class Arb(Precision):
 
 
 def _float_up(value: flint.arb) -> float:
-    """Smallest float64 >= the exact (radius-free) arb ``value``."""
-    f = float(value)
-    if flint.arb(f) < value:
+    """Smallest float64 >= every point of the ball ``value`` (its exact upper endpoint, rounded up)."""
+    upper = value.upper()  # an exact dyadic number (radius 0), so the comparison below is decided
+    f = float(upper)
+    if flint.arb(f) < upper:
         f = float(np.nextafter(f, np.inf))
     return f
 
@@ -273,10 +274,8 @@ def _radius_up(ball: flint.arb) -> float:
 
 
 def _conversion_error_up(ball: flint.arb) -> float:
-    """Upper bound on |float(mid) - exact| over the ball: radius plus midpoint rounding."""
-    mid = ball.mid()
-    rounding = abs(flint.arb(float(mid)) - mid)
-    return _float_up(rounding + ball.rad())
+    """Upper bound on |float(mid) - x| over every x in the ball (ball arithmetic encloses the difference)."""
+    return _float_up(abs(ball - flint.arb(float(ball.mid()))))
 
 
 def arb_from_mpf(value: mpmath.mpf) -> flint.arb:

@@ -4,7 +4,7 @@ Schedules (conventions.md, "Diffusion schedules"):
 
 * ``ou-half``: dX = -X/2 dt + dW; alpha_t = exp(-t/2), sigma_t^2 = 1 - exp(-t), t >= 0 (Hu et al.; Fu et al.).
 * ``ou-unit``: dX = -X dt + sqrt(2) dB; alpha_t = exp(-t), sigma_t^2 = 1 - exp(-2t), t >= 0 (RTK paper).
-* ``vp-linear``: beta(t) = b0 + t (b1 - b0), t in [0, 1], b0 = 0.1, b1 = 20;
+* ``vp-linear``: beta(t) = b0 + t (b1 - b0), t in [0, 1], b0 = 1/10, b1 = 20 (exact decimals);
   alpha_t = exp(-t^2 (b1 - b0)/4 - t b0/2), sigma_t^2 = 1 - alpha_t^2 (Song et al. 2021, score_sde).
 * ``ddpm``: betas = linspace(1e-4, 0.02, 1000) as float64 values (read exactly), alpha_bar_n =
   prod_{i<=n} (1 - beta_i), alpha = sqrt(alpha_bar), sigma^2 = 1 - alpha_bar; t is the integer index n.
@@ -31,7 +31,6 @@ ScheduleName = Literal["ou-half", "ou-unit", "vp-linear", "ddpm"]
 SCHEDULES: tuple[ScheduleName, ...] = ("ou-half", "ou-unit", "vp-linear", "ddpm")
 PARAMETERISATIONS = ("eps", "x0", "v", "score")
 
-VP_BETA_MIN, VP_BETA_MAX = 0.1, 20.0
 DDPM_BETAS = np.linspace(1e-4, 0.02, 1000)
 
 
@@ -63,7 +62,9 @@ class Schedule:
         if self.name == "ou-unit":
             return -t
         if self.name == "vp-linear":
-            return -t * t * xp.const(VP_BETA_MAX - VP_BETA_MIN) / 4 - t * xp.const(VP_BETA_MIN) / 2
+            # b0 = 1/10 and b1 = 20 are the exact decimals of score_sde (not the double nearest 0.1)
+            beta_min, beta_max = xp.const(1) / 10, xp.const(20)
+            return -t * t * (beta_max - beta_min) / 4 - t * beta_min / 2
         # ddpm: log alpha_n = 1/2 sum_{i<=n} log(1 - beta_i)
         index = np.asarray(xp.to_float(t), dtype=np.int64)
         if isinstance(xp, Float64):

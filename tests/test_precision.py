@@ -30,6 +30,14 @@ def test_to_float64_error_bound_contains_the_exact_value(spec) -> None:
     balls = softmax(spec.build(), precision="arb:80")
     values, error = balls.to_float64()
     assert balls.within(values, error).all()
+    saved = flint.ctx.prec
+    flint.ctx.prec = 600  # exact differences of the endpoints and the floats
+    try:
+        for ball, value, bound in zip(balls.balls.ravel(), values.ravel(), error.ravel()):
+            for end in (ball.lower(), ball.upper()):
+                assert abs(end - flint.arb(value)) <= flint.arb(bound)
+    finally:
+        flint.ctx.prec = saved
     assert np.all(error >= balls.rad)
     # the float is the nearest double to the midpoint, so the error is at most rad + half an ulp
     assert np.all(error <= balls.rad + np.spacing(np.abs(values)))

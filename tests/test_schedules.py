@@ -133,3 +133,22 @@ def test_unknown_schedule_and_check_times() -> None:
         check_times([0.0], "ou-half")  # positive by default
     assert set(SCHEDULES) == {"ou-half", "ou-unit", "vp-linear", "ddpm"}
     assert schedules.DDPM_BETAS.size == 1000
+
+
+def test_vp_linear_arb_contains_the_exact_decimal_schedule() -> None:
+    """b0 = 1/10 exactly: built here independently from rationals with flint at 256 bits."""
+    import flint
+
+    from ditcheck.reference.schedules import alpha as alpha_of
+
+    t = 0.75
+    ball = alpha_of(np.array([t]), schedule="vp-linear", precision="arb:128").balls[0]
+    saved = flint.ctx.prec
+    flint.ctx.prec = 256
+    try:
+        b0, b1, time = flint.arb(1) / 10, flint.arb(20), flint.arb(t)
+        exact = (-(time * time) * (b1 - b0) / 4 - time * b0 / 2).exp()
+        assert ball.contains(exact)
+        assert not ball.contains((-(time * time) * (b1 - flint.arb(0.1)) / 4 - time * flint.arb(0.1) / 2).exp())
+    finally:
+        flint.ctx.prec = saved
