@@ -24,7 +24,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ditcheck.reference import distances, gp, mixtures, schedules
-from ditcheck.reference.errors import NotPositiveDefiniteError
+from ditcheck.reference.errors import InvalidArgumentError, NotPositiveDefiniteError
 from ditcheck.reference.latent import ld2_score
 from ditcheck.reference.linalg import positive_definite_report
 from ditcheck.reference.precision import Arb, BallArray, Mp, resolve_precision
@@ -958,7 +958,10 @@ def check_prediction_conversions(schedule: str, t: float, seed: int,
     rng = np.random.default_rng(seed)
     x0, eps = rng.standard_normal(4), rng.standard_normal(4)
     xp = Arb(bits)
-    generic = getattr(convert, "generic", None) or schedules.convert_prediction.generic
+    generic = getattr(convert, "generic", None)
+    if generic is None:
+        raise InvalidArgumentError("convert", "a reference function with a generic (precision-independent) form",
+                                   type(convert).__name__)
     with xp.context():
         times = xp.asarray(np.array([t]))
         sched = get_schedule(schedule)
@@ -972,6 +975,8 @@ def check_prediction_conversions(schedule: str, t: float, seed: int,
                 back = generic(xp, got, x, times, target, source, schedule)
                 for label, left, right in ((f"{source} -> {target}", got, expected),
                                            (f"{source} -> {target} -> {source}", back, value)):
-                    ok = BallArray(np.asarray(left, dtype=object)).overlaps(np.asarray(right, dtype=object))
+                    left_balls = BallArray(np.asarray(left, dtype=object))
+                    require_narrow(left_balls, "SCHED", case=(schedule, t, seed, label))
+                    ok = left_balls.overlaps(np.asarray(right, dtype=object))
                     require(ok.all(), "SCHED", f"prediction conversion {label} is wrong", schedule=schedule, t=t,
                             seed=seed)

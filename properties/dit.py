@@ -20,6 +20,7 @@ from ditcheck.reference.dit import (ADALN_CHUNK_ORDER, FINAL_ADALN_CHUNK_ORDER, 
 from ditcheck.reference.precision import Arb, convert_params
 from ditcheck.reference.schedules import sigma2
 
+from .certified import require_narrow
 from .strategies import fill, orthonormal_columns, seeds
 from .violation import require
 
@@ -221,7 +222,8 @@ def check_intermediates_match(intermediates: Callable[..., Mapping[str, np.ndarr
     inputs = case.inputs()
     expected = dit_intermediates(**inputs)
     got = intermediates(**inputs)
-    needed = [f"blocks.{i}" for i in range(case.config.depth)] + ["x_embedder", "t_embedder", "final_layer"]
+    needed = [f"blocks.{i}" for i in range(case.config.depth)] + ["x_embedder", "t_embedder", "final_layer",
+                                                                  "unpatchify"]
     missing = [name for name in needed if name not in got]
     require(not missing, "dit-intermediates", "activations missing from the implementation", missing=missing,
             case=case)
@@ -297,6 +299,8 @@ def check_latent_score_form(score: Callable[..., Any], case: LatentScoreCase, sc
         recovered = scores.balls * variance[:, None] + exact_x
         recovered_scaled = scaled_scores.balls * variance[:, None] + exact_x
         overlaps = np.frompyfunc(lambda a, b: a.overlaps(b), 2, 1)
+        for balls in (scores, scaled_scores):
+            require_narrow(balls, "LD2", case=case)
         form = np.asarray(overlaps(recovered, expected), dtype=bool)
         linear_in_f = np.asarray(overlaps(recovered_scaled, xp.const(case.factor) * recovered), dtype=bool)
     require(form.all(), "LD2", "sigma^2 s + x != B f(B^T x) (balls disjoint)",

@@ -24,7 +24,7 @@ from .latent import ld2_score
 from .layers import (GELU_APPROXIMATIONS, layer_norm, linear, mlp, modulate, patchify, pos_embed_2d,
                      require_grid, require_positive_int, require_real, silu, timestep_embedding, unpatchify)
 from .precision import Precision, reference_function
-from .schedules import Schedule
+from .schedules import Schedule, get_schedule
 
 __all__ = [
     "DiTConfig",
@@ -432,11 +432,14 @@ def dit_intermediates(xp: Precision, params: Mapping[str, Any], x: Any, t: Any, 
 
 @reference_function(arrays=("x", "t", "basis"), params=("params",))
 def dit_latent_score(xp: Precision, params: Mapping[str, Any], config: DiTConfig, x: Any, t: Any, basis: Any,
-                     y: Any = None, schedule: str | Schedule = "ou-half") -> Any:
-    """LD2 with a DiT (Hu et al. 2024, eq. 3.2): s(x, t) = B f(B^T x, t)/sigma_t^2 - x/sigma_t^2, f = DiT noise channels.
+                     y: Any = None, schedule: str | Schedule = "ou-half", output: str = "q") -> Any:
+    """LD2 with a DiT (Hu et al. 2024, eq. 3.2): s(x, t) = B f(B^T x, t)/sigma_t^2 - x/sigma_t^2.
 
-    x [N, D] ambient, basis B [D, C*H*W] orthonormal; f reshapes B^T x to latents [N, C, H, W], runs
-    the DiT at timestep t (scaled by config.time_scale) and keeps the first C output channels.
+    x [N, D] ambient, basis B [D, C*H*W] orthonormal; the DiT runs on B^T x reshaped to latents
+    [N, C, H, W] at timestep t (scaled by config.time_scale); its first C output channels are n(h, t).
+    ``output`` says what those channels are: "q" takes f = n, the paper's form (the network learns
+    q = sigma_t^2 grad log p^h_t + h); "eps" reads them as a noise prediction, f = h - sigma_t n,
+    which makes s the score estimate -eps/sigma_t on the subspace (conventions.md, parameterisations).
     """
     config = _check_config(config)
     _check_params(params, config)
@@ -448,11 +451,19 @@ def dit_latent_score(xp: Precision, params: Mapping[str, Any], config: DiTConfig
     if np.ndim(x) != 2:
         raise ShapeError("x", f"shape [N, {np.shape(basis)[0]}]", str(np.shape(x)))
     labels = _check_labels(y, config, np.shape(x)[0])
+    if output not in ("q", "eps"):
+        raise InvalidArgumentError("output", "'q' (the network is f) or 'eps' (f = h - sigma_t * network)",
+                                   repr(output))
+    sched = get_schedule(schedule)
 
     def noise_prediction(xp: Precision, latents: Any, times: Any) -> Any:
         batch = np.shape(latents)[0]
         images = np.reshape(latents, (batch, channels, height, width))
         out = _dit(xp, params, images, np.broadcast_to(times, (batch,)), labels, config, None)
-        return np.reshape(out[:, :channels], (batch, latent_dim))
+        network = np.reshape(out[:, :channels], (batch, latent_dim))
+        if output == "q":
+            return network
+        noise_scale = xp.sqrt(sched.sigma2(xp, times))
+        return latents - (noise_scale[:, None] if np.ndim(noise_scale) == 1 else noise_scale) * network
 
     return ld2_score.generic(xp, x, t, basis, noise_prediction, schedule)

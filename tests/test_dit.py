@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import at_most
-from helpers import expect_caught
+from helpers import at_most, expect_caught
 from hypothesis import given
 from torch import nn
 
@@ -262,6 +261,14 @@ def test_torch_dit_hooks_agree_with_intermediates(case: props.DiTCase) -> None:
     props.check_intermediates_match(torch_hooks(), case)
 
 
+def test_planted_missing_model_output_is_caught() -> None:
+    def without_output(**inputs: Any) -> dict[str, Any]:
+        return {name: value for name, value in torch_hooks()(**inputs).items() if name != "unpatchify"}
+
+    expect_caught(lambda case: props.check_intermediates_match(without_output, case), props.dit_cases(),
+                  claim="dit-intermediates", max_examples=5)
+
+
 def test_planted_timestep_bug_is_localised_to_t_embedder() -> None:
     caught = expect_caught(lambda case: props.check_intermediates_match(torch_hooks("sin_cos_swapped"), case),
                            props.dit_cases(), claim="dit-intermediates")
@@ -340,7 +347,13 @@ def variance_channels(params: Any, config: DiTConfig, x: Any, t: Any, basis: Any
     return dit_latent_score(swapped, config, x, t, basis, y, schedule, precision=precision)
 
 
-@pytest.mark.parametrize("planted", [sigma_instead_of_variance, variance_channels])
+def uninformative_balls(params: Any, config: DiTConfig, x: Any, t: Any, basis: Any, y: Any = None,
+                        schedule: str = "ou-half", *, precision: Any = "float64") -> Any:
+    """Planted: balls 0 +- 1e30, which overlap everything (a certified path that certifies nothing)."""
+    return BallArray(np.frompyfunc(lambda _: flint.arb(0, 1e30), 1, 1)(np.empty(np.shape(x), dtype=object)))
+
+
+@pytest.mark.parametrize("planted", [sigma_instead_of_variance, variance_channels, uninformative_balls])
 def test_planted_latent_score_bugs_are_caught(planted: Any) -> None:
     expect_caught(lambda case: props.check_latent_score_form(planted, case), props.latent_score_cases(),
                   claim="LD2", max_examples=20)
@@ -461,3 +474,21 @@ def test_param_shapes_follow_the_dit_state_dict() -> None:
     """Names and shapes are exactly what the torch transcription's state_dict holds (strict loading)."""
     model = DiT(CONFIG)
     assert {name: tuple(p.shape) for name, p in model.state_dict().items()} == dit_param_shapes(CONFIG)
+
+
+def test_eps_output_reads_the_network_as_a_noise_prediction() -> None:
+    """output='eps': sigma^2 s + x = P x - sigma B n, where output='q' gives sigma^2 s_q + x = B n (P = B B^T)."""
+    config = DiTConfig(input_size=2, patch_size=1, in_channels=2, hidden_size=8, depth=1, num_heads=2,
+                       num_classes=0, learn_sigma=False)
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.standard_normal((12, 8)))[0]
+    x, t = rng.standard_normal((3, 12)), np.array([0.3, 1.0, 2.5])
+    params = random_dit_params(config, seed=5)
+    variance = sigma(t, "ou-half")[:, None] ** 2
+    raw = dit_latent_score(params, config, x, t, basis) * variance + x          # B n
+    eps = dit_latent_score(params, config, x, t, basis, output="eps") * variance + x
+    expected = x @ basis @ basis.T - np.sqrt(variance) * raw
+    assert np.allclose(eps, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(InvalidArgumentError) as info:
+        dit_latent_score(params, config, x, t, basis, output="v")
+    assert info.value.argument == "output"

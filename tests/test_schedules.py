@@ -102,6 +102,12 @@ def test_planted_score_conversion_with_sigma_squared_is_caught() -> None:
                   st.tuples(schedule_times(), seeds()), claim="SCHED", max_examples=5)
 
 
+def test_prediction_conversion_property_refuses_an_implementation_it_cannot_run() -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        check_prediction_conversions("ou-half", 0.5, 1, convert=lambda *args, **kwargs: "not even a number")
+    assert info.value.argument == "convert"
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 
