@@ -27,7 +27,7 @@ from ditcheck.reference import distances, gp, mixtures, schedules
 from ditcheck.reference.errors import InvalidArgumentError, NotPositiveDefiniteError
 from ditcheck.reference.latent import ld2_score
 from ditcheck.reference.linalg import positive_definite_report
-from ditcheck.reference.precision import Arb, BallArray, Mp, resolve_precision
+from ditcheck.reference.precision import UNIT_ROUNDOFF, Arb, BallArray, Mp, resolve_precision
 from ditcheck.reference.schedules import SCHEDULES, get_schedule
 
 from .certified import require_contains, require_narrow
@@ -78,7 +78,7 @@ __all__ = [
     "check_prediction_conversions",
 ]
 
-U = 2.0**-53  # unit roundoff of float64
+U = UNIT_ROUNDOFF
 
 
 # ----------------------------------------------------------------------------------------

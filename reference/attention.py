@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import DTypeError, FullyMaskedRowError, InvalidArgumentError, ShapeError
 from .layers import linear
-from .precision import Precision, as_float64_array, reference_function
+from .precision import Precision, as_float64_array, reference_function, require_positive_int, require_real
 
 __all__ = [
     "softmax",
@@ -58,7 +58,7 @@ def split_mask(xp: Precision, mask: Any, shape: tuple[int, ...]) -> tuple[np.nda
         raise ShapeError("mask", f"an array broadcastable to the logits' shape {shape}", str(raw.shape)) from None
     if raw.dtype == bool:
         return np.broadcast_to(raw, shape), 0
-    if raw.dtype.kind not in "fiu":
+    if raw.dtype.kind != "f":  # an integer 0/1 "mask" would silently become an additive bias (SDPA rejects it too)
         raise DTypeError("mask", "a boolean keep-mask or a float additive mask", str(raw.dtype))
     additive = as_float64_array(raw, "mask", allow_neg_inf=True)
     keep = np.broadcast_to(np.isfinite(additive), shape)
@@ -76,6 +76,8 @@ def softmax(xp: Precision, x: Any, axis: int = -1, mask: Any = None, fully_maske
     shape = np.shape(x)
     if len(shape) == 0:
         raise ShapeError("x", "an array with at least one axis", "a scalar")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -len(shape) <= axis < len(shape):
+        raise ShapeError("axis", f"an integer axis of an array with {len(shape)} axes", repr(axis))
     keep, bias = split_mask(xp, mask, shape)
     x = x + bias
     if keep is None:
@@ -117,9 +119,8 @@ def _logits(xp: Precision, q: Any, k: Any, scale: float | None) -> Any:
 
 
 def _check_scale(scale: Any) -> None:
-    if scale is not None and (not isinstance(scale, (int, float, np.floating)) or not np.isfinite(scale)
-                              or isinstance(scale, bool)):
-        raise InvalidArgumentError("scale", "None (1/sqrt(D)) or a finite real number", repr(scale))
+    if scale is not None:
+        require_real(scale, "scale")
 
 
 @reference_function(arrays=("q", "k", "v"))
@@ -195,8 +196,13 @@ def multi_head_attention(xp: Precision, x: Any, qkv_weight: Any, qkv_bias: Any, 
     if np.ndim(x) != 3:
         raise ShapeError("x", "an array of shape [N, L, C]", str(np.shape(x)))
     channels = np.shape(x)[-1]
-    if np.shape(qkv_weight) != (3 * channels, channels):
-        raise ShapeError("qkv_weight", f"shape {(3 * channels, channels)}", str(np.shape(qkv_weight)))
+    num_heads = require_positive_int(num_heads, "num_heads")
+    expected_shapes = {"qkv_weight": (3 * channels, channels), "qkv_bias": (3 * channels,),
+                       "proj_weight": (channels, channels), "proj_bias": (channels,)}
+    given = {"qkv_weight": qkv_weight, "qkv_bias": qkv_bias, "proj_weight": proj_weight, "proj_bias": proj_bias}
+    for name, expected in expected_shapes.items():
+        if given[name] is not None and np.shape(given[name]) != expected:
+            raise ShapeError(name, f"shape {expected}", str(np.shape(given[name])))
     if sorted(qkv_order) != ["k", "q", "v"]:
         raise InvalidArgumentError("qkv_order", "a permutation of 'qkv'", repr(qkv_order))
     qkv = linear.generic(xp, x, qkv_weight, qkv_bias)
@@ -208,6 +214,7 @@ def multi_head_attention(xp: Precision, x: Any, qkv_weight: Any, qkv_bias: Any, 
 
 def _weight_loss_parts(xp: Precision, a1: Any, a2: Any, a3: Any, w: Any, w_ov: Any, y: Any,
                        scale: float) -> tuple[Any, Any, Any]:
+    scale = require_real(scale, "scale")
     for name, arr in (("a1", a1), ("a2", a2), ("a3", a3), ("w", w), ("w_ov", w_ov), ("y", y)):
         if np.ndim(arr) != 2:
             raise ShapeError(name, "a 2-D array", str(np.shape(arr)))

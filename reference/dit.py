@@ -22,8 +22,8 @@ from .attention import multi_head_attention
 from .errors import DTypeError, InvalidArgumentError, ShapeError
 from .latent import ld2_score
 from .layers import (GELU_APPROXIMATIONS, layer_norm, linear, mlp, modulate, patchify, pos_embed_2d,
-                     require_grid, require_positive_int, require_real, silu, timestep_embedding, unpatchify)
-from .precision import Precision, reference_function
+                     require_grid, silu, timestep_embedding, unpatchify)
+from .precision import Precision, reference_function, require_positive_int, require_real
 from .schedules import Schedule, get_schedule
 
 __all__ = [

@@ -172,6 +172,7 @@ def gp_score_dense(xp: Precision, x: Any, t: Any, gamma: Any, sigma_matrix: Any,
 def gp_covariance_product(xp: Precision, x: Any, t: Any, gamma: Any, sigma_matrix: Any,
                           schedule: str | Schedule = "ou-half") -> Any:
     """A_t vec(x) = vec(alpha_t^2 Gamma X Sigma + sigma_t^2 X) for symmetric Gamma, Sigma (GP1/GP2's operator)."""
+    _check_kernels(xp.to_float(gamma), xp.to_float(sigma_matrix))  # inputs are exact floats: no rounding here
     h, d = np.shape(gamma)[0], np.shape(sigma_matrix)[0]
     batch, added = _check_sequences(x, h, d)
     _, alpha, sigma2 = coefficients(xp, t, schedule, np.shape(batch)[0])

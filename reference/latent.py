@@ -46,6 +46,8 @@ def ld2_score(xp: Precision, x: Any, t: Any, basis: Any, f: LatentFunction,
     check_orthonormal(xp.to_float(basis))
     if np.ndim(x) != 2 or np.shape(x)[1] != np.shape(basis)[0]:
         raise ShapeError("x", f"shape [N, {np.shape(basis)[0]}]", str(np.shape(x)))
+    if np.ndim(t) > 1 or (np.ndim(t) == 1 and np.shape(t)[0] != np.shape(x)[0]):
+        raise ShapeError("t", f"a scalar or shape [{np.shape(x)[0]}] (one time per point)", str(np.shape(t)))
     sched = get_schedule(schedule)
     sched.check_time(xp.to_float(t), positive=True)
     s2 = sched.sigma2(xp, t)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import InvalidArgumentError, ShapeError
-from .precision import Precision, reference_function
+from .precision import Precision, reference_function, require_positive_int, require_real
 
 __all__ = [
     "linear",
@@ -38,26 +38,6 @@ GELU_TANH_CUBIC = (44715, 10**6)  # 0.044715 exactly (Hendrycks & Gimpel 2016), 
 
 # ----------------------------------------------------------------------------------------
 # Argument checks shared by the layers and the DiT model
-
-
-def require_positive_int(value: Any, argument: str) -> int:
-    """``value`` as an int if it is a positive integer (not a bool), else InvalidArgumentError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgumentError(argument, "a positive integer", repr(value))
-    return int(value)
-
-
-def require_real(value: Any, argument: str, *, low: float = -math.inf, low_inclusive: bool = True) -> float:
-    """``value`` as a float if it is a finite real number >= low (> low unless low_inclusive)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(argument, "a finite real number", repr(value))
-    number = float(value)
-    in_range = number >= low if low_inclusive else number > low
-    if not math.isfinite(number) or not in_range:
-        relation = ">=" if low_inclusive else ">"
-        expected = "a finite real number" + ("" if low == -math.inf else f" {relation} {low:g}")
-        raise InvalidArgumentError(argument, expected, repr(value))
-    return number
 
 
 def require_grid(grid: Any, argument: str) -> tuple[int, int]:
@@ -98,7 +78,7 @@ def layer_norm(xp: Precision, x: Any, weight: Any = None, bias: Any = None, eps:
 
     DiT uses eps = 1e-6 without affine parameters; diffusers' DiT uses eps = 1e-5 in the MLP branch.
     """
-    eps = require_real(eps, "eps", low=0.0)
+    eps = require_real(eps, "eps", low=0.0, low_inclusive=False)
     if np.ndim(x) < 1:
         raise ShapeError("x", "an array with at least one axis", "a scalar")
     features = np.shape(x)[-1]

@@ -31,7 +31,7 @@ import flint
 import mpmath
 import numpy as np
 
-from .errors import DTypeError, NonFiniteError, PrecisionError
+from .errors import DTypeError, InvalidArgumentError, NonFiniteError, PrecisionError
 
 __all__ = [
     "Precision",
@@ -42,6 +42,8 @@ __all__ = [
     "resolve_precision",
     "reference_function",
     "as_float64_array",
+    "require_positive_int",
+    "require_real",
     "arb_from_mpf",
     "DEFAULT_MP_DIGITS",
     "DEFAULT_ARB_BITS",
@@ -429,6 +431,26 @@ def as_float64_array(x: Any, argument: str, *, allow_neg_inf: bool = False) -> n
         raise NonFiniteError(argument, "finite values" + (" (or -inf)" if allow_neg_inf else ""),
                              f"{arr[where]} at index {where}")
     return arr
+
+
+def require_positive_int(value: Any, argument: str) -> int:
+    """``value`` as an int if it is a positive integer (not a bool), else InvalidArgumentError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(argument, "a positive integer", repr(value))
+    return int(value)
+
+
+def require_real(value: Any, argument: str, *, low: float = -math.inf, low_inclusive: bool = True) -> float:
+    """``value`` as a float if it is a finite real number >= low (> low unless low_inclusive)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidArgumentError(argument, "a finite real number", repr(value))
+    number = float(value)
+    in_range = number >= low if low_inclusive else number > low
+    if not math.isfinite(number) or not in_range:
+        relation = ">=" if low_inclusive else ">"
+        expected = "a finite real number" + ("" if low == -math.inf else f" {relation} {low:g}")
+        raise InvalidArgumentError(argument, expected, repr(value))
+    return number
 
 
 F = TypeVar("F", bound=Callable[..., Any])

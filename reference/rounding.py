@@ -14,11 +14,11 @@ import numpy as np
 
 from .attention import softmax
 from .errors import ShapeError
+from .precision import UNIT_ROUNDOFF
 
-__all__ = ["UNIT_ROUNDOFF", "EXP_ULPS", "gamma", "matmul_error_bound", "softmax_error_bound",
+__all__ = ["UNIT_ROUNDOFF", "EXP_ULPS", "gamma", "softmax_error_bound",
            "attention_error_bound"]
 
-UNIT_ROUNDOFF = 2.0**-53
 EXP_ULPS = 4
 EXP_RELATIVE_ERROR = 2 * EXP_ULPS * UNIT_ROUNDOFF  # one ulp is at most 2u relative
 SMALLEST_SUBNORMAL = 2.0**-1074
@@ -31,12 +31,6 @@ def gamma(n: int | np.ndarray) -> np.ndarray:
     if np.any(nu >= 1e-7):
         raise ShapeError("n", "fewer than 9e8 terms for the rounding bound to be meaningful", str(n))
     return nu / (1 - nu)
-
-
-def matmul_error_bound(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """|fl(A B) - A B| <= gamma_n |A| |B| entrywise, n the inner dimension (Higham eq. 3.13)."""
-    n = np.shape(a)[-1]
-    return gamma(n) * (np.abs(a) @ np.abs(b)) * BOUND_INFLATION
 
 
 def _softmax_relative_error(logits: np.ndarray, keep: np.ndarray | None) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ditcheck.properties.attention import (BOOLEAN_MASK_KINDS, AttentionCase, attention_cases, check_ball_contains_mp,
+from ditcheck.properties.attention import (BOOLEAN_MASK_KINDS, AttentionCase, WeightGradientCase, attention_cases, check_ball_contains_mp,
                                            check_float64_within_rounding_bound, check_rows_are_convex_combinations,
                                            check_vjp_matches_finite_differences,
                                            check_weight_gradient_matches_finite_differences, weight_gradient_cases)
@@ -251,7 +251,6 @@ def test_qkv_order_knob_permutes_the_projection() -> None:
     from ditcheck.reference import multi_head_attention
 
     x, w, b, pw, pb, heads = _fixed_multi_head_inputs()
-    channels = x.shape[-1]
     blocks = np.split(w, 3), np.split(b, 3)
     reordered_w = np.concatenate([blocks[0][i] for i in (1, 0, 2)])  # stored as k, q, v
     reordered_b = np.concatenate([blocks[1][i] for i in (1, 0, 2)])
@@ -259,7 +258,6 @@ def test_qkv_order_knob_permutes_the_projection() -> None:
                        multi_head_attention(x, w, b, pw, pb, heads), rtol=1e-14, atol=1e-14)
     assert not np.allclose(multi_head_attention(x, reordered_w, reordered_b, pw, pb, heads),
                            multi_head_attention(x, w, b, pw, pb, heads))
-    assert channels % heads == 0
 
 
 def _fixed_multi_head_inputs():
@@ -278,3 +276,36 @@ def test_float64_softmax_within_its_rounding_bound(seed: int, spread: float, wid
     keep[:, 0] = True
     assert softmax(x, mask=keep, precision="arb:113").within(softmax(x, mask=keep),
                                                              softmax_error_bound(x, keep)).all()
+
+
+def test_integer_masks_and_bad_axes_are_rejected() -> None:
+    x = np.ones((2, 3))
+    with pytest.raises(DTypeError) as info:
+        softmax(x, mask=np.ones((2, 3), dtype=int))
+    assert info.value.argument == "mask"
+    with pytest.raises(ShapeError) as info:
+        softmax(x, axis=5)
+    assert info.value.argument == "axis"
+
+
+@pytest.mark.parametrize("change, argument", [
+    ({"num_heads": 0}, "num_heads"), ({"num_heads": -2}, "num_heads"), ({"num_heads": 3}, "num_heads"),
+    ({"qkv_bias": np.ones(5)}, "qkv_bias"), ({"proj_weight": np.ones((8, 4))}, "proj_weight"),
+    ({"proj_bias": np.ones(3)}, "proj_bias"),
+])
+def test_bad_multi_head_arguments_are_named(change, argument) -> None:
+    from ditcheck.reference import multi_head_attention
+
+    x, w, b, pw, pb, heads = _fixed_multi_head_inputs()
+    args = {"x": x, "qkv_weight": w, "qkv_bias": b, "proj_weight": pw, "proj_bias": pb, "num_heads": heads} | change
+    with pytest.raises(InvalidArgumentError) as info:
+        multi_head_attention(**args)
+    assert info.value.argument == argument
+
+
+@pytest.mark.parametrize("scale", [float("nan"), "a", None])
+def test_ld7_scale_must_be_a_finite_real(scale) -> None:
+    arrays = WeightGradientCase(tokens=3, dim=2, seed=0).build()
+    with pytest.raises(InvalidArgumentError) as info:
+        attention_weight_gradient(**arrays, scale=scale)
+    assert info.value.argument == "scale"

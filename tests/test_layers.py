@@ -448,3 +448,11 @@ def test_invalid_pos_embed_names_the_argument(kwargs: dict[str, Any], argument: 
 def test_errors_are_value_errors() -> None:
     with pytest.raises(ValueError):
         ref.gelu(np.array([np.nan]))
+
+
+def test_layer_norm_eps_must_be_positive() -> None:
+    from ditcheck.reference import InvalidArgumentError, layer_norm
+
+    with pytest.raises(InvalidArgumentError) as info:
+        layer_norm(np.ones((1, 4)), eps=0.0)  # a constant row would give 0/0
+    assert info.value.argument == "eps"

@@ -324,4 +324,12 @@ def test_invalid_conditional_arguments() -> None:
 def test_gaussian_mixture_helper_and_singular_covariances() -> None:
     g = gaussian_mixture([1.0], [[0.0, 0.0]], [np.diag([1.0, 0.0])])  # singular S is allowed
     assert np.isfinite(log_density(g, np.zeros((1, 2)), 0.1)).all()
-    assert np.allclose(spd_matrix(3, np.random.default_rng(0)), spd_matrix(3, np.random.default_rng(0)).T, atol=0)
+
+
+def test_ld2_score_needs_one_time_per_point() -> None:
+    from ditcheck.reference.latent import ld2_score
+
+    basis = np.eye(3)[:, :2]
+    with pytest.raises(ShapeError) as info:
+        ld2_score(np.ones((4, 3)), np.array([0.5, 1.0]), basis, lambda xp, h, t: h)
+    assert info.value.argument == "t"

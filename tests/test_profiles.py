@@ -10,7 +10,7 @@ from ditcheck.properties.profiles import PROFILES, load_profile_from_environment
 
 def test_profiles_have_their_documented_settings() -> None:
     ci = settings.get_profile("ci")
-    assert ci.derandomize and ci.deadline is None and ci.database is None
+    assert ci.derandomize and ci.deadline is None and ci.database is None and ci.max_examples == 100
     assert settings.get_profile("smoke").max_examples <= 10
     audit = settings.get_profile("audit")
     assert audit.max_examples >= 1000 and Phase.shrink not in audit.phases and Phase.target in audit.phases
