@@ -36,9 +36,9 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import InvalidArgumentError, NotPositiveDefiniteError, PrecisionError, ShapeError
-from .linalg import (Status, check_positive_semidefinite, check_square, cho_solve, cholesky, identity,
+from .linalg import (Status, psd_square_root_factor, check_positive_semidefinite, check_square, cho_solve, cholesky, identity,
                      positive_definite_report)
-from .precision import Float64, Precision, as_float64_array, reference_function, resolve_precision
+from .precision import Float64, Precision, as_float64_array, reference_function, require_positive_int, resolve_precision
 from .schedules import Schedule, coefficients
 
 __all__ = [
@@ -277,11 +277,7 @@ def banding_report(gamma: Any, width: int, sigma_matrix: Any = None, t: Any = No
 def sample_gp(gamma: Any, sigma_matrix: Any, n: int, seed: int) -> np.ndarray:
     """n float64 sequences [n, H, d] with vec(x) ~ N(0, Gamma (x) Sigma): X = F_Gamma Z F_Sigma^T, F F^T the eigh factors."""
     gamma, sigma_matrix = _check_kernels(gamma, sigma_matrix)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InvalidArgumentError("n", "a positive integer", repr(n))
-    factors = []
-    for matrix in (gamma, sigma_matrix):
-        values, vectors = np.linalg.eigh(matrix)
-        factors.append(vectors * np.sqrt(np.clip(values, 0.0, None)))
+    n = require_positive_int(n, "n")
+    factors = [psd_square_root_factor(matrix) for matrix in (gamma, sigma_matrix)]
     noise = np.random.default_rng(seed).standard_normal((int(n), gamma.shape[0], sigma_matrix.shape[0]))
     return factors[0] @ noise @ factors[1].T

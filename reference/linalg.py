@@ -170,6 +170,15 @@ def nonnegative_part(xp: Precision, x: Any) -> Any:
 # float64 validation of matrices
 
 
+def psd_square_root_factor(matrices: np.ndarray) -> np.ndarray:
+    """F with F F^T = S for (a stack of) symmetric PSD S, from eigh with clipped eigenvalues (float64).
+
+    eigh rather than Cholesky because covariances may be singular; for sampling only.
+    """
+    values, vectors = np.linalg.eigh(matrices)
+    return vectors * np.sqrt(np.clip(values, 0.0, None))[..., None, :]
+
+
 def check_square(matrix: np.ndarray, argument: str) -> None:
     if matrix.ndim < 2 or matrix.shape[-1] != matrix.shape[-2]:
         raise ShapeError(argument, "square matrices [..., n, n]", str(matrix.shape))

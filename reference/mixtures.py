@@ -41,9 +41,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import InvalidArgumentError, ShapeError
-from .latent import check_orthonormal
+from .latent import LatentFunction, check_orthonormal
 from .linalg import (check_positive_semidefinite, cho_solve, cholesky, identity, inverse_from_cholesky,
-                     log_det_from_cholesky, solve_lower, solve_lower_transposed)
+                     log_det_from_cholesky, psd_square_root_factor, solve_lower, solve_lower_transposed)
 from .precision import Float64, Precision, as_float64_array, reference_function
 from .schedules import Schedule, check_times, coefficients, get_schedule
 
@@ -347,7 +347,6 @@ def denoiser_q(xp: Precision, mixture: LatentMixture, h: Any, t: Any, schedule: 
     return sigma2[:, None] * terms.score + h
 
 
-LatentFunction = Callable[[Precision, Any, Any], Any]
 
 
 def denoiser_q_function(mixture: LatentMixture, schedule: str | Schedule = "ou-half") -> LatentFunction:
@@ -493,9 +492,7 @@ def guidance_from_diffusers_scale(scale: float) -> float:
 def _draw(mixture: LatentMixture, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """n draws of x = B h and their component indices (float64)."""
     components = rng.choice(mixture.n_components, size=n, p=mixture.weights / mixture.weights.sum())
-    # eigh factor (not Cholesky): covariances may be singular
-    values, vectors = np.linalg.eigh(mixture.covariances)
-    factors = vectors * np.sqrt(np.clip(values, 0.0, None))[:, None, :]
+    factors = psd_square_root_factor(mixture.covariances)
     noise = rng.standard_normal((n, mixture.latent_dim))
     h = mixture.means[components] + np.einsum("nij,nj->ni", factors[components], noise)
     return h @ mixture.basis.T, components
