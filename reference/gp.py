@@ -38,7 +38,8 @@ import numpy as np
 from .errors import InvalidArgumentError, NotPositiveDefiniteError, PrecisionError, ShapeError
 from .linalg import (Status, psd_square_root_factor, check_positive_semidefinite, check_square, cho_solve, cholesky, identity,
                      positive_definite_report)
-from .precision import Float64, Precision, as_float64_array, reference_function, require_positive_int, resolve_precision
+from .precision import (FLOAT64, Float64, Precision, as_float64_array, reference_function, require_positive_int,
+                        require_real, resolve_precision)
 from .schedules import Schedule, coefficients
 
 __all__ = [
@@ -56,20 +57,16 @@ __all__ = [
 
 GammaKind = Literal["exponential", "squared-exponential", "polynomial"]
 GAMMA_KINDS: tuple[GammaKind, ...] = ("exponential", "squared-exponential", "polynomial")
-FLOAT64 = Float64()
 
 
-def _finite_real(value: Any, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value):
-        raise InvalidArgumentError(argument, "a finite real number", repr(value))
-    return float(value)
+def _lags(size: int) -> np.ndarray:
+    """|i - j| for 0 <= i, j < size, as float64."""
+    return np.abs(np.subtract.outer(np.arange(size), np.arange(size))).astype(np.float64)
 
 
 def gamma_matrix(H: int, kind: GammaKind, *, length_scale: float | None = None, nu: float | None = None) -> np.ndarray:
     """Temporal kernel [H, H]: exp(-|i-j|/l), exp(-|i-j|^2/(2 l^2)) or (1+|i-j|)^-nu (Fu et al. 2025, sec. 3; theory.md GP)."""
-    if isinstance(H, bool) or not isinstance(H, (int, np.integer)) or H < 1:
-        raise InvalidArgumentError("H", "a positive integer sequence length", repr(H))
+    H = require_positive_int(H, "H")
     if kind not in GAMMA_KINDS:
         raise InvalidArgumentError("kind", f"one of {GAMMA_KINDS}", repr(kind))
     needed, unused = ("nu", "length_scale") if kind == "polynomial" else ("length_scale", "nu")
@@ -78,10 +75,10 @@ def gamma_matrix(H: int, kind: GammaKind, *, length_scale: float | None = None, 
         raise InvalidArgumentError(unused, f"not given for kind {kind!r} (it takes {needed!r})", repr(given[unused]))
     if given[needed] is None:
         raise InvalidArgumentError(needed, f"a value for kind {kind!r}")
-    parameter = _finite_real(given[needed], needed)
+    parameter = require_real(given[needed], needed)
     if needed == "length_scale" and not parameter > 0:
         raise InvalidArgumentError("length_scale", "a positive length scale", repr(parameter))
-    lags = np.abs(np.subtract.outer(np.arange(H), np.arange(H))).astype(np.float64)
+    lags = _lags(H)
     if kind == "exponential":
         gamma = np.exp(-lags / parameter)
     elif kind == "squared-exponential":
@@ -203,8 +200,7 @@ def _check_width(width: Any) -> int:
 
 
 def _band(gamma: np.ndarray, width: int) -> np.ndarray:
-    lags = np.abs(np.subtract.outer(np.arange(gamma.shape[0]), np.arange(gamma.shape[0])))
-    return np.where(lags <= width, gamma, 0.0)
+    return np.where(_lags(gamma.shape[0]) <= width, gamma, 0.0)
 
 
 def banded(gamma: Any, width: int, *, require_positive_definite: bool = True) -> np.ndarray:

@@ -44,7 +44,7 @@ from .errors import InvalidArgumentError, ShapeError
 from .latent import LatentFunction, check_orthonormal
 from .linalg import (check_positive_semidefinite, cho_solve, cholesky, identity, inverse_from_cholesky,
                      log_det_from_cholesky, psd_square_root_factor, solve_lower, solve_lower_transposed)
-from .precision import Float64, Precision, as_float64_array, reference_function
+from .precision import FLOAT64, Precision, as_float64_array, reference_function, require_positive_int
 from .schedules import Schedule, check_times, coefficients, get_schedule
 
 __all__ = [
@@ -74,7 +74,6 @@ __all__ = [
     "affine_perturbation_energy",
 ]
 
-FLOAT64 = Float64()
 NULL_LABEL = -1  # the dropped condition (tau = empty in Fu et al.; DiT's index num_classes)
 WEIGHT_SUM_TOLERANCE = 1e-12
 
@@ -498,16 +497,10 @@ def _draw(mixture: LatentMixture, n: int, rng: np.random.Generator) -> tuple[np.
     return h @ mixture.basis.T, components
 
 
-def _check_count(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InvalidArgumentError("n", "a positive integer", repr(n))
-    return int(n)
-
-
 def sample(mixture: LatentMixture, n: int, seed: int, *, return_components: bool = False) -> Any:
     """n float64 draws x = B h, h ~ sum_k w_k N(mu_k, S_k) from numpy.random.default_rng(seed); optionally the component indices."""
     _check_mixture(mixture)
-    x, components = _draw(mixture, _check_count(n), np.random.default_rng(seed))
+    x, components = _draw(mixture, require_positive_int(n, "n"), np.random.default_rng(seed))
     return (x, components) if return_components else x
 
 
@@ -562,7 +555,7 @@ def dsm_loss(score_fn: ScoreFunction, mixture: ConditionalMixture, times: Any, n
     """
     _check_mixture(mixture, ConditionalMixture)
     grid = _check_time_grid(times, schedule)
-    count = _check_count(n)
+    count = require_positive_int(n, "n")
     if not 0.0 <= drop_probability <= 1.0:
         raise InvalidArgumentError("drop_probability", "a probability in [0, 1]", repr(drop_probability))
     rng = np.random.default_rng(seed)

@@ -36,6 +36,7 @@ from .errors import DTypeError, InvalidArgumentError, NonFiniteError, PrecisionE
 __all__ = [
     "Precision",
     "Float64",
+    "FLOAT64",
     "Mp",
     "Arb",
     "BallArray",
@@ -256,6 +257,9 @@ class Arb(Precision):
 
     def finalize(self, x: Any) -> BallArray:
         return BallArray(x)
+
+
+FLOAT64 = Float64()
 
 
 # ----------------------------------------------------------------------------------------
