@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
+from types import ModuleType
 
-from . import __version__, bench
+from . import __version__
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+#: ``ditcheck NAME`` -> the module that implements it; each has HELP, add_arguments(parser) and run(args) -> int.
+COMMANDS: dict[str, str] = {
+    "bench": "ditcheck.bench",
+}
+
+
+def _command(name: str) -> ModuleType:
+    return importlib.import_module(COMMANDS[name])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,19 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verified numerics and property testing for latent Diffusion Transformers.")
     parser.add_argument("--version", action="version", version=f"ditcheck {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    bench_parser = commands.add_parser(
-        "bench", help="benchmarks measured side by side in one run",
-        description="Benchmarks measured side by side in one run. 'reference': certified (arb) "
-                    "attention and DiT block vs mpmath and float64 on the embedded default inputs.")
-    bench.add_arguments(bench_parser)
+    for name in COMMANDS:
+        module = _command(name)
+        module.add_arguments(commands.add_parser(name, help=module.HELP, description=module.__doc__,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "bench":
-        return bench.run(args)
-    raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects unknown commands
+    return int(_command(args.command).run(args))
 
 
 if __name__ == "__main__":

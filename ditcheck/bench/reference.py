@@ -1,7 +1,6 @@
-"""Benchmarks: side-by-side timings measured in one run (never timed tests).
+"""``ditcheck bench reference``: certified (arb) vs mpmath vs float64 reference timings.
 
-``ditcheck bench reference`` (or ``python -m ditcheck.bench reference``) times the
-reference on its embedded default inputs: certified (arb) attention on 64 tokens
+Times the reference on its embedded default inputs: certified (arb) attention on 64 tokens
 with D = 32, a certified DiT block (64 tokens, hidden 64, 4 heads), and mpmath at
 the same precision for comparison; it also prints what the certificate says
 (largest ball radius) and how far float64 lies from the certified value next to
@@ -12,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-__all__ = ["Timing", "time_call", "bench_reference", "main"]
+from . import time_call
 
 
 @dataclass(frozen=True)
@@ -35,16 +31,9 @@ class Timing:
     float64_error: float | None = None
     float64_bound: float | None = None
 
+__all__ = ["Timing", "bench_reference", "print_timings", "add_arguments", "run"]
 
-def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """(median seconds over ``repeats`` calls, last result); one untimed warm-up call first."""
-    result = fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples), result
+HELP = "certified (arb) vs mpmath vs float64 reference timings"
 
 
 def _mp_digits(bits: int) -> int:
@@ -113,10 +102,7 @@ def print_timings(timings: Sequence[Timing], title: str) -> None:
           "float64 error is measured against the certified ball; 'calls' is the number of timed calls.")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench", required=True, metavar="{reference}")
-    reference = sub.add_parser("reference", help="certified (arb) vs mpmath vs float64 reference timings",
-                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(reference: argparse.ArgumentParser) -> None:
     reference.add_argument("--bits", type=int, default=128, help="arb working precision in bits (default 128)")
     reference.add_argument("--repeats", type=int, default=5, help="timed calls per arb measurement (default 5)")
     reference.add_argument("--no-mp-block", action="store_true",
@@ -125,19 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.bench == "reference":
-        timings = bench_reference(bits=args.bits, repeats=args.repeats, include_mp_block=not args.no_mp_block,
-                                  seed=args.seed)
-        print_timings(timings, f"ditcheck bench reference (arb:{args.bits}, seed {args.seed})")
+    timings = bench_reference(bits=args.bits, repeats=args.repeats, include_mp_block=not args.no_mp_block,
+                              seed=args.seed)
+    print_timings(timings, f"ditcheck bench reference (arb:{args.bits}, seed {args.seed})")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ditcheck.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
