@@ -19,3 +19,13 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py, importable u
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("hypothesis_profile", default=None) and not os.environ.get("DITCHECK_PROFILE"):
         settings.load_profile("ci")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long audits (@pytest.mark.audit) run only when asked for with ``-m audit``."""
+    if "audit" in (config.getoption("markexpr", default="") or ""):
+        return
+    skip = pytest.mark.skip(reason="long audit: run with -m audit")
+    for item in items:
+        if item.get_closest_marker("audit") is not None:
+            item.add_marker(skip)
