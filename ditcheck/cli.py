@@ -14,6 +14,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 #: ``ditcheck NAME`` -> the module that implements it; each has HELP, add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, str] = {
     "bench": "ditcheck.bench",
+    "validate": "ditcheck.validate.cli",
 }
 
 

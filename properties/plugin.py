@@ -1,10 +1,22 @@
-"""pytest plugin (entry point ``pytest11``): registers ditcheck's Hypothesis profiles.
+"""pytest plugin (entry point ``pytest11``): ditcheck's Hypothesis profiles and attention checks of third-party code.
 
 ``--hypothesis-profile NAME`` (Hypothesis' own option) or ``DITCHECK_PROFILE=NAME``
 selects smoke, ci or audit. The command-line option wins over the environment.
+
+``pytest --ditcheck-attention MODULE:ATTR`` (or ``DITCHECK_ATTENTION=MODULE:ATTR``) adds one test
+per check of ``ditcheck.validate.attention`` (forward and gradients, per adversarial input
+kind) run against that function; the run header names the target. ``--ditcheck-xfail FILE``
+lists check ids expected to fail (one per line, ``#`` comments), and ids that match no check
+are reported as warnings. Without the option the plugin adds nothing and changes no setting
+of another project's suite.
 """
 
 from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,13 +24,133 @@ from .profiles import load_profile_from_environment, register_profiles
 
 register_profiles()
 
+_TARGET_ENV = "DITCHECK_ATTENTION"
+_PARTS = ("forward", "grad")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ditcheck", "ditcheck: validate a third-party attention function")
+    group.addoption("--ditcheck-attention", metavar="MODULE:ATTR", default=None,
+                    help=f"run ditcheck's attention checks against this fn(q, k, v) (or set {_TARGET_ENV})")
+    group.addoption("--ditcheck-xfail", metavar="FILE", default=None,
+                    help="file of ditcheck check ids expected to fail, one per line")
+    group.addoption("--ditcheck-dtype", default="float32", choices=("float32", "float16", "bfloat16", "float64"),
+                    help="dtype of q, k, v for --ditcheck-attention (default float32)")
+    group.addoption("--ditcheck-layout", default="bhld", choices=("bhld", "blhd"),
+                    help="tensor layout of the target: bhld [B, H, L, D] or blhd [B, L, H, D] (default bhld)")
+    group.addoption("--ditcheck-examples", type=int, default=20, metavar="N",
+                    help="examples per check for --ditcheck-attention (default 20)")
+    group.addoption("--ditcheck-seed", type=int, default=0, metavar="S", help="seed of the examples (default 0)")
+
+
+def _target_spec(config: pytest.Config) -> str | None:
+    return config.getoption("ditcheck_attention", default=None) or os.environ.get(_TARGET_ENV) or None
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("hypothesis_profile", default=None):
         load_profile_from_environment()
+    spec = _target_spec(config)
+    if spec:
+        from ditcheck.validate._target import TargetError, load_target, resolve_factory
+
+        try:
+            config.stash[_FN] = resolve_factory(load_target(spec), want_module=False)
+        except TargetError as error:
+            raise pytest.UsageError(f"--ditcheck-attention {spec}: {error}") from error
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     from hypothesis import settings
 
-    return f"ditcheck: hypothesis profile {settings.get_current_profile_name()!r}"
+    lines = [f"ditcheck: hypothesis profile {settings.get_current_profile_name()!r}"]
+    spec = _target_spec(config)
+    if spec:
+        lines.append(f"ditcheck: attention target {spec} (dtype {config.getoption('ditcheck_dtype')}, layout "
+                     f"{config.getoption('ditcheck_layout')}, {config.getoption('ditcheck_examples')} examples per "
+                     f"check, seed {config.getoption('ditcheck_seed')})")
+    return lines
+
+
+_FN = pytest.StashKey[Any]()
+
+
+def check_ids() -> list[str]:
+    """Every check id the attention suite reports: forward[KIND] and grad[KIND] per adversarial kind."""
+    from .attention import ADVERSARIAL_KINDS
+
+    return [f"{part}[{kind}]" for part in _PARTS for kind in ADVERSARIAL_KINDS]
+
+
+def _read_xfail(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise pytest.UsageError(f"--ditcheck-xfail {path}: {error}") from error
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+class DitcheckSuite(pytest.Collector):
+    """The ditcheck attention checks, one item per check id."""
+
+    def collect(self) -> list[pytest.Item]:
+        return [AttentionCheckItem.from_parent(self, name=check_id) for check_id in check_ids()]
+
+
+class AttentionCheckItem(pytest.Item):
+    """One check of ditcheck.validate.attention against the --ditcheck-attention target."""
+
+    def runtest(self) -> None:
+        from ditcheck.validate import attention
+
+        from .validation import Tolerance
+        from .violation import PropertyViolation
+
+        config = self.config
+        part, kind = self.name.split("[")
+        kind = kind.rstrip("]")
+        report = attention(config.stash[_FN], dtype=config.getoption("ditcheck_dtype"),
+                           layout=config.getoption("ditcheck_layout"),
+                           examples=config.getoption("ditcheck_examples"), seed=config.getoption("ditcheck_seed"),
+                           kinds=(kind,), gradients=None if part == "grad" else False,
+                           target=_target_spec(config))
+        check = next((c for c in report.checks if c.id == self.name), None)
+        if check is None:
+            pytest.skip("; ".join(report.notes) or f"{self.name} not run")
+        if not check.ok:
+            tolerance = check.tolerance.describe() if isinstance(check.tolerance, Tolerance) else "n/a"
+            raise PropertyViolation(f"validate-attention:{self.name}", check.message or "outside tolerance",
+                                    observed=check.observed, tolerance=tolerance, worst_case=check.worst_case,
+                                    reproduce=f"ditcheck validate attention {_target_spec(config)} --kinds {kind} "
+                                              f"--examples {config.getoption('ditcheck_examples')} "
+                                              f"--seed {config.getoption('ditcheck_seed')} --save-failures DIR")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        from .violation import PropertyViolation
+
+        if isinstance(excinfo.value, PropertyViolation):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        return "ditcheck-attention", None, f"ditcheck attention {self.name} of {_target_spec(self.config)}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Append the attention checks (before -k / -m deselection runs), marking those listed in the xfail file."""
+    if _FN not in config.stash:
+        return
+    suite = DitcheckSuite.from_parent(session, name="ditcheck-attention")
+    added = suite.collect()
+    xfail_file = config.getoption("ditcheck_xfail")
+    if xfail_file:
+        listed = _read_xfail(xfail_file)
+        for item in added:
+            if item.name in listed or item.nodeid in listed:
+                item.add_marker(pytest.mark.xfail(reason=f"listed in {xfail_file}", strict=False))
+        known = {item.name for item in added} | {item.nodeid for item in added}
+        for unknown in [entry for entry in listed if entry not in known]:
+            warnings.warn(pytest.PytestWarning(f"ditcheck xfail id {unknown!r} (in {xfail_file}) matches no ditcheck "
+                                               f"check; known ids: {', '.join(check_ids())}"))
+    items.extend(added)

@@ -1,0 +1,14 @@
+"""Validate third-party attention and DiT code against ditcheck's reference (``ditcheck validate``).
+
+``attention(fn, ...)`` and ``dit(model, ...)`` return a :class:`Report`; the command line is
+``ditcheck validate attention|dit MODULE:ATTR`` (ditcheck/validate/cli.py), the pytest plugin
+``pytest --ditcheck-attention MODULE:ATTR`` (properties/plugin.py).
+"""
+
+from ._attention import attention
+from ._target import TargetError, load_target
+from .models import dit, diffusers_state_dict, params_from_diffusers, recognise
+from .report import Check, Report
+
+__all__ = ["attention", "dit", "Report", "Check", "TargetError", "load_target", "recognise",
+           "diffusers_state_dict", "params_from_diffusers"]

@@ -1,0 +1,169 @@
+"""Validate third-party code against ditcheck's reference.
+
+  ditcheck validate attention MODULE:ATTR [--dtype D] [--layout bhld|blhd] [--examples N] [--seed S] ...
+  ditcheck validate dit MODULE:ATTR [--convention dit|diffusers] [--dtype D] [--examples N] [--seed S] ...
+
+MODULE is a dotted module name or a path to a .py file. For attention, ATTR is fn(q, k, v)
+(optionally accepting scale=), an nn.Module called the same way, or a zero-argument factory of
+one. For dit, ATTR is an nn.Module (original DiT layout or diffusers' DiTTransformer2DModel) or a
+zero-argument callable returning one. Exit code 0: conforms; 1: a discrepancy was found;
+2: the target could not be loaded or called (the message says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from ditcheck.properties.attention import ADVERSARIAL_KINDS
+
+from ._target import DEFAULT_TIMEOUT, TargetError, load_target, resolve_factory
+from .report import Report
+
+HELP = "validate third-party attention or DiT code against the reference (exit 0 conforms, 1 discrepancy, 2 unusable)"
+
+__all__ = ["HELP", "TARGETS", "add_arguments", "run", "AttentionTarget", "DiTTarget"]
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def _common(parser: argparse.ArgumentParser, examples: int) -> None:
+    parser.add_argument("target", metavar="MODULE:ATTR", help="what to validate (MODULE: dotted name or .py path)")
+    parser.add_argument("--examples", type=int, default=examples, metavar="N",
+                        help=f"examples drawn by Hypothesis (default {examples})")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the examples (default 0)")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH ('-': stdout)")
+    parser.add_argument("--save-failures", metavar="DIR",
+                        help="write each failing case to DIR as .npz plus a .py snippet that re-runs it")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"one call of the target longer than this fails (default {DEFAULT_TIMEOUT:g})")
+
+
+def _finish(report: Report, args: argparse.Namespace) -> int:
+    print(report)
+    if args.json:
+        text = report.to_json()
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    if args.save_failures and report.failures:
+        written = report.save_failures(args.save_failures)
+        print(f"  saved {len(written) // 2} failing case(s) to {args.save_failures}")
+    return report.exit_code
+
+
+def _unusable(error: Exception) -> int:
+    print(f"ditcheck validate: the target could not be used: {error}", file=sys.stderr)
+    return 2
+
+
+class AttentionTarget:
+    """``ditcheck validate attention``: fn(q, k, v) against the certified attention reference."""
+
+    HELP = "an attention function fn(q, k, v) -> softmax(scale q k^T) v"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        from ._attention import DEFAULT_ATTENTION_EXAMPLES, LAYOUTS
+
+        _common(parser, DEFAULT_ATTENTION_EXAMPLES)
+        parser.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of q, k, v (default float32)")
+        parser.add_argument("--layout", choices=LAYOUTS, default="bhld",
+                            help="bhld: [B, H, L, D] (SDPA); blhd: [B, L, H, D] (flash-attn) (default bhld)")
+        parser.add_argument("--scale", type=float, default=None,
+                            help="the logit scale fn applies (default 1/sqrt(D); passed as scale= if fn accepts it)")
+        parser.add_argument("--kinds", nargs="+", choices=ADVERSARIAL_KINDS, default=list(ADVERSARIAL_KINDS),
+                            help="input families to draw (default: all)")
+        parser.add_argument("--no-grad", action="store_true", help="do not check dQ, dK, dV")
+        parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from ._attention import attention
+
+        try:
+            fn = resolve_factory(load_target(args.target), want_module=False)
+            report = attention(fn, dtype=args.dtype, scale=args.scale, layout=args.layout, examples=args.examples,
+                               seed=args.seed, device=args.device, kinds=tuple(args.kinds),
+                               gradients=False if args.no_grad else None, timeout=args.timeout, target=args.target)
+        except (TargetError, ValueError) as error:
+            return _unusable(error)
+        return _finish(report, args)
+
+
+class DiTTarget:
+    """``ditcheck validate dit``: a whole DiT, activation by activation, with a convention diagnosis."""
+
+    HELP = "a DiT nn.Module (original layout or diffusers DiTTransformer2DModel), or a factory of one"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        from .models import CONVENTIONS, DEFAULT_DIT_EXAMPLES
+
+        _common(parser, DEFAULT_DIT_EXAMPLES)
+        parser.add_argument("--convention", choices=CONVENTIONS, default="dit",
+                            help="numerical conventions to check against: dit (facebookresearch/DiT) or diffusers "
+                                 "(timestep downscale_freq_shift=1, MLP-branch LayerNorm eps 1e-5) (default dit)")
+        parser.add_argument("--dtype", choices=DTYPES, default=None,
+                            help="run the target in this dtype (default: its own)")
+        parser.add_argument("--device", default=None, help="run the target on this device (default: its own)")
+        parser.add_argument("--checkpoint", metavar="PATH",
+                            help="load this state dict (torch.load weights_only=True) and validate with those weights "
+                                 "instead of random ones")
+        parser.add_argument("--checkpoint-key", metavar="KEY",
+                            help="the entry of the checkpoint dict holding the state dict (e.g. ema)")
+        parser.add_argument("--no-diagnosis", action="store_true", help="skip the convention-knob diagnosis")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        import torch
+
+        from .models import dit
+
+        try:
+            model = resolve_factory(load_target(args.target), want_module=True)
+            weights = "random"
+            if args.checkpoint:
+                state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+                if args.checkpoint_key:
+                    if args.checkpoint_key not in state:
+                        raise TargetError("--checkpoint-key", f"a key of the checkpoint ({list(state)[:5]})",
+                                          repr(args.checkpoint_key))
+                    state = state[args.checkpoint_key]
+                model.load_state_dict(state, strict=True)
+                weights = "model"
+            report = dit(model, convention=args.convention, examples=args.examples, seed=args.seed, dtype=args.dtype,
+                         device=args.device, weights=weights, diagnose=not args.no_diagnosis, timeout=args.timeout,
+                         target=args.target)
+        except (TargetError, ValueError, RuntimeError, OSError) as error:
+            return _unusable(error)
+        return _finish(report, args)
+
+
+#: ``ditcheck validate NAME`` -> "module" or "module:object" with HELP, add_arguments(parser), run(args) -> int.
+TARGETS: dict[str, str] = {
+    "attention": "ditcheck.validate.cli:AttentionTarget",
+    "dit": "ditcheck.validate.cli:DiTTarget",
+}
+
+
+def _target_command(name: str) -> Any:
+    module_name, _, attribute = TARGETS[name].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="validate_target", required=True, metavar="{" + ",".join(TARGETS) + "}")
+    for name in TARGETS:
+        command = _target_command(name)
+        command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.__doc__,
+                                             formatter_class=argparse.RawDescriptionHelpFormatter))
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(_target_command(args.validate_target).run(args))

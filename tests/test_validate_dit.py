@@ -1,0 +1,209 @@
+"""ditcheck.validate.dit: ditcheck's DiT and diffusers' DiTTransformer2DModel against the reference, the first
+divergence, the convention diagnosis, the planted DiT bugs, the diffusers parameter mapping, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import planted_bugs as pb
+from ditcheck.models import DiT
+from ditcheck.reference.dit import dit_param_shapes, random_dit_params
+from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.validate import diffusers_state_dict, dit, params_from_diffusers, recognise
+
+TARGETS = Path(__file__).parent / "targets"
+DIFFUSERS_TARGET = f"{TARGETS / 'clean.py'}:tiny_diffusers_dit"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def diffusers_model() -> torch.nn.Module:
+    from targets.clean import tiny_diffusers_dit
+
+    return tiny_diffusers_dit()
+
+
+def failing(report) -> list[str]:
+    return [check.id for check in report.checks if not check.ok]
+
+
+# ----------------------------------------------------------------------------------------
+# Real code: ditcheck's DiT and diffusers
+
+
+def test_original_layout_dit_conforms_and_every_block_is_checked() -> None:
+    report = dit(pb.clean_dit(), examples=3)
+    assert report.ok, str(report)
+    assert report.settings["layout"] == "dit"
+    ids = {check.id for check in report.checks}
+    assert {"pos_embed", "x_embedder", "t_embedder", "y_embedder", "blocks.0", "blocks.1", "final_layer"} <= ids
+    assert report.first_divergence is None and report.diagnosis == []
+
+
+def test_diffusers_conforms_under_its_own_convention(diffusers_model: torch.nn.Module) -> None:
+    report = dit(diffusers_model, convention="diffusers", examples=3)
+    assert report.ok, str(report)
+    assert report.settings["layout"] == "diffusers"
+    assert "transformer_blocks.1 ~ blocks.1" in {check.id for check in report.checks}
+
+
+def test_diffusers_under_the_dit_convention_fails_and_is_diagnosed(diffusers_model: torch.nn.Module) -> None:
+    report = dit(diffusers_model, convention="dit", examples=3)
+    assert not report.ok and report.exit_code == 1
+    assert report.first_divergence == "transformer_blocks.0.norm1.emb.timestep_embedder (reference t_embedder)"
+    # the diagnosis names the timestep frequency shift and the MLP-branch LayerNorm eps, together
+    assert report.diagnosis[0]["knobs"] == {"downscale_freq_shift": 1.0, "ln_eps_mlp": 1e-5}, report.diagnosis
+    relative = max(check.observed for check in report.checks if check.id.startswith("output")) / 1.0
+    assert relative > 1e-3
+    text = str(report)
+    assert "first divergence: transformer_blocks.0.norm1.emb.timestep_embedder" in text
+    assert "downscale_freq_shift=1.0, ln_eps_mlp=1e-05" in text
+    assert json.loads(report.to_json())["diagnosis"][0]["knobs"]["ln_eps_mlp"] == 1e-5
+
+
+def test_in_float64_diffusers_float32_position_table_is_flagged(diffusers_model: torch.nn.Module) -> None:
+    """diffusers stores pos_embed as a float32 buffer (``.float()``): ~3e-8 off in a float64 model. The run on
+    a float64 copy flags exactly that table (ditcheck then loads the exact one) and leaves the model as it was."""
+    diffusers_model.train()
+    report = dit(diffusers_model, convention="diffusers", examples=1, dtype=torch.float64, diagnose=False)
+    assert failing(report) == ["pos_embed"], str(report)
+    assert 1e-9 < report.checks[0].observed < 1e-7
+    assert diffusers_model.training and next(diffusers_model.parameters()).dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------
+# Planted DiT bugs
+
+DIT_BUGS = sorted(name for name, bug in pb.BUGS.items() if bug.validator == "dit")
+EXPLAINED = {"dit_sin_cos_swapped": {"flip_sin_to_cos": False},
+             "dit_shift_scale_swapped": {"adaln_chunk_order": ("scale_msa", "shift_msa", "gate_msa", "scale_mlp",
+                                                               "shift_mlp", "gate_mlp")},
+             "dit_wrong_ln_eps": {"ln_eps_mlp": 1e-5}}
+
+
+@pytest.mark.parametrize("name", DIT_BUGS)
+def test_planted_dit_bug_is_caught_and_localised(name: str) -> None:
+    bug = pb.BUGS[name]
+    report = dit(bug.target(), examples=2, diagnose=name in EXPLAINED, **bug.options)
+    assert not report.ok
+    assert bug.fails in failing(report), str(report)
+    assert report.first_divergence is not None
+    if name in EXPLAINED:  # a convention bug is named by the knob that explains it
+        assert report.diagnosis and report.diagnosis[0]["knobs"] == EXPLAINED[name], report.diagnosis
+
+
+def test_a_bug_outside_every_convention_gets_no_diagnosis() -> None:
+    report = dit(pb.dit_missing_gate(), examples=1)
+    assert not report.ok and report.diagnosis == []
+    assert any("no single convention knob" in note for note in report.notes)
+
+
+# ----------------------------------------------------------------------------------------
+# The diffusers <-> reference parameter mapping
+
+
+def test_diffusers_mapping_round_trips_and_loads(diffusers_model: torch.nn.Module) -> None:
+    layout = recognise(diffusers_model)
+    config = layout.config
+    params = random_dit_params(config, 5)
+    state = diffusers_state_dict(params, config)
+    back = params_from_diffusers({k: v for k, v in state.items() if k != "pos_embed"}, config)
+    assert set(back) == set(dit_param_shapes(config)) - {"pos_embed"}
+    assert all(np.array_equal(back[name], params[name]) for name in back)
+    layout.load(diffusers_model, params, torch.float32, torch.device("cpu"))
+    own = layout.params(diffusers_model)
+    assert np.array_equal(own["blocks.1.attn.qkv.weight"], params["blocks.1.attn.qkv.weight"].astype(np.float32))
+
+
+def test_diffusers_blocks_with_different_embedders_are_refused(diffusers_model: torch.nn.Module) -> None:
+    config = recognise(diffusers_model).config
+    state = diffusers_state_dict(random_dit_params(config, 1), config)
+    state["transformer_blocks.1.norm1.emb.timestep_embedder.linear_1.bias"] = \
+        state["transformer_blocks.1.norm1.emb.timestep_embedder.linear_1.bias"] + 1.0
+    with pytest.raises(InvalidArgumentError, match="transformer_blocks.1.norm1.emb"):
+        params_from_diffusers(state, config)
+
+
+# ----------------------------------------------------------------------------------------
+# Isolation and bad input
+
+
+class NaNDiT(DiT):
+    def forward(self, x, t, y=None):
+        return super().forward(x, t, y) * math.nan
+
+
+class CroppedDiT(DiT):
+    def forward(self, x, t, y=None):
+        return super().forward(x, t, y)[:, :2]
+
+
+@pytest.mark.parametrize("cls, message", [(NaNDiT, "inf"), (CroppedDiT, "shape")])
+def test_unusable_model_outputs_are_failed_checks(cls, message: str) -> None:
+    report = dit(cls(pb.TINY, dtype=torch.float32), examples=1, diagnose=False)
+    assert not report.ok
+    assert any(message in (check.message + str(check.observed)) for check in report.checks), str(report)
+
+
+def test_unrecognised_model_is_reported_not_guessed() -> None:
+    report = dit(torch.nn.Linear(3, 3))
+    assert not report.loaded and report.exit_code == 2
+    assert "neither is recognised" in str(report)
+
+
+def test_bad_arguments_raise_typed_errors() -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        dit(pb.clean_dit(), convention="timm")
+    assert info.value.argument == "convention"
+    with pytest.raises(InvalidArgumentError):
+        dit(pb.clean_dit(), weights="pretrained")
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_on_diffusers_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ditcheck.cli import main
+
+    assert main(["validate", "dit", DIFFUSERS_TARGET, "--convention", "diffusers", "--examples", "2"]) == 0
+    out = tmp_path / "r.json"
+    code = main(["validate", "dit", DIFFUSERS_TARGET, "--examples", "2", "--json", str(out),
+                 "--save-failures", str(tmp_path / "failures")])
+    assert code == 1
+    text = capsys.readouterr().out
+    assert "first divergence: transformer_blocks.0.norm1.emb.timestep_embedder" in text
+    assert json.loads(out.read_text())["ok"] is False
+    assert list((tmp_path / "failures").glob("*.npz"))
+    capsys.readouterr()
+    runpy.run_path(str(next((tmp_path / "failures").glob("*.py"))), run_name="__main__")
+    assert float(capsys.readouterr().out.split("max |target - reference|")[1].split()[0]) > 1e-3
+    assert main(["validate", "dit", f"{TARGETS / 'broken.py'}:not_a_model"]) == 2
+    assert main(["validate", "dit", f"{TARGETS / 'broken.py'}:Unrecognised"]) == 2
+
+
+def test_cli_checkpoint_loads_weights_only(tmp_path: Path) -> None:
+    from ditcheck.cli import main
+    from ditcheck.models import state_dict_from_params
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"ema": state_dict_from_params(random_dit_params(pb.TINY, 3), dtype=torch.float32)}, path)
+    target = f"{TARGETS / 'clean.py'}:tiny_dit"
+    assert main(["validate", "dit", target, "--checkpoint", str(path), "--checkpoint-key", "ema",
+                 "--examples", "1"]) == 0
+    assert main(["validate", "dit", target, "--checkpoint", str(path), "--checkpoint-key", "model"]) == 2
