@@ -1,7 +1,8 @@
 """Validate third-party attention and DiT code against ditcheck's reference (``ditcheck validate``).
 
-``attention(fn, ...)`` and ``dit(model, ...)`` return a :class:`Report`; the command line is
-``ditcheck validate attention|dit MODULE:ATTR`` (ditcheck/validate/cli.py), the pytest plugin
+``attention(fn, ...)`` and ``dit(model, ...)`` return a :class:`Report`, ``scheduler(target, ...)`` a
+:class:`SchedulerReport` (a diffusers scheduler's own step loop driven by exact scores); the command
+line is ``ditcheck validate attention|dit|scheduler MODULE:ATTR`` (ditcheck/validate/cli.py), the pytest plugin
 ``pytest --ditcheck-attention MODULE:ATTR`` (properties/plugin.py).
 """
 
@@ -9,6 +10,7 @@ from ._attention import attention
 from ._target import TargetError, load_target
 from .models import dit, diffusers_state_dict, params_from_diffusers, recognise
 from .report import Check, Report
+from ._scheduler import SchedulerReport, scheduler
 
-__all__ = ["attention", "dit", "Report", "Check", "TargetError", "load_target", "recognise",
+__all__ = ["attention", "dit", "scheduler", "Report", "Check", "SchedulerReport", "TargetError", "load_target", "recognise",
            "diffusers_state_dict", "params_from_diffusers"]

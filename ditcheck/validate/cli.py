@@ -2,11 +2,13 @@
 
   ditcheck validate attention MODULE:ATTR [--dtype D] [--layout bhld|blhd] [--examples N] [--seed S] ...
   ditcheck validate dit MODULE:ATTR [--convention dit|diffusers] [--dtype D] [--examples N] [--seed S] ...
+  ditcheck validate scheduler MODULE:ATTR [--steps N ...] [--samples N] [--eta E] [--seed S] [--json PATH]
 
 MODULE is a dotted module name or a path to a .py file. For attention, ATTR is fn(q, k, v)
 (optionally accepting scale=), an nn.Module called the same way, or a zero-argument factory of
 one. For dit, ATTR is an nn.Module (original DiT layout or diffusers' DiTTransformer2DModel) or a
-zero-argument callable returning one. Exit code 0: conforms; 1: a discrepancy was found;
+zero-argument callable returning one; for scheduler, a diffusers-style scheduler class,
+instance or zero-argument factory. Exit code 0: conforms; 1: a discrepancy was found;
 2: the target could not be loaded or called (the message says why).
 """
 
@@ -148,6 +150,7 @@ class DiTTarget:
 TARGETS: dict[str, str] = {
     "attention": "ditcheck.validate.cli:AttentionTarget",
     "dit": "ditcheck.validate.cli:DiTTarget",
+    "scheduler": "ditcheck.validate._scheduler",
 }
 
 

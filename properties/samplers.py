@@ -1,0 +1,479 @@
+"""Samplers: properties of the reverse-transition-kernel samplers and discretisations (RT1, RT2, RT3, LD5, CF3, ULA).
+
+Each property takes the implementation under check (ditcheck.samplers by default) so a test can plant a
+bug. Statistical properties state their false-alarm rate: the probability that a correct implementation
+fails one drawn case (seeds are fixed by the case, so a given case either passes or fails for good).
+
+* RT1 (exact algebra, checked numerically): at the points drawn, the Hessian of the sampler's RTK potential
+  g (autograd of its gradient) has eigenvalues in [c - L, c + L], L = max ||hess log p_s|| over the points,
+  and at RT1's eta, c = 2L and the condition number over the points is <= 3.
+* RT2 (invariance): start N chains at exact draws of the RTK target (a Gaussian mixture in closed form),
+  run the MALA kernel, Kolmogorov-Smirnov test of every coordinate marginal against its exact CDF,
+  Bonferroni over coordinates; false-alarm rate RT2_ALPHA per case.
+* RT3 (exact): the ULD noise covariance equals the Van Loan integral int_0^tau e^(A r) Q e^(A^T r) dr
+  (mpmath expm at 40 digits) and is positive semidefinite.
+* LD5 (bound): the recursion's final variance is <= e (T0 + mu); and the Euler-Maruyama sampler's
+  orthogonal component has exactly the recursion's variance (chi-square test, false alarm ~ 6e-7).
+* CF3 (rate): log-log slope of TV(p_0, p_t0) (exact quadrature) in t0 is >= 1/2 - 0.05 (TV = O(sqrt t0)).
+* ULA (rate): the stationary variance bias of unadjusted Langevin on a Gaussian is linear in the step:
+  fitted slope in [0.85, 1.4] (the exact bias is x/(1 - x), x = h/(2 s^2): slope 1.124 over the steps used).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mpmath
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
+from ditcheck import samplers
+from ditcheck.oracles import MixtureOracle
+from ditcheck.reference import distances, mixtures
+from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
+
+from .distributions import simplex_weights, spd_matrix
+from .strategies import orthonormal_columns, seeds
+from .violation import require
+
+__all__ = [
+    "RT2_ALPHA", "LD5_Z", "SamplerMixtureCase", "sampler_mixture_cases", "RT1Case", "rt1_cases", "check_rt1",
+    "RT2Case", "rt2_cases", "rtk_posterior", "ks_pvalue", "check_rt2_mala_invariance",
+    "ULDCase", "uld_cases", "uld_covariance_van_loan", "check_rt3_uld_covariance",
+    "LD5Case", "ld5_cases", "check_ld5_bound", "LD5SamplerCase", "ld5_sampler_cases", "check_ld5_sampler",
+    "CF3Case", "cf3_cases", "cf3_slope", "check_cf3_early_stopping",
+    "ULACase", "ula_cases", "GaussianPotential", "ula_bias_slope", "check_ula_bias_linear",
+]
+
+RT2_ALPHA = 1e-6  # false-alarm rate of one RT2 case (Bonferroni over coordinates)
+LD5_Z = 5.0  # two-sided normal threshold of the chi-square test: false alarm ~ 5.7e-7
+
+
+# ----------------------------------------------------------------------------------------
+# Cases
+
+
+@dataclass(frozen=True)
+class SamplerMixtureCase:
+    """A full-rank Gaussian mixture in R^dim (rebuild with ``mixture()``)."""
+
+    dim: int
+    components: int
+    seed: int
+    mean_scale: float = 1.0
+    condition: float = 4.0
+    scale: float = 0.5
+
+    def mixture(self) -> LatentMixture:
+        rng = np.random.default_rng(self.seed)
+        weights = simplex_weights(self.components, rng, floor=0.2)
+        means = self.mean_scale * rng.standard_normal((self.components, self.dim))
+        covariances = np.stack([spd_matrix(self.dim, rng, self.condition, self.scale)
+                                for _ in range(self.components)])
+        return gaussian_mixture(weights, means, covariances)
+
+
+@st.composite
+def sampler_mixture_cases(draw: st.DrawFn, max_dim: int = 3, max_components: int = 3) -> SamplerMixtureCase:
+    return SamplerMixtureCase(draw(st.integers(1, max_dim)), draw(st.integers(1, max_components)), draw(seeds()),
+                              draw(st.sampled_from([0.5, 1.0, 2.0])), draw(st.sampled_from([1.0, 4.0])),
+                              draw(st.sampled_from([0.2, 0.5, 1.0])))
+
+
+def _log_uniform(low: float, high: float) -> st.SearchStrategy[float]:
+    return st.floats(math.log(low), math.log(high)).map(math.exp)
+
+
+# ----------------------------------------------------------------------------------------
+# RT1
+
+
+@dataclass(frozen=True)
+class RT1Case:
+    target: SamplerMixtureCase
+    time: float  # s, the end of the segment (OU-unit)
+    points_seed: int
+
+
+@st.composite
+def rt1_cases(draw: st.DrawFn) -> RT1Case:
+    return RT1Case(draw(sampler_mixture_cases()), draw(_log_uniform(0.01, 2.0)), draw(seeds()))
+
+
+def _hessian_log_density(oracle: MixtureOracle, z: torch.Tensor, t: float) -> torch.Tensor:
+    """[N, d, d] Hessians of log p_t at the rows of z by autograd of the oracle's score (rows independent)."""
+    z = z.clone().requires_grad_(True)
+    score = oracle.score(z, t)
+    rows = [torch.autograd.grad(score[:, j].sum(), z, retain_graph=True)[0] for j in range(z.shape[1])]
+    return torch.stack(rows, dim=1).detach()
+
+
+def check_rt1(case: RT1Case, coupling: Callable[[float], float] = samplers.rt1_coupling,
+              segment: Callable[[float], float] = samplers.rt1_segment,
+              potential: type = samplers.RTKPotential) -> None:
+    """RT1: eigenvalues of hess g within [c - L, c + L]; at eta = segment(L), c = 2L and condition number <= 3."""
+    mixture = case.target.mixture()
+    oracle = MixtureOracle(mixture, "ou-unit")
+    s = case.time
+    x0 = torch.as_tensor(mixtures.sample(mixture, 64, case.points_seed))
+    noise = torch.as_tensor(np.random.default_rng(case.points_seed + 1).standard_normal(x0.shape))
+    alpha, sigma = math.exp(-s), math.sqrt(-math.expm1(-2 * s))
+    z = alpha * x0 + 1.5 * sigma * noise  # reaches into the tails of p_s
+    hessian = _hessian_log_density(oracle, z, s)
+    lipschitz = float(torch.linalg.matrix_norm(hessian, ord=2).max())
+    eta = segment(lipschitz)
+    c = coupling(eta)
+    require(abs(c - 2 * lipschitz) <= 1e-9 * lipschitz, "RT1", "at RT1's eta the coupling c must equal 2L",
+            c=c, lipschitz=lipschitz, eta=eta)
+    x = alpha * x0[:1] * math.exp(-eta) + math.sqrt(-math.expm1(-2 * eta)) * noise[:1]
+    g = potential(oracle, x.expand(z.shape[0], -1).clone(), torch.tensor(s + eta, dtype=torch.float64),
+                  torch.tensor(s, dtype=torch.float64))
+    zz = z.clone().requires_grad_(True)
+    grad = g.evaluate(zz).grad
+    hess_g = torch.stack([torch.autograd.grad(grad[:, j].sum(), zz, retain_graph=True)[0]
+                          for j in range(z.shape[1])], dim=1).detach()
+    eigenvalues = torch.linalg.eigvalsh((hess_g + hess_g.transpose(1, 2)) / 2)
+    tolerance = 1e-9 * (c + lipschitz)
+    low, high = float(eigenvalues.min()), float(eigenvalues.max())
+    require(low >= c - lipschitz - tolerance and high <= c + lipschitz + tolerance, "RT1",
+            "hess g must have eigenvalues in [c - L, c + L]", low=low, high=high, c=c, lipschitz=lipschitz)
+    require(high / low <= 3 + 1e-9, "RT1", "condition number of g at RT1's eta must be <= 3",
+            condition_number=high / low, c=c, lipschitz=lipschitz)
+
+
+# ----------------------------------------------------------------------------------------
+# RT2
+
+
+@dataclass(frozen=True)
+class RT2Case:
+    target: SamplerMixtureCase
+    time: float  # s (OU-unit); the segment is s + eta -> s
+    eta: float
+    step_scale: float  # MALA step tau = step_scale / (c + L), L = oracle curvature at s
+    x_seed: int
+    chain_seed: int
+    chains: int = 6000
+    steps: int = 8
+
+
+@st.composite
+def rt2_cases(draw: st.DrawFn) -> RT2Case:
+    return RT2Case(draw(sampler_mixture_cases(max_dim=2, max_components=2)), draw(_log_uniform(0.05, 1.0)),
+                   draw(_log_uniform(0.1, 1.0)), draw(st.sampled_from([0.5, 1.0, 2.0])), draw(seeds()),
+                   draw(st.integers(0, 2**31 - 1)))
+
+
+def rtk_posterior(mixture: LatentMixture, x: np.ndarray, t: float, s: float) -> LatentMixture:
+    """The exact RTK target p(z | x_t = x) propto p_s(z) N(x; a z, (1 - a^2) I), a = e^-(t - s) (OU-unit), as a mixture.
+
+    Component k of p_s = N(m_k, C_k): posterior precision C_k^-1 + (a^2/v) I, mean P^-1 (C_k^-1 m_k + a x / v),
+    weight propto w_k N(x; a m_k, a^2 C_k + v I).
+    """
+    diffused = mixtures.diffuse(mixture, s, "ou-unit")
+    a = math.exp(-(t - s))
+    v = -math.expm1(-2 * (t - s))
+    dim = mixture.ambient_dim
+    eye = np.eye(dim)
+    means = diffused.means @ diffused.basis.T
+    covs = diffused.basis @ diffused.covariances @ diffused.basis.T
+    post_means, post_covs, log_w = [], [], []
+    for w, m, c in zip(diffused.weights / diffused.weights.sum(), means, covs):
+        precision = np.linalg.inv(c) + (a * a / v) * eye
+        cov = np.linalg.inv(precision)
+        post_covs.append((cov + cov.T) / 2)
+        post_means.append(cov @ (np.linalg.solve(c, m) + a * x / v))
+        marginal = a * a * c + v * eye
+        offset = x - a * m
+        log_w.append(math.log(w) - 0.5 * (offset @ np.linalg.solve(marginal, offset)
+                                          + np.linalg.slogdet(2 * np.pi * marginal)[1]))
+    log_w = np.array(log_w)
+    weights = np.exp(log_w - log_w.max())
+    weights /= weights.sum()
+    weights = np.maximum(weights, 1e-300)
+    weights /= math.fsum(weights)
+    return gaussian_mixture(weights, np.array(post_means), np.array(post_covs))
+
+
+def ks_pvalue(statistic: float, n: int) -> float:
+    """Asymptotic Kolmogorov p-value with Stephens' correction: Q((sqrt(n) + 0.12 + 0.11/sqrt(n)) D)."""
+    lam = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * statistic
+    if lam < 0.2:
+        return 1.0
+    return max(0.0, min(1.0, 2 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))))
+
+
+def _ks_statistic(values: np.ndarray, weights: np.ndarray, means: np.ndarray, sds: np.ndarray) -> float:
+    x = np.sort(values)
+    erfc = np.frompyfunc(math.erfc, 1, 1)
+    cdf = (0.5 * erfc(-(x[:, None] - means[None]) / (sds[None] * math.sqrt(2.0))).astype(np.float64)) @ weights
+    n = x.size
+    return float(max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n)))
+
+
+MalaKernel = Callable[[Any, torch.Tensor, int, float, torch.Generator], tuple[torch.Tensor, float]]
+
+
+def check_rt2_mala_invariance(case: RT2Case, kernel: MalaKernel = samplers.mala) -> float:
+    """RT2: MALA started at the exact RTK target stays at it (KS per coordinate, false alarm RT2_ALPHA). Returns the acceptance."""
+    mixture = case.target.mixture()
+    oracle = MixtureOracle(mixture, "ou-unit")
+    s, t = case.time, case.time + case.eta
+    x_np = math.exp(-t) * mixtures.sample(mixture, 1, case.x_seed)[0] + math.sqrt(-math.expm1(-2 * t)) * (
+        np.random.default_rng(case.x_seed).standard_normal(mixture.ambient_dim))
+    posterior = rtk_posterior(mixture, x_np, t, s)
+    z0 = torch.as_tensor(mixtures.sample(posterior, case.chains, case.chain_seed))
+    x = torch.as_tensor(x_np).expand(case.chains, -1).clone()
+    potential = samplers.RTKPotential(oracle, x, torch.tensor(t, dtype=torch.float64),
+                                      torch.tensor(s, dtype=torch.float64))
+    tau = case.step_scale / (float(potential.coupling) + oracle.curvature(s))
+    generator = torch.Generator().manual_seed(case.chain_seed)
+    z, acceptance = kernel(potential, z0, case.steps, tau, generator)
+    weights = posterior.weights / posterior.weights.sum()
+    dim = mixture.ambient_dim
+    for j in range(dim):
+        sds = np.sqrt(posterior.covariances[:, j, j])
+        statistic = _ks_statistic(z[:, j].numpy(), weights, posterior.means[:, j], sds)
+        p = ks_pvalue(statistic, case.chains)
+        require(p >= RT2_ALPHA / dim, "RT2", "MALA does not leave the RTK target invariant (KS test)",
+                coordinate=j, ks=statistic, p_value=p, acceptance=acceptance, tau=tau)
+    return acceptance
+
+
+# ----------------------------------------------------------------------------------------
+# RT3
+
+
+@dataclass(frozen=True)
+class ULDCase:
+    friction: float
+    scale: float
+    step: float
+
+
+@st.composite
+def uld_cases(draw: st.DrawFn) -> ULDCase:
+    return ULDCase(draw(_log_uniform(0.05, 20.0)), draw(_log_uniform(1e-3, 10.0)), draw(_log_uniform(1e-4, 5.0)))
+
+
+def uld_covariance_van_loan(friction: float, scale: float, step: float, digits: int = 40) -> np.ndarray:
+    """Cov of (z, v) noise of one exact step, int_0^tau e^(A r) Q e^(A^T r) dr, by Van Loan's block exponential (mpmath).
+
+    A = [[0, 1], [0, -gamma]], Q = diag(0, 2 gamma u); expm([[-A, Q], [0, A^T]] tau) = [[., G], [0, F]],
+    Cov = F^T G (Van Loan 1978, Thm. 1).
+    """
+    with mpmath.workdps(digits):
+        g, u, tau = mpmath.mpf(friction), mpmath.mpf(scale), mpmath.mpf(step)
+        block = mpmath.matrix([[0, -1, 0, 0], [0, g, 0, 2 * g * u], [0, 0, 0, 0], [0, 0, 1, -g]]) * tau
+        e = mpmath.expm(block)
+        f = e[2:4, 2:4]
+        cov = f.T * e[0:2, 2:4]
+        return np.array([[float(cov[i, j]) for j in range(2)] for i in range(2)])
+
+
+def check_rt3_uld_covariance(case: ULDCase,
+                             covariance: Callable[[float, float, float], np.ndarray] = samplers.uld_noise_covariance
+                             ) -> None:
+    """RT3: the closed-form ULD noise covariance equals the Van Loan integral (rel. 1e-9) and is PSD."""
+    closed = covariance(case.friction, case.scale, case.step)
+    exact = uld_covariance_van_loan(case.friction, case.scale, case.step)
+    scale = np.sqrt(np.outer(np.diag(exact), np.diag(exact)))
+    error = float(np.max(np.abs(closed - exact) / scale))
+    require(error <= 1e-9, "RT3", "ULD noise covariance differs from the Van Loan integral",
+            relative_error=error, closed=closed.tolist(), exact=exact.tolist())
+    det = closed[0, 0] * closed[1, 1] - closed[0, 1] ** 2
+    require(closed[0, 0] > 0 and closed[1, 1] > 0 and det >= -1e-12 * closed[0, 0] * closed[1, 1], "RT3",
+            "ULD noise covariance must be positive semidefinite", covariance=closed.tolist(), det=det)
+
+
+# ----------------------------------------------------------------------------------------
+# LD5
+
+
+@dataclass(frozen=True)
+class LD5Case:
+    T: float  # noqa: N815
+    T0: float  # noqa: N815
+    steps: int
+
+    @property
+    def mu(self) -> float:
+        return (self.T - self.T0) / self.steps
+
+
+@st.composite
+def ld5_cases(draw: st.DrawFn) -> LD5Case:
+    T = draw(st.floats(1.01, 12.0))  # noqa: N806
+    T0 = draw(_log_uniform(1e-3, 0.9))  # noqa: N806
+    low = math.ceil((T - T0) / (1 - T0))  # mu = (T - T0)/K <= 1 - T0
+    return LD5Case(T, T0, draw(st.integers(low, max(low, 2000))))
+
+
+def check_ld5_bound(case: LD5Case, variance: Callable[[float, float, float], float] = samplers.ld5_orthogonal_variance,
+                    bound: Callable[[float, float], float] = samplers.ld5_bound) -> float:
+    """LD5: the orthogonal variance after the recursion is <= e (T0 + mu); returns observed / bound."""
+    observed = variance(case.T, case.T0, case.mu)
+    limit = bound(case.T0, case.mu)
+    require(observed <= limit * (1 + 1e-12), "LD5", "orthogonal variance exceeds e (T0 + mu)",
+            variance=observed, bound=limit, T=case.T, T0=case.T0, mu=case.mu)
+    return observed / limit
+
+
+@dataclass(frozen=True)
+class LD5SamplerCase:
+    ambient: int
+    latent: int
+    seed: int
+    T: float  # noqa: N815
+    T0: float  # noqa: N815
+    steps: int
+    samples: int = 2000
+
+
+@st.composite
+def ld5_sampler_cases(draw: st.DrawFn) -> LD5SamplerCase:
+    ambient = draw(st.integers(2, 6))
+    return LD5SamplerCase(ambient, draw(st.integers(1, ambient - 1)), draw(seeds()), draw(st.floats(1.5, 6.0)),
+                          draw(_log_uniform(0.01, 0.5)), draw(st.integers(10, 40)))
+
+
+Sampler = Callable[..., samplers.SampleResult]
+
+
+def check_ld5_sampler(case: LD5SamplerCase, sampler: Sampler = samplers.euler_maruyama) -> None:
+    """LD5: Euler-Maruyama's orthogonal component has the recursion's variance v: sum ||y||^2 / v ~ chi^2(n (D - d0))."""
+    rng = np.random.default_rng(case.seed)
+    basis = orthonormal_columns(case.ambient, case.latent, case.seed)
+    mixture = LatentMixture(basis, [1.0], rng.standard_normal((1, case.latent)),
+                            spd_matrix(case.latent, rng, 4.0, 0.5)[None])
+    oracle = MixtureOracle(mixture, "ou-half")
+    generator = torch.Generator().manual_seed(case.seed % 2**31)
+    x = samplers.prior(oracle, case.samples, generator=generator)
+    grid = samplers.time_grid(case.T, case.T0, case.steps)
+    mu = (case.T - case.T0) / case.steps
+    out = sampler(oracle, x, grid, generator=generator).x
+    b = torch.as_tensor(basis)
+    residual = out - (out @ b) @ b.T
+    v = samplers.ld5_orthogonal_variance(case.T, case.T0, mu)
+    dof = case.samples * (case.ambient - case.latent)
+    statistic = float(residual.pow(2).sum()) / v
+    z = (statistic - dof) / math.sqrt(2 * dof)
+    require(abs(z) <= LD5_Z, "LD5", "orthogonal variance of the sampler differs from LD5's recursion",
+            z_score=z, empirical_variance=statistic * v / dof, recursion=v)
+
+
+# ----------------------------------------------------------------------------------------
+# CF3
+
+
+@dataclass(frozen=True)
+class CF3Case:
+    target: SamplerMixtureCase
+    t_low: float
+    t_high: float
+    points: int = 5
+
+
+@st.composite
+def cf3_cases(draw: st.DrawFn) -> CF3Case:
+    target = draw(sampler_mixture_cases(max_dim=1))
+    low = draw(_log_uniform(1e-4, 1e-3))
+    return CF3Case(target, low, low * draw(st.sampled_from([30.0, 100.0])))
+
+
+EarlyStopped = Callable[[LatentMixture, float], LatentMixture]
+
+
+def _diffuse_ou_half(mixture: LatentMixture, t0: float) -> LatentMixture:
+    return mixtures.diffuse(mixture, t0, "ou-half")
+
+
+def cf3_slope(case: CF3Case, law: EarlyStopped = _diffuse_ou_half) -> tuple[float, np.ndarray, np.ndarray]:
+    """(fitted slope of log TV(p_0, p_t0) against log t0, times, TVs), TV exact (reference quadrature, tolerance 1e-12)."""
+    mixture = case.target.mixture()
+    times = np.geomspace(case.t_low, case.t_high, case.points)
+    tvs = np.array([distances.tv_mixture_1d(mixture, law(mixture, float(t)), tolerance=1e-12).value for t in times])
+    slope = float(np.polyfit(np.log(times), np.log(tvs), 1)[0])
+    return slope, times, tvs
+
+
+def check_cf3_early_stopping(case: CF3Case, law: EarlyStopped = _diffuse_ou_half) -> float:
+    """CF3 (Fu et al. 2024; theory.md CF3): TV(P, P_t0) = O(sqrt(t0)): fitted slope >= 0.45. Returns the slope."""
+    slope, times, tvs = cf3_slope(case, law)
+    require(slope >= 0.45, "CF3", "early-stopping gap shrinks slower than sqrt(t0)", slope=slope,
+            times=times.tolist(), tv=tvs.tolist())
+    return slope
+
+
+# ----------------------------------------------------------------------------------------
+# ULA bias
+
+
+@dataclass(frozen=True)
+class ULACase:
+    dim: int
+    seed: int
+    values: int = 200_000  # chains * dim: relative variance noise sqrt(2 / values) = 0.0032
+
+    @property
+    def chains(self) -> int:
+        return math.ceil(self.values / self.dim)
+
+
+@st.composite
+def ula_cases(draw: st.DrawFn) -> ULACase:
+    return ULACase(draw(st.integers(1, 4)), draw(seeds()))
+
+
+class GaussianPotential:
+    """g(z) = sum_j z_j^2 / (2 s_j^2): the potential of N(0, diag(s^2))."""
+
+    def __init__(self, variances: torch.Tensor):
+        self.variances = variances
+
+    def evaluate(self, z: torch.Tensor) -> samplers.PotentialState:
+        return samplers.PotentialState((z * z / (2 * self.variances)).sum(-1), z / self.variances)
+
+    def difference(self, z_new: torch.Tensor, new: samplers.PotentialState, z_old: torch.Tensor,
+                   old: samplers.PotentialState) -> torch.Tensor:
+        return new.value - old.value
+
+
+UlaKernel = Callable[[Any, torch.Tensor, int, float, torch.Generator], torch.Tensor]
+ULA_STEPS = (0.1, 0.2, 0.4)  # in units of s^2 (bias 0.053 at the smallest: 16 noise sd)
+ULA_SLOPE = (0.85, 1.4)  # exact slope 1.124 over ULA_STEPS; the fit's noise sd is ~0.045: a 6-sd window
+
+
+def ula_bias_slope(case: ULACase, kernel: UlaKernel = samplers.ula) -> tuple[float, list[float]]:
+    """(slope of log |relative variance bias| against log h, the biases) on N(0, s^2 I): chains start at the target, run 4 s^2/h steps.
+
+    Isotropic (s drawn from [0.5, 2]): the rate is scale invariant, and one variance keeps every
+    coordinate's bias at its largest relative to the Monte Carlo noise.
+    """
+    rng = np.random.default_rng(case.seed)
+    variance = float(np.exp(rng.uniform(math.log(0.5), math.log(2.0))))
+    variances = torch.full((case.dim,), variance, dtype=torch.float64)
+    potential = GaussianPotential(variances)
+    generator = torch.Generator().manual_seed(case.seed % 2**31)
+    biases = []
+    for factor in ULA_STEPS:
+        h = factor * variance
+        z0 = torch.randn((case.chains, case.dim), generator=generator, dtype=torch.float64) * math.sqrt(variance)
+        # the start's variance decays like (1 - h/s^2)^(2 steps) <= e^-8: 3e-4 of the bias at the smallest step
+        z = kernel(potential, z0, math.ceil(4 / factor), h, generator)
+        biases.append(float(z.pow(2).mean() / variance - 1))
+    magnitudes = np.abs(np.array(biases))
+    slope = float(np.polyfit(np.log(ULA_STEPS), np.log(np.maximum(magnitudes, 1e-12)), 1)[0])
+    return slope, biases
+
+
+def check_ula_bias_linear(case: ULACase, kernel: UlaKernel = samplers.ula) -> float:
+    """ULA's stationary bias is linear in the step: fitted slope in ULA_SLOPE (false alarm < 1e-8). Returns the slope."""
+    slope, biases = ula_bias_slope(case, kernel)
+    require(ULA_SLOPE[0] <= slope <= ULA_SLOPE[1], "ULA", "unadjusted Langevin bias is not linear in the step size",
+            slope=slope, biases=biases, steps=list(ULA_STEPS))
+    return slope
