@@ -1,0 +1,335 @@
+"""Attention backends behind one function: exact (SDPA), poly (certified Alman-Song), rf (FAVOR+), auto.
+
+Layout [B, H, L, D]. ``attention(q, k, v, backend=...)`` returns an :class:`AttentionResult`
+with the output and what the backend certifies:
+
+* ``exact``: ``torch.nn.functional.scaled_dot_product_attention`` with an explicit scale.
+* ``poly``: exp(scale q.k) is replaced by a polynomial P of the smallest degree g whose
+  certified relative error on [-R, R] is <= eps (AS1, AS3), factored through the
+  C(D + g, g) symmetric monomial features of ``ditcheck.polynomial`` (AS4). Keys are
+  contracted first, phi(K)^T [V, 1] (r x (Dv + 1)), then each query chunk is multiplied
+  by it, so time is O(L r Dv) and memory O(L r) with autograd, O(chunk r) without.
+  The result carries the certified entry-wise ``eps`` and the AS2 output ``bound``
+  eps/(1 - eps) ||V||_inf (exact arithmetic), and the derived floating-point ``rounding`` bound.
+* ``rf``: FAVOR+ positive random features (``ditcheck.random_features.favor_attention``).
+* ``auto``: ``poly`` when its predicted cost at this L is below exact's, else ``exact``.
+
+The radius R. Measuring max |scale q.k| exactly costs O(L^2 D), as much as exact attention,
+so by default R is the Cauchy-Schwarz bound |scale| max_i ||q_i|| max_j ||k_j|| (one pass over
+q and k; it is attained when a query is parallel to a key). A caller who knows a tighter R
+passes ``radius=``; with ``check_radius=True`` (default) it is accepted if the Cauchy-Schwarz
+bound is below it, else verified by the exact O(L^2) maximum (chunked), and refused if
+exceeded. The certificate is computed for R rounded up to the grid 2^(k/16) (a polynomial
+certified on a larger interval is certified on the smaller one), so certificates are cached
+and reused across calls whose R differs a little.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ditcheck.bounds import (UnreachableAccuracyError, as2_output_bound, feature_rank, minimal_degree,
+                             poly_attention_rounding_bound)
+from ditcheck.polynomial import (ExpApproximation, MonomialWriter, exp_approximation, feature_weights,
+                                 monomial_layout, monomials)
+from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_RANK",
+    "AttentionResult",
+    "attention",
+    "poly_attention",
+    "certified_radius",
+    "logit_radius_bound",
+    "exact_logit_radius",
+    "predicted_cost",
+]
+
+Backend = Literal["exact", "poly", "rf", "auto"]
+BACKENDS: tuple[Backend, ...] = ("exact", "poly", "rf", "auto")
+#: Largest feature rank the poly backend accepts by default (a sane rank: r x chunk features stay in cache).
+DEFAULT_MAX_RANK = 1 << 15
+#: Relative cost of one exp per logit in the exact backend, in flops (fitted on the 2-core CPU: see bench attention).
+EXP_FLOPS = 10.0
+_RADIUS_GRID = 16  # grid points per octave for certified radii
+_FEATURE_BYTES = 8 << 20  # target size of one chunk of features (measured best on the 2-core CPU)
+
+
+@dataclass(frozen=True)
+class AttentionResult:
+    """Output [B, H, Lq, Dv] and what the backend used and certifies (None where it does not apply).
+
+    poly: ``radius`` the R used (measured or given), ``degree`` g, ``rank`` C(D+g, g), ``eps`` the
+    certified entry-wise relative error of A~ (AS1), ``bound`` the AS2 bound eps/(1-eps)||V||_inf,
+    ``rounding`` the derived floating-point bound, ``approximation`` the polynomial.
+    rf: ``error_estimate`` as returned by ``favor_attention``.
+    """
+
+    output: torch.Tensor
+    backend: str
+    radius: float | None = None
+    degree: int | None = None
+    rank: int | None = None
+    eps: float | None = None
+    bound: float | None = None
+    rounding: float | None = None
+    approximation: ExpApproximation | None = None
+    error_estimate: Any = None
+
+
+def _check_inputs(q: Any, k: Any, v: Any) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise InvalidArgumentError(name, "a torch.Tensor [B, H, L, D]", type(x).__name__)
+        if x.ndim != 4:
+            raise ShapeError(name, "a 4-D tensor [B, H, L, D]", f"shape {tuple(x.shape)}")
+    if q.shape[:2] != k.shape[:2] or k.shape[:2] != v.shape[:2]:
+        raise ShapeError("k", f"the same batch and head sizes as q {tuple(q.shape[:2])} and v",
+                         f"k {tuple(k.shape[:2])}, v {tuple(v.shape[:2])}")
+    if k.shape[-1] != q.shape[-1]:
+        raise ShapeError("k", f"head dim {q.shape[-1]} (that of q)", str(k.shape[-1]))
+    if v.shape[-2] != k.shape[-2]:
+        raise ShapeError("v", f"{k.shape[-2]} tokens (those of k)", str(v.shape[-2]))
+    if min(q.shape[-2], k.shape[-2], q.shape[-1]) < 1:
+        raise ShapeError("q", "at least one query, one key and head dim >= 1", f"q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if q.dtype != k.dtype or k.dtype != v.dtype:
+        raise DTypeError("k", f"the dtype of q ({q.dtype}) for k and v", f"k {k.dtype}, v {v.dtype}")
+    if q.device != k.device or k.device != v.device:
+        raise InvalidArgumentError("k", f"the device of q ({q.device}) for k and v", f"k {k.device}, v {v.device}")
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteError(name, "finite entries", "NaN or Inf")
+
+
+def _check_scale(scale: Any, dim: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(dim)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
+        raise InvalidArgumentError("scale", "None or a real number > 0", type(scale).__name__)
+    scale = float(scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise InvalidArgumentError("scale", "None or a finite real number > 0", repr(scale))
+    return scale
+
+
+def _check_eps(eps: Any) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
+        raise InvalidArgumentError("eps", "a real number in (0, 1) (eps >= 1 allows a normaliser <= 0)", repr(eps))
+    return float(eps)
+
+
+def logit_radius_bound(q: torch.Tensor, k: torch.Tensor, scale: float) -> float:
+    """Cauchy-Schwarz bound scale * max_i ||q_i|| * max_j ||k_j|| >= max |scale q_i.k_j| over all heads (O(L D))."""
+    with torch.no_grad():
+        qmax = float(torch.linalg.vector_norm(q.double(), dim=-1).max())
+        kmax = float(torch.linalg.vector_norm(k.double(), dim=-1).max())
+    # float64 norms of float32/64 inputs are within a few ulps; one ulp-scale margin keeps it an upper bound
+    return scale * qmax * kmax * (1 + 8 * 2.0**-53 * (q.shape[-1] + 2))
+
+
+def exact_logit_radius(q: torch.Tensor, k: torch.Tensor, scale: float, chunk_size: int = 1024) -> float:
+    """max |scale q_i.k_j| over all heads, in float64, chunked over queries (O(L^2 D) time, O(chunk L) memory)."""
+    with torch.no_grad():
+        kd = k.double()
+        best = 0.0
+        for start in range(0, q.shape[-2], chunk_size):
+            logits = q[..., start:start + chunk_size, :].double() @ kd.mT
+            best = max(best, float(logits.abs().max()))
+    return scale * best * (1 + 2.0**-53 * (q.shape[-1] + 2))
+
+
+def certified_radius(radius: float) -> float:
+    """R rounded up to the grid 2^(k/16) (k integer) on which certificates are computed and cached."""
+    if radius <= 2.0**-30:
+        return 2.0**-30
+    exponent = math.ceil(math.log2(radius) * _RADIUS_GRID)
+    grid = 2.0 ** (exponent / _RADIUS_GRID)
+    while grid < radius:  # guard against log2 rounding
+        exponent += 1
+        grid = 2.0 ** (exponent / _RADIUS_GRID)
+    return grid
+
+
+def predicted_cost(backend: str, query_length: int, key_length: int, dim: int, value_dim: int,
+                   rank: int | None = None) -> float:
+    """Flop model per head: exact Lq Lk (2 D + 2 Dv + EXP_FLOPS); poly (Lq + Lk) r + 2 (Lq + Lk) r (Dv + 1)."""
+    if backend == "exact":
+        return query_length * key_length * (2 * dim + 2 * value_dim + EXP_FLOPS)
+    if backend == "poly":
+        if rank is None:
+            raise InvalidArgumentError("rank", "the feature rank for the poly cost", "None")
+        return (query_length + key_length) * rank * (1 + 2 * (value_dim + 1))
+    raise InvalidArgumentError("backend", "'exact' or 'poly'", repr(backend))
+
+
+def _chunks(length: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering range(length) in pieces of ``size``."""
+    return [(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def _padded_width(value_dim: int) -> int:
+    # [V, 1] padded to a multiple of 16 columns: MKL's skinny GEMMs run ~5x faster at 16 than at 9
+    return 16 * math.ceil((value_dim + 1) / 16)
+
+
+def _default_chunk(batch_heads: int, rank: int, itemsize: int) -> int:
+    size = _FEATURE_BYTES // max(1, batch_heads * rank * itemsize)
+    return int(min(4096, max(16, 1 << max(0, size.bit_length() - 1))))
+
+
+def poly_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, approximation: ExpApproximation,
+                   scale: float, chunk_size: int | None = None) -> torch.Tensor:
+    """D~^-1 A~ V with A~ = P(scale Q K^T) through monomial features, chunked over L (AS1, AS4).
+
+    Inputs are checked by :func:`attention`; here R of ``approximation`` is trusted. Monomials are
+    unweighted; the weights c_j multinomial(alpha) multiply the r x (Dv + 1) matrix phi(K)^T [V, 1]
+    instead of the L x r features. q and k are scaled by sqrt(scale) times sqrt(max||k||/max||q||)
+    and its inverse, so both sides' monomials stay below R^(j/2) in magnitude (no float32 overflow).
+    """
+    batch, heads, q_len, dim = q.shape
+    k_len, value_dim = k.shape[-2], v.shape[-1]
+    b = batch * heads
+    degree = approximation.degree
+    layout = monomial_layout(dim, degree)
+    rank = layout.rank
+    recording = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if chunk_size is None:
+        chunk_size = _default_chunk(b, rank, q.element_size())
+    with torch.no_grad():
+        q_norm = float(torch.linalg.vector_norm(q, dim=-1).max())
+        k_norm = float(torch.linalg.vector_norm(k, dim=-1).max())
+    balance = math.sqrt(k_norm / q_norm) if q_norm > 0 and k_norm > 0 else 1.0
+    q_t = (q.reshape(b, q_len, dim) * (math.sqrt(scale) * balance)).mT
+    k_t = (k.reshape(b, k_len, dim) * (math.sqrt(scale) / balance)).mT
+    width = _padded_width(value_dim)
+    ones = torch.ones(b, k_len, 1, dtype=v.dtype, device=v.device)
+    pad = torch.zeros(b, k_len, width - value_dim - 1, dtype=v.dtype, device=v.device)
+    values = torch.cat([v.reshape(b, k_len, value_dim), ones, pad], dim=-1)
+    weights = torch.as_tensor(feature_weights(layout, approximation), dtype=q.dtype, device=q.device)
+
+    if recording:
+        kv = sum(monomials(k_t[:, :, start:stop], degree) @ values[:, start:stop]
+                 for start, stop in _chunks(k_len, chunk_size))
+        kv_t = (kv * weights[:, None]).mT
+        pieces = []
+        for start, stop in _chunks(q_len, chunk_size):
+            o = kv_t @ monomials(q_t[:, :, start:stop], degree)
+            pieces.append(o[:, :value_dim] / o[:, value_dim:value_dim + 1])
+        out_t = torch.cat(pieces, dim=-1)
+    else:
+        with torch.no_grad():
+            chunk_size = min(chunk_size, max(q_len, k_len))
+            buffer = q.new_empty((b, rank, chunk_size))
+            writers: dict[int, MonomialWriter] = {}
+
+            def features_of(x_chunk: torch.Tensor) -> torch.Tensor:
+                n = x_chunk.shape[-1]
+                if n not in writers:
+                    writers[n] = MonomialWriter(buffer[:, :, :n], dim, degree)
+                return writers[n](x_chunk)
+
+            kv = q.new_zeros((b, rank, width))
+            k_t = k_t.contiguous()
+            for start, stop in _chunks(k_len, chunk_size):
+                kv.baddbmm_(features_of(k_t[:, :, start:stop]), values[:, start:stop])
+            kv_t = (kv * weights[:, None]).mT.contiguous()
+            q_t = q_t.contiguous()
+            out_t = q.new_empty((b, value_dim, q_len))
+            for start, stop in _chunks(q_len, chunk_size):
+                o = kv_t @ features_of(q_t[:, :, start:stop])
+                torch.div(o[:, :value_dim], o[:, value_dim:value_dim + 1], out=out_t[:, :, start:stop])
+    return out_t.mT.reshape(batch, heads, q_len, value_dim)
+
+
+def _poly_plan(q: torch.Tensor, k: torch.Tensor, scale: float, eps: float, radius: float | None, kind: str,
+               check_radius: bool, max_rank: int) -> tuple[float, float, ExpApproximation]:
+    """(R used, Cauchy-Schwarz R, certified approximation) or a typed error saying why poly cannot run."""
+    bound = logit_radius_bound(q, k, scale)
+    if radius is None:
+        used = bound
+    else:
+        if isinstance(radius, bool) or not isinstance(radius, (int, float, np.floating, np.integer)) \
+                or not (math.isfinite(float(radius)) and float(radius) >= 0):
+            raise InvalidArgumentError("radius", "None or a finite real number >= 0", repr(radius))
+        used = float(radius)
+        if check_radius and bound > used:
+            measured = exact_logit_radius(q, k, scale)
+            if measured > used:
+                raise InvalidArgumentError("radius", f">= max |scale q.k| = {measured:.6g} (measured)", repr(used))
+    grid = certified_radius(used)
+    dim = q.shape[-1]
+    try:
+        degree = minimal_degree(grid, eps, kind=kind)
+    except UnreachableAccuracyError as error:
+        raise UnreachableAccuracyError(
+            "eps", f"a relative error certifiable on [-R, R] with R = {used:.4g} (head dim D = {dim}): {error.expected}",
+            repr(eps)) from None
+    rank = feature_rank(dim, degree)
+    if rank > max_rank:
+        raise UnreachableAccuracyError(
+            "eps", f"a rank <= max_rank = {max_rank}: R = {used:.4g} and D = {dim} need degree {degree}, "
+            f"rank C({dim}+{degree}, {degree}) = {rank}", repr(eps))
+    return used, bound, exp_approximation(grid, degree, kind)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: Backend = "exact",
+              scale: float | None = None, eps: float = 1e-4, radius: float | None = None,
+              kind: Literal["chebyshev", "minimax", "taylor"] = "chebyshev", num_features: int = 256, seed: int = 0,
+              chunk_size: int | None = None, check_radius: bool = True,
+              max_rank: int = DEFAULT_MAX_RANK) -> AttentionResult:
+    """softmax(scale Q K^T) V by the chosen backend, [B, H, L, D] layout (AS1-AS5; Alman-Song 2023, Thm 1.4).
+
+    ``eps``, ``radius``, ``kind``, ``check_radius`` and ``max_rank`` concern ``poly`` (and ``auto``);
+    ``num_features`` and ``seed`` concern ``rf``; ``chunk_size`` is the token chunk of ``poly`` and ``rf``.
+    bfloat16 is accepted by ``exact`` only.
+    """
+    if backend not in BACKENDS:
+        raise InvalidArgumentError("backend", f"one of {BACKENDS}", repr(backend))
+    _check_inputs(q, k, v)
+    scale = _check_scale(scale, q.shape[-1])
+    if q.dtype not in (torch.float32, torch.float64):
+        if q.dtype == torch.bfloat16 and backend in ("exact", "auto"):
+            backend = "exact"
+        else:
+            raise DTypeError("q", "float32 or float64 (bfloat16 only with backend='exact')", str(q.dtype))
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+                                   or chunk_size < 1):
+        raise InvalidArgumentError("chunk_size", "None or an integer >= 1", repr(chunk_size))
+    if backend == "exact":
+        return AttentionResult(F.scaled_dot_product_attention(q, k, v, scale=scale), "exact")
+    if backend == "rf":
+        favor_attention = importlib.import_module("ditcheck.random_features").favor_attention
+        extra = {} if chunk_size is None else {"chunk_size": chunk_size}
+        output, estimate = favor_attention(q, k, v, num_features=num_features, seed=seed, scale=scale, **extra)
+        return AttentionResult(output, "rf", error_estimate=estimate)
+    eps = _check_eps(eps)
+    if backend == "auto":
+        try:
+            plan = _poly_plan(q, k, scale, eps, radius, kind, check_radius, max_rank)
+        except UnreachableAccuracyError:
+            return AttentionResult(F.scaled_dot_product_attention(q, k, v, scale=scale), "exact")
+        rank = feature_rank(q.shape[-1], plan[2].degree)
+        costs = [predicted_cost(name, q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1], rank)
+                 for name in ("exact", "poly")]
+        if costs[1] >= costs[0]:
+            return AttentionResult(F.scaled_dot_product_attention(q, k, v, scale=scale), "exact")
+    else:
+        plan = _poly_plan(q, k, scale, eps, radius, kind, check_radius, max_rank)
+    used, bound, approximation = plan
+    output = poly_attention(q, k, v, approximation, scale, chunk_size)
+    v_inf = float(v.detach().abs().max())
+    rank = feature_rank(q.shape[-1], approximation.degree)
+    unit = torch.finfo(q.dtype).eps / 2
+    rounding = poly_attention_rounding_bound(float(approximation.abs_polynomial(bound)), bound, approximation.eps,
+                                             k.shape[-2], rank, approximation.degree, v_inf, unit)
+    return AttentionResult(output, "poly", radius=used, degree=approximation.degree, rank=rank,
+                           eps=approximation.eps, bound=as2_output_bound(approximation.eps, v_inf),
+                           rounding=rounding, approximation=approximation)

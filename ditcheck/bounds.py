@@ -1,0 +1,298 @@
+"""Bound functions of the theory.md claims, in one place; properties and backends call these.
+
+Each function names its claim id; the papers are Alman-Song 2023 ("Fast attention requires
+bounded entries", arXiv 2302.13214) for AS1-AS4 and Hu et al. 2024 (arXiv 2407.01079) for LD6.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ditcheck.reference.errors import InvalidArgumentError
+
+__all__ = [
+    "UnreachableAccuracyError",
+    "ld6_threshold",
+    "minimal_degree",
+    "feature_rank",
+    "paper_feature_rank_bound",
+    "as2_output_bound",
+    "as2_column_bound",
+    "as2_paper_bound",
+    "gamma",
+    "feature_rounding_bound",
+    "poly_attention_rounding_bound",
+]
+
+
+class UnreachableAccuracyError(InvalidArgumentError):
+    """The requested eps cannot be certified at a sane degree/rank for this logit radius R and head dim D."""
+
+
+def _require_eps(eps: float) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
+        raise InvalidArgumentError("eps", "a real number in (0, 1)", repr(eps))
+    return float(eps)
+
+
+def ld6_threshold(length: int) -> float:
+    """LD6 (Hu et al. 2024, Thm 4.1 / Alman-Song 2023, Thm 1.3): almost-linear attention needs R = o(sqrt(ln L))."""
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 2:
+        raise InvalidArgumentError("length", "an integer >= 2", repr(length))
+    return math.sqrt(math.log(length))
+
+
+def minimal_degree(radius: float, eps: float, *, kind: str = "chebyshev") -> int:
+    """AS3 (Alman-Song 2023, Cor. 3.3; Aggarwal-Alman 2022): smallest g with certified sup |P(s)e^-s - 1| <= eps on [-R, R]."""
+    from ditcheck.polynomial import MAX_DEGREE, _require_kind, _require_radius, exp_approximation, \
+        sampled_relative_error
+
+    radius, eps, kind = _require_radius(radius), _require_eps(eps), _require_kind(kind)
+    best, stalled = math.inf, 0
+    for degree in range(MAX_DEGREE + 1):
+        # a rigorous lower bound above eps rules the degree out without a certificate
+        lower = sampled_relative_error(radius, degree, kind)
+        if lower > eps:
+            # the float64 rounding floor of the coefficients: 4 degrees without halving the error end the search
+            stalled = stalled + 1 if lower > best / 2 and degree > 2 * radius else 0
+            best = min(best, lower)
+            if stalled >= 4:
+                break
+            continue
+        if exp_approximation(radius, degree, kind).eps <= eps:
+            return degree
+    raise UnreachableAccuracyError(
+        "eps", f"a relative error certifiable with float64 {kind} coefficients on [-R, R] with R = {radius:g} "
+        f"(the error stops decreasing at about {best:.1e}, degree {degree}; the search stops at degree {MAX_DEGREE})",
+        repr(eps))
+
+
+def feature_rank(dim: int, degree: int) -> int:
+    """AS4 (Alman-Song 2023, Lemma 3.5 with symmetric monomials): rank C(d + g, g)."""
+    for name, value in (("dim", dim), ("degree", degree)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InvalidArgumentError(name, "an integer >= 0", repr(value))
+    return math.comb(int(dim) + int(degree), int(degree))
+
+
+def paper_feature_rank_bound(dim: int, degree: int) -> int:
+    """AS4 (Alman-Song 2023, Lemma 3.5): the paper's upper bound C(2(g + d), 2g) on the rank."""
+    feature_rank(dim, degree)
+    return math.comb(2 * (int(degree) + int(dim)), 2 * int(degree))
+
+
+def as2_output_bound(eps: float, v_inf_norm: float) -> float:
+    """AS2 (Alman-Song 2023, Lemma 3.4, sharpened): ||D~^-1 A~ V - D^-1 A V||_inf <= eps/(1 - eps) ||V||_inf."""
+    eps = _require_eps(eps)
+    return eps / (1 - eps) * float(v_inf_norm)
+
+
+def as2_column_bound(eps: float, v: np.ndarray) -> np.ndarray:
+    """AS2 per column (derived: weights change by total variation <= eps/(1-eps), shift V by its mid-range): eps/(1-eps) (max_j V_jk - min_j V_jk)/2.
+
+    ``v`` is [..., L, Dv] (NumPy or torch); returns [..., Dv] as NumPy float64.
+    """
+    eps = _require_eps(eps)
+    v = np.asarray(v.detach().cpu().double() if hasattr(v, "detach") else v, dtype=np.float64)
+    return eps / (1 - eps) * (v.max(axis=-2) - v.min(axis=-2)) / 2
+
+
+def as2_paper_bound(eps: float, v_inf_norm: float) -> float:
+    """AS2 as stated (Alman-Song 2023, Lemma 3.4): 2 eps ||V||_inf."""
+    return 2 * _require_eps(eps) * float(v_inf_norm)
+
+
+def gamma(n: int, unit_roundoff: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u) (Accuracy and Stability, Lemma 3.1); inf when n u >= 1."""
+    nu = n * unit_roundoff
+    return nu / (1 - nu) if nu < 1 else math.inf
+
+
+def feature_rounding_bound(abs_polynomial_value: np.ndarray | float, rank: int, degree: int,
+                           unit_roundoff: float) -> np.ndarray:
+    """AS1 rounding (derived): |fl(phi_Q . phi_K) - P(s q.k)| <= gamma_{r + 2g + 12} sum_j |c_j| (s sum_d |q_d k_d|)^j.
+
+    Each term w_alpha q^alpha k^alpha of ``polynomial_features`` passes through at most g + 6
+    roundings per side (sqrt(scale), x * sqrt(scale), g - 1 products, the weight c_j * m, its
+    square root, the dtype cast, the weight multiply) and one product, then a sum of r terms
+    in any order (gamma_{r-1}); ``abs_polynomial_value`` is sum_j |c_j| (s sum_d |q_d k_d|)^j
+    (ExpApproximation.abs_polynomial), which bounds sum_alpha |term_alpha|.
+    """
+    return gamma(rank + 2 * degree + 12, unit_roundoff) * np.asarray(abs_polynomial_value, dtype=np.float64)
+
+
+def poly_attention_rounding_bound(abs_polynomial_at_radius: float, radius: float, eps: float, length: int,
+                                  rank: int, degree: int, v_inf_norm: float, unit_roundoff: float) -> float:
+    """AS2 rounding (derived): the floating-point part of the poly attention error, <= (2 rho/(1 - rho) + 2u) ||V||_inf.
+
+    rho = gamma_n P_abs(R) e^R / (1 - eps), n = L + r + 2g + 12, bounds the relative rounding
+    error of the numerator and of the denominator: each is a sum over keys and features of
+    terms whose absolute sum is <= P_abs(R) sum_j |v_j| (resp. L P_abs(R)), while the
+    denominator is >= L (1 - eps) e^-R. The ratio then moves by <= 2 rho/(1 - rho) ||V||_inf
+    (the exact ratio is a convex combination of V), plus the final division.
+    """
+    rho = gamma(length + rank + 2 * degree + 12, unit_roundoff) * abs_polynomial_at_radius * math.exp(radius) \
+        / (1 - eps)
+    if rho >= 1:
+        return math.inf
+    return (2 * rho / (1 - rho) + 2 * unit_roundoff) * float(v_inf_norm)
+
+
+# --- Gradient bounds (LD8, AS7) ---
+# Called by ditcheck/gradient.py and properties/gradient.py.
+
+from dataclasses import dataclass  # noqa: E402  (this section's own import, kept with it)
+
+
+@dataclass(frozen=True)
+class LowRankGradientBound:
+    """LD8 error budget of the low-rank gradient chain, each stage an entry-wise (max-norm) bound.
+
+    ``f_relative``: |f~_ij - f_ij| <= f_relative * f_ij;  ``f_max``: f_ij <= f_max;
+    ``f_row_l1``: sum_j |f~_ij - f_ij| <= f_row_l1;  ``c_error``: ||c~ - c||max;
+    ``q_max``: ||q||max and |r_i|;  ``q_error``: ||q~ - q||max;  ``r_error``: |r~_i - r_i|;
+    ``p1_error``: ||f*q - f~*q~||max;  ``p2_error``: ||diag(r) f - diag(r~) f~||max;
+    ``gradient_error``: the LD8 entry-wise bound of dL0/dW.
+    """
+
+    f_relative: float
+    f_max: float
+    f_row_l1: float
+    c_error: float
+    q_max: float
+    q_error: float
+    r_error: float
+    p1_error: float
+    p2_error: float
+    gradient_error: float
+
+
+def low_rank_gradient_error(tokens: int, a1_max: float, a2_max: float, p1_error: float, p2_error: float,
+                            scale: float = 1.0) -> float:
+    """LD8 (Hu et al. 2024, sec. 5 / Alman-Song 2024): |dW~ - dW|max <= |scale| L^2 ||A1||max ||A2||max (||p1 - p1~||max + ||p2 - p2~||max).
+
+    dW - dW~ = scale A1 (p - p~) A2^T with p = p1 - p2, and each entry of A1 E A2^T is a sum
+    of L^2 terms A1_mi E_ij A2_nj (the paper's text drops the L^2; theory.md keeps it).
+    """
+    return abs(scale) * tokens ** 2 * a1_max * a2_max * (p1_error + p2_error)
+
+
+def low_rank_gradient_bound(*, eps: float, radius: float, tokens: int, dim: int, a1_max: float, a2_max: float,
+                            h_max: float, y_max: float, scale: float = 1.0) -> LowRankGradientBound:
+    """LD8 with computable ||p1 - p1~||max, ||p2 - p2~||max from the certified AS1 eps (Hu et al. 2024, sec. 5).
+
+    Inputs: eps = certified sup |P(s) e^-s - 1| on [-R, R], R >= max |scale A1^T W A2| (logit
+    range), L tokens, head size d, and the max-norms of A1, A2, h = A3^T W_OV^T and Y.
+    Derivation (delta_ij = A~_ij/A_ij - 1 in [-eps, eps], AS1):
+
+    1. f~_ij/f_ij = (1 + delta_ij)/(1 + dbar_i), dbar_i = sum_j f_ij delta_ij in [-eps, eps], so
+       |f~_ij - f_ij| <= f_ij 2 eps/(1 - eps) and f~_ij <= f_ij (1 + eps)/(1 - eps).
+    2. f_ij = e^{S_ij} / sum_k e^{S_ik} <= e^R/(L e^-R), so f_max = min(1, e^{2R}/L).
+    3. sum_j |f~_ij - f_ij| = sum_j f_ij |delta_ij - dbar_i|/(1 + dbar_i) <= eps/(1 - eps): the
+       f-weighted mean absolute deviation of a variable in [-eps, eps] is at most eps (AS2).
+    4. c - c~ = (f - f~) h with zero row sums, so |c - c~|_il <= (3) * max_j |h_jl| (AS2 argument);
+       |c|max <= ||h||max + ||Y||max since f h is a convex combination of rows of h.
+    5. q = c h^T: q_max = d (||h||max + ||Y||max) ||h||max, q_error = d c_error ||h||max;
+       |r_i| = |sum_j f_ij q_ij| <= q_max, and
+       |r_i - r~_i| <= |sum_j (f - f~)_ij q_ij| + sum_j f~_ij |q - q~|_ij <= (3) q_max + q_error.
+    6. |f q - f~ q~| <= |f - f~| |q| + f~ |q - q~| and |r f - r~ f~| <= |r| |f - f~| + |r - r~| f~,
+       bounded entry-wise with (1), (2) and (5); then LD8 (low_rank_gradient_error).
+    Exact arithmetic is assumed: float64 rounding adds about L u relative, far below eps >= 1e-12.
+    """
+    if not 0 <= eps < 1:
+        raise InvalidArgumentError("eps", "0 <= eps < 1 (a certified relative error of exp)", repr(eps))
+    if tokens < 1 or dim < 1 or radius < 0:
+        raise InvalidArgumentError("tokens, dim, radius", "tokens >= 1, dim >= 1, radius >= 0",
+                                    f"{tokens}, {dim}, {radius}")
+    f_relative = 2 * eps / (1 - eps)
+    f_growth = (1 + eps) / (1 - eps)
+    f_max = min(1.0, math.exp(2 * radius) / tokens)
+    f_row_l1 = eps / (1 - eps)
+    c_error = f_row_l1 * h_max
+    q_max = dim * (h_max + y_max) * h_max
+    q_error = dim * c_error * h_max
+    r_error = f_row_l1 * q_max + q_error
+    p1_error = f_relative * f_max * q_max + f_growth * f_max * q_error
+    p2_error = q_max * f_relative * f_max + r_error * f_growth * f_max
+    return LowRankGradientBound(f_relative, f_max, f_row_l1, c_error, q_max, q_error, r_error, p1_error, p2_error,
+                                low_rank_gradient_error(tokens, a1_max, a2_max, p1_error, p2_error, scale))
+
+
+def softmax_value_derivative_bound(logit_bound: float, tokens: int, dim: int, v_max: float = 1.0) -> float:
+    """AS7 (Alman-Song 2024, Lemma E.3): |f'(lambda)| <= 8 B n d v_max^2 for f(lambda) = ||diag(M_lambda 1)^-1 M_lambda V||_F^2.
+
+    M_lambda = exp(lambda S) entry-wise, S in R^{n x n} with |S_ij| <= B, V in R^{n x d},
+    lambda in [0, 1] (our reading of the lemma's interpolation; the paper's text was not at
+    hand to pin M_lambda, and the bound holds for this definition). The paper states 8 B n with
+    entries of V in [-1, 1]; the factor d (one term per column of V) is kept, and
+    v_max^2 = ||V||max^2 carries the lemma to any V since f is quadratic in V. Direct argument:
+    g = softmax(lambda S) V has |g_il| <= v_max and g'_il = Cov_{f_i}(S_i., V_.l), so
+    |g'_il| <= B v_max and |f'| = |2 sum g g'| <= 2 B n d v_max^2 (slack 4 in the lemma).
+    """
+    return 8 * logit_bound * tokens * dim * v_max ** 2
+
+
+__all__ += ["LowRankGradientBound", "low_rank_gradient_error", "low_rank_gradient_bound",
+            "softmax_value_derivative_bound"]
+
+
+# --- Gaussian-process bounds (GP2; helper E) ---
+# Fu, Dou, Guo, Wang, Chen, ICLR 2025 (arXiv 2407.16134): the unrolled gradient-descent transformer of
+# ditcheck.gp_transformer. Imports are local so this section stays independent of the ones above.
+
+__all__ += ["gp2_rate", "gp2_rounding_floor", "gp2_condition_upper"]
+
+
+def _require_steps(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidArgumentError("steps", "a non-negative integer", repr(value))
+    return int(value)
+
+
+def gp2_rate(kappa: object, steps: int) -> np.ndarray:
+    """GP2 (Fu et al. 2025; theory.md GP2): ||s^K - s*|| / ||s*|| <= (1 - 1/kappa_t)^K for h = 1/lambda_max, s^0 = 0."""
+    return (1.0 - 1.0 / np.asarray(kappa, dtype=np.float64)) ** _require_steps(steps)
+
+
+def gp2_condition_upper(t: object, gamma_matrix: object, sigma_matrix: object, schedule: object = "ou-half") -> np.ndarray:
+    """An upper bound of GP2's kappa_t: the formula with eigvalsh's extremes widened by their error 8 n u ||.||_F."""
+    from ditcheck.reference.gp import _check_kernels
+    from ditcheck.reference.linalg import eigenvalue_error_bound
+    from ditcheck.reference.precision import FLOAT64, as_float64_array
+    from ditcheck.reference.schedules import coefficients
+
+    g_matrix, s_matrix = _check_kernels(gamma_matrix, sigma_matrix)
+    times = as_float64_array(t, "t")
+    _, alpha, sigma2 = coefficients(FLOAT64, times, schedule, times.size)
+    g, s = np.linalg.eigvalsh(g_matrix), np.linalg.eigvalsh(s_matrix)
+    eg, es = float(eigenvalue_error_bound(g_matrix)), float(eigenvalue_error_bound(s_matrix))
+    top = alpha**2 * (g[-1] + eg) * (s[-1] + es) + sigma2
+    bottom = alpha**2 * max(g[0] - eg, 0.0) * max(s[0] - es, 0.0) + sigma2
+    return (top / bottom).reshape(times.shape)
+
+
+def gp2_rounding_floor(steps: int, kappa: object, frames: int, dim: int, unit_roundoff: float,
+                       weight_error: float = 0.0) -> np.ndarray:
+    """GP2 rounding floor (derived): ||s~^K - s^K|| / ||s*|| <= min(K, kappa) eta for the computed iterate s~^K.
+
+    A computed step is s~_{k+1} = s~_k - h (A s~_k + x) + delta_k, so e_k = s~_k - s_k obeys
+    e_{k+1} = (I - h A) e_k + delta_k with ||I - h A||_2 = 1 - 1/kappa, and
+    ||e_K|| <= sum_k (1 - 1/kappa)^(K-1-k) max ||delta|| <= min(K, kappa) max ||delta||.
+    One step (V = S Sigma, Y = W V, then s + a Y + b s + c x with gates a, b, c rounded once, inputs rounded
+    once) has, with n = H + d + 10 (Higham Thm 3.5; || |A| |B| ||_F <= ||A||_F ||B||_F),
+        ||delta|| <= gamma_n (|a| ||Gamma||_F ||Sigma||_F ||S_k|| + (1 + |b|) ||S_k|| + |c| ||x||)
+                     + |a| ||W - Gamma||_F ||Sigma||_F ||S_k||.
+    From s^0 = 0: ||S_k|| <= (1 + (1 - 1/kappa)^k) ||s*|| <= 2 ||s*||; h ||x|| <= ||s*|| (||A^-1 x|| >= ||x|| / lmax);
+    |a| = h alpha^2 <= 1 / (lmax(Gamma) lmax(Sigma)) and |b| <= 1 give |a| ||Gamma||_F ||Sigma||_F <= sqrt(H d), so
+        eta = gamma_n (2 sqrt(H d) + 5) + 2 sqrt(d) ||W - Gamma||_F / ||Gamma||_2,
+    ``weight_error`` = ||W - Gamma||_F / ||Gamma||_2 of the attention weights actually used.
+    """
+    from ditcheck.reference.precision import require_positive_int
+
+    steps = _require_steps(steps)
+    frames, dim = require_positive_int(frames, "frames"), require_positive_int(dim, "dim")
+    eta = gamma(frames + dim + 10, unit_roundoff) * (2 * math.sqrt(frames * dim) + 5) \
+        + 2 * math.sqrt(dim) * weight_error
+    return np.minimum(steps, np.asarray(kappa, dtype=np.float64)) * eta

@@ -1,0 +1,401 @@
+"""Certified polynomial fast attention (Alman-Song): strategies and the AS1-AS4 properties.
+
+Every property takes the implementation under check as an argument (ditcheck's by default),
+so a test can plant a bug and show that the property catches it. Tolerances are derived:
+certified eps for the mathematics, Higham-style gamma_n terms (``ditcheck.bounds``) for the
+floating-point part, and the reference's own a-priori bound for the float64 reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import mpmath
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
+from ditcheck import bounds
+from ditcheck.attention import AttentionResult, attention
+from ditcheck.polynomial import (ExpApproximation, _monomial_coefficients, certified_relative_error,
+                                 exp_approximation, polynomial_features)
+from ditcheck.reference import attention as reference_attention
+from ditcheck.reference.rounding import attention_error_bound
+
+from .strategies import seeds
+from .violation import require
+
+__all__ = [
+    "INDICATIVE_DEGREES",
+    "CERTIFIED_RADII",
+    "EPS_LEVELS",
+    "CertificateCase",
+    "certificate_cases",
+    "dense_relative_error",
+    "check_certificate_bounds_error",
+    "FeatureCase",
+    "feature_cases",
+    "check_entrywise_relative_error",
+    "check_feature_rank",
+    "DegreeCase",
+    "degree_cases",
+    "check_minimal_degree",
+    "check_taylor_not_better",
+    "PolyAttentionCase",
+    "poly_attention_cases",
+    "Tightness",
+    "check_poly_attention_output",
+    "indicative_degree_table",
+]
+
+#: theory.md AS3: indicative minimal Chebyshev-interpolant degrees {R: (g at eps 1e-3, g at eps 1e-6)}.
+INDICATIVE_DEGREES: dict[float, tuple[int, int]] = {0.25: (2, 4), 1.0: (5, 7), 4.0: (11, 15), 8.0: (20, 24)}
+#: Radii on the certificate grid 2^(k/16) (so certificates are shared between cases and cached).
+CERTIFIED_RADII: tuple[float, ...] = (0.0625, 0.25, 0.5, 1.0, 2.0, 4.0)
+EPS_LEVELS: tuple[float, ...] = (1e-1, 1e-3, 1e-6)
+
+Kind = Literal["chebyshev", "minimax", "taylor"]
+
+
+# ----------------------------------------------------------------------------- certificate
+
+@dataclass(frozen=True)
+class CertificateCase:
+    """A polynomial to certify: the degree-g interpolant (or Taylor) of e^s on [-radius, radius]."""
+
+    radius: float
+    degree: int
+    kind: Kind = "chebyshev"
+
+    def coefficients(self) -> tuple[float, ...]:
+        return _monomial_coefficients(self.radius, self.degree, self.kind)
+
+
+def certificate_cases(max_degree: int = 10) -> st.SearchStrategy[CertificateCase]:
+    """Radii from 1e-3 to 8 (log-uniform), degrees 0..max_degree, both kinds."""
+    return st.builds(CertificateCase, radius=st.floats(math.log(1e-3), math.log(8.0)).map(math.exp),
+                     degree=st.integers(0, max_degree), kind=st.sampled_from(("chebyshev", "taylor")))
+
+
+def dense_relative_error(coefficients: Sequence[float], radius: float, points: int = 401,
+                         digits: int = 40) -> float:
+    """max |P(s) e^-s - 1| over ``points`` equispaced s in [-R, R] (endpoints included), in mpmath."""
+    with mpmath.workdps(digits):
+        cs = [mpmath.mpf(c) for c in coefficients]
+        best = mpmath.mpf(0)
+        for i in range(points):
+            s = mpmath.mpf(radius) * (2 * mpmath.mpf(i) / (points - 1) - 1)
+            value = mpmath.mpf(0)
+            for c in reversed(cs):
+                value = value * s + c
+            best = max(best, abs(value * mpmath.exp(-s) - 1))
+        return float(best)
+
+
+def check_certificate_bounds_error(case: CertificateCase,
+                                   certify: Callable[[Sequence[float], float], float] = certified_relative_error,
+                                   tightness: float = 1.25) -> float:
+    """AS1 certificate: dense mpmath sampling never exceeds the certified sup, which is also tight (<= tightness x sampled).
+
+    Returns sampled / certified.
+    """
+    coefficients = case.coefficients()
+    certified = certify(coefficients, case.radius)
+    sampled = dense_relative_error(coefficients, case.radius)
+    require(sampled <= certified, "AS1", "dense mpmath sampling exceeds the certified sup |P(s)e^-s - 1|",
+            sampled=sampled, certified=certified, case=case)
+    require(certified <= tightness * sampled + 1e-300, "AS1", "the certificate is loose (or wrong)",
+            sampled=sampled, certified=certified, tightness=tightness, case=case)
+    return sampled / certified if certified > 0 else 1.0
+
+
+# ----------------------------------------------------------------------------- features (AS1, AS4)
+
+Family = Literal["normal", "aligned", "sparse", "one_variable"]
+FAMILIES: tuple[Family, ...] = ("normal", "aligned", "sparse", "one_variable")
+
+
+def _logit_inputs(rng: np.random.Generator, shape_q: tuple[int, ...], shape_k: tuple[int, ...], radius: float,
+                  scale: float, family: Family) -> tuple[np.ndarray, np.ndarray]:
+    """q, k with Cauchy-Schwarz bound scale max||q|| max||k|| = radius (1 - 1e-9); 'aligned' attains it."""
+    q = rng.standard_normal(shape_q)
+    k = rng.standard_normal(shape_k)
+    if family == "aligned":  # some queries parallel or anti-parallel to some keys: logits reach +-R
+        n = min(q.shape[-2], k.shape[-2])
+        sign = rng.choice([-1.0, 1.0], size=(n, 1))
+        q[..., :n, :] = sign * k[..., :n, :] * rng.uniform(0.5, 2.0)
+    elif family == "sparse":
+        q *= rng.random(q.shape) < 0.3
+        k *= rng.random(k.shape) < 0.3
+    elif family == "one_variable":
+        q[..., 1:] = 0.0
+        k[..., 1:] = 0.0
+    q_norm = max(float(np.linalg.norm(q, axis=-1).max()), 1e-300)
+    k_norm = max(float(np.linalg.norm(k, axis=-1).max()), 1e-300)
+    factor = math.sqrt(radius * (1 - 1e-9) / scale)
+    return q * (factor / q_norm), k * (factor / k_norm)
+
+
+@dataclass(frozen=True)
+class FeatureCase:
+    """Queries and keys (one head) whose logits lie in [-radius, radius], and the target eps."""
+
+    dim: int
+    query_tokens: int
+    key_tokens: int
+    seed: int
+    radius: float
+    eps: float
+    kind: Kind = "chebyshev"
+    family: Family = "normal"
+    scale: float | None = None
+
+    def logit_scale(self) -> float:
+        return 1 / math.sqrt(self.dim) if self.scale is None else self.scale
+
+    def build(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        return _logit_inputs(rng, (self.query_tokens, self.dim), (self.key_tokens, self.dim), self.radius,
+                             self.logit_scale(), self.family)
+
+    def approximation(self) -> ExpApproximation:
+        return exp_approximation(self.radius, bounds.minimal_degree(self.radius, self.eps, kind=self.kind), self.kind)
+
+
+@st.composite
+def feature_cases(draw: st.DrawFn, max_dim: int = 6, max_tokens: int = 12) -> FeatureCase:
+    """Radii on the certificate grid, eps in {1e-1, 1e-3, 1e-6}; D <= 3 at R = 2, D <= 2 at R = 4 (small ranks)."""
+    radius = draw(st.sampled_from(CERTIFIED_RADII))
+    dim = draw(st.integers(1, 2 if radius >= 4 else 3 if radius >= 2 else max_dim))
+    return FeatureCase(dim=dim, query_tokens=draw(st.integers(1, max_tokens)),
+                       key_tokens=draw(st.integers(1, max_tokens)), seed=draw(seeds()), radius=radius,
+                       eps=draw(st.sampled_from(EPS_LEVELS)), kind=draw(st.sampled_from(("chebyshev", "taylor"))),
+                       family=draw(st.sampled_from(FAMILIES)),
+                       scale=draw(st.sampled_from([None, 1.0, 0.25, 4.0])))
+
+
+FeatureFunction = Callable[..., torch.Tensor]
+
+
+def check_entrywise_relative_error(case: FeatureCase, features: FeatureFunction = polynomial_features) -> float:
+    """AS1: |phi_Q(q).phi_K(k) - e^{scale q.k}| <= eps e^{scale q.k} + derived rounding, every entry (float64).
+
+    Logits are formed in float64: |fl(s q.k) - s q.k| <= Delta = gamma_{D+2} s sum|q_d k_d|, so
+    e^{exact} lies within e^{+-Delta} of e^{fl}; np.exp is taken within 2u. The features' own
+    rounding is ``bounds.feature_rounding_bound``. Returns max error / tolerance.
+    """
+    q, k = case.build()
+    scale = case.logit_scale()
+    approximation = case.approximation()
+    a = features(torch.from_numpy(q), approximation, scale, side="query")
+    b = features(torch.from_numpy(k), approximation, scale, side="key")
+    approx = (a @ b.mT).numpy()
+    u = 2.0**-53
+    abs_logits = scale * (np.abs(q) @ np.abs(k).T)
+    delta = bounds.gamma(case.dim + 2, u) * abs_logits
+    computed = np.exp(scale * (q @ k.T))
+    exact_upper = computed * np.exp(delta) / (1 - 2 * u)
+    tolerance = (approximation.eps * exact_upper + computed * np.expm1(delta) + 2 * u * computed
+                 + bounds.feature_rounding_bound(approximation.abs_polynomial(abs_logits), a.shape[-1],
+                                                 approximation.degree, u))
+    error = np.abs(approx - computed)
+    ratio = float(np.max(error / tolerance))
+    require(ratio <= 1, "AS1", "entry-wise relative error of P(scale q.k) exceeds the certified eps",
+            ratio=ratio, eps=approximation.eps, degree=approximation.degree, case=case)
+    return ratio
+
+
+def check_feature_rank(case: FeatureCase, features: FeatureFunction = polynomial_features) -> int:
+    """AS4: the features have exactly C(D + g, g) columns on both sides (and reproduce P: AS1 to rounding).
+
+    Returns the rank.
+    """
+    q, k = case.build()
+    approximation = case.approximation()
+    scale = case.logit_scale()
+    a = features(torch.from_numpy(q), approximation, scale, side="query")
+    b = features(torch.from_numpy(k), approximation, scale, side="key")
+    expected = bounds.feature_rank(case.dim, approximation.degree)
+    require(a.shape[-1] == expected and b.shape[-1] == expected, "AS4", "feature count differs from C(D+g, g)",
+            query_rank=a.shape[-1], key_rank=b.shape[-1], expected=expected, case=case)
+    require(math.comb(case.dim + approximation.degree, approximation.degree) == expected, "AS4",
+            "bounds.feature_rank differs from C(D+g, g)", expected=expected, case=case)
+    abs_logits = scale * (np.abs(q) @ np.abs(k).T)
+    u = 2.0**-53
+    # P evaluated by Horner in float64 at fl(s q.k): Horner's own error gamma_2g and the logit error through P'
+    horner = approximation(scale * (q @ k.T))
+    p_abs = approximation.abs_polynomial(abs_logits)
+    c_abs = np.abs(np.asarray(approximation.coefficients))
+    slope_abs = sum(j * c_abs[j] * abs_logits ** (j - 1) for j in range(1, len(c_abs))) * (1 + 1e-12)
+    tolerance = (bounds.feature_rounding_bound(p_abs, expected, approximation.degree, u)
+                 + bounds.gamma(2 * approximation.degree + 2, u) * p_abs
+                 + bounds.gamma(case.dim + 3, u) * abs_logits * slope_abs)
+    error = np.abs((a @ b.mT).numpy() - horner)
+    require(np.all(error <= tolerance), "AS4", "feature inner products do not reproduce P(scale q.k)",
+            max_error=float(error.max()), tolerance=float(tolerance.max()), case=case)
+    return expected
+
+
+# ----------------------------------------------------------------------------- degree (AS3)
+
+@dataclass(frozen=True)
+class DegreeCase:
+    radius: float
+    eps: float
+    kind: Kind = "chebyshev"
+
+
+def degree_cases(max_radius: float = 4.0) -> st.SearchStrategy[DegreeCase]:
+    """Radii log-uniform in [1e-2, max_radius], eps log-uniform in [1e-9, 0.5], both kinds."""
+    return st.builds(DegreeCase, radius=st.floats(math.log(1e-2), math.log(max_radius)).map(math.exp),
+                     eps=st.floats(math.log(1e-9), math.log(0.5)).map(math.exp),
+                     kind=st.sampled_from(("chebyshev", "taylor")))
+
+
+DegreeFunction = Callable[..., int]
+
+
+def check_minimal_degree(case: DegreeCase, degree_fn: DegreeFunction = bounds.minimal_degree) -> int:
+    """AS3: the chosen degree g passes the certified check (eps_g <= eps) and g - 1 fails it. Returns g."""
+    degree = degree_fn(case.radius, case.eps, kind=case.kind)
+    certified = exp_approximation(case.radius, degree, case.kind).eps
+    require(certified <= case.eps, "AS3", "the chosen degree does not reach eps", degree=degree,
+            certified=certified, case=case)
+    if degree > 0:
+        below = exp_approximation(case.radius, degree - 1, case.kind).eps
+        require(below > case.eps, "AS3", "degree g - 1 also reaches eps: g is not minimal", degree=degree,
+                certified_below=below, case=case)
+    return degree
+
+
+def check_taylor_not_better(case: DegreeCase, degree_fn: DegreeFunction = bounds.minimal_degree) -> tuple[int, int]:
+    """AS3: Taylor needs at least the Chebyshev interpolant's degree. Returns (chebyshev, taylor)."""
+    chebyshev = degree_fn(case.radius, case.eps, kind="chebyshev")
+    taylor = degree_fn(case.radius, case.eps, kind="taylor")
+    require(taylor >= chebyshev, "AS3", "Taylor reaches eps at a lower degree than Chebyshev",
+            chebyshev=chebyshev, taylor=taylor, case=case)
+    return chebyshev, taylor
+
+
+def indicative_degree_table(kind: Kind = "chebyshev", max_radius: float = 8.0) -> list[tuple[float, float, int, int]]:
+    """(R, eps, ours, theory.md's indicative degree) for theory.md's AS3 table (rows with R <= max_radius)."""
+    rows = []
+    for radius, expected in INDICATIVE_DEGREES.items():
+        if radius > max_radius:
+            continue
+        for eps, g in zip((1e-3, 1e-6), expected):
+            rows.append((radius, eps, bounds.minimal_degree(radius, eps, kind=kind), g))
+    return rows
+
+
+# ----------------------------------------------------------------------------- output (AS2)
+
+ValueFamily = Literal["normal", "offset", "outlier"]
+
+
+@dataclass(frozen=True)
+class PolyAttentionCase:
+    """Inputs [B, H, L, D] with Cauchy-Schwarz logit radius ``radius``, the target eps and the chunk size."""
+
+    batch: int
+    heads: int
+    query_tokens: int
+    key_tokens: int
+    dim: int
+    value_dim: int
+    seed: int
+    radius: float
+    eps: float
+    kind: Kind = "chebyshev"
+    family: Family = "normal"
+    values: ValueFamily = "normal"
+    scale: float | None = None
+    chunk_size: int | None = None
+    dtype: Literal["float64", "float32"] = "float64"
+
+    def logit_scale(self) -> float:
+        return 1 / math.sqrt(self.dim) if self.scale is None else self.scale
+
+    def build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """float64 arrays, already rounded through ``dtype`` (bit-identical inputs for both sides)."""
+        q, k, v = self._build()
+        return tuple(a.astype(self.dtype).astype(np.float64) for a in (q, k, v))  # type: ignore[return-value]
+
+    def _build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        lead = (self.batch, self.heads)
+        q, k = _logit_inputs(rng, lead + (self.query_tokens, self.dim), lead + (self.key_tokens, self.dim),
+                             self.radius, self.logit_scale(), self.family)
+        v = rng.standard_normal(lead + (self.key_tokens, self.value_dim))
+        if self.values == "offset":  # large common offset: the per-column bound is far tighter than ||V||_inf
+            v = 100.0 + 0.1 * v
+        elif self.values == "outlier":
+            v[..., rng.integers(self.key_tokens), :] *= 1e3
+        return q, k, v
+
+
+@st.composite
+def poly_attention_cases(draw: st.DrawFn, max_tokens: int = 24, max_dim: int = 6) -> PolyAttentionCase:
+    """Small [B, H, L, D] cases on the certificate grid of radii, all value and logit families, small chunks."""
+    radius = draw(st.sampled_from(CERTIFIED_RADII))
+    dim = draw(st.integers(1, 2 if radius >= 4 else 3 if radius >= 2 else max_dim))
+    key_tokens = draw(st.integers(1, max_tokens))
+    return PolyAttentionCase(
+        batch=draw(st.integers(1, 2)), heads=draw(st.integers(1, 2)),
+        query_tokens=draw(st.integers(1, max_tokens)), key_tokens=key_tokens, dim=dim,
+        value_dim=draw(st.integers(1, 5)), seed=draw(seeds()), radius=radius, eps=draw(st.sampled_from(EPS_LEVELS)),
+        kind=draw(st.sampled_from(("chebyshev", "chebyshev", "taylor"))), family=draw(st.sampled_from(FAMILIES)),
+        values=draw(st.sampled_from(("normal", "offset", "outlier"))),
+        scale=draw(st.sampled_from([None, 1.0, 0.25, 4.0])),
+        chunk_size=draw(st.sampled_from([None, 1, 3, 7, 16])),
+        dtype=draw(st.sampled_from(("float64", "float64", "float32"))))
+
+
+@dataclass(frozen=True)
+class Tightness:
+    """Observed max error over each AS2 form of the bound (<= 1 for the two proved forms)."""
+
+    sharp: float  # error / (eps/(1-eps) ||V||_inf)
+    column: float  # max over columns of error / (eps/(1-eps) (max - min)/2)
+    paper: float  # error / (2 eps ||V||_inf)
+
+
+AttentionFunction = Callable[..., AttentionResult]
+
+
+def check_poly_attention_output(case: PolyAttentionCase, attention_fn: AttentionFunction = attention) -> Tightness:
+    """AS2: ||poly - exact||_inf <= eps/(1-eps) ||V||_inf and per column eps/(1-eps)(max - min)/2.
+
+    poly runs in ``case.dtype`` on inputs rounded through it; exact is the float64 reference on
+    the same (rounded) inputs, with its a-priori rounding bound; the poly result's own derived
+    ``rounding`` bound (for its dtype) covers its floating-point part. Returns the tightness of
+    the sharp, per-column and paper (2 eps ||V||_inf) forms.
+    """
+    q, k, v = case.build()
+    scale = case.logit_scale()
+    dtype = getattr(torch, case.dtype)
+    result = attention_fn(*(torch.from_numpy(a).to(dtype) for a in (q, k, v)), backend="poly",
+                          eps=case.eps, kind=case.kind, scale=scale, chunk_size=case.chunk_size)
+    require(result.eps is not None and result.eps <= case.eps, "AS2", "the certified eps exceeds the requested eps",
+            certified=result.eps, case=case)
+    output = result.output.detach().double().numpy()
+    exact = reference_attention(q, k, v, scale=scale)
+    reference_bound = attention_error_bound(q, k, v, scale=scale)
+    error = np.abs(output - exact)
+    slack = result.rounding + reference_bound
+    v_inf = float(np.abs(v).max())
+    sharp = bounds.as2_output_bound(result.eps, v_inf)
+    require(np.all(error <= sharp + slack), "AS2", "poly output error exceeds eps/(1-eps) ||V||_inf",
+            error=float(error.max()), bound=sharp, rounding=result.rounding, degree=result.degree,
+            radius=result.radius, case=case)
+    column = bounds.as2_column_bound(result.eps, v)[..., None, :]
+    require(np.all(error <= column + slack), "AS2", "poly output error exceeds the per-column bound",
+            error=float(error.max()), case=case)
+    paper = bounds.as2_paper_bound(result.eps, v_inf)
+    safe = np.maximum(error - slack, 0.0)
+    return Tightness(sharp=float(safe.max() / sharp) if sharp > 0 else 0.0,
+                     column=float(np.max(safe / np.maximum(column, 1e-300))),
+                     paper=float(safe.max() / paper) if paper > 0 else 0.0)

@@ -1,0 +1,179 @@
+"""ditcheck.attention: backends exact / poly / rf / auto; AS2 output bound with planted bugs; typed errors."""
+
+from __future__ import annotations
+
+import math
+from unittest import mock
+
+import pytest
+import torch
+from helpers import expect_caught
+from hypothesis import given, settings, target
+
+import ditcheck.attention as attention_module
+from ditcheck.attention import attention, certified_radius, exact_logit_radius, logit_radius_bound
+from ditcheck.bounds import UnreachableAccuracyError
+from ditcheck.properties.fast_attention import PolyAttentionCase, check_poly_attention_output, poly_attention_cases
+from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
+
+
+def _inputs(shape=(2, 3, 40, 4), value_dim=5, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(*shape, generator=g, dtype=dtype) * 0.6 for _ in range(2))
+    v = torch.randn(*shape[:-1], value_dim, generator=g, dtype=dtype)
+    return q, k, v
+
+
+@settings(max_examples=min(80, settings().max_examples))
+@given(poly_attention_cases())
+def test_poly_output_within_as2_bound(case: PolyAttentionCase) -> None:
+    tightness = check_poly_attention_output(case)
+    target(tightness.sharp, label="AS2 error / (eps/(1-eps) ||V||)")
+    target(tightness.column, label="AS2 error / per-column bound")
+
+
+def _radius_without_scale(q, k, v, **kwargs):
+    """Planted: R measured as max||q|| max||k|| without the logit scale, and trusted."""
+    radius = float(q.norm(dim=-1).max() * k.norm(dim=-1).max())
+    return attention(q, k, v, radius=radius, check_radius=False, **kwargs)
+
+
+def test_as2_planted_radius_without_scale_is_caught() -> None:
+    expect_caught(lambda case: check_poly_attention_output(case, attention_fn=_radius_without_scale),
+                  poly_attention_cases().filter(lambda c: c.logit_scale() > 1 and c.eps <= 1e-3), claim="AS2")
+
+
+def _off_by_one_chunks(length, size):
+    return [(start, min(start + size, length) - (1 if start + size < length else 0))
+            for start in range(0, length, size)]
+
+
+def test_as2_planted_chunk_boundary_off_by_one_is_caught() -> None:
+    def check(case):
+        with mock.patch.object(attention_module, "_chunks", _off_by_one_chunks):
+            check_poly_attention_output(case)
+
+    expect_caught(check, poly_attention_cases().filter(lambda c: c.chunk_size is not None and c.chunk_size > 1),
+                  claim="AS2")
+
+
+def test_poly_float32_close_to_exact_and_reports_certificate() -> None:
+    q, k, v = _inputs(dtype=torch.float32)
+    result = attention(q, k, v, backend="poly", eps=1e-5)
+    exact = attention(q, k, v).output
+    assert result.backend == "poly" and result.rank == math.comb(4 + result.degree, result.degree)
+    assert result.eps <= 1e-5 and result.bound == pytest.approx(result.eps / (1 - result.eps) * float(v.abs().max()))
+    assert result.radius == pytest.approx(logit_radius_bound(q, k, 0.5))
+    assert float((result.output - exact).abs().max()) <= result.bound + result.rounding
+
+
+def test_poly_chunking_changes_nothing_but_rounding() -> None:
+    q, k, v = _inputs(shape=(1, 2, 37, 3))
+    outputs = [attention(q, k, v, backend="poly", eps=1e-6, chunk_size=c).output for c in (None, 1, 5, 37, 100)]
+    for out in outputs[1:]:
+        assert torch.allclose(out, outputs[0], rtol=0, atol=1e-13)
+
+
+def test_poly_gradients_autograd() -> None:
+    q, k, v = (x[:1, :1, :4, :2].clone().requires_grad_() for x in _inputs())
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: attention(a, b, c, backend="poly", eps=1e-4, radius=1.0, chunk_size=3).output, (q, k, v))
+    # and the gradient approximates the exact one
+    out = attention(q, k, v, backend="poly", eps=1e-8).output.sum()
+    grads = torch.autograd.grad(out, (q, k, v))
+    exact = torch.autograd.grad(attention(q, k, v).output.sum(), (q, k, v))
+    for g, e in zip(grads, exact):
+        assert torch.allclose(g, e, atol=1e-6)
+
+
+def test_radius_given_is_checked() -> None:
+    q, k, v = _inputs()
+    bound = logit_radius_bound(q, k, 0.5)
+    measured = exact_logit_radius(q, k, 0.5)
+    assert measured <= bound
+    result = attention(q, k, v, backend="poly", radius=(measured + bound) / 2)  # below CS: verified exactly
+    assert result.radius == pytest.approx((measured + bound) / 2)
+    with pytest.raises(InvalidArgumentError) as info:
+        attention(q, k, v, backend="poly", radius=measured / 2)
+    assert info.value.argument == "radius"
+    assert attention(q, k, v, backend="poly", radius=measured / 2, check_radius=False).radius == measured / 2
+    assert certified_radius(0.5) == 0.5 and certified_radius(0.51) >= 0.51
+
+
+def test_unreachable_eps_names_radius_and_dim() -> None:
+    q, k, v = _inputs(shape=(1, 1, 8, 16))
+    with pytest.raises(UnreachableAccuracyError) as info:
+        attention(q, k, v, backend="poly", eps=1e-8)
+    message = str(info.value)
+    assert info.value.argument == "eps" and "D = 16" in message and "R = " in message and "rank" in message
+    with pytest.raises(UnreachableAccuracyError):
+        attention(q * 30, k * 30, v, backend="poly", eps=1e-10, max_rank=10**9)
+
+
+def test_auto_picks_by_cost() -> None:
+    q, k, v = _inputs(shape=(1, 1, 16, 4))
+    assert attention(q, k, v, backend="auto").backend == "exact"
+    q, k, v = _inputs(shape=(1, 1, 3000, 2))
+    result = attention(q * 0.3, k * 0.3, v, backend="auto", eps=1e-3)
+    assert result.backend == "poly" and result.eps <= 1e-3
+    assert attention(q * 50, k * 50, v, backend="auto", eps=1e-9).backend == "exact"  # unreachable: falls back
+
+
+def test_exact_and_bfloat16() -> None:
+    q, k, v = _inputs(dtype=torch.float32)
+    out = attention(q, k, v, scale=0.3).output
+    assert torch.equal(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3))
+    b = [x.to(torch.bfloat16) for x in (q, k, v)]
+    assert attention(*b).output.dtype == torch.bfloat16
+    assert attention(*b, backend="auto").backend == "exact"
+    with pytest.raises(DTypeError):
+        attention(*b, backend="poly")
+
+
+def test_typed_errors() -> None:
+    q, k, v = _inputs()
+    with pytest.raises(InvalidArgumentError) as info:
+        attention(q, k, v, backend="flash")
+    assert info.value.argument == "backend"
+    with pytest.raises(ShapeError):
+        attention(q[0], k[0], v[0])
+    with pytest.raises(ShapeError):
+        attention(q, k[..., :3], v)
+    with pytest.raises(ShapeError):
+        attention(q, k, v[..., :5, :])
+    with pytest.raises(DTypeError):
+        attention(q, k.float(), v)
+    with pytest.raises(NonFiniteError):
+        attention(q, k.clone().fill_(math.nan), v, backend="poly")
+    for eps in (0.0, 1.0, 2.0):
+        with pytest.raises(InvalidArgumentError) as info:
+            attention(q, k, v, backend="poly", eps=eps)
+        assert info.value.argument == "eps"
+    with pytest.raises(InvalidArgumentError) as info:
+        attention(q, k, v, scale=-1.0)
+    assert info.value.argument == "scale"
+    with pytest.raises(InvalidArgumentError):
+        attention(q, k, v, backend="poly", chunk_size=0)
+    with pytest.raises(InvalidArgumentError):
+        attention(q, k, v, backend="poly", kind="pade")
+
+
+def test_rf_backend_delegates_to_favor() -> None:
+    random_features = pytest.importorskip("ditcheck.random_features")
+    q, k, v = _inputs(dtype=torch.float32)
+    result = attention(q * 0.3, k * 0.3, v, backend="rf", num_features=64, seed=3)
+    expected, _ = random_features.favor_attention(q * 0.3, k * 0.3, v, num_features=64, seed=3, scale=0.5)
+    assert result.backend == "rf" and torch.equal(result.output, expected) and result.error_estimate is not None
+
+
+def test_bench_attention_tiny() -> None:
+    from ditcheck.bench.attention import bench_attention, crossover_map
+
+    rows = bench_attention(lengths=[64, 128], dim=2, heads=1, radius=0.5, eps=1e-3, repeats=1, num_features=16,
+                           backends=("exact", "poly", "rf"))
+    assert {row.backend for row in rows} == {"exact", "poly", "rf"}
+    assert all(row.seconds > 0 and row.max_error >= 0 for row in rows)
+    poly = [row for row in rows if row.backend == "poly"]
+    assert all(row.max_error <= row.bound + row.rounding for row in poly)
+    table = crossover_map(per_token={"exact": 1e-9, "feature": 1e-9}, dims=(4,), radii=(0.25,), eps_levels=(1e-3,))
+    assert len(table) == 1 and table[0].rank == 15
