@@ -15,6 +15,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS: dict[str, str] = {
     "bench": "ditcheck.bench",
     "validate": "ditcheck.validate.cli",
+    "criteria": "ditcheck.criteria",
 }
 
 

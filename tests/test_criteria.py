@@ -1,0 +1,221 @@
+"""LD6 criteria analyser (ditcheck.criteria): numbers equal direct recomputation, planted bug, diffusers layers, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from helpers import at_most, expect_caught
+from hypothesis import given
+
+from ditcheck import criteria
+from ditcheck.cli import main
+from ditcheck.models import DiT
+from ditcheck.properties import dit as props
+from ditcheck.properties import torch_dit as tprops
+from ditcheck.reference.dit import DiTConfig, random_dit_params
+from ditcheck.bounds import UnreachableAccuracyError
+from ditcheck.reference.errors import InvalidArgumentError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models: torch's intra-op threads only spin against the other test processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def plumbing_degree(radius: float, eps: float) -> int:
+    """Not a bound: a cheap deterministic stand-in for bounds.minimal_degree (which certifies in arb, 0.1-20 s a call),
+    so the Hypothesis test can check that the analyser reports degree_fn(R) for the recomputed R, and the
+    'no certified degree' path. The certified function itself runs in test_certified_degrees_on_a_small_model."""
+    if radius > 6:
+        raise UnreachableAccuracyError("eps", "stand-in: no degree above R = 6", repr(eps))
+    return math.ceil(4 * radius + math.log(1 / eps))
+
+
+@at_most(30)
+@given(props.dit_cases(conventions=True))
+def test_criteria_equal_direct_recomputation(case: props.DiTCase) -> None:
+    tprops.check_criteria_recomputed(criteria.analyse, case, degree_fn=plumbing_degree)
+
+
+def test_certified_degrees_on_a_small_model() -> None:
+    """The default degree function is bounds.minimal_degree, and the analyser reports what it certifies."""
+    config = DiTConfig(input_size=(4, 6), patch_size=2, in_channels=2, hidden_size=16, depth=2, num_heads=2,
+                       num_classes=3)
+    case = tprops.ScaledDiTCase(config, 3, 4, (10.0, 900.0), (1, 3), weight_scale=0.25)
+    tprops.check_criteria_recomputed(criteria.analyse, case, eps=1e-3)
+
+
+def test_planted_forgotten_scale_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(criteria, "attention_scale", lambda layer, head_dim: (1.0, "planted: scale forgotten"))
+    expect_caught(lambda case: tprops.check_criteria_recomputed(criteria.analyse, case, degree_fn=plumbing_degree),
+                  props.dit_cases(), claim="LD6", max_examples=10)
+
+
+def test_diffusers_attention_layers_are_found_and_measured() -> None:
+    """diffusers DiTTransformer2DModel: to_q/to_k/to_v layers, SDPA's 1/sqrt(d); R recomputed from each layer's input."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    model = diffusers.DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=2,
+                                            out_channels=4, num_layers=2, sample_size=4, patch_size=2,
+                                            num_embeds_ada_norm=10).double().eval()
+    for parameter in model.parameters():  # adaLN-Zero init would make every block after the first trivial
+        torch.nn.init.normal_(parameter, std=0.3)
+    inputs: dict[str, torch.Tensor] = {}
+    attentions = {name: m for name, m in model.named_modules() if hasattr(m, "to_q")}
+    for name, module in attentions.items():
+        module.register_forward_pre_hook(lambda _m, args, kwargs, name=name: inputs.__setitem__(name, args[0]),
+                                         with_kwargs=True)
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    layers = criteria.analyse(model, x, torch.tensor([3, 500]), torch.tensor([0, 9]), degree_fn=plumbing_degree)
+    assert [c.name for c in layers] == list(attentions) and all(c.layout == "to_qkv" for c in layers)
+    for c in layers:
+        module, hidden = attentions[c.name], inputs[c.name].detach()
+        with torch.no_grad():
+            q, k = (getattr(module, part)(hidden).reshape(2, 4, 2, 8).transpose(1, 2) for part in ("to_q", "to_k"))
+            radius = (q @ k.transpose(-1, -2) / math.sqrt(8)).abs().amax(dim=(0, 2, 3))
+            value_output = float((module.to_v(hidden) @ module.to_out[0].weight.T).abs().max())
+        assert c.scale == 1 / math.sqrt(8) and "AttnProcessor2_0" in c.scale_source
+        assert np.allclose(c.radius_per_head, radius.numpy(), rtol=1e-12, atol=0)
+        assert c.max_value_output == pytest.approx(value_output, rel=1e-12)
+
+
+class TimmStyleAttention(torch.nn.Module):
+    """timm's Attention layout with qk_norm=True: LayerNorm on q and k per head after the qkv split."""
+
+    def __init__(self, dim: int = 8, num_heads: int = 2):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv, self.proj = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim)
+        self.q_norm, self.k_norm = torch.nn.LayerNorm(self.head_dim), torch.nn.LayerNorm(self.head_dim)
+        for norm in (self.q_norm, self.k_norm):
+            torch.nn.init.normal_(norm.weight, std=2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, dim = x.shape
+        q, k, v = self.qkv(x).reshape(n, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(n, length, dim))
+
+
+def test_timm_layout_with_qk_norm_is_measured_after_the_norms() -> None:
+    torch.manual_seed(1)
+    layer = TimmStyleAttention().double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    [measured] = criteria.analyse(layer, x, degree_fn=plumbing_degree)
+    with torch.no_grad():
+        q, k, _ = layer.qkv(x).reshape(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = layer.q_norm(q), layer.k_norm(k)
+        radius = (layer.scale * q @ k.transpose(-1, -2)).abs().amax(dim=(0, 2, 3))
+    assert measured.layout == "qkv" and measured.max_query == pytest.approx(float(q.abs().max()), rel=1e-12)
+    assert np.allclose(measured.radius_per_head, radius.numpy(), rtol=1e-12, atol=0)
+
+
+def test_layers_keep_running_maxima_over_calls() -> None:
+    config = DiTConfig(input_size=4, patch_size=2, in_channels=1, hidden_size=8, depth=1, num_heads=2, num_classes=0)
+    model = DiT.from_params(config, random_dit_params(config, seed=1))
+    small, large = torch.randn(1, 1, 4, 4, dtype=torch.float64), 10 * torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    t = torch.ones(1, dtype=torch.float64)
+
+    def twice(x: torch.Tensor) -> None:
+        model(x, t)
+        model(large, t)
+
+    both = criteria.analyse(_wrap(model, twice), small, degree_fn=plumbing_degree)
+    separate = [criteria.analyse(model, x, t, degree_fn=plumbing_degree)[0].radius for x in (small, large)]
+    assert both[0].radius == max(separate)
+
+
+def _wrap(model: torch.nn.Module, forward: Any) -> torch.nn.Module:
+    """A module holding ``model`` whose forward is ``forward``."""
+    class Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dit = model
+
+        def forward(self, *args: Any) -> Any:
+            return forward(*args)
+
+    return Wrapper()
+
+
+# ----------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_analyser_input_names_the_argument() -> None:
+    config = DiTConfig(input_size=2, patch_size=1, in_channels=1, hidden_size=8, depth=1, num_heads=1, num_classes=0)
+    model = DiT.from_params(config, random_dit_params(config, 0))
+    x, t = torch.zeros(1, 1, 2, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    cases = [(lambda: criteria.analyse(torch.nn.Linear(2, 2), torch.zeros(2)), "model"),
+             (lambda: criteria.analyse(model, x, t, eps=0.0), "eps"),
+             (lambda: criteria.analyse(_wrap(model, lambda *_: None), x), "model"),
+             (lambda: criteria.load_user_model("no_colon"), "model"),
+             (lambda: criteria.load_user_model("/nonexistent/file.py:model"), "model"),
+             (lambda: criteria.load_user_model("ditcheck.criteria:NOPE"), "model"),
+             (lambda: criteria.preset_model("DiT-XXL/1"), "config")]
+    for call, argument in cases:
+        with pytest.raises(InvalidArgumentError) as info:
+            call()
+        assert info.value.argument == argument
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_default_runs_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "criteria.json"
+    assert main(["criteria", "--batch", "1", "--weight-scale", "0.25", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [layer["name"] for layer in report["layers"]] == ["blocks.0.attn", "blocks.1.attn"]
+    assert all(layer["key_length"] == 64 and layer["rank"] == math.comb(16 + layer["degree"], layer["degree"])
+               for layer in report["layers"])
+    text = capsys.readouterr().out
+    assert "blocks.1.attn" in text and "sqrt(ln L)" in text and "attention layers have R below" in text
+
+
+USER_MODULE = '''
+import torch
+from ditcheck.models import DiT
+from ditcheck.reference.dit import DiTConfig, random_dit_params
+
+CONFIG = DiTConfig(input_size=4, patch_size=1, in_channels=2, hidden_size=8, depth=3, num_heads=2, num_classes=5)
+
+def build():
+    return DiT.from_params(CONFIG, random_dit_params(CONFIG, 7, 0.25), dtype=torch.float32)
+
+def build_with_inputs():
+    return build(), (torch.randn(1, 2, 4, 4), torch.full((1,), 10.0), torch.tensor([4]))
+'''
+
+
+def test_cli_analyses_a_user_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "user_dit.py"
+    path.write_text(USER_MODULE)
+    assert main(["criteria", "--model", f"{path}:build", "--input-shape", "2,2,4,4", "--label", "3"]) == 0
+    assert "blocks.2.attn" in capsys.readouterr().out
+    out = tmp_path / "user.json"
+    assert main(["criteria", "--model", f"{path}:build_with_inputs", "--json", str(out)]) == 0
+    assert len(json.loads(out.read_text())["layers"]) == 3
+    with pytest.raises(InvalidArgumentError) as info:
+        main(["criteria", "--model", f"{path}:build"])
+    assert info.value.argument == "input-shape"
+
+
+def test_cli_help_lists_criteria(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "criteria" in capsys.readouterr().out
