@@ -23,9 +23,10 @@ Temporal kernels gamma(i, j) = c_|i-j| (theory.md sec. 4 marks them "verify"; ch
 Banding (GP3) keeps |i - j| <= w and can destroy positive definiteness (e.g. squared-exponential with
 large l): ``banded`` checks and raises, ``banding_report`` reports.
 
-Precisions: gp_score (Kronecker eigendecomposition), condition_number, banded, banding_report and
-sample_gp are float64 (eigh has no ball version here); gp_score_dense and gp_covariance_product are
-generic (float64, mp, arb: dense Cholesky in the working precision, meant for small H d).
+Precisions: gp_score (Kronecker eigendecomposition), condition_number, gradient_descent_step_size, banded,
+banding_report and sample_gp are float64 (eigh has no ball version here); gp_score_dense,
+gp_covariance_product and gradient_descent (GP2's iteration, for a given float64 step) are generic
+(float64, mp, arb: dense Cholesky in the working precision, meant for small H d).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ __all__ = [
     "gp_score_dense",
     "gp_covariance_product",
     "condition_number",
+    "gradient_descent_step_size",
+    "gradient_descent",
     "banded",
     "BandingReport",
     "banding_report",
@@ -191,6 +194,47 @@ def condition_number(t: Any, gamma: Any, sigma_matrix: Any, schedule: str | Sche
     s = np.linalg.eigvalsh(sigma_matrix)
     kappa = (alpha**2 * g[-1] * s[-1] + sigma2) / (alpha**2 * max(g[0], 0.0) * max(s[0], 0.0) + sigma2)
     return kappa.reshape(times.shape)
+
+
+def gradient_descent_step_size(t: Any, gamma: Any, sigma_matrix: Any, schedule: str | Schedule = "ou-half") -> np.ndarray:
+    """GP2's step h = 1 / lambda_max(A_t) = 1 / (alpha_t^2 lmax(Gamma) lmax(Sigma) + sigma_t^2), float64, one per time."""
+    gamma, sigma_matrix = _check_kernels(gamma, sigma_matrix)
+    times = as_float64_array(t, "t")
+    _, alpha, sigma2 = coefficients(FLOAT64, times, schedule, times.size)
+    top = np.linalg.eigvalsh(gamma)[-1] * np.linalg.eigvalsh(sigma_matrix)[-1]
+    return (1.0 / (alpha**2 * top + sigma2)).reshape(times.shape)
+
+
+@reference_function(arrays=("x", "gamma", "sigma_matrix", "step_size"))
+def gradient_descent(xp: Precision, x: Any, t: Any, gamma: Any, sigma_matrix: Any, steps: int,
+                     schedule: str | Schedule = "ou-half", step_size: Any = None) -> Any:
+    """GP2 (Fu et al. 2025; theory.md GP2): s^K of s^{k+1} = s^k - h (A_t s^k + x), s^0 = 0, h = 1/lambda_max(A_t).
+
+    x [H, d] or [N, H, d]; ``step_size`` (scalar or [N]) defaults to gradient_descent_step_size, computed in
+    float64 and then read as an exact number in every precision (so arb balls contain the exact iterate for
+    that h). ``steps = 0`` returns s^0 = 0. Cost O(K N (H^2 d + H d^2)).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise InvalidArgumentError("steps", "a non-negative integer number of steps", repr(steps))
+    h_dim, d = np.shape(gamma)[0], np.shape(sigma_matrix)[0]
+    batch, added = _check_sequences(x, h_dim, d)
+    count = np.shape(batch)[0]
+    if step_size is None:
+        h = gradient_descent_step_size(t, xp.to_float(gamma), xp.to_float(sigma_matrix), schedule)
+        step = xp.asarray(np.reshape(h, (-1,)))
+    else:
+        step = step_size
+    if np.ndim(step) > 1 or (np.ndim(step) == 1 and np.shape(step)[0] not in (1, count)):
+        raise ShapeError("step_size", f"a scalar or shape [{count}]", str(np.shape(step)))
+    step = np.reshape(step, (-1,))[:, None, None]
+    _, alpha, sigma2 = coefficients(xp, t, schedule, count)
+    a2 = (alpha * alpha)[:, None, None]
+    s2 = sigma2[:, None, None]
+    state = batch * 0
+    for _ in range(int(steps)):
+        product = a2 * xp.matmul(xp.matmul(gamma, state), sigma_matrix) + s2 * state
+        state = state - step * (product + batch)
+    return state[0] if added else state
 
 
 def _check_width(width: Any) -> int:
