@@ -57,7 +57,8 @@ Backend = Literal["exact", "poly", "rf", "auto"]
 BACKENDS: tuple[Backend, ...] = ("exact", "poly", "rf", "auto")
 #: Largest feature rank the poly backend accepts by default (a sane rank: r x chunk features stay in cache).
 DEFAULT_MAX_RANK = 1 << 15
-#: Relative cost of one exp per logit in the exact backend, in flops (fitted on the 2-core CPU: see bench attention).
+#: Cost of one exp per logit in the exact backend, counted in flops: a stated constant of the cost model
+#: (predicted_cost; used by ``auto``, ``ditcheck criteria`` and the bench's crossover map), not a fit.
 EXP_FLOPS = 10.0
 _RADIUS_GRID = 16  # grid points per octave for certified radii
 _FEATURE_BYTES = 8 << 20  # target size of one chunk of features (measured best on the 2-core CPU)
@@ -136,14 +137,21 @@ def logit_radius_bound(q: torch.Tensor, k: torch.Tensor, scale: float) -> float:
 
 
 def exact_logit_radius(q: torch.Tensor, k: torch.Tensor, scale: float, chunk_size: int = 1024) -> float:
-    """max |scale q_i.k_j| over all heads, in float64, chunked over queries (O(L^2 D) time, O(chunk L) memory)."""
+    """max |scale q_i.k_j| over all heads, in float64, chunked over queries (O(L^2 D) time, O(chunk L) memory), rounded up.
+
+    A float64 dot product errs by at most gamma_D sum_d |q_d k_d| <= gamma_D ||q|| ||k|| (Higham
+    Thm 3.1 and Cauchy-Schwarz), which may exceed any relative margin of the maximum when the
+    logits cancel: that absolute margin is added (and the final products' rounding, relatively).
+    """
     with torch.no_grad():
         kd = k.double()
         best = 0.0
         for start in range(0, q.shape[-2], chunk_size):
             logits = q[..., start:start + chunk_size, :].double() @ kd.mT
             best = max(best, float(logits.abs().max()))
-    return scale * best * (1 + 2.0**-53 * (q.shape[-1] + 2))
+        norms = float(torch.linalg.vector_norm(q.double(), dim=-1).max() * torch.linalg.vector_norm(kd, dim=-1).max())
+    dim = q.shape[-1]
+    return scale * (best + 2 * (dim + 2) * 2.0**-53 * norms) * (1 + 4 * 2.0**-53)
 
 
 def certified_radius(radius: float) -> float:
@@ -160,7 +168,12 @@ def certified_radius(radius: float) -> float:
 
 def predicted_cost(backend: str, query_length: int, key_length: int, dim: int, value_dim: int,
                    rank: int | None = None) -> float:
-    """Flop model per head: exact Lq Lk (2 D + 2 Dv + EXP_FLOPS); poly (Lq + Lk) r + 2 (Lq + Lk) r (Dv + 1)."""
+    """The one flop model of the package, per head: exact Lq Lk (2 D + 2 Dv + EXP_FLOPS); poly (Lq + Lk) r + 2 (Lq + Lk) r (Dv + 1).
+
+    exact: Q K^T and A V at 2 flops per multiply-add plus one exp per logit; poly: one product per
+    feature and token, then K'^T [V, 1] and Q' (K'^T [V, 1]) (the extra column is the normaliser).
+    The certificate (cached per R, g) and the padding of [V, 1] are not counted.
+    """
     if backend == "exact":
         return query_length * key_length * (2 * dim + 2 * value_dim + EXP_FLOPS)
     if backend == "poly":

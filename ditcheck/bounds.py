@@ -7,6 +7,7 @@ bounded entries", arXiv 2302.13214) for AS1-AS4 and Hu et al. 2024 (arXiv 2407.0
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +36,13 @@ def _require_eps(eps: float) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
         raise InvalidArgumentError("eps", "a real number in (0, 1)", repr(eps))
     return float(eps)
+
+
+def _require_norm(value: float, argument: str = "v_inf_norm") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not (math.isfinite(float(value)) and float(value) >= 0):
+        raise InvalidArgumentError(argument, "a finite real number >= 0", repr(value))
+    return float(value)
 
 
 def ld6_threshold(length: int) -> float:
@@ -86,7 +94,7 @@ def paper_feature_rank_bound(dim: int, degree: int) -> int:
 def as2_output_bound(eps: float, v_inf_norm: float) -> float:
     """AS2 (Alman-Song 2023, Lemma 3.4, sharpened): ||D~^-1 A~ V - D^-1 A V||_inf <= eps/(1 - eps) ||V||_inf."""
     eps = _require_eps(eps)
-    return eps / (1 - eps) * float(v_inf_norm)
+    return eps / (1 - eps) * _require_norm(v_inf_norm)
 
 
 def as2_column_bound(eps: float, v: np.ndarray) -> np.ndarray:
@@ -101,7 +109,7 @@ def as2_column_bound(eps: float, v: np.ndarray) -> np.ndarray:
 
 def as2_paper_bound(eps: float, v_inf_norm: float) -> float:
     """AS2 as stated (Alman-Song 2023, Lemma 3.4): 2 eps ||V||_inf."""
-    return 2 * _require_eps(eps) * float(v_inf_norm)
+    return 2 * _require_eps(eps) * _require_norm(v_inf_norm)
 
 
 def gamma(n: int, unit_roundoff: float) -> float:
@@ -112,39 +120,44 @@ def gamma(n: int, unit_roundoff: float) -> float:
 
 def feature_rounding_bound(abs_polynomial_value: np.ndarray | float, rank: int, degree: int,
                            unit_roundoff: float) -> np.ndarray:
-    """AS1 rounding (derived): |fl(phi_Q . phi_K) - P(s q.k)| <= gamma_{r + 2g + 12} sum_j |c_j| (s sum_d |q_d k_d|)^j.
+    """AS1 rounding (derived): |fl(phi_Q . phi_K) - P(s q.k)| <= gamma_{r + 8g + 6} sum_j |c_j| (s sum_d |q_d k_d|)^j.
 
-    Each term w_alpha q^alpha k^alpha of ``polynomial_features`` passes through at most g + 6
-    roundings per side (sqrt(scale), x * sqrt(scale), g - 1 products, the weight c_j * m, its
-    square root, the dtype cast, the weight multiply) and one product, then a sum of r terms
-    in any order (gamma_{r-1}); ``abs_polynomial_value`` is sum_j |c_j| (s sum_d |q_d k_d|)^j
-    (ExpApproximation.abs_polynomial), which bounds sum_alpha |term_alpha|.
+    Count of roundings (Higham, Lemma 3.1) in one term w_alpha q^alpha k^alpha, |alpha| = j, of
+    ``polynomial_features``, per side: each of the j factors x_v sqrt(scale) carries 3 (sqrt,
+    cast of the scalar to the dtype, the product), the monomial j - 1 products, and the weight 4
+    (c_j * multinomial, its square root, the cast, the product): 4j + 3 per side, 8j + 6 for
+    both; then the product of the two sides and the sum of r terms in any order (r - 1 more).
+    ``abs_polynomial_value`` is sum_j |c_j| (s sum_d |q_d k_d|)^j (ExpApproximation.abs_polynomial),
+    which bounds sum_alpha |term_alpha|.
     """
-    return gamma(rank + 2 * degree + 12, unit_roundoff) * np.asarray(abs_polynomial_value, dtype=np.float64)
+    return gamma(rank + 8 * degree + 6, unit_roundoff) * np.asarray(abs_polynomial_value, dtype=np.float64)
 
 
 def poly_attention_rounding_bound(abs_polynomial_at_radius: float, radius: float, eps: float, length: int,
                                   rank: int, degree: int, v_inf_norm: float, unit_roundoff: float) -> float:
-    """AS2 rounding (derived): the floating-point part of the poly attention error, <= (2 rho/(1 - rho) + 2u) ||V||_inf.
+    """AS2 rounding (derived): the floating-point part of the poly attention error, <= ((1 + u) X + u) ||V||_inf, X = 2 rho/(1 - rho).
 
-    rho = gamma_n P_abs(R) e^R / (1 - eps), n = L + r + 2g + 12, bounds the relative rounding
-    error of the numerator and of the denominator: each is a sum over keys and features of
-    terms whose absolute sum is <= P_abs(R) sum_j |v_j| (resp. L P_abs(R)), while the
-    denominator is >= L (1 - eps) e^-R. The ratio then moves by <= 2 rho/(1 - rho) ||V||_inf
-    (the exact ratio is a convex combination of V), plus the final division.
+    rho = gamma_n P_abs(R) e^R / (1 - eps) bounds the relative rounding error of the numerator
+    and of the denominator of ``ditcheck.attention.poly_attention``: each is a sum over keys and
+    features of terms whose absolute sum is <= P_abs(R) sum_j |v_j| (resp. L P_abs(R)), while
+    the denominator is >= L (1 - eps) e^-R. Roundings per term of degree j <= g: 4 per factor
+    and side in the scaling q sqrt(scale) b, k sqrt(scale)/b (sqrt, the product or quotient
+    by b, the cast, the product: 8j for both sides), 2(j - 1) monomial products, 1 for the
+    product with V, L - 1 for the sum over keys, 3 for the weight (c_j * multinomial, cast,
+    product), 1 + (r - 1) for the contraction with the query features: n = L + r + 10g + 3
+    covers every j (j = 0 needs L + r + 3). The ratio then moves by <= X ||V||_inf (the exact
+    ratio is a convex combination of V), and the final division adds u (1 + X) ||V||_inf.
     """
-    rho = gamma(length + rank + 2 * degree + 12, unit_roundoff) * abs_polynomial_at_radius * math.exp(radius) \
+    rho = gamma(length + rank + 10 * degree + 3, unit_roundoff) * abs_polynomial_at_radius * math.exp(radius) \
         / (1 - eps)
     if rho >= 1:
         return math.inf
-    return (2 * rho / (1 - rho) + 2 * unit_roundoff) * float(v_inf_norm)
+    spread = 2 * rho / (1 - rho)
+    return ((1 + unit_roundoff) * spread + unit_roundoff) * float(v_inf_norm)
 
 
 # --- Gradient bounds (LD8, AS7) ---
 # Called by ditcheck/gradient.py and properties/gradient.py.
-
-from dataclasses import dataclass  # noqa: E402  (this section's own import, kept with it)
-
 
 @dataclass(frozen=True)
 class LowRankGradientBound:
@@ -203,9 +216,11 @@ def low_rank_gradient_bound(*, eps: float, radius: float, tokens: int, dim: int,
     """
     if not 0 <= eps < 1:
         raise InvalidArgumentError("eps", "0 <= eps < 1 (a certified relative error of exp)", repr(eps))
-    if tokens < 1 or dim < 1 or radius < 0:
-        raise InvalidArgumentError("tokens, dim, radius", "tokens >= 1, dim >= 1, radius >= 0",
-                                    f"{tokens}, {dim}, {radius}")
+    for name, value, low in (("tokens", tokens, 1), ("dim", dim, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InvalidArgumentError(name, f"an integer >= {low}", repr(value))
+    if not (math.isfinite(radius) and radius >= 0):
+        raise InvalidArgumentError("radius", "a finite real number >= 0", repr(radius))
     f_relative = 2 * eps / (1 - eps)
     f_growth = (1 + eps) / (1 - eps)
     f_max = min(1.0, math.exp(2 * radius) / tokens)

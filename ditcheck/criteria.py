@@ -13,8 +13,10 @@ What is measured here, per attention layer, while the model runs on a batch (for
 * the LD6 threshold sqrt(ln L) (``bounds.ld6_threshold``, L = number of keys) and whether R < it;
 * the polynomial degree g = ``bounds.minimal_degree(R, eps)`` that approximates exp to relative
   error eps on [-R, R] (AS3; certified), the feature rank r = ``bounds.feature_rank(d, g)`` =
-  C(d + g, g) (AS4), and the FLOP model, per head and sample (Lq queries, Lk keys, head dim d):
-  exact 4 Lq Lk d (Q K^T and A V, 2 flops per multiply-add);
+  C(d + g, g) (AS4), and the FLOP model of ``ditcheck.attention.predicted_cost`` (the one the
+  ``auto`` backend decides with), per head and sample (Lq queries, Lk keys, head dim d = value dim):
+  exact Lq Lk (4 d + EXP_FLOPS) (Q K^T and A V, 2 flops per multiply-add, and one exp per logit
+  counted as EXP_FLOPS = 10 flops);
   polynomial (Lq + Lk) r (features of Q and K) + 2 Lk r (d + 1) (K'^T [V, 1]) + 2 Lq r (d + 1)
   (Q' (K'^T [V, 1]); the extra column is the softmax normalisation), summed over heads.
   Predicted speed-up = exact / polynomial (a FLOP ratio, not a measured time).
@@ -153,12 +155,13 @@ def attention_scale(layer: AttentionLayer, head_dim: int) -> tuple[float, str]:
 
 def flops(query_length: int, key_length: int, head_dim: int, heads: int, rank: int | None
           ) -> tuple[float, float | None]:
-    """(exact, polynomial) FLOPs of one layer for one sample, the model of the module docstring (poly None without a rank)."""
-    exact = 4.0 * query_length * key_length * head_dim
+    """(exact, polynomial) FLOPs of one layer for one sample: ``attention.predicted_cost`` times heads (poly None without a rank)."""
+    from ditcheck.attention import predicted_cost
+
+    exact = float(predicted_cost("exact", query_length, key_length, head_dim, head_dim))
     if rank is None:
         return heads * exact, None
-    poly = (query_length + key_length) * rank + 2.0 * (query_length + key_length) * rank * (head_dim + 1)
-    return heads * exact, heads * poly
+    return heads * exact, heads * float(predicted_cost("poly", query_length, key_length, head_dim, head_dim, rank))
 
 
 class _Recorder:
@@ -322,13 +325,16 @@ def print_criteria(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency
     """The table and a legend of its columns."""
     from rich.console import Console
 
+    from ditcheck.attention import EXP_FLOPS
+
     Console(width=max(Console().width, 200)).print(criteria_table(layers, title))
     eps = layers[0].eps if layers else float("nan")
     print("R = max |scale q_i . k_j| over batch, heads, i, j; LD6 threshold sqrt(ln L), L = number of keys.\n"
           "max|Q|, max|K|: entries of W_Q x, W_K x as the layer computes them; max|OV|: output-projection weight\n"
           "(no bias) applied to the layer's value vectors token by token (W_OV x, before softmax mixing).\n"
           f"g: minimal degree for relative error {eps:g} of exp on [-R, R] (AS3, certified); r = C(d + g, g) (AS4).\n"
-          "FLOP per sample: exact 4 Lq Lk d per head; poly (Lq + Lk) r + 2 (Lq + Lk) r (d + 1) per head;\n"
+          f"FLOP per sample: exact Lq Lk (4 d + {EXP_FLOPS:g}) per head (one exp counted as {EXP_FLOPS:g} flops); "
+          "poly (Lq + Lk) r + 2 (Lq + Lk) r (d + 1) per head;\n"
           "speed-up = exact / poly, a predicted FLOP ratio, not a measured time.")
     for c in layers:
         if c.degree is None:
@@ -473,7 +479,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"model": description, "eps": args.eps,
                                                "layers": [dataclasses.asdict(c) for c in layers]}, indent=2))
-    below = sum(c.below_threshold for c in layers)
+    below = sum(bool(c.below_threshold) for c in layers)  # None (a single key) counts as not below
     print(f"{below} of {len(layers)} attention layers have R below sqrt(ln L).")
     return 0
 

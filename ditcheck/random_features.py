@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeError
+from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
 
 __all__ = ["random_projection", "positive_random_features", "favor_attention"]
 
@@ -80,6 +80,9 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ShapeError("v", f"as many tokens as k ({k.shape[-2]})", str(tuple(v.shape)))
     if k.shape[-2] < 1 or q.shape[-1] < 1:
         raise ShapeError("k", "at least one key and head dim >= 1 (else the softmax is 0/0)", str(tuple(k.shape)))
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(name, "finite entries", "NaN or Inf")
 
 
 def favor_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_features: int, seed: int,

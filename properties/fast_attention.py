@@ -366,13 +366,31 @@ class Tightness:
 AttentionFunction = Callable[..., AttentionResult]
 
 
+def _poly_rounding(case: PolyAttentionCase, q: np.ndarray, k: np.ndarray, v_inf: float,
+                   result: AttentionResult) -> float:
+    """bounds.poly_attention_rounding_bound for these inputs: Cauchy-Schwarz R (norms widened by their
+    float64 rounding, gamma_{D+2}), and the certified polynomial exp_approximation(R', g, kind) of the
+    result's certificate radius R' and degree g (the polynomial the backend must have used)."""
+    norms = [float(np.sqrt((x * x).sum(-1)).max()) for x in (q, k)]
+    radius = case.logit_scale() * norms[0] * norms[1] * (1 + 2 * bounds.gamma(case.dim + 2, 2.0**-53))
+    require(result.approximation is not None and result.degree is not None, "AS2",
+            "the poly result does not report its polynomial", case=case)
+    approximation = exp_approximation(result.approximation.radius, result.degree, case.kind)
+    unit = float(np.finfo(case.dtype).eps) / 2
+    return bounds.poly_attention_rounding_bound(
+        float(approximation.abs_polynomial(radius)), radius, approximation.eps, case.key_tokens,
+        bounds.feature_rank(case.dim, result.degree), result.degree, v_inf, unit)
+
+
 def check_poly_attention_output(case: PolyAttentionCase, attention_fn: AttentionFunction = attention) -> Tightness:
     """AS2: ||poly - exact||_inf <= eps/(1-eps) ||V||_inf and per column eps/(1-eps)(max - min)/2.
 
     poly runs in ``case.dtype`` on inputs rounded through it; exact is the float64 reference on
-    the same (rounded) inputs, with its a-priori rounding bound; the poly result's own derived
-    ``rounding`` bound (for its dtype) covers its floating-point part. Returns the tightness of
-    the sharp, per-column and paper (2 eps ||V||_inf) forms.
+    the same (rounded) inputs, with its a-priori rounding bound. The floating-point part of the
+    poly result is covered by ``bounds.poly_attention_rounding_bound`` for its dtype, computed
+    here (not taken from the result under check) from the Cauchy-Schwarz radius of the inputs
+    and the certified polynomial of the reported degree. Returns the tightness of the sharp,
+    per-column and paper (2 eps ||V||_inf) forms.
     """
     q, k, v = case.build()
     scale = case.logit_scale()
@@ -385,11 +403,12 @@ def check_poly_attention_output(case: PolyAttentionCase, attention_fn: Attention
     exact = reference_attention(q, k, v, scale=scale)
     reference_bound = attention_error_bound(q, k, v, scale=scale)
     error = np.abs(output - exact)
-    slack = result.rounding + reference_bound
     v_inf = float(np.abs(v).max())
+    rounding = _poly_rounding(case, q, k, v_inf, result)
+    slack = rounding + reference_bound
     sharp = bounds.as2_output_bound(result.eps, v_inf)
     require(np.all(error <= sharp + slack), "AS2", "poly output error exceeds eps/(1-eps) ||V||_inf",
-            error=float(error.max()), bound=sharp, rounding=result.rounding, degree=result.degree,
+            error=float(error.max()), bound=sharp, rounding=rounding, degree=result.degree,
             radius=result.radius, case=case)
     column = bounds.as2_column_bound(result.eps, v)[..., None, :]
     require(np.all(error <= column + slack), "AS2", "poly output error exceeds the per-column bound",

@@ -113,6 +113,20 @@ def test_ld8_catches_missing_scale_factor() -> None:
                   claim="LD8")
 
 
+def test_ld8_bound_is_not_taken_from_the_result() -> None:
+    """Planted: a chain that is off by 10x its LD8 bound and reports a bound inflated to match is still caught."""
+
+    def buggy(**kw):
+        result = attention_weight_gradient_lowrank(**kw)
+        bound = result.bound
+        error = 10 * bound.gradient_error
+        inflated = dataclasses.replace(bound, gradient_error=1e3 * error + 1.0)
+        return dataclasses.replace(result, gradient=result.gradient + error, bound=inflated)
+
+    expect_caught(lambda case: check_low_rank_gradient_within_bound(case, buggy), low_rank_gradient_cases(),
+                  claim="LD8")
+
+
 def test_ld8_catches_a_wrong_intermediate() -> None:
     """r~ computed as the row sum of c~ (forgetting the f~ h factor) is caught at the r stage."""
 

@@ -173,3 +173,23 @@ def test_minimax_is_certified_and_beats_the_interpolant() -> None:
         check_certificate_bounds_error(CertificateCase(radius, degree, "minimax"))
     # degree 0: the best constant is 1/cosh(R), relative error tanh(R)
     assert math.tanh(0.5) <= exp_approximation(0.5, 0, "minimax").eps <= 1.05 * math.tanh(0.5)
+
+
+def test_certificate_covers_a_peak_between_midpoints() -> None:
+    """A planted polynomial whose error peaks at s = 0, a piece *boundary* at every subdivision (never a midpoint).
+
+    P = T18 (1 + a (1 - s^2)^2) on [-1, 1], T18 the degree-18 Taylor polynomial of e^s (error ~1e-17), so
+    E(s) = P(s) e^-s - 1 ~ a (1 - s^2)^2 peaks at 0 with E(0) = c_0 - 1 exactly. The midpoint samples sit at
+    s = +-h and miss the peak by about 2 a h^2: a certifier that only sampled midpoints (the ``sampled``
+    field) would be below the true sup, while the mean-value bound must cover it.
+    """
+    import mpmath
+
+    a = 1e-3
+    taylor = np.asarray(exp_approximation(1.0, 18, "taylor").coefficients)
+    planted = np.polynomial.polynomial.polymul(taylor, [1.0 + a, 0.0, -2 * a, 0.0, a])
+    certificate = certify_relative_error(planted.tolist(), 1.0)
+    with mpmath.workdps(50):
+        peak = float(abs(mpmath.mpf(float(planted[0])) - 1))  # E(0) = P(0) - 1, exactly
+    assert certificate.sampled < peak <= certificate.bound
+    assert certificate.bound <= 1.05 * peak  # and still tight

@@ -12,7 +12,7 @@ from hypothesis import given
 from ditcheck.properties.random_features import (FEATURE_GRID, FavorCase, check_favor_error_estimate,
                                                  check_favor_rate, error_profile, favor_cases)
 from ditcheck.random_features import favor_attention, positive_random_features, random_projection
-from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeError
+from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
 
 
 @at_most(8)
@@ -127,3 +127,6 @@ def test_favor_bad_input_raises_typed_errors() -> None:
     with pytest.raises(DTypeError) as info:
         favor_attention(q, q.float(), q, num_features=8, seed=0)
     assert info.value.argument == "k"
+    with pytest.raises(NonFiniteError) as info:
+        favor_attention(q, q, q.clone().fill_(math.inf), num_features=8, seed=0)
+    assert info.value.argument == "v"

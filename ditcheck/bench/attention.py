@@ -82,8 +82,10 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 
 
 def poly_flops(length: int, heads: int, rank: int, value_dim: int) -> float:
-    """Useful flops of poly attention with Lq = Lk = L: features plus the two contractions."""
-    return heads * (2 * length * rank + 4 * length * rank * (value_dim + 1))
+    """Useful flops of poly attention with Lq = Lk = L (``attention.predicted_cost``): features plus the two contractions."""
+    from ditcheck.attention import predicted_cost
+
+    return heads * predicted_cost("poly", length, length, value_dim, value_dim, rank)
 
 
 def bench_attention(lengths: Sequence[int], *, dim: int = 8, heads: int = 4, radius: float = 0.5, eps: float = 1e-4,
@@ -155,18 +157,22 @@ def crossover_map(per_token: dict[str, float], dims: Sequence[int] = (4, 8, 16),
                   max_rank: int | None = None) -> list[CrossoverRow]:
     """L* = 2 r c_feature / c_pair where poly (2 L r c_feature per head) beats exact (L^2 c_pair per head).
 
-    c_pair scales with D as (4 D + EXP_FLOPS) / (4 D0 + EXP_FLOPS) from the measured D0 (Dv = D);
-    c_feature is per (token, feature) at the measured Dv and is used as is. "never" when the
-    degree is not certifiable or the rank exceeds ``max_rank``.
+    Both measured costs are carried from the measured D0 to D (Dv = D) by the flop model
+    ``attention.predicted_cost``: c_pair by (4 D + EXP_FLOPS) / (4 D0 + EXP_FLOPS), c_feature
+    by (2 D + 3) / (2 D0 + 3). "never" when the degree is not certifiable or the rank exceeds
+    ``max_rank``.
     """
-    from ditcheck.attention import DEFAULT_MAX_RANK, EXP_FLOPS
+    from ditcheck.attention import DEFAULT_MAX_RANK, predicted_cost
     from ditcheck.bounds import UnreachableAccuracyError, feature_rank, minimal_degree
 
     max_rank = DEFAULT_MAX_RANK if max_rank is None else max_rank
-    measured_dim = per_token.get("dim", 8.0)
+    measured_dim = int(per_token.get("dim", 8.0))
     table = []
     for dim in dims:
-        pair = per_token["exact"] * (4 * dim + EXP_FLOPS) / (4 * measured_dim + EXP_FLOPS)
+        pair = per_token["exact"] * predicted_cost("exact", 1, 1, dim, dim) \
+            / predicted_cost("exact", 1, 1, measured_dim, measured_dim)
+        feature = per_token["feature"] * predicted_cost("poly", 1, 1, dim, dim, 1) \
+            / predicted_cost("poly", 1, 1, measured_dim, measured_dim, 1)
         for radius in radii:
             for eps in eps_levels:
                 try:
@@ -176,11 +182,11 @@ def crossover_map(per_token: dict[str, float], dims: Sequence[int] = (4, 8, 16),
                     continue
                 rank = feature_rank(dim, degree)
                 if rank > max_rank:
-                    would_be = 2 * rank * per_token["feature"] / pair
+                    would_be = 2 * rank * feature / pair
                     table.append(CrossoverRow(dim, radius, eps, degree, rank, None,
                                               f"never: rank > max_rank {max_rank} (else L ~ {would_be:,.0f})"))
                     continue
-                table.append(CrossoverRow(dim, radius, eps, degree, rank, 2 * rank * per_token["feature"] / pair))
+                table.append(CrossoverRow(dim, radius, eps, degree, rank, 2 * rank * feature / pair))
     return table
 
 

@@ -191,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
     lengths = tuple(args.lengths) if args.lengths else (QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)
     dtype = getattr(torch, args.dtype)
     if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit("--threads must be >= 1")
         torch.set_num_threads(args.threads)
     rows = bench_gradient(lengths, args.dim, args.radius, args.eps, args.scale, dtype, args.repeats, args.seed)
     print_report(rows, f"ditcheck bench gradient (D={args.dim}, R={args.radius}, eps={args.eps:g}, {args.dtype}, "
