@@ -86,8 +86,11 @@ class GPTrainingConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "steps" else 1):
                 raise InvalidArgumentError(name, "a positive integer" if name != "steps" else "a non-negative integer",
                                            repr(value))
-        if not 0 < self.t_min < self.t_max:
-            raise InvalidArgumentError("t_min", f"0 < t_min < t_max = {self.t_max}", repr(self.t_min))
+        if not 0 < self.t_min < self.t_max < math.inf:
+            raise InvalidArgumentError("t_min", f"0 < t_min < t_max = {self.t_max} < inf", repr(self.t_min))
+        if not self.eval_times or not all(0 < t < math.inf for t in self.eval_times):
+            raise InvalidArgumentError("eval_times", "positive finite times (score = -eps / sigma_t needs t > 0)",
+                                       repr(self.eval_times))
         if not self.learning_rate > 0:
             raise InvalidArgumentError("learning_rate", "a positive number", repr(self.learning_rate))
 

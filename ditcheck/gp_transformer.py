@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ditcheck.reference import gp
-from ditcheck.reference.errors import InvalidArgumentError, ShapeError
+from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeError
 from ditcheck.reference.linalg import eigenvalue_error_bound
 from ditcheck.reference.precision import FLOAT64, as_float64_array
 from ditcheck.reference.schedules import Schedule, coefficients
@@ -64,7 +64,9 @@ def positional_encodings(gamma: np.ndarray,
     Linear attention weights are (P R_Q)(P R_K)^T; softmax ones (the ``"softmax"`` encoding) are
     gain_i softmax_j((P R_Q)(P R_K)^T), gain = P[:, -1]. Readers are 0/1 selection matrices.
     """
-    gamma = np.asarray(gamma, dtype=np.float64)
+    gamma = as_float64_array(gamma, "gamma")
+    if gamma.ndim != 2 or gamma.shape[0] != gamma.shape[1] or gamma.shape[0] < 1:
+        raise ShapeError("gamma", "a square [H, H] temporal kernel matrix", str(gamma.shape))
     size = gamma.shape[0]
     eye = np.eye(size)
     if encoding == "one-hot":
@@ -215,6 +217,8 @@ class UnrolledGPTransformer(nn.Module):
         batch = x[None] if single else x
         if batch.dim() != 3 or tuple(batch.shape[1:]) != (self.frames, self.dim):
             raise ShapeError("x", f"[H, d] = {(self.frames, self.dim)} or [N, H, d]", str(tuple(x.shape)))
+        if x.dtype != self.pos_embed.dtype:
+            raise DTypeError("x", f"the model's dtype {self.pos_embed.dtype}", str(x.dtype))
         gates = torch.as_tensor(self.gates(t, batch.shape[0]), dtype=batch.dtype, device=batch.device)
         z = self.embed(batch)
         iterates = [z[..., self.dim:2 * self.dim]]

@@ -295,7 +295,10 @@ class DiT(nn.Module):
         return x.reshape(x.shape[0], c, h * p, w * p)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """x [N, C, H, W], t [N] (raw DiT timesteps; multiplied by config.time_scale), y [N] or None -> [N, C_out, H, W]."""
+        """x [N, C, H, W], t [N] (raw DiT timesteps; multiplied by config.time_scale), y [N] or None -> [N, C_out, H, W].
+
+        y = num_classes is the null class; y = None adds no label embedding at all (as reference.dit does).
+        """
         self._check_inputs(x, t, y)
         x = self.x_embedder(x) + self.pos_embed
         c = self.t_embedder(t)
@@ -378,7 +381,8 @@ class LatentScoreNetwork(nn.Module):
             if not isinstance(config, DiTConfig):
                 raise InvalidArgumentError("latent_shape", "(C, H, W), required when network is not a DiT", "None")
             latent_shape = (config.in_channels, *config.latent_size)
-        if len(latent_shape) != 3 or not all(isinstance(n, int) and n > 0 for n in latent_shape):
+        if len(latent_shape) != 3 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0
+                                             for n in latent_shape):
             raise InvalidArgumentError("latent_shape", "(C, H, W) positive ints", repr(latent_shape))
         if output not in ("q", "eps"):
             raise InvalidArgumentError("output", "'q' (the network is f) or 'eps' (f = h - sigma_t * network)",
@@ -392,7 +396,7 @@ class LatentScoreNetwork(nn.Module):
         self.network = network
         self.schedule = get_schedule(schedule)
         self.output = output
-        self.latent_shape = tuple(latent_shape)
+        self.latent_shape = tuple(int(n) for n in latent_shape)
         dtype = network_dtype(network) if dtype is None else dtype
         self.register_buffer("basis", torch.tensor(matrix, dtype=dtype, device=device))
 
@@ -408,6 +412,8 @@ class LatentScoreNetwork(nn.Module):
             raise InvalidArgumentError("x", "a torch.Tensor", type(x).__name__)
         if x.ndim != 2 or x.shape[1] != self.basis.shape[0]:
             raise ShapeError("x", f"a tensor [N, {self.basis.shape[0]}]", str(tuple(x.shape)))
+        if x.dtype != self.basis.dtype:
+            raise DTypeError("x", f"the network's dtype {self.basis.dtype}", str(x.dtype))
         batch = x.shape[0]
         t = torch.as_tensor(t, dtype=self.basis.dtype, device=x.device)
         if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != batch):

@@ -176,7 +176,8 @@ def ridge_learning_curve(degree: int, mean_scale: float, sizes: tuple[int, ...] 
     """RF1 learning curve: fit v by ridge regression on phi (features [n, M d]) for f*_degree, W0 = mean_scale I.
 
     Ridge penalty ``ridge`` times the mean squared feature norm (scale-free). Same W_m, data and test set for
-    every size (nested training sets), so the curve is monotone up to the ridge's effect.
+    every size (nested training sets). With n approaching the number of features M d and a small ridge the
+    curve need not be monotone (double descent: degree 2 at M = 128 measured 1.38, 1.50, 0.35 at n = 32, 128, 512).
     """
     weights = random_query_key_matrices(heads, dim, scale, mean_scale * np.eye(dim), seed=seed)
     x0, k = sphere_sequences(max(sizes) + test_size, keys, dim, seed + 1)

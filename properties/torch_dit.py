@@ -21,7 +21,7 @@ from torch import nn
 
 from ditcheck.models import DiT, LatentScoreNetwork
 from ditcheck.reference.dit import DiTConfig, dit_forward, dit_intermediates, dit_latent_score, random_dit_params
-from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.errors import InvalidArgumentError, PrecisionError
 from ditcheck.reference.mixtures import denoiser_q, denoiser_q_function
 from ditcheck.reference.precision import Float64, Precision
 from ditcheck.reference.schedules import Schedule
@@ -233,7 +233,8 @@ def torch_ld2_score(score_network: Callable[..., nn.Module] = LatentScoreNetwork
     def score(x: np.ndarray, t: np.ndarray, basis: np.ndarray, f: Callable[..., Any],
               schedule: str | Schedule = "ou-half", *, precision: str = "float64") -> np.ndarray:
         if precision != "float64":
-            raise ValueError("argument 'precision': expected 'float64' (torch computes in float64)")
+            raise PrecisionError("precision", "'float64' (the torch score network computes in float64)",
+                                 repr(precision))
         latent_dim = np.shape(basis)[1]
         network = score_network(_LatentFunction(f), basis, schedule=schedule, output=output,
                                 latent_shape=(latent_dim, 1, 1), dtype=torch.float64)
@@ -320,7 +321,9 @@ def check_criteria_recomputed(analyse: Callable[..., Sequence[Any]], case: DiTCa
         except InvalidArgumentError:
             degree = None
         rank = None if degree is None else math.comb(d + degree, degree)
-        exact = heads * 4.0 * length * length * d
+        from ditcheck.attention import EXP_FLOPS  # the exact-attention model of attention.predicted_cost
+
+        exact = heads * length * length * (4.0 * d + EXP_FLOPS)
         expected = {"radius": float(np.max(radius)), "max_query": float(np.max(np.abs(q))),
                     "max_key": float(np.max(np.abs(k))), "max_value_output": float(value_output),
                     "flops_exact": exact, "scale": scale}

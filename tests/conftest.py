@@ -17,12 +17,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py, importable u
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
+    import torch
 
-        # one intra-op thread per xdist worker: with -n auto the workers already fill the cores, and
-        # oversubscribed torch threads made tiny models up to 25x slower
-        torch.set_num_threads(1)
+    # one intra-op thread per process: with -n auto the workers already fill the cores, and the suite's
+    # tensors are tiny, so extra threads only contend (tiny models were up to 25x slower under xdist,
+    # and 9x slower in a serial run on the loaded 2-core runner)
+    torch.set_num_threads(1)
     if not config.getoption("hypothesis_profile", default=None) and not os.environ.get("DITCHECK_PROFILE"):
         settings.load_profile("ci")
 

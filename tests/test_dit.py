@@ -1,8 +1,10 @@
-"""The whole DiT: certified forward, float64 envelope, a torch transcription of DiT, adaLN-Zero, LD2; planted bugs; bad input."""
+"""The whole DiT: certified forward, float64 envelope, agreement with the torch DiT, adaLN-Zero, LD2; planted bugs; bad input.
+
+The torch DiT's own hook-by-hook agreement and float32 checks are in tests/test_models.py.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,15 +12,15 @@ import flint
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import at_most, expect_caught
 from hypothesis import given
-from torch import nn
 
+from ditcheck import models
 from ditcheck.properties import dit as props
 from ditcheck.properties.layers import check_ball_contains_mp
+from ditcheck.properties.torch_dit import float64_dit, hook_intermediates
 from ditcheck.reference.dit import (DIFFUSERS_DIT_KNOBS, DiTConfig, dit_block, dit_forward, dit_intermediates,
-                                    dit_latent_score, dit_param_shapes, final_layer, random_dit_params,
+                                    dit_latent_score, final_layer, random_dit_params,
                                     timestep_embedder, zero_adaln)
 from ditcheck.reference.errors import (DTypeError, InvalidArgumentError, NonFiniteError, NotOrthonormalError,
                                        ShapeError)
@@ -26,183 +28,60 @@ from ditcheck.reference.precision import BallArray
 from ditcheck.reference.schedules import sigma
 
 # ----------------------------------------------------------------------------------------
-# A torch transcription of facebookresearch/DiT models.py (timm's PatchEmbed, Attention and Mlp
-# inlined), with every DiTConfig knob; ``planted`` switches on one named bug for planted-bug tests.
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+# The torch DiT of ditcheck.models (facebookresearch/DiT's layout, every DiTConfig knob) as the second
+# implementation; ``planted`` switches on one named bug by changing the built model, not a copy of its code.
 
 
-def timestep_frequencies(t: torch.Tensor, config: DiTConfig, planted: str | None) -> torch.Tensor:
-    """diffusers get_timestep_embedding, which is DiT's timestep_embedding at shift 0 and flip_sin_to_cos."""
-    half = config.frequency_dim // 2
-    exponent = -math.log(config.max_period) * torch.arange(half, dtype=torch.float64)
-    emb = torch.exp(exponent / (half - config.downscale_freq_shift))
-    emb = config.time_scale * (t[:, None] * emb[None, :])
-    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
-    if config.flip_sin_to_cos != (planted == "sin_cos_swapped"):
-        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
-    return F.pad(emb, (0, config.frequency_dim % 2))
+def plant(block: models.DiTBlock, planted: str | None) -> models.DiTBlock:
+    """Apply the named block bug: chunk_order, shift_scale_swapped, mlp_eps_ignored or missing_gate."""
+    order = list(block.chunk_order)
+    if planted == "chunk_order":
+        order[:3] = order[:3][::-1]
+    elif planted == "shift_scale_swapped":
+        i, j = order.index("shift_msa"), order.index("scale_msa")
+        order[i], order[j] = order[j], order[i]
+    elif planted == "mlp_eps_ignored":
+        block.norm2.eps = 1e-6
+    elif planted == "missing_gate":
+        gate = order.index("gate_msa")
 
+        def ungate(_module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
+            chunks = list(out.chunk(6, dim=1))
+            chunks[gate] = torch.ones_like(chunks[gate])
+            return torch.cat(chunks, dim=1)
 
-class Attention(nn.Module):
-    def __init__(self, config: DiTConfig):
-        super().__init__()
-        self.config = config
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, tokens, channels = x.shape
-        heads = self.config.num_heads
-        qkv = self.qkv(x).reshape(n, tokens, 3, heads, channels // heads).permute(2, 0, 3, 1, 4)
-        parts = dict(zip(self.config.qkv_order, qkv.unbind(0)))
-        out = F.scaled_dot_product_attention(parts["q"], parts["k"], parts["v"], scale=self.config.attention_scale)
-        return self.proj(out.transpose(1, 2).reshape(n, tokens, channels))
-
-
-class Mlp(nn.Module):
-    def __init__(self, config: DiTConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.mlp_hidden)
-        self.act = nn.GELU(approximate=config.gelu_approximate)
-        self.fc2 = nn.Linear(config.mlp_hidden, config.hidden_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-def adaln_modulation(config: DiTConfig, chunks: int) -> nn.Sequential:
-    return nn.Sequential(nn.SiLU(), nn.Linear(config.hidden_size, chunks * config.hidden_size))
-
-
-class DiTBlock(nn.Module):
-    def __init__(self, config: DiTConfig, planted: str | None = None):
-        super().__init__()
-        self.config, self.planted = config, planted
-        mlp_eps = 1e-6 if planted == "mlp_eps_ignored" else config.ln_eps_mlp
-        self.norm1 = nn.LayerNorm(config.hidden_size, elementwise_affine=False, eps=config.ln_eps_attn)
-        self.attn = Attention(config)
-        self.norm2 = nn.LayerNorm(config.hidden_size, elementwise_affine=False, eps=mlp_eps)
-        self.mlp = Mlp(config)
-        self.adaLN_modulation = adaln_modulation(config, 6)
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        order = list(self.config.adaln_chunk_order)
-        if self.planted == "chunk_order":
-            order[:3] = order[:3][::-1]
-        m = dict(zip(order, self.adaLN_modulation(c).chunk(6, dim=1)))
-        if self.planted == "shift_scale_swapped":
-            m["shift_msa"], m["scale_msa"] = m["scale_msa"], m["shift_msa"]
-        gate_msa = torch.ones_like(m["gate_msa"]) if self.planted == "missing_gate" else m["gate_msa"]
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), m["shift_msa"], m["scale_msa"]))
-        x = x + m["gate_mlp"].unsqueeze(1) * self.mlp(modulate(self.norm2(x), m["shift_mlp"], m["scale_mlp"]))
-        return x
-
-
-class FinalLayer(nn.Module):
-    def __init__(self, config: DiTConfig):
-        super().__init__()
-        self.config = config
-        self.norm_final = nn.LayerNorm(config.hidden_size, elementwise_affine=False, eps=config.ln_eps_final)
-        self.linear = nn.Linear(config.hidden_size, config.patch_size**2 * config.out_channels)
-        self.adaLN_modulation = adaln_modulation(config, 2)
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        m = dict(zip(self.config.final_adaln_chunk_order, self.adaLN_modulation(c).chunk(2, dim=1)))
-        return self.linear(modulate(self.norm_final(x), m["shift"], m["scale"]))
-
-
-class PatchEmbed(nn.Module):
-    def __init__(self, config: DiTConfig):
-        super().__init__()
-        p = config.patch_size
-        self.proj = nn.Conv2d(config.in_channels, config.hidden_size, kernel_size=p, stride=p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class TimestepEmbedder(nn.Module):
-    def __init__(self, config: DiTConfig, planted: str | None):
-        super().__init__()
-        self.config, self.planted = config, planted
-        self.mlp = nn.Sequential(nn.Linear(config.frequency_dim, config.hidden_size), nn.SiLU(),
-                                 nn.Linear(config.hidden_size, config.hidden_size))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_frequencies(t, self.config, self.planted))
-
-
-class LabelEmbedder(nn.Module):
-    def __init__(self, config: DiTConfig):
-        super().__init__()
-        self.embedding_table = nn.Embedding(config.num_classes + 1, config.hidden_size)
-
-    def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.embedding_table(labels)
-
-
-class DiT(nn.Module):
-    def __init__(self, config: DiTConfig, planted: str | None = None):
-        super().__init__()
-        self.config = config
-        self.x_embedder = PatchEmbed(config)
-        self.t_embedder = TimestepEmbedder(config, planted)
-        self.y_embedder = LabelEmbedder(config) if config.num_classes else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens, config.hidden_size), requires_grad=False)
-        self.blocks = nn.ModuleList([DiTBlock(config, planted) for _ in range(config.depth)])
-        self.final_layer = FinalLayer(config)
-
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        (h, w), p, c = self.config.grid, self.config.patch_size, self.config.out_channels
-        x = torch.einsum("nhwpqc->nchpwq", x.reshape(x.shape[0], h, w, p, p, c))
-        return x.reshape(x.shape[0], c, h * p, w * p)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        x = self.x_embedder(x) + self.pos_embed
-        c = self.t_embedder(t)
-        if y is not None:
-            c = c + self.y_embedder(y)
-        for block in self.blocks:
-            x = block(x, c)
-        return self.unpatchify(self.final_layer(x, c))
-
-
-def loaded(module: nn.Module, params: Mapping[str, np.ndarray], prefix: str = "") -> nn.Module:
-    """The module in float64 with the state dict taken from ``params`` (strict: DiT's names, all of them)."""
-    state = {name.removeprefix(prefix): torch.from_numpy(np.asarray(value)) for name, value in params.items()
-             if name.startswith(prefix)}
-    module.double().load_state_dict(state, strict=True)
-    return module.eval()
+        block.adaLN_modulation.register_forward_hook(ungate)
+    block.chunk_order = tuple(order)
+    return block
 
 
 def torch_block(planted: str | None = None):
     def block(x: np.ndarray, c: np.ndarray, params: Mapping[str, np.ndarray], prefix: str,
               config: DiTConfig) -> np.ndarray:
-        module = loaded(DiTBlock(config, planted), params, prefix + ".")
+        module = models.DiTBlock(config, models.sdpa_attention, dtype=torch.float64)
+        module.load_state_dict({name.removeprefix(prefix + "."): torch.from_numpy(np.asarray(value))
+                                for name, value in params.items() if name.startswith(prefix + ".")}, strict=True)
         with torch.no_grad():
-            return module(torch.from_numpy(x), torch.from_numpy(c)).numpy()
+            return plant(module.eval(), planted)(torch.from_numpy(x), torch.from_numpy(c)).numpy()
 
     return block
 
 
 def torch_hooks(planted: str | None = None):
-    """Forward-hook activations of the torch DiT under the reference's names, plus the output."""
+    """Forward-hook activations of the torch DiT under the reference's names, plus the output.
 
-    def intermediates(params: Mapping[str, np.ndarray], x: np.ndarray, t: np.ndarray, y: np.ndarray | None,
-                      config: DiTConfig) -> dict[str, np.ndarray]:
-        model = loaded(DiT(config, planted), params)
-        seen: dict[str, np.ndarray] = {}
-        for name, module in model.named_modules():
-            if name:
-                module.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.numpy()))
-        with torch.no_grad():
-            labels = None if y is None else torch.from_numpy(y)
-            seen["unpatchify"] = model(torch.from_numpy(x), torch.from_numpy(t), labels).numpy()
-        return seen
+    ``planted``: a block bug of :func:`plant`, or "sin_cos_swapped" (timestep features in the other order).
+    """
 
-    return intermediates
+    def factory(config: DiTConfig, params: Mapping[str, np.ndarray]) -> models.DiT:
+        model = float64_dit(config, params)
+        if planted == "sin_cos_swapped":
+            model.t_embedder.flip_sin_to_cos = not model.t_embedder.flip_sin_to_cos
+        for block in model.blocks:
+            plant(block, planted)
+        return model
+
+    return hook_intermediates(factory)
 
 
 # ----------------------------------------------------------------------------------------
@@ -242,7 +121,7 @@ def test_planted_float32_weights_are_caught() -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Agreement with the torch transcription
+# Agreement with the torch DiT (ditcheck.models)
 
 
 @given(props.dit_cases(conventions=True))
@@ -254,11 +133,6 @@ def test_torch_dit_block_agrees_with_reference(case: props.DiTCase) -> None:
 def test_planted_block_bugs_are_caught(planted: str) -> None:
     expect_caught(lambda case: props.check_block_matches(torch_block(planted), case),
                   props.dit_cases(conventions=True), claim="dit-block")
-
-
-@given(props.dit_cases(conventions=True))
-def test_torch_dit_hooks_agree_with_intermediates(case: props.DiTCase) -> None:
-    props.check_intermediates_match(torch_hooks(), case)
 
 
 def test_planted_missing_model_output_is_caught() -> None:
@@ -468,12 +342,6 @@ def test_latent_score_checks_its_basis() -> None:
     with pytest.raises(NotOrthonormalError) as info:
         dit_latent_score(params, config, x, t, 2 * np.eye(5)[:, :4])
     assert info.value.argument == "basis"
-
-
-def test_param_shapes_follow_the_dit_state_dict() -> None:
-    """Names and shapes are exactly what the torch transcription's state_dict holds (strict loading)."""
-    model = DiT(CONFIG)
-    assert {name: tuple(p.shape) for name, p in model.state_dict().items()} == dit_param_shapes(CONFIG)
 
 
 def test_eps_output_reads_the_network_as_a_noise_prediction() -> None:

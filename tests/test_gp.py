@@ -9,6 +9,7 @@ from hypothesis import given
 
 from ditcheck.properties.distributions import (U, BandingCase, GPCase, banding_cases, check_gp1,
                                                check_gp2_condition_number, check_gp3_banding, gp_cases)
+from ditcheck.properties.gp import check_gp2_step_size
 from ditcheck.reference import gp
 from ditcheck.reference.errors import (InvalidArgumentError, NonFiniteError, NotPositiveDefiniteError, PrecisionError,
                                        ShapeError, TimeOutOfRangeError)
@@ -26,6 +27,21 @@ def test_gp1_kronecker_score_equals_dense_and_solves_the_system(case: GPCase) ->
 @given(gp_cases())
 def test_gp2_condition_number_formula(case: GPCase) -> None:
     check_gp2_condition_number(case)
+
+
+@given(gp_cases())
+def test_gp2_step_size_is_one_over_lambda_max(case: GPCase) -> None:
+    check_gp2_step_size(case)
+
+
+def test_planted_step_size_without_the_noise_term_is_caught() -> None:
+    """h = 1 / (alpha^2 lmax(Gamma) lmax(Sigma)): lambda_max of A_t without its sigma_t^2 I."""
+
+    def without_noise(t, gamma, sigma_matrix, schedule="ou-half"):
+        a2 = float(alpha(np.float64(t), schedule)) ** 2
+        return 1 / (a2 * np.linalg.eigvalsh(gamma)[-1] * np.linalg.eigvalsh(sigma_matrix)[-1])
+
+    expect_caught(lambda case: check_gp2_step_size(case, step_size=without_noise), gp_cases(), claim="GP2")
 
 
 @given(banding_cases())

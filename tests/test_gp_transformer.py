@@ -9,21 +9,12 @@ from hypothesis import given
 
 from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
 from ditcheck.gp_transformer import GradientStepBlock, KernelAttention, UnrolledGPTransformer, positional_encodings
-from ditcheck.properties.distributions import gp_cases
+from ditcheck.properties.distributions import GPCase, gp_cases
 from ditcheck.properties.gp import UnrolledCase, check_gp2_attention_weights, check_gp2_unrolled, unrolled_cases
 from ditcheck.reference import gp
-from ditcheck.reference.errors import InvalidArgumentError, ShapeError
+from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeError
 
 from helpers import at_most, expect_caught
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend (10x slower on the shared 2-core runner)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @at_most(50)
@@ -108,8 +99,16 @@ class _DoubleStep(UnrolledGPTransformer):
         return 2 * super().step_size(t)
 
 
-def test_planted_step_size_two_over_lambda_max_is_caught() -> None:
-    expect_caught(lambda case: check_gp2_unrolled(case, build=_DoubleStep), unrolled_cases(), claim="GP2")
+def _double_step_iteration(x, t, gamma, sigma_matrix, steps, schedule="ou-half"):
+    h = gp.gradient_descent_step_size(t, gamma, sigma_matrix, schedule)
+    return gp.gradient_descent(x, t, gamma, sigma_matrix, steps, schedule, step_size=2 * np.reshape(h, (-1,)))
+
+
+def test_planted_step_size_two_over_lambda_max_is_caught_by_the_rate() -> None:
+    """h = 2/lambda_max in the transformer and the reference alike: they agree, the top mode no longer contracts."""
+    caught = expect_caught(lambda case: check_gp2_unrolled(case, build=_DoubleStep, iterate=_double_step_iteration),
+                           unrolled_cases(), claim="GP2")
+    assert "bound" in caught.context  # the rate, not the transformer-vs-iteration comparison
 
 
 def test_planted_transposed_kronecker_factor_in_the_iteration_is_caught() -> None:
@@ -178,6 +177,12 @@ def test_planted_missing_noise_term_is_caught() -> None:
     (lambda: gp.gradient_descent(np.zeros((2, 3, 2)), 0.5, np.eye(3), np.eye(2), 2, step_size=np.ones(3)),
      ShapeError, "step_size"),
     (lambda: gp2_rounding_floor(-1, 2.0, 3, 2, 2.0**-53), InvalidArgumentError, "steps"),
+    (lambda: positional_encodings(np.ones((3, 2))), ShapeError, "gamma"),
+    (lambda: UnrolledGPTransformer(np.eye(3), np.eye(2), 1, dtype=torch.float64)(torch.zeros(3, 2), 0.5),
+     DTypeError, "x"),
+    (lambda: check_gp2_attention_weights(UnrolledCase(GPCase(3, 2, "exponential", (("length_scale", 1.0),), 0, 1,
+                                                             "ou-half", 0.5), 1, "one-hot"), dtype=torch.bfloat16),
+     InvalidArgumentError, "dtype"),
 ])
 def test_bad_input_raises_typed_errors(call, error: type, argument: str) -> None:
     with pytest.raises(error) as info:
@@ -202,3 +207,6 @@ def test_bench_gp_tables_and_arguments() -> None:
     assert all(r[4] == 0.0 for r in banding if r[1] == 7)  # full band: the kernel itself
     args = build_parser().parse_args(["bench", "gp", "--quick", "--plot", "out.png", "--ablation"])
     assert args.quick and args.plot == "out.png" and args.ablation and args.threads == 1
+    for bad in (["--threads", "0"], ["--time", "0"], ["--time", "nan"], ["--steps", "-1"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", "gp", *bad])

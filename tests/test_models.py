@@ -19,18 +19,7 @@ from ditcheck.properties import torch_dit as tprops
 from ditcheck.properties.distributions import MixtureCase, check_ld2, mixture_cases
 from ditcheck.reference.dit import DiTConfig, dit_forward, dit_param_shapes, random_dit_params
 from ditcheck.reference.errors import (DTypeError, InvalidArgumentError, NonFiniteError, NotOrthonormalError,
-                                       ShapeError, TimeOutOfRangeError)
-
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models: torch's intra-op threads only spin against the other test processes (25x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+                                       PrecisionError, ShapeError, TimeOutOfRangeError)
 
 # ----------------------------------------------------------------------------------------
 # Planted bugs: small changes applied to a freshly built model (no copies of the model code)
@@ -315,14 +304,22 @@ def test_score_network_needs_a_latent_shape_for_other_networks() -> None:
 
 
 @pytest.mark.parametrize(("x", "t", "schedule", "error", "argument"), [
-    (torch.ones(2, 5), 0.5, "ou-half", ShapeError, "x"), (torch.ones(2, 6), torch.ones(3), "ou-half", ShapeError, "t"),
-    (torch.ones(2, 6), 0.0, "ou-half", TimeOutOfRangeError, "t"),
-    (torch.ones(2, 6), torch.tensor([0.5, -1.0]), "ou-half", TimeOutOfRangeError, "t"),
-    (torch.ones(2, 6), 1.5, "vp-linear", TimeOutOfRangeError, "t"),
+    (torch.ones(2, 5, dtype=torch.float64), 0.5, "ou-half", ShapeError, "x"),
+    (torch.ones(2, 6, dtype=torch.float64), torch.ones(3), "ou-half", ShapeError, "t"),
+    (torch.ones(2, 6, dtype=torch.float64), 0.0, "ou-half", TimeOutOfRangeError, "t"),
+    (torch.ones(2, 6, dtype=torch.float64), torch.tensor([0.5, -1.0]), "ou-half", TimeOutOfRangeError, "t"),
+    (torch.ones(2, 6, dtype=torch.float64), 1.5, "vp-linear", TimeOutOfRangeError, "t"),
+    (torch.ones(2, 6, dtype=torch.float32), 0.5, "ou-half", DTypeError, "x"),
 ])
 def test_bad_score_inputs_name_the_argument(x: torch.Tensor, t: Any, schedule: str, error: type,
                                             argument: str) -> None:
     network = score_network(schedule=schedule)
     with pytest.raises(error) as info:
-        network(x.double(), t)
+        network(x, t)
     assert info.value.argument == argument
+
+
+def test_torch_ld2_score_refuses_other_precisions() -> None:
+    with pytest.raises(PrecisionError) as info:
+        tprops.torch_ld2_score()(np.zeros((1, 6)), np.array([0.5]), BASIS, lambda xp, h, t: h, precision="arb:64")
+    assert info.value.argument == "precision"

@@ -18,15 +18,6 @@ from ditcheck.reference.errors import InvalidArgumentError, ShapeError
 from helpers import at_most, expect_caught
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: intra-op threads only contend on the shared 2-core runner."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @given(rf1_cases())
 def test_rf1_kernel_equals_the_literal_formula(case: RF1Case) -> None:
     check_rf1_kernel_formula(case)
@@ -46,8 +37,7 @@ def test_rf1_output_and_kernel_are_invariant_to_key_permutations(case: RF1Case) 
 
 @pytest.mark.parametrize("mean_scale", [0.0, 1.0])
 def test_rf1_monte_carlo_error_decays_like_inverse_square_root_of_heads(mean_scale: float) -> None:
-    slope = check_rf1_rate(RateCase(mean_scale=mean_scale))
-    assert -0.7 <= slope <= -0.3
+    check_rf1_rate(RateCase(mean_scale=mean_scale))
 
 
 def test_zero_scale_kernel_is_the_single_head_gram_exactly() -> None:
