@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ditcheck.bounds import gamma
 from ditcheck.reference.attention import softmax
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.rounding import EXP_ULPS
 
 from .violation import require
 
@@ -42,8 +44,6 @@ FORWARD_FACTOR = 2.0
 GRADIENT_FACTOR = 3.0
 #: The floor: this many ulps (of the target dtype) of the largest exact entry.
 FLOOR_ULPS = 4
-#: exp of the target dtype assumed within this many ulps of the exact value (as reference/rounding.py).
-EXP_ULPS = 4
 
 #: (significand bits p incl. the implicit one, smallest subnormal) of the floating formats a target may use.
 DTYPE_FORMATS: dict[str, tuple[int, float]] = {
@@ -79,6 +79,8 @@ class Tolerance:
     floor: float
     factor: float
     naive_error: float | None
+    #: what the a-priori candidate is: "a-priori" (a rounding bound) or "first-order" (first order in u only)
+    apriori_label: str = "a-priori"
 
     @property
     def value(self) -> float:
@@ -86,14 +88,15 @@ class Tolerance:
 
     @property
     def applied(self) -> str:
-        """'naive', 'a-priori' or 'floor': the largest candidate, i.e. the one that sets the tolerance."""
-        candidates = {"naive": self.naive, "a-priori": self.apriori, "floor": self.floor}
+        """'naive', the a-priori label or 'floor': the largest candidate, i.e. the one that sets the tolerance."""
+        candidates = {"naive": self.naive, self.apriori_label: self.apriori, "floor": self.floor}
         return max((v, k) for k, v in candidates.items() if v is not None)[1]
 
     def describe(self) -> str:
         parts = [f"{self.factor:g} x naive {self.naive_error:.3g} = {self.naive:.3g}" if self.naive is not None
                  else "naive: n/a",
-                 f"a-priori {self.apriori:.3g}" if self.apriori is not None else "a-priori: n/a",
+                 f"{self.apriori_label} {self.apriori:.3g}" if self.apriori is not None else
+                 f"{self.apriori_label}: n/a",
                  f"floor {self.floor:.3g}"]
         return f"max({', '.join(parts)}) -> {self.applied}"
 
@@ -102,28 +105,34 @@ class Tolerance:
 
 
 def derive_tolerance(naive_error: float | None, apriori: float | None, exact_magnitude: float, dtype: Any,
-                     factor: float = FORWARD_FACTOR, floor_ulps: int = FLOOR_ULPS) -> Tolerance:
+                     factor: float = FORWARD_FACTOR, floor_ulps: int = FLOOR_ULPS,
+                     apriori_label: str = "a-priori") -> Tolerance:
     """The tolerance max(factor x naive_error, apriori, floor_ulps ulps of max |exact|) of the target dtype.
 
     ``exact_magnitude`` = max |exact| over the compared entries; one ulp of x is at most 2u|x|.
+    ``apriori_label`` names the a-priori candidate in reports ("first-order" when it is not rigorous).
     """
     floor = floor_ulps * 2 * unit_roundoff(dtype) * float(exact_magnitude)
     floor = max(floor, floor_ulps * smallest_subnormal(dtype))
     naive = None if naive_error is None else factor * float(naive_error)
     return Tolerance(naive=naive, apriori=None if apriori is None else float(apriori), floor=floor,
-                     factor=factor, naive_error=None if naive_error is None else float(naive_error))
+                     factor=factor, naive_error=None if naive_error is None else float(naive_error),
+                     apriori_label=apriori_label)
 
 
 def _gamma(n: int, u: float) -> float:
-    nu = n * u
-    if nu >= 0.5:
-        return math.inf  # the bound is vacuous: n u is too large for the Higham estimate
-    return nu / (1 - nu)
+    """ditcheck.bounds.gamma, inf from gamma_n >= 1 (n u >= 1/2) on: the weight bound divides by 1 - gamma."""
+    g = gamma(n, u)
+    return g if g < 1 else math.inf
 
 
 def _weights_and_error(q: np.ndarray, k: np.ndarray, u: float, tiny: float,
                        scale: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """(P, E): exact softmax weights and the entrywise bound |P~ - P| <= E of weights computed with roundoff u."""
+    """(P, E): exact softmax weights and the entrywise bound |P~ - P| <= E of weights computed with roundoff u.
+
+    The softmax part is reference/rounding.py's _softmax_relative_error with u a parameter (that
+    one is float64-only: its gamma refuses n u >= 1e-7), and rho >= 1 made vacuous instead of negative.
+    """
     head_dim, key_tokens = q.shape[-1], k.shape[-2]
     s = 1 / math.sqrt(head_dim) if scale is None else float(scale)
     logits = (q @ np.swapaxes(k, -1, -2)) * s
@@ -179,7 +188,7 @@ def attention_vjp_rounding_bound(q: np.ndarray, k: np.ndarray, v: np.ndarray, gr
     dP = dO V^T (error gamma_Dv |dO||V|^T), r = rowsum(P dP), dS = P (dP - r), dV = P^T dO,
     dQ = s dS K, dK = s dS^T Q: each error is the propagated input error plus gamma_n times the
     sum of absolute summands, products of two error terms dropped (hence first order, not a
-    rigorous bound; the rule reports it as the a-priori candidate all the same).
+    rigorous bound; reports label this candidate "first-order").
     """
     u, tiny = unit_roundoff(dtype), smallest_subnormal(dtype)
     q, k, v, grad_out = (np.asarray(a, dtype=np.float64) for a in (q, k, v, grad_out))

@@ -81,6 +81,19 @@ def test_planted_attention_bug_is_caught(name: str) -> None:
     assert report.exit_code == 1
 
 
+@pytest.mark.parametrize("seed", [2, 8])
+def test_each_check_sees_a_case_where_layout_and_scale_bugs_show(seed: int) -> None:
+    """One example per kind is the structural one (B = 2, H = 3, Lq != Lk, D >= 2, logits of range >= 1): on these
+    seeds the free draws alone had H = 1 or L = 1 in every forward[normal] example and missed heads_merged_wrong."""
+    for name in ("heads_merged_wrong", "wrong_scale"):
+        bug = pb.BUGS[name]
+        report = attention(bug.target, examples=5, seed=seed, gradients=False, **bug.options)
+        assert all(check.examples == 1 for check in report.checks)
+        assert bug.fails in failing(report), str(report)
+        if name == "heads_merged_wrong":  # a layout bug shows on every kind (near-ties hide a wrong scale)
+            assert set(failing(report)) == {check.id for check in report.checks}, str(report)
+
+
 def test_property_catches_planted_bug() -> None:
     """The conformance property (check_conforms on one drawn case) catches the wrong-scale bug."""
     cases = attention_cases(masks=("none",)).map(lambda c: dataclasses.replace(c, value_dim=c.head_dim))
@@ -155,14 +168,16 @@ def hangs(q, k, v):
     return q
 
 
-@pytest.mark.parametrize("fn, message", [(nan_output, "non-finite"), (wrong_shape, "shape"),
-                                         (wrong_dtype, "dtype"), (None, "raised")])
-def test_unusable_outputs_are_failed_checks_with_a_message(fn, message) -> None:
+@pytest.mark.parametrize("fn, message, exit_code", [(nan_output, "non-finite", 1), (wrong_shape, "shape", 1),
+                                                    (wrong_dtype, "dtype", 1), (None, "raised", 2)])
+def test_unusable_outputs_are_failed_checks_with_a_message(fn, message, exit_code) -> None:
+    """A wrong output is a discrepancy (exit 1); a target that never returns could not be called (exit 2)."""
     if fn is None:  # a target that raises
         fn = load_target(f"{TARGETS / 'broken.py'}:raises")
     report = attention(fn, examples=5, kinds=("normal", "one_hot"))
     assert not report.ok and len(report.checks) >= 2  # the run went on past the first failure
     assert all(message in check.message for check in report.checks if not check.ok), str(report)
+    assert report.exit_code == exit_code
 
 
 def test_cases_outside_the_dtype_are_not_drawn() -> None:
@@ -178,9 +193,11 @@ def test_cases_outside_the_dtype_are_not_drawn() -> None:
 
 def test_a_hung_target_times_out_and_the_run_goes_on() -> None:
     start = time.perf_counter()
-    report = attention(hangs, examples=2, kinds=("normal", "integers"), timeout=0.2)
+    report = attention(hangs, examples=6, kinds=("normal", "integers"), timeout=0.2)
     assert time.perf_counter() - start < 4
     assert not report.ok and all("timed out" in check.message for check in report.checks)
+    # after a time-out a kind makes no further call (the hung one may still run); the other kind still runs
+    assert [check.examples for check in report.checks] == [1, 1]
 
 
 def test_gradients_demanded_of_a_non_differentiable_target_fail() -> None:
@@ -200,7 +217,10 @@ def test_a_target_that_never_returns_cannot_be_run() -> None:
 
 
 @pytest.mark.parametrize("kwargs, argument", [({"dtype": "float8"}, "dtype"), ({"layout": "lbhd"}, "layout"),
-                                              ({"examples": 0}, "examples"), ({"kinds": ("huge",)}, "kinds")])
+                                              ({"examples": 0}, "examples"), ({"kinds": ("huge",)}, "kinds"),
+                                              ({"kinds": "normal"}, "kinds"), ({"seed": "7"}, "seed"),
+                                              ({"timeout": 0.0}, "timeout"), ({"scale": math.nan}, "scale"),
+                                              ({"gradients": "yes"}, "gradients"), ({"device": "nodevice"}, "device")])
 def test_bad_arguments_raise_typed_errors(kwargs, argument) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         attention(pb.sdpa_math, **kwargs)

@@ -15,6 +15,7 @@ import torch
 
 import planted_bugs as pb
 from ditcheck.models import DiT
+from ditcheck.properties.validation import FLOOR_ULPS, unit_roundoff
 from ditcheck.reference.dit import dit_param_shapes, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.validate import diffusers_state_dict, dit, params_from_diffusers, recognise
@@ -68,21 +69,28 @@ def test_diffusers_under_the_dit_convention_fails_and_is_diagnosed(diffusers_mod
     assert report.first_divergence == "transformer_blocks.0.norm1.emb.timestep_embedder (reference t_embedder)"
     # the diagnosis names the timestep frequency shift and the MLP-branch LayerNorm eps, together
     assert report.diagnosis[0]["knobs"] == {"downscale_freq_shift": 1.0, "ln_eps_mlp": 1e-5}, report.diagnosis
-    relative = max(check.observed for check in report.checks if check.id.startswith("output")) / 1.0
-    assert relative > 1e-3
+    output = next(check for check in report.checks if check.id.startswith("output"))
+    magnitude = output.tolerance.floor / (FLOOR_ULPS * 2 * unit_roundoff(torch.float32))  # the floor's max |exact|
+    assert output.observed / magnitude > 1e-3  # relative: a convention difference, far above float32 rounding
     text = str(report)
     assert "first divergence: transformer_blocks.0.norm1.emb.timestep_embedder" in text
     assert "downscale_freq_shift=1.0, ln_eps_mlp=1e-05" in text
     assert json.loads(report.to_json())["diagnosis"][0]["knobs"]["ln_eps_mlp"] == 1e-5
 
 
-def test_in_float64_diffusers_float32_position_table_is_flagged(diffusers_model: torch.nn.Module) -> None:
-    """diffusers stores pos_embed as a float32 buffer (``.float()``): ~3e-8 off in a float64 model. The run on
-    a float64 copy flags exactly that table (ditcheck then loads the exact one) and leaves the model as it was."""
+def test_in_float64_diffusers_float32_position_table_and_timestep_features_are_flagged(
+        diffusers_model: torch.nn.Module) -> None:
+    """diffusers stores pos_embed as a float32 buffer (``.float()``) and computes the sinusoidal timestep features
+    in float32 whatever the model dtype (get_timestep_embedding: float32 arange, ``timesteps.float()``). In a float64
+    copy the table is ~3e-8 off, and the features err by up to about t 2^-22 <= 2.4e-4 before the embedder MLP
+    (t < 1000): both flagged, the embedder as first divergence; the model is left as it was."""
     diffusers_model.train()
     report = dit(diffusers_model, convention="diffusers", examples=1, dtype=torch.float64, diagnose=False)
-    assert failing(report) == ["pos_embed"], str(report)
+    timestep = "transformer_blocks.0.norm1.emb.timestep_embedder ~ t_embedder"
+    assert failing(report)[:2] == ["pos_embed", timestep], str(report)
     assert 1e-9 < report.checks[0].observed < 1e-7
+    assert 1e-8 < next(c.observed for c in report.checks if c.id == timestep) < 1e-3
+    assert report.first_divergence.startswith("transformer_blocks.0.norm1.emb.timestep_embedder")
     assert diffusers_model.training and next(diffusers_model.parameters()).dtype == torch.float32
 
 
@@ -105,6 +113,16 @@ def test_planted_dit_bug_is_caught_and_localised(name: str) -> None:
     assert report.first_divergence is not None
     if name in EXPLAINED:  # a convention bug is named by the knob that explains it
         assert report.diagnosis and report.diagnosis[0]["knobs"] == EXPLAINED[name], report.diagnosis
+
+
+def test_knobs_that_only_explain_the_mismatch_together_are_found_from_one_example() -> None:
+    """time_scale 1000 with frequency shift 1: neither knob alone moves the first divergence or halves the error,
+    so the pair comes from the all-pairs pass. One example suffices: it is seed-dependent, not Hypothesis'
+    simplest draw (t = 0, where neither knob changes anything)."""
+    model = DiT(pb.TINY.replace(time_scale=1000.0, downscale_freq_shift=1.0), dtype=torch.float64)
+    report = dit(model, examples=1, seed=3)
+    assert not report.ok and report.first_divergence == "t_embedder"
+    assert report.diagnosis[0]["knobs"] == {"time_scale": 1000.0, "downscale_freq_shift": 1.0}, report.diagnosis
 
 
 def test_a_bug_outside_every_convention_gets_no_diagnosis() -> None:
@@ -156,8 +174,19 @@ class CroppedDiT(DiT):
 @pytest.mark.parametrize("cls, message", [(NaNDiT, "inf"), (CroppedDiT, "shape")])
 def test_unusable_model_outputs_are_failed_checks(cls, message: str) -> None:
     report = dit(cls(pb.TINY, dtype=torch.float32), examples=1, diagnose=False)
-    assert not report.ok
+    assert not report.ok and report.exit_code == 1  # it returned: a discrepancy, not an unusable target
     assert any(message in (check.message + str(check.observed)) for check in report.checks), str(report)
+
+
+class RaisingDiT(DiT):
+    def forward(self, x, t, y=None):
+        raise RuntimeError("fused kernel missing")
+
+
+def test_a_model_whose_every_call_raises_could_not_be_called() -> None:
+    report = dit(RaisingDiT(pb.TINY, dtype=torch.float32), examples=2, diagnose=False)
+    assert not report.loaded and report.exit_code == 2
+    assert "RuntimeError: fused kernel missing" in str(report)
 
 
 def test_unrecognised_model_is_reported_not_guessed() -> None:
@@ -170,8 +199,11 @@ def test_bad_arguments_raise_typed_errors() -> None:
     with pytest.raises(InvalidArgumentError) as info:
         dit(pb.clean_dit(), convention="timm")
     assert info.value.argument == "convention"
-    with pytest.raises(InvalidArgumentError):
-        dit(pb.clean_dit(), weights="pretrained")
+    for kwargs in ({"weights": "pretrained"}, {"examples": 0}, {"seed": 1.5}, {"timeout": -1},
+                   {"device": "nodevice"}, {"dtype": "int8"}):
+        with pytest.raises(InvalidArgumentError) as info:
+            dit(pb.clean_dit(), **kwargs)
+        assert info.value.argument == next(iter(kwargs))
 
 
 # ----------------------------------------------------------------------------------------
@@ -191,8 +223,10 @@ def test_cli_on_diffusers_exit_codes_and_json(tmp_path: Path, capsys: pytest.Cap
     assert json.loads(out.read_text())["ok"] is False
     assert list((tmp_path / "failures").glob("*.npz"))
     capsys.readouterr()
-    runpy.run_path(str(next((tmp_path / "failures").glob("*.py"))), run_name="__main__")
-    assert float(capsys.readouterr().out.split("max |target - reference|")[1].split()[0]) > 1e-3
+    runpy.run_path(str(next((tmp_path / "failures").glob("*.py"))), run_name="__main__")  # re-runs the target
+    printed = capsys.readouterr().out
+    rerun = float(printed.split("max |target - reference|")[1].split()[0])
+    assert rerun > 1e-3 and rerun == float(printed.split("(ditcheck saw")[1].split()[0])
     assert main(["validate", "dit", f"{TARGETS / 'broken.py'}:not_a_model"]) == 2
     assert main(["validate", "dit", f"{TARGETS / 'broken.py'}:Unrecognised"]) == 2
 

@@ -7,10 +7,10 @@ line is ``ditcheck validate attention|dit|scheduler MODULE:ATTR`` (ditcheck/vali
 """
 
 from ._attention import attention
-from ._target import TargetError, load_target
+from ._target import TargetError, TargetTimeoutError, load_target
 from .models import dit, diffusers_state_dict, params_from_diffusers, recognise
 from .report import Check, Report
 from ._scheduler import SchedulerReport, scheduler
 
-__all__ = ["attention", "dit", "scheduler", "Report", "Check", "SchedulerReport", "TargetError", "load_target", "recognise",
-           "diffusers_state_dict", "params_from_diffusers"]
+__all__ = ["attention", "dit", "scheduler", "Report", "Check", "SchedulerReport", "TargetError", "TargetTimeoutError",
+           "load_target", "recognise", "diffusers_state_dict", "params_from_diffusers"]

@@ -3,8 +3,9 @@
 Inputs come from properties/attention.py's AttentionCase strategy (adversarial kinds: large
 logits near the exp overflow edge, near-ties, one-hot rows, small integers; L = 1 and odd head
 dims included), drawn by Hypothesis under a fixed seed and rounded through the target dtype
-before the reference sees them. Each check compares the worst example of one kind with the
-tolerance rule of properties/validation.py.
+before the reference sees them; the first example of each kind has every axis longer than 1
+(see _structural). Each check compares the worst example of one kind with the tolerance rule
+of properties/validation.py.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from ditcheck.properties.validation import (FORWARD_FACTOR, GRADIENT_FACTOR, Tol
 from ditcheck.reference import attention as reference_attention
 from ditcheck.reference import attention_vjp
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.precision import require_positive_int, require_real
 
-from ._target import DEFAULT_TIMEOUT, TargetError, call_isolated
+from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, call_isolated
 from .report import Check, Failure, Report
 
-__all__ = ["attention", "attention_case_error", "fits_dtype", "draw_examples", "resolve_dtype", "LAYOUTS",
-           "DEFAULT_ATTENTION_EXAMPLES"]
+__all__ = ["attention", "attention_case_error", "fits_dtype", "draw_examples", "resolve_dtype", "resolve_device",
+           "require_run_settings", "LAYOUTS", "DEFAULT_ATTENTION_EXAMPLES"]
 
 LAYOUTS = ("bhld", "blhd")
 DEFAULT_ATTENTION_EXAMPLES = 50
@@ -49,6 +51,25 @@ def resolve_dtype(dtype: Any, argument: str = "dtype") -> torch.dtype:
     if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
         return _DTYPES[dtype.removeprefix("torch.")]
     raise InvalidArgumentError(argument, f"one of {tuple(_DTYPES)}", repr(dtype))
+
+
+def resolve_device(device: str | torch.device, argument: str = "device") -> torch.device:
+    """A torch device that exists on this machine (a tensor can be made on it)."""
+    try:
+        resolved = torch.device(device)
+        torch.empty(0, device=resolved)
+    except Exception as error:  # torch raises RuntimeError, or AssertionError for CUDA without CUDA
+        raise InvalidArgumentError(argument, "an available torch device such as 'cpu' or 'cuda:0'",
+                                   f"{device!r} ({error})") from error
+    return resolved
+
+
+def require_run_settings(examples: Any, seed: Any, timeout: Any) -> tuple[int, int, float]:
+    """(examples, seed, timeout) of a validation run: a positive integer, an integer, a positive number of seconds."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidArgumentError("seed", "an integer", repr(seed))
+    return (require_positive_int(examples, "examples"), int(seed),
+            require_real(timeout, "timeout", low=0.0, low_inclusive=False))
 
 
 @contextlib.contextmanager
@@ -79,12 +100,14 @@ def _without_local_constants() -> Iterator[None]:
 def draw_examples(strategy: st.SearchStrategy[Any], count: int, seed: int) -> list[Any]:
     """``count`` examples of ``strategy`` drawn by Hypothesis, reproducibly from ``seed`` (no shrinking).
 
-    The same seed gives the same examples whatever else the process has imported.
+    The same seed gives the same examples whatever else the process has imported. Hypothesis
+    tries the simplest example (all zeros: t = 0, L = 1, logits 0, ...) first whatever the seed;
+    it is skipped, so every example depends on the seed and none is degenerate by construction.
     """
     drawn: list[Any] = []
 
     @hypothesis_seed(seed)
-    @settings(max_examples=count, database=None, derandomize=False, deadline=None, phases=[Phase.generate],
+    @settings(max_examples=count + 1, database=None, derandomize=False, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def collect(example: Any) -> None:
@@ -92,7 +115,7 @@ def draw_examples(strategy: st.SearchStrategy[Any], count: int, seed: int) -> li
 
     with _without_local_constants():
         collect()
-    return drawn[:count]
+    return drawn[1:count + 1] if len(drawn) > count else drawn[:count]  # a tiny strategy may run out
 
 
 def fits_dtype(case: AttentionCase, dtype: torch.dtype) -> bool:
@@ -103,6 +126,24 @@ def fits_dtype(case: AttentionCase, dtype: torch.dtype) -> bool:
     if max(float(np.max(np.abs(a), initial=0.0)) for a in (q, k, v)) >= largest:
         return False
     return float(np.max(np.abs(q) @ np.swapaxes(np.abs(k), -1, -2), initial=0.0)) <= largest / 2
+
+
+def _structural(case: AttentionCase) -> AttentionCase:
+    """The case with every axis of a different length > 1 where it can be (B = 2, H = 3, 2 <= Lq != Lk, D >= 2)
+    and logits of range >= 1.
+
+    Layout bugs (heads merged in the wrong order, batch and head axes exchanged, q and k lengths
+    confused) leave the output unchanged when an axis has length 1 or two axes are read
+    interchangeably, and a wrong scale when D = 1 or every logit is ~0 (softmax is then uniform
+    whatever the scale); Hypothesis draws H = 1, L = 1 or logit range 0 often. Each check's first
+    example is this one, so none of them depends on luck to see such a bug.
+    """
+    query_tokens = max(case.query_tokens, 2)
+    key_tokens = max(case.key_tokens, 2)
+    key_tokens += key_tokens == query_tokens
+    head_dim = max(case.head_dim, 2)
+    return dataclasses.replace(case, batch=2, heads=3, query_tokens=query_tokens, key_tokens=key_tokens,
+                               head_dim=head_dim, value_dim=head_dim, logit_range=max(case.logit_range, 1.0))
 
 
 def _accepts_scale(fn: Callable[..., Any]) -> bool:
@@ -152,6 +193,7 @@ class _Outcome:
     arrays: dict[str, np.ndarray] | None = None
     failed_calls: int = 0
     examples: int = 0
+    timed_out: bool = False
 
 
 def attention(fn: Callable[..., Any], *, dtype: torch.dtype | str = torch.float32, scale: float | None = None,
@@ -162,24 +204,26 @@ def attention(fn: Callable[..., Any], *, dtype: torch.dtype | str = torch.float3
 
     dtype: the dtype of q, k, v and of the output. scale: the logit scale fn uses (None: 1/sqrt(D),
     and explicit scales are drawn too when fn accepts ``scale=``). layout: "bhld" ([B, H, L, D],
-    SDPA) or "blhd" ([B, L, H, D], flash-attn). examples: drawn per run (split over ``kinds``).
-    gradients: check dQ, dK, dV (None: when the output requires grad). ``target`` names fn in the
-    report and in reproducers (e.g. the CLI's MODULE:ATTR). Returns a :class:`Report` with one
-    check per (forward | grad) x kind.
+    SDPA) or "blhd" ([B, L, H, D], flash-attn). examples: drawn per run (split over ``kinds``, rounded
+    up; the first of each kind has B = 2, H = 3, 2 <= Lq != Lk, D >= 2). gradients: check dQ, dK,
+    dV (None: when the output requires grad). timeout: seconds per call; after a time-out a kind
+    makes no further call. ``target`` names fn in the report and in reproducers (e.g. the CLI's
+    MODULE:ATTR). Returns a :class:`Report` with one check per (forward | grad) x kind.
     """
     dtype = resolve_dtype(dtype)
     if layout not in LAYOUTS:
         raise InvalidArgumentError("layout", f"one of {LAYOUTS}", repr(layout))
-    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
-        raise InvalidArgumentError("examples", "a positive integer", repr(examples))
+    examples, seed, timeout = require_run_settings(examples, seed, timeout)
     unknown = [kind for kind in kinds if kind not in ADVERSARIAL_KINDS]
-    if unknown or not kinds:
+    if isinstance(kinds, str) or unknown or not kinds:
         raise InvalidArgumentError("kinds", f"a non-empty subset of {ADVERSARIAL_KINDS}", repr(kinds))
     if scale is not None:
-        scale = float(scale)
+        scale = require_real(scale, "scale")
+    if gradients not in (None, True, False):
+        raise InvalidArgumentError("gradients", "None, True or False", repr(gradients))
     if not callable(fn):
         raise InvalidArgumentError("fn", "a callable fn(q, k, v)", type(fn).__name__)
-    device = torch.device(device)
+    device = resolve_device(device)
     name = target or _name(fn)
     pass_scale = _accepts_scale(fn)
     report = Report(target=name, kind="attention", settings={
@@ -197,17 +241,22 @@ def attention(fn: Callable[..., Any], *, dtype: torch.dtype | str = torch.float3
             lambda c: dataclasses.replace(c, value_dim=c.head_dim))
         if not pass_scale or scale is not None:
             strategy = strategy.map(lambda c: dataclasses.replace(c, scale=scale))
-        strategy = strategy.filter(lambda c: fits_dtype(c, dtype))
-        for case in draw_examples(strategy, per_kind, seed * 1000003 + index):
+        structural = draw_examples(strategy.map(_structural).filter(lambda c: fits_dtype(c, dtype)), 1,
+                                   seed * 1000003 + index)
+        drawn = draw_examples(strategy.filter(lambda c: fits_dtype(c, dtype)), per_kind - 1,
+                              seed * 1000003 + index + 500009) if per_kind > 1 else []
+        for case in structural + drawn:
+            if forward[kind].timed_out or backward[kind].timed_out:
+                break  # a hung call may still be running: do not pile up more (the other kinds still run)
             calls += 1
             ok, grads_seen = _run_example(fn, case, dtype, layout, device, pass_scale, check_gradients,
                                           timeout, forward[kind], backward[kind])
             returned += ok
-            if check_gradients is None and ok:
+            if check_gradients is None and grads_seen is not None:
                 check_gradients = grads_seen
-    if returned == 0:
+    if returned == 0:  # every call raised or timed out (a wrong output is a discrepancy: exit code 1)
         report.loaded = False
-        report.notes.append(f"the target never returned an output ({calls} calls): {forward[kinds[0]].message}")
+        report.notes.append(f"the target never returned ({calls} calls): {forward[kinds[0]].message}")
     for part, outcomes in (("forward", forward), ("grad", backward)):
         if part == "grad" and not check_gradients:
             report.notes.append("gradients not checked: " + (
@@ -286,8 +335,8 @@ def _as_output(value: Any, expected_shape: tuple[int, ...], dtype: torch.dtype) 
 
 def _run_example(fn: Callable[..., Any], case: AttentionCase, dtype: torch.dtype, layout: str, device: torch.device,
                  pass_scale: bool, check_gradients: bool | None, timeout: float, forward: _Outcome,
-                 backward: _Outcome) -> tuple[bool, bool]:
-    """One example: (the target returned an output, its output requires grad)."""
+                 backward: _Outcome) -> tuple[bool, bool | None]:
+    """One example: (the call returned, its output requires grad; None when there is no usable output)."""
     q64, k64, v64, _ = case.build()
     tensors = [torch.tensor(a, dtype=dtype, device=device) for a in (q64, k64, v64)]
     q, k, v = (t.double().cpu().numpy() for t in tensors)  # rounded through the target dtype
@@ -302,10 +351,16 @@ def _run_example(fn: Callable[..., Any], case: AttentionCase, dtype: torch.dtype
     kwargs = {"scale": case.scale} if pass_scale and case.scale is not None else {}
     expected_shape = tuple(_to_layout(torch.empty(q.shape[:-1] + (v.shape[-1],)), layout).shape)
     try:
-        out = _as_output(call_isolated(fn, *inputs, timeout=timeout, **kwargs), expected_shape, dtype)
+        value = call_isolated(fn, *inputs, timeout=timeout, **kwargs)
     except TargetError as error:
         _fail(forward, case, error.describe(), arrays)
-        return False, False
+        forward.timed_out = isinstance(error, TargetTimeoutError)
+        return False, None
+    try:
+        out = _as_output(value, expected_shape, dtype)
+    except TargetError as error:
+        _fail(forward, case, error.describe(), arrays)
+        return True, None
     result = _to_layout(out.detach(), layout).double().cpu().numpy()
     exact = _exact(q, k, v, case.scale, dtype)
     with torch.no_grad():
@@ -326,6 +381,7 @@ def _run_example(fn: Callable[..., Any], case: AttentionCase, dtype: torch.dtype
                               allow_unused=True)
     except TargetError as error:
         _fail(backward, case, f"backward {error.describe()}", arrays)
+        backward.timed_out = isinstance(error, TargetTimeoutError)
         return True, True
     exact_grads = _exact_vjp(q, k, v, arrays["grad_out"], case.scale, dtype)
     naive_inputs = [t.clone().requires_grad_(True) for t in tensors]
@@ -342,7 +398,7 @@ def _run_example(fn: Callable[..., Any], case: AttentionCase, dtype: torch.dtype
         err = float(np.max(np.abs(got_np - exact_grad), initial=0.0)) if np.all(np.isfinite(got_np)) else math.inf
         tol = derive_tolerance(float(np.max(np.abs(naive_grad.double().cpu().numpy() - exact_grad), initial=0.0)),
                                bound, max(magnitude, float(np.max(np.abs(exact_grad), initial=0.0))), dtype,
-                               GRADIENT_FACTOR)
+                               GRADIENT_FACTOR, apriori_label="first-order")
         ratio = err / tol.value if np.isfinite(err) else math.inf
         if worst is None or ratio > worst[0]:
             worst = (ratio, err, tol, label)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ditcheck.reference.errors import InvalidArgumentError
 
-__all__ = ["TargetError", "load_target", "resolve_factory", "call_isolated", "DEFAULT_TIMEOUT"]
+__all__ = ["TargetError", "TargetTimeoutError", "load_target", "resolve_factory", "call_isolated", "DEFAULT_TIMEOUT"]
 
 #: Seconds one call of the target may take before it counts as hung (tiny inputs: real code takes milliseconds).
 DEFAULT_TIMEOUT = 60.0
@@ -28,6 +28,10 @@ class TargetError(InvalidArgumentError):
         if self.argument == "target" and self.got is not None:
             return self.got
         return f"{self.argument}: expected {self.expected}; got {self.got}"
+
+
+class TargetTimeoutError(TargetError):
+    """A call of the target ran past its time-out (it may still be running: later calls are not made)."""
 
 
 def _import_module(name: str) -> Any:
@@ -136,7 +140,7 @@ def call_isolated(fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_T
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise TargetError("target", f"a call returning within {timeout:g} s", f"timed out after {timeout:g} s")
+        raise TargetTimeoutError("target", f"a call returning within {timeout:g} s", f"timed out after {timeout:g} s")
     if "error" in outcome:
         error = outcome["error"]
         raise TargetError("target", "a call that returns", f"raised {type(error).__name__}: {error}") from error

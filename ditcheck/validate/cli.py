@@ -32,15 +32,28 @@ __all__ = ["HELP", "TARGETS", "add_arguments", "run", "AttentionTarget", "DiTTar
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
+def _positive(kind: type) -> Any:
+    """An argparse type: a positive int or float (bad values are usage errors, not an unusable target)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    return parse
+
+
 def _common(parser: argparse.ArgumentParser, examples: int) -> None:
     parser.add_argument("target", metavar="MODULE:ATTR", help="what to validate (MODULE: dotted name or .py path)")
-    parser.add_argument("--examples", type=int, default=examples, metavar="N",
+    parser.add_argument("--examples", type=_positive(int), default=examples, metavar="N",
                         help=f"examples drawn by Hypothesis (default {examples})")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the examples (default 0)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH ('-': stdout)")
     parser.add_argument("--save-failures", metavar="DIR",
                         help="write each failing case to DIR as .npz plus a .py snippet that re-runs it")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"one call of the target longer than this fails (default {DEFAULT_TIMEOUT:g})")
 
 
