@@ -142,6 +142,11 @@ def tv_binned(samples: Any, target: LatentMixture, *, bins: int = 40, radius: fl
     x = _numpy_samples(samples, dim)
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
         raise InvalidArgumentError("bins", "an integer >= 2", repr(bins))
+    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
+        raise InvalidArgumentError("radius", "a positive number of standard deviations", repr(radius))
+    if isinstance(quadrature_order, bool) or not isinstance(quadrature_order, int) or quadrature_order < 4:
+        raise InvalidArgumentError("quadrature_order", "an integer >= 4 (the error estimate uses order - 2)",
+                                   repr(quadrature_order))
     mean, covariance = mixture_moments(target)
     sd = np.sqrt(np.diag(covariance))
     edges = [np.linspace(mean[j] - radius * sd[j], mean[j] + radius * sd[j], bins + 1) for j in range(dim)]

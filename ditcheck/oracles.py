@@ -319,7 +319,7 @@ class ModelOracle(Oracle):
 
     ``parameterisation`` is one of "eps", "x0", "v", "score" (conventions.md; v = alpha eps - sigma x0);
     ``time_map`` converts the sampler's time to the model's own time input (e.g. t -> 1000 t / T_max);
-    the identity by default. Scores only: RTK-MALA needs energy differences, see samplers.line_integral_energy.
+    the identity by default. Scores only: RTK-MALA then needs ``energy_nodes`` (samplers.RTKPotential line integrals).
     """
 
     def __init__(self, model: Model, dim: int, parameterisation: str, schedule: str | TorchSchedule = "ou-unit", *,

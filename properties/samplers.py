@@ -11,7 +11,11 @@ fails one drawn case (seeds are fixed by the case, so a given case either passes
   run the MALA kernel, Kolmogorov-Smirnov test of every coordinate marginal against its exact CDF,
   Bonferroni over coordinates; false-alarm rate RT2_ALPHA per case.
 * RT3 (exact): the ULD noise covariance equals the Van Loan integral int_0^tau e^(A r) Q e^(A^T r) dr
-  (mpmath expm at 40 digits) and is positive semidefinite.
+  (mpmath expm at 40 digits) and is positive semidefinite. And the whole RTK-ULD sampler on the orthogonal
+  complement of a latent mixture, where every segment is linear-Gaussian, has exactly the variance of
+  :func:`rtk_uld_orthogonal_variance` (chi-square test, false alarm ~ 6e-7): this pins the scale u, the
+  friction, the step, the RTK potential's coupling and the DDPM start, and with them the O(tau) bias of the
+  frozen-gradient step (1.32 sigma^2 at u kappa = 1, gamma = 1, tau = 0.5: see :func:`uld_stationary_covariance`).
 * LD5 (bound): the recursion's final variance is <= e (T0 + mu); and the Euler-Maruyama sampler's
   orthogonal component has exactly the recursion's variance (chi-square test, false alarm ~ 6e-7).
 * CF3 (rate): log-log slope of TV(p_0, p_t0) (exact quadrature) in t0 is >= 1/2 - 0.05 (TV = O(sqrt t0)).
@@ -34,6 +38,7 @@ from hypothesis import strategies as st
 from ditcheck import samplers
 from ditcheck.oracles import MixtureOracle
 from ditcheck.reference import distances, mixtures
+from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
 
 from .distributions import simplex_weights, spd_matrix
@@ -44,6 +49,8 @@ __all__ = [
     "RT2_ALPHA", "LD5_Z", "SamplerMixtureCase", "sampler_mixture_cases", "RT1Case", "rt1_cases", "check_rt1",
     "RT2Case", "rt2_cases", "rtk_posterior", "ks_pvalue", "check_rt2_mala_invariance",
     "ULDCase", "uld_cases", "uld_covariance_van_loan", "check_rt3_uld_covariance",
+    "uld_transition", "uld_stationary_covariance", "rtk_uld_orthogonal_variance", "RTKULDCase", "rtk_uld_cases",
+    "check_rt3_rtk_uld_orthogonal",
     "LD5Case", "ld5_cases", "check_ld5_bound", "LD5SamplerCase", "ld5_sampler_cases", "check_ld5_sampler",
     "CF3Case", "cf3_cases", "cf3_slope", "check_cf3_early_stopping",
     "ULACase", "ula_cases", "GaussianPotential", "ula_bias_slope", "check_ula_bias_linear",
@@ -288,6 +295,119 @@ def check_rt3_uld_covariance(case: ULDCase,
     det = closed[0, 0] * closed[1, 1] - closed[0, 1] ** 2
     require(closed[0, 0] > 0 and closed[1, 1] > 0 and det >= -1e-12 * closed[0, 0] * closed[1, 1], "RT3",
             "ULD noise covariance must be positive semidefinite", covariance=closed.tolist(), det=det)
+
+
+def uld_transition(kappa: float, scale: float, step: float, friction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(A, Q) of one samplers.uld step on g(z) = kappa z^2 / 2 per coordinate: (z', v') = A (z, v) + N(0, Q).
+
+    From samplers.uld's update with grad = kappa z: z' = (1 - u k2 kappa) z + k1 v, v' = -u k1 kappa z + e v,
+    e = e^(-gamma tau), k1 = (1 - e)/gamma, k2 = (tau - k1)/gamma; Q = samplers.uld_noise_covariance.
+    """
+    e = math.exp(-friction * step)
+    k1 = -math.expm1(-friction * step) / friction
+    k2 = (step - k1) / friction
+    a = np.array([[1 - scale * k2 * kappa, k1], [-scale * k1 * kappa, e]])
+    return a, samplers.uld_noise_covariance(friction, scale, step)
+
+
+def uld_stationary_covariance(kappa: float, scale: float, step: float, friction: float) -> np.ndarray:
+    """Stationary covariance of (z, v) of the discrete exact-OU ULD chain on kappa z^2/2: S = A S A^T + Q (Lyapunov).
+
+    The continuous dynamics leave N(0, 1/kappa) x N(0, u) invariant; the chain (gradient frozen over a step)
+    does not: kappa S_zz - 1 is O(tau), e.g. 0.3245 at u kappa = 1, gamma = 1, tau = 0.5, 0.142 at tau = 0.25.
+    """
+    a, q = uld_transition(kappa, scale, step, friction)
+    if np.max(np.abs(np.linalg.eigvals(a))) >= 1:
+        raise InvalidArgumentError("step", f"a stable ULD step for kappa = {kappa!r}, u = {scale!r}", repr(step))
+    return np.linalg.solve(np.eye(4) - np.kron(a, a), q.reshape(-1)).reshape(2, 2)
+
+
+def rtk_uld_orthogonal_variance(times: Any, inner_steps: int, step: float, friction: float, init: str = "x") -> float:
+    """Exact variance of one orthogonal coordinate after samplers.rtk_uld on a latent mixture (OU-unit, prior N(0, 1)).
+
+    Off the latent subspace p_s is N(0, sigma_s^2) per coordinate, so segment t -> s targets
+    g(z) = z^2/(2 sigma_s^2) + (x - a z)^2/(2 v), a = e^-(t - s), v = 1 - a^2: kappa = 1/sigma_s^2 + c, c = a^2/v,
+    grad g = kappa z - (a/v) x. The sampler's scale is u = 1/(c + L) with L = oracle.curvature(s) = 1/sigma_s^2
+    (the orthogonal curvature dominates for a latent mixture), so u kappa = 1. The start is z = x, or the DDPM
+    step z = (a sigma_s^2/sigma_t^2) x + N(0, b sigma_s^2/sigma_t^2), b = sigma_t^2 - a^2 sigma_s^2 (the Tweedie
+    estimate of the orthogonal part is 0). The velocity starts at N(0, u). The joint covariance of (x, z, v)
+    is propagated exactly through every step.
+    """
+    if init not in ("x", "ddpm"):
+        raise InvalidArgumentError("init", "'x' or 'ddpm'", repr(init))
+    grid = [float(t) for t in torch.as_tensor(times, dtype=torch.float64).reshape(-1)]
+    variance = 1.0
+    for t, s in zip(grid[:-1], grid[1:]):
+        sigma2_t, sigma2_s = -math.expm1(-2 * t), -math.expm1(-2 * s)
+        a = math.exp(-(t - s))
+        v = -math.expm1(-2 * (t - s))
+        c = a * a / v
+        kappa = 1 / sigma2_s + c
+        u = 1 / (c + 1 / sigma2_s)
+        if init == "ddpm":
+            gain, noise = a * sigma2_s / sigma2_t, (sigma2_t - a * a * sigma2_s) * sigma2_s / sigma2_t
+        else:
+            gain, noise = 1.0, 0.0
+        cov = np.array([[variance, gain * variance, 0.0], [gain * variance, gain * gain * variance + noise, 0.0],
+                        [0.0, 0.0, u]])
+        a2, q2 = uld_transition(kappa, u, step, friction)
+        transition = np.zeros((3, 3))
+        transition[0, 0] = 1.0
+        transition[1:, 1:] = a2
+        # grad g = kappa (z - (a / (v kappa)) x): x's column is z's gradient part times -a/(v kappa)
+        transition[1:, 0] = -(a2[:, 0] - [1.0, 0.0]) * a / (v * kappa)
+        noise_cov = np.zeros((3, 3))
+        noise_cov[1:, 1:] = q2
+        for _ in range(inner_steps):
+            cov = transition @ cov @ transition.T + noise_cov
+        variance = float(cov[1, 1])
+    return variance
+
+
+@dataclass(frozen=True)
+class RTKULDCase:
+    ambient: int
+    latent: int
+    seed: int
+    segments: int
+    inner_steps: int
+    step: float
+    friction: float
+    init: str
+    samples: int = 1000  # n (D - d0) >= 1000 squared norms: 5 sd of the variance estimate is 22%
+
+
+@st.composite
+def rtk_uld_cases(draw: st.DrawFn) -> RTKULDCase:
+    ambient = draw(st.integers(2, 6))
+    return RTKULDCase(ambient, draw(st.integers(1, ambient - 1)), draw(seeds()), draw(st.integers(1, 3)),
+                      draw(st.integers(1, 8)), draw(st.sampled_from([0.1, 0.25, 0.5, 1.0])),
+                      draw(st.sampled_from([0.5, 1.0, 2.0])), draw(st.sampled_from(["x", "ddpm"])))
+
+
+def check_rt3_rtk_uld_orthogonal(case: RTKULDCase, sampler: Sampler | None = None) -> float:
+    """RT3: RTK-ULD's orthogonal component has the exact variance w (rtk_uld_orthogonal_variance):
+    sum ||y||^2 / w ~ chi^2(n (D - d0)), |z| <= LD5_Z (false alarm ~ 6e-7). Returns w / sigma_{t_end}^2."""
+    sampler = samplers.rtk_uld if sampler is None else sampler
+    rng = np.random.default_rng(case.seed)
+    basis = orthonormal_columns(case.ambient, case.latent, case.seed)
+    mixture = LatentMixture(basis, [0.5, 0.5], rng.standard_normal((2, case.latent)),
+                            np.stack([spd_matrix(case.latent, rng, 4.0, 0.5) for _ in range(2)]))
+    oracle = MixtureOracle(mixture, "ou-unit")
+    generator = torch.Generator().manual_seed(case.seed % 2**31)
+    x = samplers.prior(oracle, case.samples, generator=generator)
+    grid = samplers.time_grid(5.0, 0.05, case.segments, "log")
+    out = sampler(oracle, x, grid, inner_steps=case.inner_steps, step_size=case.step, friction=case.friction,
+                  init=case.init, generator=generator).x
+    b = torch.as_tensor(basis)
+    residual = out - (out @ b) @ b.T
+    w = rtk_uld_orthogonal_variance(grid, case.inner_steps, case.step, case.friction, case.init)
+    dof = case.samples * (case.ambient - case.latent)
+    statistic = float(residual.pow(2).sum()) / w
+    z = (statistic - dof) / math.sqrt(2 * dof)
+    require(abs(z) <= LD5_Z, "RT3", "RTK-ULD's orthogonal variance differs from the exact linear-Gaussian recursion",
+            z_score=z, empirical_variance=statistic * w / dof, exact=w)
+    return w / -math.expm1(-2 * float(grid[-1]))
 
 
 # ----------------------------------------------------------------------------------------

@@ -63,6 +63,10 @@ def test_tv_binned_bad_input():
     with pytest.raises(InvalidArgumentError) as info:
         metrics.tv_binned(np.zeros((10, 2)), "not a mixture")
     assert info.value.argument == "target"
+    for keyword, value in (("radius", 0.0), ("radius", float("nan")), ("quadrature_order", 2), ("bins", 1)):
+        with pytest.raises(InvalidArgumentError) as info:
+            metrics.tv_binned(np.zeros((10, 2)), _mixture(2), **{keyword: value})
+        assert info.value.argument == keyword
 
 
 def test_mixture_moments_match_monte_carlo():

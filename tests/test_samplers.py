@@ -148,6 +148,12 @@ def test_oracle_bad_input():
     with pytest.raises(InvalidArgumentError) as info:
         samplers.rtk_mala(ModelOracle(lambda x, t: x, 2, "eps"), torch.zeros(3, 2, dtype=torch.float64), [0.5, 0.1])
     assert info.value.argument == "energy_nodes"
+    for call, argument in ((lambda: samplers.rtk_grid(0.1, 0, 0.2), "segments"),
+                           (lambda: samplers.ld5_orthogonal_variance(1.0, 2.0, 0.1), "T"),
+                           (lambda: samplers.ld5_orthogonal_variance(2.0, 0.1, -1.0), "mu")):
+        with pytest.raises(InvalidArgumentError) as info:
+            call()
+        assert info.value.argument == argument
 
 
 # ----------------------------------------------------------------------------------------
@@ -313,14 +319,64 @@ def test_rt3_catches_missing_cross_covariance():
 
 
 def test_uld_stationary_on_gaussian():
-    """Exact-OU ULD on N(0, s^2 I) started at stationarity stays close (bias O(tau^2) for this step; 3 sd of noise)."""
+    """Exact-OU ULD on N(0, s^2 I) settles at the discrete chain's own stationary law (Lyapunov), not at N(0, s^2):
+    at u kappa = 1, gamma = 1, tau = 0.5 the z variance is 1.3245 s^2. 100000 squared values: 5 sd = 3%."""
     variances = torch.full((2,), 0.7, dtype=torch.float64)
     potential = P.GaussianPotential(variances)
     generator = torch.Generator().manual_seed(3)
     z0 = torch.randn(50000, 2, generator=generator, dtype=torch.float64) * math.sqrt(0.7)
-    z, v = samplers.uld(potential, z0, 30, 0.1, 2.0, 0.7, generator)
-    assert abs(float(z.pow(2).mean()) / 0.7 - 1) < 0.03
-    assert abs(float(v.pow(2).mean()) / 0.7 - 1) < 0.03
+    # spectral radius 0.835 per step: after 80 steps the start's offset has decayed by 6e-7
+    z, v = samplers.uld(potential, z0, 80, 0.5, 1.0, 0.7, generator)
+    exact = P.uld_stationary_covariance(1 / 0.7, 0.7, 0.5, 1.0)
+    assert exact[0, 0] / 0.7 == pytest.approx(1.3245, abs=1e-4)
+    assert float(z.pow(2).mean()) / exact[0, 0] == pytest.approx(1.0, abs=0.03)
+    assert float(v.pow(2).mean()) / exact[1, 1] == pytest.approx(1.0, abs=0.03)
+
+
+def test_uld_stationary_bias_is_linear_in_the_step():
+    """The frozen-gradient step's variance bias kappa S_zz - 1 ~ tau/2 (u kappa = 1, gamma = 1): slope 1 in tau."""
+    steps = np.array([0.0125, 0.025, 0.05])
+    biases = np.array([P.uld_stationary_covariance(2.0, 0.5, tau, 1.0)[0, 0] * 2.0 - 1 for tau in steps])
+    assert np.polyfit(np.log(steps), np.log(biases), 1)[0] == pytest.approx(1.0, abs=0.02)
+    assert biases[0] / steps[0] == pytest.approx(0.5, abs=0.01)
+
+
+@given(P.rtk_uld_cases())
+@at_most(30)
+def test_rt3_rtk_uld_orthogonal(case):
+    P.check_rt3_rtk_uld_orthogonal(case)
+
+
+def _rtk_uld_variant(covariance=samplers.uld_noise_covariance, scale_factor=1.0):
+    """samplers.rtk_uld with one planted bug (its noise covariance or its scale u)."""
+
+    def sampler(oracle, x, times, *, inner_steps, step_size, friction, init, generator):
+        for t, s in samplers._segments(oracle, x, times):
+            potential = samplers.RTKPotential(oracle, x, t, s, energy_nodes=1)
+            z = samplers._initial(oracle, x, t, s, init, generator)
+            scale = scale_factor / samplers._smoothness(potential, None)
+            x, _ = samplers.uld(potential, z, inner_steps, step_size, friction, scale, generator, covariance=covariance)
+        return samplers.SampleResult(x, 0, 0)
+
+    return sampler
+
+
+def test_rt3_rtk_uld_correct_copy_passes():
+    P.check_rt3_rtk_uld_orthogonal(P.RTKULDCase(4, 2, 1, 3, 8, 0.5, 1.0, "ddpm"), sampler=_rtk_uld_variant())
+
+
+def test_rt3_rtk_uld_catches_missing_cross_covariance():
+    def wrong(friction, scale, step):
+        return np.diag(np.diag(samplers.uld_noise_covariance(friction, scale, step)))
+
+    expect_caught(lambda c: P.check_rt3_rtk_uld_orthogonal(c, sampler=_rtk_uld_variant(covariance=wrong)),
+                  P.rtk_uld_cases(), claim="RT3")
+
+
+def test_rt3_rtk_uld_catches_wrong_scale():
+    """u = 1/(2 (c + L)): the continuous dynamics keep their target, the discrete chain's bias changes."""
+    expect_caught(lambda c: P.check_rt3_rtk_uld_orthogonal(c, sampler=_rtk_uld_variant(scale_factor=0.5)),
+                  P.rtk_uld_cases(), claim="RT3")
 
 
 # ----------------------------------------------------------------------------------------
@@ -442,6 +498,11 @@ def test_bench_samplers_runs_and_reports(tmp_path, capsys):
     assert bench.nfe_to_reach([(10, 0.5), (100, 0.05)], 0.5) == 10
     assert bench.nfe_to_reach([(10, 0.5), (100, 0.05)], 0.158113883) == pytest.approx(10**1.5, rel=1e-6)
     assert bench.nfe_to_reach([(10, 0.5)], 0.1) == math.inf
+    # RTK-ULD's step shrinks with the budget (its O(tau) bias, not the chain length, sets its error floor)
+    oracle = MixtureOracle(_mixture_2d())
+    x = samplers.prior(oracle, 10)
+    details = [bench._run_one(oracle, "rtk-uld", budget, x, torch.Generator().manual_seed(0))[1] for budget in (50, 200)]
+    assert details == ["5 x 9, tau 0.5", "5 x 39, tau 0.26"]
 
 
 def _has_matplotlib() -> bool:

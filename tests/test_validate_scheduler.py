@@ -70,6 +70,30 @@ def test_bad_targets_and_arguments():
     assert info.value.argument == "samples"
 
 
+class _BrokenStepScheduler:
+    """A diffusers-style scheduler whose step() fails: a failure of the target (exit code 2), not a finding."""
+
+    alphas_cumprod = torch.linspace(0.99, 0.01, 10, dtype=torch.float64)
+    timesteps = torch.arange(9, -1, -1)
+
+    def set_timesteps(self, steps):
+        pass
+
+    def step(self, eps, t, x, generator=None):
+        raise RuntimeError("planted failure")
+
+
+def test_a_scheduler_that_cannot_step_is_a_target_error():
+    with pytest.raises(TargetError) as info:
+        validate_scheduler.scheduler(_BrokenStepScheduler, steps=(2,), samples=100)
+    assert "planted failure" in str(info.value)
+    parser = argparse.ArgumentParser()
+    validate_scheduler.add_arguments(parser)
+    args = parser.parse_args(["x:y", "--steps", "2", "--samples", "100"])
+    args.target = _BrokenStepScheduler
+    assert validate_scheduler.run(args) == 2
+
+
 def test_cli_run(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     validate_scheduler.add_arguments(parser)

@@ -4,19 +4,47 @@ Targets (OU-unit schedule, samplers stopped at t_end = 0.02, compared with the e
 Gaussian mixtures with 4 components in d = 2, 8, 32, and the latent-subspace mixture D = 32, d0 = 4 (LD1).
 Samplers: DDPM ancestral, DDIM (eta = 0), probability-flow Heun (log-spaced grids from T = 7), RTK-MALA and
 RTK-ULD with 5 log-spaced segments as in the paper's experiment (fewer below 15 evaluations), each inner chain
-started by one DDPM step and given the rest of the segment's share of the budget. (RT1's segment length
+started by one DDPM step and given the rest of the segment's share of the budget. RTK-ULD's step is
+tau = min(0.5, 10 / inner steps) (friction 1, scale u = 1/(c + L)): a fixed integration time of 10 per segment,
+so a larger budget buys a smaller step, not only a longer chain. (RT1's segment length
 1/2 ln(1 + 1/(2L)) would need about 40 segments here, L up to 1/sigma_t_end^2 = 25 near t_end, leaving 2-3
 inner steps per segment at these budgets: measured worse, so the paper's segment count is used.) Budgets are
 numbers of score evaluations (NFE); RTK-MALA spends one exact energy evaluation per score evaluation on top
 (its Metropolis test; see ditcheck.samplers on score-only models).
 
 Errors: binned TV (d = 2; 20 x 20 bins) and sliced W2 (every target; 32 directions, exact projected quantiles);
-"floor" is the same metric for exact draws of the target at the same n, averaged over 5 draws (sampling noise,
-not sampler error; one run of an exact sampler scatters around it).
+"floor" is the same metric for exact draws of the target at the same n, averaged over 10 draws (sampling noise,
+not sampler error), ± the standard error a mean over the bench's seeds would have under exact sampling (the
+spread of one exact draw / sqrt(seeds)): an exact sampler's row scatters around the floor by that much.
 For the latent target, also the orthogonal variance mean ||(I - BB^T) x||^2 / (D - d0) against sigma_{t_end}^2 (LD5).
 Reported: the error table, the NFE each sampler needs to reach 1.5 x floor (sliced W2; log-log interpolation), the
 budgets at which each RTK sampler beats DDPM, and the fitted exponent of NFE-to-threshold against d next to
 RT4's claims (ULD d^1/2, MALA d^2, for TV; a different metric and threshold here, so read them as indicative).
+
+Two findings behind these choices (measured 2026-11-22, under load):
+
+* RTK-ULD's error floor is the exact-OU step's O(tau) bias, not a bug. The step freezes grad g over tau, so on a
+  Gaussian g = kappa z^2/2 its stationary variance is not 1/kappa: with u kappa = 1 (the stiffest direction,
+  which for the latent target is the whole orthogonal complement) and friction 1 it is 1.3245, 1.142, 1.053,
+  1.026 x 1/kappa at tau = 0.5, 0.25, 0.1, 0.05 (bias ~ tau/2; ditcheck.properties.samplers.uld_stationary_covariance).
+  The exact linear-Gaussian recursion of the whole sampler on the orthogonal complement
+  (ditcheck.properties.samplers.rtk_uld_orthogonal_variance, checked against the sampler by a chi-square property)
+  gives 1.074, 1.164, 1.304, 1.324 sigma^2 for the 3 x 2, 5 x 3, 5 x 9, 5 x 39 runs at tau = 0.5, which is what
+  the previous version of this bench measured (1.072, 1.169, 1.307, 1.320): with tau fixed at 0.5 the extra
+  inner steps only converged the chain to its biased law. Halving tau halves the bias (1.142, 1.067, 1.032 at
+  tau = 0.25, 0.125, 0.0625 over 5 x 39 steps). With tau = min(0.5, 10 / inner) the 200-evaluation runs
+  (tau = 0.26) fell from sliced W2 0.059, 0.061, 0.038 to 0.034, 0.031, 0.020 on d = 8, d = 32 and the
+  latent target (floors 0.027, 0.019, 0.016; orthogonal variance 1.149 sigma^2, exact 1.142 at tau = 0.25).
+  A shorter integration time per segment mixes the latent directions too little: at 200 evaluations the
+  latent target gave 0.057 and 0.033 with 2 and 4 instead of 10 (3 seeds each).
+* DDIM and PF-Heun "settling above the floor" in d = 2 (TV 0.041 against 0.032) was sampling noise counted
+  twice. Both are deterministic maps of the same prior draws (each seed feeds every sampler the same x) that
+  converge to the same exact flow map, so at large budgets their errors are one number: the three seeds used
+  give TV 0.042, 0.041, 0.039 for PF-Heun with 100 steps. Over 30 seeds (± standard errors): PF-Heun
+  0.0355 ± 0.0008, DDPM 0.0329 ± 0.0010, exact draws 0.0332 ± 0.0007 (sd of one run 0.004); Heun with 100 and
+  400 steps differ by 3e-5 ± 7e-5 in TV (paired), so the flow is converged; TV(p_T, N(0, I)) = 3e-4 bounds
+  what the prior's error adds (a deterministic map keeps the TV of its start). The remaining 0.0023 ± 0.0011
+  is not resolved at this n and number of seeds.
 """
 
 from __future__ import annotations
@@ -25,6 +53,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -47,7 +76,9 @@ RTK_SEGMENTS = 5  # the paper's experiments: 5 segments
 QUICK_BUDGETS = (10, 40, 160)
 RT4_EXPONENTS = {"rtk-uld": 0.5, "rtk-mala": 2.0}
 TRIM = 0.0  # untrimmed sliced W2: stray samples of a failing sampler must count
-FLOOR_DRAWS = 5  # the floor is the mean metric over this many independent exact draws
+FLOOR_DRAWS = 10  # the floor is the mean metric over this many independent exact draws
+ULD_STEP = 0.5  # largest RTK-ULD step, in the unit where u (c + L) = 1
+ULD_HORIZON = 10.0  # RTK-ULD integration time per segment: step = min(ULD_STEP, ULD_HORIZON / inner steps)
 REACH_FACTOR = 1.5  # "reached" = sliced W2 <= REACH_FACTOR x the exact-draw floor
 
 
@@ -107,7 +138,7 @@ class SamplerBench:
     budgets: tuple[int, ...]
     repeats: int = 1
     measurements: list[Measurement] = field(default_factory=list)
-    floors: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> {"sliced_w2", "tv"}
+    floors: dict[str, dict[str, float]] = field(default_factory=dict)  # target -> {"sliced_w2", "tv"} and "..._sd"
     orthogonal_exact: dict[str, float] = field(default_factory=dict)
 
 
@@ -132,8 +163,9 @@ def _run_one(oracle: MixtureOracle, name: str, budget: int, x: torch.Tensor,
         result = samplers.rtk_mala(oracle, x, grid, inner_steps=inner, init="ddpm", generator=generator)
         return result, f"{len(grid) - 1} x {inner}, acc {result.acceptance:.2f}"
     grid, inner = _rtk_plan(budget, 0)
-    result = samplers.rtk_uld(oracle, x, grid, inner_steps=inner, init="ddpm", generator=generator)
-    return result, f"{len(grid) - 1} x {inner}"
+    step = min(ULD_STEP, ULD_HORIZON / inner)
+    result = samplers.rtk_uld(oracle, x, grid, inner_steps=inner, step_size=step, init="ddpm", generator=generator)
+    return result, f"{len(grid) - 1} x {inner}, tau {step:.2g}"
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -152,9 +184,12 @@ def bench_samplers(samples: int = 4000, budgets: tuple[int, ...] = BUDGETS, quic
     for target in targets(quick):
         law = metrics.diffused_target(target.mixture, alpha, sigma2)
         draws = [sample(law, samples, seed + 17 + k) for k in range(FLOOR_DRAWS)]
-        floor = {"sliced_w2": float(np.mean([metrics.sliced_w2(d, law, trim=TRIM) for d in draws]))}
+        values = {"sliced_w2": [metrics.sliced_w2(d, law, trim=TRIM) for d in draws]}
         if target.dim == 2:
-            floor["tv"] = float(np.mean([metrics.tv_binned(d, law, bins=20).value for d in draws]))
+            values["tv"] = [metrics.tv_binned(d, law, bins=20).value for d in draws]
+        floor = {}
+        for metric, found in values.items():
+            floor[metric], floor[f"{metric}_sd"] = float(np.mean(found)), float(np.std(found, ddof=1))
         bench.floors[target.name] = floor
         latent = target.mixture.latent_dim < target.mixture.ambient_dim
         if latent:
@@ -251,8 +286,9 @@ def print_report(bench: SamplerBench, title: str) -> dict[str, object]:
                 row = {m.budget: (getattr(m, metric), getattr(m, f"{metric}_se")) for m in bench.measurements
                        if m.target == target and m.sampler == s}
                 label = "TV" if metric == "tv" else "SW2"
+                floor = (bench.floors[target][metric], bench.floors[target][f"{metric}_sd"] / math.sqrt(bench.repeats))
                 table.add_row(target, f"{s} ({label})", *[_cell(row[b]) if b in row else "" for b in bench.budgets],
-                              f"{bench.floors[target][metric]:.3f}")
+                              _cell(floor))
         table.add_section()
     console.print(table)
     detail = Table(title="what each budget ran (steps, or RTK segments x inner steps) and the LD5 orthogonal variance")
@@ -281,8 +317,10 @@ def print_report(bench: SamplerBench, title: str) -> dict[str, object]:
         parts = [f"{s}: {', '.join(map(str, b)) or 'none'}" for s, b in won.items()]
         print(f"{target}: budgets where RTK's sliced W2 is below DDPM's by > 2 standard errors -> {'; '.join(parts)}")
     print(f"Errors are against the exact p_t_end, mean ± standard error over {bench.repeats} seeds; floor = the same\n"
-          "metric for exact draws (n as above, 5 draws). RTK-MALA also spends one exact energy evaluation per score\n"
-          "evaluation. Timings (per run) were measured on a shared machine.")
+          f"metric for exact draws (n as above, mean of {FLOOR_DRAWS} draws) ± the standard error of a mean over\n"
+          f"{bench.repeats} exact draws. Every sampler gets the same prior draws per seed, so DDIM and PF-Heun converge\n"
+          "to the same number. RTK-MALA also spends one exact energy evaluation per score evaluation. Timings (per\n"
+          "run) were measured on a shared machine.")
     return info
 
 
@@ -311,13 +349,25 @@ def plot(bench: SamplerBench, path: str) -> None:
     plt.close(fig)
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low (a usage error otherwise, never a silent default)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {value}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"budgets {' '.join(map(str, QUICK_BUDGETS))}, 500 samples, no d = 32 mixture (seconds)")
-    parser.add_argument("--samples", type=int, default=None, help="samples per run (default 4000; --quick: 500)")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--samples", type=_at_least(2), default=None, help="samples per run (default 4000; --quick: 500)")
+    parser.add_argument("--repeats", type=_at_least(1), default=None,
                         help="seeds per (target, sampler, budget), errors averaged (default 3; --quick: 1)")
-    parser.add_argument("--budgets", type=int, nargs="+", default=None, metavar="NFE",
+    parser.add_argument("--budgets", type=_at_least(1), nargs="+", default=None, metavar="NFE",
                         help=f"score-evaluation budgets (default {' '.join(map(str, BUDGETS))})")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--plot", metavar="PATH", help="write error-vs-NFE plots to PATH (PNG; needs matplotlib)")
@@ -328,8 +378,8 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many small batched solves: threads only contend
     try:
-        samples = args.samples or (500 if args.quick else 4000)
-        repeats = args.repeats or (1 if args.quick else 3)
+        samples = args.samples if args.samples is not None else (500 if args.quick else 4000)
+        repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
         budgets = tuple(args.budgets or (QUICK_BUDGETS if args.quick else BUDGETS))
         bench = bench_samplers(samples, budgets, args.quick, args.seed, repeats=repeats)
         info = print_report(bench, f"ditcheck bench samplers (n = {samples}, {repeats} seeds, t_end = {T_END}, "

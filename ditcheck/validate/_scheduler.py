@@ -20,6 +20,7 @@ settings that remove the bias); 2: the target could not be loaded or stepped.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -197,8 +198,10 @@ def _sample(sched: Any, mixture: LatentMixture, steps: int, samples: int, seed: 
     alphas_cumprod = sched.alphas_cumprod.to(torch.float64)
     x = torch.randn((samples, mixture.ambient_dim), generator=generator, dtype=torch.float64)
     x = x * float(getattr(sched, "init_noise_sigma", 1.0))
-    step_kwargs: dict[str, Any] = {"generator": generator}
-    if "eta" in sched.step.__code__.co_varnames:
+    parameters = inspect.signature(sched.step).parameters
+    any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    step_kwargs: dict[str, Any] = {"generator": generator} if "generator" in parameters or any_keyword else {}
+    if "eta" in parameters:  # named only: a **kwargs step would silently ignore it
         step_kwargs["eta"] = eta
     for t in sched.timesteps:
         model_input = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
@@ -209,7 +212,12 @@ def _sample(sched: Any, mixture: LatentMixture, steps: int, samples: int, seed: 
 
 def _run(sched_cls: type, config: dict[str, Any], overrides: dict[str, Any], mixture: LatentMixture,
          steps: int, samples: int, seed: int, eta: float) -> SchedulerRun:
-    x = _sample(_build(sched_cls, config, overrides), mixture, steps, samples, seed, eta)
+    try:
+        x = _sample(_build(sched_cls, config, overrides), mixture, steps, samples, seed, eta)
+    except (TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
+        # the scheduler's own code failed (exit code 2), not a finding about its distribution
+        raise TargetError("target", f"a scheduler that builds with {overrides} and steps {steps} times",
+                          f"{type(error).__name__}: {error}") from error
     if not bool(torch.isfinite(x).all()):
         return SchedulerRun(steps, math.inf, math.inf, math.inf, None, None, steps)
     xs = x.numpy()
