@@ -47,6 +47,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import torch
 
+from ditcheck.bounds import rt1_segment
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError
 
 from .oracles import Oracle
@@ -54,8 +55,7 @@ from .oracles import Oracle
 __all__ = [
     "SampleResult", "prior", "time_grid", "rtk_grid", "rtk_adaptive_grid",
     "ddpm", "ddim", "pf_euler", "pf_heun", "euler_maruyama", "rtk_mala", "rtk_uld", "SAMPLERS",
-    "rt1_coupling", "rt1_segment", "RT1Constants", "rt1_constants",
-    "uld_noise_covariance", "ld5_orthogonal_variance", "ld5_bound",
+    "uld_noise_covariance",
     "PotentialState", "RTKPotential", "mala", "uld", "ula",
 ]
 
@@ -255,39 +255,7 @@ def euler_maruyama(oracle: Oracle, x: torch.Tensor, times: Any, *,
 
 
 # ----------------------------------------------------------------------------------------
-# RT1, RT3, LD5: constants
-
-
-def rt1_coupling(eta: float) -> float:
-    """RT1 (Huang et al. 2024, Lemma 3.1; theory.md RT1): c = 1 / (e^(2 eta) - 1), the curvature of the RTK coupling term."""
-    if not (math.isfinite(eta) and eta > 0):
-        raise InvalidArgumentError("eta", "a positive segment length", repr(eta))
-    return 1.0 / math.expm1(2 * eta)
-
-
-def rt1_segment(lipschitz: float) -> float:
-    """RT1: eta = 1/2 ln(1 + 1/(2L)), the segment length at which c = 2L and g has condition number 3."""
-    if not (math.isfinite(lipschitz) and lipschitz > 0):
-        raise InvalidArgumentError("lipschitz", "a positive Lipschitz constant of the score", repr(lipschitz))
-    return 0.5 * math.log1p(1 / (2 * lipschitz))
-
-
-class RT1Constants(NamedTuple):
-    """RT1: g is ``strong_convexity``-strongly convex and ``smoothness``-smooth; condition = smoothness / strong_convexity."""
-
-    coupling: float
-    strong_convexity: float
-    smoothness: float
-    condition_number: float
-
-
-def rt1_constants(eta: float, lipschitz: float) -> RT1Constants:
-    """RT1 (theory.md): with the score L-Lipschitz, g is (c - L)-strongly convex and (c + L)-smooth, c = 1/(e^(2 eta) - 1)."""
-    if not (math.isfinite(lipschitz) and lipschitz >= 0):
-        raise InvalidArgumentError("lipschitz", "a finite Lipschitz constant >= 0", repr(lipschitz))
-    c = rt1_coupling(eta)
-    mu, smooth = c - lipschitz, c + lipschitz
-    return RT1Constants(c, mu, smooth, smooth / mu if mu > 0 else math.inf)
+# RT3: the exact-OU step (RT1 and LD5 constants live in ditcheck.bounds)
 
 
 def uld_noise_covariance(friction: float, scale: float, step: float) -> np.ndarray:
@@ -311,35 +279,6 @@ def uld_noise_covariance(friction: float, scale: float, step: float) -> np.ndarr
     var_z = scale / friction**2 * inner
     cov = scale / friction * e1 * e1
     return np.array([[var_z, cov], [cov, var_v]])
-
-
-def ld5_orthogonal_variance(T: float, T0: float, mu: float) -> float:  # noqa: N803 (paper's names)
-    """LD5 (Hu et al. 2024, Lemma on the orthogonal part; theory.md LD5): v_{k+1} = v_k (1 + mu (1/2 - 1/sigma_k^2))^2 + mu.
-
-    v_0 = 1, sigma_k^2 = 1 - e^(-(T - k mu)) (OU-half variance), k = 0 .. K-1 with K = (T - T0) / mu an integer
-    (to 1e-9): the variance of the Euler-Maruyama sampler's orthogonal component at time T0.
-    """
-    if not (math.isfinite(T0) and 0 < T0):
-        raise InvalidArgumentError("T0", "a positive finite early-stopping time", repr(T0))
-    if not (math.isfinite(T) and T0 < T):
-        raise InvalidArgumentError("T", f"a finite time > T0 = {T0!r}", repr(T))
-    if not (math.isfinite(mu) and mu > 0):
-        raise InvalidArgumentError("mu", "a positive step", repr(mu))
-    steps = round((T - T0) / mu)
-    if abs(steps * mu - (T - T0)) > 1e-9 * max(1.0, T):
-        raise InvalidArgumentError("mu", f"a step dividing T - T0 = {T - T0!r}", repr(mu))
-    v = 1.0
-    for k in range(steps):
-        sigma2 = -math.expm1(-(T - k * mu))
-        v = v * (1 + mu * (0.5 - 1 / sigma2)) ** 2 + mu
-    return v
-
-
-def ld5_bound(T0: float, mu: float) -> float:  # noqa: N803
-    """LD5 (Hu et al. 2024; theory.md LD5): the final orthogonal variance is <= e (T0 + mu) for T > 1, T0 + mu <= 1."""
-    if not (T0 > 0 and mu > 0 and T0 + mu <= 1):
-        raise InvalidArgumentError("T0", "T0 > 0, mu > 0, T0 + mu <= 1", f"T0={T0!r}, mu={mu!r}")
-    return math.e * (T0 + mu)
 
 
 # ----------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from ditcheck import samplers
+from ditcheck import bounds, samplers
 from ditcheck.oracles import MixtureOracle
 from ditcheck.reference import distances, mixtures
 from ditcheck.reference.errors import InvalidArgumentError
@@ -119,8 +119,8 @@ def _hessian_log_density(oracle: MixtureOracle, z: torch.Tensor, t: float) -> to
     return torch.stack(rows, dim=1).detach()
 
 
-def check_rt1(case: RT1Case, coupling: Callable[[float], float] = samplers.rt1_coupling,
-              segment: Callable[[float], float] = samplers.rt1_segment,
+def check_rt1(case: RT1Case, coupling: Callable[[float], float] = bounds.rt1_coupling,
+              segment: Callable[[float], float] = bounds.rt1_segment,
               potential: type = samplers.RTKPotential) -> None:
     """RT1: eigenvalues of hess g within [c - L, c + L]; at eta = segment(L), c = 2L and condition number <= 3."""
     mixture = case.target.mixture()
@@ -433,8 +433,8 @@ def ld5_cases(draw: st.DrawFn) -> LD5Case:
     return LD5Case(T, T0, draw(st.integers(low, max(low, 2000))))
 
 
-def check_ld5_bound(case: LD5Case, variance: Callable[[float, float, float], float] = samplers.ld5_orthogonal_variance,
-                    bound: Callable[[float, float], float] = samplers.ld5_bound) -> float:
+def check_ld5_bound(case: LD5Case, variance: Callable[[float, float, float], float] = bounds.ld5_orthogonal_variance,
+                    bound: Callable[[float, float], float] = bounds.ld5_bound) -> float:
     """LD5: the orthogonal variance after the recursion is <= e (T0 + mu); returns observed / bound."""
     observed = variance(case.T, case.T0, case.mu)
     limit = bound(case.T0, case.mu)
@@ -478,7 +478,7 @@ def check_ld5_sampler(case: LD5SamplerCase, sampler: Sampler = samplers.euler_ma
     out = sampler(oracle, x, grid, generator=generator).x
     b = torch.as_tensor(basis)
     residual = out - (out @ b) @ b.T
-    v = samplers.ld5_orthogonal_variance(case.T, case.T0, mu)
+    v = bounds.ld5_orthogonal_variance(case.T, case.T0, mu)
     dof = case.samples * (case.ambient - case.latent)
     statistic = float(residual.pow(2).sum()) / v
     z = (statistic - dof) / math.sqrt(2 * dof)

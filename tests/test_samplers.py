@@ -13,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ditcheck import metrics, samplers
+from ditcheck import bounds, metrics, samplers
 from ditcheck.oracles import GaussianOracle, MixtureOracle, ModelOracle, TorchSchedule, gp_oracle
 from ditcheck.properties import samplers as P
 from ditcheck.properties.distributions import mixture_specs
@@ -149,8 +149,8 @@ def test_oracle_bad_input():
         samplers.rtk_mala(ModelOracle(lambda x, t: x, 2, "eps"), torch.zeros(3, 2, dtype=torch.float64), [0.5, 0.1])
     assert info.value.argument == "energy_nodes"
     for call, argument in ((lambda: samplers.rtk_grid(0.1, 0, 0.2), "segments"),
-                           (lambda: samplers.ld5_orthogonal_variance(1.0, 2.0, 0.1), "T"),
-                           (lambda: samplers.ld5_orthogonal_variance(2.0, 0.1, -1.0), "mu")):
+                           (lambda: bounds.ld5_orthogonal_variance(1.0, 2.0, 0.1), "T"),
+                           (lambda: bounds.ld5_orthogonal_variance(2.0, 0.1, -1.0), "mu")):
         with pytest.raises(InvalidArgumentError) as info:
             call()
         assert info.value.argument == argument
@@ -221,12 +221,12 @@ def test_rt1_property(case):
 
 def test_rt1_constants():
     lipschitz = 3.7
-    eta = samplers.rt1_segment(lipschitz)
-    constants = samplers.rt1_constants(eta, lipschitz)
+    eta = bounds.rt1_segment(lipschitz)
+    constants = bounds.rt1_constants(eta, lipschitz)
     assert constants.coupling == pytest.approx(2 * lipschitz, rel=1e-14)
     assert constants.condition_number == pytest.approx(3.0, rel=1e-14)
     with pytest.raises(InvalidArgumentError):
-        samplers.rt1_segment(0.0)
+        bounds.rt1_segment(0.0)
 
 
 def test_rt1_catches_wrong_coupling():
@@ -390,7 +390,7 @@ def test_ld5_bound(case):
 
 def test_ld5_catches_wrong_recursion():
     def wrong(T, T0, mu):  # noqa: N803; planted bug: the noise term counted twice per step
-        return samplers.ld5_orthogonal_variance(T, T0, mu) + (T - T0)
+        return bounds.ld5_orthogonal_variance(T, T0, mu) + (T - T0)
 
     expect_caught(lambda c: P.check_ld5_bound(c, variance=wrong), P.ld5_cases(), claim="LD5")
 
@@ -420,8 +420,8 @@ def test_subspace_error_of_the_sampler_matches_ld5():
     x = samplers.prior(oracle, 3000, generator=torch.Generator().manual_seed(0))
     out = samplers.euler_maruyama(oracle, x, samplers.time_grid(4.0, 0.1, 39), generator=torch.Generator().manual_seed(1))
     errors = metrics.subspace_error(out.x, basis)
-    v = samplers.ld5_orthogonal_variance(4.0, 0.1, 0.1)
-    assert v <= samplers.ld5_bound(0.1, 0.1)
+    v = bounds.ld5_orthogonal_variance(4.0, 0.1, 0.1)
+    assert v <= bounds.ld5_bound(0.1, 0.1)
     # E ||y||^2 = 6 v; the mean over 3000 draws has relative sd sqrt(2/18000) ~ 0.011
     assert float(errors.pow(2).mean()) / (6 * v) == pytest.approx(1.0, abs=0.05)
 
