@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from ditcheck.properties import torch_dit as tprops
 from ditcheck.reference.dit import DiTConfig, random_dit_params
 from ditcheck.bounds import UnreachableAccuracyError
 from ditcheck.reference.errors import InvalidArgumentError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models: torch's intra-op threads only spin against the other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def plumbing_degree(radius: float, eps: float) -> int:

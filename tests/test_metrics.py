@@ -14,15 +14,6 @@ from ditcheck.reference import mixtures
 from ditcheck.reference.errors import InvalidArgumentError, NotOrthonormalError, ShapeError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread avoids contention on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _mixture(dim: int) -> mixtures.LatentMixture:
     rng = np.random.default_rng(dim)
     means = 2 * rng.standard_normal((2, dim))

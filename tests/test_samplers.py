@@ -23,15 +23,6 @@ from ditcheck.reference.errors import InvalidArgumentError, ShapeError, TimeOutO
 from helpers import at_most, expect_caught
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batched linear algebra: one thread avoids contention on the shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _mixture_2d() -> mixtures.LatentMixture:
     return mixtures.gaussian_mixture([0.3, 0.7], [[-2.0, 0.0], [1.5, 1.0]], [np.eye(2) * 0.3, np.diag([0.5, 0.2])])
 

@@ -9,7 +9,6 @@ import json
 import math
 import runpy
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +27,6 @@ from ditcheck.validate import attention, load_target
 from ditcheck.validate._attention import attention_case_error, draw_examples, fits_dtype
 
 TARGETS = Path(__file__).parent / "targets"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny tensors: torch's intra-op threads only spin against the other test processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def failing(report) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import runpy
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,6 @@ from ditcheck.validate import diffusers_state_dict, dit, params_from_diffusers, 
 
 TARGETS = Path(__file__).parent / "targets"
 DIFFUSERS_TARGET = f"{TARGETS / 'clean.py'}:tiny_diffusers_dit"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

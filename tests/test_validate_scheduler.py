@@ -18,14 +18,6 @@ from ditcheck.validate._target import TargetError
 diffusers = pytest.importorskip("diffusers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_exact_eps_matches_the_reference_score():
     mixture = validate_scheduler.default_target()
     x = torch.as_tensor(np.random.default_rng(0).standard_normal((6, 2)))
