@@ -36,6 +36,7 @@ from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
 
 from ._target import TargetError, load_target
+from .report import emit
 
 HELP = "drive a diffusers scheduler's step loop with exact scores of a Gaussian mixture and check the samples"
 
@@ -301,12 +302,5 @@ def run(args: argparse.Namespace) -> int:
     except TargetError as error:
         print(f"ditcheck validate scheduler: the target could not be used: {error}", file=sys.stderr)
         return 2
-    print(report)
-    if args.json:
-        text = report.to_json()
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as handle:
-                handle.write(text + "\n")
+    emit(report, args.json)
     return report.exit_code

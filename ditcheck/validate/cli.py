@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 from typing import Any
 
 from ditcheck.properties.attention import ADVERSARIAL_KINDS
 
 from ._target import DEFAULT_TIMEOUT, TargetError, load_target, resolve_factory
-from .report import Report
+from .report import Report, emit
 
 HELP = "validate third-party attention or DiT code against the reference (exit 0 conforms, 1 discrepancy, 2 unusable)"
 
@@ -58,13 +57,7 @@ def _common(parser: argparse.ArgumentParser, examples: int) -> None:
 
 
 def _finish(report: Report, args: argparse.Namespace) -> int:
-    print(report)
-    if args.json:
-        text = report.to_json()
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+    emit(report, args.json)
     if args.save_failures and report.failures:
         written = report.save_failures(args.save_failures)
         print(f"  saved {len(written) // 2} failing case(s) to {args.save_failures}")

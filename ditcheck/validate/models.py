@@ -207,6 +207,33 @@ def recognise(model: Any) -> Layout:
                       f"{type(model).__name__} with state-dict keys {list(state)[:4]}: neither is recognised")
 
 
+def _diffusers_names(config: DiTConfig, embedder_blocks: range) -> list[tuple[str, str]]:
+    """(reference name, diffusers name) of every tensor the two layouts share one to one (qkv aside).
+
+    diffusers' AdaLayerNormZero owns a timestep/label embedder per block: ``embedder_blocks`` says
+    whose copies to pair with the reference's single embedder.
+    """
+    names = [("x_embedder.proj.weight", "pos_embed.proj.weight"), ("x_embedder.proj.bias", "pos_embed.proj.bias")]
+    for i in embedder_blocks:
+        emb = f"transformer_blocks.{i}.norm1.emb"
+        for kind in ("weight", "bias"):
+            names += [(f"t_embedder.mlp.0.{kind}", f"{emb}.timestep_embedder.linear_1.{kind}"),
+                      (f"t_embedder.mlp.2.{kind}", f"{emb}.timestep_embedder.linear_2.{kind}")]
+        if config.num_classes:
+            names.append(("y_embedder.embedding_table.weight", f"{emb}.class_embedder.embedding_table.weight"))
+    for i in range(config.depth):
+        block, ref = f"transformer_blocks.{i}", f"blocks.{i}"
+        for kind in ("weight", "bias"):
+            names += [(f"{ref}.adaLN_modulation.1.{kind}", f"{block}.norm1.linear.{kind}"),
+                      (f"{ref}.attn.proj.{kind}", f"{block}.attn1.to_out.0.{kind}"),
+                      (f"{ref}.mlp.fc1.{kind}", f"{block}.ff.net.0.proj.{kind}"),
+                      (f"{ref}.mlp.fc2.{kind}", f"{block}.ff.net.2.{kind}")]
+    for kind in ("weight", "bias"):
+        names += [(f"final_layer.adaLN_modulation.1.{kind}", f"proj_out_1.{kind}"),
+                  (f"final_layer.linear.{kind}", f"proj_out_2.{kind}")]
+    return names
+
+
 def diffusers_state_dict(params: Mapping[str, np.ndarray], config: DiTConfig) -> dict[str, np.ndarray]:
     """Reference (original DiT) parameters as a DiTTransformer2DModel state dict (pos_embed kept under its own name).
 
@@ -214,28 +241,13 @@ def diffusers_state_dict(params: Mapping[str, np.ndarray], config: DiTConfig) ->
     embedders (diffusers' AdaLayerNormZero owns one per block; the final layer uses block 0's).
     """
     d = config.hidden_size
-    state: dict[str, np.ndarray] = {"pos_embed": params["pos_embed"],
-                                    "pos_embed.proj.weight": params["x_embedder.proj.weight"],
-                                    "pos_embed.proj.bias": params["x_embedder.proj.bias"]}
+    state: dict[str, np.ndarray] = {"pos_embed": params["pos_embed"]}
+    state.update({diff: params[ref] for ref, diff in _diffusers_names(config, range(config.depth))})
     for i in range(config.depth):
-        block, ref = f"transformer_blocks.{i}", f"blocks.{i}"
-        emb = f"{block}.norm1.emb"
-        for a, b in (("linear_1", "0"), ("linear_2", "2")):
-            for kind in ("weight", "bias"):
-                state[f"{emb}.timestep_embedder.{a}.{kind}"] = params[f"t_embedder.mlp.{b}.{kind}"]
-        if config.num_classes:
-            state[f"{emb}.class_embedder.embedding_table.weight"] = params["y_embedder.embedding_table.weight"]
         for kind in ("weight", "bias"):
-            qkv = params[f"{ref}.attn.qkv.{kind}"]
+            qkv = params[f"blocks.{i}.attn.qkv.{kind}"]
             for j, name in enumerate(("to_q", "to_k", "to_v")):
-                state[f"{block}.attn1.{name}.{kind}"] = qkv[j * d:(j + 1) * d]
-            state[f"{block}.norm1.linear.{kind}"] = params[f"{ref}.adaLN_modulation.1.{kind}"]
-            state[f"{block}.attn1.to_out.0.{kind}"] = params[f"{ref}.attn.proj.{kind}"]
-            state[f"{block}.ff.net.0.proj.{kind}"] = params[f"{ref}.mlp.fc1.{kind}"]
-            state[f"{block}.ff.net.2.{kind}"] = params[f"{ref}.mlp.fc2.{kind}"]
-    for kind in ("weight", "bias"):
-        state[f"proj_out_1.{kind}"] = params[f"final_layer.adaLN_modulation.1.{kind}"]
-        state[f"proj_out_2.{kind}"] = params[f"final_layer.linear.{kind}"]
+                state[f"transformer_blocks.{i}.attn1.{name}.{kind}"] = qkv[j * d:(j + 1) * d]
     return state
 
 
@@ -248,15 +260,8 @@ def params_from_diffusers(state: Mapping[str, Any], config: DiTConfig) -> dict[s
     """
     state = {name: np.asarray(value.detach().cpu().double() if isinstance(value, torch.Tensor) else value,
                               dtype=np.float64) for name, value in state.items()}
-    params: dict[str, np.ndarray] = {"x_embedder.proj.weight": state["pos_embed.proj.weight"],
-                                     "x_embedder.proj.bias": state["pos_embed.proj.bias"]}
+    params = {ref: state[diff] for ref, diff in _diffusers_names(config, range(1))}
     emb0 = "transformer_blocks.0.norm1.emb"
-    embedder = {"t_embedder.mlp.0": "timestep_embedder.linear_1", "t_embedder.mlp.2": "timestep_embedder.linear_2"}
-    for ref, diff in embedder.items():
-        for kind in ("weight", "bias"):
-            params[f"{ref}.{kind}"] = state[f"{emb0}.{diff}.{kind}"]
-    if config.num_classes:
-        params["y_embedder.embedding_table.weight"] = state[f"{emb0}.class_embedder.embedding_table.weight"]
     for i in range(1, config.depth):
         emb = f"transformer_blocks.{i}.norm1.emb"
         for name in [n for n in state if n.startswith(emb0 + ".")]:
@@ -265,17 +270,9 @@ def params_from_diffusers(state: Mapping[str, Any], config: DiTConfig) -> dict[s
                 raise InvalidArgumentError("state", "every block's timestep/label embedder equal to block 0's (the "
                                            "reference DiT has one)", f"{other} differs")
     for i in range(config.depth):
-        block, ref = f"transformer_blocks.{i}", f"blocks.{i}"
         for kind in ("weight", "bias"):
-            params[f"{ref}.attn.qkv.{kind}"] = np.concatenate(
-                [state[f"{block}.attn1.{name}.{kind}"] for name in ("to_q", "to_k", "to_v")])
-            params[f"{ref}.adaLN_modulation.1.{kind}"] = state[f"{block}.norm1.linear.{kind}"]
-            params[f"{ref}.attn.proj.{kind}"] = state[f"{block}.attn1.to_out.0.{kind}"]
-            params[f"{ref}.mlp.fc1.{kind}"] = state[f"{block}.ff.net.0.proj.{kind}"]
-            params[f"{ref}.mlp.fc2.{kind}"] = state[f"{block}.ff.net.2.{kind}"]
-    for kind in ("weight", "bias"):
-        params[f"final_layer.adaLN_modulation.1.{kind}"] = state[f"proj_out_1.{kind}"]
-        params[f"final_layer.linear.{kind}"] = state[f"proj_out_2.{kind}"]
+            params[f"blocks.{i}.attn.qkv.{kind}"] = np.concatenate(
+                [state[f"transformer_blocks.{i}.attn1.{name}.{kind}"] for name in ("to_q", "to_k", "to_v")])
     return params
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ditcheck.properties.validation import Tolerance
 
-__all__ = ["Check", "Failure", "Report"]
+__all__ = ["Check", "Failure", "Report", "emit"]
 
 
 @dataclass
@@ -134,3 +134,14 @@ class Report:
         for note in self.notes:
             lines.append(f"  note: {note}")
         return "\n".join(lines)
+
+
+def emit(report: Any, json_path: str | None) -> None:
+    """Print ``report`` and, when ``json_path`` is given, its ``to_json()`` to that file ('-': standard output)."""
+    print(report)
+    if json_path:
+        text = report.to_json()
+        if json_path == "-":
+            print(text)
+        else:
+            Path(json_path).write_text(text + "\n")
