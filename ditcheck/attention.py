@@ -36,10 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from ditcheck.bounds import (UnreachableAccuracyError, as2_output_bound, feature_rank, minimal_degree,
-                             poly_attention_rounding_bound)
+                             poly_attention_rounding_bound, require_eps)
 from ditcheck.polynomial import (ExpApproximation, MonomialWriter, exp_approximation, feature_weights,
                                  monomial_layout, monomials)
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
+from ditcheck.reference.precision import require_real
 
 __all__ = [
     "BACKENDS",
@@ -111,20 +112,7 @@ def _check_inputs(q: Any, k: Any, v: Any) -> None:
 
 
 def _check_scale(scale: Any, dim: int) -> float:
-    if scale is None:
-        return 1.0 / math.sqrt(dim)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
-        raise InvalidArgumentError("scale", "None or a real number > 0", type(scale).__name__)
-    scale = float(scale)
-    if not (math.isfinite(scale) and scale > 0):
-        raise InvalidArgumentError("scale", "None or a finite real number > 0", repr(scale))
-    return scale
-
-
-def _check_eps(eps: Any) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
-        raise InvalidArgumentError("eps", "a real number in (0, 1) (eps >= 1 allows a normaliser <= 0)", repr(eps))
-    return float(eps)
+    return 1.0 / math.sqrt(dim) if scale is None else require_real(scale, "scale", low=0.0, low_inclusive=False)
 
 
 def logit_radius_bound(q: torch.Tensor, k: torch.Tensor, scale: float) -> float:
@@ -269,10 +257,7 @@ def _poly_plan(q: torch.Tensor, k: torch.Tensor, scale: float, eps: float, radiu
     if radius is None:
         used = bound
     else:
-        if isinstance(radius, bool) or not isinstance(radius, (int, float, np.floating, np.integer)) \
-                or not (math.isfinite(float(radius)) and float(radius) >= 0):
-            raise InvalidArgumentError("radius", "None or a finite real number >= 0", repr(radius))
-        used = float(radius)
+        used = require_real(radius, "radius", low=0.0)
         if check_radius and bound > used:
             measured = exact_logit_radius(q, k, scale)
             if measured > used:
@@ -323,7 +308,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: Bac
         extra = {} if chunk_size is None else {"chunk_size": chunk_size}
         output, estimate = favor_attention(q, k, v, num_features=num_features, seed=seed, scale=scale, **extra)
         return AttentionResult(output, "rf", error_estimate=estimate)
-    eps = _check_eps(eps)
+    eps = require_eps(eps)
     if backend == "auto":
         try:
             plan = _poly_plan(q, k, scale, eps, radius, kind, check_radius, max_rank)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.precision import require_real
 
 __all__ = [
     "UnreachableAccuracyError",
@@ -33,17 +34,15 @@ class UnreachableAccuracyError(InvalidArgumentError):
     """The requested eps cannot be certified at a sane degree/rank for this logit radius R and head dim D."""
 
 
-def _require_eps(eps: float) -> float:
+def require_eps(eps: float) -> float:
+    """``eps`` as a float in (0, 1): a relative error below 1 keeps the approximate normaliser positive."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not 0 < float(eps) < 1:
-        raise InvalidArgumentError("eps", "a real number in (0, 1)", repr(eps))
+        raise InvalidArgumentError("eps", "a real number in (0, 1) (eps >= 1 allows a normaliser <= 0)", repr(eps))
     return float(eps)
 
 
 def _require_norm(value: float, argument: str = "v_inf_norm") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not (math.isfinite(float(value)) and float(value) >= 0):
-        raise InvalidArgumentError(argument, "a finite real number >= 0", repr(value))
-    return float(value)
+    return require_real(value, argument, low=0.0)
 
 
 def ld6_threshold(length: int) -> float:
@@ -58,7 +57,7 @@ def minimal_degree(radius: float, eps: float, *, kind: str = "chebyshev") -> int
     from ditcheck.polynomial import MAX_DEGREE, _require_kind, _require_radius, exp_approximation, \
         sampled_relative_error
 
-    radius, eps, kind = _require_radius(radius), _require_eps(eps), _require_kind(kind)
+    radius, eps, kind = _require_radius(radius), require_eps(eps), _require_kind(kind)
     best, stalled = math.inf, 0
     for degree in range(MAX_DEGREE + 1):
         # a rigorous lower bound above eps rules the degree out without a certificate
@@ -94,7 +93,7 @@ def paper_feature_rank_bound(dim: int, degree: int) -> int:
 
 def as2_output_bound(eps: float, v_inf_norm: float) -> float:
     """AS2 (Alman-Song 2023, Lemma 3.4, sharpened): ||D~^-1 A~ V - D^-1 A V||_inf <= eps/(1 - eps) ||V||_inf."""
-    eps = _require_eps(eps)
+    eps = require_eps(eps)
     return eps / (1 - eps) * _require_norm(v_inf_norm)
 
 
@@ -103,14 +102,14 @@ def as2_column_bound(eps: float, v: np.ndarray) -> np.ndarray:
 
     ``v`` is [..., L, Dv] (NumPy or torch); returns [..., Dv] as NumPy float64.
     """
-    eps = _require_eps(eps)
+    eps = require_eps(eps)
     v = np.asarray(v.detach().cpu().double() if hasattr(v, "detach") else v, dtype=np.float64)
     return eps / (1 - eps) * (v.max(axis=-2) - v.min(axis=-2)) / 2
 
 
 def as2_paper_bound(eps: float, v_inf_norm: float) -> float:
     """AS2 as stated (Alman-Song 2023, Lemma 3.4): 2 eps ||V||_inf."""
-    return 2 * _require_eps(eps) * _require_norm(v_inf_norm)
+    return 2 * require_eps(eps) * _require_norm(v_inf_norm)
 
 
 def gamma(n: int, unit_roundoff: float) -> float:

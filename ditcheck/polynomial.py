@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeError
+from ditcheck.reference.precision import require_real
 
 __all__ = [
     "KINDS",
@@ -88,12 +89,7 @@ class ExpApproximation:
 
 
 def _require_radius(radius: float) -> float:
-    if isinstance(radius, bool) or not isinstance(radius, (int, float, np.floating, np.integer)):
-        raise InvalidArgumentError("radius", "a real number > 0", type(radius).__name__)
-    radius = float(radius)
-    if not (math.isfinite(radius) and radius > 0):
-        raise InvalidArgumentError("radius", "a finite real number > 0", repr(radius))
-    return radius
+    return require_real(radius, "radius", low=0.0, low_inclusive=False)
 
 
 def _require_degree(degree: int) -> int:

@@ -20,6 +20,7 @@ import math
 import torch
 
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
+from ditcheck.reference.precision import require_real
 
 __all__ = ["random_projection", "positive_random_features", "favor_attention"]
 
@@ -111,9 +112,8 @@ def favor_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, num_fe
     _check_qkv(q, k, v)
     _require_count(num_features, "num_features")
     dim = q.shape[-1]
-    scale = 1.0 / math.sqrt(dim) if scale is None else scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
-        raise InvalidArgumentError("scale", "a finite real number > 0 (split as sqrt(scale) on q and k)", repr(scale))
+    # split as sqrt(scale) on q and k, so it must be > 0
+    scale = 1.0 / math.sqrt(dim) if scale is None else require_real(scale, "scale", low=0.0, low_inclusive=False)
     m = num_features
     projection = random_projection(m, dim, seed=seed, orthogonal=orthogonal, dtype=q.dtype, device=q.device)
     root = math.sqrt(scale)
