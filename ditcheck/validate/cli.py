@@ -24,7 +24,7 @@ from ditcheck.properties.attention import ADVERSARIAL_KINDS
 from ._target import DEFAULT_TIMEOUT, TargetError, load_target, resolve_factory
 from .report import Report, emit
 
-HELP = "validate third-party attention or DiT code against the reference (exit 0 conforms, 1 discrepancy, 2 unusable)"
+HELP = "validate third-party attention, DiT or scheduler code against the reference (exit 0 conforms, 1 discrepancy, 2 unusable)"
 
 __all__ = ["HELP", "TARGETS", "add_arguments", "run", "AttentionTarget", "DiTTarget"]
 
