@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ditcheck.cli import build_parser, main
+from ditcheck.cli import COMMANDS, build_parser, main
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,3 +33,22 @@ def test_python_dash_m_entry_points() -> None:
     for module, expected in (("ditcheck", "bench"), ("ditcheck.bench", "reference")):
         done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and expected in done.stdout
+
+
+def _every_command_path() -> list[list[str]]:
+    from ditcheck.bench import benchmarks
+    from ditcheck.validate.cli import TARGETS
+
+    paths = [[name] for name in COMMANDS]
+    paths += [["bench", name] for name in benchmarks()]
+    paths += [["validate", name] for name in TARGETS]
+    return paths
+
+
+@pytest.mark.parametrize("path", _every_command_path(), ids=" ".join)
+def test_every_command_has_help(path: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*path, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ditcheck " + " ".join(path))
