@@ -47,6 +47,8 @@ def require_within(balls: BallArray, value: np.ndarray, tolerance: np.ndarray, c
     require(np.shape(value) == balls.shape, claim, f"{what}: wrong shape", got=np.shape(value), **context)
     # a NaN midpoint makes an arb ball that overlaps everything, so non-finite results are rejected first
     require(np.all(np.isfinite(value)), claim, f"{what}: non-finite float64 result", **context)
+    # a NaN tolerance would make every comparison vacuous: it is a defect of the bound function
+    require(not np.any(np.isnan(tolerance)), claim, f"{what}: NaN tolerance (the bound is undefined)", **context)
     inside = balls.within(value, tolerance)
     if not inside.all():
         index = tuple(int(i) for i in np.argwhere(~inside)[0])

@@ -65,8 +65,15 @@ def _underflow_allowance(n: int) -> float:
 
 
 def _absolute_from_relative(r: np.ndarray, computed: np.ndarray, allowance: float) -> np.ndarray:
-    """|p~ - p| bound from |p~ - p| <= r p + a: then p <= (p~ + a)/(1 - r), so |p~ - p| <= r (p~ + a)/(1 - r) + a."""
-    return r * (computed + allowance) / (1 - r) + allowance
+    """|p~ - p| bound from |p~ - p| <= r p + a: then p <= (p~ + a)/(1 - r), so |p~ - p| <= r (p~ + a)/(1 - r) + a.
+
+    From r >= 1 on (logits so large that exp(2 Delta) overflows the relative argument) only
+    0 <= p, p~ <= 1 is known, so the bound is 1: vacuous but true, never NaN.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        bound = r * (computed + allowance) / (1 - r) + allowance
+    return np.where(r < 1, bound, 1.0)
 
 
 def softmax_error_bound(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -99,7 +106,8 @@ def attention_error_bound(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: fl
     logits = (q @ np.swapaxes(k, -1, -2)) * scale_used
     weights = softmax(logits, mask=keep, fully_masked="zero")
     r = _softmax_relative_error(logits, keep)
-    rho = np.exp(2 * delta) * (1 + r) - 1
+    with np.errstate(over="ignore"):  # exp(2 Delta) = inf gives rho = inf: a vacuous weight bound of 1
+        rho = np.exp(2 * delta) * (1 + r) - 1
     key_tokens = k.shape[-2]
     per_weight = _absolute_from_relative(rho, weights, _underflow_allowance(key_tokens)) + gamma(key_tokens) * weights
     return (per_weight @ np.abs(v) + key_tokens * SMALLEST_SUBNORMAL) * BOUND_INFLATION

@@ -13,10 +13,12 @@ from ditcheck.properties.attention import (BOOLEAN_MASK_KINDS, AttentionCase, We
                                            check_float64_within_rounding_bound, check_rows_are_convex_combinations,
                                            check_vjp_matches_finite_differences,
                                            check_weight_gradient_matches_finite_differences, weight_gradient_cases)
+from ditcheck.properties.violation import PropertyViolation
 from ditcheck.reference import (DTypeError, FullyMaskedRowError, InvalidArgumentError, NonFiniteError, ShapeError,
                                 attention, attention_vjp, attention_weight_gradient, softmax)
 from ditcheck.reference.attention import default_scale
 from ditcheck.reference.precision import BallArray, Float64
+from ditcheck.reference.rounding import attention_error_bound
 
 from helpers import at_most, expect_caught
 
@@ -309,3 +311,21 @@ def test_ld7_scale_must_be_a_finite_real(scale) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         attention_weight_gradient(**arrays, scale=scale)
     assert info.value.argument == "scale"
+
+
+def test_rounding_bound_is_vacuous_not_nan_when_logit_errors_overflow() -> None:
+    """Logits near 1e306: exp(2 Delta) overflows; each weight error is then bounded by 1, not NaN."""
+    q = np.full((1, 1, 2, 2), 1e153)
+    k = np.full((1, 1, 3, 2), 1e153)
+    v = np.ones((1, 1, 3, 2))
+    bound = attention_error_bound(q, k, v)
+    assert np.all(np.isfinite(bound)) and np.all(bound >= 1.0)
+
+
+def test_require_within_rejects_a_nan_tolerance() -> None:
+    from ditcheck.properties.certified import require_within
+
+    q, k, v = (np.random.default_rng(i).standard_normal((1, 1, 3, 2)) for i in range(3))
+    balls = attention(q, k, v, precision="arb:113")
+    with pytest.raises(PropertyViolation, match="NaN tolerance"):
+        require_within(balls, attention(q, k, v), np.full(balls.shape, np.nan), "REF-rounding", "attention")
