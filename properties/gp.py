@@ -8,7 +8,7 @@ rounding floor of ditcheck.bounds (gp2_rate, gp2_rounding_floor, gp2_condition_u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -26,6 +26,7 @@ from ditcheck.reference.linalg import eigenvalue_error_bound
 from ditcheck.reference.rounding import BOUND_INFLATION
 
 from .distributions import U, GPCase, gp_cases
+from .measurement import Measurement, Observation
 from .violation import require
 
 __all__ = [
@@ -33,7 +34,12 @@ __all__ = [
     "unrolled_cases",
     "check_gp2_step_size",
     "check_gp2_attention_weights",
+    "measure_gp2_unrolled",
     "check_gp2_unrolled",
+    "GP3_WIDTH",
+    "GP3_TIME",
+    "gp3_observation",
+    "gp4_observation",
     "check_gp4_attention",
 ]
 
@@ -93,16 +99,74 @@ def _weight_tolerance(gamma: np.ndarray, unit: float) -> float:
     return float(eigenvalue_error_bound(gamma)) * unit / U + gamma.shape[0] * unit * float(np.linalg.norm(gamma))
 
 
+def _attention_weight_gap(case: UnrolledCase, build: Callable[..., Any], dtype: torch.dtype) -> tuple[float, float]:
+    """(||W - Gamma||_F, its tolerance _weight_tolerance) of the transformer's attention weights."""
+    p = case.problem
+    model = build(p.gamma, p.sigma_matrix, case.steps, encoding=case.encoding, schedule=p.schedule, dtype=dtype)
+    weights = model.attention_weights().detach().to(torch.float64).cpu().numpy()
+    return float(np.linalg.norm(weights - p.gamma)), _weight_tolerance(p.gamma, _unit(dtype))
+
+
 def check_gp2_attention_weights(case: UnrolledCase, build: Callable[..., Any] = UnrolledGPTransformer,
                                 dtype: torch.dtype = torch.float64) -> float:
     """GP2: the transformer's attention weights are gamma(i, j) to rounding; returns ||W - Gamma||_F / ||Gamma||_2."""
     p = case.problem
-    model = build(p.gamma, p.sigma_matrix, case.steps, encoding=case.encoding, schedule=p.schedule, dtype=dtype)
-    weights = model.attention_weights().detach().to(torch.float64).cpu().numpy()
-    gap = float(np.linalg.norm(weights - p.gamma))
-    tolerance = _weight_tolerance(p.gamma, _unit(dtype))
+    gap, tolerance = _attention_weight_gap(case, build, dtype)
     require(gap <= tolerance, "GP2", "attention weights != gamma(i, j)", gap=gap, tolerance=tolerance, case=case)
     return gap / float(np.linalg.norm(p.gamma, 2))
+
+
+def measure_gp2_unrolled(case: UnrolledCase, build: Callable[..., Any] = UnrolledGPTransformer,
+                         iterate: Callable[..., Any] = gp.gradient_descent, dtype: torch.dtype = torch.float64,
+                         rate: Callable[[Any, int], Any] = gp2_rate) -> Measurement:
+    """GP2 (Fu et al. 2025; theory.md GP2): ||T_k - s*|| / ||s*|| against ((1 - 1/kappa^)^k + floor_k + e1)/(1 - e1),
+    at the block k and sequence with the largest ratio (k = 1..K; k = 0 only when K = 0, where s^0 = 0 makes it
+    the identity 1 <= (1 + e1)/(1 - e1)).
+
+    kappa^ >= kappa_t (gp2_condition_upper), floor_k = gp2_rounding_floor of the transformer's own dtype and
+    attention-weight error, e1 = 16 n u kappa^ the relative error of the float64 exact score (GP1's tolerance);
+    x is rounded through ``dtype`` first, so the transformer and the references see the same input.
+    ``forms``: "vs iteration": max ||T_k - R_k|| / ((floor_k(T) + floor_k(R)) ||s*||) at k = 1, K/2, K (R the
+    reference iteration; it costs O(k), so three blocks); "attention weights": ||W - Gamma||_F over its tolerance;
+    "block 0": the bound's ratio at k = 0 (when K > 0).
+    """
+    p = case.problem
+    unit = _unit(dtype)
+    gap, tolerance = _attention_weight_gap(case, build, dtype)
+    weight_error = gap / float(np.linalg.norm(p.gamma, 2))
+    model = build(p.gamma, p.sigma_matrix, case.steps, encoding=case.encoding, schedule=p.schedule, dtype=dtype)
+    x = torch.as_tensor(p.x, dtype=dtype)
+    x64 = x.to(torch.float64).numpy()
+    with torch.no_grad():
+        out = model(x, p.time, return_iterates=True).to(torch.float64).numpy()
+    exact = gp.gp_score(x64, p.time, p.gamma, p.sigma_matrix, p.schedule)
+    kappa = case.kappa_upper
+    e1 = np.minimum(16 * p.gamma.shape[0] * p.sigma_matrix.shape[0] * U * kappa, 0.5)
+    size = _rows(exact) / (1 - e1)
+    worst = (-1.0, 0.0, 1.0)  # (ratio, observed, limit)
+    iteration_ratio = block0_ratio = 0.0
+    for k in range(case.steps + 1):
+        floor_t = gp2_rounding_floor(k, kappa, p.frames, p.dim, unit, weight_error)
+        if k in (1, case.steps // 2, case.steps):
+            floor_r = gp2_rounding_floor(k, kappa, p.frames, p.dim, U)
+            reference = np.asarray(iterate(x64, p.time, p.gamma, p.sigma_matrix, k, p.schedule))
+            allowed = (floor_t + floor_r) * size
+            gap_k = _rows(out[k] - reference)  # k = 0: both are exactly 0 and so is the allowance
+            ratio_k = np.where(gap_k > 0, gap_k / np.maximum(allowed, np.finfo(float).tiny), 0.0)
+            iteration_ratio = max(iteration_ratio, float(np.max(ratio_k)))
+        error = _rows(out[k] - exact) / _rows(exact)
+        bound = (np.asarray(rate(kappa, k)) + floor_t + e1) / (1 - e1)
+        ratios = error / bound
+        if k == 0 and case.steps > 0:
+            # s^0 = 0: error 1 against (1 + e1)/(1 - e1), an identity that would mask every k >= 1: a form only
+            block0_ratio = float(np.max(ratios))
+            continue
+        i = int(np.argmax(ratios))
+        if ratios[i] > worst[0]:
+            worst = (float(ratios[i]), float(error[i]), float(np.broadcast_to(bound, error.shape)[i]))
+    return Measurement(worst[1], worst[2], case,
+                       forms={"vs iteration": iteration_ratio, "attention weights": gap / tolerance,
+                              "block 0": block0_ratio})
 
 
 def check_gp2_unrolled(case: UnrolledCase, build: Callable[..., Any] = UnrolledGPTransformer,
@@ -113,33 +177,16 @@ def check_gp2_unrolled(case: UnrolledCase, build: Callable[..., Any] = UnrolledG
     e1 = 16 n u kappa^ the relative error of the float64 exact score (GP1's tolerance):
       ||T_k - R_k|| <= (floor_k(T) + floor_k(R)) ||s*||                  (transformer vs reference iteration)
       ||T_k - s*|| / ||s*|| <= ((1 - 1/kappa^)^k + floor_k(T) + e1) / (1 - e1)      (the GP2 bound)
-    with ||s*|| <= ||s*_computed|| / (1 - e1). x is rounded through ``dtype`` first, so both see the same input.
+    with ||s*|| <= ||s*_computed|| / (1 - e1) (measure_gp2_unrolled).
     """
-    p = case.problem
-    unit = _unit(dtype)
-    weight_error = check_gp2_attention_weights(case, build, dtype)
-    model = build(p.gamma, p.sigma_matrix, case.steps, encoding=case.encoding, schedule=p.schedule, dtype=dtype)
-    x = torch.as_tensor(p.x, dtype=dtype)
-    x64 = x.to(torch.float64).numpy()
-    with torch.no_grad():
-        out = model(x, p.time, return_iterates=True).to(torch.float64).numpy()
-    exact = gp.gp_score(x64, p.time, p.gamma, p.sigma_matrix, p.schedule)
-    kappa = case.kappa_upper
-    e1 = np.minimum(16 * p.gamma.shape[0] * p.sigma_matrix.shape[0] * U * kappa, 0.5)
-    size = _rows(exact) / (1 - e1)
-    for k in range(case.steps + 1):
-        floor_t = gp2_rounding_floor(k, kappa, p.frames, p.dim, unit, weight_error)
-        if k in (1, case.steps // 2, case.steps):  # the reference costs O(k): three blocks suffice
-            floor_r = gp2_rounding_floor(k, kappa, p.frames, p.dim, U)
-            reference = np.asarray(iterate(x64, p.time, p.gamma, p.sigma_matrix, k, p.schedule))
-            gap = _rows(out[k] - reference)
-            require(np.all(gap <= (floor_t + floor_r) * size), "GP2",
-                    "transformer block output != gradient-descent iterate", block=k, gap=gap.tolist(),
-                    allowed=((floor_t + floor_r) * size).tolist(), case=case)
-        error = _rows(out[k] - exact) / _rows(exact)
-        bound = (gp2_rate(kappa, k) + floor_t + e1) / (1 - e1)
-        require(np.all(error <= bound), "GP2", "||s^K - s*|| / ||s*|| exceeds (1 - 1/kappa_t)^K + rounding floor",
-                block=k, error=error.tolist(), bound=bound.tolist(), case=case)
+    m = measure_gp2_unrolled(case, build, iterate, dtype)
+    require(m.forms["attention weights"] <= 1, "GP2", "attention weights != gamma(i, j)",
+            ratio=m.forms["attention weights"], case=case)
+    require(m.forms["vs iteration"] <= 1, "GP2", "transformer block output != gradient-descent iterate",
+            ratio=m.forms["vs iteration"], case=case)
+    require(m.ratio <= 1 and m.forms["block 0"] <= 1, "GP2",
+            "||s^K - s*|| / ||s*|| exceeds (1 - 1/kappa_t)^K + rounding floor", error=m.observed, bound=m.limit,
+            block0_ratio=m.forms["block 0"], case=case)
 
 
 def check_gp4_attention(result: Any, min_correlation: float = 0.8, min_contrast: float = 0.5) -> None:
@@ -165,3 +212,88 @@ def check_gp4_attention(result: Any, min_correlation: float = 0.8, min_contrast:
     contrast = lag_contrast(profile)
     require(contrast >= min_contrast, "GP4", "attention hardly varies with the lag (flat profile)",
             contrast=contrast, threshold=min_contrast, kind=kind)
+
+
+#: GP3's setting (theory.md: "RBF, t = 0.05, band 3 gave lambda_min 0.011 and relative score error 1.39").
+GP3_WIDTH = 3
+GP3_TIME = 0.05
+GP3_FRAMES = 16
+#: theory.md's example is reproduced (A_t's lambda_min 0.0117) by the squared-exponential kernel at this length scale.
+GP3_EXAMPLE_LENGTH_SCALE = 1.5
+
+
+def gp3_observation(sequences: int = 16, seed: int = 0, report: Callable[..., Any] = gp.banding_report) -> Observation:
+    """GP3 (Fu et al. 2025; theory.md GP3): banding Gamma at |i - j| <= 3, t = 0.05, H = 16, Sigma = I, per decay class.
+
+    Values per class (ditcheck.gp_training.DECAY_CLASSES): lambda_min of the banded Gamma_w and of the banded
+    A_t = alpha^2 Gamma_w (x) Sigma + sigma^2 I, the kernel's relative truncation error ||Gamma_w - Gamma||_2 /
+    ||Gamma||_2, and the banded score's relative error over ``sequences`` GP draws (left out when A_t is not PD:
+    no banded score exists); and the same for theory.md's example (squared-exponential, length scale 1.5).
+    Reproduced iff (a) banding destroys positive-definiteness: the banded squared-exponential ("RBF") Gamma_w is
+    provably indefinite (lambda_min below minus its eigvalsh error bound), and (b) banding inflates the score
+    error: for some class the banded A_t is indefinite, or the banded score's relative error exceeds the kernel's
+    relative truncation error.
+    """
+    from ditcheck.gp_training import DECAY_CLASSES
+
+    values: dict[str, float] = {}
+    indefinite_rbf = False
+    inflated: list[str] = []
+    classes = [(kind, dict(parameters)) for kind, parameters in DECAY_CLASSES.items()]
+    classes.append(("squared-exponential", {"length_scale": GP3_EXAMPLE_LENGTH_SCALE}))
+    for index, (kind, parameters) in enumerate(classes):
+        name = kind if index < len(DECAY_CLASSES) else f"theory example (RBF l={GP3_EXAMPLE_LENGTH_SCALE:g})"
+        gamma = gp.gamma_matrix(GP3_FRAMES, kind, **parameters)
+        sigma_matrix = np.eye(2)
+        x = gp.sample_gp(gamma, sigma_matrix, sequences, seed)
+        r = report(gamma, GP3_WIDTH, sigma_matrix, GP3_TIME, x)
+        values[f"{name}: lambda_min(Gamma_w)"] = float(r.lambda_min)
+        if r.a_t_lambda_min is not None:
+            values[f"{name}: lambda_min(A_t)"] = float(r.a_t_lambda_min)
+        values[f"{name}: kernel error"] = float(r.kernel_relative_error)
+        if r.score_relative_error is not None:
+            values[f"{name}: score error"] = float(r.score_relative_error)
+        if index >= len(DECAY_CLASSES):
+            continue
+        if kind == "squared-exponential":
+            indefinite_rbf = r.lambda_min < -r.lambda_min_error_bound
+        a_t_indefinite = r.a_t_lambda_min is not None and r.a_t_lambda_min <= 0
+        if a_t_indefinite or (r.score_relative_error is not None
+                              and r.score_relative_error > r.kernel_relative_error):
+            inflated.append(kind)
+    criterion = (f"banded (w={GP3_WIDTH}, t={GP3_TIME}) squared-exponential Gamma_w provably indefinite "
+                 f"[{'yes' if indefinite_rbf else 'no'}] and some class has an indefinite banded A_t or a score error "
+                 f"above its kernel truncation error [{', '.join(inflated) or 'none'}]")
+    return Observation(values, bool(indefinite_rbf and inflated), criterion)
+
+
+def gp4_observation(configs: Sequence[Any], train: Callable[[Any], Any] | None = None,
+                    min_correlation: float = 0.8, min_contrast: float = 0.5) -> Observation:
+    """GP4 (Fu et al. 2025, sec. 5): train one small DiT per config (ditcheck.gp_training.train_gp_dit) and report,
+    per decay class, the correlation of head-averaged attention by lag with gamma(lag) over lags >= 1, the
+    profile's contrast and the learned score's error at the smallest evaluation time (and the independent-frames
+    baseline's). Reproduced iff every run passes check_gp4_attention (r >= min_correlation, contrast >= min_contrast).
+    """
+    from ditcheck.gp_training import train_gp_dit
+
+    from .violation import PropertyViolation
+
+    if not configs:
+        raise InvalidArgumentError("configs", "at least one GPTrainingConfig (no run reproduces nothing)", "[]")
+    train = train_gp_dit if train is None else train
+    values: dict[str, float] = {}
+    failed: list[str] = []
+    for config in configs:
+        result = train(config)
+        name = config.kind + ("" if config.position_embedding else " (no positions)")
+        values[f"{name}: r (lags >= 1)"] = float(result.correlation_off_diagonal)
+        values[f"{name}: contrast"] = float(result.contrast)
+        values[f"{name}: score error t={result.eval_times[0]:g}"] = float(result.score_errors[0])
+        values[f"{name}: baseline t={result.eval_times[0]:g}"] = float(result.baseline_errors[0])
+        try:
+            check_gp4_attention(result, min_correlation, min_contrast)
+        except PropertyViolation:
+            failed.append(name)
+    criterion = (f"every trained DiT's attention-by-lag has r >= {min_correlation:g} with gamma(lag) over lags >= 1 and "
+                 f"contrast >= {min_contrast:g} (check_gp4_attention); failing: {', '.join(failed) or 'none'}")
+    return Observation(values, not failed, criterion)

@@ -6,6 +6,7 @@ test can plant a bug and show the property catches it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from hypothesis.control import currently_in_test_context
 from ditcheck.reference import attention_weight_gradient
 
 from .attention import WeightGradientCase
+from .measurement import Measurement
 from .strategies import seeds
 from .violation import require
 
@@ -29,9 +31,13 @@ __all__ = [
     "low_rank_gradient_cases",
     "softmax_derivative_cases",
     "rounding_budget",
+    "measure_exact_gradient",
     "check_exact_gradient_matches_autograd",
+    "measure_low_rank_gradient",
     "check_low_rank_gradient_within_bound",
+    "low_rank_gradient_flops",
     "check_low_rank_ranks",
+    "measure_softmax_derivative",
     "check_softmax_derivative_bound",
 ]
 
@@ -119,9 +125,14 @@ def _exact_parts(arrays: dict[str, np.ndarray], scale: float) -> dict[str, np.nd
     return {"f": f, "c": c, "q": q, "r": r, "p1": f * q, "p2": r[:, None] * f}
 
 
-def check_exact_gradient_matches_autograd(case: LowRankGradientCase,
-                                          gradient_fn: Callable[..., torch.Tensor] | None = None) -> None:
-    """LD7: the torch closed form equals autograd through SDPA (float64) and the reference, to the rounding budget."""
+def measure_exact_gradient(case: LowRankGradientCase, gradient_fn: Callable[..., torch.Tensor] | None = None,
+                           tolerance_fn: Callable[[LowRankGradientCase], Any] = rounding_budget) -> Measurement:
+    """LD7 (Hu et al. 2024, sec. 5): closed-form dL0/dW = scale A1 p A2^T vs autograd through SDPA and the reference.
+
+    observed = max |closed - other| over both comparisons, limit = ``tolerance_fn(case).gradient_error``
+    (the rounding budget), both divided by max |reference gradient| (relative; unchanged ratio)
+    when it is nonzero. ``forms``: each comparison's own error / tolerance.
+    """
     from ditcheck.gradient import attention_weight_gradient_exact, attention_weight_loss
 
     gradient_fn = attention_weight_gradient_exact if gradient_fn is None else gradient_fn
@@ -130,11 +141,24 @@ def check_exact_gradient_matches_autograd(case: LowRankGradientCase,
     w = tensors.pop("w").clone().requires_grad_(True)
     attention_weight_loss(**tensors, w=w, scale=case.scale).backward()
     reference = attention_weight_gradient(**case.arrays(), scale=case.scale)
-    tolerance = rounding_budget(case).gradient_error
-    for name, other in (("autograd (SDPA)", w.grad.numpy()), ("reference", reference)):
-        error = float(np.abs(closed - other).max())
-        require(error <= tolerance, "LD7", f"closed-form dL0/dW differs from {name}",
-                error=error, tolerance=tolerance, case=case)
+    tolerance = float(tolerance_fn(case).gradient_error)
+    errors = {name: float(np.abs(closed - other).max())
+              for name, other in (("vs autograd (SDPA)", w.grad.numpy()), ("vs reference", reference))}
+    size = float(np.abs(reference).max())
+    unit = size if size > 0 else 1.0
+    forms = {name: (error / tolerance if tolerance > 0 else (0.0 if error == 0 else math.inf))
+             for name, error in errors.items()}
+    return Measurement(max(errors.values()) / unit, tolerance / unit, case, forms=forms)
+
+
+def check_exact_gradient_matches_autograd(case: LowRankGradientCase,
+                                          gradient_fn: Callable[..., torch.Tensor] | None = None) -> None:
+    """LD7: the torch closed form equals autograd through SDPA (float64) and the reference, to the rounding budget
+    (measure_exact_gradient)."""
+    m = measure_exact_gradient(case, gradient_fn)
+    for name, ratio in m.forms.items():
+        require(ratio <= 1, "LD7", f"closed-form dL0/dW differs from {name.removeprefix('vs ')}",
+                error_over_tolerance=ratio, case=case)
 
 
 def _ld8_bound(case: LowRankGradientCase) -> Any:
@@ -151,40 +175,74 @@ def _ld8_bound(case: LowRankGradientCase) -> Any:
         h_max=float(np.abs(h).max()), y_max=float(np.abs(arrays["y"]).max()))
 
 
-def check_low_rank_gradient_within_bound(case: LowRankGradientCase,
-                                         gradient_fn: Callable[..., Any] | None = None) -> None:
-    """LD8: every intermediate of the chain and the gradient lie within bounds.low_rank_gradient_bound."""
+def _stage_ratio(observed: np.ndarray, limit: np.ndarray | float) -> float:
+    """max observed / limit entry-wise (0/0 = 0, x/0 = inf): a stage's tightness."""
+    observed, limit = np.broadcast_arrays(np.asarray(observed, float), np.asarray(limit, float))
+    safe = np.where(limit > 0, observed / np.where(limit > 0, limit, 1.0), np.where(observed > 0, math.inf, 0.0))
+    return float(safe.max()) if safe.size else 0.0
+
+
+def measure_low_rank_gradient(case: LowRankGradientCase, gradient_fn: Callable[..., Any] | None = None,
+                              bound_fn: Callable[[LowRankGradientCase], Any] = _ld8_bound) -> Measurement:
+    """LD8 (Hu et al. 2024, sec. 5; Alman-Song 2024): |dW~ - dW|max <= L^2 |s| ||A1||max ||A2||max (||dp1|| + ||dp2||).
+
+    observed = max |gradient - reference|, limit = ``bound_fn(case).gradient_error`` (the LD8 bound
+    of ``bounds.low_rank_gradient_bound`` from the certified eps) + the LD7 rounding budget.
+    ``forms``: each intermediate's max observed / its bound (f relative and row l1, c, q, r, p1, p2),
+    each with the float64 comparison slack 64 L u.
+    """
     from ditcheck.gradient import attention_weight_gradient_lowrank
 
     gradient_fn = attention_weight_gradient_lowrank if gradient_fn is None else gradient_fn
     result = case.call(gradient_fn)
-    bound = _ld8_bound(case)
+    bound = bound_fn(case)
     exact = _exact_parts(case.arrays(), case.scale)
     factors = result.factors
     f_approx = factors.dense_f().numpy()
     q_approx = factors.c.numpy() @ factors.h.numpy().T
     # Rounding of the float64 comparison itself (dense sums of L terms), far below any certified eps used.
     slack = 64 * case.tokens * _UNIT_ROUNDOFF
+    wide = slack * (bound.q_max + 1)
     stages = {
-        "f (relative)": (np.abs(f_approx - exact["f"]) - bound.f_relative * exact["f"], slack * exact["f"]),
+        "f (relative)": (np.abs(f_approx - exact["f"]), (bound.f_relative + slack) * exact["f"]),
         "f (row l1)": (np.abs(f_approx - exact["f"]).sum(-1), bound.f_row_l1 + slack),
-        "c": (np.abs(factors.c.numpy() - exact["c"]), bound.c_error + slack * (bound.q_max + 1)),
-        "q": (np.abs(q_approx - exact["q"]), bound.q_error + slack * (bound.q_max + 1)),
-        "r": (np.abs(factors.r.numpy() - exact["r"]), bound.r_error + slack * (bound.q_max + 1)),
-        "p1": (np.abs(f_approx * q_approx - exact["p1"]), bound.p1_error + slack * (bound.q_max + 1)),
-        "p2": (np.abs(factors.r.numpy()[:, None] * f_approx - exact["p2"]), bound.p2_error + slack * (bound.q_max + 1)),
+        "c": (np.abs(factors.c.numpy() - exact["c"]), bound.c_error + wide),
+        "q": (np.abs(q_approx - exact["q"]), bound.q_error + wide),
+        "r": (np.abs(factors.r.numpy() - exact["r"]), bound.r_error + wide),
+        "p1": (np.abs(f_approx * q_approx - exact["p1"]), bound.p1_error + wide),
+        "p2": (np.abs(factors.r.numpy()[:, None] * f_approx - exact["p2"]), bound.p2_error + wide),
     }
-    for stage, (observed, limit) in stages.items():
-        excess = observed - limit
-        require(bool(np.all(excess <= 0)), "LD8", f"intermediate {stage} exceeds its bound",
-                worst=float(np.max(excess)), case=case, eps=result.eps, degree=result.degree)
     reference = attention_weight_gradient(**case.arrays(), scale=case.scale)
     error = float(np.abs(result.gradient.detach().numpy() - reference).max())
-    limit = bound.gradient_error + rounding_budget(case).gradient_error
+    limit = float(bound.gradient_error + rounding_budget(case).gradient_error)
+    return Measurement(error, limit, case,
+                       forms={f"stage {name}": _stage_ratio(*pair) for name, pair in stages.items()})
+
+
+def check_low_rank_gradient_within_bound(case: LowRankGradientCase,
+                                         gradient_fn: Callable[..., Any] | None = None) -> None:
+    """LD8: every intermediate of the chain and the gradient lie within bounds.low_rank_gradient_bound
+    (measure_low_rank_gradient)."""
+    m = measure_low_rank_gradient(case, gradient_fn)
+    for stage, ratio in m.forms.items():
+        require(ratio <= 1, "LD8", f"intermediate {stage.removeprefix('stage ')} exceeds its bound",
+                observed_over_bound=ratio, case=case)
     if currently_in_test_context():
-        target(error / limit if limit > 0 else 0.0, label="LD8 gradient error / bound")
-    require(error <= limit, "LD8", "low-rank gradient error exceeds the LD8 bound",
-            error=error, bound=bound.gradient_error, case=case, eps=result.eps, degree=result.degree)
+        target(m.ratio, label="LD8 gradient error / bound")
+    require(m.ratio <= 1, "LD8", "low-rank gradient error exceeds the LD8 bound",
+            error=m.observed, bound=m.limit, case=case)
+
+
+def low_rank_gradient_flops(tokens: int, dim: int = 3, radius: float = 1.0, degree: int = 5, seed: int = 0,
+                            gradient_fn: Callable[..., Any] | None = None) -> int:
+    """LD8 rate: counted FLOPs (torch.utils.flop_counter, matrix products) of the chain at fixed (d, R, g): O(L k d)."""
+    from ditcheck.gradient import attention_weight_gradient_lowrank
+
+    from .fast_attention import counted_flops
+
+    gradient_fn = attention_weight_gradient_lowrank if gradient_fn is None else gradient_fn
+    tensors = LowRankGradientCase(tokens, dim, seed, 1.0, 1.0, radius, degree).tensors()
+    return counted_flops(lambda: gradient_fn(**tensors, scale=1.0, degree=degree, radius=radius))
 
 
 def check_low_rank_ranks(case: LowRankGradientCase, gradient_fn: Callable[..., Any] | None = None) -> None:
@@ -242,9 +300,13 @@ def _softmax_value_norm(s: torch.Tensor, v: torch.Tensor, lam: torch.Tensor) -> 
     return (torch.softmax(lam * s, dim=-1) @ v).pow(2).sum()
 
 
-def check_softmax_derivative_bound(case: SoftmaxDerivativeCase,
-                                   bound_fn: Callable[..., float] | None = None) -> None:
-    """AS7: |f'(lambda)| <= 8 B n d v_max^2 (autograd in float64, confirmed by a central difference)."""
+def measure_softmax_derivative(case: SoftmaxDerivativeCase,
+                               bound_fn: Callable[..., float] | None = None) -> Measurement:
+    """AS7 (Alman-Song 2024, Lemma E.3, with the factor d): |f'(lambda)| held to 8 B n d v_max^2.
+
+    f'(lambda) by autograd in float64, confirmed by a central difference (a disagreement raises:
+    the measurement itself would be wrong). observed = |f'(lambda)|, limit = ``bound_fn(B, n, d, v_max)``.
+    """
     from ditcheck.bounds import softmax_value_derivative_bound
 
     bound_fn = softmax_value_derivative_bound if bound_fn is None else bound_fn
@@ -259,8 +321,14 @@ def check_softmax_derivative_bound(case: SoftmaxDerivativeCase,
     scale = case.tokens * case.dim * case.v_max ** 2 * max(case.logit_bound, 1e-3)
     require(abs(central - derivative) <= 1e-6 * scale, "AS7", "autograd f'(lambda) disagrees with a central difference",
             autograd=derivative, central=central, case=case)
-    bound = bound_fn(case.logit_bound, case.tokens, case.dim, case.v_max)
+    return Measurement(abs(derivative), float(bound_fn(case.logit_bound, case.tokens, case.dim, case.v_max)), case)
+
+
+def check_softmax_derivative_bound(case: SoftmaxDerivativeCase,
+                                   bound_fn: Callable[..., float] | None = None) -> None:
+    """AS7: |f'(lambda)| <= 8 B n d v_max^2 (measure_softmax_derivative)."""
+    m = measure_softmax_derivative(case, bound_fn)
     if currently_in_test_context():
-        target(abs(derivative) / bound, label="AS7 |f'| / bound")
-    require(abs(derivative) <= bound, "AS7", "|f'(lambda)| exceeds 8 B n d v_max^2",
-            derivative=derivative, bound=bound, case=case)
+        target(m.ratio, label="AS7 |f'| / bound")
+    require(m.ratio <= 1, "AS7", "|f'(lambda)| exceeds 8 B n d v_max^2",
+            derivative=m.observed, bound=m.limit, case=case)

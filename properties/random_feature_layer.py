@@ -21,6 +21,7 @@ from ditcheck.random_feature_layer import (RandomFeatureAttention, monte_carlo_k
 from ditcheck.reference.rounding import BOUND_INFLATION, EXP_RELATIVE_ERROR, gamma
 
 from .distributions import U
+from .measurement import RateSeries
 from .strategies import seeds
 from .violation import require
 
@@ -32,6 +33,7 @@ __all__ = [
     "check_rf1_monte_carlo",
     "check_rf1_permutation",
     "RateCase",
+    "rf1_rate_series",
     "check_rf1_rate",
 ]
 
@@ -177,3 +179,24 @@ def check_rf1_rate(case: RateCase, kernel: Callable[..., np.ndarray] = rf1_kerne
     require(low <= slope <= high, "RF1", "Monte Carlo error does not decay like M^-1/2", slope=slope,
             errors=errors.tolist(), case=case)
     return slope
+
+
+#: RF1's stated rate and the allowance added to the fit's interval (see rf1_rate_series).
+RF1_EXPONENT = -0.5
+RF1_TOLERANCE = 0.05
+
+
+def rf1_rate_series(case: RateCase, kernel: Callable[..., np.ndarray] = rf1_kernel,
+                    tolerance: float = RF1_TOLERANCE) -> RateSeries:
+    """RF1 (Fu, Guo, Bai, Mei 2023; theory.md RF1): RMS ||K_M - K||_F / ||K||_F against M, claimed exponent -1/2 ("equal").
+
+    E ||K_M - K||_F^2 = (1/M) sum Var(per-head product) exactly (an average of M i.i.d. unbiased heads), so the
+    RMS error is C M^-1/2 with no pre-asymptotic term; ``tolerance`` (0.05) only covers the small downward bias of
+    a square root of a mean over few draws at the largest M (4 draws of M heads each).
+    """
+    errors, _ = monte_carlo_kernel_error(case.heads, budget=case.budget, scale=case.scale,
+                                         mean_scale=case.mean_scale, seed=case.seed, kernel=kernel)
+    w0 = "0" if case.mean_scale == 0 else f"{case.mean_scale:g} I"
+    return RateSeries(f"RF1 Gram error vs heads M (W0 = {w0}, s = {case.scale:g})", [float(m) for m in case.heads],
+                      [float(e) for e in errors], RF1_EXPONENT, "equal", tolerance, "heads M",
+                      "RMS ||K_M - K||_F / ||K||_F")

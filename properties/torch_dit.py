@@ -26,8 +26,9 @@ from ditcheck.reference.mixtures import denoiser_q, denoiser_q_function
 from ditcheck.reference.precision import Float64, Precision
 from ditcheck.reference.schedules import Schedule
 
-from .distributions import MixtureCase
+from .distributions import MixtureCase, measure_ld2, mixture_cases
 from .dit import TORCH_AGREEMENT, DiTCase, LatentScoreCase, check_intermediates_match, dit_cases
+from .measurement import Measurement
 from .violation import require
 
 __all__ = [
@@ -45,7 +46,11 @@ __all__ = [
     "check_float32_within_naive",
     "check_torch_latent_score_matches",
     "torch_ld2_score",
+    "measure_ld2_error_identity",
     "check_ld2_error_identity",
+    "TorchLD2Case",
+    "torch_ld2_cases",
+    "measure_torch_ld2",
     "check_criteria_recomputed",
 ]
 
@@ -244,13 +249,14 @@ def torch_ld2_score(score_network: Callable[..., nn.Module] = LatentScoreNetwork
     return score
 
 
-def check_ld2_error_identity(score_network: Callable[..., nn.Module], case: MixtureCase, seed: int) -> None:
-    """LD2 error identity (Hu et al. 2024, sec. 3): sigma_t^2 ||s_f(x) - s_q(x)|| = ||f(B^T x, t) - q(B^T x, t)|| pointwise.
+def measure_ld2_error_identity(score_network: Callable[..., nn.Module], case: MixtureCase, seed: int) -> Measurement:
+    """LD2 error identity (Hu et al. 2024, sec. 3): |sigma_t^2 ||s_f - s_q|| - ||f - q||| relative to ||f - q||, vs its rounding allowance.
 
     f is a random-weight DiT (seed ``seed``) on the latent h = B^T x as a [1, d0, 1] image, q the mixture's
     exact q; both scores come from ``score_network`` with W_B = B (s_q is the true score: check_ld2).
     Hence an L2 error delta of f is exactly a score error delta / sigma_t^2. Rounding allowance:
-    4 (D + d0) u (||f|| + ||q|| + 2 ||x||), the error of forming B f - x and B q - x.
+    4 (D + d0) u (||f|| + ||q|| + 2 ||x||), the error of forming B f - x and B q - x. The worst point
+    (largest gap / allowance) is reported, both divided by its ||f - q||.
     """
     mixture, x = case.mixture, case.x
     basis, latent_dim = mixture.basis, mixture.latent_dim
@@ -270,8 +276,46 @@ def check_ld2_error_identity(score_network: Callable[..., nn.Module], case: Mixt
     rhs = np.linalg.norm(f - q, axis=1)
     norms = np.linalg.norm(f, axis=1) + np.linalg.norm(q, axis=1) + 2 * np.linalg.norm(x, axis=1)
     allowance = 4 * (basis.shape[0] + latent_dim) * 2.0**-53 * norms
-    require(np.all(np.abs(lhs - rhs) <= allowance), "LD2", "sigma_t^2 ||s_f - s_q|| != ||f - q||",
-            worst=float(np.max(np.abs(lhs - rhs) / allowance)), lhs=lhs.tolist(), rhs=rhs.tolist(), case=case)
+    gap = np.abs(lhs - rhs)
+    worst = int(np.argmax(gap / allowance))
+    scale = max(float(rhs[worst]), 1e-300)
+    return Measurement(float(gap[worst] / scale), float(allowance[worst] / scale), (case, seed))
+
+
+def check_ld2_error_identity(score_network: Callable[..., nn.Module], case: MixtureCase, seed: int) -> None:
+    """LD2 error identity: sigma_t^2 ||s_f(x) - s_q(x)|| = ||f(B^T x, t) - q(B^T x, t)|| pointwise, within rounding
+    (measure_ld2_error_identity)."""
+    m = measure_ld2_error_identity(score_network, case, seed)
+    require(m.ratio <= 1, "LD2", "sigma_t^2 ||s_f - s_q|| != ||f - q||", worst=m.ratio, relative_gap=m.observed,
+            case=case)
+
+
+@dataclass(frozen=True)
+class TorchLD2Case:
+    """LD2 on ditcheck's torch LatentScoreNetwork: a latent mixture and points, and the seed of a random DiT f."""
+
+    mixture: MixtureCase
+    dit_seed: int
+
+
+def torch_ld2_cases(max_latent: int = 3) -> st.SearchStrategy[TorchLD2Case]:
+    """TorchLD2Cases over properties.distributions.mixture_cases (every schedule, tails included)."""
+    return st.builds(TorchLD2Case, mixture_cases(max_latent=max_latent), st.integers(0, 2**32 - 1))
+
+
+def measure_torch_ld2(case: TorchLD2Case, score_network: Callable[..., nn.Module] = LatentScoreNetwork) -> Measurement:
+    """LD2 (Hu et al. 2024, sec. 3) on the torch LatentScoreNetwork: with f = q its score is the true score, and
+    sigma_t^2 ||s_f - s_q|| = ||f - q|| for a random DiT f.
+
+    Both are relative errors held to their float64 rounding tolerances (properties.distributions.measure_ld2
+    with torch_ld2_score, measure_ld2_error_identity); the worse of the two (largest observed/limit) is
+    returned, the other's ratio is in ``forms``.
+    """
+    score = measure_ld2(case.mixture, network_score=torch_ld2_score(score_network))
+    identity = measure_ld2_error_identity(score_network, case.mixture, case.dit_seed)
+    worst = score if score.ratio >= identity.ratio else identity
+    return Measurement(worst.observed, worst.limit, case,
+                       forms={"score with f = q": score.ratio, "error identity": identity.ratio})
 
 
 # ----------------------------------------------------------------------------------------

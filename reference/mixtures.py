@@ -72,6 +72,9 @@ __all__ = [
     "optimal_score_function",
     "dsm_loss",
     "affine_perturbation_energy",
+    "CF2Terms",
+    "cf2_smoothing",
+    "cf2_decomposition",
 ]
 
 NULL_LABEL = -1  # the dropped condition (tau = empty in Fu et al.; DiT's index num_classes)
@@ -608,3 +611,159 @@ def affine_perturbation_energy(mixture: ConditionalMixture, matrix: Any, offset:
     energies = (alpha**2 * np.sum((projected @ second) * projected) + sigma2 * np.sum(a * a)
                 + 2 * alpha * (c @ projected @ first) + c @ c)
     return float(np.mean(energies))
+
+
+# ----------------------------------------------------------------------------------------
+# CF2: the score as a Gaussian term plus the log-gradient of a Gaussian smoothing, by quadrature
+
+
+class CF2Terms(NamedTuple):
+    """CF2's two terms at each point, with the quadrature's error estimate and an a-priori rounding bound.
+
+    gaussian [N, d]: -C2 x/(alpha^2 + C2 sigma^2); smoothing [N, d]: grad h/h by quadrature (the fine
+    rule); quadrature_error [N]: max over coordinates of |fine - coarse| (an error estimate of the coarse
+    rule, so conservative for the fine one); rounding [N]: float64 rounding bound of the smoothing term.
+    """
+
+    gaussian: np.ndarray
+    smoothing: np.ndarray
+    quadrature_error: np.ndarray
+    rounding: np.ndarray
+
+
+def cf2_smoothing(alpha: float, sigma2: float, c2: float) -> tuple[float, float]:
+    """(kappa, v) of CF2's Gaussian smoothing (Fu, Yang, Wang, Chen 2024, arXiv 2403.11968): centre kappa x, variance v I.
+
+    kappa = alpha/(alpha^2 + C2 sigma^2), v = sigma^2/(alpha^2 + C2 sigma^2). Derivation (checked here; theory.md
+    marks the formula "verify"): p_t(x) = int p(u) N(x; alpha u, sigma^2 I) du with p(u) = e^(-C2|u|^2/2) f(u).
+    The exponent in u, -C2|u|^2/2 - |x - alpha u|^2/(2 sigma^2), has precision a = (alpha^2 + C2 sigma^2)/sigma^2
+    = 1/v and mean alpha x/(sigma^2 a) = kappa x; completing the square leaves
+    |x|^2/(2 sigma^2) (alpha^2/(alpha^2 + C2 sigma^2) - 1) = -C2 |x|^2/(2 (alpha^2 + C2 sigma^2)). Hence
+    p_t(x) = const e^(-C2|x|^2/(2(alpha^2 + C2 sigma^2))) h(x), h(x) = E_{u ~ N(kappa x, v I)} f(u), and
+    grad log p_t = -C2 x/(alpha^2 + C2 sigma^2) + grad h/h. Differentiating the Gaussian kernel,
+    grad h/h = (kappa/v) (E[u f(u)]/E[f(u)] - kappa x) = (alpha/sigma^2) (E[u f]/E[f] - kappa x).
+    """
+    denominator = alpha * alpha + c2 * sigma2
+    return alpha / denominator, sigma2 / denominator
+
+
+def _panel_rule(low: np.ndarray, high: np.ndarray, panels: np.ndarray,
+                nodes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per axis: composite Gauss-Legendre (points, weights), ``panels[j]`` equal panels of ``nodes`` nodes on [low_j, high_j]."""
+    base, base_weights = np.polynomial.legendre.leggauss(nodes)
+    rules = []
+    for lo, hi, count in zip(low, high, panels):
+        edges = np.linspace(lo, hi, int(count) + 1)
+        half = np.diff(edges) / 2
+        rules.append((((edges[:-1] + half)[:, None] + half[:, None] * base[None]).reshape(-1),
+                      (half[:, None] * base_weights[None]).reshape(-1)))
+    return rules
+
+
+def _component_integral(log_weight: float, mean: np.ndarray, precision: np.ndarray, log_det: float, c2: float,
+                        centre: np.ndarray, root_v: float, panels_per_sd: float,
+                        nodes: int) -> tuple[float, np.ndarray, float]:
+    """One component of int f(m + sqrt(v) z) phi(z) dz, f_k(u) = w_k N(u; mu_k, S_k) e^(C2 |u|^2/2), by a tensor rule in z.
+
+    The integrand is the component's product Gaussian (precision P = v (S^-1 - C2 I) + I in z); the box is
+    +- 12 sd along each principal axis of P (tail mass < e^-72 of the peak); panels are 1/panels_per_sd sd wide.
+    Returns (log integral, mean of z, weighted mean of (1 + |exponent terms|) |z - mean|).
+    """
+    dim = mean.size
+    p_z = root_v**2 * (precision - c2 * np.eye(dim)) + np.eye(dim)
+    linear = root_v * (precision @ (mean - centre) + c2 * centre)
+    peak = np.linalg.solve(p_z, linear)
+    # integrate in the principal axes of the integrand (z = peak + Q y / sqrt(lambda)): a box of +- 12 sd per
+    # axis, so anisotropic or rotated components need no more nodes than round ones
+    lambdas, q = np.linalg.eigh(p_z)
+    sd = 1 / np.sqrt(lambdas)
+    rules = _panel_rule(np.full(dim, -12.0), np.full(dim, 12.0), np.full(dim, max(math.ceil(24 * panels_per_sd), 1)),
+                        nodes)
+    y = np.stack([g.reshape(-1) for g in np.meshgrid(*[r[0] for r in rules], indexing="ij")], axis=1)
+    z = peak + (y * sd) @ q.T
+    log_rule = (np.sum([np.log(g.reshape(-1)) for g in np.meshgrid(*[r[1] for r in rules], indexing="ij")], axis=0)
+                + float(np.sum(np.log(sd))))  # the Jacobian of y -> z
+    u = centre + root_v * z
+    offset = u - mean
+    quadratic = 0.5 * np.einsum("ni,ij,nj->n", offset, precision, offset)
+    growth = 0.5 * c2 * np.sum(u * u, axis=1)
+    gauss = 0.5 * np.sum(z * z, axis=1)
+    constant = log_weight - 0.5 * (dim * math.log(2 * math.pi) + log_det)  # log w_k N's normaliser (phi's cancels)
+    values = constant - quadratic + growth - gauss + log_rule
+    top = float(np.max(values))
+    weights = np.exp(values - top)
+    total = math.fsum(weights)
+    mean_z = (weights @ z) / total
+    # first-order rounding of the mean: each weight errs by ~ u (1 + its exponent terms), moving the mean by
+    # sum w_i e_i (z_i - mean) / sum w_i, at most the weighted average of (1 + terms_i) |z_i - mean|
+    terms = 1 + abs(constant) + quadratic + growth + gauss
+    spread = float(weights @ (terms * np.linalg.norm(z - mean_z, axis=1))) / total
+    return top + math.log(total), mean_z, spread
+
+
+def cf2_decomposition(mixture: LatentMixture, x: Any, t: float, c2: float, schedule: str | Schedule = "ou-half", *,
+                      nodes: int = 24, panels_per_sd: float = 0.25,
+                      smoothing: Callable[[float, float, float], tuple[float, float]] = cf2_smoothing) -> CF2Terms:
+    """CF2 (Fu, Yang, Wang, Chen 2024; theory.md CF2) for p = a full-rank Gaussian mixture in R^d, d in {1, 2}.
+
+    Writes p(u) = e^(-C2 |u|^2/2) f(u) (requires 0 < C2 < 1/lambda_max(S_k): f then decays) and returns
+    -C2 x/(alpha^2 + C2 sigma^2) and grad h/h = (kappa/v)(E[u f]/E[f] - kappa x), u ~ N(kappa x, v I),
+    (kappa, v) = smoothing(alpha, sigma^2, C2) (cf2_smoothing; a parameter so a test can plant a wrong one).
+    The expectations are computed by quadrature in z = (u - kappa x)/sqrt(v), component by component
+    (f is a sum, so its integral is), with composite Gauss-Legendre rules along each component integrand's
+    principal axes: ``nodes`` per panel, panels 1/panels_per_sd sd wide (coarse rule: twice as wide). The
+    fine rule is returned; |fine - coarse| is the stated quadrature error. Uses nothing of the
+    closed-form score of p_t (reference.mixtures.score), which CF2 is checked against. Float64, OU-half
+    by default (any schedule with alpha, sigma^2 works).
+    """
+    _check_mixture(mixture)
+    dim = mixture.ambient_dim
+    if mixture.latent_dim != dim or dim not in (1, 2):
+        raise ShapeError("mixture", "a full-rank mixture in 1 or 2 dimensions",
+                         f"latent_dim {mixture.latent_dim}, ambient_dim {dim}")
+    points = as_float64_array(x, "x")
+    _check_points(points, dim)
+    times = check_times(t, schedule)
+    if times.ndim != 0:
+        raise ShapeError("t", "a scalar time", str(times.shape))
+    means = mixture.means @ mixture.basis.T
+    covariances = mixture.basis @ mixture.covariances @ mixture.basis.T
+    largest = float(np.max(np.linalg.eigvalsh(covariances)))
+    if not (isinstance(c2, (int, float, np.floating)) and math.isfinite(c2) and 0 < c2 * largest < 1):
+        raise InvalidArgumentError("c2", f"0 < C2 < 1/lambda_max(S) = {1 / largest!r}", repr(c2))
+    if not (isinstance(nodes, int) and nodes >= 2 and panels_per_sd > 0):
+        raise InvalidArgumentError("nodes", "an integer >= 2 and panels_per_sd > 0", f"{nodes!r}, {panels_per_sd!r}")
+    sched = get_schedule(schedule)
+    alpha = float(sched.alpha(FLOAT64, times))
+    sigma2 = float(sched.sigma2(FLOAT64, times))
+    kappa, v = smoothing(alpha, sigma2, float(c2))
+    root_v = math.sqrt(v)
+    precisions = np.linalg.inv(covariances)
+    log_dets = np.linalg.slogdet(covariances)[1]
+    log_weights = np.log(mixture.weights / mixture.weights.sum())
+    count = points.shape[0]
+    smooth = np.empty((count, dim))
+    error = np.empty(count)
+    rounding = np.empty(count)
+    for n in range(count):
+        centre = kappa * points[n]
+        estimates = []
+        for density in (panels_per_sd / 2, panels_per_sd):
+            parts = [_component_integral(lw, mu, prec, ld, float(c2), centre, root_v, density, nodes)
+                     for lw, mu, prec, ld in zip(log_weights, means, precisions, log_dets)]
+            logs = np.array([p[0] for p in parts])
+            shares = np.exp(logs - logs.max())
+            shares /= shares.sum()
+            mean_z = sum(share * p[1] for share, p in zip(shares, parts))
+            estimates.append((kappa / root_v) * mean_z)  # (kappa/v)(E[u f]/E[f] - m), E[u f]/E[f] = m + sqrt(v) E[z]
+            # between components the shares round like the weights inside one; the spread of the component means
+            # adds to each one's own spread
+            spread = max(p[2] + float(np.linalg.norm(p[1] - mean_z)) * (1 + abs(float(logs.max() - logs.min())))
+                         for p in parts)
+        smooth[n] = estimates[1]
+        error[n] = float(np.max(np.abs(estimates[1] - estimates[0])))
+        # each log-integrand value rounds by ~ u (1 + |its terms|) (relative, after exp); 8 (d + K) covers the
+        # operation counts of the quadratic forms, exp and the sums with margin
+        rounding[n] = (abs(kappa) / root_v) * 8 * (dim + mixture.n_components) * 2.0**-53 * spread
+    gaussian = -float(c2) * points / (alpha * alpha + float(c2) * sigma2)
+    return CF2Terms(gaussian, smooth, error, rounding)
