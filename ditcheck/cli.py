@@ -13,6 +13,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: ``ditcheck NAME`` -> the module that implements it; each has HELP, add_arguments(parser) and run(args) -> int.
 COMMANDS: dict[str, str] = {
+    "audit": "ditcheck.audit.cli",
     "bench": "ditcheck.bench",
     "validate": "ditcheck.validate.cli",
     "criteria": "ditcheck.criteria",

@@ -1,0 +1,330 @@
+"""Running one claim: worst-case search, rate fits, verdicts. Everything here is deterministic for (mode, seed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import mpmath
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, settings, target
+from hypothesis import seed as hypothesis_seed
+
+from ditcheck.properties.measurement import Measurement, RateSeries
+
+from .registry import Claim, Mode
+
+__all__ = ["ClaimResult", "RateFit", "run_claim", "fit_rate", "claim_seed", "reproducer", "LOOSE_BELOW",
+           "student_t_quantile", "FLOAT64_ULP"]
+
+#: max observed/bound below this is reported as "loose by 1/max" rather than "holds".
+LOOSE_BELOW = 0.5
+#: the spacing of float64 at 1: exact claims report relative errors in these units.
+FLOAT64_ULP = 2.0**-52
+#: confidence level of the fitted exponents' intervals.
+CONFIDENCE = 0.95
+
+Advance = Callable[[int], None]
+
+
+def claim_seed(seed: int, claim_id: str) -> int:
+    """The claim's own seed: independent of the order and the process claims run in (crc32, not salted hash)."""
+    return (seed * 1_000_003 + zlib.crc32(claim_id.encode())) % 2**32
+
+
+def _named(fn: Callable[..., Any]) -> tuple[Callable[..., Any], dict[str, Any]]:
+    keywords: dict[str, Any] = {}
+    while isinstance(fn, functools.partial):
+        keywords = {**fn.keywords, **keywords}
+        fn = fn.func
+    return fn, keywords
+
+
+def _case_classes(value: Any, found: dict[str, set[str]]) -> None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        cls = type(value)
+        found.setdefault(cls.__module__, set()).add(cls.__qualname__)
+        for f in dataclasses.fields(value):
+            _case_classes(getattr(value, f.name), found)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _case_classes(item, found)
+
+
+def reproducer(measure: Callable[..., Measurement], case: Any) -> str:
+    """A Python snippet that rebuilds ``case`` and re-runs ``measure`` on it, printing observed, limit, ratio."""
+    fn, keywords = _named(measure)
+    classes: dict[str, set[str]] = {}
+    _case_classes(case, classes)
+    lines = ["import numpy as np", f"from {fn.__module__} import {fn.__name__}"]
+    lines += [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(classes.items())]
+    if keywords:
+        lines.append(f"# the audit called it with {', '.join(f'{k}={v!r}' for k, v in keywords.items())}")
+    lines += [f"case = {case!r}", f"m = {fn.__name__}(case)", "print(m.observed, m.limit, m.ratio)"]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RateFit:
+    """Least-squares slope of log y on log x with its CONFIDENCE interval, against the claimed exponent."""
+
+    label: str
+    exponent: float
+    low: float
+    high: float
+    claimed: float
+    relation: str
+    tolerance: float
+    consistent: bool
+    x: list[float]
+    y: list[float]
+    xlabel: str
+    ylabel: str
+    intercept: float
+
+
+@functools.lru_cache(maxsize=64)
+def student_t_quantile(probability: float, dof: int) -> float:
+    """Quantile of Student's t with ``dof`` degrees of freedom: F(t) = 1 - I_{dof/(dof+t^2)}(dof/2, 1/2)/2."""
+    if not 0.5 <= probability < 1 or dof < 1:
+        raise ValueError(f"student_t_quantile: expected 0.5 <= probability < 1 and dof >= 1; got {probability}, {dof}")
+
+    def upper_tail(t: float) -> float:
+        return float(mpmath.betainc(dof / 2, 0.5, 0, dof / (dof + t * t), regularized=True)) / 2
+
+    low, high = 0.0, 1.0
+    while upper_tail(high) > 1 - probability:
+        high *= 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if upper_tail(mid) > 1 - probability else (low, mid)
+    return (low + high) / 2
+
+
+def fit_rate(series: RateSeries) -> RateFit:
+    """Fit log y = a + b log x; the interval is b +- t se(b); consistency per ``series.relation``:
+    "equal": the interval widened by the tolerance contains the claim; "at least": b + halfwidth +
+    tolerance >= claim; "at most": b - halfwidth - tolerance <= claim."""
+    x, y = np.log(np.asarray(series.x, float)), np.log(np.asarray(series.y, float))
+    design = np.stack([np.ones_like(x), x], axis=1)
+    (intercept, slope), *_ = np.linalg.lstsq(design, y, rcond=None)
+    dof = x.size - 2
+    residual = y - design @ np.array([intercept, slope])
+    sxx = float(((x - x.mean()) ** 2).sum())
+    se = math.sqrt(float(residual @ residual) / dof / sxx) if dof > 0 else math.inf
+    half = student_t_quantile(0.5 + CONFIDENCE / 2, dof) * se if dof > 0 else math.inf
+    low, high = float(slope - half), float(slope + half)
+    tol = series.tolerance
+    consistent = {"equal": low - tol <= series.claimed <= high + tol,
+                  "at least": high + tol >= series.claimed,
+                  "at most": low - tol <= series.claimed}[series.relation]
+    return RateFit(series.label, float(slope), low, high, series.claimed, series.relation, tol, bool(consistent),
+                   [float(v) for v in series.x], [float(v) for v in series.y], series.xlabel, series.ylabel,
+                   float(intercept))
+
+
+@dataclass
+class ClaimResult:
+    """What the audit found for one claim (plain data: JSON-able, picklable across worker processes)."""
+
+    id: str
+    kind: str
+    statement: str
+    source: str
+    bound: str
+    verdict: str
+    failed: bool
+    summary: str
+    examples: int = 0
+    max_ratio: float | None = None
+    median_ratio: float | None = None
+    min_ratio: float | None = None
+    max_observed: float | None = None
+    worst_case: str | None = None
+    worst_observed: float | None = None
+    worst_limit: float | None = None
+    statistical: bool = False
+    reproducer: str | None = None
+    forms: dict[str, float] = field(default_factory=dict)
+    points: list[tuple[float, float]] = field(default_factory=list)
+    fits: list[RateFit] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+    table: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notes: str = ""
+    seconds: float = 0.0
+
+
+@contextmanager
+def _without_local_constants() -> Iterator[None]:
+    """Hypothesis (>= 6.131) mixes literals from the non-installed modules loaded so far into its draws, so the
+    same seed explores differently under the CLI, a worker process or pytest. The audit promises the same
+    result for a seed wherever it runs, so it empties that pool while it searches (a private hook: if
+    Hypothesis changes it, this falls back to doing nothing and the reproducibility test says so)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+        original, cache = providers._get_local_constants, providers.CONSTANTS_CACHE
+        empty = type(providers._local_constants)()
+    except (ImportError, AttributeError, TypeError):
+        yield
+        return
+    cache.cache.clear()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
+
+
+def _search(claim: Claim, mode: Mode, seed: int, advance: Advance) -> tuple[list[Measurement], list[str]]:
+    """The fixed grid, then a Hypothesis search that targets observed/limit (no shrinking: the worst input is
+    recorded here as it is measured, since Hypothesis does not hand it back)."""
+    measure = claim.measure
+    assert measure is not None and claim.strategy is not None
+    found: list[Measurement] = []
+    errors: list[str] = []
+
+    def record(case: Any) -> float:
+        try:
+            m = measure(case)
+            ratio = m.ratio
+            if math.isnan(ratio):
+                raise ValueError(f"observed/limit is NaN (observed={m.observed}, limit={m.limit})")
+        except Exception as error:  # noqa: BLE001 - a failing measurement is reported, not allowed to stop the audit
+            errors.append(f"{case!r}: {type(error).__name__}: {error}\n{traceback.format_exc(limit=-3)}")
+            advance(1)
+            return 0.0
+        found.append(m)
+        advance(1)
+        return ratio
+
+    for case in claim.grid(mode):
+        record(case)
+    examples = claim.examples[mode]
+    if examples > 0:
+        @hypothesis_seed(claim_seed(seed, claim.id))
+        @settings(max_examples=examples, database=None, deadline=None, derandomize=False,
+                  phases=[Phase.generate, Phase.target], suppress_health_check=list(HealthCheck))
+        @given(claim.strategy())
+        def explore(case: Any) -> None:
+            target(min(record(case), 1e300), label=f"{claim.id} observed / limit")
+
+        with _without_local_constants():
+            explore()
+    return found, errors
+
+
+def _search_result(claim: Claim, mode: Mode, seed: int, advance: Advance) -> ClaimResult:
+    found, errors = _search(claim, mode, seed, advance)
+    result = ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "", False, "",
+                         examples=len(found) + len(errors), errors=errors, notes=claim.notes,
+                         statistical=claim.statistical)
+    if not found:
+        result.verdict, result.failed, result.summary = "ERROR", True, "no input could be measured"
+        return result
+    ratios = np.array([m.ratio for m in found])
+    worst = found[int(np.argmax(ratios))]
+    result.max_ratio, result.median_ratio, result.min_ratio = (float(ratios.max()), float(np.median(ratios)),
+                                                               float(ratios.min()))
+    result.max_observed = float(max(m.observed for m in found))
+    result.worst_case = repr(worst.case)
+    result.worst_observed, result.worst_limit = float(worst.observed), float(worst.limit)
+    result.reproducer = reproducer(claim.measure, worst.case)  # type: ignore[arg-type]
+    result.forms = {name: float(max(m.forms.get(name, 0.0) for m in found)) for name in worst.forms}
+    result.points = [(float(m.limit), float(m.observed)) for m in found]
+    top = result.max_ratio
+    if claim.kind == "exact" and claim.statistical:
+        result.verdict = "holds (statistical)" if top <= 1 else "VIOLATED"
+        result.summary = f"worst deviation {top:.3g} of its acceptance limit (median {result.median_ratio:.3g})"
+    elif claim.kind == "exact":
+        result.verdict = "exact to rounding" if top <= 1 else "VIOLATED"
+        result.summary = (f"max error {result.max_observed:.2g} ({result.max_observed / FLOAT64_ULP:.3g} ulp), "
+                          f"{top:.2g} of its rounding tolerance")
+    else:
+        result.verdict = ("VIOLATED" if top > 1 else "holds" if top >= LOOSE_BELOW
+                          else f"loose by {1 / top:.3g}x" if top > 0 else "holds (never approached)")
+        result.summary = f"max observed/bound {top:.3g} (median {result.median_ratio:.3g}, min {result.min_ratio:.3g})"
+        if result.forms:
+            result.summary += "; " + ", ".join(f"{name} {value:.3g}" for name, value in result.forms.items())
+    result.failed = top > 1 or bool(errors)
+    if errors and top <= 1:
+        result.verdict = "ERROR"
+    if claim.rates is not None:  # a bound with a rate part (LD8): fitted too, reported beside the bound's verdict
+        _add_fits(result, claim, mode, seed)
+    return result
+
+
+def _fit_summary(fits: Sequence[RateFit]) -> str:
+    return "; ".join(f"{f.label}: {f.exponent:.3g} [{f.low:.3g}, {f.high:.3g}] vs {f.relation} {f.claimed:g}"
+                     f"{'' if f.consistent else ' (inconsistent)'}" for f in fits)
+
+
+def _add_fits(result: ClaimResult, claim: Claim, mode: Mode, seed: int) -> None:
+    assert claim.rates is not None
+    result.fits = [fit_rate(series) for series in claim.rates(mode, claim_seed(seed, claim.id))]
+    result.summary = "; ".join(filter(None, [result.summary, _fit_summary(result.fits)]))
+    if not all(f.consistent for f in result.fits):
+        result.verdict += ", rate inconsistent"
+
+
+def _rate_result(claim: Claim, mode: Mode, seed: int) -> ClaimResult:
+    result = ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "", False, "",
+                         notes=claim.notes)
+    _add_fits(result, claim, mode, seed)
+    result.verdict = "consistent" if all(f.consistent for f in result.fits) else "inconsistent"
+    result.examples = sum(len(f.x) for f in result.fits)
+    return result
+
+
+def _empirical_result(claim: Claim, mode: Mode, seed: int) -> ClaimResult:
+    assert claim.observe is not None
+    observation = claim.observe(mode, claim_seed(seed, claim.id))
+    summary = ", ".join(f"{k} {v:.3g}" for k, v in observation.values.items()) + f" (criterion: {observation.criterion})"
+    return ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound,
+                       "reproduced" if observation.reproduced else "not reproduced", False, summary,
+                       values={k: float(v) for k, v in observation.values.items()}, notes=claim.notes)
+
+
+def _unchecked_result(claim: Claim) -> ClaimResult:
+    rows = [dict(row) for row in claim.illustrate()] if claim.illustrate else []
+    return ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "not checkable", False,
+                       claim.reason, table=rows, notes=claim.notes)
+
+
+def run_claim(claim: Claim, mode: Mode, seed: int, advance: Advance = lambda n: None) -> ClaimResult:
+    """Audit one claim. A measurement that raises is an ERROR (reported with its input), never a silent skip."""
+    start = time.perf_counter()
+    try:
+        if claim.kind in ("exact", "bound"):
+            result = _search_result(claim, mode, seed, advance)
+        elif claim.kind == "rate":
+            result = _rate_result(claim, mode, seed)
+        elif claim.kind == "empirical":
+            result = _empirical_result(claim, mode, seed)
+        else:
+            result = _unchecked_result(claim)
+    except Exception as error:  # noqa: BLE001 - one broken claim must not hide the others
+        result = ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "ERROR", True,
+                             f"{type(error).__name__}: {error}", errors=[traceback.format_exc()], notes=claim.notes)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def expected_steps(claim: Claim, mode: Mode) -> int:
+    """How many advance() calls run_claim makes (for progress bars): grid + examples, or 1."""
+    if claim.kind in ("exact", "bound"):
+        return len(claim.grid(mode)) + claim.examples[mode]
+    return 1
+
+
+def worst_first(results: Sequence[ClaimResult]) -> list[ClaimResult]:
+    return sorted(results, key=lambda r: -(r.max_ratio or 0.0))
