@@ -1,0 +1,156 @@
+"""The audit's sampler (RT1-RT4) and GP / random-feature (RF1, GP1-GP4) claims: each runs in quick mode, and each new
+measurement, rate or observation catches a planted bug."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ditcheck import samplers
+from ditcheck.audit import registry, run_claim
+from ditcheck.audit import claims_gp, claims_samplers
+from ditcheck.properties import gp as GP
+from ditcheck.properties import random_feature_layer as RF
+from ditcheck.properties import samplers as P
+from ditcheck.random_feature_layer import rf1_kernel
+from ditcheck.reference import gp
+from ditcheck.reference.errors import InvalidArgumentError
+
+IDS = ("RF1", "GP1", "GP2", "GP3", "GP4", "RT1", "RT2", "RT3", "RT4")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like the audit's workers
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("claim_id", IDS)
+def test_claim_runs_in_quick_mode(claim_id: str) -> None:
+    claim = registry()[claim_id]
+    result = run_claim(claim, "quick", 0)
+    assert result.verdict != "ERROR", (result.summary, result.errors)
+    assert not result.errors
+
+
+def test_registered_in_theory_order() -> None:
+    ids = [c.id for c in claims_samplers.CLAIMS + claims_gp.CLAIMS]
+    assert sorted(ids) == sorted(IDS)
+    order = list(registry())
+    assert [i for i in order if i in IDS] == ["RF1", "GP1", "GP2", "GP3", "GP4", "RT1", "RT2", "RT3", "RT4"]
+
+
+# ---- planted bugs ----------------------------------------------------------------------------------------
+
+
+def test_rt1_planted_wrong_coupling_is_violated() -> None:
+    """c = 1/(e^eta - 1) instead of 1/(e^(2 eta) - 1): the eigenvalues of hess g no longer sit within L of c."""
+    claim = dataclasses.replace(claims_samplers.RT1, measure=functools.partial(
+        P.measure_rt1, coupling=lambda eta: 1 / math.expm1(eta)))
+    assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
+
+
+def _ula_kernel(potential, z, steps, step_size, generator):
+    """MALA without its Metropolis test (unadjusted Langevin): not invariant, its law drifts by O(tau)."""
+    for _ in range(steps):
+        state = potential.evaluate(z)
+        z = z - step_size * state.grad + math.sqrt(2 * step_size) * samplers._normal(z, generator)
+    return z, 1.0
+
+
+def test_rt2_planted_unadjusted_kernel_is_violated() -> None:
+    claim = dataclasses.replace(claims_samplers.RT2, measure=functools.partial(
+        P.measure_rt2_mala_invariance, kernel=_ula_kernel))
+    assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
+
+
+def test_ks_critical_value_inverts_the_p_value() -> None:
+    for alpha, n in ((1e-6, 6000), (0.05, 100), (0.5 / 3, 17)):
+        critical = P.ks_critical_value(alpha, n)
+        assert P.ks_pvalue(critical * (1 + 1e-9), n) <= alpha <= P.ks_pvalue(critical * (1 - 1e-9), n)
+    with pytest.raises(InvalidArgumentError, match="alpha"):
+        P.ks_critical_value(0.0, 10)
+    with pytest.raises(InvalidArgumentError, match="n"):
+        P.ks_critical_value(0.1, 0)
+
+
+def test_rt3_planted_covariance_error_is_violated() -> None:
+    def wrong(friction, scale, step):  # -4 instead of -3 in Var xi_z
+        cov = samplers.uld_noise_covariance(friction, scale, step)
+        cov[0, 0] -= scale / friction**2
+        return cov
+
+    claim = dataclasses.replace(claims_samplers.RT3, measure=functools.partial(
+        P.measure_rt3_uld_covariance, covariance=wrong))
+    assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
+
+
+def test_rt3_reference_keeps_its_digits_at_large_friction_times_step() -> None:
+    """gamma tau = 100 (friction 20, step 5): the Van Loan reference at a fixed 40 digits was off by 1e3 relative."""
+    closed = samplers.uld_noise_covariance(20.0, 10.0, 5.0)
+    assert np.allclose(P.uld_covariance_van_loan(20.0, 10.0, 5.0), closed, rtol=1e-12, atol=0)
+    assert P.measure_rt3_uld_covariance(P.ULDCase(20.0, 10.0, 5.0)).ratio <= 1
+
+
+def test_rt4_planted_sampler_costing_d4_evaluations_is_inconsistent() -> None:
+    """A sampler charged d^4 score evaluations per step of the real one: NFE-to-threshold grows like d^(4 + ...)."""
+
+    def costly(oracle, name, budget, x, generator):
+        result, detail = claims_samplers.sampler_bench._run_one(oracle, name, budget, x, generator)
+        return dataclasses.replace(result, score_evals=result.score_evals * x.shape[1] ** 4), detail
+
+    claim = dataclasses.replace(claims_samplers.RT4, rates=functools.partial(claims_samplers.rt4_series, run=costly))
+    result = run_claim(claim, "quick", 0)
+    assert result.verdict == "inconsistent"
+    assert not result.fits[0].consistent  # RTK-ULD, claimed at most d^1/2
+
+
+def test_gp2_planted_too_fast_rate_is_violated() -> None:
+    """A bound (1 - 1/kappa)^(2K): twice the claimed contraction, which gradient descent does not achieve."""
+    claim = dataclasses.replace(claims_gp.GP2, measure=functools.partial(
+        GP.measure_gp2_unrolled, rate=lambda kappa, k: (1 - 1 / np.asarray(kappa)) ** (2 * k)))
+    assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
+
+
+def test_gp3_planted_banding_that_keeps_the_full_kernel_is_not_reproduced() -> None:
+    """A banding report that ignores the band (w = H): nothing loses positive-definiteness, no error is inflated."""
+
+    def full_band(gamma_matrix, width, *args, **kwargs):
+        return gp.banding_report(gamma_matrix, gamma_matrix.shape[0] - 1, *args, **kwargs)
+
+    claim = dataclasses.replace(claims_gp.GP3, observe=lambda mode, seed: GP.gp3_observation(report=full_band))
+    assert run_claim(claim, "quick", 0).verdict == "not reproduced"
+
+
+def test_gp4_planted_network_without_positions_is_not_reproduced() -> None:
+    """Position embedding zeroed: attention can only use content, its lag profile is flat (contrast < 0.5)."""
+    configs = [dataclasses.replace(config, position_embedding=False)
+               for config in claims_gp._gp4_configs("quick", 0)]
+    claim = dataclasses.replace(claims_gp.GP4, observe=lambda mode, seed: GP.gp4_observation(configs))
+    result = run_claim(claim, "quick", 0)
+    assert result.verdict == "not reproduced", result.summary
+
+
+def _biased_kernel(x0, keys, x0_other, keys_other, scale, mean=None):
+    """2 s^2 in place of s^2 (tests/test_random_feature_layer.py's planted bug): the error stalls at the bias."""
+    return rf1_kernel(x0, keys, x0_other, keys_other, math.sqrt(2) * scale, mean)
+
+
+def test_rf1_planted_biased_kernel_is_inconsistent() -> None:
+    claim = dataclasses.replace(claims_gp.RF1, rates=lambda mode, seed: [
+        RF.rf1_rate_series(RF.RateCase(heads=(64, 256, 1024, 4096), budget=2**14, seed=seed), kernel=_biased_kernel)])
+    assert run_claim(claim, "quick", 0).verdict == "inconsistent"
+
+
+def test_bad_input_names_the_argument() -> None:
+    with pytest.raises(InvalidArgumentError, match="mode"):
+        claims_samplers.rt4_series("fast", 0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="configs"):
+        GP.gp4_observation([])
