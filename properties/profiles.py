@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["PROFILES", "register_profiles", "load_profile_from_environment"]
+__all__ = ["PROFILES", "register_profiles", "load_profile_from_environment", "without_local_constants"]
 
 PROFILES = ("smoke", "ci", "audit")
 
@@ -30,3 +32,30 @@ def load_profile_from_environment() -> str | None:
             raise ValueError(f"environment variable DITCHECK_PROFILE: expected one of {PROFILES}; got {name!r}")
         settings.load_profile(name)
     return name
+
+
+@contextlib.contextmanager
+def without_local_constants() -> Iterator[None]:
+    """Hypothesis also draws literal constants found in the user's loaded modules, so its draws depend on what
+    happens to be imported: a report would change with the import graph. This switches that pool off.
+    The audit and ``ditcheck validate`` promise the same draws for a seed wherever they run (CLI, worker
+    process, pytest), so they search inside this (an internal of Hypothesis >= 6.131; without it there is
+    nothing to switch off, and the determinism tests say so)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
+    if original is None or cache is None or not hasattr(providers, "Constants"):
+        yield
+        return
+    empty = providers.Constants()
+    cache.cache.clear()  # entries computed with the local pool
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()

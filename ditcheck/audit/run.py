@@ -8,8 +8,7 @@ import math
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings, target
 from hypothesis import seed as hypothesis_seed
 
 from ditcheck.properties.measurement import Measurement, RateSeries
+from ditcheck.properties.profiles import without_local_constants
 
 from .registry import Claim, Mode
 
@@ -163,28 +163,6 @@ class ClaimResult:
     seconds: float = 0.0
 
 
-@contextmanager
-def _without_local_constants() -> Iterator[None]:
-    """Hypothesis (>= 6.131) mixes literals from the non-installed modules loaded so far into its draws, so the
-    same seed explores differently under the CLI, a worker process or pytest. The audit promises the same
-    result for a seed wherever it runs, so it empties that pool while it searches (a private hook: if
-    Hypothesis changes it, this falls back to doing nothing and the reproducibility test says so)."""
-    try:
-        from hypothesis.internal.conjecture import providers
-        original, cache = providers._get_local_constants, providers.CONSTANTS_CACHE
-        empty = type(providers._local_constants)()
-    except (ImportError, AttributeError, TypeError):
-        yield
-        return
-    cache.cache.clear()
-    providers._get_local_constants = lambda: empty
-    try:
-        yield
-    finally:
-        providers._get_local_constants = original
-        cache.cache.clear()
-
-
 def _search(claim: Claim, mode: Mode, seed: int, advance: Advance) -> tuple[list[Measurement], list[str]]:
     """The fixed grid, then a Hypothesis search that targets observed/limit (no shrinking: the worst input is
     recorded here as it is measured, since Hypothesis does not hand it back)."""
@@ -218,7 +196,7 @@ def _search(claim: Claim, mode: Mode, seed: int, advance: Advance) -> tuple[list
         def explore(case: Any) -> None:
             target(min(record(case), 1e300), label=f"{claim.id} observed / limit")
 
-        with _without_local_constants():
+        with without_local_constants():
             explore()
     return found, errors
 
@@ -252,7 +230,7 @@ def _search_result(claim: Claim, mode: Mode, seed: int, advance: Advance) -> Cla
     else:
         result.verdict = ("VIOLATED" if top > 1 else "holds" if top >= LOOSE_BELOW
                           else f"loose by {1 / top:.3g}x" if top > 0 else "holds (never approached)")
-        result.summary = f"max observed/bound {top:.3g} (median {result.median_ratio:.3g}, min {result.min_ratio:.3g})"
+        result.summary = f"max observed/bound {top:.4g} (median {result.median_ratio:.3g}, min {result.min_ratio:.3g})"
         if result.forms:
             result.summary += "; " + ", ".join(f"{name} {value:.3g}" for name, value in result.forms.items())
     result.failed = top > 1 or bool(errors)
@@ -312,6 +290,8 @@ def run_claim(claim: Claim, mode: Mode, seed: int, advance: Advance = lambda n: 
             result = _empirical_result(claim, mode, seed)
         else:
             result = _unchecked_result(claim)
+        if claim.kind not in ("exact", "bound"):
+            advance(1)  # expected_steps counts one step for a claim without a search
     except Exception as error:  # noqa: BLE001 - one broken claim must not hide the others
         result = ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "ERROR", True,
                              f"{type(error).__name__}: {error}", errors=[traceback.format_exc()], notes=claim.notes)

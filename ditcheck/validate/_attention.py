@@ -10,11 +10,10 @@ of properties/validation.py.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from ditcheck.properties.attention import ADVERSARIAL_KINDS, AttentionCase, atte
 from ditcheck.properties.validation import (FORWARD_FACTOR, GRADIENT_FACTOR, Tolerance, attention_rounding_bound,
                                             attention_vjp_magnitudes, attention_vjp_rounding_bound,
                                             derive_tolerance)
+from ditcheck.properties.profiles import without_local_constants
 from ditcheck.reference import attention as reference_attention
 from ditcheck.reference import attention_vjp
 from ditcheck.reference.errors import InvalidArgumentError
@@ -72,31 +72,6 @@ def require_run_settings(examples: Any, seed: Any, timeout: Any) -> tuple[int, i
             require_real(timeout, "timeout", low=0.0, low_inclusive=False))
 
 
-@contextlib.contextmanager
-def _without_local_constants() -> Iterator[None]:
-    """Hypothesis also draws literal constants found in the user's loaded modules, so its draws depend on what
-    happens to be imported: a report would change with the import graph. Switch that pool off while drawing
-    (an internal of Hypothesis >= 6.131; without it there is nothing to switch off)."""
-    try:
-        from hypothesis.internal.conjecture import providers
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    original = getattr(providers, "_get_local_constants", None)
-    cache = getattr(providers, "CONSTANTS_CACHE", None)
-    if original is None or cache is None or not hasattr(providers, "Constants"):
-        yield
-        return
-    empty = providers.Constants()
-    cache.cache.clear()  # entries computed with the local pool
-    providers._get_local_constants = lambda: empty
-    try:
-        yield
-    finally:
-        providers._get_local_constants = original
-        cache.cache.clear()
-
-
 def draw_examples(strategy: st.SearchStrategy[Any], count: int, seed: int) -> list[Any]:
     """``count`` examples of ``strategy`` drawn by Hypothesis, reproducibly from ``seed`` (no shrinking).
 
@@ -113,7 +88,7 @@ def draw_examples(strategy: st.SearchStrategy[Any], count: int, seed: int) -> li
     def collect(example: Any) -> None:
         drawn.append(example)
 
-    with _without_local_constants():
+    with without_local_constants():
         collect()
     return drawn[1:count + 1] if len(drawn) > count else drawn[:count]  # a tiny strategy may run out
 
