@@ -176,7 +176,7 @@ def test_cli_list_names_every_claim(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(cid in out for cid in THEORY_ORDER)
 
 
-@pytest.mark.audit
+@pytest.mark.slow
 def test_quick_audit_is_stable_across_two_runs(tmp_path: Path) -> None:
     """The README's main command: two runs with one seed give the same table and the same report numbers."""
     outputs = []

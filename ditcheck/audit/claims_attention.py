@@ -83,7 +83,7 @@ LD7 = Claim(
     measure=gradient.measure_exact_gradient,
     strategy=gradient.low_rank_gradient_cases,
     grid=_ld7_grid,
-    examples=budget(20, 200, 2000),
+    examples=budget(20, 2000, 10000),
     notes="Compared with autograd through torch SDPA and with the NumPy reference, float64; error and tolerance "
           "relative to max |dL0/dW|.",
 )
@@ -121,7 +121,7 @@ LD8 = Claim(
     measure=gradient.measure_low_rank_gradient,
     strategy=gradient.low_rank_gradient_cases,
     grid=_ld8_grid,
-    examples=budget(20, 200, 2000),
+    examples=budget(20, 2000, 10000),
     rates=ld8_series,
     notes="The bound keeps the L^2 the paper's text drops; ||p1 - p1~||, ||p2 - p2~|| come from the certified eps "
           "through bounds.low_rank_gradient_bound, whose intermediate stages are reported as forms (max observed / "
@@ -153,7 +153,7 @@ AS1 = Claim(
     measure=fast_attention.measure_entrywise_relative_error,
     strategy=fast_attention.feature_cases,
     grid=_as1_grid,
-    examples=budget(20, 300, 3000),
+    examples=budget(20, 3000, 15000),
     notes="observed = max over entries of (|A~ - e^s| - rounding)/e^s, rounding = float64 logits, exp and "
           "bounds.feature_rounding_bound; the form 'dense sampled sup / certified' is max |P e^-s - 1| on 401 "
           "equispaced points (mpmath, 40 digits) over the arb certificate: how tight the certificate is.",
@@ -187,7 +187,7 @@ AS2 = Claim(
     measure=fast_attention.measure_poly_attention_output,
     strategy=fast_attention.poly_attention_cases,
     grid=_as2_grid,
-    examples=budget(30, 300, 3000),
+    examples=budget(30, 3000, 15000),
 )
 
 
@@ -244,7 +244,7 @@ AS4 = Claim(
     measure=fast_attention.measure_feature_rank,
     strategy=fast_attention.rank_cases,
     grid=_as4_grid,
-    examples=budget(10, 100, 1000),
+    examples=budget(10, 1000, 5000),
     notes="observed = max |column count or numerical rank - C(d+g, g)| over the query and key features of "
           "C(d+g, g) + 8 probe points uniform in a box (columns scaled to unit norm; NumPy's rank threshold); "
           "limit 0. Ranks up to 495 on the grid and 256 in the search, degrees up to 20 (beyond, float64 monomials become numerically dependent: "
@@ -327,7 +327,7 @@ AS7 = Claim(
     measure=gradient.measure_softmax_derivative,
     strategy=gradient.softmax_derivative_cases,
     grid=_as7_grid,
-    examples=budget(30, 300, 3000),
+    examples=budget(30, 3000, 15000),
     notes="A direct argument gives |f'| <= 2 B n d v_max^2 and the aligned family reaches 2 n d B max_t t(1 - t^2) = "
           "0.77 B n d v_max^2 (t = tanh(lambda B) = 1/sqrt 3): the lemma's 8 is about 10x loose, so expect "
           "'loose by ~10x', not 'holds'.",

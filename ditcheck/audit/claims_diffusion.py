@@ -64,7 +64,7 @@ LD1 = Claim(
     measure=dist.measure_ld1,
     strategy=dist.mixture_cases,
     grid=_mixture_grid,
-    examples=budget(60, 1000, 10000),
+    examples=budget(60, 10000, 50000),
     notes="observed: max_i |LD1 sum - score|_i / max |score| at the worst point; limit: the point's a-priori "
           "rounding tolerance on the same scale. Ball-arithmetic (arb) overlap is checked by the test suite "
           "(tests/test_mixtures.py), not here.",
@@ -86,7 +86,7 @@ LD2 = Claim(
     measure=torch_dit.measure_torch_ld2,
     strategy=torch_dit.torch_ld2_cases,
     grid=_ld2_grid,
-    examples=budget(20, 300, 3000),
+    examples=budget(20, 3000, 15000),
     notes="Tests ditcheck.models.LatentScoreNetwork (torch, float64) against the reference: with f the exact q "
           "of a latent mixture its output must be the closed-form score, and with f a random-weight DiT "
           "sigma^2 ||s_f - s_q|| must equal ||f - q|| pointwise. The worse of the two relative errors is "
@@ -185,7 +185,7 @@ LD5 = Claim(
     measure=smp.measure_ld5_bound,
     strategy=smp.ld5_cases,
     grid=_ld5_grid,
-    examples=budget(40, 400, 4000),
+    examples=budget(40, 4000, 20000),
     notes="observed: bounds.ld5_orthogonal_variance (the recursion v_{k+1} = v_k (1 + mu(1/2 - 1/sigma_k^2))^2 + mu, "
           "v_0 = 1) minus a 1e-12 relative rounding allowance; the sampler's agreement with the recursion is "
           "tested separately (check_ld5_sampler, chi-square).",
@@ -235,7 +235,7 @@ CF1 = Claim(
     measure=dist.measure_cf1,
     strategy=cf1_independent_cases,
     grid=_cf1_grid,
-    examples=budget(10, 200, 2000),
+    examples=budget(10, 2000, 10000),
     notes=f"Statistical: observed = |paired MC estimate of L(s* + delta) - L(s*) - exact E||delta||^2| (delta affine), "
           f"limit = {dist.STATISTICAL_Z:g} standard errors (+1e-12 relative rounding). False-alarm rate "
           f"5.7e-7 per case under the CLT (two-sided z = 5); every searched case draws independent noise "
@@ -267,7 +267,7 @@ CF2 = Claim(
     measure=dist.measure_cf2,
     strategy=dist.cf2_cases,
     grid=_cf2_grid,
-    examples=budget(15, 150, 1500),
+    examples=budget(15, 1500, 7500),
     notes="p(.|y) is a Gaussian mixture in 1-2 dimensions (one label; the identity is per label), "
           "0 < C2 < 1/lambda_max(S_k). grad h/h = (alpha/sigma^2)(E[u f]/E[f] - centre) by composite "
           "Gauss-Legendre quadrature (reference.mixtures.cf2_decomposition, independent of the closed-form "

@@ -75,7 +75,7 @@ GP1 = Claim(
     measure=measure_gp1,
     strategy=gp_cases,
     grid=_gp1_grid,
-    examples=budget(30, 400, 4000),
+    examples=budget(30, 4000, 20000),
     notes="observed = the largest per-sequence ||s_Kron - s_dense|| / ||s_dense||; limit = 16 n u kappa(A_t) "
           "(each solver's backward error is <= 8 n u ||A_t||). Form 'residual': ||A_t s + x|| over "
           "8 n u (||A_t|| ||s|| + ||x||). Every schedule of reference.schedules is drawn by the search.",
@@ -103,7 +103,7 @@ GP2 = Claim(
     measure=GP.measure_gp2_unrolled,
     strategy=GP.unrolled_cases,
     grid=_gp2_grid,
-    examples=budget(15, 150, 1500),
+    examples=budget(15, 1500, 7500),
     notes="The torch transformer (ditcheck.gp_transformer) in float64; observed/limit is maximised over blocks "
           "k = 0..K and sequences; the limit is ((1 - 1/kappa^)^k + floor_k + e1) / (1 - e1) with kappa^ >= kappa_t "
           "(eigvalsh widened by its error bound), floor_k the derived rounding floor, e1 the exact score's relative "

@@ -45,7 +45,7 @@ RT1 = Claim(
     measure=P.measure_rt1,
     strategy=P.rt1_cases,
     grid=_rt1_grid,
-    examples=budget(15, 200, 2000),
+    examples=budget(15, 2000, 10000),
     notes="L is max ||hess log p_s||_2 over the same 64 points at which hess g is taken (autograd of the oracle's "
           "score and of the sampler's potential), and hess g = c I - hess log p_s, so a correct potential attains "
           "the bound: observed/bound is 1 minus the 1e-9 (c + L) rounding allowance. A wrong coupling or potential "
@@ -78,7 +78,7 @@ RT2 = Claim(
     measure=P.measure_rt2_mala_invariance,
     strategy=P.rt2_cases,
     grid=_rt2_grid,
-    examples=budget(8, 80, 800),
+    examples=budget(8, 800, 4000),
     notes=f"A statistical exactness check: 6000 chains start at exact draws of the RTK target (a Gaussian mixture in "
           f"closed form) and take 8 MALA steps; observed = the largest KS statistic of a coordinate marginal against "
           f"its exact CDF, limit = the KS critical value at false-alarm rate {P.RT2_ALPHA:g} / d (asymptotic "
@@ -108,7 +108,7 @@ RT3 = Claim(
     measure=P.measure_rt3_uld_covariance,
     strategy=P.uld_cases,
     grid=_rt3_grid,
-    examples=budget(20, 300, 3000),
+    examples=budget(20, 3000, 15000),
     notes="The reference is int_0^tau e^(A r) Q e^(A^T r) dr by Van Loan's block exponential in mpmath at 40 digits; "
           "entries are compared relative to sqrt(C_ii C_jj). The tolerance 1e-9 is the property's (the closed form "
           "loses digits to cancellation at small gamma tau unless series are used). Form: PSD deficit "

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import platform
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def _worst(result: ClaimResult) -> str:
             return f"{result.max_ratio:.3g} of limit"
         if result.kind == "exact":
             return f"{result.max_observed:.2g} ({result.max_observed / 2.0**-52:.3g} ulp)"
-        return f"{result.max_ratio:.3g}"
+        return f"{result.max_ratio:.4g}"
     if result.fits and result.kind == "rate":
         return "\n".join(f"{f.exponent:.3g} [{f.low:.3g}, {f.high:.3g}] vs {f.claimed:g}" for f in result.fits)
     return ""
@@ -102,8 +103,12 @@ def plot_claim(result: ClaimResult, path: Path) -> bool:
     if not scatter and not result.fits:
         return False
     panels = int(bool(scatter)) + len(result.fits)
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.0), squeeze=False)
-    axes = list(axes[0])
+    columns = min(panels, 3)
+    rows = -(-panels // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(4.8 * columns, 4.2 * rows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[panels:]:
+        ax.set_visible(False)
     if scatter:
         _scatter(axes.pop(0), result)
     for ax, fit in zip(axes, result.fits):
@@ -149,7 +154,7 @@ def _fit_panel(ax: Any, fit: RateFit) -> None:
               label=f"claimed {fit.relation} {fit.claimed:g}")
     ax.set_xlabel(fit.xlabel)
     ax.set_ylabel(fit.ylabel)
-    ax.set_title(fit.label + ("" if fit.consistent else " (inconsistent)"), fontsize=9)
+    ax.set_title(textwrap.fill(fit.label + ("" if fit.consistent else " (inconsistent)"), 48), fontsize=8)
     ax.legend(fontsize=7)
 
 
