@@ -163,6 +163,9 @@ def test_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     assert main(["audit", "--claims", "AS9"]) == 2
     assert "unknown: AS9" in capsys.readouterr().out
     assert main(["audit", "--workers", "0"]) == 2
+    (tmp_path / "file").write_text("")
+    assert main(["audit", "--out", str(tmp_path / "file" / "sub")]) == 2
+    assert "argument --out" in capsys.readouterr().out
 
 
 def test_select_claims_keeps_theory_order() -> None:

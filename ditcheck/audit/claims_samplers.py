@@ -143,10 +143,10 @@ RT4_TOLERANCE = 0.25
 Runner = Callable[[MixtureOracle, str, int, torch.Tensor, torch.Generator], tuple[samplers.SampleResult, str]]
 
 
-def rt4_series(mode: Mode, seed: int, run: Runner = sampler_bench._run_one) -> list[RateSeries]:
+def rt4_series(mode: Mode, seed: int, run: Runner = sampler_bench.run_one) -> list[RateSeries]:
     """RT4: score evaluations each sampler needs to reach REACH_FACTOR x the exact-draw floor (sliced W2), against d.
 
-    The ``ditcheck bench samplers`` machinery (its targets ``_mixture(d, d, d)``, its sampler plans ``_run_one``,
+    The ``ditcheck bench samplers`` machinery (its targets ``target_mixture(d, d, d)``, its sampler plans ``run_one``,
     ``nfe_to_reach``), sized by RT4_SIZES[mode]. Each seed's error-vs-NFE curve gives one NFE-to-threshold, a
     replicate at its d (so the fit's interval reflects the seed-to-seed scatter). A run that never reaches the
     threshold within the budgets is censored at twice the largest budget (counted in the label). DDPM's NFE to
@@ -160,7 +160,7 @@ def rt4_series(mode: Mode, seed: int, run: Runner = sampler_bench._run_one) -> l
     reach: dict[str, list[list[float]]] = {name: [] for name in RT4_SAMPLERS}  # [d][seed]
     censored = dict.fromkeys(RT4_SAMPLERS, 0)
     for d in size.dims:
-        mixture = sampler_bench._mixture(d, d, d)
+        mixture = sampler_bench.target_mixture(d, d, d)
         law = metrics.diffused_target(mixture, alpha, sigma2)
         floor = float(np.mean([metrics.sliced_w2(sample(law, size.samples, seed + 17 + k), law, trim=sampler_bench.TRIM)
                                for k in range(size.floor_draws)]))
@@ -207,7 +207,7 @@ RT4 = Claim(
     kind="rate",
     bound="NFE-to-threshold exponent in d: at most 0.5 (ULD), at most 2 (MALA)",
     rates=rt4_series,
-    notes=f"Measured with the `ditcheck bench samplers` machinery: targets _mixture(d, d, d) (4-component Gaussian "
+    notes=f"Measured with the `ditcheck bench samplers` machinery: targets target_mixture(d, d, d) (4-component Gaussian "
           f"mixtures, difficulty normalised across d), t_end = {sampler_bench.T_END}, RTK with 5 segments, each inner "
           f"chain started by one DDPM step; error = sliced W2 against the exact p_t_end, threshold = "
           f"{sampler_bench.REACH_FACTOR:g} x the mean sliced W2 of exact draws at the same n (a proxy for RT4's TV "

@@ -131,6 +131,13 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         console.print(f"[red]error[/]: argument --workers: expected an integer >= 1; got {args.workers}")
         return 2
+    try:  # before the audit runs, not after: an unwritable --out must not cost the whole run
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / ".write-test").touch()
+        (args.out / ".write-test").unlink()
+    except OSError as error:
+        console.print(f"[red]error[/]: argument --out: expected a writable folder; got {str(args.out)!r} ({error})")
+        return 2
     mode = _mode(args)
     assert mode in MODES
     workers = min(args.workers or os.cpu_count() or 1, len(selected))

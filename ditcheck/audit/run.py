@@ -22,7 +22,7 @@ from ditcheck.properties.profiles import without_local_constants
 
 from .registry import Claim, Mode
 
-__all__ = ["ClaimResult", "RateFit", "run_claim", "fit_rate", "claim_seed", "reproducer", "LOOSE_BELOW",
+__all__ = ["ClaimResult", "RateFit", "run_claim", "fit_rate", "claim_seed", "reproducer", "expected_steps", "LOOSE_BELOW",
            "student_t_quantile", "FLOAT64_ULP"]
 
 #: max observed/bound below this is reported as "loose by 1/max" rather than "holds".
@@ -305,6 +305,3 @@ def expected_steps(claim: Claim, mode: Mode) -> int:
         return len(claim.grid(mode)) + claim.examples[mode]
     return 1
 
-
-def worst_first(results: Sequence[ClaimResult]) -> list[ClaimResult]:
-    return sorted(results, key=lambda r: -(r.max_ratio or 0.0))
