@@ -696,10 +696,10 @@ def cf2_tolerance(case: CF2Case, terms: mixtures.CF2Terms, full: np.ndarray) -> 
 def measure_cf2(case: CF2Case, decomposition: Callable[..., mixtures.CF2Terms] = mixtures.cf2_decomposition,
                 score: ScoreFunction = mixtures.score,
                 tolerance: Callable[..., np.ndarray] = cf2_tolerance) -> Measurement:
-    """CF2 (Fu, Yang, Wang, Chen 2024, score decomposition): relative error of -C2 x/(alpha^2 + C2 sigma^2) + grad h/h
-    (quadrature, reference.mixtures.cf2_decomposition) vs the closed-form mixture score, held to cf2_tolerance.
+    """CF2 (Fu, Yang, Wang, Chen 2024, score decomposition): -C2 x/(alpha^2 + C2 sigma^2) + grad h/h vs the score.
 
-    The worst point (largest error / tolerance) is reported, both relative to max |score| there.
+    Relative error of the decomposition (grad h/h by quadrature, reference.mixtures.cf2_decomposition) against
+    the closed-form mixture score, held to cf2_tolerance. The worst point (largest error / tolerance) is reported, both relative to max |score| there.
     """
     terms = decomposition(case.mixture, case.x, case.time, case.c2)
     full = np.asarray(score(case.mixture, case.x, case.time, "ou-half"), dtype=np.float64)

@@ -119,8 +119,10 @@ def check_gp2_attention_weights(case: UnrolledCase, build: Callable[..., Any] = 
 def measure_gp2_unrolled(case: UnrolledCase, build: Callable[..., Any] = UnrolledGPTransformer,
                          iterate: Callable[..., Any] = gp.gradient_descent, dtype: torch.dtype = torch.float64,
                          rate: Callable[[Any, int], Any] = gp2_rate) -> Measurement:
-    """GP2 (Fu et al. 2025; theory.md GP2): ||T_k - s*|| / ||s*|| against ((1 - 1/kappa^)^k + floor_k + e1)/(1 - e1),
-    at the block k and sequence with the largest ratio (k = 1..K; k = 0 only when K = 0, where s^0 = 0 makes it
+    """GP2 (Fu, Dou, Guo, Wang, Chen 2025, unrolled gradient descent): ||T_k - s*|| / ||s*|| <= (1 - 1/kappa_t)^k.
+
+    Held to ((1 - 1/kappa^)^k + floor_k + e1)/(1 - e1), at the block k and sequence with the largest ratio
+    (k = 1..K; k = 0 only when K = 0, where s^0 = 0 makes it
     the identity 1 <= (1 + e1)/(1 - e1)).
 
     kappa^ >= kappa_t (gp2_condition_upper), floor_k = gp2_rounding_floor of the transformer's own dtype and

@@ -343,8 +343,9 @@ RT3_TOLERANCE = 1e-9
 def measure_rt3_uld_covariance(case: ULDCase,
                                covariance: Callable[[float, float, float], np.ndarray] = samplers.uld_noise_covariance,
                                tolerance: float = RT3_TOLERANCE) -> Measurement:
-    """RT3 (Huang et al. 2024, RTK-ULD step; theory.md RT3): max |C - C_VanLoan|_ij / sqrt(C_ii C_jj) of the closed-form noise
-    covariance, held to ``tolerance``; ``forms``: the PSD deficit max(0, -det C / (C_11 C_22)) / 1e-12 (inf when a
+    """RT3 (Huang et al. 2024, RTK-ULD step; theory.md RT3): the closed-form ULD noise covariance vs Van Loan's integral.
+
+    observed = max |C - C_VanLoan|_ij / sqrt(C_ii C_jj), held to ``tolerance``; ``forms``: the PSD deficit max(0, -det C / (C_11 C_22)) / 1e-12 (inf when a
     diagonal entry is not positive)."""
     closed = covariance(case.friction, case.scale, case.step)
     exact = uld_covariance_van_loan(case.friction, case.scale, case.step)
@@ -510,8 +511,9 @@ LD5_ROUNDING = 1e-12  # relative allowance for the K-step float64 recursion (K <
 def measure_ld5_bound(case: LD5Case,
                       variance: Callable[[float, float, float], float] = bounds.ld5_orthogonal_variance,
                       bound: Callable[[float, float], float] = bounds.ld5_bound) -> Measurement:
-    """LD5 (Hu et al. 2024, orthogonal-variance lemma): final variance of v_{k+1} = v_k (1 + mu(1/2 - 1/sigma_k^2))^2 + mu
-    beyond the rounding allowance LD5_ROUNDING * bound, held to e (T0 + mu)."""
+    """LD5 (Hu et al. 2024, orthogonal-variance lemma): v_K <= e (T0 + mu), v_{k+1} = v_k (1 + mu(1/2 - 1/sigma_k^2))^2 + mu.
+
+    observed = the final variance beyond the rounding allowance LD5_ROUNDING * bound, limit = e (T0 + mu)."""
     observed = variance(case.T, case.T0, case.mu)
     limit = bound(case.T0, case.mu)
     return Measurement(max(observed - LD5_ROUNDING * limit, 0.0), limit, case)

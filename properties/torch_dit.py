@@ -304,8 +304,9 @@ def torch_ld2_cases(max_latent: int = 3) -> st.SearchStrategy[TorchLD2Case]:
 
 
 def measure_torch_ld2(case: TorchLD2Case, score_network: Callable[..., nn.Module] = LatentScoreNetwork) -> Measurement:
-    """LD2 (Hu et al. 2024, sec. 3) on the torch LatentScoreNetwork: with f = q its score is the true score, and
-    sigma_t^2 ||s_f - s_q|| = ||f - q|| for a random DiT f.
+    """LD2 (Hu et al. 2024, sec. 3, score-network form) on the torch LatentScoreNetwork: s = W_B f/sigma^2 - x/sigma^2.
+
+    With f = q its score is the true score, and sigma_t^2 ||s_f - s_q|| = ||f - q|| for a random DiT f.
 
     Both are relative errors held to their float64 rounding tolerances (properties.distributions.measure_ld2
     with torch_ld2_score, measure_ld2_error_identity); the worse of the two (largest observed/limit) is

@@ -103,7 +103,7 @@ def test_rt4_planted_sampler_costing_d4_evaluations_is_inconsistent() -> None:
     """A sampler charged d^4 score evaluations per step of the real one: NFE-to-threshold grows like d^(4 + ...)."""
 
     def costly(oracle, name, budget, x, generator):
-        result, detail = claims_samplers.sampler_bench._run_one(oracle, name, budget, x, generator)
+        result, detail = claims_samplers.sampler_bench.run_one(oracle, name, budget, x, generator)
         return dataclasses.replace(result, score_evals=result.score_evals * x.shape[1] ** 4), detail
 
     claim = dataclasses.replace(claims_samplers.RT4, rates=functools.partial(claims_samplers.rt4_series, run=costly))

@@ -492,7 +492,7 @@ def test_bench_samplers_runs_and_reports(tmp_path, capsys):
     # RTK-ULD's step shrinks with the budget (its O(tau) bias, not the chain length, sets its error floor)
     oracle = MixtureOracle(_mixture_2d())
     x = samplers.prior(oracle, 10)
-    details = [bench._run_one(oracle, "rtk-uld", budget, x, torch.Generator().manual_seed(0))[1] for budget in (50, 200)]
+    details = [bench.run_one(oracle, "rtk-uld", budget, x, torch.Generator().manual_seed(0))[1] for budget in (50, 200)]
     assert details == ["5 x 9, tau 0.5", "5 x 39, tau 0.26"]
 
 

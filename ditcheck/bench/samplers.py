@@ -66,7 +66,7 @@ from ditcheck.reference.mixtures import LatentMixture, sample
 HELP = "sampler error vs score evaluations with exact scores: DDPM, DDIM, PF-Heun, RTK-MALA, RTK-ULD"
 
 __all__ = ["HELP", "SAMPLER_NAMES", "Target", "Measurement", "SamplerBench", "targets", "bench_samplers",
-           "nfe_to_reach", "print_report", "plot", "add_arguments", "run"]
+           "nfe_to_reach", "target_mixture", "run_one", "print_report", "plot", "add_arguments", "run"]
 
 SAMPLER_NAMES = ("ddpm", "ddim", "pf-heun", "rtk-mala", "rtk-uld")
 T_START = 7.0
@@ -89,7 +89,8 @@ class Target:
     dim: int
 
 
-def _mixture(ambient: int, latent: int, seed: int) -> LatentMixture:
+def target_mixture(ambient: int, latent: int, seed: int) -> LatentMixture:
+    """The bench's seeded 4-component Gaussian mixture on a ``latent``-dimensional subspace of R^ambient."""
     rng = np.random.default_rng(seed)
     if latent == ambient:
         basis = np.eye(ambient)
@@ -109,10 +110,10 @@ def _mixture(ambient: int, latent: int, seed: int) -> LatentMixture:
 
 def targets(quick: bool = False) -> list[Target]:
     """The four targets of the experiment (seeded; the same every run)."""
-    out = [Target("mix d=2", _mixture(2, 2, 2), 2), Target("mix d=8", _mixture(8, 8, 8), 8)]
+    out = [Target("mix d=2", target_mixture(2, 2, 2), 2), Target("mix d=8", target_mixture(8, 8, 8), 8)]
     if not quick:
-        out.append(Target("mix d=32", _mixture(32, 32, 32), 32))
-    out.append(Target("latent D=32 d0=4", _mixture(32, 4, 4), 32))
+        out.append(Target("mix d=32", target_mixture(32, 32, 32), 32))
+    out.append(Target("latent D=32 d0=4", target_mixture(32, 4, 4), 32))
     return out
 
 
@@ -150,8 +151,9 @@ def _rtk_plan(budget: int, evals_per_inner: int) -> tuple[torch.Tensor, int]:
     return samplers.time_grid(T_START, T_END, segments, "log"), inner
 
 
-def _run_one(oracle: MixtureOracle, name: str, budget: int, x: torch.Tensor,
-             generator: torch.Generator) -> tuple[samplers.SampleResult, str]:
+def run_one(oracle: MixtureOracle, name: str, budget: int, x: torch.Tensor,
+            generator: torch.Generator) -> tuple[samplers.SampleResult, str]:
+    """Run sampler ``name`` from ``x`` with about ``budget`` score evaluations; (result, plan description)."""
     if name in ("ddpm", "ddim"):
         grid = samplers.time_grid(T_START, T_END, budget, "log")
         return samplers.SAMPLERS[name](oracle, x, grid, generator=generator), f"{budget} steps"
@@ -203,7 +205,7 @@ def bench_samplers(samples: int = 4000, budgets: tuple[int, ...] = BUDGETS, quic
                     generator = torch.Generator().manual_seed(seed + 1000 * repeat)
                     x = samplers.prior(oracle, samples, generator=generator)
                     start = time.perf_counter()
-                    result, detail = _run_one(oracle, name, budget, x, generator)
+                    result, detail = run_one(oracle, name, budget, x, generator)
                     seconds += time.perf_counter() - start
                     sw2.append(metrics.sliced_w2(result.x, law, trim=TRIM))
                     if target.dim == 2:
