@@ -495,15 +495,17 @@ def poly_attention_cases(draw: st.DrawFn, max_tokens: int = 24, max_dim: int = 6
     radius = draw(st.sampled_from(CERTIFIED_RADII))
     dim = draw(st.integers(1, 2 if radius >= 4 else 3 if radius >= 2 else max_dim))
     key_tokens = draw(st.integers(1, max_tokens))
+    eps = draw(st.sampled_from(EPS_LEVELS))
     return PolyAttentionCase(
         batch=draw(st.integers(1, 2)), heads=draw(st.integers(1, 2)),
         query_tokens=draw(st.integers(1, max_tokens)), key_tokens=key_tokens, dim=dim,
-        value_dim=draw(st.integers(1, 5)), seed=draw(seeds()), radius=radius, eps=draw(st.sampled_from(EPS_LEVELS)),
+        value_dim=draw(st.integers(1, 5)), seed=draw(seeds()), radius=radius, eps=eps,
         kind=draw(st.sampled_from(("chebyshev", "chebyshev", "taylor"))), family=draw(st.sampled_from(FAMILIES)),
         values=draw(st.sampled_from(("normal", "offset", "outlier", "balanced"))),
         scale=draw(st.sampled_from([None, 1.0, 0.25, 4.0])),
         chunk_size=draw(st.sampled_from([None, 1, 3, 7, 16])),
-        dtype=draw(st.sampled_from(("float64", "float64", "float32"))))
+        # float32 only at eps 1e-1: at smaller eps its rounding allowance exceeds the AS2 bound (the check would be vacuous)
+        dtype="float32" if eps == 1e-1 and draw(st.booleans()) else "float64")
 
 
 @dataclass(frozen=True)
@@ -558,10 +560,12 @@ def measure_poly_attention_output(case: PolyAttentionCase, attention_fn: Attenti
     v_inf = float(np.abs(v).max())
     slack = _poly_rounding(case, q, k, v_inf, result) + attention_error_bound(q, k, v, scale=scale)
     excess = np.maximum(error - slack, 0.0)
-    column = bounds.as2_column_bound(result.eps, v)[..., None, :]
-    paper = bounds.as2_paper_bound(result.eps, v_inf)
+    # the eps of the polynomial the result says it used, certified here (not the eps it reports about itself)
+    eps = exp_approximation(result.approximation.radius, result.degree, case.kind).eps  # type: ignore[union-attr]
+    column = bounds.as2_column_bound(eps, v)[..., None, :]
+    paper = bounds.as2_paper_bound(eps, v_inf)
     column_ratio = float(np.max(np.where(excess > 0, excess / np.maximum(column, 1e-300), 0.0)))
-    return Measurement(float(excess.max()), float(bound(result.eps, v_inf)), case,
+    return Measurement(float(excess.max()), float(bound(eps, v_inf)), case,
                        forms={"per column": column_ratio, "paper 2 eps": float(excess.max() / paper) if paper > 0 else 0.0})
 
 

@@ -154,3 +154,13 @@ def test_bad_input_names_the_argument() -> None:
         claims_samplers.rt4_series("fast", 0)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="configs"):
         GP.gp4_observation([])
+
+
+def test_rt1_potential_with_a_slightly_weak_coupling_is_violated() -> None:
+    """Its Hessian still lands inside [c - L, c + L] at most points: the identity gap is what catches it."""
+    class WeakCoupling(samplers.RTKPotential):  # planted bug: quadratic term 1.3x too weak
+        def _coupling_grad(self, z):
+            return super()._coupling_grad(z) / 1.3
+
+    planted = dataclasses.replace(registry()["RT1"], measure=functools.partial(P.measure_rt1, potential=WeakCoupling))
+    assert run_claim(planted, "quick", 0).verdict == "VIOLATED"

@@ -179,3 +179,15 @@ def test_gp_score_accepts_single_sequences_and_per_sequence_times() -> None:
     assert np.allclose(gp.gp_score(x[1], 1.5, gamma, np.eye(2)), both[1], rtol=0, atol=1e-15)
     with pytest.raises(ShapeError):
         gp.gp_score(x, np.array([0.5, 1.0, 1.5]), gamma, np.eye(2))
+
+
+def test_planted_alpha_shared_by_both_solvers_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A coefficient bug in the helper both GP solvers use: they still agree, the independent residual does not."""
+    original = gp.coefficients
+
+    def shrunk(*args, **kwargs):
+        schedule, a, s2 = original(*args, **kwargs)
+        return schedule, a * 0.9, s2
+
+    monkeypatch.setattr(gp, "coefficients", shrunk)
+    expect_caught(check_gp1, gp_cases(), claim="GP1")

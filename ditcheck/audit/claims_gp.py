@@ -150,9 +150,10 @@ GP3 = Claim(
 def _gp4_configs(mode: Mode, seed: int) -> list:
     from ditcheck.gp_training import DECAY_CLASSES, GPTrainingConfig
 
+    from ditcheck.bench.gp import QUICK_TRAINING
+
     if mode == "quick":  # `ditcheck bench gp --quick`'s network, one class: ~1-2 s
-        return [GPTrainingConfig.for_kind("exponential", seed=seed, frames=8, hidden_size=32, depth=1, num_heads=2,
-                                          steps=150, batch=64, eval_sequences=128, learning_rate=3e-3)]
+        return [GPTrainingConfig.for_kind("exponential", seed=seed, **QUICK_TRAINING)]
     # the `ditcheck bench gp` default run (16 frames, 2 blocks, 4 heads, 600 Adam steps; ~35 s per class):
     # default mode can afford one class, thorough all three
     kinds = ("exponential",) if mode == "default" else tuple(DECAY_CLASSES)

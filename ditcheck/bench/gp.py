@@ -29,7 +29,7 @@ import numpy as np
 
 HELP = "GP2 unrolled transformer error vs depth, GP3 banding, GP4 trained-DiT attention vs kernel, RF1 kernel rate"
 
-__all__ = ["GP2Row", "gp2_rows", "gp3_rows", "gp4_results", "rf1_rates", "rf1_curves", "save_plot",
+__all__ = ["QUICK_TRAINING", "GP2Row", "gp2_rows", "gp3_rows", "gp4_results", "rf1_rates", "rf1_curves", "save_plot",
            "add_arguments", "run"]
 
 DEPTHS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -94,12 +94,16 @@ def gp3_rows(frames: int = 16, widths: tuple[int, ...] = (1, 2, 3, 5), t: float 
     return rows
 
 
+#: the `--quick` GP4 network and training run (GPTrainingConfig overrides): ~1-2 s per decay class
+QUICK_TRAINING: dict[str, Any] = {"frames": 8, "hidden_size": 32, "depth": 1, "num_heads": 2, "steps": 150,
+                                  "batch": 64, "eval_sequences": 128, "learning_rate": 3e-3}
+
+
 def gp4_results(quick: bool, steps: int | None, seed: int, ablation: bool) -> list[Any]:
     """One trained DiT per decay class (and the no-position ablation on the exponential kernel if asked)."""
     from ditcheck.gp_training import DECAY_CLASSES, GPTrainingConfig, train_gp_dit
 
-    size = {"frames": 8, "hidden_size": 32, "depth": 1, "num_heads": 2, "steps": 150, "batch": 64,
-            "eval_sequences": 128, "learning_rate": 3e-3} if quick else {}
+    size = dict(QUICK_TRAINING) if quick else {}
     if steps is not None:
         size["steps"] = steps
     configs = [GPTrainingConfig.for_kind(kind, seed=seed, **size) for kind in DECAY_CLASSES]

@@ -66,7 +66,8 @@ from ditcheck.reference.mixtures import LatentMixture, sample
 HELP = "sampler error vs score evaluations with exact scores: DDPM, DDIM, PF-Heun, RTK-MALA, RTK-ULD"
 
 __all__ = ["HELP", "SAMPLER_NAMES", "Target", "Measurement", "SamplerBench", "targets", "bench_samplers",
-           "nfe_to_reach", "target_mixture", "run_one", "print_report", "plot", "add_arguments", "run"]
+           "nfe_to_reach", "target_mixture", "run_one", "exact_draws", "repeat_start", "print_report", "plot",
+           "add_arguments", "run"]
 
 SAMPLER_NAMES = ("ddpm", "ddim", "pf-heun", "rtk-mala", "rtk-uld")
 T_START = 7.0
@@ -175,6 +176,17 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return mean, (float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0)
 
 
+def exact_draws(law: LatentMixture, samples: int, seed: int, count: int = FLOOR_DRAWS) -> list[torch.Tensor]:
+    """``count`` independent exact draws of ``law`` (seeds seed + 17 + k): the samples behind the floor."""
+    return [sample(law, samples, seed + 17 + k) for k in range(count)]
+
+
+def repeat_start(oracle: MixtureOracle, samples: int, seed: int, repeat: int) -> tuple[torch.Tensor, torch.Generator]:
+    """The prior draw and generator of repeat ``repeat`` (seed + 1000 repeat): every sampler starts from it."""
+    generator = torch.Generator().manual_seed(seed + 1000 * repeat)
+    return samplers.prior(oracle, samples, generator=generator), generator
+
+
 def bench_samplers(samples: int = 4000, budgets: tuple[int, ...] = BUDGETS, quick: bool = False, seed: int = 0,
                    sampler_names: tuple[str, ...] = SAMPLER_NAMES, repeats: int = 3) -> SamplerBench:
     """Run every sampler at every budget on every target, ``repeats`` seeds each; errors against the exact p_{t_end}.
@@ -185,7 +197,7 @@ def bench_samplers(samples: int = 4000, budgets: tuple[int, ...] = BUDGETS, quic
     alpha, sigma2 = math.exp(-T_END), -math.expm1(-2 * T_END)
     for target in targets(quick):
         law = metrics.diffused_target(target.mixture, alpha, sigma2)
-        draws = [sample(law, samples, seed + 17 + k) for k in range(FLOOR_DRAWS)]
+        draws = exact_draws(law, samples, seed)
         values = {"sliced_w2": [metrics.sliced_w2(d, law, trim=TRIM) for d in draws]}
         if target.dim == 2:
             values["tv"] = [metrics.tv_binned(d, law, bins=20).value for d in draws]
@@ -202,8 +214,7 @@ def bench_samplers(samples: int = 4000, budgets: tuple[int, ...] = BUDGETS, quic
             for budget in budgets:
                 sw2, tvs, orthogonal, seconds = [], [], [], 0.0
                 for repeat in range(repeats):
-                    generator = torch.Generator().manual_seed(seed + 1000 * repeat)
-                    x = samplers.prior(oracle, samples, generator=generator)
+                    x, generator = repeat_start(oracle, samples, seed, repeat)
                     start = time.perf_counter()
                     result, detail = run_one(oracle, name, budget, x, generator)
                     seconds += time.perf_counter() - start
