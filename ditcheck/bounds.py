@@ -54,7 +54,7 @@ def ld6_threshold(length: int) -> float:
 
 def minimal_degree(radius: float, eps: float, *, kind: str = "chebyshev") -> int:
     """AS3 (Alman-Song 2023, Cor. 3.3; Aggarwal-Alman 2022): smallest g with certified sup |P(s)e^-s - 1| <= eps on [-R, R]."""
-    from ditcheck.polynomial import MAX_DEGREE, _require_kind, _require_radius, exp_approximation, \
+    from ditcheck.fast_attention.polynomial import MAX_DEGREE, _require_kind, _require_radius, exp_approximation, \
         sampled_relative_error
 
     radius, eps, kind = _require_radius(radius), require_eps(eps), _require_kind(kind)
@@ -138,7 +138,7 @@ def poly_attention_rounding_bound(abs_polynomial_at_radius: float, radius: float
     """AS2 rounding (derived): the floating-point part of the poly attention error, <= ((1 + u) X + u) ||V||_inf, X = 2 rho/(1 - rho).
 
     rho = gamma_n P_abs(R) e^R / (1 - eps) bounds the relative rounding error of the numerator
-    and of the denominator of ``ditcheck.attention.poly_attention``: each is a sum over keys and
+    and of the denominator of ``ditcheck.fast_attention.attention.poly_attention``: each is a sum over keys and
     features of terms whose absolute sum is <= P_abs(R) sum_j |v_j| (resp. L P_abs(R)), while
     the denominator is >= L (1 - eps) e^-R. Roundings per term of degree j <= g: 4 per factor
     and side in the scaling q sqrt(scale) b, k sqrt(scale)/b (sqrt, the product or quotient
@@ -157,7 +157,7 @@ def poly_attention_rounding_bound(abs_polynomial_at_radius: float, radius: float
 
 
 # --- Gradient bounds (LD8, AS7) ---
-# Called by ditcheck/gradient.py and properties/gradient.py.
+# Called by ditcheck/fast_attention/gradient.py and properties/gradient.py.
 
 @dataclass(frozen=True)
 class LowRankGradientBound:
@@ -255,7 +255,7 @@ __all__ += ["LowRankGradientBound", "low_rank_gradient_error", "low_rank_gradien
 
 # --- Gaussian-process bounds (GP2; helper E) ---
 # Fu, Dou, Guo, Wang, Chen, ICLR 2025 (arXiv 2407.16134): the unrolled gradient-descent transformer of
-# ditcheck.gp_transformer. Imports are local so this section stays independent of the ones above.
+# ditcheck.gp.transformer. Imports are local so this section stays independent of the ones above.
 
 __all__ += ["gp2_rate", "gp2_rounding_floor", "gp2_condition_upper"]
 

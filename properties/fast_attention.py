@@ -20,8 +20,8 @@ import torch
 from hypothesis import strategies as st
 
 from ditcheck import bounds
-from ditcheck.attention import AttentionResult, attention, certified_radius
-from ditcheck.polynomial import (ExpApproximation, _monomial_coefficients, certified_relative_error,
+from ditcheck.fast_attention.attention import AttentionResult, attention, certified_radius
+from ditcheck.fast_attention.polynomial import (ExpApproximation, _monomial_coefficients, certified_relative_error,
                                  exp_approximation, polynomial_features)
 from ditcheck.reference import attention as reference_attention
 from ditcheck.reference.rounding import attention_error_bound
@@ -658,7 +658,7 @@ def hardness_table(lengths: Sequence[int], c_dim: float = 1.0, c_radius: float =
     """AS6 illustration (Alman-Song 2023, SETH lower bound): along D = ceil(c ln L), R = c' ln L, the certified
     degree g(R, eps) and rank C(D + g, g) of the polynomial method, and rank / L (it outgrows L: no L^(1+o(1))
     method this way)."""
-    from ditcheck.attention import certified_radius
+    from ditcheck.fast_attention.attention import certified_radius
 
     rows = []
     for length in lengths:

@@ -1,7 +1,7 @@
 """GP2 (unrolled gradient-descent transformer) and GP4 (attention learns the kernel) properties.
 
 GP1 and GP3 (and GP2's kappa formula) live in properties/distributions.py; this module reuses its cases.
-GP2 binds three implementations: the torch transformer (ditcheck.gp_transformer), the reference iteration
+GP2 binds three implementations: the torch transformer (ditcheck.gp.transformer), the reference iteration
 (reference.gp.gradient_descent) and the exact score (reference.gp.gp_score), with the rate and the derived
 rounding floor of ditcheck.bounds (gp2_rate, gp2_rounding_floor, gp2_condition_upper).
 """
@@ -18,8 +18,8 @@ import torch
 from hypothesis import strategies as st
 
 from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
-from ditcheck.gp_training import kernel_correlation, lag_contrast
-from ditcheck.gp_transformer import ENCODINGS, UnrolledGPTransformer
+from ditcheck.gp.training import kernel_correlation, lag_contrast
+from ditcheck.gp.transformer import ENCODINGS, UnrolledGPTransformer
 from ditcheck.reference import gp
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.linalg import eigenvalue_error_bound
@@ -194,7 +194,7 @@ def check_gp2_unrolled(case: UnrolledCase, build: Callable[..., Any] = UnrolledG
 def check_gp4_attention(result: Any, min_correlation: float = 0.8, min_contrast: float = 0.5) -> None:
     """GP4 (empirical; Fu et al. 2025): a trained DiT's head-averaged attention by lag follows gamma(lag).
 
-    ``result`` is a ditcheck.gp_training.GPTrainingResult; both statistics are recomputed here from its
+    ``result`` is a ditcheck.gp.training.GPTrainingResult; both statistics are recomputed here from its
     ``attention_profile`` and ``gamma_profile`` (not read from the stored numbers). Over lags >= 1 (the
     diagonal is self-attention) the Pearson correlation with gamma must reach ``min_correlation`` (it fails
     for attention that grows or oscillates with the lag), and the profile must vary at all: contrast
@@ -227,7 +227,7 @@ GP3_EXAMPLE_LENGTH_SCALE = 1.5
 def gp3_observation(sequences: int = 16, seed: int = 0, report: Callable[..., Any] = gp.banding_report) -> Observation:
     """GP3 (Fu et al. 2025; theory.md GP3): banding Gamma at |i - j| <= 3, t = 0.05, H = 16, Sigma = I, per decay class.
 
-    Values per class (ditcheck.gp_training.DECAY_CLASSES): lambda_min of the banded Gamma_w and of the banded
+    Values per class (ditcheck.gp.training.DECAY_CLASSES): lambda_min of the banded Gamma_w and of the banded
     A_t = alpha^2 Gamma_w (x) Sigma + sigma^2 I, the kernel's relative truncation error ||Gamma_w - Gamma||_2 /
     ||Gamma||_2, and the banded score's relative error over ``sequences`` GP draws (left out when A_t is not PD:
     no banded score exists); and the same for theory.md's example (squared-exponential, length scale 1.5).
@@ -236,7 +236,7 @@ def gp3_observation(sequences: int = 16, seed: int = 0, report: Callable[..., An
     error: for some class the banded A_t is indefinite, or the banded score's relative error exceeds the kernel's
     relative truncation error.
     """
-    from ditcheck.gp_training import DECAY_CLASSES
+    from ditcheck.gp.training import DECAY_CLASSES
 
     values: dict[str, float] = {}
     indefinite_rbf = False
@@ -271,12 +271,12 @@ def gp3_observation(sequences: int = 16, seed: int = 0, report: Callable[..., An
 
 def gp4_observation(configs: Sequence[Any], train: Callable[[Any], Any] | None = None,
                     min_correlation: float = 0.8, min_contrast: float = 0.5) -> Observation:
-    """GP4 (Fu et al. 2025, sec. 5): train one small DiT per config (ditcheck.gp_training.train_gp_dit) and report,
+    """GP4 (Fu et al. 2025, sec. 5): train one small DiT per config (ditcheck.gp.training.train_gp_dit) and report,
     per decay class, the correlation of head-averaged attention by lag with gamma(lag) over lags >= 1, the
     profile's contrast and the learned score's error at the smallest evaluation time (and the independent-frames
     baseline's). Reproduced iff every run passes check_gp4_attention (r >= min_correlation, contrast >= min_contrast).
     """
-    from ditcheck.gp_training import train_gp_dit
+    from ditcheck.gp.training import train_gp_dit
 
     from .violation import PropertyViolation
 

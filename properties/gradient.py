@@ -1,6 +1,6 @@
 """LD7, LD8 and AS7: the attention-weight gradient, exact and low-rank, and the AS7 derivative lemma.
 
-Each property takes the implementation under check (ditcheck.gradient's by default), so a
+Each property takes the implementation under check (ditcheck.fast_attention.gradient's by default), so a
 test can plant a bug and show the property catches it.
 """
 
@@ -78,7 +78,7 @@ class LowRankGradientCase:
 
     def reproducer(self) -> str:
         return (f"from ditcheck.properties.gradient import LowRankGradientCase\n"
-                f"from ditcheck.gradient import attention_weight_gradient_lowrank\ncase = {self!r}\n"
+                f"from ditcheck.fast_attention.gradient import attention_weight_gradient_lowrank\ncase = {self!r}\n"
                 f"result = case.call(attention_weight_gradient_lowrank)")
 
 
@@ -133,7 +133,7 @@ def measure_exact_gradient(case: LowRankGradientCase, gradient_fn: Callable[...,
     (the rounding budget), both divided by max |reference gradient| (relative; unchanged ratio)
     when it is nonzero. ``forms``: each comparison's own error / tolerance.
     """
-    from ditcheck.gradient import attention_weight_gradient_exact, attention_weight_loss
+    from ditcheck.fast_attention.gradient import attention_weight_gradient_exact, attention_weight_loss
 
     gradient_fn = attention_weight_gradient_exact if gradient_fn is None else gradient_fn
     tensors = case.tensors()
@@ -165,7 +165,7 @@ def _ld8_bound(case: LowRankGradientCase) -> Any:
     """bounds.low_rank_gradient_bound for the case, computed here (not taken from the result under check):
     eps is the certificate of the degree-g polynomial on [-R, R] the chain is asked to use."""
     from ditcheck.bounds import low_rank_gradient_bound
-    from ditcheck.polynomial import exp_approximation
+    from ditcheck.fast_attention.polynomial import exp_approximation
 
     arrays = case.arrays()
     h = arrays["a3"].T @ arrays["w_ov"].T
@@ -191,7 +191,7 @@ def measure_low_rank_gradient(case: LowRankGradientCase, gradient_fn: Callable[.
     ``forms``: each intermediate's max observed / its bound (f relative and row l1, c, q, r, p1, p2),
     each with the float64 comparison slack 64 L u.
     """
-    from ditcheck.gradient import attention_weight_gradient_lowrank
+    from ditcheck.fast_attention.gradient import attention_weight_gradient_lowrank
 
     gradient_fn = attention_weight_gradient_lowrank if gradient_fn is None else gradient_fn
     result = case.call(gradient_fn)
@@ -236,7 +236,7 @@ def check_low_rank_gradient_within_bound(case: LowRankGradientCase,
 def low_rank_gradient_flops(tokens: int, dim: int = 3, radius: float = 1.0, degree: int = 5, seed: int = 0,
                             gradient_fn: Callable[..., Any] | None = None) -> int:
     """LD8 rate: counted FLOPs (torch.utils.flop_counter, matrix products) of the chain at fixed (d, R, g): O(L k d)."""
-    from ditcheck.gradient import attention_weight_gradient_lowrank
+    from ditcheck.fast_attention.gradient import attention_weight_gradient_lowrank
 
     from .fast_attention import counted_flops
 
@@ -248,7 +248,7 @@ def low_rank_gradient_flops(tokens: int, dim: int = 3, radius: float = 1.0, degr
 def check_low_rank_ranks(case: LowRankGradientCase, gradient_fn: Callable[..., Any] | None = None) -> None:
     """LD8 ranks: k1 = C(d+g, g), k2 = d (q = c h^T), k3 = k1 k2 (Khatri-Rao), k4 = k1, matching the factors."""
     from ditcheck.bounds import feature_rank
-    from ditcheck.gradient import attention_weight_gradient_lowrank
+    from ditcheck.fast_attention.gradient import attention_weight_gradient_lowrank
 
     gradient_fn = attention_weight_gradient_lowrank if gradient_fn is None else gradient_fn
     result = case.call(gradient_fn)

@@ -1,6 +1,6 @@
 """RF1 properties: random-feature attention's infinite-head kernel, its M^-1/2 rate, key-permutation invariance.
 
-Claim RF1 (theory.md, Fu, Guo, Bai, Mei 2023, marked "verify"): ditcheck.random_feature_layer derives the kernel;
+Claim RF1 (theory.md, Fu, Guo, Bai, Mei 2023, marked "verify"): ditcheck.gp.random_feature_layer derives the kernel;
 here it is checked three ways: against the formula written literally (C_ij built as d x d matrices), against
 a Monte Carlo average over many heads (a statistical test: 7 standard errors), and by the fitted rate.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from ditcheck.random_feature_layer import (RandomFeatureAttention, monte_carlo_kernel_error, random_query_key_matrices,
+from ditcheck.gp.random_feature_layer import (RandomFeatureAttention, monte_carlo_kernel_error, random_query_key_matrices,
                                            rf1_features, rf1_kernel, sphere_sequences)
 from ditcheck.reference.rounding import BOUND_INFLATION, EXP_RELATIVE_ERROR, gamma
 

@@ -1,6 +1,6 @@
 """Samplers: properties of the reverse-transition-kernel samplers and discretisations (RT1, RT2, RT3, LD5, CF3, ULA).
 
-Each property takes the implementation under check (ditcheck.samplers by default) so a test can plant a
+Each property takes the implementation under check (ditcheck.diffusion.samplers by default) so a test can plant a
 bug. Statistical properties state their false-alarm rate: the probability that a correct implementation
 fails one drawn case (seeds are fixed by the case, so a given case either passes or fails for good).
 
@@ -35,8 +35,10 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from ditcheck import bounds, samplers
-from ditcheck.oracles import MixtureOracle
+from ditcheck import bounds
+
+from ditcheck.diffusion import samplers
+from ditcheck.diffusion.oracles import MixtureOracle
 from ditcheck.reference import distances, mixtures
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture

@@ -1,4 +1,4 @@
-"""Properties of the torch DiT (ditcheck.models): agreement with the reference, float32 error, LD2 score network.
+"""Properties of the torch DiT (ditcheck.models.dit): agreement with the reference, float32 error, LD2 score network.
 
 Each ``check_*`` takes the implementation under test first (a model factory or a score function)
 and a case from the strategies of properties.dit / properties.distributions, and raises
@@ -19,7 +19,7 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from ditcheck.models import DiT, LatentScoreNetwork
+from ditcheck.models.dit import DiT, LatentScoreNetwork
 from ditcheck.reference.dit import DiTConfig, dit_forward, dit_intermediates, dit_latent_score, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError, PrecisionError
 from ditcheck.reference.mixtures import denoiser_q, denoiser_q_function
@@ -112,12 +112,12 @@ def scaled_dit_cases(draw: st.DrawFn, scales: tuple[float, ...] = (0.25, 1.0, 2.
 
 
 def float64_dit(config: DiTConfig, params: Mapping[str, np.ndarray]) -> nn.Module:
-    """ditcheck.models.DiT in float64 on the CPU holding ``params`` (the implementation the properties check by default)."""
+    """ditcheck.models.dit.DiT in float64 on the CPU holding ``params`` (the implementation the properties check by default)."""
     return DiT.from_params(config, params, dtype=torch.float64)
 
 
 def float32_dit(config: DiTConfig, params: Mapping[str, np.ndarray]) -> nn.Module:
-    """ditcheck.models.DiT in float32 holding ``params`` rounded to float32."""
+    """ditcheck.models.dit.DiT in float32 holding ``params`` rounded to float32."""
     return DiT.from_params(config, params, dtype=torch.float32)
 
 
@@ -335,7 +335,7 @@ def check_criteria_recomputed(analyse: Callable[..., Sequence[Any]], case: DiTCa
     adaLN chunks), forms the attention input modulate(norm1 x, shift_msa, scale_msa), q, k, v from the
     qkv weights in config.qkv_order, and from them R per head (scale config.attention_scale or
     1/sqrt(d)), max |q|, max |k|, max |v W_O^T|, sqrt(ln L), the degree degree_fn(R, eps) (default
-    bounds.minimal_degree), the rank C(d + g, g) and the FLOP model of ditcheck.criteria. Reals agree
+    bounds.minimal_degree), the rank C(d + g, g) and the FLOP model of ditcheck.fast_attention.criteria. Reals agree
     to 1e-12 relative.
     """
     from ditcheck import bounds
@@ -366,7 +366,7 @@ def check_criteria_recomputed(analyse: Callable[..., Sequence[Any]], case: DiTCa
         except InvalidArgumentError:
             degree = None
         rank = None if degree is None else math.comb(d + degree, degree)
-        from ditcheck.attention import EXP_FLOPS  # the exact-attention model of attention.predicted_cost
+        from ditcheck.fast_attention.attention import EXP_FLOPS  # the exact-attention model of attention.predicted_cost
 
         exact = heads * length * length * (4.0 * d + EXP_FLOPS)
         expected = {"radius": float(np.max(radius)), "max_query": float(np.max(np.abs(q))),

@@ -1,7 +1,7 @@
 """The planted-bug corpus of ``ditcheck validate`` (issue 4), as importable targets, plus clean real implementations.
 
 Attention bugs are fn(q, k, v) on [B, H, L, D] (``heads_merged_wrong`` on [B, L, H, D]); DiT bugs
-are zero-argument factories of ditcheck.models.DiT (original layout, float32 unless the entry says
+are zero-argument factories of ditcheck.models.dit.DiT (original layout, float32 unless the entry says
 otherwise) with one small change applied to a freshly built model. Each entry of BUGS names the
 target, how to validate it and the check expected to fail (so a test shows it is caught there).
 Usable from the CLI too: ``ditcheck validate attention tests/planted_bugs.py:wrong_scale``.
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ditcheck.models import DiT
+from ditcheck.models.dit import DiT
 from ditcheck.reference.dit import DiTConfig
 
 TINY = DiTConfig(input_size=4, patch_size=2, in_channels=2, hidden_size=16, depth=2, num_heads=2, num_classes=3)
@@ -114,7 +114,7 @@ def heads_merged_wrong(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------
-# DiT bugs: one change to a freshly built ditcheck.models.DiT
+# DiT bugs: one change to a freshly built ditcheck.models.dit.DiT
 
 
 def _attn_heads_merged_wrong(self: Any, x: Tensor) -> Tensor:
@@ -162,7 +162,7 @@ def dit_wrong_ln_eps() -> DiT:
 
 
 def _block_without_gate(self: Any, x: Tensor, c: Tensor) -> Tensor:
-    from ditcheck.models import modulate
+    from ditcheck.models.dit import modulate
 
     m = dict(zip(self.chunk_order, self.adaLN_modulation(c).chunk(6, dim=1)))
     x = x + self.attn(modulate(self.norm1(x), m["shift_msa"], m["scale_msa"]))  # gate_msa forgotten

@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from ditcheck.attention import AttentionResult, attention
+from ditcheck.fast_attention.attention import AttentionResult, attention
 from ditcheck.audit import budget, registry, run_claim
 from ditcheck.audit import claims_attention as ca
-from ditcheck.gradient import attention_weight_gradient_exact
-from ditcheck.polynomial import polynomial_features
+from ditcheck.fast_attention.gradient import attention_weight_gradient_exact
+from ditcheck.fast_attention.polynomial import polynomial_features
 from ditcheck.properties import fast_attention
-from ditcheck.random_features import positive_random_features
+from ditcheck.fast_attention.random_features import positive_random_features
 
 IDS = ("LD6", "LD7", "LD8", "AS1", "AS2", "AS3", "AS4", "AS5", "AS6", "AS7", "PF1")
 
@@ -90,7 +90,7 @@ def test_as4_planted_paper_rank_is_violated() -> None:
 
 def _quadratic_poly(q, k, v, *, backend="exact", eps=1e-3, scale=None, **kwargs):
     """Planted: 'poly' that forms the L x L matrix (softmax(s Q K^T) V by matmuls) but reports poly's degree/rank."""
-    from ditcheck.attention import DEFAULT_MAX_RANK, _poly_plan
+    from ditcheck.fast_attention.attention import DEFAULT_MAX_RANK, _poly_plan
 
     if backend != "poly":
         return attention(q, k, v, backend=backend, eps=eps, scale=scale, **kwargs)

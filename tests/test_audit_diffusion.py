@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ditcheck.audit import claims_diffusion, registry, run_claim
-from ditcheck.models import LatentScoreNetwork
+from ditcheck.models.dit import LatentScoreNetwork
 from ditcheck.properties import distributions as dist
 from ditcheck.properties import samplers as smp
 from ditcheck.properties import torch_dit

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from ditcheck import samplers
+from ditcheck.diffusion import samplers
 from ditcheck.audit import registry, run_claim
 from ditcheck.audit import claims_gp, claims_samplers
 from ditcheck.properties import gp as GP
 from ditcheck.properties import random_feature_layer as RF
 from ditcheck.properties import samplers as P
-from ditcheck.random_feature_layer import rf1_kernel
+from ditcheck.gp.random_feature_layer import rf1_kernel
 from ditcheck.reference import gp
 from ditcheck.reference.errors import InvalidArgumentError
 

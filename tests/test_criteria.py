@@ -1,4 +1,4 @@
-"""LD6 criteria analyser (ditcheck.criteria): numbers equal direct recomputation, planted bug, diffusers layers, CLI."""
+"""LD6 criteria analyser (ditcheck.fast_attention.criteria): numbers equal direct recomputation, planted bug, diffusers layers, CLI."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import torch
 from helpers import at_most, expect_caught
 from hypothesis import given
 
-from ditcheck import criteria
+from ditcheck import criteria as criteria_command
+from ditcheck.fast_attention import criteria
 from ditcheck.cli import main
-from ditcheck.models import DiT
+from ditcheck.models.dit import DiT
 from ditcheck.properties import dit as props
 from ditcheck.properties import torch_dit as tprops
 from ditcheck.reference.dit import DiTConfig, random_dit_params
@@ -152,10 +153,10 @@ def test_bad_analyser_input_names_the_argument() -> None:
     cases = [(lambda: criteria.analyse(torch.nn.Linear(2, 2), torch.zeros(2)), "model"),
              (lambda: criteria.analyse(model, x, t, eps=0.0), "eps"),
              (lambda: criteria.analyse(_wrap(model, lambda *_: None), x), "model"),
-             (lambda: criteria.load_user_model("no_colon"), "model"),
-             (lambda: criteria.load_user_model("/nonexistent/file.py:model"), "model"),
-             (lambda: criteria.load_user_model("ditcheck.criteria:NOPE"), "model"),
-             (lambda: criteria.preset_model("DiT-XXL/1"), "config")]
+             (lambda: criteria_command.load_user_model("no_colon"), "model"),
+             (lambda: criteria_command.load_user_model("/nonexistent/file.py:model"), "model"),
+             (lambda: criteria_command.load_user_model("ditcheck.fast_attention.criteria:NOPE"), "model"),
+             (lambda: criteria_command.preset_model("DiT-XXL/1"), "config")]
     for call, argument in cases:
         with pytest.raises(InvalidArgumentError) as info:
             call()
@@ -179,7 +180,7 @@ def test_cli_default_runs_and_writes_json(tmp_path: Path, capsys: pytest.Capture
 
 USER_MODULE = '''
 import torch
-from ditcheck.models import DiT
+from ditcheck.models.dit import DiT
 from ditcheck.reference.dit import DiTConfig, random_dit_params
 
 CONFIG = DiTConfig(input_size=4, patch_size=1, in_channels=2, hidden_size=8, depth=3, num_heads=2, num_classes=5)

@@ -15,7 +15,7 @@ import torch
 from helpers import at_most, expect_caught
 from hypothesis import given
 
-from ditcheck import models
+from ditcheck.models import dit as models
 from ditcheck.properties import dit as props
 from ditcheck.properties.layers import check_ball_contains_mp
 from ditcheck.properties.torch_dit import float64_dit, hook_intermediates
@@ -28,7 +28,7 @@ from ditcheck.reference.precision import BallArray
 from ditcheck.reference.schedules import sigma
 
 # ----------------------------------------------------------------------------------------
-# The torch DiT of ditcheck.models (facebookresearch/DiT's layout, every DiTConfig knob) as the second
+# The torch DiT of ditcheck.models.dit (facebookresearch/DiT's layout, every DiTConfig knob) as the second
 # implementation; ``planted`` switches on one named bug by changing the built model, not a copy of its code.
 
 
@@ -121,7 +121,7 @@ def test_planted_float32_weights_are_caught() -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Agreement with the torch DiT (ditcheck.models)
+# Agreement with the torch DiT (ditcheck.models.dit)
 
 
 @given(props.dit_cases(conventions=True))

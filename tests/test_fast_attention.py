@@ -1,4 +1,4 @@
-"""ditcheck.attention: backends exact / poly / rf / auto; AS2 output bound with planted bugs; typed errors."""
+"""ditcheck.fast_attention.attention: backends exact / poly / rf / auto; AS2 output bound with planted bugs; typed errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from helpers import expect_caught
 from hypothesis import given, settings, target
 
-import ditcheck.attention as attention_module
-from ditcheck.attention import attention, certified_radius, exact_logit_radius, logit_radius_bound
+import ditcheck.fast_attention.attention as attention_module
+from ditcheck.fast_attention.attention import attention, certified_radius, exact_logit_radius, logit_radius_bound
 from ditcheck.bounds import UnreachableAccuracyError
 from ditcheck.properties.fast_attention import PolyAttentionCase, check_poly_attention_output, poly_attention_cases
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
@@ -175,7 +175,7 @@ def test_typed_errors() -> None:
 
 
 def test_rf_backend_delegates_to_favor() -> None:
-    random_features = pytest.importorskip("ditcheck.random_features")
+    random_features = pytest.importorskip("ditcheck.fast_attention.random_features")
     q, k, v = _inputs(dtype=torch.float32)
     result = attention(q * 0.3, k * 0.3, v, backend="rf", num_features=64, seed=3)
     expected, _ = random_features.favor_attention(q * 0.3, k * 0.3, v, num_features=64, seed=3, scale=0.5)

@@ -1,4 +1,4 @@
-"""GP4: a tiny DiT trained on GP sequences (ditcheck/gp_training.py); the full run is ``ditcheck bench gp``."""
+"""GP4: a tiny DiT trained on GP sequences (ditcheck/gp/training.py); the full run is ``ditcheck bench gp``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from ditcheck.gp_training import (AttentionRecorder, GPTrainingConfig, GPTrainingResult, evaluate_gp_dit,
+from ditcheck.gp.training import (AttentionRecorder, GPTrainingConfig, GPTrainingResult, evaluate_gp_dit,
                                   kernel_correlation, lag_contrast, lag_profile, train_gp_dit)
-from ditcheck.models import sdpa_attention
+from ditcheck.models.dit import sdpa_attention
 from ditcheck.properties.gp import check_gp4_attention
 from ditcheck.reference import gp
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError

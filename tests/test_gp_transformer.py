@@ -1,4 +1,4 @@
-"""GP2: the unrolled gradient-descent transformer (ditcheck/gp_transformer.py) and the reference iteration."""
+"""GP2: the unrolled gradient-descent transformer (ditcheck/gp/transformer.py) and the reference iteration."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 
 from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
-from ditcheck.gp_transformer import GradientStepBlock, KernelAttention, UnrolledGPTransformer, positional_encodings
+from ditcheck.gp.transformer import GradientStepBlock, KernelAttention, UnrolledGPTransformer, positional_encodings
 from ditcheck.properties.distributions import GPCase, gp_cases
 from ditcheck.properties.gp import UnrolledCase, check_gp2_attention_weights, check_gp2_unrolled, unrolled_cases
 from ditcheck.reference import gp

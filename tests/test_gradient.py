@@ -11,7 +11,7 @@ import torch
 from helpers import at_most, expect_caught
 from hypothesis import given
 
-from ditcheck.gradient import (LowRankAttentionWeightLoss, LowRankFactors, attention_weight_gradient_exact,
+from ditcheck.fast_attention.gradient import (LowRankAttentionWeightLoss, LowRankFactors, attention_weight_gradient_exact,
                                attention_weight_gradient_lowrank, attention_weight_loss,
                                attention_weight_loss_lowrank, logit_radius)
 from ditcheck.bounds import softmax_value_derivative_bound
@@ -76,7 +76,7 @@ def test_ld8_low_rank_gradient_within_bound(case: LowRankGradientCase) -> None:
 
 
 def _terms(result, t):
-    from ditcheck.gradient import _gradient_terms
+    from ditcheck.fast_attention.gradient import _gradient_terms
 
     return _gradient_terms(t["a1"], t["a2"], result.factors)
 
@@ -228,7 +228,7 @@ def test_ld8_autograd_function_matches_the_chain_and_exact_gradients() -> None:
 def test_ld8_function_only_computes_requested_gradients() -> None:
     t = CASE.tensors()
     w = t.pop("w").requires_grad_(True)
-    from ditcheck.polynomial import exp_approximation
+    from ditcheck.fast_attention.polynomial import exp_approximation
 
     loss = LowRankAttentionWeightLoss.apply(*(t[n] for n in ("a1", "a2", "a3")), w, t["w_ov"], t["y"], CASE.scale,
                                             exp_approximation(CASE.radius, 4))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ditcheck import metrics
+from ditcheck.diffusion import metrics
 from ditcheck.properties.strategies import orthonormal_columns
 from ditcheck.reference import mixtures
 from ditcheck.reference.errors import InvalidArgumentError, NotOrthonormalError, ShapeError

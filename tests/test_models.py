@@ -1,4 +1,4 @@
-"""The torch DiT and LD2 score network (ditcheck.models) against the reference; float32 vs naive; planted bugs; bad input."""
+"""The torch DiT and LD2 score network (ditcheck.models.dit) against the reference; float32 vs naive; planted bugs; bad input."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from helpers import at_most, expect_caught
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ditcheck import models
-from ditcheck.models import DiT, LatentScoreNetwork, params_from_model, sdpa_attention, state_dict_from_params
+from ditcheck.models import dit as models
+from ditcheck.models.dit import DiT, LatentScoreNetwork, params_from_model, sdpa_attention, state_dict_from_params
 from ditcheck.properties import dit as props
 from ditcheck.properties import torch_dit as tprops
 from ditcheck.properties.distributions import MixtureCase, check_ld2, mixture_cases

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import ditcheck.validate  # noqa: F401  (imported here: in-process pytester runs must not re-import numpy/torch)
-from ditcheck.properties.plugin import check_ids
+from ditcheck.plugin import check_ids
 
 pytest_plugins = ["pytester"]
 

@@ -1,4 +1,4 @@
-"""ditcheck.polynomial: certified exp approximations (AS1 certificate) and symmetric monomial features (AS1, AS4)."""
+"""ditcheck.fast_attention.polynomial: certified exp approximations (AS1 certificate) and symmetric monomial features (AS1, AS4)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from helpers import at_most, expect_caught
 from hypothesis import given, settings
 
-from ditcheck.polynomial import (ExpApproximation, certified_relative_error, certify_relative_error,
+from ditcheck.fast_attention.polynomial import (ExpApproximation, certified_relative_error, certify_relative_error,
                                  exp_approximation, monomial_layout, monomials, polynomial_features)
 from ditcheck.properties.fast_attention import (CertificateCase, FeatureCase, certificate_cases,
                                                 check_certificate_bounds_error, check_entrywise_relative_error,

@@ -1,4 +1,4 @@
-"""RF1: random-feature attention (ditcheck/random_feature_layer.py): kernel, Monte Carlo rate, permutation invariance."""
+"""RF1: random-feature attention (ditcheck/gp/random_feature_layer.py): kernel, Monte Carlo rate, permutation invariance."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ditcheck.properties.random_feature_layer import (RateCase, RF1Case, check_rf1_kernel_formula,
                                                       check_rf1_monte_carlo, check_rf1_permutation, check_rf1_rate,
                                                       rf1_cases)
-from ditcheck.random_feature_layer import (RandomFeatureAttention, polynomial_target, random_query_key_matrices,
+from ditcheck.gp.random_feature_layer import (RandomFeatureAttention, polynomial_target, random_query_key_matrices,
                                            rf1_features, rf1_kernel, ridge_learning_curve, sphere_sequences)
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError
 

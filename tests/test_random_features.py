@@ -11,7 +11,7 @@ from hypothesis import given
 
 from ditcheck.properties.random_features import (FEATURE_GRID, FavorCase, check_favor_error_estimate,
                                                  check_favor_rate, error_profile, favor_cases)
-from ditcheck.random_features import favor_attention, positive_random_features, random_projection
+from ditcheck.fast_attention.random_features import favor_attention, positive_random_features, random_projection
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
 
 

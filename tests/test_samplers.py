@@ -13,8 +13,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ditcheck import bounds, metrics, samplers
-from ditcheck.oracles import GaussianOracle, MixtureOracle, ModelOracle, TorchSchedule, gp_oracle
+from ditcheck import bounds
+
+from ditcheck.diffusion import metrics, samplers
+from ditcheck.diffusion.oracles import GaussianOracle, MixtureOracle, ModelOracle, TorchSchedule, gp_oracle
 from ditcheck.properties import samplers as P
 from ditcheck.properties.distributions import mixture_specs
 from ditcheck.properties.strategies import orthonormal_columns

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import planted_bugs as pb
-from ditcheck.models import DiT
+from ditcheck.models.dit import DiT
 from ditcheck.properties.validation import FLOOR_ULPS, unit_roundoff
 from ditcheck.reference.dit import dit_param_shapes, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError
@@ -224,7 +224,7 @@ def test_cli_on_diffusers_exit_codes_and_json(tmp_path: Path, capsys: pytest.Cap
 
 def test_cli_checkpoint_loads_weights_only(tmp_path: Path) -> None:
     from ditcheck.cli import main
-    from ditcheck.models import state_dict_from_params
+    from ditcheck.models.dit import state_dict_from_params
 
     path = tmp_path / "ckpt.pt"
     torch.save({"ema": state_dict_from_params(random_dit_params(pb.TINY, 3), dtype=torch.float32)}, path)

@@ -149,7 +149,7 @@ AS1 = Claim(
               "A~ = P(scale Q K^T) has relative error <= eps (eps the certified sup of |P(s) e^-s - 1|)",
     source="Alman & Song, NeurIPS 2023 (arXiv 2302.13214), Lemma 3.1 / Cor. 3.3",
     kind="bound",
-    bound="ditcheck.polynomial.certified_relative_error (cached in exp_approximation) + feature rounding",
+    bound="ditcheck.fast_attention.polynomial.certified_relative_error (cached in exp_approximation) + feature rounding",
     measure=fast_attention.measure_entrywise_relative_error,
     strategy=fast_attention.feature_cases,
     grid=_as1_grid,
@@ -282,7 +282,7 @@ AS5 = Claim(
     statement="Time vs L: slope about 1 for the polynomial method, about 2 for exact attention; crossover near L ~ r",
     source="Alman & Song, NeurIPS 2023 (arXiv 2302.13214), main upper bound (polynomial method, n^(1+o(1)) time)",
     kind="rate",
-    bound="ditcheck.attention.predicted_cost (for comparison)",
+    bound="ditcheck.fast_attention.attention.predicted_cost (for comparison)",
     rates=as5_series,
     notes="FLOPs are counted, not timed (torch.utils.flop_counter on the real attention() calls, the CPU SDPA kernel "
           "given torch's SDPA formula 2 L^2 (D + Dv)): only matrix products, so exps (L^2 on the exact side) and "

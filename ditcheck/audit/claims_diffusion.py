@@ -87,7 +87,7 @@ LD2 = Claim(
     strategy=torch_dit.torch_ld2_cases,
     grid=_ld2_grid,
     examples=budget(20, 3000, 15000),
-    notes="Tests ditcheck.models.LatentScoreNetwork (torch, float64) against the reference: with f the exact q "
+    notes="Tests ditcheck.models.dit.LatentScoreNetwork (torch, float64) against the reference: with f the exact q "
           "of a latent mixture its output must be the closed-form score, and with f a random-weight DiT "
           "sigma^2 ||s_f - s_q|| must equal ||f - q|| pointwise. The worse of the two relative errors is "
           "reported; forms give both ratios to their tolerances.",

@@ -43,7 +43,7 @@ RF1 = Claim(
     kind="rate",
     bound=f"exponent {RF.RF1_EXPONENT} ('equal', tolerance {RF.RF1_TOLERANCE})",
     rates=_rf1_rates,
-    notes="RMS relative Frobenius error of the M-head Gram against the closed-form kernel (ditcheck.random_feature_layer."
+    notes="RMS relative Frobenius error of the M-head Gram against the closed-form kernel (ditcheck.gp.random_feature_layer."
           "rf1_kernel), 4 sequences of 4 keys on the unit sphere in R^4, s = 0.5, W0 = 0 and W0 = I; every M gets the "
           "same total number of heads (max(4, budget / M) draws), so every point is equally precise. The exponent is "
           "exactly -1/2 in expectation (an average of M i.i.d. unbiased heads); the tolerance 0.05 covers the "
@@ -104,7 +104,7 @@ GP2 = Claim(
     strategy=GP.unrolled_cases,
     grid=_gp2_grid,
     examples=budget(15, 1500, 7500),
-    notes="The torch transformer (ditcheck.gp_transformer) in float64; observed/limit is maximised over blocks "
+    notes="The torch transformer (ditcheck.gp.transformer) in float64; observed/limit is maximised over blocks "
           "k = 0..K and sequences; the limit is ((1 - 1/kappa^)^k + floor_k + e1) / (1 - e1) with kappa^ >= kappa_t "
           "(eigvalsh widened by its error bound), floor_k the derived rounding floor, e1 the exact score's relative "
           "error. Forms: 'vs iteration' (transformer block k against the reference iteration at k = 1, K/2, K, over "
@@ -133,7 +133,7 @@ GP3 = Claim(
           "truncation error (or its banded A_t is indefinite)",
     observe=_gp3_observe,
     notes=f"H = {GP.GP3_FRAMES}, Sigma = I_2, w = {GP.GP3_WIDTH}, t = {GP.GP3_TIME} (OU-half), the decay classes of "
-          "ditcheck.gp_training.DECAY_CLASSES (exponential l = 2, squared-exponential l = 2, polynomial nu = 1.5) and "
+          "ditcheck.gp.training.DECAY_CLASSES (exponential l = 2, squared-exponential l = 2, polynomial nu = 1.5) and "
           "theory.md's example, which A_t's lambda_min 0.0117 identifies as the squared-exponential kernel with l = "
           "1.5 (its 'lambda_min 0.011' is that of the banded A_t; the banded Gamma's is -0.039). Its score error "
           "depends on the draws: 0.42 over 16 sequences here against theory.md's 1.39 (x unstated). The class whose "
@@ -148,7 +148,7 @@ GP3 = Claim(
 # ----------------------------------------------------------------------------------------- GP4
 
 def _gp4_configs(mode: Mode, seed: int) -> list:
-    from ditcheck.gp_training import DECAY_CLASSES, GPTrainingConfig
+    from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig
 
     from ditcheck.bench.gp import QUICK_TRAINING
 
@@ -172,7 +172,7 @@ GP4 = Claim(
     kind="empirical",
     bound="check_gp4_attention: r >= 0.8 over lags >= 1 and contrast >= 0.5",
     observe=_gp4_observe,
-    notes="ditcheck.gp_training.train_gp_dit (DiT with one token per frame, eps-prediction, OU-half). Quick: one tiny "
+    notes="ditcheck.gp.training.train_gp_dit (DiT with one token per frame, eps-prediction, OU-half). Quick: one tiny "
           "run (exponential kernel, 8 frames, 1 block, 2 heads, 150 Adam steps: the `bench gp --quick` network), "
           "because a full run takes ~35 s per class; default: `ditcheck bench gp`'s default run (16 frames, 2 blocks, "
           "4 heads, 600 steps) on the exponential kernel; thorough: that run for all three decay classes. The "

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ditcheck import metrics, samplers
+from ditcheck.diffusion import metrics, samplers
 from ditcheck.bench import samplers as sampler_bench
-from ditcheck.oracles import MixtureOracle
+from ditcheck.diffusion.oracles import MixtureOracle
 from ditcheck.properties import samplers as P
 from ditcheck.properties.measurement import RateSeries
 from ditcheck.reference.errors import InvalidArgumentError

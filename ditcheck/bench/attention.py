@@ -83,7 +83,7 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 
 def poly_flops(length: int, heads: int, rank: int, value_dim: int) -> float:
     """Useful flops of poly attention with Lq = Lk = L (``attention.predicted_cost``): features plus the two contractions."""
-    from ditcheck.attention import predicted_cost
+    from ditcheck.fast_attention.attention import predicted_cost
 
     return heads * predicted_cost("poly", length, length, value_dim, value_dim, rank)
 
@@ -93,7 +93,7 @@ def bench_attention(lengths: Sequence[int], *, dim: int = 8, heads: int = 4, rad
                     seed: int = 0, dtype: torch.dtype = torch.float32, chunk_size: int | None = None,
                     verbose: bool = False) -> list[Row]:
     """Time and error of each backend on the same inputs for every L (side by side in one run)."""
-    from ditcheck.attention import attention
+    from ditcheck.fast_attention.attention import attention
 
     rows = []
     for length in lengths:
@@ -162,7 +162,7 @@ def crossover_map(per_token: dict[str, float], dims: Sequence[int] = (4, 8, 16),
     by (2 D + 3) / (2 D0 + 3). "never" when the degree is not certifiable or the rank exceeds
     ``max_rank``.
     """
-    from ditcheck.attention import DEFAULT_MAX_RANK, predicted_cost
+    from ditcheck.fast_attention.attention import DEFAULT_MAX_RANK, predicted_cost
     from ditcheck.bounds import UnreachableAccuracyError, feature_rank, minimal_degree
 
     max_rank = DEFAULT_MAX_RANK if max_rank is None else max_rank

@@ -50,12 +50,12 @@ class GP2Row:
 
 def gp2_rows(frames: int = 16, dim: int = 2, t: float = 0.5, depths: tuple[int, ...] = DEPTHS,
              sequences: int = 8, seed: int = 0) -> list[GP2Row]:
-    """GP2 per decay class (ditcheck.gp_training.DECAY_CLASSES parameters), float64, 'one-hot' encoding."""
+    """GP2 per decay class (ditcheck.gp.training.DECAY_CLASSES parameters), float64, 'one-hot' encoding."""
     import torch
 
     from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
-    from ditcheck.gp_training import DECAY_CLASSES, GPTrainingConfig
-    from ditcheck.gp_transformer import UnrolledGPTransformer
+    from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig
+    from ditcheck.gp.transformer import UnrolledGPTransformer
     from ditcheck.reference import gp
 
     sigma_matrix = GPTrainingConfig(dim=dim).sigma_matrix  # the spatial covariance GP4 trains on
@@ -80,7 +80,7 @@ def gp2_rows(frames: int = 16, dim: int = 2, t: float = 0.5, depths: tuple[int, 
 
 def gp3_rows(frames: int = 16, widths: tuple[int, ...] = (1, 2, 3, 5), t: float = 0.05, seed: int = 0) -> list[tuple]:
     """GP3 per decay class and band half-width: (kind, width, status, lambda_min, kernel error, score error)."""
-    from ditcheck.gp_training import DECAY_CLASSES
+    from ditcheck.gp.training import DECAY_CLASSES
     from ditcheck.reference import gp
 
     rows = []
@@ -101,7 +101,7 @@ QUICK_TRAINING: dict[str, Any] = {"frames": 8, "hidden_size": 32, "depth": 1, "n
 
 def gp4_results(quick: bool, steps: int | None, seed: int, ablation: bool) -> list[Any]:
     """One trained DiT per decay class (and the no-position ablation on the exponential kernel if asked)."""
-    from ditcheck.gp_training import DECAY_CLASSES, GPTrainingConfig, train_gp_dit
+    from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig, train_gp_dit
 
     size = dict(QUICK_TRAINING) if quick else {}
     if steps is not None:
@@ -114,7 +114,7 @@ def gp4_results(quick: bool, steps: int | None, seed: int, ablation: bool) -> li
 
 def rf1_rates(quick: bool, seed: int) -> list[tuple[float, tuple[int, ...], np.ndarray, float]]:
     """(b, head counts, RMS relative Frobenius Gram error per M, fitted slope) for W0 = 0 and W0 = I."""
-    from ditcheck.random_feature_layer import monte_carlo_kernel_error
+    from ditcheck.gp.random_feature_layer import monte_carlo_kernel_error
 
     heads = (64, 256, 1024, 4096) if quick else (64, 256, 1024, 4096, 16384)
     out = []
@@ -127,7 +127,7 @@ def rf1_rates(quick: bool, seed: int) -> list[tuple[float, tuple[int, ...], np.n
 
 def rf1_curves(quick: bool, seed: int, mean_scales: tuple[float, ...] = (0.0, 1.0)) -> list[Any]:
     """Ridge learning curves for target degrees 0..3 and each W0 = b I."""
-    from ditcheck.random_feature_layer import ridge_learning_curve
+    from ditcheck.gp.random_feature_layer import ridge_learning_curve
 
     sizes = (32, 128, 512) if quick else (32, 64, 128, 256, 512, 1024)
     heads = 128 if quick else 512

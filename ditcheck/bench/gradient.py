@@ -80,7 +80,7 @@ def bench_gradient(lengths: tuple[int, ...] = DEFAULT_LENGTHS, dim: int = 4, rad
                    scale: float = 1.0, dtype: torch.dtype = torch.float32, repeats: int = 3,
                    seed: int = 0) -> list[GradientTiming]:
     """Time autograd-on-SDPA, the float64 closed form and the LD8 chain on the same inputs for each L."""
-    from ditcheck.gradient import (attention_weight_gradient_exact, attention_weight_gradient_lowrank,
+    from ditcheck.fast_attention.gradient import (attention_weight_gradient_exact, attention_weight_gradient_lowrank,
                                    attention_weight_loss)
 
     rows = []

@@ -10,7 +10,7 @@ so a larger budget buys a smaller step, not only a longer chain. (RT1's segment 
 1/2 ln(1 + 1/(2L)) would need about 40 segments here, L up to 1/sigma_t_end^2 = 25 near t_end, leaving 2-3
 inner steps per segment at these budgets: measured worse, so the paper's segment count is used.) Budgets are
 numbers of score evaluations (NFE); RTK-MALA spends one exact energy evaluation per score evaluation on top
-(its Metropolis test; see ditcheck.samplers on score-only models).
+(its Metropolis test; see ditcheck.diffusion.samplers on score-only models).
 
 Errors: binned TV (d = 2; 20 x 20 bins) and sliced W2 (every target; 32 directions, exact projected quantiles);
 "floor" is the same metric for exact draws of the target at the same n, averaged over 10 draws (sampling noise,
@@ -59,8 +59,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ditcheck import metrics, samplers
-from ditcheck.oracles import MixtureOracle
+from ditcheck.diffusion import metrics, samplers
+from ditcheck.diffusion.oracles import MixtureOracle
 from ditcheck.reference.mixtures import LatentMixture, sample
 
 HELP = "sampler error vs score evaluations with exact scores: DDPM, DDIM, PF-Heun, RTK-MALA, RTK-ULD"

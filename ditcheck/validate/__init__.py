@@ -3,7 +3,7 @@
 ``attention(fn, ...)`` and ``dit(model, ...)`` return a :class:`Report`, ``scheduler(target, ...)`` a
 :class:`SchedulerReport` (a diffusers scheduler's own step loop driven by exact scores); the command
 line is ``ditcheck validate attention|dit|scheduler MODULE:ATTR`` (ditcheck/validate/cli.py), the pytest plugin
-``pytest --ditcheck-attention MODULE:ATTR`` (properties/plugin.py).
+``pytest --ditcheck-attention MODULE:ATTR`` (ditcheck/plugin.py).
 """
 
 from ._attention import attention

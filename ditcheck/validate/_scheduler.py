@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ditcheck.metrics import mixture_moments, tv_binned, w2_fitted_gaussian
-from ditcheck.oracles import _mixture_log_terms
+from ditcheck.diffusion.metrics import mixture_moments, tv_binned, w2_fitted_gaussian
+from ditcheck.diffusion.oracles import _mixture_log_terms
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
 

@@ -1,7 +1,7 @@
 """``ditcheck.validate.dit``: a third-party DiT against the reference, activation by activation, with a diagnosis.
 
 Two layouts are recognised from the state dict: the original DiT (facebookresearch/DiT models.py,
-which ditcheck.models.DiT and most forks keep) and diffusers' DiTTransformer2DModel. The
+which ditcheck.models.dit.DiT and most forks keep) and diffusers' DiTTransformer2DModel. The
 architecture (sizes, depth, heads, classes, learn_sigma) is read off the target; the numerical
 conventions are not: they are what is being checked, and come from ``convention`` ("dit": the
 DiTConfig defaults; "diffusers": plus reference.dit.DIFFUSERS_DIT_KNOBS).
@@ -9,7 +9,7 @@ DiTConfig defaults; "diffusers": plus reference.dit.DIFFUSERS_DIT_KNOBS).
 ditcheck draws random weights (adaLN-Zero weights included: zero at a real init, they would make
 the check vacuous), loads them into the target, runs it with forward hooks, and compares every
 hooked activation with reference.dit_intermediates (float64) under the tolerance rule of
-properties/validation.py, the naive candidate being ditcheck.models.DiT in the target's dtype.
+properties/validation.py, the naive candidate being ditcheck.models.dit.DiT in the target's dtype.
 When the target fails, the reference is re-run with convention knobs changed, one at a time and
 in pairs, and the settings under which every activation falls within tolerance are reported.
 """
@@ -28,7 +28,7 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from ditcheck.models import DiT as NaiveDiT
+from ditcheck.models.dit import DiT as NaiveDiT
 from ditcheck.properties.strategies import fill, seeds
 from ditcheck.properties.validation import FORWARD_FACTOR, Tolerance, derive_tolerance
 from ditcheck.reference.dit import (ADALN_CHUNK_ORDER, DIFFUSERS_DIT_KNOBS, DiTConfig, dit_forward,
@@ -441,7 +441,7 @@ def _measure(config: DiTConfig, runs: list[_Run], dtype: torch.dtype, device: to
              naive_errors: Mapping[str, float] | None = None) -> list[_Comparison]:
     """Worst errors per activation (execution order, output last) of the target and of the naive model, for ``config``.
 
-    The naive candidate of the tolerance rule is ditcheck.models.DiT with the same config, weights
+    The naive candidate of the tolerance rule is ditcheck.models.dit.DiT with the same config, weights
     and inputs in the target dtype: a plain implementation of exactly the convention checked.
     ``naive_errors`` (by target activation name) reuses errors measured before instead of re-running it.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ditcheck.models import DiT
+from ditcheck.models.dit import DiT
 from ditcheck.reference.dit import DiTConfig
 
 TINY = DiTConfig(input_size=4, patch_size=2, in_channels=2, hidden_size=16, depth=2, num_heads=2, num_classes=3)

@@ -8,7 +8,7 @@ conventions of ``ditcheck.reference.attention_weight_gradient``: A1, A2, A3 in R
     c = f h - Y,  q = c h^T,  r_j = <f_j, q_j>,  p = f * q - diag(r) f,  dL0/dW = s A1 p A2^T.
 
 The low-rank chain replaces f by f~ = D~^-1 U1 V1^T, the polynomial features of AS1
-(``ditcheck.polynomial``; rank k1 = C(d+g, g)), and never forms an L x L matrix:
+(``ditcheck.fast_attention.polynomial``; rank k1 = C(d+g, g)), and never forms an L x L matrix:
 
 - c~ = f~ h - Y and r~_i = <c~_i, (f~ h)_i> in O(L k1 d);
 - q~ = c~ h^T has rank k2 = d (the paper's generic factorisation [U1, -Y] has k1 + d);
@@ -153,7 +153,7 @@ def _resolve_radius(a1: torch.Tensor, a2: torch.Tensor, w: torch.Tensor, scale: 
     bound = logit_radius(a1, a2, w, scale=scale)
     if radius is None:
         # the certificate grid of poly attention (guarded against log2 rounding), so certificates are shared
-        from ditcheck.attention import certified_radius
+        from ditcheck.fast_attention.attention import certified_radius
 
         return certified_radius(bound)
     if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
@@ -167,8 +167,8 @@ def _resolve_radius(a1: torch.Tensor, a2: torch.Tensor, w: torch.Tensor, scale: 
 
 
 def _approximation(radius: float, eps: float | None, degree: int | None, kind: str, scale: float) -> Any:
-    """The certified polynomial P ~ exp on [-radius, radius] (ditcheck.polynomial)."""
-    from ditcheck.polynomial import exp_approximation
+    """The certified polynomial P ~ exp on [-radius, radius] (ditcheck.fast_attention.polynomial)."""
+    from ditcheck.fast_attention.polynomial import exp_approximation
 
     if scale == 0:
         raise InvalidArgumentError("scale", "a nonzero logit scale for the low-rank chain (at scale 0, dL0/dW = 0)",
@@ -224,7 +224,7 @@ class LowRankGradient:
 def _chain(a1: torch.Tensor, a2: torch.Tensor, a3: torch.Tensor, w: torch.Tensor, w_ov: torch.Tensor,
            y: torch.Tensor, scale: float, approximation: Any, timed: bool) -> tuple[LowRankFactors, dict[str, float]]:
     """Features and the O(L k d) vectors of the chain: u = D~^-1 U1, v = V1, c~, h, r~."""
-    from ditcheck.polynomial import polynomial_features
+    from ditcheck.fast_attention.polynomial import polynomial_features
 
     clock = time.perf_counter()
     # polynomial_features takes scale > 0: the sign of the logit scale goes into the queries.

@@ -4,7 +4,7 @@ One signature for all (k-diffusion style)::
 
     sampler(oracle, x, times, *, generator=None, **options) -> SampleResult
 
-``oracle`` answers score(x, t) (and log_density(x, t) for MALA; ditcheck.oracles), ``x`` [N, D] are
+``oracle`` answers score(x, t) (and log_density(x, t) for MALA; ditcheck.diffusion.oracles), ``x`` [N, D] are
 draws at times[0] (usually :func:`prior`, N(0, I)), ``times`` a decreasing grid ending at the early-stopping
 time t_end > 0 (:func:`time_grid`, :func:`rtk_grid`, :func:`rtk_adaptive_grid`). The result holds the samples at times[-1], which
 follow p_{t_end} for an exact sampler, and the numbers of batched score and energy evaluations (NFE).
@@ -143,7 +143,7 @@ def rtk_adaptive_grid(oracle: Oracle, t_start: float, t_end: float, *, factor: f
 
 def _check_inputs(oracle: Oracle, x: torch.Tensor, times: Any) -> torch.Tensor:
     if not isinstance(oracle, Oracle):
-        raise InvalidArgumentError("oracle", "a ditcheck.oracles.Oracle", type(oracle).__name__)
+        raise InvalidArgumentError("oracle", "a ditcheck.diffusion.oracles.Oracle", type(oracle).__name__)
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != oracle.dim:
         raise ShapeError("x", f"a tensor of shape [N, {oracle.dim}]", str(getattr(x, "shape", type(x))))
     grid = torch.as_tensor(times, dtype=torch.float64).reshape(-1)

@@ -6,12 +6,12 @@ with the output and what the backend certifies:
 * ``exact``: ``torch.nn.functional.scaled_dot_product_attention`` with an explicit scale.
 * ``poly``: exp(scale q.k) is replaced by a polynomial P of the smallest degree g whose
   certified relative error on [-R, R] is <= eps (AS1, AS3), factored through the
-  C(D + g, g) symmetric monomial features of ``ditcheck.polynomial`` (AS4). Keys are
+  C(D + g, g) symmetric monomial features of ``ditcheck.fast_attention.polynomial`` (AS4). Keys are
   contracted first, phi(K)^T [V, 1] (r x (Dv + 1)), then each query chunk is multiplied
   by it, so time is O(L r Dv) and memory O(L r) with autograd, O(chunk r) without.
   The result carries the certified entry-wise ``eps`` and the AS2 output ``bound``
   eps/(1 - eps) ||V||_inf (exact arithmetic), and the derived floating-point ``rounding`` bound.
-* ``rf``: FAVOR+ positive random features (``ditcheck.random_features.favor_attention``).
+* ``rf``: FAVOR+ positive random features (``ditcheck.fast_attention.random_features.favor_attention``).
 * ``auto``: ``poly`` when its predicted cost at this L is below exact's, else ``exact``.
 
 The radius R. Measuring max |scale q.k| exactly costs O(L^2 D), as much as exact attention,
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ditcheck.bounds import (UnreachableAccuracyError, as2_output_bound, feature_rank, minimal_degree,
                              poly_attention_rounding_bound, require_eps)
-from ditcheck.polynomial import (ExpApproximation, MonomialWriter, exp_approximation, feature_weights,
+from ditcheck.fast_attention.polynomial import (ExpApproximation, MonomialWriter, exp_approximation, feature_weights,
                                  monomial_layout, monomials)
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
 from ditcheck.reference.precision import require_real
@@ -304,7 +304,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: Bac
     if backend == "exact":
         return AttentionResult(F.scaled_dot_product_attention(q, k, v, scale=scale), "exact")
     if backend == "rf":
-        favor_attention = importlib.import_module("ditcheck.random_features").favor_attention
+        favor_attention = importlib.import_module("ditcheck.fast_attention.random_features").favor_attention
         extra = {} if chunk_size is None else {"chunk_size": chunk_size}
         output, estimate = favor_attention(q, k, v, num_features=num_features, seed=seed, scale=scale, **extra)
         return AttentionResult(output, "rf", error_estimate=estimate)

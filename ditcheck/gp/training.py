@@ -1,7 +1,7 @@
 """GP4: a small DiT trained on Gaussian-process sequences on the CPU (Fu, Dou, Guo, Wang, Chen, ICLR 2025, sec. 5).
 
 Data: H frames in R^d with vec(x0) ~ N(0, Gamma (x) Sigma) (reference.gp), diffused by the OU-half process
-x_t = alpha_t x0 + sigma_t z. The network is ditcheck.models.DiT with the frames as an H x 1 latent with patch 1
+x_t = alpha_t x0 + sigma_t z. The network is ditcheck.models.dit.DiT with the frames as an H x 1 latent with patch 1
 and C = d channels (so one token per frame, its 2-D sin-cos position embedding varying along the frames),
 trained by denoising score matching with eps-prediction: score = -eps_hat / sigma_t.
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ditcheck.models import DiT
+from ditcheck.models.dit import DiT
 from ditcheck.reference import gp
 from ditcheck.reference.dit import DiTConfig
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError
@@ -130,7 +130,7 @@ class GPTrainingResult:
 
 
 class AttentionRecorder:
-    """An ``attention(q, k, v, scale)`` for ditcheck.models.DiT: softmax attention that keeps its weights."""
+    """An ``attention(q, k, v, scale)`` for ditcheck.models.dit.DiT: softmax attention that keeps its weights."""
 
     def __init__(self) -> None:
         self.recording = False

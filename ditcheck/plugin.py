@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .profiles import load_profile_from_environment, register_profiles
+from ditcheck.properties.profiles import load_profile_from_environment, register_profiles
 
 register_profiles()
 
@@ -77,7 +77,7 @@ _FN = pytest.StashKey[Any]()
 
 def check_ids() -> list[str]:
     """Every check id the attention suite reports: forward[KIND] and grad[KIND] per adversarial kind."""
-    from .attention import ADVERSARIAL_KINDS
+    from ditcheck.properties.attention import ADVERSARIAL_KINDS
 
     return [f"{part}[{kind}]" for part in _PARTS for kind in ADVERSARIAL_KINDS]
 
@@ -103,8 +103,8 @@ class AttentionCheckItem(pytest.Item):
     def runtest(self) -> None:
         from ditcheck.validate import attention
 
-        from .validation import Tolerance
-        from .violation import PropertyViolation
+        from ditcheck.properties.validation import Tolerance
+        from ditcheck.properties.violation import PropertyViolation
 
         config = self.config
         part, kind = self.name.split("[")
@@ -126,7 +126,7 @@ class AttentionCheckItem(pytest.Item):
                                               f"--seed {config.getoption('ditcheck_seed')} --save-failures DIR")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        from .violation import PropertyViolation
+        from ditcheck.properties.violation import PropertyViolation
 
         if isinstance(excinfo.value, PropertyViolation):
             return str(excinfo.value)

@@ -1,0 +1,331 @@
+"""``ditcheck criteria``: the LD6 efficiency criterion (theory.md LD6; Hu et al. 2024 after Alman & Song 2023) per attention layer.
+
+LD6 says inference takes L^(1+o(1)) time when the max entries of W_K A, W_Q A and W_OV A are
+o(sqrt(log L)), and that at Theta(sqrt(log L)) no truly subquadratic algorithm exists (SETH).
+What is measured here, per attention layer, while the model runs on a batch (forward hooks):
+
+* R = max over batch, heads, queries i and keys j of |scale q_i . k_j| (also per head), with q and
+  k exactly as the layer computes them (bias included, after any q/k norm) and ``scale`` the one
+  the layer uses (for diffusers' AttnProcessor2_0 that is SDPA's 1/sqrt(d): it ignores attn.scale);
+* max |q|, max |k| (the entries of W_Q x, W_K x) and max |W_O v|: the output projection's weight
+  (no bias) applied to the value vectors v the layer computed, one token at a time, before the
+  softmax mixes them (W_OV x of the paper, with W_V x = v as computed, bias included);
+* the LD6 threshold sqrt(ln L) (``bounds.ld6_threshold``, L = number of keys) and whether R < it;
+* the polynomial degree g = ``bounds.minimal_degree(R, eps)`` that approximates exp to relative
+  error eps on [-R, R] (AS3; certified), the feature rank r = ``bounds.feature_rank(d, g)`` =
+  C(d + g, g) (AS4), and the FLOP model of ``ditcheck.fast_attention.attention.predicted_cost`` (the one the
+  ``auto`` backend decides with), per head and sample (Lq queries, Lk keys, head dim d = value dim):
+  exact Lq Lk (4 d + EXP_FLOPS) (Q K^T and A V, 2 flops per multiply-add, and one exp per logit
+  counted as EXP_FLOPS = 10 flops);
+  polynomial (Lq + Lk) r (features of Q and K) + 2 Lk r (d + 1) (K'^T [V, 1]) + 2 Lq r (d + 1)
+  (Q' (K'^T [V, 1]); the extra column is the softmax normalisation), summed over heads.
+  Predicted speed-up = exact / polynomial (a FLOP ratio, not a measured time).
+
+Attention layers are found by layout: modules with a ``qkv`` Linear and a ``proj`` Linear
+(facebookresearch/DiT, timm, ditcheck.models.dit) or with ``to_q``/``to_k``/``to_v`` Linears and
+``to_out[0]`` (diffusers Attention). Without --model the command runs ditcheck.models.dit.DiT with
+random weights (reference.dit.random_dit_params; nothing is downloaded). The certified degree
+costs from 0.1 s to tens of seconds per layer (more for larger R); when no degree up to the
+certified maximum reaches eps, the table shows "-" and says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ditcheck.reference.errors import InvalidArgumentError
+
+__all__ = [
+    "LayerCriteria",
+    "AttentionLayer",
+    "find_attention_layers",
+    "attention_scale",
+    "DegreeFunction",
+    "certified_degree",
+    "analyse",
+    "flops",
+    "criteria_table",
+    "print_criteria",
+]
+
+#: ``degree_fn(R, eps) -> g``: the polynomial degree needed for relative error eps of exp on [-R, R].
+DegreeFunction = Callable[[float, float], int]
+
+
+
+@dataclass(frozen=True)
+class LayerCriteria:
+    """What LD6 needs to know about one attention layer on one batch (see the module docstring for definitions).
+
+    degree, rank, flops_poly and speedup are None when no certified degree exists for (R, eps)
+    (bounds.minimal_degree refused, e.g. R beyond the largest certified degree); degree_note says why.
+    threshold and below_threshold are None for a single key (sqrt(ln 1) = 0: LD6 says nothing).
+    """
+
+    name: str
+    layout: str
+    heads: int
+    head_dim: int
+    query_length: int
+    key_length: int
+    scale: float
+    scale_source: str
+    radius_per_head: tuple[float, ...]
+    radius: float
+    max_query: float
+    max_key: float
+    max_value_output: float
+    threshold: float | None
+    below_threshold: bool | None
+    eps: float
+    degree: int | None
+    rank: int | None
+    flops_exact: float
+    flops_poly: float | None
+    speedup: float | None
+    degree_note: str = ""
+
+
+@dataclass
+class AttentionLayer:
+    """One discovered attention module: where its q, k, v and output projection live."""
+
+    name: str
+    module: nn.Module
+    layout: str  # "qkv" (DiT/timm) or "to_qkv" (diffusers)
+
+    @property
+    def heads(self) -> int:
+        return int(self.module.num_heads if self.layout == "qkv" else self.module.heads)
+
+    @property
+    def output_projection(self) -> nn.Linear:
+        return self.module.proj if self.layout == "qkv" else self.module.to_out[0]
+
+
+def _is_linear(module: Any) -> bool:
+    return isinstance(module, nn.Linear)
+
+
+def find_attention_layers(model: nn.Module) -> list[AttentionLayer]:
+    """Attention modules of ``model`` in definition order: ``qkv`` + ``proj`` Linears, or ``to_q``/``to_k``/``to_v`` + ``to_out``."""
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError("model", "a torch.nn.Module", type(model).__name__)
+    found = []
+    for name, module in model.named_modules():
+        if _is_linear(getattr(module, "qkv", None)) and _is_linear(getattr(module, "proj", None)) \
+                and hasattr(module, "num_heads"):
+            found.append(AttentionLayer(name, module, "qkv"))
+        elif all(_is_linear(getattr(module, part, None)) for part in ("to_q", "to_k", "to_v")) \
+                and hasattr(module, "heads") and hasattr(module, "to_out"):
+            found.append(AttentionLayer(name, module, "to_qkv"))
+    return found
+
+
+def attention_scale(layer: AttentionLayer, head_dim: int) -> tuple[float, str]:
+    """(the logit scale the layer actually uses, where it comes from)."""
+    module = layer.module
+    if layer.layout == "to_qkv" and type(getattr(module, "processor", None)).__name__ == "AttnProcessor2_0":
+        return 1.0 / math.sqrt(head_dim), "SDPA default 1/sqrt(d) (AttnProcessor2_0 ignores attn.scale)"
+    scale = getattr(module, "scale", None)
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim), "default 1/sqrt(d) (module has no scale)"
+    return float(scale), "module.scale"
+
+
+def flops(query_length: int, key_length: int, head_dim: int, heads: int, rank: int | None
+          ) -> tuple[float, float | None]:
+    """(exact, polynomial) FLOPs of one layer for one sample: ``attention.predicted_cost`` times heads (poly None without a rank)."""
+    from ditcheck.fast_attention.attention import predicted_cost
+
+    exact = float(predicted_cost("exact", query_length, key_length, head_dim, head_dim))
+    if rank is None:
+        return heads * exact, None
+    return heads * exact, heads * float(predicted_cost("poly", query_length, key_length, head_dim, head_dim, rank))
+
+
+class _Recorder:
+    """Forward hooks on one layer's q/k/v Linears and the layer itself; running maxima over every call."""
+
+    def __init__(self, layer: AttentionLayer):
+        self.layer = layer
+        self.parts: dict[str, Tensor] = {}
+        self.radius: Tensor | None = None
+        self.max_query = self.max_key = self.max_value_output = 0.0
+        self.lengths = (0, 0)
+        self.head_dim = 0
+        self.scale, self.scale_source = 1.0, ""
+        self.handles: list[Any] = []
+        module = layer.module
+        if layer.layout == "qkv":
+            self.handles.append(module.qkv.register_forward_hook(self._keep("qkv")))
+        else:
+            for part in ("to_q", "to_k", "to_v"):
+                self.handles.append(getattr(module, part).register_forward_hook(self._keep(part)))
+        self.handles.append(module.register_forward_hook(self._measure))
+
+    def _keep(self, part: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+            self.parts[part] = output.detach()
+        return hook
+
+    def _heads(self) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v as [N, H, L, d] float64, exactly as the layer feeds them to its attention."""
+        module, heads = self.layer.module, self.layer.heads
+        if self.layer.layout == "qkv":
+            qkv = self.parts["qkv"]
+            n, length, width = qkv.shape
+            split = qkv.reshape(n, length, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
+            named = dict(zip(getattr(module, "qkv_order", "qkv"), split.unbind(0)))
+            q, k, v = named["q"], named["k"], named["v"]
+            norms = (getattr(module, "q_norm", None), getattr(module, "k_norm", None))
+        else:
+            def split_heads(x: Tensor) -> Tensor:
+                return x.reshape(x.shape[0], x.shape[1], heads, x.shape[2] // heads).transpose(1, 2)
+            q, k, v = (split_heads(self.parts[part]) for part in ("to_q", "to_k", "to_v"))
+            norms = (getattr(module, "norm_q", None), getattr(module, "norm_k", None))
+        if norms[0] is not None:
+            q = norms[0](q)
+        if norms[1] is not None:
+            k = norms[1](k)
+        return q.double(), k.double(), v.double()
+
+    def _measure(self, _module: nn.Module, _inputs: Any, _output: Any) -> None:
+        if not self.parts:
+            return
+        q, k, v = self._heads()
+        self.parts.clear()
+        n, heads, query_length, head_dim = q.shape
+        self.lengths, self.head_dim = (query_length, k.shape[2]), head_dim
+        self.scale, self.scale_source = attention_scale(self.layer, head_dim)
+        radius = torch.stack([(self.scale * q[:, h] @ k[:, h].transpose(-1, -2)).abs().amax() for h in range(heads)])
+        self.radius = radius if self.radius is None else torch.maximum(self.radius, radius)
+        self.max_query = max(self.max_query, float(q.abs().max()))
+        self.max_key = max(self.max_key, float(k.abs().max()))
+        values = v.transpose(1, 2).reshape(n, k.shape[2], heads * v.shape[-1])
+        weight = self.layer.output_projection.weight.detach().double()
+        self.max_value_output = max(self.max_value_output, float((values @ weight.T).abs().max()))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def result(self, eps: float, degree_fn: DegreeFunction) -> LayerCriteria:
+        from ditcheck import bounds
+
+        if self.radius is None:
+            raise InvalidArgumentError("model", f"a forward pass that calls attention layer {self.layer.name!r}",
+                                       "a run in which it was never called")
+        per_head = tuple(float(r) for r in self.radius)
+        radius = max(per_head)
+        query_length, key_length = self.lengths
+        threshold = float(bounds.ld6_threshold(key_length)) if key_length >= 2 else None
+        degree, rank, note = None, None, ""
+        try:
+            degree = int(degree_fn(radius, eps))
+        except InvalidArgumentError as error:  # no certified degree for this (R, eps): report it, do not guess
+            note = str(error)
+        if degree is not None:
+            rank = int(bounds.feature_rank(self.head_dim, degree))
+        exact, poly = flops(query_length, key_length, self.head_dim, self.layer.heads, rank)
+        return LayerCriteria(self.layer.name, self.layer.layout, self.layer.heads, self.head_dim, query_length,
+                             key_length, self.scale, self.scale_source, per_head, radius, self.max_query, self.max_key,
+                             self.max_value_output, threshold, None if threshold is None else radius < threshold,
+                             eps, degree, rank, exact, poly, None if poly is None else exact / poly, note)
+
+
+def certified_degree(kind: str = "chebyshev") -> DegreeFunction:
+    """bounds.minimal_degree(R, eps, kind=kind) (AS3, certified): the default degree function of :func:`analyse`."""
+    from ditcheck import bounds
+
+    return lambda radius, eps: bounds.minimal_degree(radius, eps, kind=kind)
+
+
+def analyse(model: nn.Module, *args: Any, eps: float = 1e-4, kind: str = "chebyshev",
+            degree_fn: DegreeFunction | None = None, **kwargs: Any) -> list[LayerCriteria]:
+    """Run ``model(*args, **kwargs)`` without gradients and return the LD6 criteria of every attention layer it calls.
+
+    If the model calls a layer several times (e.g. inside a sampler), R and the maxima are over all calls.
+    ``degree_fn(R, eps)`` gives the polynomial degree; default certified_degree(kind), i.e.
+    bounds.minimal_degree, which certifies in ball arithmetic (about 0.1 s to 20 s per layer, growing with R).
+    """
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps < 1):
+        raise InvalidArgumentError("eps", "a relative error in (0, 1)", repr(eps))
+    degree_fn = certified_degree(kind) if degree_fn is None else degree_fn
+    layers = find_attention_layers(model)
+    if not layers:
+        raise InvalidArgumentError("model", "a module with attention layers (qkv + proj Linears, or diffusers "
+                                   "to_q/to_k/to_v + to_out)", type(model).__name__)
+    recorders = [_Recorder(layer) for layer in layers]
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for recorder in recorders:
+            recorder.remove()
+    return [recorder.result(eps, degree_fn) for recorder in recorders]
+
+
+# ----------------------------------------------------------------------------------------
+# Output
+
+
+def _si(value: float) -> str:
+    """1.2e9 -> '1.2G': FLOP counts at a glance (plain e-notation from 1e18 on)."""
+    if abs(value) >= 1e18:
+        return f"{value:.3g}"
+    for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def criteria_table(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency criterion") -> Any:
+    """A rich Table with one row per attention layer (column legend: print_criteria)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ("layer", "L", "H x d", "scale", "R", "sqrt(ln L)", "R below", "max|Q|", "max|K|", "max|OV|", "g", "r",
+               "exact FLOP", "poly FLOP", "speed-up")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=True)
+    for c in layers:
+        length = str(c.key_length) if c.query_length == c.key_length else f"{c.query_length}x{c.key_length}"
+        table.add_row(c.name, length, f"{c.heads} x {c.head_dim}", f"{c.scale:.4g}", f"{c.radius:.3g}",
+                      "-" if c.threshold is None else f"{c.threshold:.3g}",
+                      {True: "yes", False: "no", None: "-"}[c.below_threshold], f"{c.max_query:.3g}",
+                      f"{c.max_key:.3g}", f"{c.max_value_output:.3g}", "-" if c.degree is None else str(c.degree),
+                      "-" if c.rank is None else _si(c.rank), _si(c.flops_exact),
+                      "-" if c.flops_poly is None else _si(c.flops_poly),
+                      "-" if c.speedup is None else f"{c.speedup:.3g}x")
+    return table
+
+
+def print_criteria(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency criterion") -> None:
+    """The table and a legend of its columns."""
+    from rich.console import Console
+
+    from ditcheck.fast_attention.attention import EXP_FLOPS
+
+    Console(width=max(Console().width, 200)).print(criteria_table(layers, title))
+    eps = layers[0].eps if layers else float("nan")
+    print("R = max |scale q_i . k_j| over batch, heads, i, j; LD6 threshold sqrt(ln L), L = number of keys.\n"
+          "max|Q|, max|K|: entries of W_Q x, W_K x as the layer computes them; max|OV|: output-projection weight\n"
+          "(no bias) applied to the layer's value vectors token by token (W_OV x, before softmax mixing).\n"
+          f"g: minimal degree for relative error {eps:g} of exp on [-R, R] (AS3, certified); r = C(d + g, g) (AS4).\n"
+          f"FLOP per sample: exact Lq Lk (4 d + {EXP_FLOPS:g}) per head (one exp counted as {EXP_FLOPS:g} flops); "
+          "poly (Lq + Lk) r + 2 (Lq + Lk) r (d + 1) per head;\n"
+          "speed-up = exact / poly, a predicted FLOP ratio, not a measured time.")
+    for c in layers:
+        if c.degree is None:
+            print(f"{c.name}: no certified degree for R = {c.radius:.3g}, eps = {c.eps:g} ({c.degree_note})")
+
+
+# ----------------------------------------------------------------------------------------
+# Models to analyse: presets with random weights, or the user's module

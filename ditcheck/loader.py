@@ -1,0 +1,1 @@
+"""One loader for MODULE:ATTR specifications."""

@@ -1,0 +1,1 @@
+"""Torch models: the original-layout DiT (facebookresearch/DiT) and the LD2 latent score network, in one file (dit.py)."""
