@@ -24,7 +24,8 @@ from ditcheck.reference.errors import InvalidArgumentError
 
 __all__ = ["HELP", "PRESETS", "preset_model", "load_user_model", "add_arguments", "run", "main"]
 
-HELP = "LD6 efficiency criterion per attention layer: logit range vs sqrt(ln L), degree, rank, predicted speed-up"
+HELP = ("LD6 efficiency criterion per attention layer: entries B of Q, K (scale folded in) vs sqrt(ln L), logit "
+        "range R vs ln L, degree, rank, predicted speed-up")
 
 #: Embedded configurations (random weights, no downloads): DiT-S/2 and DiT-B/2 at 256 px (32 x 32 latents, 256 tokens).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -162,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps({"model": description, "eps": args.eps,
                                                "layers": [dataclasses.asdict(c) for c in layers]}, indent=2))
     below = sum(bool(c.below_threshold) for c in layers)  # None (a single key) counts as not below
-    print(f"{below} of {len(layers)} attention layers have R below sqrt(ln L).")
+    logit_below = sum(bool(c.logit_below) for c in layers)
+    print(f"{below} of {len(layers)} attention layers have B below sqrt(ln L); {logit_below} have R below ln L.")
     return 0
 
 

@@ -372,13 +372,22 @@ def check_criteria_recomputed(analyse: Callable[..., Sequence[Any]], case: DiTCa
         expected = {"radius": float(np.max(radius)), "max_query": float(np.max(np.abs(q))),
                     "max_key": float(np.max(np.abs(k))), "max_value_output": float(value_output),
                     "flops_exact": exact, "scale": scale}
+        # LD6's threshold is on the entries of Q, K in Alman-Song's convention exp(Q K^T / d): the layer's scale
+        # folded in as sqrt(d scale) on each side, so |logit| <= B^2; R itself is set against ln L
+        folded = math.sqrt(scale) * max(float(np.max(np.abs(q))), float(np.max(np.abs(k))))
+        expected.update(entry_bound_folded=folded, entry_bound=math.sqrt(d) * folded)
+        require(float(np.max(radius)) <= layer.entry_bound ** 2 * (1 + 1e-12), "LD6",
+                f"{prefix}: R exceeds B^2 (B is not the Alman-Song entry bound)", case=case)
         if length >= 2:
             expected["threshold"] = math.sqrt(math.log(length))
-            require(layer.below_threshold == (layer.radius < layer.threshold), "LD6", f"{prefix}: threshold verdict",
-                    case=case)
+            expected["logit_threshold"] = math.log(length)
+            require(layer.below_threshold == (layer.entry_bound < layer.threshold), "LD6",
+                    f"{prefix}: threshold verdict (B against sqrt(ln L))", case=case)
+            require(layer.logit_below == (layer.radius < layer.logit_threshold), "LD6",
+                    f"{prefix}: threshold verdict (R against ln L)", case=case)
         else:
-            require(layer.threshold is None and layer.below_threshold is None, "LD6",
-                    f"{prefix}: a threshold reported for a single key", case=case)
+            require(layer.threshold is None and layer.below_threshold is None and layer.logit_threshold is None
+                    and layer.logit_below is None, "LD6", f"{prefix}: a threshold reported for a single key", case=case)
         if rank is not None:
             poly = heads * (2.0 * length * rank + 4.0 * length * rank * (d + 1))
             expected.update(flops_poly=poly, speedup=exact / poly)

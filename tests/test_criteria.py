@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -50,6 +51,29 @@ def test_certified_degrees_on_a_small_model() -> None:
 def test_planted_forgotten_scale_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(criteria, "attention_scale", lambda layer, head_dim: (1.0, "planted: scale forgotten"))
     expect_caught(lambda case: tprops.check_criteria_recomputed(criteria.analyse, case, degree_fn=plumbing_degree),
+                  props.dit_cases(), claim="LD6", max_examples=10)
+
+
+def _logits_against_sqrt_log(analyse):
+    """The old LD6 mix-up: the logit range R reported as the entry bound and set against sqrt(ln L)."""
+    def planted(*args, **kwargs):
+        return [dataclasses.replace(c, entry_bound=c.radius, below_threshold=None if c.threshold is None
+                                    else c.radius < c.threshold) for c in analyse(*args, **kwargs)]
+    return planted
+
+
+def _scale_folded_without_head_dim(analyse):
+    """B with sqrt(scale) folded in but not Alman-Song's 1/d: logits = Q K^T, not Q K^T / d."""
+    def planted(*args, **kwargs):
+        return [dataclasses.replace(c, entry_bound=c.entry_bound_folded, below_threshold=None if c.threshold is None
+                                    else c.entry_bound_folded < c.threshold) for c in analyse(*args, **kwargs)]
+    return planted
+
+
+@pytest.mark.parametrize("plant", [_logits_against_sqrt_log, _scale_folded_without_head_dim])
+def test_planted_ld6_scale_conventions_are_caught(plant) -> None:
+    expect_caught(lambda case: tprops.check_criteria_recomputed(plant(criteria.analyse), case,
+                                                                degree_fn=plumbing_degree),
                   props.dit_cases(), claim="LD6", max_examples=10)
 
 
@@ -175,7 +199,9 @@ def test_cli_default_runs_and_writes_json(tmp_path: Path, capsys: pytest.Capture
     assert all(layer["key_length"] == 64 and layer["rank"] == math.comb(16 + layer["degree"], layer["degree"])
                for layer in report["layers"])
     text = capsys.readouterr().out
-    assert "blocks.1.attn" in text and "sqrt(ln L)" in text and "attention layers have R below" in text
+    assert "blocks.1.attn" in text and "sqrt(ln L)" in text and "attention layers have B below sqrt(ln L)" in text
+    assert all(layer["entry_bound"] ** 2 >= layer["radius"] and layer["logit_threshold"] == pytest.approx(math.log(64))
+               for layer in report["layers"])
 
 
 USER_MODULE = '''

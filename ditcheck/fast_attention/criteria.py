@@ -10,7 +10,12 @@ What is measured here, per attention layer, while the model runs on a batch (for
 * max |q|, max |k| (the entries of W_Q x, W_K x) and max |W_O v|: the output projection's weight
   (no bias) applied to the value vectors v the layer computed, one token at a time, before the
   softmax mixes them (W_OV x of the paper, with W_V x = v as computed, bias included);
-* the LD6 threshold sqrt(ln L) (``bounds.ld6_threshold``, L = number of keys) and whether R < it;
+* the LD6 threshold on the right scale. The bounded-entry results (Alman & Song 2023, AAttC) bound the
+  *entries* B of the Q, K that enter exp(Q K^T / d); their logits are then at most B^2 in magnitude. So
+  with the model's own scale folded into q and k, B = sqrt(d scale) max(max |q|, max |k|) (Alman-Song
+  convention: logits = Q K^T / d) is set against sqrt(ln L) (``bounds.ld6_threshold``, L = number of
+  keys), and R (logits, which B^2 bounds) against ln L. Also reported: the same entries folded without
+  the 1/d, sqrt(scale) max(max |q|, max |k|) (convention logits = Q K^T; R <= d times its square);
 * the polynomial degree g = ``bounds.minimal_degree(R, eps)`` that approximates exp to relative
   error eps on [-R, R] (AS3; certified), the feature rank r = ``bounds.feature_rank(d, g)`` =
   C(d + g, g) (AS4), and the FLOP model of ``ditcheck.fast_attention.attention.predicted_cost`` (the one the
@@ -65,7 +70,11 @@ class LayerCriteria:
 
     degree, rank, flops_poly and speedup are None when no certified degree exists for (R, eps)
     (bounds.minimal_degree refused, e.g. R beyond the largest certified degree); degree_note says why.
-    threshold and below_threshold are None for a single key (sqrt(ln 1) = 0: LD6 says nothing).
+    Conventions: ``radius`` R is in logits at the layer's ``scale``; ``entry_bound`` B is the max entry of
+    sqrt(head_dim scale) q and k (Alman-Song: logits = Q K^T / d, so R <= B^2) and is compared with
+    ``threshold`` = sqrt(ln L) (``below_threshold``); R is compared with ``logit_threshold`` = ln L
+    (``logit_below``); ``entry_bound_folded`` is sqrt(scale) max entry (logits = Q K^T, R <= d B_folded^2).
+    The thresholds and verdicts are None for a single key (ln 1 = 0: LD6 says nothing).
     """
 
     name: str
@@ -90,6 +99,10 @@ class LayerCriteria:
     flops_poly: float | None
     speedup: float | None
     degree_note: str = ""
+    entry_bound: float = math.nan
+    entry_bound_folded: float = math.nan
+    logit_threshold: float | None = None
+    logit_below: bool | None = None
 
 
 @dataclass
@@ -226,6 +239,9 @@ class _Recorder:
         radius = max(per_head)
         query_length, key_length = self.lengths
         threshold = float(bounds.ld6_threshold(key_length)) if key_length >= 2 else None
+        logit_threshold = None if threshold is None else threshold * threshold
+        folded = math.sqrt(self.scale) * max(self.max_query, self.max_key)  # logits = Q' K'^T
+        entry_bound = math.sqrt(self.head_dim) * folded  # Alman-Song: logits = Q K^T / d
         degree, rank, note = None, None, ""
         try:
             degree = int(degree_fn(radius, eps))
@@ -236,8 +252,10 @@ class _Recorder:
         exact, poly = flops(query_length, key_length, self.head_dim, self.layer.heads, rank)
         return LayerCriteria(self.layer.name, self.layer.layout, self.layer.heads, self.head_dim, query_length,
                              key_length, self.scale, self.scale_source, per_head, radius, self.max_query, self.max_key,
-                             self.max_value_output, threshold, None if threshold is None else radius < threshold,
-                             eps, degree, rank, exact, poly, None if poly is None else exact / poly, note)
+                             self.max_value_output, threshold, None if threshold is None else entry_bound < threshold,
+                             eps, degree, rank, exact, poly, None if poly is None else exact / poly, note,
+                             entry_bound, folded, logit_threshold,
+                             None if logit_threshold is None else radius < logit_threshold)
 
 
 def certified_degree(kind: str = "chebyshev") -> DegreeFunction:
@@ -291,15 +309,17 @@ def criteria_table(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency
     from rich.table import Table
 
     table = Table(title=title)
-    columns = ("layer", "L", "H x d", "scale", "R", "sqrt(ln L)", "R below", "max|Q|", "max|K|", "max|OV|", "g", "r",
-               "exact FLOP", "poly FLOP", "speed-up")
+    columns = ("layer", "L", "H x d", "scale", "B", "sqrt(ln L)", "B below", "R", "ln L", "R below", "max|Q|",
+               "max|K|", "max|OV|", "g", "r", "exact FLOP", "poly FLOP", "speed-up")
     for column in columns:
         table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=True)
     for c in layers:
         length = str(c.key_length) if c.query_length == c.key_length else f"{c.query_length}x{c.key_length}"
-        table.add_row(c.name, length, f"{c.heads} x {c.head_dim}", f"{c.scale:.4g}", f"{c.radius:.3g}",
-                      "-" if c.threshold is None else f"{c.threshold:.3g}",
-                      {True: "yes", False: "no", None: "-"}[c.below_threshold], f"{c.max_query:.3g}",
+        verdict = {True: "yes", False: "no", None: "-"}
+        table.add_row(c.name, length, f"{c.heads} x {c.head_dim}", f"{c.scale:.4g}", f"{c.entry_bound:.3g}",
+                      "-" if c.threshold is None else f"{c.threshold:.3g}", verdict[c.below_threshold],
+                      f"{c.radius:.3g}", "-" if c.logit_threshold is None else f"{c.logit_threshold:.3g}",
+                      verdict[c.logit_below], f"{c.max_query:.3g}",
                       f"{c.max_key:.3g}", f"{c.max_value_output:.3g}", "-" if c.degree is None else str(c.degree),
                       "-" if c.rank is None else _si(c.rank), _si(c.flops_exact),
                       "-" if c.flops_poly is None else _si(c.flops_poly),
@@ -315,7 +335,9 @@ def print_criteria(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency
 
     Console(width=max(Console().width, 200)).print(criteria_table(layers, title))
     eps = layers[0].eps if layers else float("nan")
-    print("R = max |scale q_i . k_j| over batch, heads, i, j; LD6 threshold sqrt(ln L), L = number of keys.\n"
+    print("B = sqrt(d scale) max(max|Q|, max|K|): the entries of Q, K with the layer's scale folded in, in Alman-Song's\n"
+          "convention logits = Q K^T / d (so |logit| <= B^2); LD6's threshold on B is sqrt(ln L), L = number of keys.\n"
+          "R = max |scale q_i . k_j| over batch, heads, i, j (logits at the layer's scale), set against ln L.\n"
           "max|Q|, max|K|: entries of W_Q x, W_K x as the layer computes them; max|OV|: output-projection weight\n"
           "(no bias) applied to the layer's value vectors token by token (W_OV x, before softmax mixing).\n"
           f"g: minimal degree for relative error {eps:g} of exp on [-R, R] (AS3, certified); r = C(d + g, g) (AS4).\n"
