@@ -52,7 +52,7 @@ __all__ = [
     "RT2_ALPHA", "LD5_Z", "SamplerMixtureCase", "sampler_mixture_cases", "RT1Case", "rt1_cases", "measure_rt1",
     "check_rt1", "RT2Case", "rt2_cases", "rtk_posterior", "ks_pvalue", "ks_critical_value",
     "measure_rt2_mala_invariance", "check_rt2_mala_invariance",
-    "ULDCase", "uld_cases", "uld_covariance_van_loan", "RT3_TOLERANCE", "measure_rt3_uld_covariance", "check_rt3_uld_covariance",
+    "ULDCase", "uld_cases", "uld_covariance_van_loan", "uld_covariance_error_bound", "LIBM_ROUNDOFFS", "measure_rt3_uld_covariance", "check_rt3_uld_covariance",
     "uld_transition", "uld_stationary_covariance", "rtk_uld_orthogonal_variance", "RTKULDCase", "rtk_uld_cases",
     "check_rt3_rtk_uld_orthogonal",
     "LD5Case", "ld5_cases", "LD5_ROUNDING", "measure_ld5_bound", "check_ld5_bound", "LD5SamplerCase",
@@ -127,7 +127,7 @@ def _hessian_log_density(oracle: MixtureOracle, z: torch.Tensor, t: float) -> to
 def measure_rt1(case: RT1Case, coupling: Callable[[float], float] = bounds.rt1_coupling,
                 segment: Callable[[float], float] = bounds.rt1_segment,
                 potential: type = samplers.RTKPotential) -> Measurement:
-    """RT1 (Huang et al. 2024, Lemma 3.1; theory.md RT1): max |eig(hess g) - c| beyond rounding, held to L, c = coupling(eta).
+    """RT1 (Huang et al. 2024, Lemma 3.1; docs/claims.md#rt1): max |eig(hess g) - c| beyond rounding, held to L, c = coupling(eta).
 
     hess g = c I - hess log p_s, so eig(hess g) - c = -eig(hess log p_s): g is (c - L)-strongly convex and
     (c + L)-smooth. L = max ||hess log p_s||_2 over the 64 points (autograd of the oracle's score), and hess g
@@ -276,7 +276,7 @@ def ks_critical_value(alpha: float, n: int) -> float:
 
 def measure_rt2_mala_invariance(case: RT2Case, kernel: MalaKernel = samplers.mala,
                                 alpha: float = RT2_ALPHA) -> Measurement:
-    """RT2 (Huang et al. 2024, RTK-MALA; theory.md RT2): max KS statistic over coordinates vs its critical value.
+    """RT2 (Huang et al. 2024, RTK-MALA; docs/claims.md#rt2): max KS statistic over coordinates vs its critical value.
 
     N chains start at exact draws of the RTK target (a Gaussian mixture, rtk_posterior) and run the MALA
     kernel; each coordinate's marginal is compared with its exact CDF. limit = the KS critical value at the
@@ -346,31 +346,72 @@ def uld_covariance_van_loan(friction: float, scale: float, step: float, digits: 
         return np.array([[float(cov[i, j]) for j in range(2)] for i in range(2)])
 
 
-#: RT3's tolerance: relative error of the closed-form covariance entries (scaled by sqrt(C_ii C_jj)) vs Van Loan.
-RT3_TOLERANCE = 1e-9
+#: assumed accuracy of libm's exp and expm1, in units of the unit roundoff u = 2^-53 (1 ulp; glibc documents <= 1 ulp)
+LIBM_ROUNDOFFS = 2
+#: relative accuracy of the Van Loan reference (mpmath at >= 40 digits after the cancellation it works around)
+RT3_REFERENCE_ERROR = 1e-30
+
+
+def uld_covariance_error_bound(friction: float, scale: float, step: float) -> np.ndarray:
+    """A-priori relative error bound of each entry of samplers.uld_noise_covariance (float64), first order in u = 2^-53.
+
+    Derived from the implementation: x = gamma tau is rounded once (relative u; the entries' log-derivatives in x are
+    at most 1 (Var xi_v), 2 (Cov, through (1 - e^-x)^2) and 3 (Var xi_z, through x^3 at small x)); each exp/expm1
+    call errs by at most LIBM_ROUNDOFFS u; each product, quotient and sum by u (Higham's gamma_k = k u/(1 - k u)).
+    Var xi_z's bracket 2x - 3 + 4e^-x - e^-2x is, below samplers.ULD_SERIES_BELOW, a Horner sum of
+    samplers.ULD_SERIES_TERMS - 2 terms: truncation <= the first omitted term over the sum's lower bound
+    x^3 (2/3 - x/2) (an alternating series with decreasing terms), rounding <= gamma_{2k} sum |c_n| x^n / sum; above,
+    the closed form's absolute error <= (gamma_4 + LIBM_ROUNDOFFS u) (2x + 4(1 - e^-x) + (1 - e^-2x)), relative to its
+    value (the cancellation factor, at most 55 at x = 1/2). Plus u for rounding the reference to float64 and
+    RT3_REFERENCE_ERROR for the reference itself; the 1e-6
+    relative margin covers evaluating this bound itself in float64.
+    """
+    unit = 2.0**-53
+    libm = LIBM_ROUNDOFFS
+    x = friction * step
+    var_v = bounds.gamma(1 + libm + 1, unit)
+    cov = bounds.gamma(2 + 2 * libm + 1 + 2, unit)
+    if x < samplers.ULD_SERIES_BELOW:
+        terms = samplers.ULD_SERIES_TERMS
+        omitted = terms + 1
+        lower = x**3 * (2 / 3 - x / 2)
+        truncation = (2.0**omitted - 4) / math.factorial(omitted) * x**omitted / lower
+        magnitude = sum((2.0**n - 4) / math.factorial(n) * x**n for n in range(3, terms + 1))
+        inner = truncation + bounds.gamma(2 * (terms - 2) + 3, unit) * magnitude / lower
+    else:
+        e1, e2 = -math.expm1(-x), -math.expm1(-2 * x)
+        value = 2 * x - 4 * e1 + e2
+        inner = (bounds.gamma(4, unit) + libm * unit) * (2 * x + 4 * e1 + e2) / value
+    var_z = bounds.gamma(3 + 3, unit) + inner
+    # the reference is rounded to float64 once (relative u)
+    return np.array([[var_z, cov], [cov, var_v]]) * (1 + 1e-6) + unit + RT3_REFERENCE_ERROR
 
 
 def measure_rt3_uld_covariance(case: ULDCase,
                                covariance: Callable[[float, float, float], np.ndarray] = samplers.uld_noise_covariance,
-                               tolerance: float = RT3_TOLERANCE) -> Measurement:
-    """RT3 (Huang et al. 2024, RTK-ULD step; theory.md RT3): the closed-form ULD noise covariance vs Van Loan's integral.
+                               bound: Callable[[float, float, float], np.ndarray] = uld_covariance_error_bound
+                               ) -> Measurement:
+    """RT3 (Huang et al. 2024, RTK-ULD step; docs/claims.md#rt3): the closed-form ULD noise covariance vs Van Loan's integral.
 
-    observed = max |C - C_VanLoan|_ij / sqrt(C_ii C_jj), held to ``tolerance``; ``forms``: the PSD deficit max(0, -det C / (C_11 C_22)) / 1e-12 (inf when a
-    diagonal entry is not positive)."""
+    Every entry is positive, so each is compared relatively: observed = |C - C_VanLoan|_ij / C_VanLoan_ij and limit =
+    its a-priori rounding bound (``bound``, uld_covariance_error_bound) at the entry where their ratio is largest.
+    ``forms``: the PSD deficit max(0, -det C / (C_11 C_22)) / 1e-12 (inf when a diagonal entry is not positive).
+    """
     closed = covariance(case.friction, case.scale, case.step)
     exact = uld_covariance_van_loan(case.friction, case.scale, case.step)
-    scale = np.sqrt(np.outer(np.diag(exact), np.diag(exact)))
-    error = float(np.max(np.abs(closed - exact) / scale))
+    errors = np.abs(closed - exact) / np.abs(exact)
+    limits = bound(case.friction, case.scale, case.step)
+    worst = np.unravel_index(int(np.argmax(errors / limits)), errors.shape)
     diagonal = closed[0, 0] * closed[1, 1]
     det = diagonal - closed[0, 1] ** 2
     deficit = math.inf if not (closed[0, 0] > 0 and closed[1, 1] > 0) else max(0.0, -det / diagonal) / 1e-12
-    return Measurement(error, tolerance, case, forms={"PSD deficit / 1e-12": float(deficit)})
+    return Measurement(float(errors[worst]), float(limits[worst]), case, forms={"PSD deficit / 1e-12": float(deficit)})
 
 
 def check_rt3_uld_covariance(case: ULDCase,
                              covariance: Callable[[float, float, float], np.ndarray] = samplers.uld_noise_covariance
                              ) -> None:
-    """RT3: the closed-form ULD noise covariance equals the Van Loan integral (rel. 1e-9) and is PSD
+    """RT3: the closed-form ULD noise covariance equals the Van Loan integral to its rounding bound and is PSD
     (measure_rt3_uld_covariance)."""
     m = measure_rt3_uld_covariance(case, covariance)
     require(m.ratio <= 1, "RT3", "ULD noise covariance differs from the Van Loan integral",
@@ -617,7 +658,7 @@ def cf3_slope(case: CF3Case, law: EarlyStopped = _diffuse_ou_half) -> tuple[floa
 
 
 def check_cf3_early_stopping(case: CF3Case, law: EarlyStopped = _diffuse_ou_half) -> float:
-    """CF3 (Fu et al. 2024; theory.md CF3): TV(P, P_t0) = O(sqrt(t0)): fitted slope >= 0.45. Returns the slope."""
+    """CF3 (Fu et al. 2024; docs/claims.md#cf3): TV(P, P_t0) = O(sqrt(t0)): fitted slope >= 0.45. Returns the slope."""
     slope, times, tvs = cf3_slope(case, law)
     require(slope >= 0.45, "CF3", "early-stopping gap shrinks slower than sqrt(t0)", slope=slope,
             times=times.tolist(), tv=tvs.tolist())

@@ -92,6 +92,35 @@ def test_rt3_planted_covariance_error_is_violated() -> None:
     assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
 
 
+def four_term_series_covariance(friction: float, scale: float, step: float) -> np.ndarray:
+    """The previous implementation: Var xi_z's bracket by a 4-term series below gamma tau = 1e-2 (truncation ~0.04 x^4)."""
+    cov = samplers.uld_noise_covariance(friction, scale, step)
+    x = friction * step
+    if x < 1e-2:
+        cov[0, 0] = scale / friction**2 * (2 * x**3 / 3 - x**4 / 2 + 7 * x**5 / 30 - x**6 / 12)
+    return cov
+
+
+def test_rt3_planted_truncated_series_is_violated() -> None:
+    """The old 4-term series was 'exact' only under a fixed 1e-9 tolerance (7.4e-11 worst): the derived bound sees it."""
+    case = P.ULDCase(1.0, 1.0, 0.009)
+    assert P.measure_rt3_uld_covariance(case).ratio <= 1
+    assert P.measure_rt3_uld_covariance(case, covariance=four_term_series_covariance).ratio > 1e4
+    claim = dataclasses.replace(claims_samplers.RT3, measure=functools.partial(
+        P.measure_rt3_uld_covariance, covariance=four_term_series_covariance))
+    assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
+
+
+def test_rt3_planted_relative_error_of_1e_minus_13_is_caught() -> None:
+    """Var xi_z off by 1e-13 relative (about 450 u): beyond the derived bound at the grid's smallest gamma tau."""
+    def off(friction, scale, step):
+        cov = samplers.uld_noise_covariance(friction, scale, step)
+        cov[0, 0] *= 1 + 1e-13
+        return cov
+
+    assert P.measure_rt3_uld_covariance(P.ULDCase(1.0, 1.0, 0.02), covariance=off).ratio > 1
+
+
 def test_rt3_reference_keeps_its_digits_at_large_friction_times_step() -> None:
     """gamma tau = 100 (friction 20, step 5): the Van Loan reference at a fixed 40 digits was off by 1e3 relative."""
     closed = samplers.uld_noise_covariance(20.0, 10.0, 5.0)

@@ -1,4 +1,4 @@
-"""Registry entries for the reverse-transition-kernel samplers: RT1-RT4 (theory.md section 6; Huang, Zou, Dong,
+"""Registry entries for the reverse-transition-kernel samplers: RT1-RT4 (docs/claims.md#reverse-transition-kernel-samplers; Huang, Zou, Dong,
 Zhang, Ma, Zhang, NeurIPS 2024, arXiv 2405.16387)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ RT1 = Claim(
     id="RT1",
     statement="with the score L-Lipschitz, g is (c - L)-strongly convex and (c + L)-smooth, c = 1/(e^(2 eta) - 1); "
               "at eta = 1/2 ln(1 + 1/(2L)), c = 2L and the condition number is <= 3",
-    source=f"{SOURCE}, Lemma 3.1 (theory.md RT1)",
+    source=f"{SOURCE}, Lemma 3.1 (docs/claims.md#rt1)",
     kind="bound",
     bound="ditcheck.bounds.rt1_coupling, rt1_segment (observed max |eig(hess g) - c|, bound L)",
     measure=P.measure_rt1,
@@ -73,7 +73,7 @@ RT2 = Claim(
     id="RT2",
     statement="MALA on the RTK potential g (proposal z - tau grad g + sqrt(2 tau) xi, Metropolis test with exact "
               "energy differences) leaves the RTK target p(z | x) invariant",
-    source=f"{SOURCE}, RTK-MALA (theory.md RT2)",
+    source=f"{SOURCE}, RTK-MALA (docs/claims.md#rt2)",
     kind="exact",
     bound=f"KS critical value at false-alarm rate {P.RT2_ALPHA:g} per case (Bonferroni over coordinates)",
     measure=P.measure_rt2_mala_invariance,
@@ -103,16 +103,21 @@ RT3 = Claim(
     id="RT3",
     statement="exact-OU ULD step noise: Var xi_v = u(1 - e^(-2 g tau)), Var xi_z = (u/g^2)(2 g tau - 3 + 4 e^(-g tau) - "
               "e^(-2 g tau)), Cov = (u/g)(1 - 2 e^(-g tau) + e^(-2 g tau)); PSD",
-    source=f"{SOURCE}, RTK-ULD (theory.md RT3)",
+    source=f"{SOURCE}, RTK-ULD (docs/claims.md#rt3)",
     kind="exact",
-    bound=f"relative error <= {P.RT3_TOLERANCE:g} vs the Van Loan block exponential (mpmath, 40 digits)",
+    bound="properties.samplers.uld_covariance_error_bound (a-priori float64 rounding + series truncation, per entry) "
+          "vs the Van Loan block exponential (mpmath, >= 40 digits)",
     measure=P.measure_rt3_uld_covariance,
     strategy=P.uld_cases,
     grid=_rt3_grid,
     examples=budget(20, 3000, 15000),
     notes="The reference is int_0^tau e^(A r) Q e^(A^T r) dr by Van Loan's block exponential in mpmath at 40 digits; "
-          "entries are compared relative to sqrt(C_ii C_jj). The tolerance 1e-9 is the property's (the closed form "
-          "loses digits to cancellation at small gamma tau unless series are used). Form: PSD deficit "
+          "each entry is compared relatively with its a-priori float64 bound (a few u for Var xi_v and Cov; for Var "
+          "xi_z, whose bracket 2 g tau - 3 + 4e^(-g tau) - e^(-2 g tau) cancels to O((g tau)^3), a 17-term Taylor series "
+          "below g tau = 1/2 with a derived truncation bound below half an ulp plus its Horner rounding bound, and the "
+          "closed form above with its cancellation factor, at most 55). Until this release the series had 4 terms and "
+          "the tolerance was a fixed 1e-9: the truncation error reached 7.4e-11 (3.3e5 ulp); that implementation "
+          "is a planted bug now (tests/test_audit_samplers_gp.py). Form: PSD deficit "
           "-det/(C_11 C_22) in units of 1e-12. The whole RTK-ULD sampler's orthogonal variance is also checked "
           "against an exact linear-Gaussian recursion by tests/test_samplers.py (check_rt3_rtk_uld_orthogonal).",
 )
@@ -203,7 +208,7 @@ RT4 = Claim(
     id="RT4",
     statement="steps to reach TV eps: RTK-ULD O~(d^(1/2) eps^-1), RTK-MALA O(d^2 log(d/eps)); at matched score "
               "evaluations RTK samplers reach lower error than DDPM on Gaussian mixtures",
-    source=f"{SOURCE}, rates and experiments (theory.md RT4)",
+    source=f"{SOURCE}, rates and experiments (docs/claims.md#rt4)",
     kind="rate",
     bound="NFE-to-threshold exponent in d: at most 0.5 (ULD), at most 2 (MALA)",
     rates=rt4_series,

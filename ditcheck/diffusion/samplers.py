@@ -55,7 +55,7 @@ from .oracles import Oracle
 __all__ = [
     "SampleResult", "prior", "time_grid", "rtk_grid", "rtk_adaptive_grid",
     "ddpm", "ddim", "pf_euler", "pf_heun", "euler_maruyama", "rtk_mala", "rtk_uld", "SAMPLERS",
-    "uld_noise_covariance",
+    "uld_noise_covariance", "ULD_SERIES_BELOW", "ULD_SERIES_TERMS", "uld_position_series",
     "PotentialState", "RTKPotential", "mala", "uld", "ula",
 ]
 
@@ -258,8 +258,24 @@ def euler_maruyama(oracle: Oracle, x: torch.Tensor, times: Any, *,
 # RT3: the exact-OU step (RT1 and LD5 constants live in ditcheck.bounds)
 
 
+#: below this gamma tau, Var xi_z's 2x - 3 + 4e^-x - e^-2x (which cancels to O(x^3)) is summed as its Taylor series
+ULD_SERIES_BELOW = 0.5
+#: the series' last power: its first omitted term (2^20 - 4)/20! x^20 is <= 2^-54 times the sum for x < 1/2
+#: (the series alternates with decreasing terms there, and the sum is >= x^3 (2/3 - x/2)), so truncation is below
+#: half an ulp; the closed form above 1/2 loses at most a factor 55 (its terms over its value) to cancellation.
+ULD_SERIES_TERMS = 19
+
+
+def uld_position_series(x: float, terms: int = ULD_SERIES_TERMS) -> float:
+    """2x - 3 + 4 e^-x - e^-2x = sum_{n=3..terms} (-1)^(n+1) (2^n - 4) x^n / n!, by Horner (no cancellation for x >= 0)."""
+    total = 0.0
+    for n in range(terms, 2, -1):
+        total = total * x + (-1) ** (n + 1) * (2.0**n - 4.0) / math.factorial(n)
+    return total * x * x * x
+
+
 def uld_noise_covariance(friction: float, scale: float, step: float) -> np.ndarray:
-    """RT3 (Huang et al. 2024, App. ULD step; theory.md RT3): covariance of (xi_z, xi_v) of one exact-OU step.
+    """RT3 (Huang et al. 2024, App. ULD step; docs/claims.md#rt3): covariance of (xi_z, xi_v) of one exact-OU step.
 
     Var xi_v = u (1 - e^(-2 gamma tau)), Var xi_z = (u/gamma^2)(2 gamma tau - 3 + 4 e^(-gamma tau) - e^(-2 gamma tau)),
     Cov = (u/gamma)(1 - 2 e^(-gamma tau) + e^(-2 gamma tau)). Derived from xi_v = sqrt(2 gamma u) int_0^tau
@@ -271,9 +287,10 @@ def uld_noise_covariance(friction: float, scale: float, step: float) -> np.ndarr
     x = friction * step
     e1 = -math.expm1(-x)  # 1 - e^-x
     var_v = scale * -math.expm1(-2 * x)
-    # 2x - 3 + 4 e^-x - e^-2x = 2x - 4 (1 - e^-x) + (1 - e^-2x); series below x = 1e-2 avoids cancellation
-    if x < 1e-2:
-        inner = 2 * x**3 / 3 - x**4 / 2 + 7 * x**5 / 30 - x**6 / 12
+    # 2x - 3 + 4 e^-x - e^-2x = 2x - 4 (1 - e^-x) + (1 - e^-2x); its Taylor series below ULD_SERIES_BELOW avoids the
+    # cancellation (to a truncation error below half an ulp: ULD_SERIES_TERMS)
+    if x < ULD_SERIES_BELOW:
+        inner = uld_position_series(x)
     else:
         inner = 2 * x - 4 * e1 - math.expm1(-2 * x)
     var_z = scale / friction**2 * inner
@@ -362,7 +379,7 @@ class RTKPotential:
 
 def mala(potential: Potential, z: torch.Tensor, steps: int, step_size: float,
          generator: torch.Generator) -> tuple[torch.Tensor, float]:
-    """RT2 (Huang et al. 2024, Alg. 2; theory.md RT2): MALA on exp(-g), one accept/reject per row.
+    """RT2 (Huang et al. 2024, Alg. 2; docs/claims.md#rt2): MALA on exp(-g), one accept/reject per row.
 
     Proposal z' = z - tau grad g(z) + sqrt(2 tau) xi; accept with probability
     min(1, exp(g(z) - g(z') + ||z' - z + tau grad g(z)||^2/(4 tau) - ||z - z' + tau grad g(z')||^2/(4 tau))).
