@@ -193,3 +193,19 @@ def test_rt1_potential_with_a_slightly_weak_coupling_is_violated() -> None:
 
     planted = dataclasses.replace(registry()["RT1"], measure=functools.partial(P.measure_rt1, potential=WeakCoupling))
     assert run_claim(planted, "quick", 0).verdict == "VIOLATED"
+
+
+def test_rt1_coupling_off_by_1e_minus_6_is_violated_while_the_band_ratio_stays_1() -> None:
+    """A coupling 1e-6 too weak: the tautological band ratio (context) stays at 1, the identity gap catches it."""
+    class SlightlyWeak(samplers.RTKPotential):
+        def _coupling_grad(self, z):
+            return super()._coupling_grad(z) * (1 - 1e-6)
+
+    case = claims_samplers._rt1_grid("quick")[0]
+    m = P.measure_rt1(case, potential=SlightlyWeak)
+    assert m.ratio > 1 and m.forms["identity gap / allowance"] > 1e3
+    assert m.forms["band: max |eig - c| / L (1 by construction)"] <= 1 + 1e-5
+    assert P.measure_rt1(case).ratio <= 1
+    planted = dataclasses.replace(registry()["RT1"], measure=functools.partial(P.measure_rt1, potential=SlightlyWeak))
+    result = run_claim(planted, "quick", 0)
+    assert result.verdict == "VIOLATED" and result.kind == "exact"
