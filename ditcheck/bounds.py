@@ -1,4 +1,4 @@
-"""Bound functions of the theory.md claims, in one place; properties and backends call these.
+"""Bound functions of the claims of docs/claims.md, in one place; properties and backends call these.
 
 Each function names its claim id; the papers are Alman-Song 2023 ("Fast attention requires
 bounded entries", arXiv 2302.13214) for AS1-AS4 and Hu et al. 2024 (arXiv 2407.01079) for LD6.
@@ -187,7 +187,7 @@ def low_rank_gradient_error(tokens: int, a1_max: float, a2_max: float, p1_error:
     """LD8 (Hu et al. 2024, sec. 5 / Alman-Song 2024): |dW~ - dW|max <= |scale| L^2 ||A1||max ||A2||max (||p1 - p1~||max + ||p2 - p2~||max).
 
     dW - dW~ = scale A1 (p - p~) A2^T with p = p1 - p2, and each entry of A1 E A2^T is a sum
-    of L^2 terms A1_mi E_ij A2_nj (the paper's text drops the L^2; theory.md keeps it).
+    of L^2 terms A1_mi E_ij A2_nj (the paper's text drops the L^2; docs/claims.md#ld8 keeps it).
     """
     return abs(scale) * tokens ** 2 * a1_max * a2_max * (p1_error + p2_error)
 
@@ -267,7 +267,7 @@ def _require_steps(value: object) -> int:
 
 
 def gp2_rate(kappa: object, steps: int) -> np.ndarray:
-    """GP2 (Fu et al. 2025; theory.md GP2): ||s^K - s*|| / ||s*|| <= (1 - 1/kappa_t)^K for h = 1/lambda_max, s^0 = 0."""
+    """GP2 (Fu et al. 2025; docs/claims.md#gp2): ||s^K - s*|| / ||s*|| <= (1 - 1/kappa_t)^K for h = 1/lambda_max, s^0 = 0."""
     return (1.0 - 1.0 / np.asarray(kappa, dtype=np.float64)) ** _require_steps(steps)
 
 
@@ -319,7 +319,7 @@ __all__ += ["rt1_coupling", "rt1_segment", "RT1Constants", "rt1_constants", "ld5
 
 
 def rt1_coupling(eta: float) -> float:
-    """RT1 (Huang et al. 2024, Lemma 3.1; theory.md RT1): c = 1 / (e^(2 eta) - 1), the curvature of the RTK coupling term."""
+    """RT1 (Huang et al. 2024, Lemma 3.1; docs/claims.md#rt1): c = 1 / (e^(2 eta) - 1), the curvature of the RTK coupling term."""
     if not (math.isfinite(eta) and eta > 0):
         raise InvalidArgumentError("eta", "a positive segment length", repr(eta))
     return 1.0 / math.expm1(2 * eta)
@@ -342,7 +342,7 @@ class RT1Constants(NamedTuple):
 
 
 def rt1_constants(eta: float, lipschitz: float) -> RT1Constants:
-    """RT1 (theory.md): with the score L-Lipschitz, g is (c - L)-strongly convex and (c + L)-smooth, c = 1/(e^(2 eta) - 1)."""
+    """RT1 (docs/claims.md#rt1): with the score L-Lipschitz, g is (c - L)-strongly convex and (c + L)-smooth, c = 1/(e^(2 eta) - 1)."""
     if not (math.isfinite(lipschitz) and lipschitz >= 0):
         raise InvalidArgumentError("lipschitz", "a finite Lipschitz constant >= 0", repr(lipschitz))
     c = rt1_coupling(eta)
@@ -351,7 +351,7 @@ def rt1_constants(eta: float, lipschitz: float) -> RT1Constants:
 
 
 def ld5_orthogonal_variance(T: float, T0: float, mu: float) -> float:  # noqa: N803 (paper's names)
-    """LD5 (Hu et al. 2024, Lemma on the orthogonal part; theory.md LD5): v_{k+1} = v_k (1 + mu (1/2 - 1/sigma_k^2))^2 + mu.
+    """LD5 (Hu et al. 2024, Lemma on the orthogonal part; docs/claims.md#ld5): v_{k+1} = v_k (1 + mu (1/2 - 1/sigma_k^2))^2 + mu.
 
     v_0 = 1, sigma_k^2 = 1 - e^(-(T - k mu)) (OU-half variance), k = 0 .. K-1 with K = (T - T0) / mu an integer
     (to 1e-9): the variance of the Euler-Maruyama sampler's orthogonal component at time T0.
@@ -373,7 +373,7 @@ def ld5_orthogonal_variance(T: float, T0: float, mu: float) -> float:  # noqa: N
 
 
 def ld5_bound(T0: float, mu: float) -> float:  # noqa: N803
-    """LD5 (Hu et al. 2024; theory.md LD5): the final orthogonal variance is <= e (T0 + mu) for T > 1, T0 + mu <= 1."""
+    """LD5 (Hu et al. 2024; docs/claims.md#ld5): the final orthogonal variance is <= e (T0 + mu) for T > 1, T0 + mu <= 1."""
     if not (T0 > 0 and mu > 0 and T0 + mu <= 1):
         raise InvalidArgumentError("T0", "T0 > 0, mu > 0, T0 + mu <= 1", f"T0={T0!r}, mu={mu!r}")
     return math.e * (T0 + mu)

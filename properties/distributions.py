@@ -1,6 +1,6 @@
 """Distributions: strategies for latent mixtures, GP sequences and Gaussian pairs, and the properties that bind them.
 
-Claims (theory.md): LD1, LD2, Tweedie, CF1 and classifier-free guidance for latent Gaussian mixtures;
+Claims (docs/claims.md): LD1, LD2, Tweedie, CF1 and classifier-free guidance for latent Gaussian mixtures;
 GP1, GP2 (condition number), GP3 for Gaussian-process sequences; KL, W2 and TV identities for the
 distances. Every property takes the implementation under check as an argument (the reference by
 default), so a test can plant a bug and show that the property catches it. Cases are small frozen
@@ -802,7 +802,7 @@ def gp_cases(draw: st.DrawFn, max_frames: int = 8, max_dim: int = 3) -> GPCase:
 
 def measure_gp1(case: GPCase, kronecker: ScoreFunction = gp.gp_score,
                 dense: ScoreFunction = gp.gp_score_dense) -> Measurement:
-    """GP1 (Fu et al. 2025; theory.md GP1): max over rows ||s_Kron - s_dense|| / ||s_dense|| vs 16 n u kappa(A_t).
+    """GP1 (Fu et al. 2025; docs/claims.md#gp1): max over rows ||s_Kron - s_dense|| / ||s_dense|| vs 16 n u kappa(A_t).
 
     Tolerances (n = H d): both solvers are backward stable with backward error <= 8 n u ||A_t||, so they
     differ by <= 2 * 8 n u kappa(A_t) ||s||, and the residual is <= 8 n u (||A_t|| ||s|| + ||x||) per row.
@@ -1091,7 +1091,7 @@ def check_variance_preserving(schedule: str, t: float, alpha: ScoreFunction = sc
 
 def check_ou_time_doubling(t: float, alpha: ScoreFunction = schedules.alpha,
                            sigma2: ScoreFunction = schedules.sigma2) -> None:
-    """OU-unit at t is OU-half at 2t (theory.md conventions): both give log alpha = -t exactly, so float64 values are identical."""
+    """OU-unit at t is OU-half at 2t (docs/conventions.md#diffusion-schedules): both give log alpha = -t exactly, so float64 values are identical."""
     for name, fn in (("alpha", alpha), ("sigma2", sigma2)):
         unit, half = float(fn(np.array([t]), "ou-unit")[0]), float(fn(np.array([2 * t]), "ou-half")[0])
         require(unit == half, "SCHED", f"OU-unit {name}(t) != OU-half {name}(2t)", unit=unit, half=half, t=t)
@@ -1131,7 +1131,7 @@ def check_ddpm_cumulative_product(step: int, alpha: ScoreFunction = schedules.al
 
 def check_prediction_conversions(schedule: str, t: float, seed: int,
                                  convert: ScoreFunction = schedules.convert_prediction, bits: int = 128) -> None:
-    """Parameterisations (conventions.md), in arb from exact x_0 and eps with x = alpha x_0 + sigma eps:
+    """Parameterisations (docs/conventions.md#parameterisations), in arb from exact x_0 and eps with x = alpha x_0 + sigma eps:
     eps -> x0 gives x_0, eps -> v gives alpha eps - sigma x_0, eps -> score gives -eps / sigma, and every
     conversion followed by its inverse returns the input (balls overlap)."""
     rng = np.random.default_rng(seed)

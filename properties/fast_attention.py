@@ -67,7 +67,7 @@ __all__ = [
     "hardness_table",
 ]
 
-#: theory.md AS3: indicative minimal Chebyshev-interpolant degrees {R: (g at eps 1e-3, g at eps 1e-6)}.
+#: docs/claims.md#as3: indicative minimal Chebyshev-interpolant degrees {R: (g at eps 1e-3, g at eps 1e-6)}.
 INDICATIVE_DEGREES: dict[float, tuple[int, int]] = {0.25: (2, 4), 1.0: (5, 7), 4.0: (11, 15), 8.0: (20, 24)}
 #: Radii on the certificate grid 2^(k/16) (so certificates are shared between cases and cached).
 CERTIFIED_RADII: tuple[float, ...] = (0.0625, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -388,7 +388,7 @@ def check_taylor_not_better(case: DegreeCase, degree_fn: DegreeFunction = bounds
 
 
 def indicative_degree_table(kind: Kind = "chebyshev", max_radius: float = 8.0) -> list[tuple[float, float, int, int]]:
-    """(R, eps, ours, theory.md's indicative degree) for theory.md's AS3 table (rows with R <= max_radius)."""
+    """(R, eps, ours, the indicative degree) for the AS3 table of docs/claims.md#as3 (rows with R <= max_radius)."""
     rows = []
     for radius, expected in INDICATIVE_DEGREES.items():
         if radius > max_radius:

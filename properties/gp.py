@@ -216,21 +216,21 @@ def check_gp4_attention(result: Any, min_correlation: float = 0.8, min_contrast:
             contrast=contrast, threshold=min_contrast, kind=kind)
 
 
-#: GP3's setting (theory.md: "RBF, t = 0.05, band 3 gave lambda_min 0.011 and relative score error 1.39").
+#: GP3's setting (the worked example of docs/claims.md#gp3: RBF, t = 0.05, band 3 gave lambda_min 0.011 and relative score error 1.39).
 GP3_WIDTH = 3
 GP3_TIME = 0.05
 GP3_FRAMES = 16
-#: theory.md's example is reproduced (A_t's lambda_min 0.0117) by the squared-exponential kernel at this length scale.
+#: The worked example of docs/claims.md#gp3 is reproduced (A_t's lambda_min 0.0117) by the squared-exponential kernel at this length scale.
 GP3_EXAMPLE_LENGTH_SCALE = 1.5
 
 
 def gp3_observation(sequences: int = 16, seed: int = 0, report: Callable[..., Any] = gp.banding_report) -> Observation:
-    """GP3 (Fu et al. 2025; theory.md GP3): banding Gamma at |i - j| <= 3, t = 0.05, H = 16, Sigma = I, per decay class.
+    """GP3 (Fu et al. 2025; docs/claims.md#gp3): banding Gamma at |i - j| <= 3, t = 0.05, H = 16, Sigma = I, per decay class.
 
     Values per class (ditcheck.gp.training.DECAY_CLASSES): lambda_min of the banded Gamma_w and of the banded
     A_t = alpha^2 Gamma_w (x) Sigma + sigma^2 I, the kernel's relative truncation error ||Gamma_w - Gamma||_2 /
     ||Gamma||_2, and the banded score's relative error over ``sequences`` GP draws (left out when A_t is not PD:
-    no banded score exists); and the same for theory.md's example (squared-exponential, length scale 1.5).
+    no banded score exists); and the same for the GP3 worked example (squared-exponential, length scale 1.5).
     Reproduced iff (a) banding destroys positive-definiteness: the banded squared-exponential ("RBF") Gamma_w is
     provably indefinite (lambda_min below minus its eigvalsh error bound), and (b) banding inflates the score
     error: for some class the banded A_t is indefinite, or the banded score's relative error exceeds the kernel's

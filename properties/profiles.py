@@ -1,4 +1,4 @@
-"""Hypothesis profiles of the project: smoke, ci, audit (practice.md, "Profiles")."""
+"""Hypothesis profiles of the project: smoke, ci, audit (docs/conventions.md#hypothesis-profiles)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """RF1 properties: random-feature attention's infinite-head kernel, its M^-1/2 rate, key-permutation invariance.
 
-Claim RF1 (theory.md, Fu, Guo, Bai, Mei 2023, marked "verify"): ditcheck.gp.random_feature_layer derives the kernel;
+Claim RF1 (docs/claims.md#rf1; Fu, Guo, Bai, Mei 2023, marked "verify"): ditcheck.gp.random_feature_layer derives the kernel;
 here it is checked three ways: against the formula written literally (C_ij built as d x d matrices), against
 a Monte Carlo average over many heads (a statistical test: 7 standard errors), and by the fitted rate.
 """
@@ -72,7 +72,7 @@ def rf1_cases(draw: st.DrawFn, max_keys: int = 6, max_dim: int = 5) -> RF1Case:
 
 def literal_rf1_kernel(x0: np.ndarray, keys: np.ndarray, x0_other: np.ndarray, keys_other: np.ndarray, scale: float,
                        mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """theory.md's formula term by term with C_ij = x0 x_i^T + x0' x'_j^T as d x d matrices: (K, sum of |terms|)."""
+    """RF1's formula (docs/claims.md#rf1) term by term with C_ij = x0 x_i^T + x0' x'_j^T as d x d matrices: (K, sum of |terms|)."""
     c = x0[:, None, None, None, :, None] * keys[:, :, None, None, None, :] \
         + x0_other[None, None, :, None, :, None] * keys_other[None, None, :, :, None, :]  # [B, N, B', N', d, d]
     exponent = np.sum(mean * c, axis=(-2, -1)) + scale**2 * np.sum(c * c, axis=(-2, -1)) / 2
@@ -188,7 +188,7 @@ RF1_TOLERANCE = 0.05
 
 def rf1_rate_series(case: RateCase, kernel: Callable[..., np.ndarray] = rf1_kernel,
                     tolerance: float = RF1_TOLERANCE) -> RateSeries:
-    """RF1 (Fu, Guo, Bai, Mei 2023; theory.md RF1): RMS ||K_M - K||_F / ||K||_F against M, claimed exponent -1/2 ("equal").
+    """RF1 (Fu, Guo, Bai, Mei 2023; docs/claims.md#rf1): RMS ||K_M - K||_F / ||K||_F against M, claimed exponent -1/2 ("equal").
 
     E ||K_M - K||_F^2 = (1/M) sum Var(per-head product) exactly (an average of M i.i.d. unbiased heads), so the
     RMS error is C M^-1/2 with no pre-asymptotic term; ``tolerance`` (0.05) only covers the small downward bias of

@@ -153,7 +153,7 @@ def rt1_coupling_allowance(eta: float) -> float:
 def measure_rt1(case: RT1Case, coupling: Callable[[float], float] = bounds.rt1_coupling,
                 segment: Callable[[float], float] = bounds.rt1_segment,
                 potential: type = samplers.RTKPotential) -> Measurement:
-    """RT1 (Huang et al. 2024, Lemma 3.1; theory.md RT1): the identity hess g = c I - hess log p_s, to rounding.
+    """RT1 (Huang et al. 2024, Lemma 3.1; docs/claims.md#rt1): the identity hess g = c I - hess log p_s, to rounding.
 
     RT1's band [c - L, c + L] for the eigenvalues of hess g, and its condition number <= 3 at eta = RT1's segment,
     follow from that identity (Weyl) with L = ||hess log p_s||; measured at the case's 64 points (autograd of the

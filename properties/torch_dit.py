@@ -68,7 +68,7 @@ class NaiveFloat32(Float64):
     """The reference's formulas in NumPy float32: every array and constant float32, so each operation rounds once to float32.
 
     Not a rounding-error bound: the same-dtype baseline of the PyTorch SDPA / FlashAttention tests
-    (practice.md). erf is libm's double erf rounded to float32 (no float32 erf in NumPy).
+    (docs/conventions.md#tolerances). erf is libm's double erf rounded to float32 (no float32 erf in NumPy).
     """
 
     name = "float32-naive"
@@ -171,7 +171,7 @@ def check_float32_within_naive(factory: ModelFactory, case: DiTCase, factor: flo
     """float32 torch DiT error <= max(factor x naive float32 error, floor); errors vs the float64 reference / max(1, max |exact|).
 
     Inputs and parameters are rounded to float32 first, so all three see bit-identical inputs
-    (practice.md); the float64 reference (within 2^-36 of exact, properties.dit) stands for the truth.
+    (docs/conventions.md#tolerances); the float64 reference (within 2^-36 of exact, properties.dit) stands for the truth.
     """
     config, y = case.config, case.y()
     params = {name: _rounded(value) for name, value in case.params().items()}

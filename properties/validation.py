@@ -1,4 +1,4 @@
-"""Tolerance rules for validating third-party code against the reference (practice.md, "Tolerances derived").
+"""Tolerance rules for validating third-party code against the reference (docs/conventions.md#tolerances).
 
 A candidate conforms when its error against the float64/certified reference is at most
 

@@ -8,7 +8,7 @@ __all__ = ["PropertyViolation", "require"]
 
 
 class PropertyViolation(AssertionError):
-    """A property did not hold. ``claim`` is the theory.md id (or area), ``context`` the case."""
+    """A property did not hold. ``claim`` is the claim id of docs/claims.md (or area), ``context`` the case."""
 
     def __init__(self, claim: str, message: str, **context: Any):
         self.claim = claim

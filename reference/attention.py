@@ -1,6 +1,6 @@
 """Softmax and scaled dot-product attention, forward and backward, in every precision.
 
-Conventions (conventions.md): rows are tokens; tensors are [..., L, D] with any
+Conventions (docs/conventions.md#attention): rows are tokens; tensors are [..., L, D] with any
 leading batch/head axes, so [B, H, L, D] (SDPA layout) works as is. Logits are
 ``scale * q @ k^T`` with ``scale`` defaulting to the exact real 1/sqrt(D) (DiT,
 SDPA); pass ``scale=1/D`` for Alman-Song or ``scale=1.0`` for Hu et al. sec. 4.

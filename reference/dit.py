@@ -3,7 +3,7 @@
 Parameters are a flat dict keyed by the original DiT state-dict names, so a torch
 ``DiT.state_dict()`` (converted to float64 NumPy) can be passed as is, and every
 intermediate activation is named after the torch submodule whose forward hook sees it.
-Every convention that forks vary is a field of :class:`DiTConfig` (conventions.md);
+Every convention that forks vary is a field of :class:`DiTConfig` (docs/conventions.md#dit-layout);
 the defaults reproduce the original DiT, and :data:`DIFFUSERS_DIT_KNOBS` turns a config
 into diffusers' DiTTransformer2DModel.
 """
@@ -46,7 +46,7 @@ ADALN_CHUNK_ORDER = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_m
 FINAL_ADALN_CHUNK_ORDER = ("shift", "scale")
 
 #: The two knobs that make the original DiT compute what diffusers' DiTTransformer2DModel computes
-#: (conventions.md: Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1); MLP-branch norm_eps 1e-5).
+#: (docs/conventions.md#diffusers: Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1); MLP-branch norm_eps 1e-5).
 DIFFUSERS_DIT_KNOBS: dict[str, Any] = {"downscale_freq_shift": 1.0, "ln_eps_mlp": 1e-5}
 
 
@@ -439,7 +439,7 @@ def dit_latent_score(xp: Precision, params: Mapping[str, Any], config: DiTConfig
     [N, C, H, W] at timestep t (scaled by config.time_scale); its first C output channels are n(h, t).
     ``output`` says what those channels are: "q" takes f = n, the paper's form (the network learns
     q = sigma_t^2 grad log p^h_t + h); "eps" reads them as a noise prediction, f = h - sigma_t n,
-    which makes s the score estimate -eps/sigma_t on the subspace (conventions.md, parameterisations).
+    which makes s the score estimate -eps/sigma_t on the subspace (docs/conventions.md#parameterisations).
     """
     config = _check_config(config)
     _check_params(params, config)

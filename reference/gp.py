@@ -4,7 +4,7 @@ Layout: a sequence is x [H, d] with frames as rows; batches are [N, H, d]. vec i
 flatten (index i d + a), so Cov(x_ia, x_jb) = Gamma_ij Sigma_ab = np.kron(Gamma, Sigma)[i d + a, j d + b].
 For symmetric Gamma, Sigma: (Gamma (x) Sigma) vec(X) = vec(Gamma X Sigma).
 
-Temporal kernels gamma(i, j) = c_|i-j| (theory.md sec. 4 marks them "verify"; checked here):
+Temporal kernels gamma(i, j) = c_|i-j| (the source formulas were marked "verify"; checked here, docs/claims.md#gaussian-process-data-model):
 
 * exponential c_k = exp(-k / l) = rho^k, rho = e^(-1/l) in (0, 1): the Kac-Murdock-Szego matrix, the
   covariance of a stationary AR(1) process, det = (1 - rho^2)^(H-1) > 0: positive definite for every l > 0.
@@ -68,7 +68,7 @@ def _lags(size: int) -> np.ndarray:
 
 
 def gamma_matrix(H: int, kind: GammaKind, *, length_scale: float | None = None, nu: float | None = None) -> np.ndarray:
-    """Temporal kernel [H, H]: exp(-|i-j|/l), exp(-|i-j|^2/(2 l^2)) or (1+|i-j|)^-nu (Fu et al. 2025, sec. 3; theory.md GP)."""
+    """Temporal kernel [H, H]: exp(-|i-j|/l), exp(-|i-j|^2/(2 l^2)) or (1+|i-j|)^-nu (Fu et al. 2025, sec. 3; docs/claims.md#gaussian-process-data-model)."""
     H = require_positive_int(H, "H")
     if kind not in GAMMA_KINDS:
         raise InvalidArgumentError("kind", f"one of {GAMMA_KINDS}", repr(kind))
@@ -131,7 +131,7 @@ def _kronecker_score(x: np.ndarray, alpha: np.ndarray, sigma2: np.ndarray, gamma
 
 def gp_score(x: Any, t: Any, gamma: Any, sigma_matrix: Any, schedule: str | Schedule = "ou-half", *,
              precision: str | Precision = "float64") -> np.ndarray:
-    """GP1 (Fu et al. 2025; theory.md GP1): -(alpha_t^2 Gamma (x) Sigma + sigma_t^2 I)^-1 vec(x) by Kronecker eigendecomposition.
+    """GP1 (Fu et al. 2025; docs/claims.md#gp1): -(alpha_t^2 Gamma (x) Sigma + sigma_t^2 I)^-1 vec(x) by Kronecker eigendecomposition.
 
     x [H, d] or [N, H, d]; t scalar or [N]. Cost O(H^3 + d^3) for the two eigh plus O(N (H^2 d + H d^2));
     a dense solve would cost O((H d)^3). float64 only (see gp_score_dense for mp and arb).
@@ -208,7 +208,7 @@ def gradient_descent_step_size(t: Any, gamma: Any, sigma_matrix: Any, schedule: 
 @reference_function(arrays=("x", "gamma", "sigma_matrix", "step_size"))
 def gradient_descent(xp: Precision, x: Any, t: Any, gamma: Any, sigma_matrix: Any, steps: int,
                      schedule: str | Schedule = "ou-half", step_size: Any = None) -> Any:
-    """GP2 (Fu et al. 2025; theory.md GP2): s^K of s^{k+1} = s^k - h (A_t s^k + x), s^0 = 0, h = 1/lambda_max(A_t).
+    """GP2 (Fu et al. 2025; docs/claims.md#gp2): s^K of s^{k+1} = s^k - h (A_t s^k + x), s^0 = 0, h = 1/lambda_max(A_t).
 
     x [H, d] or [N, H, d]; ``step_size`` (scalar or [N]) defaults to gradient_descent_step_size, computed in
     float64 and then read as an exact number in every precision (so arb balls contain the exact iterate for
@@ -290,7 +290,7 @@ class BandingReport:
 
 def banding_report(gamma: Any, width: int, sigma_matrix: Any = None, t: Any = None, x: Any = None,
                    schedule: str | Schedule = "ou-half") -> BandingReport:
-    """GP3 report for Gamma banded at ``width`` (theory.md: RBF, t = 0.05, band 3 gave lambda_min 0.011, score error 1.39)."""
+    """GP3 report for Gamma banded at ``width`` (docs/claims.md#gp3's worked example: RBF, t = 0.05, band 3 gave lambda_min 0.011, score error 1.39)."""
     matrix = as_float64_array(gamma, "gamma")
     check_positive_semidefinite(matrix, "gamma")
     band = _band(matrix, _check_width(width))

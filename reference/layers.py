@@ -1,7 +1,7 @@
 """DiT building blocks in every precision: linear, norms, activations, embeddings, patchify.
 
 Each function follows the original DiT code (facebookresearch/DiT models.py) exactly,
-with every convention that real code varies exposed as a named keyword (conventions.md).
+with every convention that real code varies exposed as a named keyword (docs/conventions.md).
 Irrational constants (pi, sqrt(2/pi), ln(max_period)) are built with ``xp`` so that arb
 balls enclose the exact real result; decimal constants such as GELU's 0.044715 are the
 exact decimal (a ratio of integers), not its float64 rounding.

@@ -2,7 +2,7 @@
 
 Data x = B h with B [D, d0] orthonormal and h ~ sum_k w_k N(mu_k, S_k) in R^{d0}. Under
 x_t = alpha_t x + sigma_t z (any schedule of reference.schedules) the law of x_t is the
-full-rank mixture sum_k w_k N(alpha B mu_k, alpha^2 B S_k B^T + sigma^2 I_D) (theory.md sec. 6),
+full-rank mixture sum_k w_k N(alpha B mu_k, alpha^2 B S_k B^T + sigma^2 I_D) (docs/claims.md#ground-truth-gaussian-mixtures),
 and the latent law p^h_t of alpha h + sigma z is sum_k w_k N(alpha mu_k, alpha^2 S_k + sigma^2 I).
 
 Exactness and the basis. Inputs are read as exact binary numbers, and a float64 B is
@@ -304,7 +304,7 @@ def _latent_at(xp: Precision, mixture: LatentMixture, h: Any, t: Any, schedule: 
 
 @reference_function(arrays=("x",))
 def log_density(xp: Precision, mixture: LatentMixture, x: Any, t: Any, schedule: str | Schedule = "ou-half") -> Any:
-    """log p_t(x), p_t = sum_k w_k N(alpha_t B mu_k, alpha_t^2 B S_k B^T + sigma_t^2 I) (theory.md sec. 6); x [N, D], t scalar or [N]."""
+    """log p_t(x), p_t = sum_k w_k N(alpha_t B mu_k, alpha_t^2 B S_k B^T + sigma_t^2 I) (docs/claims.md#ground-truth-gaussian-mixtures); x [N, D], t scalar or [N]."""
     return _ambient_at(xp, mixture, x, t, schedule).log_density
 
 
@@ -330,7 +330,7 @@ def latent_score(xp: Precision, mixture: LatentMixture, h: Any, t: Any, schedule
 @reference_function(arrays=("x",))
 def ld1_decomposition(xp: Precision, mixture: LatentMixture, x: Any, t: Any,
                       schedule: str | Schedule = "ou-half") -> tuple[Any, Any]:
-    """LD1 (Hu et al. 2024, theory.md LD1): (B grad log p^h_t(B^T x), -(I - B B^T) x / sigma_t^2); their sum is the score."""
+    """LD1 (Hu et al. 2024, docs/claims.md#ld1): (B grad log p^h_t(B^T x), -(I - B B^T) x / sigma_t^2); their sum is the score."""
     _check_mixture(mixture)
     _check_points(x, mixture.ambient_dim)
     _, alpha, sigma2 = coefficients(xp, t, schedule, np.shape(x)[0])
@@ -343,7 +343,7 @@ def ld1_decomposition(xp: Precision, mixture: LatentMixture, x: Any, t: Any,
 
 @reference_function(arrays=("h",))
 def denoiser_q(xp: Precision, mixture: LatentMixture, h: Any, t: Any, schedule: str | Schedule = "ou-half") -> Any:
-    """LD2's q(h, t) = sigma_t^2 grad log p^h_t(h) + h (Hu et al. 2024, theory.md LD2): with f = q, ld2_score is the true score."""
+    """LD2's q(h, t) = sigma_t^2 grad log p^h_t(h) + h (Hu et al. 2024, docs/claims.md#ld2): with f = q, ld2_score is the true score."""
     terms = _latent_at(xp, mixture, h, t, schedule)
     _, _, sigma2 = coefficients(xp, t, schedule, np.shape(h)[0])
     return sigma2[:, None] * terms.score + h
@@ -389,7 +389,7 @@ def posterior_mean_x0_closed_form(xp: Precision, mixture: LatentMixture, x: Any,
 def diffuse(mixture: LatentMixture, t: float, schedule: str | Schedule = "ou-half") -> LatentMixture:
     """The law of alpha_t x + sigma_t z for a full-rank mixture (d0 = D): means alpha mu_k, covariances alpha^2 S_k + sigma^2 I.
 
-    theory.md sec. 6 (a Gaussian mixture stays one under the forward process). Float64 (rounded parameters).
+    docs/claims.md#ground-truth-gaussian-mixtures (a Gaussian mixture stays one under the forward process). Float64 (rounded parameters).
     With d0 < D the diffused law is full-rank in R^D and not of latent form: ShapeError.
     """
     _check_mixture(mixture)
@@ -429,7 +429,7 @@ def _check_labels(labels: Any, count: int, n_classes: int, *, allow_null: bool) 
 @reference_function(arrays=("x",))
 def conditional_score(xp: Precision, mixture: ConditionalMixture, x: Any, labels: Any, t: Any,
                       schedule: str | Schedule = "ou-half") -> Any:
-    """grad log p_t(x | y) per point; label NULL_LABEL gives the unconditional grad log p_t(x) (theory.md sec. 5)."""
+    """grad log p_t(x | y) per point; label NULL_LABEL gives the unconditional grad log p_t(x) (docs/claims.md#conditional-setting)."""
     _check_mixture(mixture, ConditionalMixture)
     _check_points(x, mixture.basis.shape[0])
     count = np.shape(x)[0]
@@ -549,7 +549,7 @@ def _check_time_grid(times: Any, schedule: str | Schedule) -> np.ndarray:
 
 def dsm_loss(score_fn: ScoreFunction, mixture: ConditionalMixture, times: Any, n: int, seed: int,
              schedule: str | Schedule = "ou-half", drop_probability: float = 0.5) -> MonteCarloEstimate:
-    """CF1 loss (Fu, Yang, Wang, Chen 2024; theory.md CF1) by Monte Carlo: E ||s(x_t, t, tau y) + (x_t - alpha_t x_0)/sigma_t^2||^2.
+    """CF1 loss (Fu, Yang, Wang, Chen 2024; docs/claims.md#cf1) by Monte Carlo: E ||s(x_t, t, tau y) + (x_t - alpha_t x_0)/sigma_t^2||^2.
 
     Draws: t uniform on the grid ``times``; y ~ class_probabilities; x_0 ~ p(. | y); z ~ N(0, I);
     x_t = alpha_t x_0 + sigma_t z; tau y = NULL_LABEL with probability ``drop_probability``.
@@ -634,7 +634,7 @@ class CF2Terms(NamedTuple):
 def cf2_smoothing(alpha: float, sigma2: float, c2: float) -> tuple[float, float]:
     """(kappa, v) of CF2's Gaussian smoothing (Fu, Yang, Wang, Chen 2024, arXiv 2403.11968): centre kappa x, variance v I.
 
-    kappa = alpha/(alpha^2 + C2 sigma^2), v = sigma^2/(alpha^2 + C2 sigma^2). Derivation (checked here; theory.md
+    kappa = alpha/(alpha^2 + C2 sigma^2), v = sigma^2/(alpha^2 + C2 sigma^2). Derivation (checked here; docs/claims.md#cf2
     marks the formula "verify"): p_t(x) = int p(u) N(x; alpha u, sigma^2 I) du with p(u) = e^(-C2|u|^2/2) f(u).
     The exponent in u, -C2|u|^2/2 - |x - alpha u|^2/(2 sigma^2), has precision a = (alpha^2 + C2 sigma^2)/sigma^2
     = 1/v and mean alpha x/(sigma^2 a) = kappa x; completing the square leaves
@@ -704,7 +704,7 @@ def _component_integral(log_weight: float, mean: np.ndarray, precision: np.ndarr
 def cf2_decomposition(mixture: LatentMixture, x: Any, t: float, c2: float, schedule: str | Schedule = "ou-half", *,
                       nodes: int = 24, panels_per_sd: float = 0.25,
                       smoothing: Callable[[float, float, float], tuple[float, float]] = cf2_smoothing) -> CF2Terms:
-    """CF2 (Fu, Yang, Wang, Chen 2024; theory.md CF2) for p = a full-rank Gaussian mixture in R^d, d in {1, 2}.
+    """CF2 (Fu, Yang, Wang, Chen 2024; docs/claims.md#cf2) for p = a full-rank Gaussian mixture in R^d, d in {1, 2}.
 
     Writes p(u) = e^(-C2 |u|^2/2) f(u) (requires 0 < C2 < 1/lambda_max(S_k): f then decays) and returns
     -C2 x/(alpha^2 + C2 sigma^2) and grad h/h = (kappa/v)(E[u f]/E[f] - kappa x), u ~ N(kappa x, v I),

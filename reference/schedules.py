@@ -1,6 +1,6 @@
 """Forward diffusion schedules x_t = alpha_t x_0 + sigma_t z and prediction conversions.
 
-Schedules (conventions.md, "Diffusion schedules"):
+Schedules (docs/conventions.md#diffusion-schedules):
 
 * ``ou-half``: dX = -X/2 dt + dW; alpha_t = exp(-t/2), sigma_t^2 = 1 - exp(-t), t >= 0 (Hu et al.; Fu et al.).
 * ``ou-unit``: dX = -X dt + sqrt(2) dB; alpha_t = exp(-t), sigma_t^2 = 1 - exp(-2t), t >= 0 (RTK paper).
@@ -128,7 +128,7 @@ def sigma(xp: Precision, t: Any, schedule: str | Schedule = "ou-half") -> Any:
 @reference_function(arrays=("prediction", "x", "t"))
 def convert_prediction(xp: Precision, prediction: Any, x: Any, t: Any, source: str, target: str,
                        schedule: str | Schedule = "ou-half") -> Any:
-    """Convert a model output between parameterisations at (x_t, t) (conventions.md).
+    """Convert a model output between parameterisations at (x_t, t) (docs/conventions.md#parameterisations).
 
     eps: the noise z; x0: (x - sigma eps)/alpha; v: alpha eps - sigma x0 (Salimans & Ho 2022);
     score: -eps/sigma. ``t`` broadcasts against ``x`` (pass shape [N, 1, ...] for per-sample t).

@@ -42,15 +42,15 @@ def test_taylor_planted_kind_swap_is_caught() -> None:
         claim="AS3")
 
 
-def test_indicative_degree_table_of_theory_md() -> None:
-    """theory.md's AS3 table, R <= 4: our certified Chebyshev degrees equal it (R = 8 too: the audit test)."""
+def test_indicative_degree_table_of_as3() -> None:
+    """The AS3 table of docs/claims.md#as3, R <= 4: our certified Chebyshev degrees equal it (R = 8 too: the audit test)."""
     rows = indicative_degree_table(max_radius=4.0)
     assert [(r, e, ours) for r, e, ours, _ in rows] == [(r, e, theirs) for r, e, _, theirs in rows]
 
 
 @pytest.mark.audit
 def test_indicative_degree_table_all_radii_and_kinds() -> None:
-    """All of theory.md's AS3 table (R = 8 included); minimax never needs more, Taylor never less."""
+    """All of the AS3 table of docs/claims.md#as3 (R = 8 included); minimax never needs more, Taylor never less."""
     rows = indicative_degree_table()
     assert [ours for _, _, ours, _ in rows] == [theirs for _, _, _, theirs in rows]
     for (_, _, minimax, _), (_, _, chebyshev, _), (_, _, taylor, _) in zip(

@@ -105,7 +105,7 @@ def test_log_density_matches_dense_gaussian_mixture(case: MixtureCase) -> None:
        seeds())
 def test_diffusion_semigroup_for_full_rank_mixtures(spec: MixtureSpec, first: tuple[str, float], extra: float,
                                                      seed: int) -> None:
-    """theory.md sec. 6: a mixture stays a mixture; OU diffusion for t1 then t2 is diffusion for t1 + t2."""
+    """docs/claims.md#ground-truth-gaussian-mixtures: a mixture stays a mixture; OU diffusion for t1 then t2 is diffusion for t1 + t2."""
     schedule, t1 = first
     latent = spec.build()
     full = LatentMixture(np.eye(spec.latent), latent.weights, latent.means, latent.covariances)

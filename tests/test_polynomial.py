@@ -130,7 +130,7 @@ def test_feature_rank_planted_dropped_monomial_is_caught() -> None:
 
 
 def test_monomial_layout_matches_theory_ranks_and_multinomials() -> None:
-    # theory.md AS4: d = 4 gives ranks 5, 15, 35, 70, 126, 210 for g = 1..6
+    # docs/claims.md#as4: d = 4 gives ranks 5, 15, 35, 70, 126, 210 for g = 1..6
     assert [monomial_layout(4, g).rank for g in range(1, 7)] == [5, 15, 35, 70, 126, 210]
     layout = monomial_layout(3, 3)
     # multinomial weights of degree j sum to D^j (the number of ordered index tuples)

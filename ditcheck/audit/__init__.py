@@ -1,6 +1,6 @@
-"""``ditcheck audit``: every theory.md claim, checked on the worst inputs a search can find.
+"""``ditcheck audit``: every claim of docs/claims.md, checked on the worst inputs a search can find.
 
-REGISTRY maps each claim id to its ``Claim`` (ordered as in theory.md); ``run_claim`` audits one;
+REGISTRY maps each claim id to its ``Claim`` (ordered as in docs/claims.md); ``run_claim`` audits one;
 ``ditcheck.audit.cli`` runs a selection in worker processes and writes the report folder.
 """
 
@@ -12,7 +12,7 @@ from .run import ClaimResult, RateFit, fit_rate, reproducer, run_claim
 __all__ = ["REGISTRY", "THEORY_ORDER", "Claim", "ClaimResult", "RateFit", "Kind", "Mode", "KINDS", "MODES",
            "budget", "fit_rate", "reproducer", "run_claim", "registry"]
 
-#: theory.md's claim ids in its order (sections 1-6).
+#: The claim ids of docs/claims.md in its order.
 THEORY_ORDER: tuple[str, ...] = (
     "LD1", "LD2", "LD3", "LD4", "LD5", "LD6", "LD7", "LD8",
     "AS1", "AS2", "AS3", "AS4", "AS5", "AS6", "AS7",
@@ -26,7 +26,7 @@ _MODULES = ("claims_attention", "claims_diffusion", "claims_samplers", "claims_g
 
 
 def registry() -> dict[str, Claim]:
-    """Every registered claim by id, in theory.md order (each area's module is imported on first use)."""
+    """Every registered claim by id, in docs/claims.md order (each area's module is imported on first use)."""
     import importlib
 
     claims: dict[str, Claim] = {}
@@ -43,7 +43,7 @@ def registry() -> dict[str, Claim]:
             claims[claim.id] = claim
     unknown = set(claims) - set(THEORY_ORDER)
     if unknown:
-        raise ValueError(f"claims {sorted(unknown)} are not theory.md ids")
+        raise ValueError(f"claims {sorted(unknown)} are not claim ids of docs/claims.md")
     return {cid: claims[cid] for cid in THEORY_ORDER if cid in claims}
 
 

@@ -1,4 +1,4 @@
-"""Registry entries for fast attention and its gradients: LD6-LD8, AS1-AS7, PF1 (theory.md sections 1-3)."""
+"""Registry entries for fast attention and its gradients: LD6-LD8, AS1-AS7, PF1 (docs/claims.md, latent DiTs, fast and random-feature attention)."""
 
 from __future__ import annotations
 
@@ -216,7 +216,7 @@ AS3 = Claim(
           "refused); R > log(1/eps) (6.9 at 1e-3, 2.3 at 1e-1) is where the R term dominates. Tolerance 0.15: "
           "Theta(R) fixes exponent 1 only asymptotically; g ~ a R + b with b of order log(1/eps) has local log-log "
           "slope 1 - b/(a R + b), and 0.15 allows b up to 15% of g over the fitted range (a wrong rate such as "
-          "sqrt(R), R^2 or a constant degree is far outside). theory.md's indicative table (R = 0.25, 1, 4, 8 at "
+          "sqrt(R), R^2 or a constant degree is far outside). The indicative table of docs/claims.md#as3 (R = 0.25, 1, 4, 8 at "
           "eps 1e-3 and 1e-6: 2/4, 5/7, 11/15, 20/24) is reproduced exactly by bounds.minimal_degree "
           "(tests/test_bounds.py::test_indicative_degree_table_*); it lies mostly in the log(1/eps) regime, so it "
           "is not fitted here.",
@@ -224,7 +224,7 @@ AS3 = Claim(
 
 
 def _as4_grid(mode: Mode) -> list[fast_attention.RankCase]:
-    """theory.md's d = 4, g = 1..6 (5, 15, 35, 70, 126, 210), d = 1 at high degree, d = 8 at low degree."""
+    """docs/claims.md#as4's d = 4, g = 1..6 (5, 15, 35, 70, 126, 210), d = 1 at high degree, d = 8 at low degree."""
     cases = [fast_attention.RankCase(4, degree, degree) for degree in range(1, 7)]
     cases += [fast_attention.RankCase(1, 20, 0, 4.0, "taylor"), fast_attention.RankCase(2, 20, 1, 4.0),
               fast_attention.RankCase(8, 3, 2, 0.0625, "taylor", 0.25)]

@@ -1,4 +1,4 @@
-"""Registry entries for latent DiTs and conditional diffusion: LD1-LD5, CF1-CF4 (theory.md sections 1 and 5).
+"""Registry entries for latent DiTs and conditional diffusion: LD1-LD5, CF1-CF4 (docs/claims.md, latent DiTs and conditional diffusion).
 
 Sources: Hu, Wu, Li, Song, Liu, "On statistical rates and provably efficient criteria of latent diffusion
 transformers (DiTs)", NeurIPS 2024 (arXiv 2407.01079); Fu, Yang, Wang, Chen, "Unveil conditional diffusion
@@ -179,7 +179,7 @@ LD5 = Claim(
     id="LD5",
     statement="Discretised orthogonal reverse SDE dy = (1/2 - 1/sigma^2(T - k mu)) y dt + dB from N(0, I): final "
               "variance v <= e (T0 + mu) for T > 1, T0 + mu <= 1",
-    source=f"{HU}, Lemma on the orthogonal component (theory.md LD5)",
+    source=f"{HU}, Lemma on the orthogonal component (docs/claims.md#ld5)",
     kind="bound",
     bound="ditcheck.bounds.ld5_bound",
     measure=smp.measure_ld5_bound,
@@ -272,7 +272,7 @@ CF2 = Claim(
           "0 < C2 < 1/lambda_max(S_k). grad h/h = (alpha/sigma^2)(E[u f]/E[f] - centre) by composite "
           "Gauss-Legendre quadrature (reference.mixtures.cf2_decomposition, independent of the closed-form "
           "score); its error is estimated by halving the panels. The formula was derived by completing the "
-          "square (see reference.mixtures.cf2_smoothing): the (verify) mark in theory.md is resolved as correct.",
+          "square (see reference.mixtures.cf2_smoothing): the source formula's (verify) mark is resolved as correct (docs/claims.md#cf2).",
 )
 
 

@@ -1,4 +1,4 @@
-"""Registry entries for Gaussian-process sequence data and random-feature attention: RF1 (theory.md section 3;
+"""Registry entries for Gaussian-process sequence data and random-feature attention: RF1 (docs/claims.md#rf1;
 Fu, Guo, Bai, Mei 2023, arXiv 2307.11353) and GP1-GP4 (section 4; Fu, Dou, Guo, Wang, Chen, ICLR 2025, arXiv 2407.16134)."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ RF1 = Claim(
     statement="random-feature attention sum_m (1/N) sum_i exp(<x0, W_m x_i>) <v_m, x_i>, W_m = W0 + s G_m: the "
               "finite-head Gram converges to the infinite-head kernel K(X, X') = (1/N^2) sum_ij exp(<W0, C_ij> + "
               "s^2 ||C_ij||_F^2 / 2) <x_i, x'_j> at rate M^-1/2; the output is invariant to permuting keys",
-    source=f"{RF_SOURCE} (theory.md RF1, marked verify)",
+    source=f"{RF_SOURCE} (docs/claims.md#rf1, marked verify)",
     kind="rate",
     bound=f"exponent {RF.RF1_EXPONENT} ('equal', tolerance {RF.RF1_TOLERANCE})",
     rates=_rf1_rates,
@@ -47,7 +47,7 @@ RF1 = Claim(
           "rf1_kernel), 4 sequences of 4 keys on the unit sphere in R^4, s = 0.5, W0 = 0 and W0 = I; every M gets the "
           "same total number of heads (max(4, budget / M) draws), so every point is equally precise. The exponent is "
           "exactly -1/2 in expectation (an average of M i.i.d. unbiased heads); the tolerance 0.05 covers the "
-          "square-root bias at the largest M only. The kernel formula itself (checked against theory.md's formula "
+          "square-root bias at the largest M only. The kernel formula itself (checked against docs/claims.md#rf1's formula "
           "written literally, C_ij as d x d matrices, and against a 16384-head Monte Carlo within 7 standard "
           "errors) and the key-permutation invariance of the layer and of the kernel are exact properties run by "
           "tests/test_random_feature_layer.py (check_rf1_kernel_formula, check_rf1_monte_carlo, "
@@ -69,7 +69,7 @@ GP1 = Claim(
     id="GP1",
     statement="grad log p_t(x) = -(alpha_t^2 Gamma (x) Sigma + sigma_t^2 I)^-1 x (OU-half), computed through the "
               "eigendecompositions of Gamma and Sigma, equals the dense solve",
-    source=f"{GP_SOURCE} (theory.md GP1)",
+    source=f"{GP_SOURCE} (docs/claims.md#gp1)",
     kind="exact",
     bound="16 n u kappa(A_t) (two backward-stable solvers, n = H d)",
     measure=measure_gp1,
@@ -97,7 +97,7 @@ GP2 = Claim(
     id="GP2",
     statement="s^{k+1} = s^k - h (A_t s^k + x), h = 1/lambda_max, s^0 = 0, built as an unrolled transformer (attention "
               "weights gamma(i, j)): ||s^K - s*|| / ||s*|| <= (1 - 1/kappa_t)^K (+ rounding floor)",
-    source=f"{GP_SOURCE}, unrolled gradient descent (theory.md GP2)",
+    source=f"{GP_SOURCE}, unrolled gradient descent (docs/claims.md#gp2)",
     kind="bound",
     bound="ditcheck.bounds.gp2_rate + gp2_rounding_floor (kappa from gp2_condition_upper)",
     measure=GP.measure_gp2_unrolled,
@@ -127,16 +127,16 @@ GP3 = Claim(
     id="GP3",
     statement="keeping only |i - j| <= w of Gamma: the error depends on the decay class; banding can destroy "
               "positive-definiteness (RBF, t = 0.05, band 3 gave lambda_min 0.011 and relative score error 1.39)",
-    source=f"{GP_SOURCE} (theory.md GP3)",
+    source=f"{GP_SOURCE} (docs/claims.md#gp3)",
     kind="empirical",
     bound="reproduced: banded RBF Gamma_w provably indefinite, and some class's banded score error exceeds its kernel "
           "truncation error (or its banded A_t is indefinite)",
     observe=_gp3_observe,
     notes=f"H = {GP.GP3_FRAMES}, Sigma = I_2, w = {GP.GP3_WIDTH}, t = {GP.GP3_TIME} (OU-half), the decay classes of "
           "ditcheck.gp.training.DECAY_CLASSES (exponential l = 2, squared-exponential l = 2, polynomial nu = 1.5) and "
-          "theory.md's example, which A_t's lambda_min 0.0117 identifies as the squared-exponential kernel with l = "
+          "the worked example of docs/claims.md#gp3, which A_t's lambda_min 0.0117 identifies as the squared-exponential kernel with l = "
           "1.5 (its 'lambda_min 0.011' is that of the banded A_t; the banded Gamma's is -0.039). Its score error "
-          "depends on the draws: 0.42 over 16 sequences here against theory.md's 1.39 (x unstated). The class whose "
+          "depends on the draws: 0.42 over 16 sequences here against the example's 1.39 (x unstated). The class whose "
           "band loses positive-definiteness is the squared-exponential, the one with the fastest decay in the lag but "
           "the smoothest spectrum; the polynomial kernel (slowest decay) stays PD and its banded score error is "
           "below its kernel truncation error. Score error = nan where the banded A_t is indefinite (no banded score "

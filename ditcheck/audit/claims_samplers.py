@@ -39,7 +39,7 @@ RT1 = Claim(
     statement="with the score L-Lipschitz, g is (c - L)-strongly convex and (c + L)-smooth, c = 1/(e^(2 eta) - 1); "
               "at eta = 1/2 ln(1 + 1/(2L)), c = 2L and the condition number is <= 3. Checked through the identity it "
               "rests on: hess g = c I - hess log p_s (the band and the condition number follow by Weyl)",
-    source=f"{SOURCE}, Lemma 3.1 (theory.md RT1)",
+    source=f"{SOURCE}, Lemma 3.1 (docs/claims.md#rt1)",
     kind="exact",
     bound="properties.samplers.rt1_identity_allowance (a-priori float64 bound on the identity gap) and "
           "rt1_coupling_allowance (on |c/2L - 1|)",

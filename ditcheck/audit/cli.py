@@ -1,4 +1,4 @@
-"""Audit every theory.md claim on the built-in reference and torch implementation: worst-case searches for bounds,
+"""Audit every claim of docs/claims.md on the built-in reference and torch implementation: worst-case searches for bounds,
 fitted exponents for rates, verdicts, and a report folder (report.json, report.md, PNG plots).
 
 Modes: --quick (about 25 s on 2 cores), the default (about 4 minutes), --thorough (about 20 minutes).
@@ -27,7 +27,7 @@ from .run import expected_steps, run_claim
 
 __all__ = ["HELP", "add_arguments", "run", "audit", "select_claims"]
 
-HELP = "audit every theory.md claim: worst-case bound tightness, fitted rates, verdicts, report folder"
+HELP = "audit every claim of docs/claims.md: worst-case bound tightness, fitted rates, verdicts, report folder"
 
 
 def select_claims(spec: str | None, claims: dict[str, Claim]) -> list[Claim]:
@@ -55,7 +55,7 @@ def _run_in_worker(claim_id: str, mode: Mode, seed: int, messages: Any) -> Claim
 
 def audit(claims: Sequence[Claim], mode: Mode, seed: int, workers: int = 1,
           progress: Callable[[str, int], None] = lambda claim_id, n: None) -> list[ClaimResult]:
-    """Run ``claims`` and return their results in theory.md order.
+    """Run ``claims`` and return their results in docs/claims.md order.
 
     With ``workers`` > 1 claims run in spawned processes (registered claims only: each worker looks its claim up
     in the registry); with 1 they run here, so modified Claim objects (planted bounds in tests) work too.

@@ -1,4 +1,4 @@
-"""The claim registry: one ``Claim`` per theory.md id, each with what the audit needs to check it."""
+"""The claim registry: one ``Claim`` per claim id of docs/claims.md, each with what the audit needs to check it."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def budget(quick: int, default: int, thorough: int) -> dict[Mode, int]:
 
 @dataclass(frozen=True)
 class Claim:
-    """A theory.md claim as the audit runs it.
+    """A claim of docs/claims.md as the audit runs it.
 
     kind "exact" / "bound": ``measure(case) -> Measurement`` over ``grid(mode)`` (fixed cases) and a
     Hypothesis search of ``strategy`` for ``examples[mode]`` inputs, maximising observed/limit.

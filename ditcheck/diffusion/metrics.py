@@ -292,7 +292,7 @@ def mmd(x: Any, y: Any, *, bandwidth: float | None = None) -> float:
 
 
 def subspace_error(x: torch.Tensor, basis: Any) -> torch.Tensor:
-    """LD5 (Hu et al. 2024; theory.md LD5): ||(I - B B^T) x|| for each row of x [N, D], B [D, d0] orthonormal."""
+    """LD5 (Hu et al. 2024; docs/claims.md#ld5): ||(I - B B^T) x|| for each row of x [N, D], B [D, d0] orthonormal."""
     b_np = np.array(basis, dtype=np.float64)
     check_orthonormal(b_np, "basis")
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != b_np.shape[0]:

@@ -14,7 +14,7 @@ numbers of batched calls (one call = one network evaluation, NFE), ``score_rows`
 * :class:`GaussianOracle`: N(m, S) diffused to N(alpha m, alpha^2 S + sigma^2 I); :func:`gp_oracle` builds
   one for Gaussian-process sequences vec(x) ~ N(0, Gamma (x) Sigma) (reference.gp; GP1).
 * :class:`ModelOracle`: any user callable ``model(x, t) -> prediction`` whose parameterisation is stated
-  (``"eps"``, ``"x0"``, ``"v"`` or ``"score"``), converted with the schedule (conventions.md):
+  (``"eps"``, ``"x0"``, ``"v"`` or ``"score"``), converted with the schedule (docs/conventions.md#parameterisations):
   score = -eps / sigma_t, eps = (x - alpha_t x0)/sigma_t, eps = alpha_t v + sigma_t x. It has no energy.
 
 Schedules are the continuous ones of reference.schedules ("ou-half", "ou-unit", "vp-linear"), all
@@ -317,7 +317,7 @@ Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class ModelOracle(Oracle):
     """A user model ``model(x [N, dim], t [N]) -> prediction [N, dim]`` in the stated parameterisation, as a score oracle.
 
-    ``parameterisation`` is one of "eps", "x0", "v", "score" (conventions.md; v = alpha eps - sigma x0);
+    ``parameterisation`` is one of "eps", "x0", "v", "score" (docs/conventions.md#parameterisations; v = alpha eps - sigma x0);
     ``time_map`` converts the sampler's time to the model's own time input (e.g. t -> 1000 t / T_max);
     the identity by default. Scores only: RTK-MALA then needs ``energy_nodes`` (samplers.RTKPotential line integrals).
     """

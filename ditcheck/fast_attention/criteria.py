@@ -1,4 +1,4 @@
-"""``ditcheck criteria``: the LD6 efficiency criterion (theory.md LD6; Hu et al. 2024 after Alman & Song 2023) per attention layer.
+"""``ditcheck criteria``: the LD6 efficiency criterion (docs/claims.md#ld6; Hu et al. 2024 after Alman & Song 2023) per attention layer.
 
 LD6 says inference takes L^(1+o(1)) time when the max entries of W_K A, W_Q A and W_OV A are
 o(sqrt(log L)), and that at Theta(sqrt(log L)) no truly subquadratic algorithm exists (SETH).

@@ -10,7 +10,7 @@ exp(x.y) (PF1), and softmax attention becomes linear in L:
 The rows of W are drawn in blocks of D mutually orthogonal directions with chi_D-distributed
 lengths (the "orthogonal random features" of the paper), which keeps each row N(0, I_D)
 and lowers the variance. Its relative error decays like m^-1/2 while its variance grows
-like exp(|q + k|^2): measure it as a function of the logit range (theory.md PF1).
+like exp(|q + k|^2): measure it as a function of the logit range (docs/claims.md#pf1).
 """
 
 from __future__ import annotations

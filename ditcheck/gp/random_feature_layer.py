@@ -8,7 +8,7 @@ W_m = W0 + s G_m (G_m with iid N(0, 1) entries) and trainable value vectors v_m 
 
 (The paper's exp is unnormalised attention; with a softmax the weights would not factor into heads this way.)
 
-Infinite-head kernel (theory.md RF1 "verify"; derived here): <x0, W x_i> = <W, x0 x_i^T>_F, so with
+Infinite-head kernel (docs/claims.md#rf1, source marked "verify"; derived here): <x0, W x_i> = <W, x0 x_i^T>_F, so with
 C_ij = x0 x_i^T + x0' x'_j^T and W = W0 + s G, E exp(<W, C>) = exp(<W0, C> + s^2 ||C||_F^2 / 2) (Gaussian
 moment generating function, <G, C> ~ N(0, ||C||_F^2)), and
 
@@ -88,7 +88,7 @@ def rf1_features(x0: Any, keys: Any, weights: Any) -> np.ndarray:
 
 
 def rf1_kernel(x0: Any, keys: Any, x0_other: Any, keys_other: Any, scale: float, mean: Any = None) -> np.ndarray:
-    """RF1 kernel (Fu et al. 2023; theory.md RF1): (1/N^2) sum_ij exp(<W0, C_ij> + s^2 ||C_ij||_F^2 / 2) <x_i, x'_j>.
+    """RF1 kernel (Fu et al. 2023; docs/claims.md#rf1): (1/N^2) sum_ij exp(<W0, C_ij> + s^2 ||C_ij||_F^2 / 2) <x_i, x'_j>.
 
     Returns the Gram matrix [B, B'] between the sequences (x0, keys) [B, d], [B, N, d] and (x0_other,
     keys_other) [B', d], [B', N', d]; W0 = ``mean`` (default 0), s = ``scale``.

@@ -174,7 +174,7 @@ def lag_profile(weights: Any) -> np.ndarray:
 
 
 def kernel_correlation(profile: Any, gamma_profile: Any) -> float:
-    """GP4 (Fu et al. 2025, sec. 5; theory.md GP4): Pearson correlation of attention-by-lag with gamma(lag)."""
+    """GP4 (Fu et al. 2025, sec. 5; docs/claims.md#gp4): Pearson correlation of attention-by-lag with gamma(lag)."""
     a, g = np.asarray(profile, dtype=np.float64), np.asarray(gamma_profile, dtype=np.float64)
     if a.shape != g.shape or a.ndim != 1 or a.size < 2:
         raise ShapeError("profile", f"a 1-D profile of the shape of gamma_profile {g.shape}", str(a.shape))

@@ -95,7 +95,7 @@ class TimestepEmbedder(nn.Module):
     def timestep_embedding(self, t: Tensor) -> Tensor:
         """freqs_i = exp(-ln(max_period) i/(half - shift)), args = time_scale t freqs; [cos, sin] if flip_sin_to_cos.
 
-        GLIDE / DiT at the defaults; diffusers' Timesteps with downscale_freq_shift=1 (conventions.md).
+        GLIDE / DiT at the defaults; diffusers' Timesteps with downscale_freq_shift=1 (docs/conventions.md#diffusers).
         """
         half = self.frequency_dim // 2
         dtype = self.mlp[0].weight.dtype

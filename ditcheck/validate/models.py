@@ -351,7 +351,7 @@ def _max_abs(a: np.ndarray) -> float:
 
 
 def knob_variants(config: DiTConfig) -> list[tuple[str, Any]]:
-    """Single changes of the convention knobs real DiT code varies (conventions.md), away from ``config``.
+    """Single changes of the convention knobs real DiT code varies (docs/conventions.md#dit-layout), away from ``config``.
 
     learn_sigma and mlp_ratio are not among them: they change parameter shapes and are read off the target.
     """
