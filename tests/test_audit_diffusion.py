@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -99,9 +100,56 @@ def test_ld5_planted_smaller_bound_is_violated() -> None:
     assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
 
 
-def test_ld5_measure_matches_check() -> None:
-    case = smp.LD5Case(6.0, 1e-4, 8)
-    assert smp.check_ld5_bound(case) == smp.measure_ld5_bound(case).ratio
+def _ld5_variance_mp(T: float, T0: float, steps: int) -> mpmath.mpf:  # noqa: N803
+    """LD5's final variance from its closed form, independently of the recursion code: Euler-Maruyama on
+    dy = (1/2 - 1/sigma^2(T - k mu)) y dt + dB gives y_K = prod_k a_k y_0 + sum_j sqrt(mu) xi_j prod_{k > j} a_k with
+    a_k = 1 + mu (1/2 - 1/sigma_k^2), sigma_k^2 = 1 - e^-(T - k mu) (Hu et al.'s sigma(t) is the variance), so
+    v_K = prod_k a_k^2 + mu sum_j prod_{k > j} a_k^2 (v_0 = 1); 50 digits."""
+    with mpmath.workdps(50):
+        mu = (mpmath.mpf(T) - mpmath.mpf(T0)) / steps
+        factors = [(1 + mu * (mpmath.mpf(1) / 2 - 1 / -mpmath.expm1(-(mpmath.mpf(T) - k * mu)))) ** 2
+                   for k in range(steps)]
+        total = mpmath.fprod(factors)
+        for j in range(steps):
+            total += mu * mpmath.fprod(factors[j + 1:])
+        return total
+
+
+@pytest.mark.parametrize("case", [smp.LD5Case(6.0, 1e-4, 8), smp.LD5Case(11.906, 1e-3, 12), smp.LD5Case(1.01, 0.98, 2)])
+def test_ld5_measure_equals_the_closed_form(case: smp.LD5Case) -> None:
+    """observed + the rounding allowance is the closed-form variance (to 1e-12); the limit is e (T0 + mu)."""
+    m = smp.measure_ld5_bound(case)
+    exact = float(_ld5_variance_mp(case.T, case.T0, case.steps))
+    assert m.observed + smp.LD5_ROUNDING * m.limit == pytest.approx(exact, rel=1e-12)
+    assert m.limit == pytest.approx(math.e * (case.T0 + case.mu), rel=1e-15)
+    one_step = (1 + case.mu * (0.5 - 1 / -math.expm1(-case.T))) ** 2 + case.mu  # K = 1 by hand
+    assert float(_ld5_variance_mp(case.T, case.T - case.mu, 1)) == pytest.approx(one_step, rel=1e-14)
+
+
+def sd_used_as_variance(T: float, T0: float, mu: float) -> float:  # noqa: N803
+    """Planted: the recursion with sigma_k = sqrt(1 - e^-t) where Hu et al.'s sigma^2(t) (the variance) belongs."""
+    v = 1.0
+    for k in range(round((T - T0) / mu)):
+        v = v * (1 + mu * (0.5 - 1 / math.sqrt(-math.expm1(-(T - k * mu))))) ** 2 + mu
+    return v
+
+
+def test_ld5_planted_sd_used_as_variance_is_violated() -> None:
+    claim = dataclasses.replace(_claim("LD5"), measure=functools.partial(smp.measure_ld5_bound,
+                                                                         variance=sd_used_as_variance))
+    result = run_claim(claim, "quick", 0)
+    assert result.verdict == "VIOLATED" and result.max_ratio > 10
+
+
+def test_ld1_planted_1e_minus_3_relative_score_error_is_violated() -> None:
+    """The latent part of LD1's decomposition 1e-3 too large (a 1e-3 relative error in the latent score)."""
+    def off(mixture, x, t, schedule="ou-half", **kwargs):
+        on, orth = mixtures.ld1_decomposition(mixture, x, t, schedule, **kwargs)
+        return np.asarray(on) * (1 + 1e-3), orth
+
+    claim = dataclasses.replace(_claim("LD1"), measure=functools.partial(dist.measure_ld1, decomposition=off))
+    result = run_claim(claim, "quick", 0)
+    assert result.verdict == "VIOLATED" and result.max_ratio > 1e3
 
 
 def test_cf1_planted_unmasked_optimal_score_is_violated() -> None:
@@ -159,6 +207,41 @@ def test_cf3_planted_variance_floor_is_inconsistent() -> None:
 
     claim = dataclasses.replace(_claim("CF3"), rates=functools.partial(claims_diffusion.cf3_rates, law=floor))
     assert run_claim(claim, "quick", 0).verdict == "inconsistent"
+
+
+def _variance_as_sd(t: float) -> tuple[float, float]:
+    """Planted: the OU-half variance 1 - e^-t used as the noise's standard deviation (Hu et al. write sigma for it)."""
+    return math.exp(-t / 2), -math.expm1(-t)
+
+
+def _root_of_sd(t: float) -> tuple[float, float]:
+    """Planted: the noise standard deviation's square root taken once more, (1 - e^-t)^(1/4)."""
+    return math.exp(-t / 2), (-math.expm1(-t)) ** 0.25
+
+
+@pytest.mark.parametrize("forward, slope", [(_variance_as_sd, 1.0), (_root_of_sd, 0.25)])
+def test_cf3_planted_wrong_noise_scale_shows_another_exponent(forward, slope) -> None:
+    """On the jump target TV ~ sigma: a wrong noise scale moves the exponent off 1/2 (the smooth targets cannot see it)."""
+    claim = dataclasses.replace(_claim("CF3"), rates=functools.partial(claims_diffusion.cf3_rates, forward=forward))
+    result = run_claim(claim, "quick", 0)
+    assert result.verdict == "inconsistent"
+    jump = result.fits[0]
+    assert "jump target" in jump.label and not jump.consistent and jump.exponent == pytest.approx(slope, abs=0.07)
+    assert all(f.consistent for f in result.fits[1:])  # the smooth targets pass either way
+
+
+def test_cf3_jump_target_attains_sqrt_t0() -> None:
+    """TV over its leading term sigma sum h_j / sqrt(2 pi) tends to 1 (0.3 Uniform[0, 0.5] + N(0, 1))."""
+    from ditcheck.properties import early_stopping
+
+    target = claims_diffusion.CF3_JUMP_TARGETS[1]
+    ratios = [early_stopping.early_stopping_tv(target, t) / early_stopping.jump_tv_leading_term(target, t)
+              for t in (1e-6, 1e-4)]
+    assert abs(ratios[0] - 1) < 0.01 and abs(ratios[0] - 1) < abs(ratios[1] - 1)
+    with pytest.raises(InvalidArgumentError, match="t0"):
+        early_stopping.early_stopping_tv(target, 0.0)
+    with pytest.raises(InvalidArgumentError, match="high"):
+        early_stopping.JumpTarget(0.5, 1.0, 1.0)
 
 
 def test_ld1_planted_zero_tolerance_is_violated() -> None:
