@@ -31,6 +31,8 @@ __all__ = [
     "error_profile",
     "check_favor_rate",
     "check_favor_error_estimate",
+    "VARIANCE_LAW_SPREADS",
+    "relative_variance_law",
 ]
 
 #: Feature counts m of the slope fit (16 .. 1024).
@@ -152,3 +154,44 @@ def check_favor_error_estimate(case: FavorCase, attention_fn: Callable[..., tupl
     ratio = math.sqrt(np.mean(errors) / np.mean(estimates)) if np.mean(estimates) > 0 else math.inf
     require(1 / factor <= ratio <= factor, "PF1", "FAVOR+ error estimate is off by more than the stated factor",
             ratio=ratio, factor=factor, case=case)
+
+
+#: PF1's variance law: ||q + k||^2 values (scale folded into q, k) at which the per-entry relative variance is measured.
+VARIANCE_LAW_SPREADS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+def relative_variance_law(spreads: Sequence[float] = VARIANCE_LAW_SPREADS, *, features: int = 64, repeats: int = 256,
+                          dim: int = 8, pairs: int = 4, seed: int = 0,
+                          feature_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """PF1's variance law, measured: (exp(s) - 1, m Var[A~_ij / A_ij]) per s = ||q + k||^2 in ``spreads``.
+
+    With m iid features w ~ N(0, I), one feature's estimate exp(w.(q + k) - (||q||^2 + ||k||^2)/2) has mean exp(q.k)
+    and second moment exp(2 q.k) exp(||q + k||^2), so m Var[A~/A] = exp(||q + k||^2) - 1 exactly (Choromanski et al.
+    2021, Lemma 2): a log-log slope 1 against exp(s) - 1, with coefficient 1. For each s, ``pairs`` random (q, k)
+    with ||q + k||^2 = s and ||q|| = ||k|| (q.k = (s - h^2)/4, h = ||q - k|| uniform in [0, 1)) are drawn; the variance is the mean
+    of (A~/A - 1)^2 over ``repeats`` independent draws of m iid features (the mean 1 is known: unbiased), averaged
+    over the pairs.
+    """
+    from ditcheck.fast_attention.random_features import positive_random_features, random_projection
+
+    feature_fn = positive_random_features if feature_fn is None else feature_fn
+    rng = np.random.default_rng(seed)
+    x, y = [], []
+    for index, spread in enumerate(spreads):
+        estimates = []
+        for pair in range(pairs):
+            # q + k = r u and q - k = h v with u orthogonal to v: ||q|| = ||k||, ||q + k||^2 = r^2 = s
+            u, v = np.linalg.qr(rng.standard_normal((dim, 2)))[0].T
+            half = rng.uniform(0.0, 1.0)
+            q = (math.sqrt(spread) * u + half * v) / 2
+            k = (math.sqrt(spread) * u - half * v) / 2
+            w = random_projection(features * repeats, dim, seed=(seed * 7919 + 31 * index + pair) % 2**63,
+                                  orthogonal=False).reshape(repeats, features, dim)
+            qt, kt = torch.tensor(q)[None, None], torch.tensor(k)[None, None]
+            approx = (feature_fn(qt, w) * feature_fn(kt, w)).sum(-1).reshape(-1)
+            ratio = approx / math.exp(float(q @ k))
+            estimates.append(float((features * (ratio - 1) ** 2).mean()))
+        x.append(math.expm1(spread))
+        y.append(float(np.mean(estimates)))
+    return np.array(x), np.array(y)

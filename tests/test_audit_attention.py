@@ -146,3 +146,22 @@ def test_pf1_planted_wrong_normalisation_is_inconsistent() -> None:
     planted = dataclasses.replace(registry()["PF1"], rates=lambda mode, seed: ca.pf1_series(
         mode, seed, feature_fn=biased))
     assert run_claim(planted, "quick", 0).verdict == "inconsistent"
+
+
+def test_pf1_variance_law_holds_and_a_1_3x_feature_scale_breaks_it() -> None:
+    """m Var[A~/A] = exp(||q + k||^2) - 1 for iid features; projections 1.3x too wide (a plausible mis-scaled N(0, s^2 I))
+    make the estimator biased and its variance grow faster: the law's fit is inconsistent."""
+    from ditcheck.properties import random_features
+
+    x, y = random_features.relative_variance_law(repeats=256)
+    assert all(0.8 < r < 1.25 for r in y / x)
+
+    def wide(inputs, projection):
+        return positive_random_features(inputs, 1.3 * projection)
+
+    law_x, law_y = random_features.relative_variance_law(repeats=256, feature_fn=wide)
+    assert min(law_y / law_x) > 1.5
+    planted = dataclasses.replace(registry()["PF1"], rates=lambda mode, seed: ca.pf1_series(
+        mode, seed, feature_fn=wide))
+    result = run_claim(planted, "quick", 0)
+    assert result.verdict == "inconsistent" and not result.fits[-1].consistent
