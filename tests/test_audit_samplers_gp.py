@@ -9,10 +9,11 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from ditcheck.diffusion import samplers
-from ditcheck.audit import registry, run_claim
+from ditcheck.audit import fit_rate, registry, run_claim
 from ditcheck.audit import claims_gp, claims_samplers
 from ditcheck.properties import gp as GP
 from ditcheck.properties import random_feature_layer as RF
@@ -138,7 +139,60 @@ def test_rt4_planted_sampler_costing_d4_evaluations_is_inconsistent() -> None:
     claim = dataclasses.replace(claims_samplers.RT4, rates=functools.partial(claims_samplers.rt4_series, run=costly))
     result = run_claim(claim, "quick", 0)
     assert result.verdict == "inconsistent"
-    assert not result.fits[0].consistent  # RTK-ULD, claimed at most d^1/2
+    assert not result.fits[-1].consistent  # RTK-MALA (sample-based), claimed at most d^2
+
+
+def _noise_off(relative: float, entry: int = 1):
+    """A ULD transition whose velocity (entry 1) or position (entry 0) noise variance is off by ``relative``."""
+    def transition(kappa, scale, step, friction):
+        a, q = P.uld_transition(kappa, scale, step, friction)
+        q = q.copy()
+        q[entry, entry] *= 1 + relative
+        return a, q
+    return transition
+
+
+def test_rt4_uld_exact_rates_and_a_1e_minus_3_noise_error_is_inconsistent() -> None:
+    """Correct: 1/tau* exponents 1 (in 1/eps) and 1/2 (in d). Var xi_v 1e-3 too large leaves a variance bias that no step
+    removes: small eps become unreachable, which contradicts RT4 outright (ERROR, the audit fails)."""
+    good = claims_samplers.rt4_uld_series("quick")
+    fits = [fit_rate(series) for series in good]
+    assert all(f.consistent for f in fits)
+    assert fits[0].exponent == pytest.approx(1.0, abs=0.05) and fits[1].exponent == pytest.approx(0.5, abs=0.1)
+    with pytest.raises(claims_samplers.RT4UnreachableError, match="never reaches"):
+        claims_samplers.rt4_uld_series("quick", _noise_off(1e-3))
+    claim = dataclasses.replace(claims_samplers.RT4, rates=lambda mode, seed: claims_samplers.rt4_uld_series(
+        mode, _noise_off(1e-3)))
+    result = run_claim(claim, "quick", 0)
+    assert result.verdict == "ERROR" and result.failed and "never reaches" in result.summary
+
+
+def test_rt4_uld_closed_form_matches_the_orthogonal_recursion_and_the_sampler() -> None:
+    """The closed form (A^K, Lyapunov) equals the step-by-step recursion at s0 = 0 and, at s0^2 = 0.25, the variance of
+    samplers.rtk_uld's output (chi-square over n d squared values: |z| <= 5, false alarm ~ 6e-7)."""
+    from ditcheck.diffusion.oracles import MixtureOracle
+    from ditcheck.properties import sampler_rates as rates
+    from ditcheck.reference.mixtures import gaussian_mixture
+
+    grid = samplers.time_grid(7.0, 0.02, 5, "log")
+    closed = rates.rtk_uld_gaussian_variance(grid, [1, 7, 40], 0.3, 1.0, 0.0)
+    stepwise = [P.rtk_uld_orthogonal_variance(grid, k, 0.3, 1.0, "ddpm") for k in (1, 7, 40)]
+    assert closed == pytest.approx(stepwise, rel=1e-12)
+    dim, n = 4, 20000
+    oracle = MixtureOracle(gaussian_mixture([1.0], np.zeros((1, dim)), 0.25 * np.eye(dim)[None]), "ou-unit")
+    generator = torch.Generator().manual_seed(5)
+    x = samplers.prior(oracle, n, generator=generator)
+    out = samplers.rtk_uld(oracle, x, grid, inner_steps=6, step_size=0.4, friction=1.0, init="ddpm",
+                           generator=generator).x
+    w = float(rates.rtk_uld_gaussian_variance(grid, 6, 0.4, 1.0, 0.25))
+    z = (float(out.pow(2).sum()) / w - n * dim) / math.sqrt(2 * n * dim)
+    assert abs(z) <= 5
+    wrong = float(rates.rtk_uld_gaussian_variance(grid, 6, 0.4, 1.0, 0.25, _noise_off(0.2)))
+    assert abs((float(out.pow(2).sum()) / wrong - n * dim) / math.sqrt(2 * n * dim)) > 5  # the test has power
+    tv = rates.isotropic_gaussian_tv(1.1, 1.0, 1)
+    crossing = math.sqrt(math.log(1.1) / (1 - 1 / 1.1))  # 1-D by hand: 2 (Phi(r) - Phi(r / sqrt(1.1)))
+    assert tv == pytest.approx(2 * (scipy.stats.norm.cdf(crossing) - scipy.stats.norm.cdf(crossing / math.sqrt(1.1))),
+                               rel=1e-12)
 
 
 def test_gp2_planted_too_fast_rate_is_violated() -> None:
