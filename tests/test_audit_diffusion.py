@@ -20,7 +20,7 @@ from ditcheck.reference import mixtures
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError
 from ditcheck.reference.schedules import sigma2 as schedule_sigma2
 
-IDS = ("LD1", "LD2", "LD3", "LD4", "LD5", "CF1", "CF2", "CF3", "CF4")
+IDS = ("LD1", "LD2", "LD3", "LD4", "LD5", "LD9", "CF1", "CF2", "CF3", "CF4")
 
 
 def test_registered_in_theory_order() -> None:
@@ -250,3 +250,36 @@ def test_ld1_planted_zero_tolerance_is_violated() -> None:
 
     claim = dataclasses.replace(_claim("LD1"), measure=functools.partial(dist.measure_ld1, tolerance=none))
     assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
+
+
+def _centred_pca(samples: np.ndarray, latent: int) -> np.ndarray:
+    """Planted: PCA of centred samples (the covariance) instead of the uncentred second moment: rank d0 - 1 at n = d0."""
+    left, _, _ = np.linalg.svd((samples - samples.mean(axis=0)).T, full_matrices=False)
+    return left[:, :latent]
+
+
+def _float32_svd(samples: np.ndarray, latent: int) -> np.ndarray:
+    """Planted: the SVD in float32 (errors ~1e-7, far beyond the float64 bound)."""
+    left, _, _ = np.linalg.svd(samples.T.astype(np.float32), full_matrices=False)
+    return left[:, :latent]
+
+
+@pytest.mark.parametrize("learn", [_centred_pca, _float32_svd])
+def test_ld9_planted_subspace_learners_are_violated(learn) -> None:
+    from ditcheck.properties import recovery
+
+    case = recovery.RecoveryCase(8, 3, 3, 1)
+    assert recovery.measure_subspace_recovery(case).ratio <= 1
+    assert recovery.measure_subspace_recovery(case, learn).ratio > 10
+    claim = dataclasses.replace(_claim("LD9"), measure=functools.partial(recovery.measure_subspace_recovery,
+                                                                         learn=learn))
+    assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
+
+
+def test_ld9_bad_cases_name_the_argument() -> None:
+    from ditcheck.properties import recovery
+
+    with pytest.raises(InvalidArgumentError, match="samples"):
+        recovery.RecoveryCase(8, 3, 2, 0)
+    with pytest.raises(InvalidArgumentError, match="latent"):
+        recovery.RecoveryCase(3, 4, 10, 0)

@@ -134,7 +134,7 @@ def _documents() -> list[Path]:
 
 def test_claims_md_documents_every_registered_claim() -> None:
     ids = list(registry())
-    assert len(ids) == 29
+    assert len(ids) == 30  # theory.md's 29 and LD9 (Hu et al.'s distribution recovery)
     assert missing_claims(CLAIMS.read_text(encoding="utf-8"), ids) == []
 
 
@@ -157,8 +157,8 @@ def test_every_claim_id_cited_in_code_is_documented() -> None:
 
 def test_a_cited_but_undocumented_id_is_caught(tmp_path: Path) -> None:
     planted = tmp_path / "module.py"
-    planted.write_text('"""LD9 (a claim nobody wrote down), AS2 and GP3 (documented)."""\n')
-    assert undocumented_claim_ids([planted], CLAIMS.read_text(encoding="utf-8")) == {"LD9": ["module.py"]}
+    planted.write_text('"""LD99 (a claim nobody wrote down), AS2 and GP3 (documented)."""\n')
+    assert undocumented_claim_ids([planted], CLAIMS.read_text(encoding="utf-8")) == {"LD99": ["module.py"]}
 
 
 # (c) no citation of a Markdown file (or heading) the project does not contain
@@ -175,7 +175,7 @@ def test_no_file_cites_a_markdown_file_the_project_does_not_contain() -> None:
 
 @pytest.mark.parametrize("planted", [
     "see " + "theory" + ".md LD5",                      # the team notes the project does not ship
-    "(Hu et al. 2024; docs/claims.md#ld9)",             # a file that exists, a heading that does not
+    "(Hu et al. 2024; docs/claims.md#ld99)",            # a file that exists, a heading that does not
     "Schedules (" + "conventions" + ".md)",             # a bare name that is not beside the citing file
     "[the claims](claims.md#as2)",                      # relative to the wrong directory (the root has none)
 ])

@@ -14,7 +14,7 @@ __all__ = ["REGISTRY", "THEORY_ORDER", "Claim", "ClaimResult", "RateFit", "Kind"
 
 #: The claim ids of docs/claims.md in its order.
 THEORY_ORDER: tuple[str, ...] = (
-    "LD1", "LD2", "LD3", "LD4", "LD5", "LD6", "LD7", "LD8",
+    "LD1", "LD2", "LD3", "LD4", "LD5", "LD6", "LD7", "LD8", "LD9",
     "AS1", "AS2", "AS3", "AS4", "AS5", "AS6", "AS7",
     "PF1", "RF1",
     "GP1", "GP2", "GP3", "GP4",

@@ -267,7 +267,7 @@ RT4 = Claim(
     id="RT4",
     statement="steps to reach TV eps: RTK-ULD O~(d^(1/2) eps^-1), RTK-MALA O(d^2 log(d/eps)); at matched score "
               "evaluations RTK samplers reach lower error than DDPM on Gaussian mixtures",
-    source=f"{SOURCE}, rates and experiments (theory.md RT4)",
+    source=f"{SOURCE}, rates and experiments (docs/claims.md#rt4)",
     kind="rate",
     bound="RTK-ULD (exact TV): step exponent at most 1 in 1/eps and at most 0.5 in d; RTK-MALA (proxy): NFE exponent "
           "in d at most 2",
