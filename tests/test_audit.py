@@ -201,3 +201,33 @@ def test_claim_requires_what_its_kind_needs() -> None:
     with pytest.raises(ValueError, match="kind must be one of"):
         Claim(id="AS2", statement="s", source="s", kind="lemma")  # type: ignore[arg-type]
     assert budget(1, 2, 3)["default"] == 2
+
+
+# --- bounds off by a factor 1.3: caught where the bound is attained, and said not to be where it is loose ----------
+
+def test_as2_bound_too_small_by_1_3_is_violated() -> None:
+    """AS2 is attained to 1.4% by the balanced input: a bound 1.3x too small (eps/(1-eps)/1.3) is VIOLATED."""
+    claim = dataclasses.replace(registry()["AS2"], measure=functools.partial(
+        fast_attention.measure_poly_attention_output, bound=lambda eps, v: bounds.as2_output_bound(eps, v) / 1.3))
+    result = run_claim(claim, "quick", 0)
+    assert result.verdict == "VIOLATED" and result.max_ratio > 1.2
+
+
+def test_gp2_rate_too_fast_by_1_3_is_violated() -> None:
+    """GP2's (1 - 1/kappa)^K is attained at K = 1: a contraction 1.3x too strong per step is VIOLATED."""
+    from ditcheck.properties import gp as GP
+
+    claim = dataclasses.replace(registry()["GP2"], measure=functools.partial(
+        GP.measure_gp2_unrolled, rate=lambda kappa, k: (1 - 1.3 / np.asarray(kappa)) ** k))
+    assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
+
+
+def test_ld5_bound_too_small_by_1_3_is_not_caught_because_the_bound_is_loose() -> None:
+    """LD5's worst observed/bound is 0.37 (the constant e could be about 1): e/1.3 is still a true bound, so the audit
+    must (and does) keep saying it holds; the looseness is what the verdict 'loose by 2.7x' reports."""
+    from ditcheck.properties import samplers as smp
+
+    claim = dataclasses.replace(registry()["LD5"], measure=functools.partial(
+        smp.measure_ld5_bound, bound=lambda T0, mu: bounds.ld5_bound(T0, mu) / 1.3))  # noqa: N803
+    result = run_claim(claim, "quick", 0)
+    assert not result.failed and 0.45 < result.max_ratio < 0.5

@@ -311,9 +311,26 @@ def test_rt3_catches_missing_cross_covariance():
     expect_caught(lambda c: P.check_rt3_uld_covariance(c, covariance=wrong), P.uld_cases(), claim="RT3")
 
 
+def _uld_lyapunov_reference(kappa: float, scale: float, step: float, friction: float) -> np.ndarray:
+    """The stationary covariance of the ULD chain on kappa z^2 / 2, built independently of the implementation: the
+    exact-OU step with the gradient frozen at the step's start, v' = e v - u k1 kappa z + xi_v,
+    z' = z + k1 v - u k2 kappa z + xi_z (e = e^(-gamma tau), k1 = int_0^tau e^(-gamma r) dr, k2 = int_0^tau k1(r) dr,
+    integrated here by mpmath quadrature), the noise covariance from the Van Loan block exponential (mpmath), and
+    S = A S A^T + Q solved by scipy's discrete Lyapunov solver."""
+    import mpmath
+    from scipy.linalg import solve_discrete_lyapunov
+
+    with mpmath.workdps(40):
+        k1 = float(mpmath.quad(lambda r: mpmath.exp(-friction * r), [0, step]))
+        k2 = float(mpmath.quad(lambda r: (1 - mpmath.exp(-friction * r)) / friction, [0, step]))
+    a = np.array([[1 - scale * k2 * kappa, k1], [-scale * k1 * kappa, math.exp(-friction * step)]])
+    return solve_discrete_lyapunov(a, P.uld_covariance_van_loan(friction, scale, step))
+
+
 def test_uld_stationary_on_gaussian():
-    """Exact-OU ULD on N(0, s^2 I) settles at the discrete chain's own stationary law (Lyapunov), not at N(0, s^2):
-    at u kappa = 1, gamma = 1, tau = 0.5 the z variance is 1.3245 s^2. 100000 squared values: 5 sd = 3%."""
+    """Exact-OU ULD on N(0, s^2 I) settles at the discrete chain's own stationary law (Lyapunov), not at N(0, s^2): the
+    implementation's uld_stationary_covariance equals the independently built Lyapunov solution (1.3245 s^2 for z at
+    u kappa = 1, gamma = 1, tau = 0.5), and the sampler's variances match it. 100000 squared values: 5 sd = 3%."""
     variances = torch.full((2,), 0.7, dtype=torch.float64)
     potential = P.GaussianPotential(variances)
     generator = torch.Generator().manual_seed(3)
@@ -321,7 +338,12 @@ def test_uld_stationary_on_gaussian():
     # spectral radius 0.835 per step: after 80 steps the start's offset has decayed by 6e-7
     z, v = samplers.uld(potential, z0, 80, 0.5, 1.0, 0.7, generator)
     exact = P.uld_stationary_covariance(1 / 0.7, 0.7, 0.5, 1.0)
-    assert exact[0, 0] / 0.7 == pytest.approx(1.3245, abs=1e-4)
+    reference = _uld_lyapunov_reference(1 / 0.7, 0.7, 0.5, 1.0)
+    assert exact == pytest.approx(reference, rel=1e-12)
+    assert reference[0, 0] / 0.7 == pytest.approx(1.3245, abs=1e-4)
+    for kappa, scale, step, friction in ((2.0, 0.5, 0.05, 1.0), (1.0, 0.3, 1.5, 3.0), (4.0, 0.1, 0.2, 0.2)):
+        assert P.uld_stationary_covariance(kappa, scale, step, friction) == pytest.approx(
+            _uld_lyapunov_reference(kappa, scale, step, friction), rel=1e-10)
     assert float(z.pow(2).mean()) / exact[0, 0] == pytest.approx(1.0, abs=0.03)
     assert float(v.pow(2).mean()) / exact[1, 1] == pytest.approx(1.0, abs=0.03)
 
