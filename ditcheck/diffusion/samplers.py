@@ -16,6 +16,8 @@ Schedules are variance preserving (oracles.TorchSchedule): x_t = alpha_t x_0 + s
 * :func:`pf_euler`, :func:`pf_heun`: the probability-flow ODE dx/dt = f(t) (x + grad log p_t) (Song et al. 2021,
   eq. 13, with g^2 = -2 f for a VP schedule); Heun is Karras et al. 2022, Alg. 1 (2 evaluations per step).
 * :func:`euler_maruyama`: the reverse SDE dx = f (x + 2 grad log p_t) dt + g dW in reverse time (LD5's sampler).
+* :func:`flow_euler`, :func:`flow_heun`, :func:`flow_sde`: flow matching (ditcheck.diffusion.flow oracles answer
+  velocity(x, t)); grids from :func:`flow_grid` run from t = 1 (noise) down to t_end >= 0.
 * :func:`rtk_mala`, :func:`rtk_uld`: reverse transition kernels (Huang et al. 2024, arXiv 2405.16387): each
   segment t -> s samples p(z | x) propto exp(-g(z)),
   g(z) = -log p_s(z) + ||x - a z||^2 / (2 (1 - a^2)), a = alpha_t / alpha_s (= e^-eta for OU-unit),
@@ -50,6 +52,7 @@ import torch
 from ditcheck.bounds import rt1_segment
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError
 
+from .flow import FlowOracle, velocity_to_score
 from .oracles import Oracle
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "ddpm", "ddim", "pf_euler", "pf_heun", "euler_maruyama", "rtk_mala", "rtk_uld", "SAMPLERS",
     "uld_noise_covariance", "ULD_SERIES_BELOW", "ULD_SERIES_TERMS", "uld_position_series",
     "PotentialState", "RTKPotential", "mala", "uld", "ula",
+    "flow_grid", "flow_euler", "flow_heun", "flow_sde", "FLOW_SAMPLERS",
 ]
 
 
@@ -511,4 +515,85 @@ def rtk_uld(oracle: Oracle, x: torch.Tensor, times: Any, *, inner_steps: int = 1
 SAMPLERS: dict[str, Callable[..., SampleResult]] = {
     "ddpm": ddpm, "ddim": ddim, "pf-euler": pf_euler, "pf-heun": pf_heun, "euler-maruyama": euler_maruyama,
     "rtk-mala": rtk_mala, "rtk-uld": rtk_uld,
+}
+
+
+# ----------------------------------------------------------------------------------------
+# Flow matching: the ODE dx/dt = v(x, t) from t = t_start (noise) down to t_end >= 0 (ditcheck.reference.flow)
+
+
+def flow_grid(steps: int, t_start: float = 1.0, t_end: float = 0.0) -> torch.Tensor:
+    """Uniform decreasing grid t_start = t_0 > ... > t_steps = t_end >= 0 for a flow sampler (t_end = 0 allowed)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InvalidArgumentError("steps", "a positive integer", repr(steps))
+    if not (math.isfinite(t_start) and math.isfinite(t_end) and 0 <= t_end < t_start):
+        raise InvalidArgumentError("t_end", f"0 <= t_end < t_start = {t_start!r}", repr(t_end))
+    return torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
+
+
+def _check_flow_inputs(oracle: FlowOracle, x: torch.Tensor, times: Any) -> torch.Tensor:
+    """The grid as float64; it may end at t = 0 (the velocity is never evaluated there)."""
+    if not isinstance(oracle, FlowOracle):
+        raise InvalidArgumentError("oracle", "a ditcheck.diffusion.flow.FlowOracle (a velocity oracle)",
+                                   type(oracle).__name__)
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != oracle.dim:
+        raise ShapeError("x", f"a tensor of shape [N, {oracle.dim}]", str(getattr(x, "shape", type(x))))
+    grid = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+    if grid.numel() < 2 or not bool(torch.all(grid[1:] < grid[:-1])):
+        raise InvalidArgumentError("times", "a strictly decreasing grid of at least 2 times", repr(grid.tolist()))
+    oracle.interpolant.check(grid, "times", allow_zero=True)
+    return grid
+
+
+def flow_euler(oracle: FlowOracle, x: torch.Tensor, times: Any, *,
+               generator: torch.Generator | None = None) -> SampleResult:
+    """Euler on the flow ODE: x_s = x_t + (s - t) v(x_t, t) (diffusers FlowMatchEulerDiscreteScheduler); 1 NFE per step."""
+    grid = _check_flow_inputs(oracle, x, times)
+    start = oracle.counts()
+    for t, s in zip(grid[:-1], grid[1:]):
+        x = x + (s - t).to(x.dtype) * oracle.velocity(x, t)
+    return _result(oracle, start, x)
+
+
+def flow_heun(oracle: FlowOracle, x: torch.Tensor, times: Any, *,
+              generator: torch.Generator | None = None) -> SampleResult:
+    """Heun (Karras et al. 2022, Alg. 1) on the flow ODE: 2 NFE per step, Euler on a last step to t = 0 (v undefined there)."""
+    grid = _check_flow_inputs(oracle, x, times)
+    start = oracle.counts()
+    for t, s in zip(grid[:-1], grid[1:]):
+        h = (s - t).to(x.dtype)
+        d_t = oracle.velocity(x, t)
+        guess = x + h * d_t
+        x = guess if float(s) == 0.0 else x + h * (d_t + oracle.velocity(guess, s)) / 2
+    return _result(oracle, start, x)
+
+
+def flow_sde(oracle: FlowOracle, x: torch.Tensor, times: Any, *, noise: float = 1.0,
+             generator: torch.Generator | None = None) -> SampleResult:
+    """Stochastic flow sampler: Euler-Maruyama of the reverse SDE dx = [v - (g_t^2 / 2) score] dt + g_t dW (t decreasing).
+
+    For any g the forward SDE dx = [v + (g^2/2) score] dt + g dW has the path's marginals p_t (its Fokker-Planck
+    equation reduces to the continuity equation of v); its time reversal is the SDE above (Albergo et al. 2023,
+    sec. 2.4; SiT). Here g_t^2 = 2 noise sigma_t^2, so (g^2/2) score = -noise sigma_t E[eps | x] stays bounded as
+    sigma_t -> 0; the score comes from the same velocity evaluation (velocity_to_score): 1 NFE per step.
+    ``noise = 0`` is flow_euler.
+    """
+    grid = _check_flow_inputs(oracle, x, times)
+    if not (math.isfinite(noise) and noise >= 0):
+        raise InvalidArgumentError("noise", "a non-negative finite diffusion scale", repr(noise))
+    gen = _generator(generator, x.device)
+    start = oracle.counts()
+    path = oracle.interpolant
+    for t, s in zip(grid[:-1], grid[1:]):
+        h = (t - s).to(x.dtype)
+        tt = t.to(dtype=x.dtype, device=x.device)
+        v = oracle.velocity(x, t)
+        g2 = 2 * noise * path.sigma2(tt)
+        drift = v - g2 / 2 * velocity_to_score(path, v, x, tt)
+        x = x - h * drift + torch.sqrt(g2 * h) * _normal(x, gen)
+    return _result(oracle, start, x)
+
+
+FLOW_SAMPLERS: dict[str, Callable[..., SampleResult]] = {
+    "flow-euler": flow_euler, "flow-heun": flow_heun, "flow-sde": flow_sde,
 }
