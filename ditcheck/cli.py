@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 from types import ModuleType
+
+from ditcheck.reference.errors import InvalidArgumentError
 
 from . import __version__
 
@@ -37,9 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_path(args: argparse.Namespace) -> str:
+    """``ditcheck validate dit``-style name of the command that ran, for its error line."""
+    path = ["ditcheck", args.command]
+    for sub in ("validate_target", "bench"):  # the dest of the commands' own sub-commands
+        if isinstance(getattr(args, sub, None), str):
+            path.append(getattr(args, sub))
+    return " ".join(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a typed error (bad input, a target that cannot be loaded) is one line on stderr, exit 2."""
     args = build_parser().parse_args(argv)
-    return int(_command(args.command).run(args))
+    try:
+        return int(_command(args.command).run(args))
+    except InvalidArgumentError as error:  # every ditcheck error type (LoadError, TargetError, ...) is one
+        print(f"{_command_path(args)}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

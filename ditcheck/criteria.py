@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import importlib.util
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,13 @@ import torch
 from torch import nn
 
 from ditcheck.fast_attention.criteria import analyse, print_criteria
+from ditcheck.loader import build, load
+from ditcheck.models.dit import DiT
+from ditcheck.reference.dit import DiTConfig, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError
 
-__all__ = ["HELP", "PRESETS", "preset_model", "load_user_model", "add_arguments", "run", "main"]
+__all__ = ["HELP", "PRESETS", "DEFAULT_TIME", "preset_model", "load_user_model", "derived_inputs", "add_arguments", "run",
+           "main"]
 
 HELP = ("LD6 efficiency criterion per attention layer: entries B of Q, K (scale folded in) vs sqrt(ln L), logit "
         "range R vs ln L, degree, rank, predicted speed-up")
@@ -41,9 +42,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_model(name: str, *, seed: int = 0, weight_scale: float = 1.0, input_size: int | None = None,
                  dtype: torch.dtype = torch.float32) -> nn.Module:
     """ditcheck.models.dit.DiT with a preset config and reference.dit.random_dit_params(config, seed, weight_scale)."""
-    from ditcheck.models.dit import DiT
-    from ditcheck.reference.dit import DiTConfig, random_dit_params
-
     if name not in PRESETS:
         raise InvalidArgumentError("config", f"one of {tuple(PRESETS)}", repr(name))
     options = dict(PRESETS[name])
@@ -54,31 +52,13 @@ def preset_model(name: str, *, seed: int = 0, weight_scale: float = 1.0, input_s
 
 
 def load_user_model(spec: str) -> Any:
-    """``MODULE:ATTR`` -> the attribute (MODULE a dotted name or a .py path); a zero-arg callable is called.
+    """``MODULE:ATTR`` -> an nn.Module, or a tuple (module, args) or (module, args, kwargs) giving its inputs.
 
-    The result is an nn.Module, or a tuple (module, args) or (module, args, kwargs) giving its inputs.
+    Loaded by :mod:`ditcheck.loader` (MODULE a dotted name or a .py path); a zero-argument factory is called.
+    Errors are :class:`ditcheck.loader.LoadError` naming the argument ``model``.
     """
-    module_name, sep, attribute = spec.rpartition(":")
-    if not sep or not module_name or not attribute:
-        raise InvalidArgumentError("model", "MODULE:ATTR (MODULE a dotted name or a .py path)", repr(spec))
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.is_file():
-            raise InvalidArgumentError("model", "an existing .py file before ':'", repr(module_name))
-        loader_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
-        sys.modules.setdefault(path.stem, module)
-        loader_spec.loader.exec_module(module)  # type: ignore[union-attr]
-    else:
-        module = importlib.import_module(module_name)
-    if not hasattr(module, attribute):
-        raise InvalidArgumentError("model", f"an attribute {attribute!r} of {module_name}", "no such attribute")
-    target = getattr(module, attribute)
-    if isinstance(target, nn.Module):
-        return target
-    if callable(target):
-        return target()
-    raise InvalidArgumentError("model", "an nn.Module or a zero-argument callable", type(target).__name__)
+    return build(load(spec, argument="model"), lambda o: isinstance(o, (nn.Module, tuple)),
+                 "an nn.Module or a tuple (module, args[, kwargs])", argument="model")
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -98,17 +78,54 @@ def _floating_dtype(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     return torch.float32, torch.device("cpu")
 
 
+#: The middle of the 1000-step DDPM range the DiT family is trained on (facebookresearch/DiT, diffusers).
+DEFAULT_TIME = 500.0
+
+
+def _config_value(model: nn.Module, *names: str) -> Any:
+    """The first of ``names`` set in the model's ``config`` (a diffusers FrozenDict or a dataclass), else None."""
+    config = getattr(model, "config", None)
+    for name in names:
+        value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def derived_inputs(model: nn.Module, batch: int) -> tuple[tuple[int, ...] | None, float, int | None]:
+    """(input shape, time, label) a DiT-like ``model`` can be called with, read from its ``config``.
+
+    The shape is (batch, in_channels, sample_size, sample_size) (diffusers) or ``input_size`` (ditcheck's DiT),
+    None when the config does not say; the time is half of ``num_train_timesteps`` when the config has it,
+    else :data:`DEFAULT_TIME`; the label is 0 for a class-conditional model (``num_embeds_ada_norm`` in
+    diffusers, ``num_classes`` in DiT), None otherwise.
+    """
+    channels = _config_value(model, "in_channels")
+    side = _config_value(model, "sample_size", "input_size")
+    shape = None
+    if isinstance(channels, int) and side is not None:
+        sides = (side, side) if isinstance(side, int) else tuple(side)
+        if len(sides) == 2 and all(isinstance(n, int) and n > 0 for n in sides):
+            shape = (batch, channels, *sides)
+    steps = _config_value(model, "num_train_timesteps")
+    time = float(steps) / 2 if isinstance(steps, (int, float)) and steps > 0 else DEFAULT_TIME
+    classes = _config_value(model, "num_embeds_ada_norm", "num_classes")
+    label = 0 if isinstance(classes, int) and classes > 0 else None
+    return shape, time, label
+
+
 def _inputs(args: argparse.Namespace) -> tuple[nn.Module, tuple[Any, ...], dict[str, Any], str]:
     """(model, args, kwargs, description) from the command line."""
     generator = torch.Generator().manual_seed(args.seed)
     if args.model is None:
+        time = DEFAULT_TIME if args.time is None else args.time
         model = preset_model(args.config, seed=args.seed, weight_scale=args.weight_scale, input_size=args.input_size)
         config = model.config
         x = torch.randn(args.batch, config.in_channels, *config.latent_size, generator=generator)
-        t = torch.full((args.batch,), args.time)
+        t = torch.full((args.batch,), time)
         y = torch.randint(0, config.num_classes, (args.batch,), generator=generator) if config.num_classes else None
         description = (f"{args.config} (ditcheck.models.dit.DiT, random weights: seed {args.seed}, scale "
-                       f"{args.weight_scale:g}), {config.num_tokens} tokens, batch {args.batch}, t = {args.time:g}")
+                       f"{args.weight_scale:g}), {config.num_tokens} tokens, batch {args.batch}, t = {time:g}")
         return model, (x, t, y), {}, description
     loaded = load_user_model(args.model)
     if isinstance(loaded, tuple):
@@ -116,19 +133,22 @@ def _inputs(args: argparse.Namespace) -> tuple[nn.Module, tuple[Any, ...], dict[
             raise InvalidArgumentError("model", "a callable returning a module or (module, args[, kwargs])",
                                        f"a tuple of {len(loaded)}")
         return loaded[0], tuple(loaded[1]), dict(loaded[2]) if len(loaded) == 3 else {}, args.model
-    if not isinstance(loaded, nn.Module):
-        raise InvalidArgumentError("model", "an nn.Module (or a callable returning one)", type(loaded).__name__)
-    if args.input_shape is None:
-        raise InvalidArgumentError("input-shape", "N,C,H,W for a user module (unless it returns its inputs)", "None")
+    shape, time, label = derived_inputs(loaded, args.batch)
+    if args.input_shape is not None:
+        shape = _parse_shape(args.input_shape)
+    if shape is None:
+        raise InvalidArgumentError("input-shape", "--input-shape N,C,H,W: the model has no config with in_channels "
+                                   "and sample_size to derive the input from", "no --input-shape")
+    time = time if args.time is None else args.time
+    label = label if args.label is None else args.label
     dtype, device = _floating_dtype(loaded)
-    shape = _parse_shape(args.input_shape)
     x = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
-    t = torch.full((shape[0],), args.time, device=device, dtype=dtype)
+    t = torch.full((shape[0],), time, device=device, dtype=dtype)
     call: tuple[Any, ...] = (x, t)
-    if args.label is not None:
-        call += (torch.full((shape[0],), args.label, dtype=torch.int64, device=device),)
-    return loaded, call, {}, f"{args.model} called as module(x, t{', y' if args.label is not None else ''}), " \
-                             f"x ~ N(0, 1) of shape {shape}, t = {args.time:g}"
+    if label is not None:
+        call += (torch.full((shape[0],), label, dtype=torch.int64, device=device),)
+    return loaded, call, {}, (f"{args.model} called as module(x, t{'' if label is None else ', y'}), x ~ N(0, 1) of "
+                              f"shape {shape}, t = {time:g}{'' if label is None else f', y = {label}'}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,22 +162,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="relative error of the polynomial approximation of exp (default 1e-4)")
     parser.add_argument("--kind", choices=("chebyshev", "taylor"), default="chebyshev",
                         help="polynomial family whose certified minimal degree is reported (default chebyshev)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
-    parser.add_argument("--batch", type=int, default=2, help="batch size for the preset (default 2)")
-    parser.add_argument("--time", type=float, default=500.0, help="diffusion timestep fed to the model (default 500)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of the random weights and inputs (default 0)")
+    parser.add_argument("--batch", type=int, default=2, metavar="N",
+                        help="batch size of the random inputs (default 2; --input-shape overrides it)")
+    parser.add_argument("--time", type=float, default=None, metavar="T",
+                        help="diffusion timestep fed to the model (default: half the model config's "
+                             f"num_train_timesteps, else {DEFAULT_TIME:g})")
     parser.add_argument("--model", default=None, metavar="MODULE:ATTR",
                         help="analyse your module instead: ATTR an nn.Module or a zero-arg callable returning one "
                              "(or (module, args[, kwargs])); MODULE a dotted name or a .py path")
     parser.add_argument("--input-shape", default=None, metavar="N,C,H,W",
-                        help="with --model: shape of the random input x; the module is called as module(x, t)")
-    parser.add_argument("--label", type=int, default=None,
-                        help="with --model and --input-shape: also pass class labels y = LABEL, as module(x, t, y)")
+                        help="with --model: shape of the random input x (comma-separated); the module is called as "
+                             "module(x, t) (default: (batch, in_channels, sample_size, sample_size) from the model's "
+                             "config)")
+    parser.add_argument("--label", type=int, default=None, metavar="Y",
+                        help="with --model: also pass class labels y = Y, as module(x, t, y) (default 0 for a "
+                             "class-conditional config: num_embeds_ada_norm or num_classes; else no label)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the per-layer results as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     model, call_args, call_kwargs, description = _inputs(args)
-    layers = analyse(model, *call_args, eps=args.eps, kind=args.kind, **call_kwargs)
+    try:
+        layers = analyse(model, *call_args, eps=args.eps, kind=args.kind, **call_kwargs)
+    except InvalidArgumentError:
+        raise
+    except Exception as error:  # the user's forward rejected the inputs: say which options shape them
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InvalidArgumentError("model", "a module callable on the inputs given (set them with --input-shape, "
+                                   "--time and --label)", f"{description} raised {type(error).__name__}: "
+                                   f"{first_line}") from error
     print_criteria(layers, f"ditcheck criteria: {description}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": description, "eps": args.eps,

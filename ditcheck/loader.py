@@ -1,1 +1,152 @@
-"""One loader for MODULE:ATTR specifications."""
+"""One loader for ``MODULE:ATTR`` specifications (the CLI, ``ditcheck validate``, ``ditcheck criteria``, the plugin).
+
+``MODULE`` is a dotted module name (imported as ``python -m`` would: the current directory is importable) or a
+path to a ``.py`` file (its folder goes on ``sys.path`` so that sibling imports work); ``ATTR`` may be dotted.
+An attribute that is a zero-argument factory (a class or function needing no arguments) is called once to
+build the object. Every failure is a :class:`LoadError` naming the argument the spec came from and saying
+what went wrong: no colon, no such file, the import failed (with the original message), no such attribute,
+or the factory raised / returned the wrong kind of object (:class:`FactoryError`).
+
+This module sits in its own layer just above ``ditcheck.reference`` (pyproject's import contract): it
+imports only the reference's errors, the standard library and torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from ditcheck.reference.errors import InvalidArgumentError
+
+__all__ = ["LoadError", "FactoryError", "SPEC_FORMAT", "split_spec", "import_module_or_file", "load",
+           "takes_no_arguments", "build", "load_module", "load_function"]
+
+#: How a spec is written, for error messages and help texts.
+SPEC_FORMAT = "MODULE:ATTR (MODULE a dotted module name or a path to a .py file, e.g. mypkg.attn:flash or model.py:make)"
+
+
+class LoadError(InvalidArgumentError):
+    """A ``MODULE:ATTR`` spec could not be turned into an object (``argument`` names where the spec came from)."""
+
+
+class FactoryError(LoadError):
+    """A zero-argument factory raised, or returned something other than what was asked for."""
+
+
+def split_spec(spec: str, *, argument: str = "target") -> tuple[str, str]:
+    """``"MODULE:ATTR"`` -> ``("MODULE", "ATTR")``; the last colon splits (a Windows drive letter stays in MODULE)."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise LoadError(argument, SPEC_FORMAT, repr(spec))
+    module_name, attribute = spec.rsplit(":", 1)
+    if not module_name or not attribute:
+        raise LoadError(argument, f"{SPEC_FORMAT} with both parts non-empty", repr(spec))
+    return module_name, attribute
+
+
+def _is_path(name: str) -> bool:
+    return name.endswith(".py") or "/" in name or "\\" in name
+
+
+def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
+    """The module named ``name``: a dotted module, or a .py file executed afresh under a private module name."""
+    if _is_path(name):
+        path = Path(name).resolve()
+        if not path.is_file():
+            raise LoadError(argument, "an existing .py file before ':'", f"no file {str(path)!r}")
+        module_name = f"_ditcheck_loaded_{path.stem}_{abs(hash(str(path)))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise LoadError(argument, "an importable .py file", str(path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses and pickling look the module up by name while it runs
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))  # sibling imports of the file
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as error:  # SystemExit in a script's top level is a failed import too
+            del sys.modules[module_name]
+            raise LoadError(argument, f"{path.name} to import", f"{type(error).__name__}: {error}") from error
+        return module
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: a module in the current directory is importable
+    try:
+        return importlib.import_module(name)
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        raise LoadError(argument, f"module {name!r} to import", f"{type(error).__name__}: {error}") from error
+
+
+def load(spec: str, *, argument: str = "target") -> Any:
+    """The object named by ``spec`` (``MODULE:ATTR``), not called: see :func:`build` for factories."""
+    module_name, attribute = split_spec(spec, argument=argument)
+    obj: Any = import_module_or_file(module_name, argument=argument)
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise LoadError(argument, f"an attribute {attribute!r} of {module_name!r}", f"no {part!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def takes_no_arguments(obj: Any) -> bool:
+    """True when ``obj()`` is a valid call: every parameter has a default (and there is no ``*args`` to fill)."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return False
+    parameters = signature.parameters.values()
+    return all(p.default is not inspect.Parameter.empty or p.kind == p.VAR_KEYWORD for p in parameters)
+
+
+def _name(obj: Any) -> str:
+    return getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def build(obj: Any, accept: Callable[[Any], bool], expected: str, *, argument: str = "target") -> Any:
+    """``obj`` itself if ``accept(obj)``, else ``obj()`` (a zero-argument factory) if that is accepted.
+
+    Raises :class:`LoadError` when ``obj`` is neither, :class:`FactoryError` when the factory raises or
+    returns something ``accept`` rejects.
+    """
+    if accept(obj):
+        return obj
+    if not callable(obj):
+        raise LoadError(argument, f"{expected} or a zero-argument factory of one", type(obj).__name__)
+    try:
+        built = obj()
+    except Exception as error:
+        raise FactoryError(argument, f"a zero-argument factory of {expected}",
+                           f"calling {_name(obj)}() raised {type(error).__name__}: {error}") from error
+    if not accept(built):
+        raise FactoryError(argument, f"a zero-argument factory of {expected}",
+                           f"{_name(obj)}() returned a {type(built).__name__}")
+    return built
+
+
+def load_module(spec: Any, *, argument: str = "target") -> torch.nn.Module:
+    """An ``nn.Module`` from a spec string (or an already loaded object): the module, or a factory's result."""
+    obj = load(spec, argument=argument) if isinstance(spec, str) else spec
+    return build(obj, lambda o: isinstance(o, torch.nn.Module), "an nn.Module", argument=argument)
+
+
+def load_function(spec: Any, *, argument: str = "target") -> Callable[..., Any]:
+    """A callable from a spec string (or a loaded object); a zero-argument factory is called to get it.
+
+    A callable that needs arguments (``fn(q, k, v)``, an ``nn.Module``) is returned as it is; a Python
+    callable needing none is taken to be a factory. Builtins are never called (their signatures are opaque).
+    """
+    obj = load(spec, argument=argument) if isinstance(spec, str) else spec
+    is_factory = (callable(obj) and not isinstance(obj, torch.nn.Module) and not inspect.isbuiltin(obj)
+                  and takes_no_arguments(obj))
+    if not is_factory:
+        return build(obj, callable, "a callable", argument=argument)
+    return build(obj, lambda o: o is not obj and callable(o), "a callable", argument=argument)

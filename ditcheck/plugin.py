@@ -52,11 +52,12 @@ def pytest_configure(config: pytest.Config) -> None:
         load_profile_from_environment()
     spec = _target_spec(config)
     if spec:
-        from ditcheck.validate._target import TargetError, load_target, resolve_factory
+        # lazy: the loader imports torch, and this plugin is loaded by every pytest run in the environment
+        from ditcheck.loader import LoadError, load_function
 
         try:
-            config.stash[_FN] = resolve_factory(load_target(spec), want_module=False)
-        except TargetError as error:
+            config.stash[_FN] = load_function(spec, argument="--ditcheck-attention")
+        except LoadError as error:
             raise pytest.UsageError(f"--ditcheck-attention {spec}: {error}") from error
 
 

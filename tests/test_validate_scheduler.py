@@ -13,7 +13,7 @@ import torch
 from ditcheck.reference import mixtures
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.validate import _scheduler as validate_scheduler
-from ditcheck.validate._target import TargetError
+from ditcheck.validate import TargetError
 
 diffusers = pytest.importorskip("diffusers")
 

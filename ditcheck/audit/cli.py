@@ -21,6 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ditcheck.options import add_list_option, add_seed_option
+
 from . import MODES, THEORY_ORDER, Claim, ClaimResult, Mode, registry
 from .report import HOW_TO_READ, print_results, write_report
 from .run import expected_steps, run_claim
@@ -100,9 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--quick", action="store_true", help="small search budgets: about 25 s on 2 cores")
     modes.add_argument("--thorough", action="store_true", help="5x the default search budgets, larger rate grids: about 20 minutes on 2 cores")
-    parser.add_argument("--claims", metavar="IDS", default=None,
-                        help="comma-separated claim ids to audit (default: all registered claims)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every search and measurement (default 0)")
+    add_list_option(parser, "--claims", metavar="ID,ID", help="claim ids to audit (default: all registered claims)")
+    add_seed_option(parser, "every search and measurement")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="worker processes, one claim each at a time (default: the number of CPUs)")
     parser.add_argument("--out", type=Path, default=Path("ditcheck-audit"), metavar="DIR",
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"{claim.id:4} {claim.kind:13} {claim.bound or claim.reason[:70]}", highlight=False)
         return 0
     try:
-        selected = select_claims(args.claims, claims)
+        selected = select_claims(",".join(args.claims) if args.claims else None, claims)
     except argparse.ArgumentTypeError as error:
         console.print(f"[red]error[/]: {error}")
         return 2
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     print_results(results, f"ditcheck audit ({mode}, seed {args.seed})", console)
     header = {"mode": mode, "seed": args.seed, "claims": ",".join(c.id for c in selected),
               "command": "ditcheck audit " + {"quick": "--quick ", "thorough": "--thorough ", "default": ""}[mode]
-              + f"--seed {args.seed}" + (f" --claims {args.claims}" if args.claims else "")}
+              + f"--seed {args.seed}" + (f" --claims {','.join(args.claims)}" if args.claims else "")}
     written = write_report(results, args.out, header, plots=not args.no_plots)
     failed = [r.id for r in results if r.failed]
     console.print(f"{len(results)} claims in {elapsed:.0f} s with {workers} worker(s); report: {args.out / 'report.md'} "

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ditcheck.options import add_list_option, add_seed_option
+
 from . import time_call
 
 __all__ = ["Row", "CrossoverRow", "inputs", "matmul_peak", "bench_attention", "fit_slope", "crossover_length",
@@ -31,6 +33,8 @@ HELP = "exact (SDPA) vs certified polynomial vs FAVOR+ attention: time, error, s
 
 DEFAULT_LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536)
 QUICK_LENGTHS = (256, 512, 1024, 2048, 4096)
+#: exact softmax attention, certified polynomial features (AS3/AS4), random features (Performer).
+BACKENDS = ("exact", "poly", "rf")
 _ERROR_ROWS = 256
 
 
@@ -89,7 +93,7 @@ def poly_flops(length: int, heads: int, rank: int, value_dim: int) -> float:
 
 
 def bench_attention(lengths: Sequence[int], *, dim: int = 8, heads: int = 4, radius: float = 0.5, eps: float = 1e-4,
-                    repeats: int = 3, num_features: int = 256, backends: Sequence[str] = ("exact", "poly", "rf"),
+                    repeats: int = 3, num_features: int = 256, backends: Sequence[str] = BACKENDS,
                     seed: int = 0, dtype: torch.dtype = torch.float32, chunk_size: int | None = None,
                     verbose: bool = False) -> list[Row]:
     """Time and error of each backend on the same inputs for every L (side by side in one run)."""
@@ -268,8 +272,8 @@ def _plot(rows: Sequence[Row], path: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lengths", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                        help="comma-separated L values (default 1024..65536 by doubling; --quick: 256..4096)")
+    add_list_option(parser, "--lengths", kind=int, metavar="L,L",
+                    help="token counts L (default 1024..65536 by doubling; --quick: 256..4096)")
     parser.add_argument("--quick", action="store_true", help="L up to 4096 only")
     parser.add_argument("--dim", type=int, default=8, help="head dim D (default 8)")
     parser.add_argument("--heads", type=int, default=4, help="heads H (default 4)")
@@ -277,8 +281,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", type=float, default=1e-4, help="poly's certified relative error (default 1e-4)")
     parser.add_argument("--num-features", type=int, default=256, help="rf random features (default 256)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (default 3)")
-    parser.add_argument("--backends", default="exact,poly,rf", help="comma-separated subset of exact,poly,rf")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and of rf")
+    add_list_option(parser, "--backends", choices=BACKENDS, default=list(BACKENDS), metavar="NAME,NAME",
+                    help="backends to time (default all)")
+    add_seed_option(parser, "the inputs and of rf")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="poly's token chunk (default: about 8 MB of features per chunk)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
@@ -288,7 +293,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     lengths = args.lengths or (QUICK_LENGTHS if args.quick else DEFAULT_LENGTHS)
-    backends = tuple(b for b in args.backends.split(",") if b)
+    backends = tuple(args.backends)
     unknown = set(backends) - {"exact", "poly", "rf"}
     if unknown:
         raise SystemExit(f"unknown backend(s) {sorted(unknown)}: choose from exact, poly, rf")

@@ -252,7 +252,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also train a DiT with the position embedding zeroed (exponential kernel)")
     parser.add_argument("--plot", metavar="PATH", default=None,
                         help="save attention-by-lag vs gamma(lag) per decay class to PATH (needs matplotlib)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data, weights and random features (default 0)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed of data, weights and random features (default 0)")
     parser.add_argument("--threads", type=_number(int, 1, strict=False), default=1,
                         help="torch intra-op threads (default 1: the models are tiny, threads only contend)")
 

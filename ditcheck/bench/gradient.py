@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ditcheck.options import add_list_option, add_seed_option
+
 from . import time_call
 
 __all__ = ["GradientTiming", "bench_gradient", "fitted_slope", "crossover", "print_report", "add_arguments", "run"]
@@ -170,10 +172,10 @@ def print_report(rows: list[GradientTiming], title: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lengths", type=int, nargs="+", default=None,
-                        help=f"token counts L (default {' '.join(map(str, DEFAULT_LENGTHS))})")
+    add_list_option(parser, "--lengths", kind=int, metavar="L,L",
+                    help=f"token counts L (default {','.join(map(str, DEFAULT_LENGTHS))})")
     parser.add_argument("--quick", action="store_true",
-                        help=f"small lengths {' '.join(map(str, QUICK_LENGTHS))} (ignored with --lengths)")
+                        help=f"small lengths {','.join(map(str, QUICK_LENGTHS))} (ignored with --lengths)")
     parser.add_argument("--dim", type=int, default=4, help="head size D (default 4)")
     parser.add_argument("--radius", type=float, default=0.5, help="logit range R (default 0.5)")
     parser.add_argument("--eps", type=float, default=1e-4,
@@ -182,7 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="dtype of autograd and low-rank (default float32); the closed form runs in float64")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (default 3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
+    add_seed_option(parser, "the inputs")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads for the run (default: torch's own choice)")
 

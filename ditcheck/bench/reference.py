@@ -107,7 +107,8 @@ def add_arguments(reference: argparse.ArgumentParser) -> None:
     reference.add_argument("--repeats", type=int, default=5, help="timed calls per arb measurement (default 5)")
     reference.add_argument("--no-mp-block", action="store_true",
                            help="skip the mpmath DiT block (the slowest measurement)")
-    reference.add_argument("--seed", type=int, default=0, help="seed of the embedded default inputs")
+    reference.add_argument("--seed", type=int, default=0, metavar="S",
+                           help="seed of the embedded default inputs (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from ditcheck.diffusion import metrics, samplers
+from ditcheck.options import add_json_option, add_list_option, add_seed_option
 from ditcheck.diffusion.oracles import MixtureOracle
 from ditcheck.reference.mixtures import LatentMixture, sample
 
@@ -376,15 +377,15 @@ def _at_least(low: int) -> Callable[[str], int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
-                        help=f"budgets {' '.join(map(str, QUICK_BUDGETS))}, 500 samples, no d = 32 mixture (seconds)")
+                        help=f"budgets {','.join(map(str, QUICK_BUDGETS))}, 500 samples, no d = 32 mixture (seconds)")
     parser.add_argument("--samples", type=_at_least(2), default=None, help="samples per run (default 4000; --quick: 500)")
     parser.add_argument("--repeats", type=_at_least(1), default=None,
                         help="seeds per (target, sampler, budget), errors averaged (default 3; --quick: 1)")
-    parser.add_argument("--budgets", type=_at_least(1), nargs="+", default=None, metavar="NFE",
-                        help=f"score-evaluation budgets (default {' '.join(map(str, BUDGETS))})")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    add_list_option(parser, "--budgets", kind=_at_least(1), metavar="NFE,NFE",
+                    help=f"score-evaluation budgets (default {','.join(map(str, BUDGETS))})")
+    add_seed_option(parser)
     parser.add_argument("--plot", metavar="PATH", help="write error-vs-NFE plots to PATH (PNG; needs matplotlib)")
-    parser.add_argument("--json", metavar="PATH", help="write all measurements and the summary as JSON")
+    add_json_option(parser, "all measurements and the summary")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,10 +7,12 @@ line is ``ditcheck validate attention|dit|scheduler MODULE:ATTR`` (ditcheck/vali
 """
 
 from ._attention import attention
-from ._target import TargetError, TargetTimeoutError, load_target
+from ditcheck.loader import LoadError, load as load_target, load_function, load_module
+
+from ._target import TargetError, TargetTimeoutError
 from .models import dit, diffusers_state_dict, params_from_diffusers, recognise
 from .report import Check, Report
 from ._scheduler import SchedulerReport, scheduler
 
 __all__ = ["attention", "dit", "scheduler", "Report", "Check", "SchedulerReport", "TargetError", "TargetTimeoutError",
-           "load_target", "recognise", "diffusers_state_dict", "params_from_diffusers"]
+           "LoadError", "load_target", "load_function", "load_module", "recognise", "diffusers_state_dict", "params_from_diffusers"]

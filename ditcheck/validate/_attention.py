@@ -397,10 +397,10 @@ import numpy as np
 import torch
 
 from ditcheck.reference import attention, attention_vjp
-from ditcheck.validate import load_target
+from ditcheck.validate import load_function
 
 data = np.load("{{NPZ}}")
-fn = load_target({name!r})
+fn = load_function({name!r})
 dtype = torch.{str(dtype).removeprefix("torch.")}
 q, k, v = (torch.tensor(data[n], dtype=dtype){to_layout}.requires_grad_() for n in "qkv")
 out = fn(q, k, v{call_scale})

@@ -35,7 +35,10 @@ from ditcheck.diffusion.oracles import _mixture_log_terms
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
 
-from ._target import TargetError, load_target
+from ditcheck.loader import LoadError, load
+from ditcheck.options import add_list_option
+
+from ._target import TargetError
 from .report import emit
 
 HELP = "drive a diffusers scheduler's step loop with exact scores of a Gaussian mixture and check the samples"
@@ -170,7 +173,7 @@ class SchedulerReport:
 
 def _scheduler_class_and_config(target: Any) -> tuple[type, dict[str, Any], str]:
     if isinstance(target, str):
-        target = load_target(target)
+        target = load(target)
     if isinstance(target, type):
         instance = target()
     elif hasattr(target, "step") and hasattr(target, "set_timesteps"):
@@ -288,8 +291,8 @@ def _exact_draws(mixture: LatentMixture, samples: int, seed: int) -> np.ndarray:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="MODULE:ATTR",
                         help="a scheduler class, instance or factory, e.g. diffusers:DDPMScheduler")
-    parser.add_argument("--steps", type=int, nargs="+", default=list(DEFAULT_STEPS), metavar="N",
-                        help=f"numbers of inference steps (default {' '.join(map(str, DEFAULT_STEPS))})")
+    add_list_option(parser, "--steps", kind=int, default=list(DEFAULT_STEPS), metavar="N,N",
+                    help=f"numbers of inference steps (default {','.join(map(str, DEFAULT_STEPS))})")
     parser.add_argument("--samples", type=int, default=4000, metavar="N", help="samples per run (default 4000)")
     parser.add_argument("--eta", type=float, default=0.0, help="eta passed to step() when it takes one (DDIM; default 0)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default 0)")
@@ -299,7 +302,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         report = scheduler(args.target, steps=tuple(args.steps), samples=args.samples, seed=args.seed, eta=args.eta)
-    except TargetError as error:
+    except LoadError as error:  # TargetError is a LoadError
         print(f"ditcheck validate scheduler: the target could not be used: {error}", file=sys.stderr)
         return 2
     emit(report, args.json)

@@ -21,7 +21,10 @@ from typing import Any
 
 from ditcheck.properties.attention import ADVERSARIAL_KINDS
 
-from ._target import DEFAULT_TIMEOUT, TargetError, load_target, resolve_factory
+from ditcheck.loader import LoadError, load_function, load_module
+from ditcheck.options import add_list_option, add_seed_option
+
+from ._target import DEFAULT_TIMEOUT, TargetError
 from .report import Report, emit
 
 HELP = "validate third-party attention, DiT or scheduler code against the reference (exit 0 conforms, 1 discrepancy, 2 unusable)"
@@ -48,7 +51,7 @@ def _common(parser: argparse.ArgumentParser, examples: int) -> None:
     parser.add_argument("target", metavar="MODULE:ATTR", help="what to validate (MODULE: dotted name or .py path)")
     parser.add_argument("--examples", type=_positive(int), default=examples, metavar="N",
                         help=f"examples drawn by Hypothesis (default {examples})")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the examples (default 0)")
+    add_seed_option(parser, "the examples")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH ('-': stdout)")
     parser.add_argument("--save-failures", metavar="DIR",
                         help="write each failing case to DIR as .npz plus a .py snippet that re-runs it")
@@ -84,8 +87,8 @@ class AttentionTarget:
                             help="bhld: [B, H, L, D] (SDPA); blhd: [B, L, H, D] (flash-attn) (default bhld)")
         parser.add_argument("--scale", type=float, default=None,
                             help="the logit scale fn applies (default 1/sqrt(D); passed as scale= if fn accepts it)")
-        parser.add_argument("--kinds", nargs="+", choices=ADVERSARIAL_KINDS, default=list(ADVERSARIAL_KINDS),
-                            help="input families to draw (default: all)")
+        add_list_option(parser, "--kinds", choices=ADVERSARIAL_KINDS, default=list(ADVERSARIAL_KINDS),
+                        metavar="KIND,KIND", help="input families to draw (default: all)")
         parser.add_argument("--no-grad", action="store_true", help="do not check dQ, dK, dV")
         parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
@@ -94,11 +97,11 @@ class AttentionTarget:
         from ._attention import attention
 
         try:
-            fn = resolve_factory(load_target(args.target), want_module=False)
+            fn = load_function(args.target)
             report = attention(fn, dtype=args.dtype, scale=args.scale, layout=args.layout, examples=args.examples,
                                seed=args.seed, device=args.device, kinds=tuple(args.kinds),
                                gradients=False if args.no_grad else None, timeout=args.timeout, target=args.target)
-        except (TargetError, ValueError) as error:
+        except (LoadError, ValueError) as error:  # TargetError is a LoadError
             return _unusable(error)
         return _finish(report, args)
 
@@ -133,7 +136,7 @@ class DiTTarget:
         from .models import dit
 
         try:
-            model = resolve_factory(load_target(args.target), want_module=True)
+            model = load_module(args.target)
             weights = "random"
             if args.checkpoint:
                 state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
@@ -147,7 +150,7 @@ class DiTTarget:
             report = dit(model, convention=args.convention, examples=args.examples, seed=args.seed, dtype=args.dtype,
                          device=args.device, weights=weights, diagnose=not args.no_diagnosis, timeout=args.timeout,
                          target=args.target)
-        except (TargetError, ValueError, RuntimeError, OSError) as error:
+        except (LoadError, ValueError, RuntimeError, OSError) as error:  # TargetError is a LoadError
             return _unusable(error)
         return _finish(report, args)
 

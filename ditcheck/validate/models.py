@@ -682,8 +682,7 @@ import numpy as np
 import torch
 
 from ditcheck.reference.dit import DiTConfig, dit_forward
-from ditcheck.validate import load_target, recognise
-from ditcheck.validate._target import resolve_factory
+from ditcheck.validate import load_module, recognise
 
 data = np.load("{{NPZ}}")
 params = {{k.removeprefix("param:"): data[k] for k in data.files if k.startswith("param:")}}
@@ -692,7 +691,7 @@ y = data["y"] if "y" in data.files else None
 expected = dit_forward(params, data["x"], data["t"], y, config)
 
 # the target as ditcheck loaded it (if it was passed as an object, build it here instead)
-model = resolve_factory(load_target({report.target!r}), want_module=True)
+model = load_module({report.target!r})
 dtype, device = torch.{dtype}, torch.device({device!r})
 if next(model.parameters()).dtype != dtype:
     model = model.to(dtype=dtype)

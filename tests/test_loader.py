@@ -1,0 +1,149 @@
+"""ditcheck.loader: the one MODULE:ATTR loader (files and dotted modules, factories, a typed error per failure)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ditcheck import loader
+from ditcheck.loader import FactoryError, LoadError, build, load, load_function, load_module, split_spec
+from ditcheck.reference.errors import InvalidArgumentError
+
+SOURCE = '''
+import torch
+
+import sibling
+
+CONSTANT = 3
+
+
+class Box:
+    class Inner:
+        value = 7
+
+
+def attention(q, k, v):
+    return torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+
+
+def make_attention():
+    return attention
+
+
+def make_linear():
+    return torch.nn.Linear(2, 2)
+
+
+def raises():
+    raise RuntimeError("planted factory failure")
+
+
+def returns_int():
+    return sibling.VALUE
+
+
+linear = torch.nn.Linear(2, 2)
+'''
+
+
+@pytest.fixture
+def target_file(tmp_path: Path) -> Path:
+    (tmp_path / "sibling.py").write_text("VALUE = 5\n")
+    path = tmp_path / "user_target.py"
+    path.write_text(SOURCE)
+    return path
+
+
+def _error(call, kind=LoadError) -> LoadError:
+    with pytest.raises(kind) as info:
+        call()
+    assert isinstance(info.value, InvalidArgumentError)
+    return info.value
+
+
+def test_file_and_dotted_module_and_dotted_attribute(target_file: Path) -> None:
+    assert load(f"{target_file}:CONSTANT") == 3
+    assert load(f"{target_file}:Box.Inner.value") == 7
+    assert load(f"{target_file}:returns_int")() == 5  # the file's folder is importable: sibling imports work
+    assert load("ditcheck.reference.errors:InvalidArgumentError") is InvalidArgumentError
+    assert split_spec("C:\\models\\m.py:make") == ("C:\\models\\m.py", "make")  # the last colon splits
+
+
+def test_a_relative_file_path_is_resolved(target_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(target_file.parent)
+    assert load("user_target.py:CONSTANT") == 3
+
+
+def test_a_module_in_the_current_directory_is_importable(target_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(target_file.parent)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(target_file.parent))])
+    monkeypatch.delitem(sys.modules, "user_target", raising=False)
+    assert load("user_target:CONSTANT") == 3
+
+
+def test_factories_are_called_once_and_plain_objects_are_not(target_file: Path) -> None:
+    fn = load_function(f"{target_file}:make_attention")
+    assert fn.__name__ == "attention"
+    assert load_function(f"{target_file}:attention").__name__ == "attention"  # needs arguments: not a factory
+    assert isinstance(load_module(f"{target_file}:make_linear"), torch.nn.Linear)
+    assert isinstance(load_module(f"{target_file}:linear"), torch.nn.Linear)
+    assert isinstance(load_module("torch.nn:Identity"), torch.nn.Identity)  # a class is a zero-argument factory
+    module = torch.nn.ReLU()
+    assert load_function(module) is module  # already loaded objects pass through; a module is never called
+    calls = []
+    assert build(lambda: calls.append(1) or "built", lambda o: o == "built", "a string") == "built"
+    assert calls == [1]
+
+
+def test_no_colon_or_an_empty_part_names_the_argument() -> None:
+    for spec in ("no_colon", ":attr", "module:", 3):
+        error = _error(lambda: load(spec, argument="--model"))  # type: ignore[arg-type]
+        assert error.argument == "--model" and "MODULE:ATTR" in error.expected
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    error = _error(lambda: load(f"{tmp_path / 'absent.py'}:f", argument="model"))
+    assert error.argument == "model" and "absent.py" in str(error.got)
+
+
+def test_import_failure_keeps_the_original_message(tmp_path: Path) -> None:
+    broken = tmp_path / "broken_import.py"
+    broken.write_text("import no_such_package_for_ditcheck\n")
+    error = _error(lambda: load(f"{broken}:f"))
+    assert "ModuleNotFoundError" in str(error.got) and "no_such_package_for_ditcheck" in str(error.got)
+    syntax = tmp_path / "syntax_error.py"
+    syntax.write_text("def f(:\n")
+    assert "SyntaxError" in str(_error(lambda: load(f"{syntax}:f")).got)
+    exits = tmp_path / "exits.py"
+    exits.write_text("raise SystemExit(3)\n")
+    assert "SystemExit" in str(_error(lambda: load(f"{exits}:f")).got)
+    assert "ModuleNotFoundError" in str(_error(lambda: load("no_such_package_for_ditcheck.sub:f")).got)
+
+
+def test_missing_attribute(target_file: Path) -> None:
+    error = _error(lambda: load(f"{target_file}:Box.Missing"))
+    assert "Box.Missing" in error.expected and "'Missing'" in str(error.got)
+    assert "'nope'" in str(_error(lambda: load("ditcheck.loader:nope")).got)
+
+
+def test_a_factory_that_raises_or_returns_the_wrong_kind(target_file: Path) -> None:
+    error = _error(lambda: load_function(f"{target_file}:raises", argument="target"), FactoryError)
+    assert "planted factory failure" in str(error.got) and "RuntimeError" in str(error.got)
+    error = _error(lambda: load_module(f"{target_file}:returns_int"), FactoryError)
+    assert "returns_int() returned a int" in str(error.got)
+    error = _error(lambda: load_function(f"{target_file}:CONSTANT"))  # neither a callable nor a factory
+    assert error.got == "int" and not isinstance(error, FactoryError)
+
+
+def test_every_error_is_typed_and_the_loader_is_the_only_one() -> None:
+    """validate's TargetError is a LoadError, and no other module carries its own MODULE:ATTR loader."""
+    from ditcheck.validate import TargetError
+
+    assert issubclass(TargetError, LoadError) and issubclass(FactoryError, LoadError)
+    root = Path(loader.__file__).resolve().parents[1]
+    holders = [str(p.relative_to(root)) for folder in ("ditcheck", "properties", "reference")
+               for p in (root / folder).rglob("*.py") if "spec_from_file_location" in p.read_text()]
+    assert holders == ["ditcheck/loader.py"]
