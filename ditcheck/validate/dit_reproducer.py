@@ -1,0 +1,53 @@
+"""A failing DiT case as a .npz plus a Python snippet that re-runs it (``--save-failures``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .report import Failure, Report
+
+__all__ = ["reproducer"]
+
+
+def reproducer(report: Report, inputs: Mapping[str, Any], result: np.ndarray, convention: str) -> Failure:
+    arrays = {f"param:{k}": v for k, v in inputs["params"].items()}
+    arrays.update({"x": inputs["x"], "t": inputs["t"], "output": result})
+    if inputs["y"] is not None:
+        arrays["y"] = np.asarray(inputs["y"])
+    config = inputs["config"]
+    dtype, device = report.settings["dtype"], report.settings["device"]
+    snippet = f'''"""Re-run ditcheck's failing DiT case of {report.target} ({convention} convention).
+
+First divergence: {report.first_divergence}.
+"""
+import numpy as np
+import torch
+
+from ditcheck.reference.dit import DiTConfig, dit_forward
+from ditcheck.validate import load_module, recognise
+
+data = np.load("{{NPZ}}")
+params = {{k.removeprefix("param:"): data[k] for k in data.files if k.startswith("param:")}}
+config = {config!r}
+y = data["y"] if "y" in data.files else None
+expected = dit_forward(params, data["x"], data["t"], y, config)
+
+# the target as ditcheck loaded it (if it was passed as an object, build it here instead)
+model = load_module({report.target!r})
+dtype, device = torch.{dtype}, torch.device({device!r})
+if next(model.parameters()).dtype != dtype:
+    model = model.to(dtype=dtype)
+model = model.to(device=device).eval()
+layout = recognise(model)
+layout.load(model, params, dtype, device)  # the failing case's weights (the target's own ones for --checkpoint)
+with torch.no_grad():
+    out = layout.call(model, torch.tensor(data["x"], dtype=dtype, device=device),
+                      torch.tensor(data["t"], dtype=dtype, device=device),
+                      None if y is None else torch.tensor(y, device=device))
+print("max |target - reference|", np.abs(out.double().cpu().numpy() - expected).max())
+print("(ditcheck saw", np.abs(data["output"] - expected).max(), ")")
+'''
+    return Failure("dit-output", arrays, snippet)

@@ -1,0 +1,152 @@
+"""Running a DiT target with forward hooks on drawn examples, and measuring its activations against the reference.
+
+Each activation is compared with reference.dit_intermediates (float64) under the tolerance rule of
+properties/validation.py, the naive candidate being ditcheck.models.dit.DiT in the target's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+from torch import nn
+
+from ditcheck.models.dit import DiT as NaiveDiT
+from ditcheck.properties.strategies import seeds
+from ditcheck.properties.validation import FORWARD_FACTOR, Tolerance, derive_tolerance
+from ditcheck.reference.dit import DiTConfig, dit_intermediates
+
+from ._attention import draw_examples
+from ._target import call_isolated
+from .dit_recognition import dit_hooks
+
+__all__ = ["capture", "Example", "draw_dit_examples", "Comparison", "max_abs", "Run", "measure", "tolerances", "score"]
+
+
+def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[[], Any],
+             timeout: float) -> tuple[Any, list[tuple[str, str, np.ndarray]]]:
+    """(output, [(target name, reference name, activation)] in execution order; first call of each module only)."""
+    modules = dict(model.named_modules())
+    seen: list[tuple[str, str, np.ndarray]] = []
+    done: set[str] = set()
+    handles = []
+    for target_name, reference_name, transform in hooks:
+        module = modules.get(target_name)
+        if module is None:
+            continue
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any, target_name: str = target_name,
+                 reference_name: str = reference_name, transform: Any = transform) -> None:
+            if target_name in done:
+                return
+            done.add(target_name)
+            value = output[0] if isinstance(output, tuple) else output
+            if isinstance(value, torch.Tensor):
+                value = transform(value) if transform is not None else value
+                seen.append((target_name, reference_name, value.detach().to("cpu", torch.float64).numpy()))
+
+        handles.append(module.register_forward_hook(hook))
+    def run() -> Any:
+        with torch.no_grad():  # grad mode is per thread: set it in the thread that runs the target
+            return call()
+
+    try:
+        output = call_isolated(run, timeout=timeout)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, seen
+
+
+@dataclass(frozen=True)
+class Example:
+    param_seed: int
+    input_seed: int
+    times: tuple[float, ...]
+    labels: tuple[int, ...] | None
+
+
+def draw_dit_examples(config: DiTConfig, count: int, seed: int, batch: int = 2) -> list[Example]:
+    labels = (st.lists(st.integers(0, config.num_classes), min_size=batch, max_size=batch).map(tuple)
+              if config.num_classes else st.just(None))
+    times = st.lists(st.floats(0.0, 999.0, allow_nan=False), min_size=batch, max_size=batch).map(tuple)
+    return draw_examples(st.builds(Example, seeds(), seeds(), times, labels), count, seed)
+
+
+@dataclass
+class Comparison:
+    """Worst error of one activation over the examples, for the target and for the naive implementation."""
+
+    target_name: str
+    reference_name: str
+    order: int
+    observed: float = 0.0
+    naive: float = 0.0
+    magnitude: float = 0.0
+
+
+def max_abs(a: np.ndarray) -> float:
+    return float(np.max(np.abs(a), initial=0.0)) if np.all(np.isfinite(a)) else math.inf
+
+
+@dataclass
+class Run:
+    """One example as the target ran it: reference inputs (rounded through dtype), tensors, activations, output."""
+
+    inputs: dict[str, Any]
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+    seen: list[tuple[str, str, np.ndarray]]
+    result: np.ndarray
+
+
+def measure(config: DiTConfig, runs: list[Run], dtype: torch.dtype, device: torch.device, timeout: float,
+             naive_errors: Mapping[str, float] | None = None) -> list[Comparison]:
+    """Worst errors per activation (execution order, output last) of the target and of the naive model, for ``config``.
+
+    The naive candidate of the tolerance rule is ditcheck.models.dit.DiT with the same config, weights
+    and inputs in the target dtype: a plain implementation of exactly the convention checked.
+    ``naive_errors`` (by target activation name) reuses errors measured before instead of re-running it.
+    """
+    comparisons: dict[str, Comparison] = {}
+    output = Comparison("output", "unpatchify", 10**6)
+    for run in runs:
+        x, t, y = run.tensors
+        naive: dict[str, np.ndarray] = {}
+        if naive_errors is None:
+            naive_model = NaiveDiT.from_params(config, run.inputs["params"], dtype=dtype, device=device)
+            naive_out, naive_seen = capture(naive_model, dit_hooks(config), lambda: naive_model(x, t, y), timeout)
+            naive = {ref: value for _, ref, value in naive_seen}
+            naive["unpatchify"] = naive_out.double().cpu().numpy()
+            with torch.no_grad():  # c = t_emb + y_emb is no module of the original layout: add in the target dtype
+                c = naive_model.t_embedder(t) + (naive_model.y_embedder(y) if y is not None else 0)
+            naive["c"] = c.double().cpu().numpy()
+        reference = dit_intermediates(**{**run.inputs, "config": config})
+        pairs = [(target_name, reference_name, value) for target_name, reference_name, value in run.seen]
+        for order, (target_name, reference_name, value) in enumerate(pairs + [("output", "unpatchify", run.result)]):
+            expected = reference[reference_name]
+            entry = output if target_name == "output" else comparisons.setdefault(
+                target_name, Comparison(target_name, reference_name, order))
+            entry.observed = max(entry.observed, max_abs(value - expected) if value.shape == expected.shape
+                                 else math.inf)
+            entry.naive = max(entry.naive, max_abs(naive[reference_name] - expected) if naive_errors is None
+                              else naive_errors[target_name])
+            entry.magnitude = max(entry.magnitude, max_abs(expected))
+    return sorted(comparisons.values(), key=lambda c: c.order) + [output]
+
+
+def tolerances(ordered: list[Comparison], dtype: torch.dtype) -> dict[str, Tolerance]:
+    """The derived tolerance of every compared activation, by target name."""
+    return {c.target_name: derive_tolerance(c.naive, None, c.magnitude, dtype, FORWARD_FACTOR) for c in ordered}
+
+
+def score(ordered: list[Comparison], dtype: torch.dtype) -> tuple[float, int]:
+    """(worst error/tolerance, index of the first activation outside tolerance; len(ordered) if none)."""
+    bounds = tolerances(ordered, dtype)
+    ratios = [c.observed / bounds[c.target_name].value for c in ordered]
+    first = next((i for i, r in enumerate(ratios) if r > 1), len(ordered))
+    return max(ratios), first
