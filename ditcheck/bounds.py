@@ -54,10 +54,10 @@ def ld6_threshold(length: int) -> float:
 
 def minimal_degree(radius: float, eps: float, *, kind: str = "chebyshev") -> int:
     """AS3 (Alman-Song 2023, Cor. 3.3; Aggarwal-Alman 2022): smallest g with certified sup |P(s)e^-s - 1| <= eps on [-R, R]."""
-    from ditcheck.fast_attention.polynomial import MAX_DEGREE, _require_kind, _require_radius, exp_approximation, \
+    from ditcheck.fast_attention.polynomial import MAX_DEGREE, require_kind, require_radius, exp_approximation, \
         sampled_relative_error
 
-    radius, eps, kind = _require_radius(radius), require_eps(eps), _require_kind(kind)
+    radius, eps, kind = require_radius(radius), require_eps(eps), require_kind(kind)
     best, stalled = math.inf, 0
     for degree in range(MAX_DEGREE + 1):
         # a rigorous lower bound above eps rules the degree out without a certificate
@@ -273,12 +273,12 @@ def gp2_rate(kappa: object, steps: int) -> np.ndarray:
 
 def gp2_condition_upper(t: object, gamma_matrix: object, sigma_matrix: object, schedule: object = "ou-half") -> np.ndarray:
     """An upper bound of GP2's kappa_t: the formula with eigvalsh's extremes widened by their error 8 n u ||.||_F."""
-    from ditcheck.reference.gp import _check_kernels
+    from ditcheck.reference.gp import check_kernels
     from ditcheck.reference.linalg import eigenvalue_error_bound
     from ditcheck.reference.precision import FLOAT64, as_float64_array
     from ditcheck.reference.schedules import coefficients
 
-    g_matrix, s_matrix = _check_kernels(gamma_matrix, sigma_matrix)
+    g_matrix, s_matrix = check_kernels(gamma_matrix, sigma_matrix)
     times = as_float64_array(t, "t")
     _, alpha, sigma2 = coefficients(FLOAT64, times, schedule, times.size)
     g, s = np.linalg.eigvalsh(g_matrix), np.linalg.eigvalsh(s_matrix)

@@ -36,6 +36,7 @@ from .strategies import orthonormal_columns, seeds
 from .violation import require
 
 __all__ = [
+    "mixture_tolerance",
     "U",
     "exact_orthonormal_columns",
     "MixtureSpec",
@@ -259,7 +260,7 @@ def _row_norm(a: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(a, dtype=np.float64), axis=-1, keepdims=True)
 
 
-def _mixture_tolerance(case: MixtureCase, *terms: np.ndarray) -> np.ndarray:
+def mixture_tolerance(case: MixtureCase, *terms: np.ndarray) -> np.ndarray:
     """[N, 1] a-priori bound for float64 mixture scores: c u kappa (1 + |log p_t(x)|) sum ||term||.
 
     The reference factorises alpha^2 S_k + sigma^2 I (condition kappa) and solves with it (relative error
@@ -319,10 +320,10 @@ def _row_measurement(got: Any, expected: np.ndarray, tolerance: np.ndarray, case
 
 
 def ld1_tolerance(case: MixtureCase, on: np.ndarray, orth: np.ndarray, full: np.ndarray) -> np.ndarray:
-    """[N, 1] float64 allowance for LD1: _mixture_tolerance of the two terms, the score and x / sigma^2
+    """[N, 1] float64 allowance for LD1: mixture_tolerance of the two terms, the score and x / sigma^2
     (x - B B^T x is formed with error ~ u ||x||, then divided by sigma^2: present even when the terms are ~0)."""
     _, sigma2 = case.coefficients()
-    return _mixture_tolerance(case, on, orth, full, case.x / sigma2)
+    return mixture_tolerance(case, on, orth, full, case.x / sigma2)
 
 
 def measure_ld1(case: MixtureCase, decomposition: ScoreFunction = mixtures.ld1_decomposition,
@@ -343,7 +344,7 @@ def check_ld1(case: MixtureCase, decomposition: ScoreFunction = mixtures.ld1_dec
 
     arb: the balls overlap; mp: agreement to the working precision. Both need an exactly orthonormal B
     (exact_orthonormal_columns): with B^T B != I the two sides differ by terms in B^T B - I, which the
-    score keeps and LD1 drops. float64: within _mixture_tolerance (measure_ld1).
+    score keeps and LD1 drops. float64: within mixture_tolerance (measure_ld1).
     """
     if _precision_kind(precision) == "float64":
         m = measure_ld1(case, decomposition, score)
@@ -365,10 +366,10 @@ DenoiserFactory = Callable[[mixtures.LatentMixture, str], Callable[..., Any]]
 
 
 def ld2_tolerance(case: MixtureCase, network: np.ndarray, full: np.ndarray) -> np.ndarray:
-    """[N, 1] float64 allowance for LD2: _mixture_tolerance of the score and of 2 x / sigma^2 (the network form
+    """[N, 1] float64 allowance for LD2: mixture_tolerance of the score and of 2 x / sigma^2 (the network form
     adds B f / sigma^2 and -x / sigma^2, each far larger than the score when sigma is small)."""
     _, sigma2 = case.coefficients()
-    return _mixture_tolerance(case, full, 2 * case.x / sigma2)
+    return mixture_tolerance(case, full, 2 * case.x / sigma2)
 
 
 def measure_ld2(case: MixtureCase, denoiser: DenoiserFactory = mixtures.denoiser_q_function,
@@ -416,7 +417,7 @@ def check_score_is_gradient(case: MixtureCase, score: ScoreFunction = mixtures.s
     At ``digits`` digits with steps h = 1e-12 and h/2 the difference D(h/2) has truncation error
     ~ |D(h) - D(h/2)| / 3 and rounding ~ 10^-digits |log p| / h; the tolerance is 4 |D(h) - D(h/2)|
     plus 10^-(digits - 14) (1 + |log p|) (rounding with margin) plus the float64 rounding of the score
-    (_mixture_tolerance, times ||d||) when the score under check returns float64.
+    (mixture_tolerance, times ||d||) when the score under check returns float64.
     """
     direction = np.random.default_rng(case.point_seed ^ 0xD1DE).standard_normal(case.x.shape)
     with mpmath.workdps(digits):
@@ -441,8 +442,8 @@ def check_score_is_gradient(case: MixtureCase, score: ScoreFunction = mixtures.s
         else:
             predicted = np.sum(np.asarray(values, dtype=np.float64) * direction, axis=-1)
             _, sigma2 = case.coefficients()
-            # |<s_float64 - s, d>| <= ||s_float64 - s|| ||d||, the score's rounding as in _mixture_tolerance
-            float64_rounding = (_mixture_tolerance(case, values, case.x / sigma2) * _row_norm(direction))[:, 0]
+            # |<s_float64 - s, d>| <= ||s_float64 - s|| ||d||, the score's rounding as in mixture_tolerance
+            float64_rounding = (mixture_tolerance(case, values, case.x / sigma2) * _row_norm(direction))[:, 0]
         gap = np.asarray(np.frompyfunc(lambda a, b: float(abs(a - b)), 2, 1)(predicted, fine), dtype=np.float64)
         truncation = np.asarray(np.frompyfunc(lambda a, b: float(abs(a - b)), 2, 1)(coarse, fine), dtype=np.float64)
     tolerance = 4 * truncation + 10.0 ** (-(digits - 14)) * (1 + np.abs(log_p)) + float64_rounding
@@ -465,7 +466,7 @@ def check_tweedie(case: MixtureCase, from_score: ScoreFunction = mixtures.poster
             _overlap_or_close(tweedie, direct, None, "Tweedie", "Tweedie posterior mean != closed form", case)
             return
         alpha, _ = case.coefficients()
-        tolerance = None if _precision_kind(precision) != "float64" else _mixture_tolerance(
+        tolerance = None if _precision_kind(precision) != "float64" else mixture_tolerance(
             case, case.x / alpha, tweedie, direct)
         _overlap_or_close(tweedie, direct, tolerance, "Tweedie", "Tweedie posterior mean != closed form", case)
 
@@ -683,7 +684,7 @@ def cf2_tolerance(case: CF2Case, terms: mixtures.CF2Terms, full: np.ndarray) -> 
     fine rule's error) + the quadrature's a-priori rounding bound, together at most CF2_QUADRATURE_CAP times
     the terms' size, + the rounding of the closed-form score and of
     the sum, 32 (2 d + K) u kappa (1 + |log p_t|) (||s|| + ||gaussian|| + ||x||/lambda_min) as in
-    _mixture_tolerance (kappa, lambda_min: condition and smallest eigenvalue of alpha^2 S_k + sigma^2 I, the
+    mixture_tolerance (kappa, lambda_min: condition and smallest eigenvalue of alpha^2 S_k + sigma^2 I, the
     matrices the closed form solves with)."""
     mixture, x, t = case.mixture, case.x, case.time
     sched = get_schedule("ou-half")

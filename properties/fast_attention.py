@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from ditcheck import bounds
 from ditcheck.fast_attention.attention import AttentionResult, attention, certified_radius
-from ditcheck.fast_attention.polynomial import (ExpApproximation, _monomial_coefficients, certified_relative_error,
+from ditcheck.fast_attention.polynomial import (ExpApproximation, monomial_coefficients, certified_relative_error,
                                  exp_approximation, polynomial_features)
 from ditcheck.reference import attention as reference_attention
 from ditcheck.reference.rounding import attention_error_bound
@@ -87,7 +87,7 @@ class CertificateCase:
     kind: Kind = "chebyshev"
 
     def coefficients(self) -> tuple[float, ...]:
-        return _monomial_coefficients(self.radius, self.degree, self.kind)
+        return monomial_coefficients(self.radius, self.degree, self.kind)
 
 
 def certificate_cases(max_degree: int = 10) -> st.SearchStrategy[CertificateCase]:
@@ -203,7 +203,7 @@ def certified_eps(approximation: ExpApproximation) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _dense_sampled(radius: float, degree: int, kind: Kind) -> float:
-    return dense_relative_error(_monomial_coefficients(radius, degree, kind), radius)
+    return dense_relative_error(monomial_coefficients(radius, degree, kind), radius)
 
 
 def measure_entrywise_relative_error(case: FeatureCase, features: FeatureFunction = polynomial_features,
@@ -278,7 +278,7 @@ class RankCase:
     def approximation(self) -> ExpApproximation:
         """The polynomial (coefficients as exp_approximation's; the rank does not need its certificate: eps NaN)."""
         return ExpApproximation(self.radius, self.degree, self.kind,
-                                _monomial_coefficients(self.radius, self.degree, self.kind), math.nan)
+                                monomial_coefficients(self.radius, self.degree, self.kind), math.nan)
 
 
 @st.composite

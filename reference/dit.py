@@ -27,6 +27,7 @@ from .precision import Precision, reference_function, require_positive_int, requ
 from .schedules import Schedule, get_schedule
 
 __all__ = [
+    "check_params",
     "DiTConfig",
     "ADALN_CHUNK_ORDER",
     "FINAL_ADALN_CHUNK_ORDER",
@@ -246,7 +247,7 @@ def _check_entries(params: Mapping[str, Any], expected: Mapping[str, tuple[int, 
             raise ShapeError(f"params[{name!r}]", f"shape {shape}", str(np.shape(params[name])))
 
 
-def _check_params(params: Mapping[str, Any], config: DiTConfig) -> None:
+def check_params(params: Mapping[str, Any], config: DiTConfig) -> None:
     """Exactly the state dict of this config: nothing missing, nothing extra, every shape right."""
     shapes = dit_param_shapes(config)
     _check_entries(params, shapes)
@@ -360,7 +361,7 @@ def _dit(xp: Precision, params: Mapping[str, Any], x: Any, t: Any, y: Any, confi
          record: Record) -> Any:
     """DiT.forward: embed patches + pos_embed; c = t_emb (+ y_emb); blocks; final layer; unpatchify."""
     config = _check_config(config)
-    _check_params(params, config)
+    check_params(params, config)
     labels = _check_labels(y, config, _check_inputs(x, t, config))
     tokens = patchify.generic(xp, x, params["x_embedder.proj.weight"], params["x_embedder.proj.bias"],
                               config.patch_size)
@@ -442,7 +443,7 @@ def dit_latent_score(xp: Precision, params: Mapping[str, Any], config: DiTConfig
     which makes s the score estimate -eps/sigma_t on the subspace (docs/conventions.md#parameterisations).
     """
     config = _check_config(config)
-    _check_params(params, config)
+    check_params(params, config)
     channels, (height, width) = config.in_channels, config.latent_size
     latent_dim = channels * height * width
     if np.ndim(basis) != 2 or np.shape(basis)[1] != latent_dim:

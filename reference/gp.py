@@ -44,6 +44,7 @@ from .precision import (FLOAT64, Float64, Precision, as_float64_array, reference
 from .schedules import Schedule, coefficients
 
 __all__ = [
+    "check_kernels",
     "GAMMA_KINDS",
     "gamma_matrix",
     "gp_score",
@@ -92,7 +93,8 @@ def gamma_matrix(H: int, kind: GammaKind, *, length_scale: float | None = None, 
     return gamma
 
 
-def _check_kernels(gamma: Any, sigma_matrix: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_kernels(gamma: Any, sigma_matrix: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(Gamma, Sigma) as float64 arrays after checking they are valid kernel matrices (errors name the argument)."""
     out = []
     for name, value in (("gamma", gamma), ("sigma_matrix", sigma_matrix)):
         matrix = as_float64_array(value, name)
@@ -138,7 +140,7 @@ def gp_score(x: Any, t: Any, gamma: Any, sigma_matrix: Any, schedule: str | Sche
     """
     if not isinstance(resolve_precision(precision), Float64):
         raise PrecisionError("precision", "'float64' (gp_score_dense computes mp and arb)", repr(precision))
-    gamma, sigma_matrix = _check_kernels(gamma, sigma_matrix)
+    gamma, sigma_matrix = check_kernels(gamma, sigma_matrix)
     arr = as_float64_array(x, "x")
     batch, added = _check_sequences(arr, gamma.shape[0], sigma_matrix.shape[0])
     _, alpha, sigma2 = coefficients(FLOAT64, t, schedule, batch.shape[0])
@@ -156,7 +158,7 @@ def _kronecker(xp: Precision, gamma: Any, sigma_matrix: Any) -> Any:
 def gp_score_dense(xp: Precision, x: Any, t: Any, gamma: Any, sigma_matrix: Any,
                    schedule: str | Schedule = "ou-half") -> Any:
     """GP1 by a dense Cholesky solve of (alpha_t^2 Gamma (x) Sigma + sigma_t^2 I) s = -vec(x): the independent check, O((H d)^3)."""
-    _check_kernels(xp.to_float(gamma), xp.to_float(sigma_matrix))
+    check_kernels(xp.to_float(gamma), xp.to_float(sigma_matrix))
     h, d = np.shape(gamma)[0], np.shape(sigma_matrix)[0]
     batch, added = _check_sequences(x, h, d)
     count = np.shape(batch)[0]
@@ -172,7 +174,7 @@ def gp_score_dense(xp: Precision, x: Any, t: Any, gamma: Any, sigma_matrix: Any,
 def gp_covariance_product(xp: Precision, x: Any, t: Any, gamma: Any, sigma_matrix: Any,
                           schedule: str | Schedule = "ou-half") -> Any:
     """A_t vec(x) = vec(alpha_t^2 Gamma X Sigma + sigma_t^2 X) for symmetric Gamma, Sigma (GP1/GP2's operator)."""
-    _check_kernels(xp.to_float(gamma), xp.to_float(sigma_matrix))  # inputs are exact floats: no rounding here
+    check_kernels(xp.to_float(gamma), xp.to_float(sigma_matrix))  # inputs are exact floats: no rounding here
     h, d = np.shape(gamma)[0], np.shape(sigma_matrix)[0]
     batch, added = _check_sequences(x, h, d)
     _, alpha, sigma2 = coefficients(xp, t, schedule, np.shape(batch)[0])
@@ -187,7 +189,7 @@ def condition_number(t: Any, gamma: Any, sigma_matrix: Any, schedule: str | Sche
     Exact for PSD Gamma, Sigma: the eigenvalues of Gamma (x) Sigma are the products g_i s_j >= 0.
     Returns one value per time (t scalar or 1-D).
     """
-    gamma, sigma_matrix = _check_kernels(gamma, sigma_matrix)
+    gamma, sigma_matrix = check_kernels(gamma, sigma_matrix)
     times = as_float64_array(t, "t")
     _, alpha, sigma2 = coefficients(FLOAT64, times, schedule, times.size)
     g = np.linalg.eigvalsh(gamma)
@@ -198,7 +200,7 @@ def condition_number(t: Any, gamma: Any, sigma_matrix: Any, schedule: str | Sche
 
 def gradient_descent_step_size(t: Any, gamma: Any, sigma_matrix: Any, schedule: str | Schedule = "ou-half") -> np.ndarray:
     """GP2's step h = 1 / lambda_max(A_t) = 1 / (alpha_t^2 lmax(Gamma) lmax(Sigma) + sigma_t^2), float64, one per time."""
-    gamma, sigma_matrix = _check_kernels(gamma, sigma_matrix)
+    gamma, sigma_matrix = check_kernels(gamma, sigma_matrix)
     times = as_float64_array(t, "t")
     _, alpha, sigma2 = coefficients(FLOAT64, times, schedule, times.size)
     top = np.linalg.eigvalsh(gamma)[-1] * np.linalg.eigvalsh(sigma_matrix)[-1]
@@ -298,7 +300,7 @@ def banding_report(gamma: Any, width: int, sigma_matrix: Any = None, t: Any = No
     kernel_error = float(np.linalg.norm(band - matrix, 2) / np.linalg.norm(matrix, 2))
     a_t_min = score_error = None
     if sigma_matrix is not None and t is not None:
-        matrix, sigma_matrix = _check_kernels(matrix, sigma_matrix)
+        matrix, sigma_matrix = check_kernels(matrix, sigma_matrix)
         times = as_float64_array(t, "t")
         if times.ndim != 0:
             raise ShapeError("t", "a scalar time", str(times.shape))
@@ -316,7 +318,7 @@ def banding_report(gamma: Any, width: int, sigma_matrix: Any = None, t: Any = No
 
 def sample_gp(gamma: Any, sigma_matrix: Any, n: int, seed: int) -> np.ndarray:
     """n float64 sequences [n, H, d] with vec(x) ~ N(0, Gamma (x) Sigma): X = F_Gamma Z F_Sigma^T, F F^T the eigh factors."""
-    gamma, sigma_matrix = _check_kernels(gamma, sigma_matrix)
+    gamma, sigma_matrix = check_kernels(gamma, sigma_matrix)
     n = require_positive_int(n, "n")
     factors = [psd_square_root_factor(matrix) for matrix in (gamma, sigma_matrix)]
     noise = np.random.default_rng(seed).standard_normal((int(n), gamma.shape[0], sigma_matrix.shape[0]))

@@ -305,7 +305,7 @@ def gp_oracle(gamma: Any, sigma_matrix: Any, schedule: str | TorchSchedule = "ou
 
     Row-major vec as in reference.gp (frame i, channel a -> index i d + a); the kernels are validated there.
     """
-    gamma_np, sigma_np = reference_gp._check_kernels(gamma, sigma_matrix)
+    gamma_np, sigma_np = reference_gp.check_kernels(gamma, sigma_matrix)
     covariance = np.kron(gamma_np, sigma_np)
     return GaussianOracle(np.zeros(covariance.shape[0]), (covariance + covariance.T) / 2, schedule, device=device,
                           dtype=dtype)

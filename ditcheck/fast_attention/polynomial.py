@@ -34,6 +34,9 @@ from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeErr
 from ditcheck.reference.precision import require_real
 
 __all__ = [
+    "require_radius",
+    "require_kind",
+    "monomial_coefficients",
     "KINDS",
     "MAX_DEGREE",
     "ExpApproximation",
@@ -88,7 +91,8 @@ class ExpApproximation:
         return result
 
 
-def _require_radius(radius: float) -> float:
+def require_radius(radius: float) -> float:
+    """``radius`` as a float after checking it is real, finite and > 0 (InvalidArgumentError naming ``radius``)."""
     return require_real(radius, "radius", low=0.0, low_inclusive=False)
 
 
@@ -100,13 +104,14 @@ def _require_degree(degree: int) -> int:
     return int(degree)
 
 
-def _require_kind(kind: str) -> Kind:
+def require_kind(kind: str) -> Kind:
+    """``kind`` after checking it is one of :data:`KINDS` (InvalidArgumentError naming ``kind``)."""
     if kind not in KINDS:
         raise InvalidArgumentError("kind", f"one of {KINDS}", repr(kind))
     return kind  # type: ignore[return-value]
 
 
-def _monomial_coefficients(radius: float, degree: int, kind: Kind) -> tuple[float, ...]:
+def monomial_coefficients(radius: float, degree: int, kind: Kind) -> tuple[float, ...]:
     """Float64 monomial coefficients of the Chebyshev interpolant (first-kind nodes) or Taylor polynomial of e^s."""
     with mpmath.workdps(40 + 2 * degree):
         if kind == "taylor":
@@ -233,7 +238,7 @@ def certify_relative_error(coefficients: Sequence[float], radius: float, *, rel_
     sum |q_j| R^j, large for R >= 4), so the second term is about h |E'| ~ eps g / N. N doubles until the bound is within ``rel_tol`` of the midpoint maximum (a rigorous
     lower bound of the sup), or reaches ``max_pieces``; either way the bound is rigorous.
     """
-    radius = _require_radius(radius)
+    radius = require_radius(radius)
     coefficients = [float(c) for c in coefficients]
     if not coefficients or not all(math.isfinite(c) for c in coefficients):
         raise InvalidArgumentError("coefficients", "a non-empty sequence of finite floats", repr(coefficients))
@@ -270,12 +275,12 @@ def certified_relative_error(coefficients: Sequence[float], radius: float) -> fl
 
 def exp_approximation(radius: float, degree: int, kind: Kind = "chebyshev") -> ExpApproximation:
     """Degree-g approximation of e^s on [-R, R] with its certified relative error (AS1, AS3); cached per (R, g, kind)."""
-    return _exp_approximation(_require_radius(radius), _require_degree(degree), _require_kind(kind))
+    return _exp_approximation(require_radius(radius), _require_degree(degree), require_kind(kind))
 
 
 @functools.lru_cache(maxsize=1024)
 def _exp_approximation(radius: float, degree: int, kind: Kind) -> ExpApproximation:
-    coefficients = _monomial_coefficients(radius, degree, kind)
+    coefficients = monomial_coefficients(radius, degree, kind)
     return ExpApproximation(radius, degree, kind, coefficients, certified_relative_error(coefficients, radius))
 
 
@@ -285,7 +290,7 @@ def sampled_relative_error(radius: float, degree: int, kind: Kind, points: int =
 
     Used to skip degrees that certainly fail before paying for a certificate.
     """
-    coefficients = _monomial_coefficients(radius, degree, kind)
+    coefficients = monomial_coefficients(radius, degree, kind)
     saved = flint.ctx.prec
     flint.ctx.prec = _CERTIFY_BITS
     try:

@@ -177,7 +177,7 @@ class UnrolledGPTransformer(nn.Module):
             raise InvalidArgumentError("encoding", f"one of {ENCODINGS}", repr(encoding))
         if isinstance(num_blocks, bool) or not isinstance(num_blocks, (int, np.integer)) or num_blocks < 0:
             raise InvalidArgumentError("num_blocks", "a non-negative integer", repr(num_blocks))
-        gamma, sigma_matrix = gp._check_kernels(gamma, sigma_matrix)
+        gamma, sigma_matrix = gp.check_kernels(gamma, sigma_matrix)
         self.gamma, self.sigma_matrix, self.schedule, self.encoding = gamma, sigma_matrix, schedule, encoding
         self.frames, self.dim = gamma.shape[0], sigma_matrix.shape[0]
         self.blocks = nn.ModuleList(GradientStepBlock(gamma, sigma_matrix, encoding, device=device, dtype=dtype)

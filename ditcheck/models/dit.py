@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ditcheck.reference.dit import DiTConfig, _check_params
+from ditcheck.reference.dit import DiTConfig, check_params
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeError
 from ditcheck.reference.latent import ORTHONORMAL_TOLERANCE, check_orthonormal
 from ditcheck.reference.layers import pos_embed_2d
@@ -279,7 +279,7 @@ class DiT(nn.Module):
         """
         dtype = torch.float64 if dtype is None else dtype
         model = cls(config, attention=attention, device=device, dtype=dtype)
-        _check_params(params, _check_config(config))
+        check_params(params, _check_config(config))
         model.load_state_dict(state_dict_from_params(params, device=device, dtype=dtype), strict=True)
         return model.eval()
 
