@@ -125,21 +125,30 @@ class FlowMixtureOracle(MixtureOracle, FlowOracle):
     def curvature(self, t: float) -> float | None:
         return None  # RT1's curvature bound is for VP schedules only
 
-    def _velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.to(self.dtype)
-        path = self.interpolant
-        alpha, sigma = path.alpha(t), path.sigma(t)
+    def posterior_means_at(self, x: torch.Tensor, alpha: torch.Tensor,
+                           sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E[x_0 | y = x], E[eps | y = x]) for y = alpha x_0 + sigma eps, any alpha >= 0, sigma > 0 ([T], T in {1, N}).
+
+        Not counted (a building block: ``velocity`` counts). Gaussian conditioning per component in the latent
+        coordinates c = B^T x with M_k = alpha^2 S_k + sigma^2 I: E[h | x] = sum_k r_k (mu_k + alpha S_k M_k^-1
+        (c - alpha mu_k)); E[eps | x] = -sigma grad log p = sigma B sum_k r_k M_k^-1 (c - alpha mu_k) + (I - BB^T) x / sigma.
+        """
+        alpha = torch.as_tensor(alpha, dtype=self.dtype, device=x.device).reshape(-1)
+        sigma = torch.as_tensor(sigma, dtype=self.dtype, device=x.device).reshape(-1)
         latent = x if self.full_rank else x @ self.basis
         d0 = self.mixture.latent_dim
         identity = torch.eye(d0, dtype=self.dtype, device=x.device)
         covariances = ((alpha**2)[:, None, None, None] * self.covariances
                        + (sigma**2)[:, None, None, None] * identity)  # M_k, [T, K, d0, d0]
         lower = torch.linalg.cholesky(covariances)
+        # L^-1 once per component (per row when times are per row): N rows then cost batched products, far cheaper
+        # in torch than N K triangular solves
+        inverse = torch.linalg.solve_triangular(lower, identity.expand_as(lower), upper=False)
         offsets = latent[:, None, :] - alpha[:, None, None] * self.means  # c - alpha mu_k, [N, K, d0]
-        shape = torch.broadcast_shapes(lower.shape[:-2], offsets.shape[:-1])
-        white = torch.linalg.solve_triangular(lower.expand(*shape, d0, d0), offsets[..., None], upper=False)
-        natural = torch.linalg.solve_triangular(lower.transpose(-1, -2).expand(*shape, d0, d0), white,
-                                                upper=True)[..., 0]  # M_k^-1 (c - alpha mu_k)
+        pattern = "tkij,nkj->nki" if inverse.shape[0] == 1 else "nkij,nkj->nki"
+        white = torch.einsum(pattern, inverse, offsets)[..., None]
+        transposed = "tkji,nkj->nki" if inverse.shape[0] == 1 else "nkji,nkj->nki"
+        natural = torch.einsum(transposed, inverse, white[..., 0])  # M_k^-1 (c - alpha mu_k) = L^-T L^-1 (...)
         log_det = 2 * torch.log(torch.diagonal(lower, dim1=-2, dim2=-1)).sum(-1)
         log_components = self.log_weights - (white[..., 0].pow(2).sum(-1) + log_det) / 2
         responsibilities = torch.softmax(log_components, dim=-1)  # [N, K]
@@ -147,10 +156,14 @@ class FlowMixtureOracle(MixtureOracle, FlowOracle):
         x0_latent = (responsibilities[..., None] * (self.means + alpha[:, None, None] * shrink)).sum(1)
         eps_latent = sigma[:, None] * (responsibilities[..., None] * natural).sum(1)  # -sigma grad log q
         if self.full_rank:
-            x0, eps = x0_latent, eps_latent
-        else:
-            residual = x - latent @ self.basis.T  # E[eps | x] = -sigma score: the orthogonal part is residual / sigma
-            x0, eps = x0_latent @ self.basis.T, eps_latent @ self.basis.T + residual / sigma[:, None]
+            return x0_latent, eps_latent
+        residual = x - latent @ self.basis.T  # E[eps | x] = -sigma score: the orthogonal part is residual / sigma
+        return x0_latent @ self.basis.T, eps_latent @ self.basis.T + residual / sigma[:, None]
+
+    def _velocity(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.dtype)
+        path = self.interpolant
+        x0, eps = self.posterior_means_at(x, path.alpha(t), path.sigma(t))
         return path.d_alpha(t)[:, None] * x0 + path.d_sigma(t)[:, None] * eps
 
 
