@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
+from ditcheck.fast_attention.random_features import favor_attention, positive_random_features, random_projection
 from ditcheck.reference import attention
 
 from .strategies import seeds
@@ -84,8 +85,6 @@ def favor_cases(max_tokens: int = 32, max_dim: int = 8,
 def relative_errors(case: FavorCase, grid: Sequence[int] = FEATURE_GRID,
                     feature_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """RMS over ``case.repeats`` feature draws of ||A~ - A||_F / ||A||_F for each m in ``grid`` (float64)."""
-    from ditcheck.fast_attention.random_features import positive_random_features, random_projection
-
     feature_fn = positive_random_features if feature_fn is None else feature_fn
     q, k, _ = case.build()
     root = math.sqrt(case.scale)
@@ -140,8 +139,6 @@ def check_favor_error_estimate(case: FavorCase, attention_fn: Callable[..., tupl
     (Measured calibration, D = 8, L = 64, m = 256: ratio 0.92-0.95 at R = 0.5, 1.2 at R = 2,
     2.0 at R = 6, where heavy tails make the delta-method estimate optimistic.)
     """
-    from ditcheck.fast_attention.random_features import favor_attention
-
     attention_fn = favor_attention if attention_fn is None else attention_fn
     q, k, v = case.build()
     exact = attention(q, k, v, scale=case.scale)
@@ -173,8 +170,6 @@ def relative_variance_law(spreads: Sequence[float] = VARIANCE_LAW_SPREADS, *, fe
     of (A~/A - 1)^2 over ``repeats`` independent draws of m iid features (the mean 1 is known: unbiased), averaged
     over the pairs.
     """
-    from ditcheck.fast_attention.random_features import positive_random_features, random_projection
-
     feature_fn = positive_random_features if feature_fn is None else feature_fn
     rng = np.random.default_rng(seed)
     x, y = [], []

@@ -227,9 +227,12 @@ def test_cli_analyses_a_user_module(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = tmp_path / "user.json"
     assert main(["criteria", "--model", f"{path}:build_with_inputs", "--json", str(out)]) == 0
     assert len(json.loads(out.read_text())["layers"]) == 3
-    with pytest.raises(InvalidArgumentError) as info:
-        main(["criteria", "--model", f"{path}:build"])
-    assert info.value.argument == "input-shape"
+    # without --input-shape and --label they come from the model's config (ditcheck's DiT: in_channels, input_size,
+    # num_classes); a module without such a config is a one-line error naming --input-shape, exit 2
+    assert main(["criteria", "--model", f"{path}:build"]) == 0
+    assert "blocks.2.attn" in capsys.readouterr().out
+    assert main(["criteria", "--model", "torch.nn:Identity"]) == 2
+    assert "ditcheck criteria: error: argument 'input-shape'" in capsys.readouterr().err
 
 
 def test_cli_help_lists_criteria(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ditcheck.bounds import UnreachableAccuracyError, feature_rank, minimal_degree
+from ditcheck.fast_attention.attention import DEFAULT_MAX_RANK, attention, predicted_cost
 from ditcheck.options import add_list_option, add_seed_option
 
 from . import time_call
@@ -87,8 +89,6 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 
 def poly_flops(length: int, heads: int, rank: int, value_dim: int) -> float:
     """Useful flops of poly attention with Lq = Lk = L (``attention.predicted_cost``): features plus the two contractions."""
-    from ditcheck.fast_attention.attention import predicted_cost
-
     return heads * predicted_cost("poly", length, length, value_dim, value_dim, rank)
 
 
@@ -97,8 +97,6 @@ def bench_attention(lengths: Sequence[int], *, dim: int = 8, heads: int = 4, rad
                     seed: int = 0, dtype: torch.dtype = torch.float32, chunk_size: int | None = None,
                     verbose: bool = False) -> list[Row]:
     """Time and error of each backend on the same inputs for every L (side by side in one run)."""
-    from ditcheck.fast_attention.attention import attention
-
     rows = []
     for length in lengths:
         q, k, v = inputs(length, dim, heads, radius, seed=seed, dtype=dtype)
@@ -166,9 +164,6 @@ def crossover_map(per_token: dict[str, float], dims: Sequence[int] = (4, 8, 16),
     by (2 D + 3) / (2 D0 + 3). "never" when the degree is not certifiable or the rank exceeds
     ``max_rank``.
     """
-    from ditcheck.fast_attention.attention import DEFAULT_MAX_RANK, predicted_cost
-    from ditcheck.bounds import UnreachableAccuracyError, feature_rank, minimal_degree
-
     max_rank = DEFAULT_MAX_RANK if max_rank is None else max_rank
     measured_dim = int(per_token.get("dim", 8.0))
     table = []
@@ -200,6 +195,7 @@ def _duration(seconds: float) -> str:
 
 def _print_report(rows: Sequence[Row], peak: float, costs: dict[str, float] | None, table: Sequence[CrossoverRow],
                   title: str) -> None:
+    # rich and matplotlib are imported where they are used: they would slow every `ditcheck --help`
     from rich.console import Console
     from rich.table import Table
 

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ditcheck.fast_attention.gradient import (attention_weight_gradient_exact, attention_weight_gradient_lowrank,
+                                              attention_weight_loss)
 from ditcheck.options import add_list_option, add_seed_option
 
 from . import time_call
@@ -70,8 +73,6 @@ def _problem(length: int, dim: int, radius: float, scale: float, seed: int, dtyp
 
 def _time(fn, repeats: int, length: int) -> tuple[float, object]:
     if length >= _SINGLE_CALL_FROM:
-        import time
-
         start = time.perf_counter()
         result = fn()
         return time.perf_counter() - start, result
@@ -82,9 +83,6 @@ def bench_gradient(lengths: tuple[int, ...] = DEFAULT_LENGTHS, dim: int = 4, rad
                    scale: float = 1.0, dtype: torch.dtype = torch.float32, repeats: int = 3,
                    seed: int = 0) -> list[GradientTiming]:
     """Time autograd-on-SDPA, the float64 closed form and the LD8 chain on the same inputs for each L."""
-    from ditcheck.fast_attention.gradient import (attention_weight_gradient_exact, attention_weight_gradient_lowrank,
-                                   attention_weight_loss)
-
     rows = []
     for length in lengths:
         t = _problem(length, dim, radius, scale, seed, dtype)
@@ -142,6 +140,7 @@ def crossover(lengths: list[int], fast: list[float], slow: list[float]) -> str:
 
 def print_report(rows: list[GradientTiming], title: str) -> None:
     """The table, the fitted slopes, the crossover and the target line."""
+    # lazy: rich (and matplotlib) would slow every `ditcheck --help`, which imports each command module
     from rich.console import Console
     from rich.table import Table
 

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ditcheck.reference import attention
+from ditcheck.reference.dit import DiTConfig, dit_block, random_dit_params
+from ditcheck.reference.rounding import attention_error_bound
+
 from . import time_call
 
 
@@ -44,10 +48,6 @@ def _mp_digits(bits: int) -> int:
 def bench_reference(bits: int = 128, repeats: int = 5, include_mp_block: bool = True,
                     seed: int = 0) -> list[Timing]:
     """Time certified attention and a certified DiT block against mpmath and float64 on the default inputs."""
-    from ditcheck.reference import attention
-    from ditcheck.reference.dit import DiTConfig, dit_block, random_dit_params
-    from ditcheck.reference.rounding import attention_error_bound
-
     rng = np.random.default_rng(seed)
     q, k, v = (rng.standard_normal((1, 1, 64, 32)) for _ in range(3))
     digits = _mp_digits(bits)
@@ -81,6 +81,7 @@ def bench_reference(bits: int = 128, repeats: int = 5, include_mp_block: bool = 
 
 def print_timings(timings: Sequence[Timing], title: str) -> None:
     """A table with each time and its ratio to the arb time of the same operation."""
+    # lazy: rich (and matplotlib) would slow every `ditcheck --help`, which imports each command module
     from rich.console import Console
     from rich.table import Table
 

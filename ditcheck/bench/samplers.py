@@ -284,6 +284,7 @@ def _cell(value: tuple[float, float | None]) -> str:
 
 
 def print_report(bench: SamplerBench, title: str) -> dict[str, object]:
+    # lazy: rich (and matplotlib) would slow every `ditcheck --help`, which imports each command module
     from rich.console import Console
     from rich.table import Table
 

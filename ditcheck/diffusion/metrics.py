@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from statistics import NormalDist
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,7 +223,6 @@ def _mixture_quantiles(weights: np.ndarray, means: np.ndarray, sds: np.ndarray, 
 
 
 def _normal_quantile(levels: np.ndarray) -> np.ndarray:
-    from statistics import NormalDist
     inv = NormalDist().inv_cdf
     return np.array([inv(float(p)) for p in levels])
 

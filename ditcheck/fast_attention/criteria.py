@@ -44,6 +44,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ditcheck import bounds
+from ditcheck.fast_attention.attention import EXP_FLOPS, predicted_cost
 from ditcheck.reference.errors import InvalidArgumentError
 
 __all__ = [
@@ -155,8 +157,6 @@ def attention_scale(layer: AttentionLayer, head_dim: int) -> tuple[float, str]:
 def flops(query_length: int, key_length: int, head_dim: int, heads: int, rank: int | None
           ) -> tuple[float, float | None]:
     """(exact, polynomial) FLOPs of one layer for one sample: ``attention.predicted_cost`` times heads (poly None without a rank)."""
-    from ditcheck.fast_attention.attention import predicted_cost
-
     exact = float(predicted_cost("exact", query_length, key_length, head_dim, head_dim))
     if rank is None:
         return heads * exact, None
@@ -230,8 +230,6 @@ class _Recorder:
             handle.remove()
 
     def result(self, eps: float, degree_fn: DegreeFunction) -> LayerCriteria:
-        from ditcheck import bounds
-
         if self.radius is None:
             raise InvalidArgumentError("model", f"a forward pass that calls attention layer {self.layer.name!r}",
                                        "a run in which it was never called")
@@ -260,8 +258,6 @@ class _Recorder:
 
 def certified_degree(kind: str = "chebyshev") -> DegreeFunction:
     """bounds.minimal_degree(R, eps, kind=kind) (AS3, certified): the default degree function of :func:`analyse`."""
-    from ditcheck import bounds
-
     return lambda radius, eps: bounds.minimal_degree(radius, eps, kind=kind)
 
 
@@ -306,6 +302,7 @@ def _si(value: float) -> str:
 
 def criteria_table(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency criterion") -> Any:
     """A rich Table with one row per attention layer (column legend: print_criteria)."""
+    # lazy: rich (and matplotlib) would slow every `ditcheck --help`, which imports each command module
     from rich.table import Table
 
     table = Table(title=title)
@@ -331,7 +328,6 @@ def print_criteria(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency
     """The table and a legend of its columns."""
     from rich.console import Console
 
-    from ditcheck.fast_attention.attention import EXP_FLOPS
 
     Console(width=max(Console().width, 200)).print(criteria_table(layers, title))
     eps = layers[0].eps if layers else float("nan")
