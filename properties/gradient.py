@@ -17,9 +17,14 @@ from hypothesis import strategies as st
 from hypothesis import target
 from hypothesis.control import currently_in_test_context
 
+from ditcheck.bounds import feature_rank, low_rank_gradient_bound, softmax_value_derivative_bound
+from ditcheck.fast_attention.gradient import (attention_weight_gradient_exact, attention_weight_gradient_lowrank,
+                                              attention_weight_loss)
+from ditcheck.fast_attention.polynomial import exp_approximation
 from ditcheck.reference import attention_weight_gradient
 
 from .attention import WeightGradientCase
+from .fast_attention import counted_flops
 from .measurement import Measurement
 from .strategies import seeds
 from .violation import require
@@ -103,8 +108,6 @@ def rounding_budget(case: LowRankGradientCase) -> Any:
     Used as the tolerance of LD7 (an identity): rounding acts like an AS1 perturbation of
     relative size about L u on each f_ij, so the LD8 propagation bounds its effect.
     """
-    from ditcheck.bounds import low_rank_gradient_bound
-
     arrays = case.arrays()
     h = arrays["a3"].T @ arrays["w_ov"].T
     return low_rank_gradient_bound(
@@ -133,8 +136,6 @@ def measure_exact_gradient(case: LowRankGradientCase, gradient_fn: Callable[...,
     (the rounding budget), both divided by max |reference gradient| (relative; unchanged ratio)
     when it is nonzero. ``forms``: each comparison's own error / tolerance.
     """
-    from ditcheck.fast_attention.gradient import attention_weight_gradient_exact, attention_weight_loss
-
     gradient_fn = attention_weight_gradient_exact if gradient_fn is None else gradient_fn
     tensors = case.tensors()
     closed = gradient_fn(**tensors, scale=case.scale).detach().numpy()
@@ -164,9 +165,6 @@ def check_exact_gradient_matches_autograd(case: LowRankGradientCase,
 def _ld8_bound(case: LowRankGradientCase) -> Any:
     """bounds.low_rank_gradient_bound for the case, computed here (not taken from the result under check):
     eps is the certificate of the degree-g polynomial on [-R, R] the chain is asked to use."""
-    from ditcheck.bounds import low_rank_gradient_bound
-    from ditcheck.fast_attention.polynomial import exp_approximation
-
     arrays = case.arrays()
     h = arrays["a3"].T @ arrays["w_ov"].T
     return low_rank_gradient_bound(
@@ -191,8 +189,6 @@ def measure_low_rank_gradient(case: LowRankGradientCase, gradient_fn: Callable[.
     ``forms``: each intermediate's max observed / its bound (f relative and row l1, c, q, r, p1, p2),
     each with the float64 comparison slack 64 L u.
     """
-    from ditcheck.fast_attention.gradient import attention_weight_gradient_lowrank
-
     gradient_fn = attention_weight_gradient_lowrank if gradient_fn is None else gradient_fn
     result = case.call(gradient_fn)
     bound = bound_fn(case)
@@ -236,10 +232,6 @@ def check_low_rank_gradient_within_bound(case: LowRankGradientCase,
 def low_rank_gradient_flops(tokens: int, dim: int = 3, radius: float = 1.0, degree: int = 5, seed: int = 0,
                             gradient_fn: Callable[..., Any] | None = None) -> int:
     """LD8 rate: counted FLOPs (torch.utils.flop_counter, matrix products) of the chain at fixed (d, R, g): O(L k d)."""
-    from ditcheck.fast_attention.gradient import attention_weight_gradient_lowrank
-
-    from .fast_attention import counted_flops
-
     gradient_fn = attention_weight_gradient_lowrank if gradient_fn is None else gradient_fn
     tensors = LowRankGradientCase(tokens, dim, seed, 1.0, 1.0, radius, degree).tensors()
     return counted_flops(lambda: gradient_fn(**tensors, scale=1.0, degree=degree, radius=radius))
@@ -247,9 +239,6 @@ def low_rank_gradient_flops(tokens: int, dim: int = 3, radius: float = 1.0, degr
 
 def check_low_rank_ranks(case: LowRankGradientCase, gradient_fn: Callable[..., Any] | None = None) -> None:
     """LD8 ranks: k1 = C(d+g, g), k2 = d (q = c h^T), k3 = k1 k2 (Khatri-Rao), k4 = k1, matching the factors."""
-    from ditcheck.bounds import feature_rank
-    from ditcheck.fast_attention.gradient import attention_weight_gradient_lowrank
-
     gradient_fn = attention_weight_gradient_lowrank if gradient_fn is None else gradient_fn
     result = case.call(gradient_fn)
     k1 = feature_rank(case.dim, result.degree)
@@ -307,8 +296,6 @@ def measure_softmax_derivative(case: SoftmaxDerivativeCase,
     f'(lambda) by autograd in float64, confirmed by a central difference (a disagreement raises:
     the measurement itself would be wrong). observed = |f'(lambda)|, limit = ``bound_fn(B, n, d, v_max)``.
     """
-    from ditcheck.bounds import softmax_value_derivative_bound
-
     bound_fn = softmax_value_derivative_bound if bound_fn is None else bound_fn
     s_np, v_np = case.build()
     s, v = torch.tensor(s_np), torch.tensor(v_np)
