@@ -8,7 +8,6 @@ conventions are not: they are what is being checked (:func:`convention_config`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ditcheck.reference.dit import DIFFUSERS_DIT_KNOBS, DiTConfig, dit_param_shapes
+from ditcheck.reference.dit import DIFFUSERS_DIT_KNOBS, DiTConfig
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.layers import pos_embed_2d
 
 from ._target import TargetError
 from .dit_conversion import diffusers_state_dict, params_from_diffusers
+from .dit_structure import infer_structure
 
 __all__ = ["CONVENTIONS", "Layout", "recognise", "convention_config", "dit_hooks"]
 
@@ -41,21 +42,38 @@ def convention_config(config: DiTConfig, convention: str) -> DiTConfig:
 
 @dataclass
 class Layout:
-    """A recognised target: its layout, the architecture, and hook names -> reference activation names."""
+    """A recognised target: its layout, the architecture, and hook names -> reference activation names.
+
+    ``names`` (original-architecture layouts): reference parameter name -> the target's state-dict
+    name, found by :func:`ditcheck.validate.dit_structure.infer_structure`. ``returned_channels``:
+    the output channels the forward returns (C for a SiT-style forward keeping the first C of 2C).
+    ``evidence``: how each part was recognised, for the report.
+    """
 
     name: str
     config: DiTConfig
     hooks: list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor] | None]] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    returned_channels: int | None = None
+    evidence: list[str] = field(default_factory=list)
+
+    @property
+    def output_channels(self) -> int:
+        """The channels of the forward's output."""
+        return self.config.out_channels if self.returned_channels is None else self.returned_channels
+
+    def target_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Reference ``params`` under the target's state-dict names (pos_embed under "pos_embed" for diffusers)."""
+        if self.name == "diffusers":
+            return diffusers_state_dict(params, self.config)
+        return {self.names[name]: value for name, value in params.items() if name in self.names}
 
     def load(self, model: nn.Module, params: Mapping[str, np.ndarray], dtype: torch.dtype,
              device: torch.device) -> None:
         """Copy reference ``params`` into ``model`` (exactly: every entry, nothing left at its old value)."""
-        if self.name == "dit":
-            state = {name: torch.as_tensor(value, dtype=dtype, device=device) for name, value in params.items()}
-        else:
-            state = {name: torch.as_tensor(value, dtype=dtype, device=device)
-                     for name, value in diffusers_state_dict(params, self.config).items()}
-        target_state = model.state_dict()
+        state = {name: torch.as_tensor(value, dtype=dtype, device=device)
+                 for name, value in self.target_state(params).items()}
+        target_state = dict(model.named_parameters()) | dict(model.named_buffers())
         missing = [name for name in state if name not in target_state and name != "pos_embed"]
         if missing:
             raise TargetError("model", f"a {self.name}-layout state dict", f"no entries {missing[:3]}")
@@ -69,51 +87,38 @@ class Layout:
 
     def pos_embed_table(self, model: nn.Module) -> np.ndarray | None:
         """The target's own fixed position table [1, T, D], as float64 (None if it has none)."""
-        table = model.pos_embed.pos_embed if self.name == "diffusers" else getattr(model, "pos_embed", None)
+        if self.name == "diffusers":
+            table = model.pos_embed.pos_embed
+        else:
+            name = self.names.get("pos_embed")
+            table = None if name is None else (dict(model.named_parameters()) | dict(model.named_buffers()))[name]
         return None if table is None else table.detach().to("cpu", torch.float64).numpy()
 
-    def params(self, model: nn.Module) -> dict[str, np.ndarray]:
-        """The target's own weights as a reference parameter dict."""
-        state = {name: value.detach().to("cpu", torch.float64).numpy() for name, value in model.state_dict().items()}
-        if self.name == "dit":
-            return {name: state[name] for name in dit_param_shapes(self.config)}
-        params = params_from_diffusers(state, self.config)
-        params["pos_embed"] = self.pos_embed_table(model)
+    def params(self, model: nn.Module, prefix: str | None = None) -> dict[str, np.ndarray]:
+        """The target's own weights as a reference parameter dict (only the entries under ``prefix`` if given).
+
+        A position table the target does not store is the exact one (it computes it, or has none).
+        """
+        if self.name == "diffusers":
+            state = {name: value.detach().to("cpu", torch.float64).numpy()
+                     for name, value in model.state_dict().items()}
+            params = params_from_diffusers(state, self.config)
+            params["pos_embed"] = self.pos_embed_table(model)
+        else:
+            tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+            params = {ref: tensors[target].detach().to("cpu", torch.float64).numpy()
+                      for ref, target in self.names.items() if prefix is None or ref.startswith(prefix)}
+            if "pos_embed" not in self.names and (prefix is None or "pos_embed".startswith(prefix)):
+                params["pos_embed"] = pos_embed_2d(self.config.hidden_size, self.config.grid,
+                                                   self.config.pos_embed_max_period)[None]
+        if prefix is not None:
+            params = {name: value for name, value in params.items() if name.startswith(prefix)}
         return params
 
     def call(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> Any:
         if self.name == "diffusers":
             return model(x, timestep=t, class_labels=y, return_dict=False)[0]
         return model(x, t, y) if y is not None else model(x, t)
-
-
-def _infer_dit(model: nn.Module, state: Mapping[str, torch.Tensor]) -> DiTConfig:
-    hidden, channels, patch, _ = state["x_embedder.proj.weight"].shape
-    depth = len({name.split(".")[1] for name in state if name.startswith("blocks.") and name.endswith("qkv.weight")})
-    own = getattr(model, "config", None)
-    if isinstance(own, DiTConfig):
-        input_size: int | tuple[int, int] = own.input_size
-        heads = own.num_heads
-    else:
-        tokens = state["pos_embed"].shape[1]
-        side = math.isqrt(tokens)
-        if side * side != tokens:
-            raise TargetError("model", "a square token grid, or a .config DiTConfig giving input_size",
-                              f"{tokens} tokens")
-        input_size = side * patch
-        attn = model.blocks[0].attn if hasattr(model, "blocks") else None
-        heads = getattr(attn, "num_heads", None)
-        if heads is None:
-            raise TargetError("model", "blocks[0].attn.num_heads (the number of heads)", "no such attribute")
-    table = state.get("y_embedder.embedding_table.weight")
-    out = state["final_layer.linear.weight"].shape[0] // (patch * patch)
-    if out not in (channels, 2 * channels):
-        raise TargetError("model", f"final_layer.linear with p*p*C or p*p*2C outputs (C = {channels})",
-                          f"{out * patch * patch}")
-    return DiTConfig(input_size=input_size, patch_size=patch, in_channels=channels, hidden_size=hidden, depth=depth,
-                     num_heads=int(heads), num_classes=0 if table is None else table.shape[0] - 1,
-                     mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / hidden, learn_sigma=out == 2 * channels,
-                     frequency_dim=state["t_embedder.mlp.0.weight"].shape[1])
 
 
 def dit_hooks(config: DiTConfig) -> list[tuple[str, str, Any]]:
@@ -157,8 +162,14 @@ def _diffusers_hooks(config: DiTConfig) -> list[tuple[str, str, Any]]:
                     ("proj_out_2", "final_layer", None)]
 
 
-def recognise(model: Any) -> Layout:
-    """The layout of ``model``: the original DiT (by its state-dict keys) or diffusers' DiTTransformer2DModel."""
+def recognise(model: Any, *, heads: int | None = None, learn_sigma: bool | None = None,
+              overrides: Mapping[str, Any] | None = None, timeout: float = 60.0) -> Layout:
+    """The layout of ``model``: diffusers' DiTTransformer2DModel, or a DiT of the original architecture.
+
+    The original architecture (facebookresearch/DiT and its forks, whatever their attribute and class
+    names) is recognised by evidence (:func:`ditcheck.validate.dit_structure.infer_structure`, which
+    runs one probing forward); heads / learn_sigma / overrides settle what the evidence leaves open.
+    """
     if not isinstance(model, nn.Module):
         raise TargetError("model", "a torch.nn.Module", type(model).__name__)
     state = model.state_dict()
@@ -168,17 +179,13 @@ def recognise(model: Any) -> Layout:
         if cfg is None or getattr(cfg, "norm_type", "ada_norm_zero") != "ada_norm_zero":
             raise TargetError("model", "a DiTTransformer2DModel with norm_type='ada_norm_zero'", repr(cfg))
         config = _infer_diffusers(model)
+        if heads is not None and heads != config.num_heads:
+            raise TargetError("heads", f"{config.num_heads} (the model's config.num_attention_heads)", repr(heads))
         return Layout("diffusers", config, _diffusers_hooks(config))
-    needed = ("x_embedder.proj.weight", "t_embedder.mlp.0.weight", "blocks.0.attn.qkv.weight",
-              "final_layer.linear.weight", "pos_embed")
-    if all(name in state for name in needed):
-        config = _infer_dit(model, state)
-        expected = dit_param_shapes(config)
-        wrong = [name for name, shape in expected.items() if name not in state or tuple(state[name].shape) != shape]
-        if wrong:
-            raise TargetError("model", "the original DiT state dict (reference.dit.dit_param_shapes)",
-                              f"missing or misshapen {wrong[:3]}")
-        return Layout("dit", config, dit_hooks(config))
-    raise TargetError("model", "a DiT in the original layout (x_embedder, t_embedder, blocks.i.attn.qkv, final_layer, "
-                      "pos_embed in the state dict) or a diffusers DiTTransformer2DModel",
-                      f"{type(model).__name__} with state-dict keys {list(state)[:4]}: neither is recognised")
+    try:
+        structure = infer_structure(model, heads=heads, learn_sigma=learn_sigma, overrides=overrides, timeout=timeout)
+    except TargetError as error:
+        raise TargetError(error.argument, f"a DiT of the original architecture or a diffusers DiTTransformer2DModel: "
+                          f"{error.expected}", error.got) from error
+    return Layout("dit", structure.config, structure.hooks, structure.names, structure.returned_channels,
+                  structure.evidence)

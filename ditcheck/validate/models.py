@@ -17,6 +17,8 @@ in pairs, and the settings under which every activation falls within tolerance a
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ from .dit_conversion import diffusers_state_dict, params_from_diffusers
 from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_variants
 from .dit_recognition import CONVENTIONS, Layout, convention_config, recognise
 from .dit_reproducer import reproducer
+from .dit_structure import CONFIG_OVERRIDES
 from .dit_run import Run, capture, draw_dit_examples, max_abs, measure, tolerances as derive_tolerances
 from .report import Check, Report
 
@@ -46,43 +49,70 @@ DEFAULT_DIT_EXAMPLES = 3
 
 def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAMPLES, seed: int = 0,
         dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
-        diagnose: bool = True, timeout: float = DEFAULT_TIMEOUT, target: str | None = None) -> Report:
-    """Validate a DiT (original layout or diffusers' DiTTransformer2DModel) against the reference.
+        diagnose: bool = True, timeout: float = DEFAULT_TIMEOUT, target: str | None = None,
+        heads: int | None = None, learn_sigma: bool | None = None,
+        overrides: Mapping[str, Any] | None = None) -> Report:
+    """Validate a DiT (original architecture, any fork of it, or diffusers' DiTTransformer2DModel) against the reference.
 
     convention: "dit" (facebookresearch/DiT) or "diffusers" (DIFFUSERS_DIT_KNOBS). examples: random
     (weights, latents, timesteps, labels) draws, Hypothesis-seeded by ``seed``. dtype / device:
     where the target runs (default: its own; a copy is converted when they differ). weights:
     "random" (ditcheck draws every weight, adaLN-Zero included) or "model" (the target's own, e.g.
-    a loaded checkpoint). Returns a :class:`Report`: one check per compared activation plus
-    pos_embed and the output, the first diverging submodule, and a diagnosis of the mismatch.
+    a loaded checkpoint). heads / learn_sigma: answers where recognition finds the evidence
+    ambiguous (it says so). overrides: DiTConfig fields, either architecture the target does not
+    state (dit_structure.CONFIG_OVERRIDES, e.g. input_size) or convention knobs to check against
+    instead of the convention's (e.g. {"ln_eps_mlp": 1e-5}). Returns a :class:`Report`: one check
+    per compared activation plus pos_embed and the output, the first diverging submodule, and a
+    diagnosis of the mismatch.
     """
     examples, seed, timeout = require_run_settings(examples, seed, timeout)
     if weights not in ("random", "model"):
         raise InvalidArgumentError("weights", "'random' or 'model'", repr(weights))
     if convention not in CONVENTIONS:
         raise InvalidArgumentError("convention", f"one of {CONVENTIONS}", repr(convention))
+    if heads is not None and (isinstance(heads, bool) or not isinstance(heads, int) or heads < 1):
+        raise InvalidArgumentError("heads", "a positive int", repr(heads))
+    if learn_sigma is not None and not isinstance(learn_sigma, bool):
+        raise InvalidArgumentError("learn_sigma", "a bool or None", repr(learn_sigma))
+    overrides = dict(overrides or {})
+    knobs = {field.name for field in dataclasses.fields(DiTConfig)}
+    unknown = sorted(set(overrides) - knobs)
+    if unknown:
+        raise InvalidArgumentError("overrides", f"DiTConfig fields ({sorted(knobs)})", repr(unknown))
+    architecture = {key: value for key, value in overrides.items() if key in CONFIG_OVERRIDES}
+    conventions = {key: value for key, value in overrides.items() if key not in CONFIG_OVERRIDES}
     name = target or f"{type(model).__module__}:{type(model).__qualname__}"
-    try:
-        layout = recognise(model)
-    except TargetError as error:
+    if not isinstance(model, nn.Module) or next(iter(model.parameters()), None) is None:
         report = Report(target=name, kind="dit", settings={"convention": convention}, loaded=False)
-        report.notes.append(str(error))
+        report.notes.append(str(TargetError("model", "a torch.nn.Module with parameters", type(model).__name__)))
         return report
     own = next(iter(model.parameters()))
     dtype = own.dtype if dtype is None else resolve_dtype(dtype)
     device = own.device if device is None else resolve_device(device)
     if (dtype, device) != (own.dtype, own.device):
         model = copy.deepcopy(model).to(device=device, dtype=dtype)
-    config = convention_config(layout.config, convention)
-    report = Report(target=name, kind="dit", settings={
-        "layout": layout.name, "convention": convention, "dtype": str(dtype).removeprefix("torch."),
-        "device": str(device), "examples": examples, "seed": seed, "weights": weights,
-        "architecture": (f"input {config.input_size}, patch {config.patch_size}, C {config.in_channels}, "
-                         f"hidden {config.hidden_size}, depth {config.depth}, heads {config.num_heads}, "
-                         f"classes {config.num_classes}, learn_sigma {config.learn_sigma}")})
     was_training = model.training
     model.eval()  # label dropout and dropout off
     try:
+        try:
+            layout = recognise(model, heads=heads, learn_sigma=learn_sigma, overrides=architecture, timeout=timeout)
+        except TargetError as error:
+            report = Report(target=name, kind="dit", settings={"convention": convention}, loaded=False)
+            report.notes.append(str(error))
+            return report
+        config = convention_config(layout.config, convention)
+        config = config.replace(**{**{key: value for key, value in architecture.items()}, **conventions})
+        report = Report(target=name, kind="dit", settings={
+            "layout": layout.name, "convention": convention, "dtype": str(dtype).removeprefix("torch."),
+            "device": str(device), "examples": examples, "seed": seed, "weights": weights,
+            "architecture": (f"input {config.input_size}, patch {config.patch_size}, C {config.in_channels}, "
+                             f"hidden {config.hidden_size}, depth {config.depth}, heads {config.num_heads}, "
+                             f"classes {config.num_classes}, learn_sigma {config.learn_sigma}"
+                             + (f", returns the first {layout.output_channels} channels"
+                                if layout.output_channels != config.out_channels else ""))})
+        if conventions:
+            report.settings["overrides"] = conventions
+        report.notes.extend(f"recognised {line}" for line in layout.evidence)
         _validate(model, layout, config, report, examples, seed, dtype, device, weights, diagnose, timeout)
     finally:
         model.train(was_training)
@@ -100,6 +130,8 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
         err = max_abs(table - exact_table)
         report.checks.append(Check("pos_embed", err <= tol.value, err, tol,
                                    "" if err <= tol.value else "the fixed 2-D sin-cos position table differs", 1))
+        if err > tol.value:  # the table is added before any block runs: the first place the target diverges
+            report.first_divergence = "pos_embed"
     own_params = layout.params(model) if weights == "model" else None
     runs: list[Run] = []
     failures: list[str] = []
@@ -120,7 +152,7 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
             returned += 1
             if not isinstance(out, torch.Tensor):
                 raise TargetError("output", "a tensor", type(out).__name__)
-            expected_shape = (len(example.times), config.out_channels, *config.latent_size)
+            expected_shape = (len(example.times), layout.output_channels, *config.latent_size)
             if tuple(out.shape) != expected_shape:
                 raise TargetError("output", f"shape {expected_shape}", str(tuple(out.shape)))
             if out.dtype != dtype:

@@ -1,0 +1,114 @@
+"""Float32 islands of a float64 run: mapping a target's float32 requests to float64, and running it as written.
+
+Real DiT code computes some parts in float32 whatever the model dtype (the original DiT's timestep
+frequencies: ``torch.arange(..., dtype=torch.float32)`` and ``t.float()``; diffusers' timestep
+sinusoid, RMSNorm variances, RoPE tables, FP32LayerNorm; see the team notes on the DiT zoo). In a
+float64 validation those islands would drown real findings, and the original DiT even raises (a
+float32 embedding meets float64 weights). ditcheck therefore runs a float64 target twice:
+
+* :class:`Float32AsFloat64` (the mathematics): every *explicit* float32 request becomes a float64
+  one: ``Tensor.float()``, a ``torch.float32`` passed positionally (``.to(torch.float32)``,
+  ``.type(torch.float32)``) and ``dtype=torch.float32`` keyword arguments of any torch function
+  (``torch.arange``, ``torch.zeros``, ``.to(dtype=...)``...). Tensors created in torch's default
+  dtype without naming it are not touched: ditcheck cannot tell them from deliberate choices. The
+  whole-model comparison runs under this mode, so it measures the mathematics to float64 accuracy.
+* :class:`PromoteMixedFloats` (as written): float32 requests are honoured; where a float32 tensor
+  then meets a float64 one in a torch function that would refuse mixed dtypes (``F.linear``), the
+  float32 operand is promoted to float64, as NumPy would. The island's own error is measured this way.
+
+Both record which submodule asked for float32 (the innermost module running at the time), so each
+island is reported with its location. Modes are thread-local: enter them in the thread that runs
+the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+__all__ = ["Float32AsFloat64", "PromoteMixedFloats", "module_stack", "requests_float32"]
+
+
+def requests_float32(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the call func(*args, **kwargs) explicitly asks for float32."""
+    return (func is torch.Tensor.float or kwargs.get("dtype") is torch.float32
+            or any(arg is torch.float32 for arg in args))
+
+
+class _Recording(TorchFunctionMode):
+    """A mode that notes the innermost running submodule (from :func:`module_stack`) of every float32 request."""
+
+    def __init__(self, stack: list[str] | None = None) -> None:
+        super().__init__()
+        self.stack = stack if stack is not None else []
+        #: names of the innermost modules that requested float32, in first-request order
+        self.requests: dict[str, int] = {}
+
+    def note(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if requests_float32(func, args, kwargs):
+            where = self.stack[-1] if self.stack else ""
+            self.requests[where] = self.requests.get(where, 0) + 1
+
+
+class Float32AsFloat64(_Recording):
+    """Inside this mode every explicit float32 request is a float64 one (see the module docstring)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = dict(kwargs or {})
+        self.note(func, args, kwargs)
+        if func is torch.Tensor.float:
+            func = torch.Tensor.double
+        if kwargs.get("dtype") is torch.float32:
+            kwargs["dtype"] = torch.float64
+        args = tuple(torch.float64 if arg is torch.float32 else arg for arg in args)
+        return func(*args, **kwargs)
+
+
+class PromoteMixedFloats(_Recording):
+    """Inside this mode float32 requests are honoured and a float32 tensor meeting a float64 one is promoted."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = dict(kwargs or {})
+        self.note(func, args, kwargs)
+        leaves, _ = tree_flatten((args, kwargs))
+        dtypes = {leaf.dtype for leaf in leaves if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()}
+        if torch.float64 in dtypes and torch.float32 in dtypes and not _is_conversion(func):
+            def promote(value: Any) -> Any:
+                if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+                    return value.double()
+                return value
+            args, kwargs = tree_map(promote, (args, kwargs))
+        return func(*args, **kwargs)
+
+
+def _is_conversion(func: Any) -> bool:
+    """In-place copies and conversions keep their own dtype rules (copy_ into a float32 buffer stays float32)."""
+    name = getattr(func, "__name__", "")
+    return name.endswith("_") or name in {"to", "type", "type_as", "__set__", "__get__"}
+
+
+@contextmanager
+def module_stack(model: nn.Module, stack: list[str]) -> Iterator[list[str]]:
+    """Keep ``stack`` equal to the names of the submodules of ``model`` currently running (innermost last)."""
+    handles = []
+    for name, module in model.named_modules():
+        def enter(_module: nn.Module, _args: Any, name: str = name) -> None:
+            stack.append(name)
+
+        def leave(_module: nn.Module, _args: Any, _output: Any) -> None:
+            if stack:
+                stack.pop()
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave, always_call=True))
+    try:
+        yield stack
+    finally:
+        for handle in handles:
+            handle.remove()
+        stack.clear()

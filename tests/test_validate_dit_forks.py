@@ -1,0 +1,92 @@
+"""ditcheck.validate.dit on forks of the original DiT (tests/targets/dit_forks.py): recognition by evidence (head
+counts renamed three ways or stated nowhere, every class and attribute renamed, a SiT-style forward), ambiguity
+reported with its options, overrides, and planted bugs each caught at the right first divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.validate import dit, recognise
+from targets import dit_forks as forks
+
+
+@pytest.mark.parametrize("factory", [forks.fork_attn_heads, forks.fork_attn_n_heads, forks.fork_top_level_heads,
+                                     forks.fork_no_heads_anywhere, forks.renamed])
+def test_forks_that_rename_things_are_recognised_and_conform(factory) -> None:
+    report = dit(factory(), examples=2, diagnose=False)
+    assert report.ok, str(report)
+    assert "heads 4" in report.settings["architecture"]
+    assert any("reproduces block 0's recorded attention" in note for note in report.notes), report.notes
+    assert {"x_embedder", "t_embedder", "y_embedder", "blocks.0", "blocks.1", "final_layer"} <= \
+        {check.id.split(" ~ ")[-1] for check in report.checks}
+
+
+def test_renamed_fork_maps_every_reference_parameter_to_its_own_name() -> None:
+    layout = recognise(forks.renamed())
+    assert layout.names["blocks.1.attn.qkv.weight"] == "layers.1.mix.to_qkv.weight"
+    assert layout.names["blocks.0.adaLN_modulation.1.bias"] == "layers.0.mod.bias"
+    assert layout.names["t_embedder.mlp.2.weight"] == "noise.fc_out.weight"
+    assert layout.names["y_embedder.embedding_table.weight"] == "classes.table.weight"
+    assert layout.names["pos_embed"] == "grid_code"
+    hooked = {reference: target for target, reference, _ in layout.hooks}
+    assert hooked["blocks.0.norm1"] == "layers.0.ln_a" and hooked["blocks.0.norm2"] == "layers.0.ln_b"
+    assert hooked["x_embedder"] == "tokenize" and hooked["final_layer"] == "head"
+
+
+def test_sit_style_forward_is_compared_on_its_first_channels() -> None:
+    layout = recognise(forks.sit_style())
+    assert layout.config.learn_sigma and layout.output_channels == forks.CHANNELS
+    report = dit(forks.sit_style(), examples=2, diagnose=False)
+    assert report.ok, str(report)
+    assert "returns the first 2 channels" in report.settings["architecture"]
+
+
+def test_learn_sigma_override_contradicting_the_shapes_is_refused() -> None:
+    report = dit(forks.original_style(), learn_sigma=False, examples=1)
+    assert not report.loaded and "learn_sigma" in str(report)
+    assert dit(forks.original_style(), learn_sigma=True, examples=1, diagnose=False).ok
+
+
+def test_head_count_stated_nowhere_and_not_reproduced_is_an_ambiguity_with_options() -> None:
+    """No attribute states the head count and a planted scale bug makes every divisor miss the recorded attention:
+    recognition says so, lists the best options, and --heads settles it (then the bug is found)."""
+    model = forks.OriginalStyleDiT(head_attr=None, scale_power=-1.0)
+    report = dit(model, examples=1)
+    assert not report.loaded and report.exit_code == 2
+    assert "pass heads= / --heads N" in str(report) and "4 (error" in str(report)
+    settled = dit(forks.OriginalStyleDiT(head_attr=None, scale_power=-1.0), heads=4, examples=1, diagnose=False)
+    assert settled.loaded and not settled.ok and settled.first_divergence == "blocks.0.attn"
+
+
+def test_an_attribute_contradicting_the_recorded_attention_is_an_ambiguity() -> None:
+    model = forks.OriginalStyleDiT()
+    for block in model.blocks:
+        block.attn.num_heads = 2  # says 2; the code computes with 4
+    report = dit(model, examples=1)
+    assert not report.loaded and "the attributes say" in str(report) and "reproduced by 4 heads" in str(report)
+    assert dit(model, heads=4, examples=1, diagnose=False).ok
+
+
+def test_overrides_set_convention_knobs_and_bad_ones_are_typed_errors() -> None:
+    report = dit(forks.fork_bug("timestep_shift_1"), overrides={"downscale_freq_shift": 1.0}, examples=1,
+                 diagnose=False)
+    assert report.ok, str(report)
+    with pytest.raises(InvalidArgumentError) as info:
+        dit(forks.original_style(), overrides={"colour": 1})
+    assert info.value.argument == "overrides"
+    with pytest.raises(InvalidArgumentError) as info:
+        dit(forks.original_style(), heads=0)
+    assert info.value.argument == "heads"
+
+
+PLANTED = sorted(forks.FORK_BUGS)
+
+
+@pytest.mark.parametrize("name", PLANTED)
+def test_planted_fork_bug_is_caught_at_its_first_divergence(name: str) -> None:
+    _, options, first = forks.FORK_BUGS[name]
+    report = dit(forks.fork_bug(name), examples=2, diagnose=False, **options)
+    assert report.loaded and not report.ok, str(report)
+    assert report.first_divergence is not None and report.first_divergence.startswith(first), str(report)
