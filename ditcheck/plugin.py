@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from ditcheck.properties.profiles import load_profile_from_environment, register_profiles
+from ditcheck.reference.formats import FORMATS
 
 register_profiles()
 
@@ -34,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"run ditcheck's attention checks against this fn(q, k, v) (or set {_TARGET_ENV})")
     group.addoption("--ditcheck-xfail", metavar="FILE", default=None,
                     help="file of ditcheck check ids expected to fail, one per line")
-    group.addoption("--ditcheck-dtype", default="float32", choices=("float32", "float16", "bfloat16", "float64"),
+    group.addoption("--ditcheck-dtype", default="float32", choices=tuple(FORMATS),
                     help="dtype of q, k, v for --ditcheck-attention (default float32)")
     group.addoption("--ditcheck-layout", default="bhld", choices=("bhld", "blhd"),
                     help="tensor layout of the target: bhld [B, H, L, D] or blhd [B, L, H, D] (default bhld)")

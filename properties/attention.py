@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ditcheck.reference import attention, attention_vjp, attention_weight_gradient, attention_weight_loss
+from ditcheck.reference import formats
 from ditcheck.reference.precision import Mp
 from ditcheck.reference.rounding import attention_error_bound
 
@@ -178,7 +179,7 @@ def check_rows_are_convex_combinations(case: AttentionCase, attention_fn: Attent
     out, weights = attention_fn(q, k, v, scale=case.scale, mask=mask, return_weights=True)
     keep = case.keep_mask()
     row_sums = weights.sum(axis=-1)
-    tolerance = 4 * case.key_tokens * np.finfo(float).eps
+    tolerance = 4 * case.key_tokens * formats.FLOAT64.machine_epsilon
     require(np.all(weights >= 0), "REF-convex", "negative attention weight", case=case)
     require(np.all(np.abs(row_sums - 1) <= tolerance), "REF-convex", "weight rows do not sum to 1",
             worst=float(np.max(np.abs(row_sums - 1))), case=case)

@@ -24,6 +24,7 @@ from ditcheck.fast_attention.attention import AttentionResult, attention, certif
 from ditcheck.fast_attention.polynomial import (ExpApproximation, monomial_coefficients, certified_relative_error,
                                  exp_approximation, polynomial_features)
 from ditcheck.reference import attention as reference_attention
+from ditcheck.reference import formats
 from ditcheck.reference.rounding import attention_error_bound
 
 from .measurement import Measurement
@@ -222,7 +223,7 @@ def measure_entrywise_relative_error(case: FeatureCase, features: FeatureFunctio
     a = features(torch.from_numpy(q), approximation, scale, side="query")
     b = features(torch.from_numpy(k), approximation, scale, side="key")
     approx = (a @ b.mT).numpy()
-    u = 2.0**-53
+    u = formats.FLOAT64.unit_roundoff
     abs_logits = scale * (np.abs(q) @ np.abs(k).T)
     delta = bounds.gamma(case.dim + 2, u) * abs_logits
     computed = np.exp(scale * (q @ k.T))
@@ -257,7 +258,7 @@ def numerical_rank(matrix: np.ndarray) -> int:
     if scaled.size == 0:
         return 0
     singular = np.linalg.svd(scaled, compute_uv=False)
-    return int(np.sum(singular > singular[0] * max(scaled.shape) * 2.0**-52))
+    return int(np.sum(singular > singular[0] * max(scaled.shape) * formats.FLOAT64.machine_epsilon))
 
 
 #: Largest C(D+g, g) whose numerical rank check_feature_rank measures (an (r + 8) x r SVD); above, columns only.
@@ -331,7 +332,7 @@ def check_feature_rank(case: FeatureCase, features: FeatureFunction = polynomial
     require(math.comb(case.dim + approximation.degree, approximation.degree) == expected, "AS4",
             "bounds.feature_rank differs from C(D+g, g)", expected=expected, case=case)
     abs_logits = scale * (np.abs(q) @ np.abs(k).T)
-    u = 2.0**-53
+    u = formats.FLOAT64.unit_roundoff
     # P evaluated by Horner in float64 at fl(s q.k): Horner's own error gamma_2g and the logit error through P'
     horner = approximation(scale * (q @ k.T))
     p_abs = approximation.abs_polynomial(abs_logits)
@@ -526,11 +527,11 @@ def _poly_rounding(case: PolyAttentionCase, q: np.ndarray, k: np.ndarray, v_inf:
     float64 rounding, gamma_{D+2}), and the certified polynomial exp_approximation(R', g, kind) of the
     result's certificate radius R' and degree g (the polynomial the backend must have used)."""
     norms = [float(np.sqrt((x * x).sum(-1)).max()) for x in (q, k)]
-    radius = case.logit_scale() * norms[0] * norms[1] * (1 + 2 * bounds.gamma(case.dim + 2, 2.0**-53))
+    radius = case.logit_scale() * norms[0] * norms[1] * (1 + 2 * bounds.gamma(case.dim + 2, formats.FLOAT64))
     require(result.approximation is not None and result.degree is not None, "AS2",
             "the poly result does not report its polynomial", case=case)
     approximation = exp_approximation(result.approximation.radius, result.degree, case.kind)
-    unit = float(np.finfo(case.dtype).eps) / 2
+    unit = formats.format_named(case.dtype).unit_roundoff
     return bounds.poly_attention_rounding_bound(
         float(approximation.abs_polynomial(radius)), radius, approximation.eps, case.key_tokens,
         bounds.feature_rank(case.dim, result.degree), result.degree, v_inf, unit)
@@ -549,7 +550,7 @@ def measure_poly_attention_output(case: PolyAttentionCase, attention_fn: Attenti
     """
     q, k, v = case.build()
     scale = case.logit_scale()
-    dtype = getattr(torch, case.dtype)
+    dtype = bounds.torch_dtype_of(case.dtype)
     result = attention_fn(*(torch.from_numpy(a).to(dtype) for a in (q, k, v)), backend="poly",
                           eps=case.eps, kind=case.kind, scale=scale, chunk_size=case.chunk_size)
     require(result.eps is not None and result.eps <= case.eps, "AS2", "the certified eps exceeds the requested eps",

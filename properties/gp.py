@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
+from ditcheck.bounds import format_of, gp2_condition_upper, gp2_rate, gp2_rounding_floor
 from ditcheck.gp.training import kernel_correlation, lag_contrast
 from ditcheck.gp.transformer import ENCODINGS, UnrolledGPTransformer
 from ditcheck.reference import gp
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.formats import FLOAT64
 from ditcheck.reference.linalg import eigenvalue_error_bound
 from ditcheck.reference.rounding import BOUND_INFLATION
 
@@ -43,7 +44,8 @@ __all__ = [
     "check_gp4_attention",
 ]
 
-_UNIT = {torch.float64: 2.0**-53, torch.float32: 2.0**-24}
+#: the dtypes the GP2 floor is derived for (its rounding analysis assumes float32 or float64 arithmetic)
+_GP2_DTYPES = (torch.float64, torch.float32)
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,9 @@ def _rows(a: np.ndarray) -> np.ndarray:
 
 
 def _unit(dtype: torch.dtype) -> float:
-    if dtype not in _UNIT:
-        raise InvalidArgumentError("dtype", f"one of {tuple(_UNIT)} (the GP2 floor needs a unit roundoff)", str(dtype))
-    return _UNIT[dtype]
+    if dtype not in _GP2_DTYPES:
+        raise InvalidArgumentError("dtype", f"one of {_GP2_DTYPES} (the GP2 floor needs a unit roundoff)", str(dtype))
+    return format_of(dtype).unit_roundoff
 
 
 def _weight_tolerance(gamma: np.ndarray, unit: float) -> float:
@@ -154,7 +156,7 @@ def measure_gp2_unrolled(case: UnrolledCase, build: Callable[..., Any] = Unrolle
             reference = np.asarray(iterate(x64, p.time, p.gamma, p.sigma_matrix, k, p.schedule))
             allowed = (floor_t + floor_r) * size
             gap_k = _rows(out[k] - reference)  # k = 0: both are exactly 0 and so is the allowance
-            ratio_k = np.where(gap_k > 0, gap_k / np.maximum(allowed, np.finfo(float).tiny), 0.0)
+            ratio_k = np.where(gap_k > 0, gap_k / np.maximum(allowed, FLOAT64.smallest_normal), 0.0)
             iteration_ratio = max(iteration_ratio, float(np.max(ratio_k)))
         error = _rows(out[k] - exact) / _rows(exact)
         bound = (np.asarray(rate(kappa, k)) + floor_t + e1) / (1 - e1)

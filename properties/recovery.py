@@ -27,6 +27,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ditcheck import bounds
+from ditcheck.reference import formats
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture, sample
 
@@ -36,7 +37,7 @@ from .strategies import orthonormal_columns, seeds
 __all__ = ["RecoveryCase", "recovery_cases", "learned_subspace", "subspace_error_bound", "measure_subspace_recovery",
            "Learner"]
 
-UNIT = 2.0**-53
+UNIT = formats.FLOAT64.unit_roundoff
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from ditcheck.models.dit import DiT, LatentScoreNetwork
+from ditcheck.reference import formats
 from ditcheck.reference.dit import DiTConfig, dit_forward, dit_intermediates, dit_latent_score, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError, PrecisionError
 from ditcheck.reference.mixtures import denoiser_q, denoiser_q_function
@@ -59,7 +60,7 @@ __all__ = [
 FLOAT32_FACTOR = 4.0
 #: ... or by this floor, relative to max(1, max |exact|): 8 float32 unit roundoffs, for cases where the naive
 #: evaluation happens to be almost exact (FlashAttention's rule broke on a zero baseline without a floor).
-FLOAT32_FLOOR = 8 * 2.0**-24
+FLOAT32_FLOOR = 8 * formats.FLOAT32.unit_roundoff
 
 ModelFactory = Callable[[DiTConfig, Mapping[str, np.ndarray]], nn.Module]
 
@@ -275,7 +276,7 @@ def measure_ld2_error_identity(score_network: Callable[..., nn.Module], case: Mi
     lhs = sigma2[:, 0] * np.linalg.norm(s_f - s_q, axis=1)
     rhs = np.linalg.norm(f - q, axis=1)
     norms = np.linalg.norm(f, axis=1) + np.linalg.norm(q, axis=1) + 2 * np.linalg.norm(x, axis=1)
-    allowance = 4 * (basis.shape[0] + latent_dim) * 2.0**-53 * norms
+    allowance = 4 * (basis.shape[0] + latent_dim) * formats.FLOAT64.unit_roundoff * norms
     gap = np.abs(lhs - rhs)
     worst = int(np.argmax(gap / allowance))
     scale = max(float(rhs[worst]), 1e-300)

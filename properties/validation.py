@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ditcheck.bounds import gamma
 from ditcheck.reference.attention import softmax
-from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.formats import format_named, gamma_or_inf, softmax_relative_error
 from ditcheck.reference.rounding import EXP_ULPS
 
 from .violation import require
@@ -28,7 +27,6 @@ __all__ = [
     "GRADIENT_FACTOR",
     "FLOOR_ULPS",
     "EXP_ULPS",
-    "DTYPE_FORMATS",
     "Tolerance",
     "unit_roundoff",
     "smallest_subnormal",
@@ -121,31 +119,25 @@ def derive_tolerance(naive_error: float | None, apriori: float | None, exact_mag
 
 
 def _gamma(n: int, u: float) -> float:
-    """ditcheck.bounds.gamma, inf from gamma_n >= 1 (n u >= 1/2) on: the weight bound divides by 1 - gamma."""
-    g = gamma(n, u)
-    return g if g < 1 else math.inf
+    """gamma_n (formats.gamma_or_inf), inf from gamma_n >= 1 (n u >= 1/2) on: the weight bound divides by 1 - gamma."""
+    return gamma_or_inf(n, u, limit=0.5)
 
 
 def _weights_and_error(q: np.ndarray, k: np.ndarray, u: float, tiny: float,
                        scale: float | None) -> tuple[np.ndarray, np.ndarray]:
     """(P, E): exact softmax weights and the entrywise bound |P~ - P| <= E of weights computed with roundoff u.
 
-    The softmax part is reference/rounding.py's _softmax_relative_error with u a parameter (that
-    one is float64-only: its gamma refuses n u >= 1e-7), and rho >= 1 made vacuous instead of negative.
+    The softmax part is ditcheck.reference.formats.softmax_relative_error in roundoff u (gamma_n inf from
+    n u >= 1/2 on), and rho >= 1 made vacuous instead of negative.
     """
     head_dim, key_tokens = q.shape[-1], k.shape[-2]
     s = 1 / math.sqrt(head_dim) if scale is None else float(scale)
     logits = (q @ np.swapaxes(k, -1, -2)) * s
     delta = np.max(_gamma(head_dim + 6, u) * abs(s) * (np.abs(q) @ np.swapaxes(np.abs(k), -1, -2)),
                    axis=-1, keepdims=True)
-    y = np.abs(logits - np.max(logits, axis=-1, keepdims=True))
+    relative = softmax_relative_error(logits, None, u, EXP_ULPS, _gamma)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        eta = np.exp(u * y) * (1 + 2 * EXP_ULPS * u) - 1
-        eta_max = np.max(eta, axis=-1, keepdims=True)
-        g = _gamma(max(key_tokens - 1, 1), u)
-        upper = (1 + eta) * (1 + u) / ((1 - eta_max) * (1 - g)) - 1
-        lower = 1 - (1 - eta) * (1 - u) / ((1 + eta_max) * (1 + g))
-        rho = np.exp(2 * delta) * (1 + np.maximum(upper, lower)) - 1
+        rho = np.exp(2 * delta) * (1 + relative) - 1
         weights = softmax(logits)
         allowance = (key_tokens + 2) * 2 * EXP_ULPS * tiny
         error = rho * (weights + allowance) / np.maximum(1 - rho, 0.0) + allowance

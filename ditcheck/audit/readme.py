@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.formats import FLOAT64
 
 __all__ = ["run_block", "block_pattern", "replace_blocks", "record_run", "main"]
 
@@ -41,7 +42,7 @@ def _worst(claim: Mapping[str, Any]) -> str:
         if kind == "exact" and claim.get("statistical"):
             return f"{top:.3g} of limit"
         if kind == "exact":
-            return f"{claim['max_observed']:.2g} ({claim['max_observed'] / 2.0**-52:.3g} ulp), {top:.2g} of tolerance"
+            return f"{claim['max_observed']:.2g} ({claim['max_observed'] / FLOAT64.machine_epsilon:.3g} ulp), {top:.2g} of tolerance"
         return f"{top:.4g}"
     fits = claim.get("fits") or []
     return "; ".join(f"{f['exponent']:.3g} [{f['low']:.3g}, {f['high']:.3g}] vs {f['relation']} {f['claimed']:g}"

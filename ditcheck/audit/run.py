@@ -19,6 +19,7 @@ from hypothesis import seed as hypothesis_seed
 
 from ditcheck.properties.measurement import Measurement, RateSeries
 from ditcheck.properties.profiles import without_local_constants
+from ditcheck.reference.formats import FLOAT64
 
 from .registry import Claim, Mode
 
@@ -28,7 +29,7 @@ __all__ = ["ClaimResult", "RateFit", "run_claim", "fit_rate", "claim_seed", "rep
 #: max observed/bound below this is reported as "loose by 1/max" rather than "holds".
 LOOSE_BELOW = 0.5
 #: the spacing of float64 at 1: exact claims report relative errors in these units.
-FLOAT64_ULP = 2.0**-52
+FLOAT64_ULP = FLOAT64.machine_epsilon  # one ulp of 1.0
 #: confidence level of the fitted exponents' intervals.
 CONFIDENCE = 0.95
 

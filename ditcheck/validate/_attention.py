@@ -26,6 +26,7 @@ from ditcheck.properties.attention import ADVERSARIAL_KINDS, AttentionCase, atte
 from ditcheck.properties.validation import (FORWARD_FACTOR, GRADIENT_FACTOR, Tolerance, attention_rounding_bound,
                                             attention_vjp_magnitudes, attention_vjp_rounding_bound,
                                             derive_tolerance)
+from ditcheck.bounds import format_of, torch_dtype_of
 from ditcheck.properties.profiles import without_local_constants
 from ditcheck.reference import attention as reference_attention
 from ditcheck.reference import attention_vjp
@@ -40,17 +41,11 @@ __all__ = ["attention", "attention_case_error", "fits_dtype", "draw_examples", "
 
 LAYOUTS = ("bhld", "blhd")
 DEFAULT_ATTENTION_EXAMPLES = 50
-_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
-           "bfloat16": torch.bfloat16}
 
 
 def resolve_dtype(dtype: Any, argument: str = "dtype") -> torch.dtype:
-    """A torch floating dtype from a torch.dtype or its name."""
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
-        return _DTYPES[dtype.removeprefix("torch.")]
-    raise InvalidArgumentError(argument, f"one of {tuple(_DTYPES)}", repr(dtype))
+    """A torch floating dtype from a torch.dtype or its name (the formats of ditcheck.reference.formats)."""
+    return torch_dtype_of(dtype, argument)
 
 
 def resolve_device(device: str | torch.device, argument: str = "device") -> torch.device:
@@ -96,7 +91,7 @@ def draw_examples(strategy: st.SearchStrategy[Any], count: int, seed: int) -> li
 def fits_dtype(case: AttentionCase, dtype: torch.dtype) -> bool:
     """The case's q, k, v are finite in ``dtype`` and no partial sum of q k^T can overflow it (any order):
     outside that domain a correct ``dtype`` implementation cannot be told from a broken one."""
-    largest = torch.finfo(dtype).max
+    largest = format_of(dtype).max_finite
     q, k, v, _ = case.build()
     if max(float(np.max(np.abs(a), initial=0.0)) for a in (q, k, v)) >= largest:
         return False

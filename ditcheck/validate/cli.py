@@ -22,6 +22,7 @@ from typing import Any
 from ditcheck.properties.attention import ADVERSARIAL_KINDS
 
 from ditcheck.loader import LoadError, load_function, load_module
+from ditcheck.reference.formats import FORMATS
 from ditcheck.options import add_list_option, add_seed_option
 
 from ._target import DEFAULT_TIMEOUT, TargetError
@@ -31,7 +32,7 @@ HELP = "validate third-party attention, DiT or scheduler code against the refere
 
 __all__ = ["HELP", "TARGETS", "add_arguments", "run", "AttentionTarget", "DiTTarget"]
 
-DTYPES = ("float32", "float16", "bfloat16", "float64")
+DTYPES = tuple(FORMATS)  # the formats ditcheck.reference.formats knows
 
 
 def _positive(kind: type) -> Any:
