@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.formats import FORMATS, Format, format_named, gamma_or_inf
 from ditcheck.reference.precision import require_real
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "as2_column_bound",
     "as2_paper_bound",
     "gamma",
+    "format_of",
+    "torch_dtype_of",
     "feature_rounding_bound",
     "poly_attention_rounding_bound",
 ]
@@ -112,10 +116,25 @@ def as2_paper_bound(eps: float, v_inf_norm: float) -> float:
     return 2 * require_eps(eps) * _require_norm(v_inf_norm)
 
 
-def gamma(n: int, unit_roundoff: float) -> float:
-    """Higham's gamma_n = n u / (1 - n u) (Accuracy and Stability, Lemma 3.1); inf when n u >= 1."""
-    nu = n * unit_roundoff
-    return nu / (1 - nu) if nu < 1 else math.inf
+def format_of(dtype: torch.dtype | str, argument: str = "dtype") -> Format:
+    """The ditcheck.reference.formats Format of a torch floating dtype or its name ("float16", "torch.float16").
+
+    The one bridge from torch dtypes to formats; InvalidArgumentError naming ``argument`` for anything else.
+    """
+    if not isinstance(dtype, (torch.dtype, str)):
+        raise InvalidArgumentError(argument, f"a torch dtype or one of {tuple(FORMATS)}", repr(dtype))
+    return format_named(dtype, argument)
+
+
+def torch_dtype_of(dtype: torch.dtype | str | Format, argument: str = "dtype") -> torch.dtype:
+    """The torch dtype of a Format, of a format's name or of a torch floating dtype ditcheck has a Format for."""
+    fmt = dtype if isinstance(dtype, Format) else format_of(dtype, argument)
+    return getattr(torch, fmt.name)
+
+
+def gamma(n: int, unit_roundoff: float | Format) -> float:
+    """Higham's gamma_n = n u / (1 - n u) (Accuracy and Stability, eq. 3.8); inf when n u >= 1 (formats.gamma_or_inf)."""
+    return gamma_or_inf(n, unit_roundoff)
 
 
 def feature_rounding_bound(abs_polynomial_value: np.ndarray | float, rank: int, degree: int,

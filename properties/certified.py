@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ditcheck.reference import formats
 from ditcheck.reference.precision import BallArray
 
 from .violation import require
@@ -15,7 +16,7 @@ __all__ = ["NARROW", "second_opinion_digits", "require_narrow", "require_contain
 
 # Relative radius below which a containment or overlap test is informative: narrower than
 # float64 resolution, so the ball can judge any float64 result.
-NARROW = 2.0**-53
+NARROW = formats.FLOAT64.unit_roundoff
 
 
 def second_opinion_digits(bits: int) -> int:
@@ -52,7 +53,7 @@ def require_within(balls: BallArray, value: np.ndarray, tolerance: np.ndarray, c
     inside = balls.within(value, tolerance)
     if not inside.all():
         index = tuple(int(i) for i in np.argwhere(~inside)[0])
-        ratio = np.abs(np.asarray(value, dtype=np.float64) - balls.mid) / np.maximum(tolerance, np.finfo(float).tiny)
+        ratio = np.abs(np.asarray(value, dtype=np.float64) - balls.mid) / np.maximum(tolerance, formats.FLOAT64.smallest_normal)
         require(False, claim, f"{what}: float64 result outside its tolerance", index=index,
                 got=float(np.asarray(value)[index]), exact=float(balls.mid[index]),
                 tolerance=float(np.broadcast_to(tolerance, balls.shape)[index]), worst_ratio=float(ratio.max()),

@@ -24,6 +24,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ditcheck.reference import distances, gp, mixtures, schedules
+from ditcheck.reference import formats
 from ditcheck.reference.errors import InvalidArgumentError, NotPositiveDefiniteError
 from ditcheck.reference.latent import ld2_score
 from ditcheck.reference.linalg import positive_definite_report
@@ -818,13 +819,13 @@ def measure_gp1(case: GPCase, kronecker: ScoreFunction = gp.gp_score,
     kappa = float(np.linalg.cond(a_t))
     size = np.linalg.norm(slow.reshape(slow.shape[0], -1), axis=1)
     gap = np.linalg.norm((fast - slow).reshape(slow.shape[0], -1), axis=1)
-    relative = np.where(gap > 0, gap / np.maximum(size, np.finfo(float).tiny), 0.0)
+    relative = np.where(gap > 0, gap / np.maximum(size, formats.FLOAT64.smallest_normal), 0.0)
     rows = fast.reshape(fast.shape[0], -1)
     residual_norm = np.linalg.norm(rows @ a_t.T + case.x.reshape(rows.shape), axis=1)
     x_norm = np.linalg.norm(case.x.reshape(case.x.shape[0], -1), axis=1)
     fast_norm = np.linalg.norm(fast.reshape(fast.shape[0], -1), axis=1)
     allowed = 8 * n * U * (norm_a * fast_norm + x_norm)
-    residual_ratio = np.where(residual_norm > 0, residual_norm / np.maximum(allowed, np.finfo(float).tiny), 0.0)
+    residual_ratio = np.where(residual_norm > 0, residual_norm / np.maximum(allowed, formats.FLOAT64.smallest_normal), 0.0)
     return Measurement(float(relative.max()), 16 * n * U * kappa, case,
                        forms={"residual": float(residual_ratio.max())})
 

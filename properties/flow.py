@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from ditcheck.diffusion import samplers
 from ditcheck.diffusion.flow import FlowMixtureOracle
 from ditcheck.diffusion.metrics import mixture_moments
-from ditcheck.reference import flow, mixtures
+from ditcheck.reference import flow, formats, mixtures
 from ditcheck.reference.flow import FLOW_PARAMETERISATIONS, INTERPOLANTS
 from ditcheck.reference.mixtures import LatentMixture
 from ditcheck.reference.precision import FLOAT64
@@ -54,7 +54,7 @@ FLOW_Z = 5.0  # two-sided normal threshold: false alarm ~5.7e-7 per statistic
 VELOCITY_BASELINE_FACTOR = 16.0  # two float64 evaluations of one closed form differ in operation order only
 VELOCITY_ULP_FLOOR = 64.0  # ulps of the largest term, times the solves' condition number (baseline error may be 0)
 CONVERSION_ULPS = 16.0  # y = a p + b x: a, b from <= 6 rounded operations, then 2 products and a sum (gamma_9 < 16 u)
-UNIT_ROUNDOFF = 2.0**-53
+UNIT_ROUNDOFF = formats.FLOAT64.unit_roundoff
 
 VelocityFunction = Callable[[LatentMixture, np.ndarray, float, str], np.ndarray]
 ConvertFunction = Callable[..., Any]

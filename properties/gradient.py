@@ -22,6 +22,7 @@ from ditcheck.fast_attention.gradient import (attention_weight_gradient_exact, a
                                               attention_weight_loss)
 from ditcheck.fast_attention.polynomial import exp_approximation
 from ditcheck.reference import attention_weight_gradient
+from ditcheck.reference.formats import FLOAT64 as FLOAT64_FORMAT
 
 from .attention import WeightGradientCase
 from .fast_attention import counted_flops
@@ -46,7 +47,7 @@ __all__ = [
     "check_softmax_derivative_bound",
 ]
 
-_UNIT_ROUNDOFF = 2.0 ** -53
+_UNIT_ROUNDOFF = FLOAT64_FORMAT.unit_roundoff
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ditcheck.reference.layers import GELU_TANH_CUBIC, gelu, layer_norm, linear, patchify, silu
+from ditcheck.reference.formats import FLOAT64, gamma_in
 from ditcheck.reference.precision import UNIT_ROUNDOFF, Arb, BallArray
 
 from .certified import require_contains, require_within
@@ -212,9 +213,8 @@ def unpatchify_cases(draw: st.DrawFn, max_channels: int = 3, max_patch: int = 3,
 
 
 def gamma(xp: Any, n: int) -> Any:
-    """Higham's gamma_n = n u/(1 - n u), u = 2^-53, in the precision ``xp``."""
-    nu = xp.const(n) * xp.const(UNIT_ROUNDOFF)
-    return nu / (1 - nu)
+    """Higham's gamma_n (eq. 3.8) of float64 in the precision ``xp`` (ditcheck.reference.formats.gamma_in)."""
+    return gamma_in(xp, n, FLOAT64)
 
 
 def upper_bound(balls: Any) -> np.ndarray:

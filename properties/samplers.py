@@ -39,7 +39,7 @@ from ditcheck import bounds
 
 from ditcheck.diffusion import samplers
 from ditcheck.diffusion.oracles import MixtureOracle
-from ditcheck.reference import distances, mixtures
+from ditcheck.reference import distances, formats, mixtures
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
 
@@ -134,7 +134,7 @@ def rt1_identity_allowance(s: float, eta: float, coupling: float, lipschitz: flo
     three roundings; the comparator c = 1/expm1(2 eta) errs by (LIBM_ROUNDOFFS + 1) u; the subtraction c - H_jj
     on each side by u (c + L).
     """
-    unit = 2.0**-53
+    unit = formats.FLOAT64.unit_roundoff
     eps_a = (2 * LIBM_ROUNDOFFS + 1 + (s + eta)) * unit
     a2 = math.exp(-2 * eta)
     eps_v = a2 * (2 * eps_a + unit) / -math.expm1(-2 * eta) + unit
@@ -146,7 +146,7 @@ def rt1_coupling_allowance(eta: float) -> float:
     """A-priori relative bound on |c / 2L - 1| for c = bounds.rt1_coupling(bounds.rt1_segment(L)) in float64:
     eta = log1p(1/(2L))/2 errs by (LIBM_ROUNDOFFS + 2) u, expm1(2 eta) amplifies that by at most 1 + 2 eta and adds
     LIBM_ROUNDOFFS u, and the reciprocal u."""
-    unit = 2.0**-53
+    unit = formats.FLOAT64.unit_roundoff
     return ((LIBM_ROUNDOFFS + 2) * (1 + 2 * eta) + LIBM_ROUNDOFFS + 1) * unit * (1 + 1e-6)
 
 
@@ -397,7 +397,7 @@ def uld_covariance_error_bound(friction: float, scale: float, step: float) -> np
     RT3_REFERENCE_ERROR for the reference itself; the 1e-6
     relative margin covers evaluating this bound itself in float64.
     """
-    unit = 2.0**-53
+    unit = formats.FLOAT64.unit_roundoff
     libm = LIBM_ROUNDOFFS
     x = friction * step
     var_v = bounds.gamma(1 + libm + 1, unit)

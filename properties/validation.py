@@ -43,29 +43,14 @@ GRADIENT_FACTOR = 3.0
 #: The floor: this many ulps (of the target dtype) of the largest exact entry.
 FLOOR_ULPS = 4
 
-#: (significand bits p incl. the implicit one, smallest subnormal) of the floating formats a target may use.
-DTYPE_FORMATS: dict[str, tuple[int, float]] = {
-    "float64": (53, 2.0**-1074),
-    "float32": (24, 2.0**-149),
-    "float16": (11, 2.0**-24),
-    "bfloat16": (8, 2.0**-133),
-}
-
-
-def _format(dtype: Any) -> tuple[int, float]:
-    name = str(dtype).removeprefix("torch.")
-    if name not in DTYPE_FORMATS:
-        raise InvalidArgumentError("dtype", f"one of {tuple(DTYPE_FORMATS)}", repr(dtype))
-    return DTYPE_FORMATS[name]
-
-
 def unit_roundoff(dtype: Any) -> float:
-    """u = 2^-p of a floating format (torch dtype or its name): round-to-nearest errs by at most u relative."""
-    return 2.0 ** -_format(dtype)[0]
+    """u = 2^-p of a floating format (torch dtype or its name; ditcheck.reference.formats, Higham Thm 2.2)."""
+    return format_named(dtype).unit_roundoff
 
 
 def smallest_subnormal(dtype: Any) -> float:
-    return _format(dtype)[1]
+    """The smallest positive subnormal of a floating format (torch dtype or its name; ditcheck.reference.formats)."""
+    return format_named(dtype).smallest_subnormal
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import mpmath
 import numpy as np
 
 from .errors import NotPositiveDefiniteError, ShapeError
+from .formats import FLOAT64
 from .precision import Arb, Float64, Mp, Precision
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "certify_positive_definite",
 ]
 
-EPS = float(np.finfo(np.float64).eps)
+EPS = FLOAT64.machine_epsilon
 
 
 def certainly_positive(xp: Precision, x: Any) -> np.ndarray:

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import formats
 from .errors import InvalidArgumentError, ShapeError
 from .latent import LatentFunction, check_orthonormal
 from .linalg import (check_positive_semidefinite, cho_solve, cholesky, identity, inverse_from_cholesky,
@@ -764,6 +765,6 @@ def cf2_decomposition(mixture: LatentMixture, x: Any, t: float, c2: float, sched
         error[n] = float(np.max(np.abs(estimates[1] - estimates[0])))
         # each log-integrand value rounds by ~ u (1 + |its terms|) (relative, after exp); 8 (d + K) covers the
         # operation counts of the quadratic forms, exp and the sums with margin
-        rounding[n] = (abs(kappa) / root_v) * 8 * (dim + mixture.n_components) * 2.0**-53 * spread
+        rounding[n] = (abs(kappa) / root_v) * 8 * (dim + mixture.n_components) * formats.FLOAT64.unit_roundoff * spread
     gaussian = -float(c2) * points / (alpha * alpha + float(c2) * sigma2)
     return CF2Terms(gaussian, smooth, error, rounding)

@@ -32,6 +32,7 @@ import mpmath
 import numpy as np
 
 from .errors import DTypeError, InvalidArgumentError, NonFiniteError, PrecisionError
+from . import formats
 
 __all__ = [
     "Precision",
@@ -52,7 +53,7 @@ __all__ = [
 
 DEFAULT_MP_DIGITS = 40
 DEFAULT_ARB_BITS = 128
-UNIT_ROUNDOFF = 2.0**-53
+UNIT_ROUNDOFF = formats.FLOAT64.unit_roundoff  # of float64, the Float64 precision's format
 
 
 def _frompyfunc(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:

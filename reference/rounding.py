@@ -13,50 +13,32 @@ from __future__ import annotations
 import numpy as np
 
 from .attention import softmax
-from .errors import ShapeError
-from .precision import UNIT_ROUNDOFF
+from .formats import FLOAT64, softmax_relative_error
+from .formats import gamma as formats_gamma
 
 __all__ = ["UNIT_ROUNDOFF", "EXP_ULPS", "gamma", "softmax_error_bound",
            "attention_error_bound"]
 
+UNIT_ROUNDOFF = FLOAT64.unit_roundoff
 EXP_ULPS = 4
 EXP_RELATIVE_ERROR = 2 * EXP_ULPS * UNIT_ROUNDOFF  # one ulp is at most 2u relative
-SMALLEST_SUBNORMAL = 2.0**-1074
+SMALLEST_SUBNORMAL = FLOAT64.smallest_subnormal
 BOUND_INFLATION = 1 + 1e-6
 
 
 def gamma(n: int | np.ndarray) -> np.ndarray:
-    """gamma_n = n u / (1 - n u), the relative error of an n-term sum (Higham eq. 3.8)."""
-    nu = np.asarray(n, dtype=np.float64) * UNIT_ROUNDOFF
-    if np.any(nu >= 1e-7):
-        raise ShapeError("n", "fewer than 9e8 terms for the rounding bound to be meaningful", str(n))
-    return nu / (1 - nu)
+    """gamma_n of float64 (Higham eq. 3.8), refused from n u >= 1e-7 on (see BOUND_INFLATION): formats.gamma."""
+    return formats_gamma(n, FLOAT64, limit=1e-7)
 
 
 def _softmax_relative_error(logits: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
-    """Entrywise relative error bound r of float64 softmax(logits) along the last axis.
+    """Entrywise relative error bound r of float64 softmax(logits), inflated (formats.softmax_relative_error).
 
-    The float64 path computes y = fl(x - m), e = fl(exp(y)), s = fl(sum e), p = fl(e / s).
-    e_j / exp(x_j - m) lies in [exp(-u|y_j|)(1 - c), exp(u|y_j|)(1 + c)], c = EXP_RELATIVE_ERROR,
-    so its relative error is at most eta_j = exp(u|y_j|)(1 + c) - 1. The computed sum lies
-    within gamma_{n-1} of the sum of the computed e, and the division adds u; hence
-    p~_j / p_j lies in [(1 - eta_j)(1 - u) / ((1 + eta_max)(1 + gamma)), (1 + eta_j)(1 + u) / ((1 - eta_max)(1 - gamma))].
     Below the normal range (exp(y) < 2^-1022) exp and the division err absolutely, not
     relatively; since the largest term is exp(0) = 1, the sum is >= 1 and these errors add
     at most underflow_allowance(n) to each probability (see softmax_error_bound).
     """
-    u = UNIT_ROUNDOFF
-    x = np.asarray(logits, dtype=np.float64)
-    kept = np.ones(x.shape, dtype=bool) if keep is None else np.broadcast_to(keep, x.shape)
-    shift = np.max(np.where(kept, x, -np.inf), axis=-1, keepdims=True)
-    shift = np.where(np.isfinite(shift), shift, 0.0)
-    y = np.abs(np.where(kept, x - shift, 0.0))
-    eta = np.exp(u * y) * (1 + EXP_RELATIVE_ERROR) - 1
-    eta_max = np.max(eta, axis=-1, keepdims=True)
-    g = gamma(max(x.shape[-1] - 1, 1))
-    upper = (1 + eta) * (1 + u) / ((1 - eta_max) * (1 - g)) - 1
-    lower = 1 - (1 - eta) * (1 - u) / ((1 + eta_max) * (1 + g))
-    return np.maximum(upper, lower) * BOUND_INFLATION
+    return softmax_relative_error(logits, keep, FLOAT64, EXP_ULPS, lambda n, u: gamma(n)) * BOUND_INFLATION
 
 
 def _underflow_allowance(n: int) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .run import LOOSE_BELOW, ClaimResult, RateFit
+from .run import FLOAT64_ULP, LOOSE_BELOW, ClaimResult, RateFit
 
 __all__ = ["results_table", "write_report", "REPORT_VERSION", "HOW_TO_READ", "plot_claim"]
 
@@ -55,7 +55,7 @@ def _worst(result: ClaimResult) -> str:
         if result.kind == "exact" and result.statistical:
             return f"{result.max_ratio:.3g} of limit"
         if result.kind == "exact":
-            return f"{result.max_observed:.2g} ({result.max_observed / 2.0**-52:.3g} ulp)"
+            return f"{result.max_observed:.2g} ({result.max_observed / FLOAT64_ULP:.3g} ulp)"
         return f"{result.max_ratio:.4g}"
     if result.fits and result.kind == "rate":
         return "\n".join(f"{f.exponent:.3g} [{f.low:.3g}, {f.high:.3g}] vs {f.claimed:g}" for f in result.fits)

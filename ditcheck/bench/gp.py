@@ -54,6 +54,7 @@ def gp2_rows(frames: int = 16, dim: int = 2, t: float = 0.5, depths: tuple[int, 
     import torch
 
     from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
+    from ditcheck.reference.formats import FLOAT64
     from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig
     from ditcheck.gp.transformer import UnrolledGPTransformer
     from ditcheck.reference import gp
@@ -72,7 +73,7 @@ def gp2_rows(frames: int = 16, dim: int = 2, t: float = 0.5, depths: tuple[int, 
         errors = tuple(float(np.linalg.norm(iterates[k] - exact) / norm) for k in depths)
         gaps = [float(np.linalg.norm(iterates[k] - gp.gradient_descent(x, t, gamma, sigma_matrix, k)) / norm)
                 for k in depths]
-        floor = float(2 * gp2_rounding_floor(max(depths), kappa, frames, dim, 2.0**-53))
+        floor = float(2 * gp2_rounding_floor(max(depths), kappa, frames, dim, FLOAT64.unit_roundoff))
         rows.append(GP2Row(kind, kappa, tuple(depths), errors, tuple(float(gp2_rate(kappa, k)) for k in depths),
                            max(gaps), floor))
     return rows

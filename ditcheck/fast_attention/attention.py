@@ -35,11 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ditcheck.bounds import (UnreachableAccuracyError, as2_output_bound, feature_rank, minimal_degree,
+from ditcheck.bounds import (UnreachableAccuracyError, format_of, as2_output_bound, feature_rank, minimal_degree,
                              poly_attention_rounding_bound, require_eps)
 from ditcheck.fast_attention.polynomial import (ExpApproximation, MonomialWriter, exp_approximation, feature_weights,
                                  monomial_layout, monomials)
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
+from ditcheck.reference.formats import FLOAT64
 from ditcheck.reference.precision import require_real
 
 __all__ = [
@@ -121,7 +122,7 @@ def logit_radius_bound(q: torch.Tensor, k: torch.Tensor, scale: float) -> float:
         qmax = float(torch.linalg.vector_norm(q.double(), dim=-1).max())
         kmax = float(torch.linalg.vector_norm(k.double(), dim=-1).max())
     # float64 norms of float32/64 inputs are within a few ulps; one ulp-scale margin keeps it an upper bound
-    return scale * qmax * kmax * (1 + 8 * 2.0**-53 * (q.shape[-1] + 2))
+    return scale * qmax * kmax * (1 + 8 * FLOAT64.unit_roundoff * (q.shape[-1] + 2))
 
 
 def exact_logit_radius(q: torch.Tensor, k: torch.Tensor, scale: float, chunk_size: int = 1024) -> float:
@@ -139,7 +140,7 @@ def exact_logit_radius(q: torch.Tensor, k: torch.Tensor, scale: float, chunk_siz
             best = max(best, float(logits.abs().max()))
         norms = float(torch.linalg.vector_norm(q.double(), dim=-1).max() * torch.linalg.vector_norm(kd, dim=-1).max())
     dim = q.shape[-1]
-    return scale * (best + 2 * (dim + 2) * 2.0**-53 * norms) * (1 + 4 * 2.0**-53)
+    return scale * (best + 2 * (dim + 2) * FLOAT64.unit_roundoff * norms) * (1 + 4 * FLOAT64.unit_roundoff)
 
 
 def certified_radius(radius: float) -> float:
@@ -325,7 +326,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: Bac
     output = poly_attention(q, k, v, approximation, scale, chunk_size)
     v_inf = float(v.detach().abs().max())
     rank = feature_rank(q.shape[-1], approximation.degree)
-    unit = torch.finfo(q.dtype).eps / 2
+    unit = format_of(q.dtype, "q").unit_roundoff
     rounding = poly_attention_rounding_bound(float(approximation.abs_polynomial(bound)), bound, approximation.eps,
                                              k.shape[-2], rank, approximation.degree, v_inf, unit)
     return AttentionResult(output, "poly", radius=used, degree=approximation.degree, rank=rank,

@@ -31,7 +31,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ditcheck.bounds import gamma
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
+from ditcheck.reference.formats import FLOAT64
 
 __all__ = [
     "LowRankFactors",
@@ -145,7 +147,7 @@ def _exact_logit_max(a1: torch.Tensor, a2: torch.Tensor, w: torch.Tensor, scale:
         absolute = torch.linalg.vector_norm(a1.double().abs().T @ w.double().abs(), dim=-1).max() \
             * torch.linalg.vector_norm(keys, dim=0).max()
         d = a1.shape[0]
-        margin = abs(scale) * float(absolute) * (2 * d + 1) * 2.0**-53 / (1 - (2 * d + 1) * 2.0**-53)
+        margin = abs(scale) * float(absolute) * gamma(2 * d + 1, FLOAT64)
         return best + 2 * margin
 
 
