@@ -14,14 +14,25 @@ import mpmath
 import numpy as np
 import pytest
 import torch
-
-from ditcheck import bounds
 from ditcheck.properties.validation import smallest_subnormal, unit_roundoff
 from ditcheck.reference import formats
 from ditcheck.reference.errors import InvalidArgumentError
-from ditcheck.reference.formats import (BFLOAT16, FLOAT16, FLOAT32, FLOAT64, FORMATS, Format, format_named, gamma,
-                                        gamma_in, gamma_or_inf, softmax_relative_error)
+from ditcheck.reference.formats import (
+    BFLOAT16,
+    FLOAT16,
+    FLOAT32,
+    FLOAT64,
+    FORMATS,
+    Format,
+    format_named,
+    gamma,
+    gamma_in,
+    gamma_or_inf,
+    softmax_relative_error,
+)
 from ditcheck.reference.precision import Arb, resolve_precision
+
+from ditcheck import bounds
 
 NUMPY_TYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 
