@@ -36,13 +36,14 @@ import numpy as np
 import torch
 
 from ditcheck.reference.flow import exponential_time_shift, time_shift
+from ditcheck.reference.formats import FLOAT32, FLOAT64
 
 from ._scheduler_families import FLUX_MU, detect_family, flow_sigma_of_timestep, set_timesteps
 
 __all__ = ["ScheduleCheck", "FLOAT32_ULPS", "schedule_checks"]
 
 FLOAT32_ULPS = 8.0
-_U32 = 2.0**-24
+_U32 = FLOAT32.unit_roundoff
 KARRAS_RHO = 7.0
 BETA_SHAPE = 0.6
 
@@ -96,7 +97,7 @@ def _schedule(build: Callable[[], Any], steps: int, mu: float | None, *,
 def _close(a: np.ndarray, b: np.ndarray, scale: float | np.ndarray | None = None) -> tuple[bool, float]:
     """|a - b| <= FLOAT32_ULPS 2^-24 max(|a|, |b|, scale); returns (ok, worst |a - b| / allowance)."""
     size = np.maximum(np.abs(a), np.abs(b)) if scale is None else np.maximum(np.maximum(np.abs(a), np.abs(b)), scale)
-    allowance = FLOAT32_ULPS * _U32 * np.maximum(size, np.finfo(np.float64).tiny)
+    allowance = FLOAT32_ULPS * _U32 * np.maximum(size, FLOAT64.smallest_normal)
     ratio = float(np.max(np.abs(a - b) / allowance)) if a.size else 0.0
     return ratio <= 1.0, ratio
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from ditcheck.reference.dit import DiTConfig
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.formats import FLOAT64
 
 from ._target import TargetError, call_isolated
 from .dit_precision import Float32AsFloat64
@@ -146,7 +147,7 @@ def head_count_errors(x: np.ndarray, out: np.ndarray, qkv_weight: np.ndarray, qk
     tokens, d = x.shape
     qkv = x @ qkv_weight.T + qkv_bias
     q, k, v = qkv[:, :d], qkv[:, d:2 * d], qkv[:, 2 * d:]
-    scale = max(float(np.max(np.abs(out))), np.finfo(np.float64).tiny)
+    scale = max(float(np.max(np.abs(out))), FLOAT64.smallest_normal)
     errors = {}
     for heads in (h for h in range(1, d + 1) if d % h == 0):
         dim = d // heads
