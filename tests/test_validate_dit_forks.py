@@ -90,3 +90,75 @@ def test_planted_fork_bug_is_caught_at_its_first_divergence(name: str) -> None:
     report = dit(forks.fork_bug(name), examples=2, diagnose=False, **options)
     assert report.loaded and not report.ok, str(report)
     assert report.first_divergence is not None and report.first_divergence.startswith(first), str(report)
+
+
+def test_original_style_dit_in_float64_conforms_with_its_float32_islands_reported() -> None:
+    """The original computes its timestep frequencies in float32 (in float64 it raises: float32 features meet float64
+    weights) and fills pos_embed through .float(): in float64 ditcheck maps those requests to float64, conforms, and
+    reports both islands apart (exit 0); --strict-precision fails them."""
+    model = forks.original_style_float64()
+    report = dit(model, examples=2, diagnose=False)
+    assert report.ok and report.exit_code == 0, str(report)
+    found = {finding.id: finding for finding in report.precision}
+    assert set(found) == {"precision: pos_embed", "precision: t_embedder"}, found
+    assert "stored rounded to float32" in found["precision: pos_embed"].message
+    assert "computes in float32 (TimestepEmbedder" in found["precision: t_embedder"].message
+    assert all(finding.ok for finding in found.values())
+    strict = dit(forks.original_style_float64(), examples=1, diagnose=False, strict_precision=True)
+    assert strict.exit_code == 1 and {"precision: pos_embed", "precision: t_embedder"} <= {
+        check.id for check in strict.checks if not check.ok}
+
+
+def test_a_fork_without_float32_requests_has_no_islands() -> None:
+    report = dit(forks.renamed().double(), examples=1, diagnose=False)
+    assert report.ok and [f.id for f in report.precision] == ["precision: pos_embed"], str(report)
+
+
+def test_every_example_batch_has_the_null_label_and_t_at_zero_small_mid_and_end() -> None:
+    from ditcheck.validate.dit_run import LAST_TIMESTEP, draw_dit_examples
+
+    config = recognise(forks.original_style()).config
+    for example in draw_dit_examples(config, 5, seed=1):
+        times = sorted(example.times)
+        assert times[0] == 0.0 and 0 < times[1] <= 1.0 and 1.0 < times[2] < LAST_TIMESTEP and times[3] == LAST_TIMESTEP
+        assert config.num_classes in example.labels and sum(label == config.num_classes for label in example.labels) == 1
+        assert all(0 <= label <= config.num_classes for label in example.labels)
+
+
+def test_weights_model_keeps_the_targets_own_weights() -> None:
+    """weights="model" validates with the target's own (here perturbed, "trained") weights and leaves them as they
+    were; a NaN among them is a failed "weights" check naming the entry (exit 1), which the default random weights
+    replace (conforms)."""
+    trained = forks.original_style()
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    before = {name: value.clone() for name, value in trained.state_dict().items()}
+    assert dit(trained, weights="model", examples=1, diagnose=False).ok
+    assert all(torch.equal(before[name], value) for name, value in trained.state_dict().items())
+    with torch.no_grad():
+        trained.blocks[1].mlp.fc2.bias[0] = float("nan")
+    own = dit(trained, weights="model", examples=1, diagnose=False)
+    assert own.exit_code == 1 and "blocks.1.mlp.fc2.bias" in str(own), str(own)
+    assert dit(trained, examples=1, diagnose=False).ok
+
+
+def test_cli_flags_for_forks(tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    from ditcheck.cli import main
+
+    target = f"{Path(forks.__file__)}:"
+    assert main(["validate", "dit", target + "fork_top_level_heads", "--examples", "1"]) == 0
+    assert main(["validate", "dit", target + "original_style_float64", "--examples", "1", "--no-diagnosis"]) == 0
+    assert "precision: t_embedder: computes in float32" in capsys.readouterr().out
+    assert main(["validate", "dit", target + "original_style_float64", "--examples", "1", "--no-diagnosis",
+                 "--strict-precision"]) == 1
+    assert main(["validate", "dit", target + "sit_style", "--examples", "1", "--no-learn-sigma"]) == 2
+    assert main(["validate", "dit", target + "original_style", "--examples", "1", "--heads", "4",
+                 "--set", "downscale_freq_shift=0.0", "--weights", "model"]) == 0
+    assert main(["validate", "dit", target + "original_style", "--set", "colour=3", "--examples", "1"]) == 2
+    path = tmp_path / "ckpt.pt"
+    torch.save(forks.original_style().state_dict(), path)
+    assert main(["validate", "dit", target + "original_style", "--checkpoint", str(path), "--examples", "1"]) == 0

@@ -129,16 +129,39 @@ class DiTTarget:
         parser.add_argument("--checkpoint-key", metavar="KEY",
                             help="the entry of the checkpoint dict holding the state dict (e.g. ema)")
         parser.add_argument("--no-diagnosis", action="store_true", help="skip the convention-knob diagnosis")
+        parser.add_argument("--weights", choices=("random", "model"), default=None,
+                            help="random: ditcheck draws every weight, zero-initialised adaLN included (default); "
+                                 "model: keep the target's own weights (implied by --checkpoint)")
+        parser.add_argument("--heads", type=_positive(int), default=None, metavar="N",
+                            help="the head count, where recognition reports it ambiguous")
+        parser.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=None,
+                            help="whether the final layer predicts 2C channels (checked against its shape)")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                            help="a DiTConfig field: architecture the target does not state (input_size=32) or a "
+                                 "convention knob to check against (ln_eps_mlp=1e-5); repeatable")
+        parser.add_argument("--strict-precision", action="store_true",
+                            help="float32 islands of a float64 run fail the run (default: reported apart, exit 0)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
+        import ast
+
         import torch
 
         from .models import dit
 
         try:
+            overrides = {}
+            for item in args.overrides:
+                key, sep, text = item.partition("=")
+                if not sep or not key:
+                    raise TargetError("--set", "KEY=VALUE", repr(item))
+                try:
+                    overrides[key.strip()] = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    overrides[key.strip()] = text  # a bare word: a string knob such as gelu_approximate=none
             model = load_module(args.target)
-            weights = "random"
+            weights = args.weights or "random"
             if args.checkpoint:
                 state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
                 if args.checkpoint_key:
@@ -150,7 +173,8 @@ class DiTTarget:
                 weights = "model"
             report = dit(model, convention=args.convention, examples=args.examples, seed=args.seed, dtype=args.dtype,
                          device=args.device, weights=weights, diagnose=not args.no_diagnosis, timeout=args.timeout,
-                         target=args.target)
+                         target=args.target, heads=args.heads, learn_sigma=args.learn_sigma, overrides=overrides,
+                         strict_precision=args.strict_precision)
         except (LoadError, ValueError, RuntimeError, OSError) as error:  # TargetError is a LoadError
             return _unusable(error)
         return _finish(report, args)

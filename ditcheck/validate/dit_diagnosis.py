@@ -72,7 +72,8 @@ def diagnosis_runs(model: nn.Module, layout: Layout, config: DiTConfig, run: Run
     try:
         if weights == "random":
             layout.load(model, run.inputs["params"], dtype, device)
-        out, seen = capture(model, layout.hooks, lambda: layout.call(model, x, times, y), timeout)
+        out, seen = capture(model, layout.hooks, lambda: layout.call(model, x, times, y), timeout,
+                            float64=dtype == torch.float64)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(run.result.shape):
             return [run]
     except TargetError:

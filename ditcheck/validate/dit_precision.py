@@ -23,8 +23,12 @@ the target.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,7 +36,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["Float32AsFloat64", "PromoteMixedFloats", "module_stack", "requests_float32"]
+from ._target import TargetError, call_isolated
+
+__all__ = ["Float32AsFloat64", "PromoteMixedFloats", "module_stack", "requests_float32", "Island", "find_islands",
+           "measure_island"]
 
 
 def requests_float32(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -112,3 +119,99 @@ def module_stack(model: nn.Module, stack: list[str]) -> Iterator[list[str]]:
         for handle in handles:
             handle.remove()
         stack.clear()
+
+
+@dataclass
+class Island:
+    """One submodule that asked for float32 in a float64 run, and what that costs.
+
+    error: max |as written - float32 mapped to float64| of the module's output on the inputs it saw;
+    naive: the same for the whole module run in float32 (its parameters and floating inputs rounded),
+    the same-dtype baseline its tolerance derives from; magnitude: max |output|. raised: the message
+    when even the promoted as-written call raises (the error is then unknown).
+    """
+
+    module: str
+    kind: str
+    requests: int
+    error: float = math.inf
+    naive: float = math.inf
+    magnitude: float = 0.0
+    raised: str | None = None
+
+
+def _max_abs_difference(a: Any, b: Any) -> float:
+    a_leaves, _ = tree_flatten(a)
+    b_leaves, _ = tree_flatten(b)
+    worst = 0.0
+    for x, y in zip(a_leaves, b_leaves):
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.is_floating_point():
+            if x.shape != y.shape:
+                return math.inf
+            worst = max(worst, float((x.double() - y.double()).abs().max()) if x.numel() else 0.0)
+    return worst
+
+
+def _magnitude(a: Any) -> float:
+    leaves, _ = tree_flatten(a)
+    return max((float(x.double().abs().max()) for x in leaves if isinstance(x, torch.Tensor) and x.is_floating_point()
+                and x.numel()), default=0.0)
+
+
+def find_islands(model: nn.Module, call: Callable[[], Any], timeout: float) -> dict[str, int]:
+    """Run ``call`` (a forward of ``model``) under Float32AsFloat64: innermost module name -> float32 requests."""
+    stack: list[str] = []
+
+    def run() -> dict[str, int]:
+        with module_stack(model, stack), torch.no_grad():
+            mode = Float32AsFloat64(stack)
+            with mode:
+                call()
+            return mode.requests
+    return call_isolated(run, timeout=timeout)
+
+
+def measure_island(model: nn.Module, name: str, requests: int, call: Callable[[], Any], timeout: float) -> Island:
+    """Record the inputs ``name`` sees in a mapped forward (``call``), then re-run it as written and in float32."""
+    module = model.get_submodule(name) if name else model
+    island = Island(name or "(the model's own forward)", type(module).__name__, requests)
+    seen: dict[str, Any] = {}
+
+    def record(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if "args" not in seen:
+            seen["args"], seen["kwargs"] = tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v,
+                                                    (args, kwargs))
+    handle = module.register_forward_pre_hook(record, with_kwargs=True)
+
+    def mapped_forward() -> Any:
+        with torch.no_grad(), Float32AsFloat64():
+            return call()
+    try:
+        call_isolated(mapped_forward, timeout=timeout)
+    finally:
+        handle.remove()
+    if "args" not in seen:
+        island.raised = "not called again"
+        return island
+    args, kwargs = seen["args"], seen["kwargs"]
+
+    def run(mode: Any, target: nn.Module, inputs: tuple[Any, Any]) -> Any:
+        def go() -> Any:
+            with torch.no_grad(), mode:
+                return target(*inputs[0], **inputs[1])
+        return call_isolated(go, timeout=timeout)
+
+    exact = run(Float32AsFloat64(), module, (args, kwargs))
+    island.magnitude = _magnitude(exact)
+    try:
+        island.error = _max_abs_difference(run(PromoteMixedFloats(), module, (args, kwargs)), exact)
+    except TargetError as error:
+        island.raised = error.describe()
+    single = copy.deepcopy(module).float()
+    rounded = tree_map(lambda v: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v,
+                       (args, kwargs))
+    try:
+        island.naive = _max_abs_difference(run(contextlib.nullcontext(), single, rounded), exact)
+    except TargetError:
+        island.naive = math.inf
+    return island

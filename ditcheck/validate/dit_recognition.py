@@ -185,6 +185,8 @@ def recognise(model: Any, *, heads: int | None = None, learn_sigma: bool | None 
     try:
         structure = infer_structure(model, heads=heads, learn_sigma=learn_sigma, overrides=overrides, timeout=timeout)
     except TargetError as error:
+        if error.argument != "model":
+            raise
         raise TargetError(error.argument, f"a DiT of the original architecture or a diffusers DiTTransformer2DModel: "
                           f"{error.expected}", error.got) from error
     return Layout("dit", structure.config, structure.hooks, structure.names, structure.returned_channels,

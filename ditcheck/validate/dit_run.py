@@ -6,6 +6,7 @@ properties/validation.py, the naive candidate being ditcheck.models.dit.DiT in t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,14 +24,18 @@ from ditcheck.reference.dit import DiTConfig, dit_intermediates
 
 from ._attention import draw_examples
 from ._target import call_isolated
+from .dit_precision import Float32AsFloat64
 from .dit_recognition import dit_hooks
 
 __all__ = ["capture", "Example", "draw_dit_examples", "Comparison", "max_abs", "Run", "measure", "tolerances", "score"]
 
 
 def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[[], Any],
-             timeout: float) -> tuple[Any, list[tuple[str, str, np.ndarray]]]:
-    """(output, [(target name, reference name, activation)] in execution order; first call of each module only)."""
+             timeout: float, float64: bool = False) -> tuple[Any, list[tuple[str, str, np.ndarray]]]:
+    """(output, [(target name, reference name, activation)] in execution order; first call of each module only).
+
+    float64: run under dit_precision.Float32AsFloat64 (a float64 run measures the mathematics, islands apart).
+    """
     modules = dict(model.named_modules())
     seen: list[tuple[str, str, np.ndarray]] = []
     done: set[str] = set()
@@ -52,7 +57,8 @@ def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[
 
         handles.append(module.register_forward_hook(hook))
     def run() -> Any:
-        with torch.no_grad():  # grad mode is per thread: set it in the thread that runs the target
+        # grad mode and torch function modes are per thread: set them in the thread that runs the target
+        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
             return call()
 
     try:
@@ -65,17 +71,36 @@ def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[
 
 @dataclass(frozen=True)
 class Example:
+    """One drawn batch: weight and latent seeds, a timestep and a label per sample."""
+
     param_seed: int
     input_seed: int
     times: tuple[float, ...]
     labels: tuple[int, ...] | None
 
 
-def draw_dit_examples(config: DiTConfig, count: int, seed: int, batch: int = 2) -> list[Example]:
-    labels = (st.lists(st.integers(0, config.num_classes), min_size=batch, max_size=batch).map(tuple)
-              if config.num_classes else st.just(None))
-    times = st.lists(st.floats(0.0, 999.0, allow_nan=False), min_size=batch, max_size=batch).map(tuple)
-    return draw_examples(st.builds(Example, seeds(), seeds(), times, labels), count, seed)
+#: The range of DiT timesteps (DDPM's 1000 steps) and where in it a batch always has one sample.
+LAST_TIMESTEP = 999.0
+SMALL_TIMESTEP = 1.0
+
+
+def _batch_times() -> st.SearchStrategy[tuple[float, ...]]:
+    """t = 0, one small t in (0, 1], one mid-range t, t = 999, in a drawn order (every sample of a batch differs)."""
+    parts = st.tuples(st.just(0.0), st.floats(SMALL_TIMESTEP / 1024, SMALL_TIMESTEP),
+                      st.floats(2.0, LAST_TIMESTEP - 1.0), st.just(LAST_TIMESTEP))
+    return parts.flatmap(lambda values: st.permutations(list(values))).map(tuple)
+
+
+def _batch_labels(classes: int, size: int) -> st.SearchStrategy[tuple[int, ...]]:
+    """The null class (index ``classes``, classifier-free guidance) and ordinary labels, in a drawn order."""
+    ordinary = st.lists(st.integers(0, classes - 1), min_size=size - 1, max_size=size - 1)
+    return ordinary.flatmap(lambda labels: st.permutations([classes, *labels])).map(tuple)
+
+
+def draw_dit_examples(config: DiTConfig, count: int, seed: int) -> list[Example]:
+    """``count`` batches of four samples: t at 0, small, mid-range and the end of the range, one null label."""
+    labels = _batch_labels(config.num_classes, 4) if config.num_classes else st.just(None)
+    return draw_examples(st.builds(Example, seeds(), seeds(), _batch_times(), labels), count, seed)
 
 
 @dataclass

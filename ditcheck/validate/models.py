@@ -17,6 +17,7 @@ in pairs, and the settings under which every activation falls within tolerance a
 from __future__ import annotations
 
 import copy
+import math
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from ditcheck.properties.strategies import fill
-from ditcheck.properties.validation import derive_tolerance
+from ditcheck.properties.validation import FORWARD_FACTOR, derive_tolerance
 from ditcheck.reference.dit import DiTConfig, dit_forward, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.layers import pos_embed_2d
@@ -37,6 +38,7 @@ from .dit_conversion import diffusers_state_dict, params_from_diffusers
 from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_variants
 from .dit_recognition import CONVENTIONS, Layout, convention_config, recognise
 from .dit_reproducer import reproducer
+from .dit_precision import find_islands, measure_island
 from .dit_structure import CONFIG_OVERRIDES
 from .dit_run import Run, capture, draw_dit_examples, max_abs, measure, tolerances as derive_tolerances
 from .report import Check, Report
@@ -51,7 +53,7 @@ def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAM
         dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
         diagnose: bool = True, timeout: float = DEFAULT_TIMEOUT, target: str | None = None,
         heads: int | None = None, learn_sigma: bool | None = None,
-        overrides: Mapping[str, Any] | None = None) -> Report:
+        overrides: Mapping[str, Any] | None = None, strict_precision: bool = False) -> Report:
     """Validate a DiT (original architecture, any fork of it, or diffusers' DiTTransformer2DModel) against the reference.
 
     convention: "dit" (facebookresearch/DiT) or "diffusers" (DIFFUSERS_DIT_KNOBS). examples: random
@@ -61,7 +63,9 @@ def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAM
     a loaded checkpoint). heads / learn_sigma: answers where recognition finds the evidence
     ambiguous (it says so). overrides: DiTConfig fields, either architecture the target does not
     state (dit_structure.CONFIG_OVERRIDES, e.g. input_size) or convention knobs to check against
-    instead of the convention's (e.g. {"ln_eps_mlp": 1e-5}). Returns a :class:`Report`: one check
+    instead of the convention's (e.g. {"ln_eps_mlp": 1e-5}). In float64, float32 requests inside the
+    target are mapped to float64 for the comparison and each such float32 island is measured as
+    written and reported in ``report.precision`` (dit_precision); strict_precision makes them fail. Returns a :class:`Report`: one check
     per compared activation plus pos_embed and the output, the first diverging submodule, and a
     diagnosis of the mismatch.
     """
@@ -113,14 +117,56 @@ def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAM
         if conventions:
             report.settings["overrides"] = conventions
         report.notes.extend(f"recognised {line}" for line in layout.evidence)
-        _validate(model, layout, config, report, examples, seed, dtype, device, weights, diagnose, timeout)
+        _validate(model, layout, config, report, examples, seed, dtype, device, weights, diagnose, timeout,
+                  strict_precision)
     finally:
         model.train(was_training)
     return report
 
 
+def _precision_finding(report: Report, finding: Check, strict: bool) -> None:
+    """A float32 island: a finding of its own; with --strict-precision also a failing check."""
+    report.precision.append(finding)
+    if strict:
+        report.checks.append(Check(finding.id, False, finding.observed, finding.tolerance,
+                                   finding.message + " (--strict-precision)", finding.examples))
+
+
+def _report_islands(model: nn.Module, layout: Layout, run: Run, report: Report, timeout: float, strict: bool) -> None:
+    """Find the submodules that request float32 in this float64 run and measure each as written (dit_precision)."""
+    x, t, y = run.tensors
+
+    def forward() -> Any:
+        return layout.call(model, x, t, y)
+    try:
+        islands = find_islands(model, forward, timeout)
+    except TargetError as error:
+        report.notes.append(f"precision: the float32-island search failed: {error.describe()}")
+        return
+    for name, requests in islands.items():
+        try:
+            island = measure_island(model, name, requests, forward, timeout)
+        except TargetError as error:
+            report.notes.append(f"precision: {name or 'the forward'} requests float32; measuring it failed: "
+                                f"{error.describe()}")
+            continue
+        tol = derive_tolerance(island.naive if math.isfinite(island.naive) else None, None, island.magnitude,
+                               torch.float32, FORWARD_FACTOR)
+        within = island.raised is None and island.error <= tol.value
+        if island.raised is not None:
+            message = (f"computes in float32 ({island.kind}, {requests} float32 request(s)); as written it raises "
+                       f"in float64 even with mixed dtypes promoted: {island.raised}")
+        else:
+            message = (f"computes in float32 ({island.kind}, {requests} float32 request(s); error {island.error:.2g}, "
+                       + (f"within float32's bound {tol.value:.2g})" if within else
+                          f"ABOVE float32's bound {tol.value:.2g}: more than a float32 rounding)"))
+        _precision_finding(report, Check(f"precision: {island.module}", within, island.error, tol, message, 1),
+                           strict)
+
+
 def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Report, examples: int, seed: int,
-              dtype: torch.dtype, device: torch.device, weights: str, diagnose: bool, timeout: float) -> None:
+              dtype: torch.dtype, device: torch.device, weights: str, diagnose: bool, timeout: float,
+              strict_precision: bool = False) -> None:
     table = layout.pos_embed_table(model)
     exact_table = pos_embed_2d(config.hidden_size, config.grid, config.pos_embed_max_period)[None]
     if table is not None and table.shape == exact_table.shape:
@@ -128,11 +174,26 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
         rounded = torch.as_tensor(exact_table, dtype=dtype).double().numpy()
         tol = derive_tolerance(max_abs(rounded - exact_table), None, max_abs(exact_table), dtype)
         err = max_abs(table - exact_table)
-        report.checks.append(Check("pos_embed", err <= tol.value, err, tol,
-                                   "" if err <= tol.value else "the fixed 2-D sin-cos position table differs", 1))
-        if err > tol.value:  # the table is added before any block runs: the first place the target diverges
-            report.first_divergence = "pos_embed"
+        single = torch.as_tensor(exact_table, dtype=torch.float32).double().numpy()
+        single_tol = derive_tolerance(max_abs(single - exact_table), None, max_abs(exact_table), torch.float32)
+        if dtype == torch.float64 and tol.value < err <= single_tol.value:
+            # the table as the original fills it (float64 NumPy through .float()): the reference table rounded once
+            _precision_finding(report, Check("precision: pos_embed", True, err, single_tol,
+                                             f"stored rounded to float32 (error {err:.2g}, within float32's bound "
+                                             f"{single_tol.value:.2g})", 1), strict_precision)
+        else:
+            report.checks.append(Check("pos_embed", err <= tol.value, err, tol,
+                                       "" if err <= tol.value else "the fixed 2-D sin-cos position table differs", 1))
+            if err > tol.value:  # the table is added before any block runs: the first place the target diverges
+                report.first_divergence = "pos_embed"
     own_params = layout.params(model) if weights == "model" else None
+    if own_params is not None:
+        broken = [name for name, value in own_params.items() if not np.all(np.isfinite(value))]
+        if broken:
+            where = [layout.names.get(name, name) for name in broken]
+            report.checks.append(Check("weights", False, message=f"the target's own weights are not finite: {where[:4]}"))
+            report.first_divergence = where[0]
+            return
     runs: list[Run] = []
     failures: list[str] = []
     returned = 0  # calls that returned (whatever they returned)
@@ -148,7 +209,8 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
         try:
             if weights == "random":
                 layout.load(model, params, dtype, device)
-            out, seen = capture(model, layout.hooks, lambda: layout.call(model, x, t, y), timeout)
+            out, seen = capture(model, layout.hooks, lambda: layout.call(model, x, t, y), timeout,
+                                float64=dtype == torch.float64)
             returned += 1
             if not isinstance(out, torch.Tensor):
                 raise TargetError("output", "a tensor", type(out).__name__)
@@ -163,6 +225,8 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
                 break  # a hung call may still be running: do not pile up more
             continue
         runs.append(Run(inputs, (x, t, y), seen, out.double().cpu().numpy()))
+    if runs and dtype == torch.float64:
+        _report_islands(model, layout, runs[0], report, timeout, strict_precision)
     if not runs:  # exit code 2 only when no call returned: a wrong output is a discrepancy
         report.loaded = returned > 0
         report.checks.append(Check("output", False, message=f"every call failed; first: {failures[0]}"))

@@ -61,7 +61,10 @@ class Report:
 
     ``ok``: every check passed. ``checks``: one entry per sub-check. ``first_divergence``: for
     models, the first submodule (in execution order) whose activation is outside tolerance.
-    ``diagnosis``: the convention-knob settings under which the mismatch vanishes.
+    ``diagnosis``: the convention-knob settings under which the mismatch vanishes. ``precision``:
+    findings about deliberate lower-precision parts (a DiT's float32 islands in a float64 run), each
+    with its error and the bound it is held to; they do not decide ``ok`` (a strict run adds them to
+    ``checks`` as well).
     """
 
     target: str
@@ -72,6 +75,7 @@ class Report:
     diagnosis: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list, repr=False)
+    precision: list[Check] = field(default_factory=list)
     loaded: bool = True
 
     @property
@@ -88,7 +92,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "kind": self.kind, "ok": self.ok, "settings": self.settings,
                 "checks": [c.to_dict() for c in self.checks], "first_divergence": self.first_divergence,
-                "diagnosis": self.diagnosis, "notes": self.notes}
+                "diagnosis": self.diagnosis, "notes": self.notes, "precision": [c.to_dict() for c in self.precision]}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, default=str)
@@ -131,6 +135,8 @@ class Report:
             for entry in self.diagnosis:
                 knobs = ", ".join(f"{k}={v!r}" for k, v in entry["knobs"].items())
                 lines.append(f"    {knobs}  (worst error/tolerance {entry['ratio']:.3g})")
+        for finding in self.precision:
+            lines.append(f"  {finding.id}: {finding.message}")
         for note in self.notes:
             lines.append(f"  note: {note}")
         return "\n".join(lines)
