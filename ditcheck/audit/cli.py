@@ -2,30 +2,32 @@
 fitted exponents for rates, verdicts, and a report folder (report.json, report.md, PNG plots).
 
 Modes: --quick (about 25 s on 2 cores), the default (about 4 minutes), --thorough (about 20 minutes).
-Results are deterministic for a given mode and --seed, whatever --workers is. Exit code 1 when a bound or an
-exact identity is VIOLATED or a measurement raised (ERROR), else 0.
+Each claim runs in shards (batches of grid cases and of search examples, its rate series) on local worker
+processes (--workers) or on a dask.distributed cluster (--scheduler tcp://host:8786, or local:N for a LocalCluster
+of N workers; pip install "ditcheck[distributed]"). Results are deterministic for a given mode and --seed, whatever
+--workers or --scheduler is. Exit code 1 when a bound or an exact identity is VIOLATED or a measurement raised or
+was lost with its worker (ERROR), else 0; 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import queue
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ditcheck.options import add_list_option, add_seed_option
+from ditcheck.reference.errors import InvalidArgumentError
 
 from . import MODES, THEORY_ORDER, Claim, ClaimResult, Mode, registry
 from .report import HOW_TO_READ, print_results, write_report
-from .run import expected_steps, run_claim
+from .execute import DISTRIBUTED_INSTALL, import_distributed, parse_scheduler, run_audit
+from .run import expected_steps, plan_shards
 
 __all__ = ["HELP", "add_arguments", "run", "audit", "select_claims"]
 
@@ -45,56 +47,16 @@ def select_claims(spec: str | None, claims: dict[str, Claim]) -> list[Claim]:
     return [claims[cid] for cid in THEORY_ORDER if cid in wanted]
 
 
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # one process per core: intra-op threads would only contend
-
-
-def _run_in_worker(claim_id: str, mode: Mode, seed: int, messages: Any) -> ClaimResult:
-    return run_claim(registry()[claim_id], mode, seed, advance=lambda n: messages.put((claim_id, n)))
-
-
 def audit(claims: Sequence[Claim], mode: Mode, seed: int, workers: int = 1,
-          progress: Callable[[str, int], None] = lambda claim_id, n: None) -> list[ClaimResult]:
-    """Run ``claims`` and return their results in docs/claims.md order.
+          progress: Callable[[str, int], None] = lambda claim_id, n: None, scheduler: str | None = None) -> list[ClaimResult]:
+    """Run ``claims`` and return their results in docs/claims.md order (``ditcheck.audit.execute.run_audit``).
 
-    With ``workers`` > 1 claims run in spawned processes (registered claims only: each worker looks its claim up
-    in the registry); with 1 they run here, so modified Claim objects (planted bounds in tests) work too.
+    The claims are cut into shards (grid and search batches, rate series) that run here (``workers`` 1: modified
+    Claim objects, planted bounds in tests, work too), on a spawned process pool of ``workers`` processes, or on
+    the dask.distributed cluster ``scheduler`` (an address or local:N); the results are the same number for
+    number (registered claims only off this process: each worker looks its claim up in the registry).
     """
-    if workers < 1:
-        raise ValueError(f"argument workers: expected an integer >= 1; got {workers}")
-    order = {cid: i for i, cid in enumerate(THEORY_ORDER)}
-    if workers == 1 or len(claims) == 1:
-        results = [run_claim(c, mode, seed, advance=lambda n, cid=c.id: progress(cid, n)) for c in claims]
-    else:
-        registered = registry()
-        foreign = [c.id for c in claims if registered.get(c.id) is not c]
-        if foreign:
-            raise ValueError(f"argument claims: worker processes can only run registered claims; {foreign} are not")
-        context = multiprocessing.get_context("spawn")
-        with context.Manager() as manager, ProcessPoolExecutor(workers, mp_context=context,
-                                                                initializer=_worker_init) as pool:
-            messages = manager.Queue()
-            # longest first, so a long claim does not start last
-            by_cost = sorted(claims, key=lambda c: -expected_steps(c, mode))
-            futures: list[Future[ClaimResult]] = [pool.submit(_run_in_worker, c.id, mode, seed, messages)
-                                                  for c in by_cost]
-            while not all(f.done() for f in futures):
-                _drain(messages, progress, timeout=0.2)
-            _drain(messages, progress, timeout=0.0)
-            results = [f.result() for f in futures]
-    return sorted(results, key=lambda r: order.get(r.id, len(order)))
-
-
-def _drain(messages: Any, progress: Callable[[str, int], None], timeout: float) -> None:
-    try:
-        while True:
-            claim_id, n = messages.get(timeout=timeout) if timeout else messages.get_nowait()
-            progress(claim_id, n)
-            timeout = 0.0
-    except queue.Empty:
-        pass
+    return run_audit(claims, mode, seed, workers=workers, scheduler=scheduler, progress=progress)[0]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_list_option(parser, "--claims", metavar="ID,ID", help="claim ids to audit (default: all registered claims)")
     add_seed_option(parser, "every search and measurement")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes, one claim each at a time (default: the number of CPUs)")
+                        help="local worker processes running the claims' shards (default: the number of CPUs)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run the shards on a dask.distributed cluster: a scheduler address (tcp://host:8786) or "
+                             f"local:N to start a LocalCluster of N workers for this run (needs {DISTRIBUTED_INSTALL}); "
+                             "the results are the same as a local run's")
     parser.add_argument("--out", type=Path, default=Path("ditcheck-audit"), metavar="DIR",
                         help="report folder: report.json, report.md, one PNG per claim (default ./ditcheck-audit)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -141,21 +107,42 @@ def run(args: argparse.Namespace) -> int:
         return 2
     mode = _mode(args)
     assert mode in MODES
-    workers = min(args.workers or os.cpu_count() or 1, len(selected))
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None:
+        try:  # a typo or a missing dask is a usage error now, not after the cluster starts
+            parse_scheduler(scheduler)
+            import_distributed()
+        except InvalidArgumentError as error:
+            console.print(f"[red]error[/]: {escape(str(error))}", highlight=False)
+            return 2
+    shards = sum(len(plan_shards(c, mode, args.seed)) for c in selected)
+    workers = min(args.workers or os.cpu_count() or 1, shards)
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bars:
-        tasks = {c.id: bars.add_task(c.id, total=expected_steps(c, mode)) for c in selected}
-        results = audit(selected, mode, args.seed, workers,
-                        progress=lambda cid, n: bars.advance(tasks[cid], n))
+    try:
+        with Progress(TextColumn("{task.description:>5}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bars:
+            tasks = {c.id: bars.add_task(c.id, total=expected_steps(c, mode)) for c in selected}
+            results, placement = run_audit(
+                selected, mode, args.seed, workers=workers, scheduler=scheduler,
+                progress=lambda cid, n: bars.advance(tasks[cid], n),
+                on_placement=lambda p: console.print(f"running {shards} shards of {len(selected)} claims on "
+                                                     f"{p.describe()}", highlight=False))
+    except InvalidArgumentError as error:  # the scheduler could not be reached or has no worker
+        console.print(f"[red]error[/]: {escape(str(error))}", highlight=False)
+        return 2
+    except KeyboardInterrupt:  # the pool or cluster has been shut down by its context manager
+        console.print("[red]interrupted[/]: nothing was written")
+        return 130
     elapsed = time.perf_counter() - start
     print_results(results, f"ditcheck audit ({mode}, seed {args.seed})", console)
     header = {"mode": mode, "seed": args.seed, "claims": ",".join(c.id for c in selected),
               "command": "ditcheck audit " + {"quick": "--quick ", "thorough": "--thorough ", "default": ""}[mode]
-              + f"--seed {args.seed}" + (f" --claims {','.join(args.claims)}" if args.claims else "")}
+              + f"--seed {args.seed}" + (f" --claims {','.join(args.claims)}" if args.claims else ""),
+              "ran on": placement.describe(), "workers": placement.workers,
+              **({"scheduler": placement.scheduler} if placement.scheduler else {})}
     written = write_report(results, args.out, header, plots=not args.no_plots)
     failed = [r.id for r in results if r.failed]
-    console.print(f"{len(results)} claims in {elapsed:.0f} s with {workers} worker(s); report: {args.out / 'report.md'} "
+    console.print(f"{len(results)} claims in {elapsed:.0f} s on {placement.describe()}; report: {args.out / 'report.md'} "
                   f"({len(written)} files)", highlight=False)
     if failed:
         console.print(f"[bold red]failed[/]: {', '.join(failed)}")

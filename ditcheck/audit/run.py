@@ -10,20 +10,22 @@ import traceback
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import mpmath
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings, target
 from hypothesis import seed as hypothesis_seed
 
-from ditcheck.properties.measurement import Measurement, RateSeries
+from ditcheck.properties.measurement import Measurement, Observation, RateSeries
 from ditcheck.properties.profiles import without_local_constants
 from ditcheck.reference.formats import FLOAT64
 
 from .registry import Claim, Mode
 
 __all__ = ["ClaimResult", "RateFit", "run_claim", "fit_rate", "claim_seed", "reproducer", "expected_steps", "LOOSE_BELOW",
+           "Shard", "ShardOutcome", "plan_shards", "run_shard", "merge_shards", "shard_seed", "SEARCH_SHARD_EXAMPLES",
+           "GRID_SHARD_CASES",
            "student_t_quantile", "FLOAT64_ULP"]
 
 #: max observed/bound below this is reported as "loose by 1/max" rather than "holds".
@@ -164,49 +166,163 @@ class ClaimResult:
     seconds: float = 0.0
 
 
-def _search(claim: Claim, mode: Mode, seed: int, advance: Advance) -> tuple[list[Measurement], list[str]]:
-    """The fixed grid, then a Hypothesis search that targets observed/limit (no shrinking: the worst input is
-    recorded here as it is measured, since Hypothesis does not hand it back)."""
+# ----------------------------------------------------------------------------- shards
+#
+# A claim's work is cut into shards whose number and contents depend only on the claim and the mode (never on
+# how many workers there are), each drawing from its own seed: the grid in batches of cases, the Hypothesis
+# search in batches of examples (each batch its own targeted search; the claim's worst case is the max over
+# them), the rate series, the observation or the table. ``run_claim`` runs a claim's shards here one after the
+# other; ``ditcheck.audit.execute`` runs them on a process pool or a dask.distributed cluster. Either way the
+# shards' outcomes are merged in shard order by ``merge_shards``, so every number is the same wherever they ran.
+
+#: Hypothesis examples per search shard, and grid cases per grid shard, by mode.
+SEARCH_SHARD_EXAMPLES: dict[Mode, int] = {"quick": 10, "default": 250, "thorough": 1000}
+GRID_SHARD_CASES: dict[Mode, int] = {"quick": 16, "default": 32, "thorough": 64}
+
+ShardPart = Literal["grid", "search", "rates", "observe", "illustrate"]
+
+
+def shard_seed(seed: int, claim_id: str, search_index: int) -> int:
+    """The seed of a claim's ``search_index``-th search shard (crc32: the same in every process and worker)."""
+    return (seed * 1_000_003 + zlib.crc32(f"{claim_id}/search/{search_index}".encode())) % 2**32
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One independent piece of a claim's work: ``part`` with its slice of the grid (``start``:``stop``) or its
+    number of Hypothesis examples and seed; ``index`` orders the merge, ``steps`` is its share of the progress."""
+
+    claim_id: str
+    index: int
+    part: ShardPart
+    steps: int
+    start: int = 0
+    stop: int = 0
+    examples: int = 0
+    seed: int = 0
+
+    def describe(self) -> str:
+        """Human-readable: what the shard would have measured (for the report of a lost shard)."""
+        if self.part == "grid":
+            return f"{self.claim_id} grid cases {self.start}..{self.stop - 1}"
+        if self.part == "search":
+            return f"{self.claim_id} search shard of {self.examples} examples (seed {self.seed})"
+        return f"{self.claim_id} {self.part}"
+
+
+@dataclass
+class ShardOutcome:
+    """What a shard measured (plain data: picklable across processes and cluster workers).
+
+    ``failure``: the traceback of an exception outside the per-case measurements (a grid or strategy that
+    raised, rates() raising); ``lost``: why the shard never came back (its worker died, its task failed twice).
+    """
+
+    shard: Shard
+    found: list[Measurement] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    series: list[RateSeries] = field(default_factory=list)
+    observation: Observation | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failure: str | None = None
+    lost: str | None = None
+    seconds: float = 0.0
+
+
+def plan_shards(claim: Claim, mode: Mode, seed: int) -> list[Shard]:
+    """The claim's shards in merge order: grid batches, search batches, then its rates (kind "rate", or the rate
+    part of a bound such as LD8), observation or table. Depends on the claim, the mode and the seed only."""
+    shards: list[Shard] = []
+
+    def add(part: ShardPart, steps: int, **fields: int) -> None:
+        shards.append(Shard(claim.id, len(shards), part, steps, **fields))
+
+    if claim.kind in ("exact", "bound"):
+        cases = len(claim.grid(mode))
+        batches = -(-cases // GRID_SHARD_CASES[mode])  # equal batches of at most GRID_SHARD_CASES
+        for number in range(batches):
+            start, stop = number * cases // batches, (number + 1) * cases // batches
+            add("grid", stop - start, start=start, stop=stop)
+        examples, batch = claim.examples[mode], SEARCH_SHARD_EXAMPLES[mode]
+        for number, start in enumerate(range(0, examples, batch)):
+            count = min(batch, examples - start)
+            add("search", count, examples=count, seed=shard_seed(seed, claim.id, number))
+        if claim.rates is not None:
+            add("rates", 0)
+    else:
+        add({"rate": "rates", "empirical": "observe", "not checkable": "illustrate"}[claim.kind], 1)  # type: ignore[arg-type]
+    return shards
+
+
+def _measure_into(outcome: ShardOutcome, measure: Callable[[Any], Measurement], case: Any, advance: Advance) -> float:
+    """Measure one case into ``outcome``; a measurement that raises or gives NaN is an error with its input."""
+    try:
+        m = measure(case)
+        ratio = m.ratio
+        if math.isnan(ratio):
+            raise ValueError(f"observed/limit is NaN (observed={m.observed}, limit={m.limit})")
+    except Exception as error:  # noqa: BLE001 - a failing measurement is reported, not allowed to stop the audit
+        outcome.errors.append(f"{case!r}: {type(error).__name__}: {error}\n{traceback.format_exc(limit=-3)}")
+        advance(1)
+        return 0.0
+    outcome.found.append(m)
+    advance(1)
+    return ratio
+
+
+def _explore(claim: Claim, shard: Shard, outcome: ShardOutcome, advance: Advance) -> None:
+    """A Hypothesis search that targets observed/limit (no shrinking: the worst input is recorded here as it is
+    measured, since Hypothesis does not hand it back)."""
     measure = claim.measure
     assert measure is not None and claim.strategy is not None
-    found: list[Measurement] = []
-    errors: list[str] = []
 
-    def record(case: Any) -> float:
-        try:
-            m = measure(case)
-            ratio = m.ratio
-            if math.isnan(ratio):
-                raise ValueError(f"observed/limit is NaN (observed={m.observed}, limit={m.limit})")
-        except Exception as error:  # noqa: BLE001 - a failing measurement is reported, not allowed to stop the audit
-            errors.append(f"{case!r}: {type(error).__name__}: {error}\n{traceback.format_exc(limit=-3)}")
-            advance(1)
-            return 0.0
-        found.append(m)
-        advance(1)
-        return ratio
+    @hypothesis_seed(shard.seed)
+    @settings(max_examples=shard.examples, database=None, deadline=None, derandomize=False,
+              phases=[Phase.generate, Phase.target], suppress_health_check=list(HealthCheck))
+    @given(claim.strategy())
+    def explore(case: Any) -> None:
+        target(min(_measure_into(outcome, measure, case, advance), 1e300), label=f"{claim.id} observed / limit")
 
-    for case in claim.grid(mode):
-        record(case)
-    examples = claim.examples[mode]
-    if examples > 0:
-        @hypothesis_seed(claim_seed(seed, claim.id))
-        @settings(max_examples=examples, database=None, deadline=None, derandomize=False,
-                  phases=[Phase.generate, Phase.target], suppress_health_check=list(HealthCheck))
-        @given(claim.strategy())
-        def explore(case: Any) -> None:
-            target(min(record(case), 1e300), label=f"{claim.id} observed / limit")
-
-        with without_local_constants():
-            explore()
-    return found, errors
+    with without_local_constants():
+        explore()
 
 
-def _search_result(claim: Claim, mode: Mode, seed: int, advance: Advance) -> ClaimResult:
-    found, errors = _search(claim, mode, seed, advance)
-    result = ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "", False, "",
-                         examples=len(found) + len(errors), errors=errors, notes=claim.notes,
-                         statistical=claim.statistical)
+def run_shard(claim: Claim, shard: Shard, mode: Mode, seed: int, advance: Advance = lambda n: None) -> ShardOutcome:
+    """Run one shard of ``claim``. Never raises: an exception outside the per-case measurements is its ``failure``."""
+    start = time.perf_counter()
+    outcome = ShardOutcome(shard)
+    try:
+        if shard.part == "grid":
+            assert claim.measure is not None
+            for case in list(claim.grid(mode))[shard.start:shard.stop]:
+                _measure_into(outcome, claim.measure, case, advance)
+        elif shard.part == "search":
+            _explore(claim, shard, outcome, advance)
+        elif shard.part == "rates":
+            assert claim.rates is not None
+            outcome.series = list(claim.rates(mode, claim_seed(seed, claim.id)))
+        elif shard.part == "observe":
+            assert claim.observe is not None
+            outcome.observation = claim.observe(mode, claim_seed(seed, claim.id))
+        else:
+            outcome.rows = [dict(row) for row in claim.illustrate()] if claim.illustrate else []
+    except Exception:  # noqa: BLE001 - one broken shard must not hide the rest of the audit
+        outcome.failure = traceback.format_exc()
+    if shard.part in ("rates", "observe", "illustrate"):
+        advance(shard.steps)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _base_result(claim: Claim) -> ClaimResult:
+    return ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "", False, "",
+                       notes=claim.notes, statistical=claim.statistical if claim.kind in ("exact", "bound") else False)
+
+
+def _search_result(claim: Claim, found: list[Measurement], errors: list[str], series: list[RateSeries] | None
+                   ) -> ClaimResult:
+    result = _base_result(claim)
+    result.examples, result.errors = len(found) + len(errors), errors
     if not found:
         result.verdict, result.failed, result.summary = "ERROR", True, "no input could be measured"
         return result
@@ -237,8 +353,8 @@ def _search_result(claim: Claim, mode: Mode, seed: int, advance: Advance) -> Cla
     result.failed = top > 1 or bool(errors)
     if errors and top <= 1:
         result.verdict = "ERROR"
-    if claim.rates is not None:  # a bound with a rate part (LD8): fitted too, reported beside the bound's verdict
-        _add_fits(result, claim, mode, seed)
+    if series is not None:  # a bound with a rate part (LD8): fitted too, reported beside the bound's verdict
+        _add_fits(result, series)
     return result
 
 
@@ -247,62 +363,82 @@ def _fit_summary(fits: Sequence[RateFit]) -> str:
                      f"{'' if f.consistent else ' (inconsistent)'}" for f in fits)
 
 
-def _add_fits(result: ClaimResult, claim: Claim, mode: Mode, seed: int) -> None:
-    assert claim.rates is not None
-    result.fits = [fit_rate(series) for series in claim.rates(mode, claim_seed(seed, claim.id))]
+def _add_fits(result: ClaimResult, series: Sequence[RateSeries]) -> None:
+    result.fits = [fit_rate(s) for s in series]
     result.summary = "; ".join(filter(None, [result.summary, _fit_summary(result.fits)]))
     if not all(f.consistent for f in result.fits):
         result.verdict += ", rate inconsistent"
 
 
-def _rate_result(claim: Claim, mode: Mode, seed: int) -> ClaimResult:
-    result = ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "", False, "",
-                         notes=claim.notes)
-    _add_fits(result, claim, mode, seed)
+def _rate_result(claim: Claim, series: list[RateSeries]) -> ClaimResult:
+    result = _base_result(claim)
+    _add_fits(result, series)
     result.verdict = "consistent" if all(f.consistent for f in result.fits) else "inconsistent"
     result.examples = sum(len(f.x) for f in result.fits)
     return result
 
 
-def _empirical_result(claim: Claim, mode: Mode, seed: int) -> ClaimResult:
-    assert claim.observe is not None
-    observation = claim.observe(mode, claim_seed(seed, claim.id))
-    summary = ", ".join(f"{k} {v:.3g}" for k, v in observation.values.items()) + f" (criterion: {observation.criterion})"
-    return ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound,
-                       "reproduced" if observation.reproduced else "not reproduced", False, summary,
-                       values={k: float(v) for k, v in observation.values.items()}, notes=claim.notes)
+def _empirical_result(claim: Claim, observation: Observation) -> ClaimResult:
+    result = _base_result(claim)
+    result.summary = (", ".join(f"{k} {v:.3g}" for k, v in observation.values.items())
+                      + f" (criterion: {observation.criterion})")
+    result.verdict = "reproduced" if observation.reproduced else "not reproduced"
+    result.values = {k: float(v) for k, v in observation.values.items()}
+    return result
 
 
-def _unchecked_result(claim: Claim) -> ClaimResult:
-    rows = [dict(row) for row in claim.illustrate()] if claim.illustrate else []
-    return ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "not checkable", False,
-                       claim.reason, table=rows, notes=claim.notes)
+def _unchecked_result(claim: Claim, rows: list[dict[str, Any]]) -> ClaimResult:
+    result = _base_result(claim)
+    result.verdict, result.summary, result.table = "not checkable", claim.reason, rows
+    return result
+
+
+def merge_shards(claim: Claim, outcomes: Sequence[ShardOutcome]) -> ClaimResult:
+    """The claim's result from all its shards' outcomes (any order; merged in shard order). A shard that raised
+    outside its measurements, or was lost, makes the claim an ERROR that says what is missing; the numbers of
+    the other shards are still reported."""
+    ordered = sorted(outcomes, key=lambda o: o.shard.index)
+    broken = [o for o in ordered if o.failure is not None or o.lost is not None]
+    try:
+        rates = [o for o in ordered if o.shard.part == "rates"]
+        rates_ok = bool(rates) and rates[0].failure is None and rates[0].lost is None
+        if claim.kind in ("exact", "bound"):
+            found = [m for o in ordered for m in o.found]
+            errors = [e for o in ordered for e in o.errors]
+            result = _search_result(claim, found, errors, rates[0].series if rates_ok else None)
+        elif broken:
+            result = _base_result(claim)
+        elif claim.kind == "rate":
+            result = _rate_result(claim, rates[0].series)
+        elif claim.kind == "empirical":
+            assert ordered[0].observation is not None
+            result = _empirical_result(claim, ordered[0].observation)
+        else:
+            result = _unchecked_result(claim, ordered[0].rows)
+    except Exception as error:  # noqa: BLE001 - one broken claim must not hide the others
+        result = _base_result(claim)
+        broken, result.errors = [], [traceback.format_exc()]
+        result.verdict, result.failed, result.summary = "ERROR", True, f"{type(error).__name__}: {error}"
+    if broken:
+        what = "; ".join(f"{o.shard.describe()}: " + (f"lost ({o.lost})" if o.lost is not None
+                                                      else (o.failure or "").strip().splitlines()[-1])
+                         for o in broken)
+        result.verdict, result.failed = "ERROR", True
+        result.summary = "; ".join(filter(None, [f"{len(broken)} of {len(ordered)} shard(s) missing: {what}",
+                                                 result.summary]))
+        result.errors = result.errors + [o.failure if o.failure is not None else f"{o.shard.describe()}: {o.lost}"
+                                         for o in broken]
+    result.seconds = sum(o.seconds for o in ordered)
+    return result
 
 
 def run_claim(claim: Claim, mode: Mode, seed: int, advance: Advance = lambda n: None) -> ClaimResult:
-    """Audit one claim. A measurement that raises is an ERROR (reported with its input), never a silent skip."""
-    start = time.perf_counter()
-    try:
-        if claim.kind in ("exact", "bound"):
-            result = _search_result(claim, mode, seed, advance)
-        elif claim.kind == "rate":
-            result = _rate_result(claim, mode, seed)
-        elif claim.kind == "empirical":
-            result = _empirical_result(claim, mode, seed)
-        else:
-            result = _unchecked_result(claim)
-        if claim.kind not in ("exact", "bound"):
-            advance(1)  # expected_steps counts one step for a claim without a search
-    except Exception as error:  # noqa: BLE001 - one broken claim must not hide the others
-        result = ClaimResult(claim.id, claim.kind, claim.statement, claim.source, claim.bound, "ERROR", True,
-                             f"{type(error).__name__}: {error}", errors=[traceback.format_exc()], notes=claim.notes)
-    result.seconds = time.perf_counter() - start
-    return result
+    """Audit one claim here, its shards one after the other. A measurement that raises is an ERROR (reported with
+    its input), never a silent skip."""
+    return merge_shards(claim, [run_shard(claim, shard, mode, seed, advance)
+                                for shard in plan_shards(claim, mode, seed)])
 
 
 def expected_steps(claim: Claim, mode: Mode) -> int:
     """How many advance() calls run_claim makes (for progress bars): grid + examples, or 1."""
-    if claim.kind in ("exact", "bound"):
-        return len(claim.grid(mode)) + claim.examples[mode]
-    return 1
-
+    return sum(shard.steps for shard in plan_shards(claim, mode, 0))
