@@ -191,30 +191,47 @@ def timestep_embedding(xp: Precision, t: Any, dim: int, max_period: float = 1000
     return np.concatenate(halves, axis=-1)
 
 
-def _sincos_1d(xp: Precision, dim: int, positions: np.ndarray, max_period: float) -> Any:
+def _sincos_1d(xp: Precision, dim: int, positions: Any, max_period: float) -> Any:
     """MAE get_1d_sincos_pos_embed_from_grid: [sin(pos omega), cos(pos omega)], omega_k = max_period^(-k/(dim/2))."""
     omega = _geometric_frequencies(xp, dim // 2, max_period, xp.const(dim // 2))
-    args = xp.asarray(positions.astype(np.float64))[:, None] * omega[None, :]
+    args = positions[:, None] * omega[None, :]
     return np.concatenate([xp.sin(args), xp.cos(args)], axis=-1)
+
+
+def _grid_positions(xp: Precision, count: int, base_size: float | None, interpolation_scale: float) -> Any:
+    """diffusers get_2d_sincos_pos_embed positions i / (count / base_size) / interpolation_scale, exact in arb."""
+    index = xp.asarray(np.arange(count, dtype=np.float64))
+    if base_size is None and interpolation_scale == 1:
+        return index
+    base = xp.const(count) if base_size is None else xp.const(base_size)
+    return index * base / (xp.const(count) * xp.const(interpolation_scale))
 
 
 @reference_function()
 def pos_embed_2d(xp: Precision, embed_dim: int, grid_size: int | tuple[int, int],
-                 max_period: float = 10000) -> Any:
+                 max_period: float = 10000, base_size: float | None = None,
+                 interpolation_scale: float = 1.0) -> Any:
     """DiT get_2d_sincos_pos_embed (from MAE pos_embed.py): fixed [h*w, embed_dim] sin-cos table, token t = i*w + j.
 
     As in DiT (grid = np.meshgrid(grid_w, grid_h)), the first embed_dim/2 channels encode
     grid[0], the column index j (the w axis), the last embed_dim/2 the row index i; each half
     is [sin, cos] of position * max_period^(-k/(embed_dim/4)). grid_size: n (square) or (h, w).
+    diffusers' get_2d_sincos_pos_embed divides positions: i / (n / base_size) / interpolation_scale per
+    axis (PatchEmbed: base_size = height // patch_size); the defaults (None, 1) are DiT's integer positions.
     """
     embed_dim = require_positive_int(embed_dim, "embed_dim")
     if embed_dim % 4:
         raise InvalidArgumentError("embed_dim", "a multiple of 4 (two axes, each [sin, cos])", repr(embed_dim))
     height, width = require_grid(grid_size, "grid_size")
     max_period = require_real(max_period, "max_period", low=0.0, low_inclusive=False)
+    if base_size is not None:
+        base_size = require_real(base_size, "base_size", low=0.0, low_inclusive=False)
+    interpolation_scale = require_real(interpolation_scale, "interpolation_scale", low=0.0, low_inclusive=False)
+    row_positions = _grid_positions(xp, height, base_size, interpolation_scale)
+    column_positions = _grid_positions(xp, width, base_size, interpolation_scale)
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    columns_embedding = _sincos_1d(xp, embed_dim // 2, cols.reshape(-1), max_period)
-    rows_embedding = _sincos_1d(xp, embed_dim // 2, rows.reshape(-1), max_period)
+    columns_embedding = _sincos_1d(xp, embed_dim // 2, column_positions[cols.reshape(-1)], max_period)
+    rows_embedding = _sincos_1d(xp, embed_dim // 2, row_positions[rows.reshape(-1)], max_period)
     return np.concatenate([columns_embedding, rows_embedding], axis=-1)
 
 

@@ -1,0 +1,1223 @@
+"""Component-level validation: every recognised submodule recomputed from its own recorded inputs and parameters.
+
+:func:`check_components` runs a torch model once with forward hooks on every submodule
+(``register_forward_pre_hook`` / ``register_forward_hook``, ``with_kwargs=True``), recording each call
+in execution order: its inputs bound to the names of ``forward``'s parameters, its parameters and its
+outputs, as detached float64 NumPy copies. When a call returns, the component is recomputed at once by
+the reference component library (:mod:`ditcheck.reference.components`, :mod:`~ditcheck.reference.layers`,
+:mod:`~ditcheck.reference.attention`), compared, and its recording freed, so memory holds only the calls
+still open on the stack.
+
+Tolerance (docs/conventions.md#tolerances): the call's output format F (float32 or float64) is
+the dtype of its output; "exact" is the reference in a format wider than F (float64 for float32
+outputs, x87 long double for float64 ones, :class:`~ditcheck.reference.native.Native`); the naive
+same-dtype baseline is the same reference evaluated with every operation rounded to F. The call conforms when
+
+    max |output - exact| <= max(2 x max |naive - exact|, a-priori bound, 4 ulps of max |exact|)
+
+(ditcheck.properties.validation.derive_tolerance); the a-priori candidate is Higham's gamma_{n+2}
+(|x||W|^T + |b|) for Linear and patch convolutions and a first-order bound for timestep sinusoids.
+
+Statuses of a finding:
+
+* ``conforms``;
+* ``precision``: a float64 run where the call is within the float32 tolerance only (a float32 island:
+  diffusers computes timestep sinusoids, RMSNorm variances, RoPE and FP32LayerNorm in float32 by design).
+  Not a failure unless ``strict_precision``;
+* ``mismatch``: a leaf (a call with no hooked children) outside tolerance: the fault is that module;
+* ``inline``: a composite outside tolerance whose children all conform: the fault is inline code in
+  ``<Class>.forward`` (chunking, gates, RoPE application, the attention call, masks);
+* ``follows``: a composite outside tolerance with a failing child (the child is the finding);
+* ``unsupported``: a recognised class in a configuration the engine does not model (said why);
+* ``not-checked``: a class the engine does not recognise (listed, never a failure).
+
+For every mismatch the component's convention knobs are tried one at a time (chunk orders, eps, GELU
+tanh/erf, flip_sin_to_cos, downscale_freq_shift, RoPE pairing, QK-norm per head / across heads, mask
+sign, joint token order, variance precision...), and each setting that brings the error within
+tolerance is reported as the explanation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ditcheck.properties.validation import Tolerance, derive_tolerance
+from ditcheck.reference import components as C
+from ditcheck.reference.attention import attention, merge_heads
+from ditcheck.reference.formats import format_named, gamma_or_inf
+from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.layers import layer_norm, linear, patchify, pos_embed_2d, silu, timestep_embedding
+from ditcheck.reference.native import SUMMATION_ORDERS, Native
+from ditcheck.reference.precision import FLOAT64, Precision
+from ditcheck.reference.rounding import EXP_ULPS
+
+__all__ = ["ComponentFinding", "ComponentReport", "check_components", "recognised_classes", "STATUSES",
+           "FAILING_STATUSES"]
+
+#: every status a finding can have (see the module docstring)
+STATUSES = ("conforms", "precision", "mismatch", "inline", "follows", "unsupported", "not-checked", "error")
+#: the statuses that make a report fail (``precision`` too under ``strict_precision``)
+FAILING_STATUSES = ("mismatch", "inline", "follows", "error")
+
+
+# ----------------------------------------------------------------------------------------
+# Findings and the report
+
+
+@dataclass
+class ComponentFinding:
+    """One recorded call of one submodule: where, what, the verdict, the numbers and the explaining knob."""
+
+    #: qualified module name ("transformer_blocks.0.attn"), with "#k" for the k-th call after the first
+    name: str
+    #: the module's class name
+    cls: str
+    status: str
+    #: max |output - exact| (None when not compared)
+    error: float | None = None
+    tolerance: Tolerance | None = None
+    #: the output format the call was measured in ("float32", "float64")
+    fmt: str = ""
+    #: where the fault is: the module itself, or "inline code in <Class>.forward"
+    location: str = ""
+    #: knob settings under which the mismatch vanishes (each a dict of knob -> value), empty if none does
+    explanations: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """error / tolerance (None when not compared)."""
+        if self.error is None or self.tolerance is None:
+            return None
+        return self.error / self.tolerance.value if self.tolerance.value > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "class": self.cls, "status": self.status, "error": self.error,
+                "tolerance": None if self.tolerance is None else self.tolerance.to_dict(), "format": self.fmt,
+                "location": self.location, "explanations": self.explanations, "message": self.message}
+
+    def __str__(self) -> str:
+        numbers = ""
+        if self.error is not None and self.tolerance is not None:
+            numbers = f" error {self.error:.3g} vs tolerance {self.tolerance.value:.3g} ({self.fmt})"
+        knob = ""
+        if self.explanations:
+            knob = "; explained by " + " or ".join(", ".join(f"{k}={v!r}" for k, v in e.items())
+                                                  for e in self.explanations)
+        elif self.status in ("mismatch", "inline"):
+            knob = "; no convention knob explains it"
+        where = f" at {self.location}" if self.location and self.status != "conforms" else ""
+        text = f"{self.status:<11} {self.name} ({self.cls}){where}{numbers}{knob}"
+        return text + (f" - {self.message}" if self.message else "")
+
+
+@dataclass
+class ComponentReport:
+    """What :func:`check_components` found: one finding per recorded call, in execution order (by call start)."""
+
+    findings: list[ComponentFinding]
+    dtype: str
+    strict_precision: bool = False
+
+    @property
+    def failures(self) -> list[ComponentFinding]:
+        """The localised faults: mismatching leaves, inline code of composites, target errors (not ``follows``)."""
+        statuses = ("mismatch", "inline", "error") + (("precision",) if self.strict_precision else ())
+        return [f for f in self.findings if f.status in statuses]
+
+    @property
+    def islands(self) -> list[ComponentFinding]:
+        """Calls that conform only at float32's tolerance in a float64 run (float32 islands)."""
+        return [f for f in self.findings if f.status == "precision"]
+
+    @property
+    def checked(self) -> list[ComponentFinding]:
+        return [f for f in self.findings if f.error is not None]
+
+    @property
+    def ok(self) -> bool:
+        failing = FAILING_STATUSES + (("precision",) if self.strict_precision else ())
+        return not any(f.status in failing for f in self.findings)
+
+    def by_status(self, status: str) -> list[ComponentFinding]:
+        return [f for f in self.findings if f.status == status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "ok": self.ok, "strict_precision": self.strict_precision,
+                "findings": [f.to_dict() for f in self.findings]}
+
+    def __str__(self) -> str:
+        counts = {s: len(self.by_status(s)) for s in STATUSES if self.by_status(s)}
+        head = f"components ({self.dtype}): {'CONFORMS' if self.ok else 'DISCREPANCY'}  " + \
+            ", ".join(f"{n} {s}" for s, n in counts.items())
+        lines = [head]
+        for f in self.findings:
+            if f.status in ("mismatch", "inline", "error", "precision", "unsupported"):
+                lines.append("  " + str(f))
+        unchecked = sorted({f.cls for f in self.findings if f.status == "not-checked"})
+        if unchecked:
+            lines.append("  not recognised (not checked): " + ", ".join(unchecked))
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Recorded calls
+
+
+def _to_numpy(value: Any) -> Any:
+    """Detached float64 (floating), int64 (integer) or bool NumPy copies of tensors, recursively in tuples/lists."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu()
+        if tensor.is_floating_point():
+            return tensor.to(torch.float64).numpy().copy()
+        if tensor.dtype == torch.bool:
+            return tensor.numpy().copy()
+        if tensor.is_complex():
+            return tensor.to(torch.complex128).numpy().copy()
+        return tensor.to(torch.int64).numpy().copy()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_numpy(v) for v in value)
+    return value
+
+
+def _float_tensors(value: Any) -> list[torch.Tensor]:
+    """The floating tensors of an output (tensor, tuple/list, or a ModelOutput / dataclass), in order."""
+    if isinstance(value, torch.Tensor):
+        return [value] if value.is_floating_point() else []
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _float_tensors(v)]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _float_tensors(v)]
+    return []
+
+
+@dataclass
+class RecordedCall:
+    """One call of one module: its bound inputs (float64 NumPy copies), outputs and its direct children's calls.
+
+    A child's inputs and outputs are kept (``kept_inputs``, ``kept_outputs``) until its parent is compared,
+    so that a composite is recomputed *given its children's recorded outputs*: each composite check then
+    measures its own inline code on bit-identical inputs, and a child's rounding errors are not amplified
+    differently in the target and the reference (the children are checked on their own).
+    """
+
+    name: str
+    module: nn.Module
+    inputs: dict[str, Any]
+    outputs: list[np.ndarray] = field(default_factory=list)
+    output_dtypes: list[torch.dtype] = field(default_factory=list)
+    children: list[RecordedCall] = field(default_factory=list)
+    finding: ComponentFinding | None = None
+    kept_inputs: dict[str, Any] = field(default_factory=dict)
+    kept_outputs: list[np.ndarray] = field(default_factory=list)
+
+    def param(self, name: str, module: nn.Module | None = None) -> np.ndarray | None:
+        """A parameter or buffer of ``module`` (default: this call's module) as float64 NumPy, None if absent."""
+        value = getattr(self.module if module is None else module, name, None)
+        if value is None:
+            return None
+        return _to_numpy(value)
+
+    def child(self, module: nn.Module | None) -> RecordedCall | None:
+        """This call's first direct child call of ``module`` whose outputs were kept (None if there is none)."""
+        if module is None:
+            return None
+        for child in self.children:
+            if child.module is module and child.kept_outputs:
+                return child
+        return None
+
+    def child_outputs(self, module: nn.Module) -> list[np.ndarray]:
+        """The recorded outputs of this call's (first) child call of ``module``."""
+        child = self.child(module)
+        if child is None:
+            raise LookupError(f"no recorded call of child {type(module).__name__}")
+        return child.kept_outputs
+
+    def arg(self, *names: str) -> Any:
+        """The first of ``names`` bound in this call (None if none is)."""
+        for name in names:
+            if name in self.inputs and self.inputs[name] is not None:
+                return self.inputs[name]
+        return None
+
+
+# ----------------------------------------------------------------------------------------
+# Component specifications
+
+Evaluate = Callable[[RecordedCall, Precision, Mapping[str, Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class Component:
+    """How to recompute one module class: ``evaluate(call, xp, knobs)`` returns the outputs, in order.
+
+    ``knobs(call)`` gives the expected convention {knob: value} read from the module, ``alternatives(call)``
+    the other values each knob can take (tried one at a time when the call mismatches), ``apriori(call, u)``
+    an optional a-priori error bound on the outputs in unit roundoff u, labelled ``apriori_label``.
+    """
+
+    kind: str
+    evaluate: Evaluate
+    knobs: Callable[[RecordedCall], dict[str, Any]] = lambda call: {}
+    alternatives: Callable[[RecordedCall], dict[str, Sequence[Any]]] = lambda call: {}
+    apriori: Callable[[RecordedCall, float], float] | None = None
+    apriori_label: str = "a-priori"
+    #: what the recomputation is compared with (default: the call's outputs)
+    observed: Callable[[RecordedCall], list[np.ndarray]] | None = None
+    #: whether this call computes in float32 by design even in a float64 run (diffusers' RMSNorm variance,
+    #: FP32LayerNorm, RoPE application, float32-rounded tables): only then is a float64 call that meets
+    #: float32's tolerance a float32 island; otherwise it is a mismatch, explained by compute_format='float32'
+    float32_inside: Callable[[RecordedCall], bool] = lambda call: False
+
+
+class Unsupported(Exception):
+    """The module is recognised but configured in a way the engine does not model (the message says how)."""
+
+
+def _x(xp: Precision, value: Any) -> Any:
+    """A recorded float64 array as an array of the precision ``xp`` (None passes)."""
+    return None if value is None else xp.asarray(np.asarray(value, dtype=np.float64))
+
+
+def _p(call: RecordedCall, xp: Precision, name: str, module: nn.Module | None = None) -> Any:
+    return _x(xp, call.param(name, module))
+
+
+def _linear(call: RecordedCall, xp: Precision, module: nn.Module, x: Any) -> Any:
+    """A linear child's recorded output when this call recorded one, else the reference linear of x."""
+    child = call.child(module) if module is not call.module else None
+    if child is not None:
+        return _x(xp, child.kept_outputs[0])
+    return linear.generic(xp, x, _p(call, xp, "weight", module), _p(call, xp, "bias", module))
+
+
+def _linear_apriori(call: RecordedCall, u: float) -> float:
+    """gamma_{n+2}(u) max (|x||W|^T + |b|): the dot product, the bias addition and the output rounding (Higham eq. 3.13)."""
+    x = np.abs(call.arg("input", "x", "hidden_states"))
+    weight = np.abs(call.param("weight"))
+    bias = call.param("bias")
+    magnitude = x @ weight.T + (0 if bias is None else np.abs(bias))
+    return gamma_or_inf(weight.shape[1] + 2, u) * float(np.max(magnitude, initial=0.0))
+
+
+def _activation_name(module: nn.Module | None) -> str:
+    """The reference activation name of a torch/diffusers activation module."""
+    if module is None:
+        return "identity"
+    name = type(module).__name__
+    if name in ("SiLU", "FP32SiLU"):
+        return "silu"
+    if name == "GELU" and isinstance(module, nn.GELU):
+        return "gelu-tanh" if module.approximate == "tanh" else "gelu"
+    if name == "ReLU":
+        return "relu"
+    if name == "Identity":
+        return "identity"
+    raise Unsupported(f"activation {name}")
+
+
+_GELU_NAMES = ("gelu", "gelu-tanh", "approximate-gelu")
+
+
+def _other(value: Any, options: Sequence[Any]) -> list[Any]:
+    return [o for o in options if o != value]
+
+
+# --- leaves -------------------------------------------------------------------------------
+
+
+def _eval_linear(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    return [_linear(call, xp, call.module, _x(xp, call.arg("input")))]
+
+
+def _eval_layer_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    if len(module.normalized_shape) != 1:
+        raise Unsupported(f"normalized_shape {tuple(module.normalized_shape)} over more than one axis")
+    weight = _p(call, xp, "weight") if knobs["affine"] else None
+    bias = _p(call, xp, "bias") if knobs["affine"] else None
+    return [layer_norm.generic(xp, _x(xp, call.arg("input", "inputs", "hidden_states")), weight, bias, knobs["eps"])]
+
+
+def _norm_eps(module: nn.Module, dtype: torch.dtype | None) -> float:
+    eps = getattr(module, "eps", None)
+    if eps is None:  # torch.nn.RMSNorm(eps=None): finfo(input dtype).eps
+        return float(torch.finfo(dtype or torch.float32).eps)
+    return float(eps)
+
+
+def _eval_rms_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    x = _x(xp, call.arg("hidden_states", "x", "input"))
+    return [C.rms_norm.generic(xp, x, _p(call, xp, "weight"), _p(call, xp, "bias"), knobs["eps"],
+                               knobs["variance_format"])]
+
+
+def _eval_activation(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    return [C.activation.generic(xp, _x(xp, call.arg("input", "inputs", "x", "hidden_states")), knobs["activation"])]
+
+
+def _eval_embedding(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    table = _p(call, xp, "weight")
+    return [table[np.asarray(call.arg("input"), dtype=np.int64)]]
+
+
+def _eval_conv(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    kernel = tuple(module.kernel_size)
+    if tuple(module.stride) != kernel or any(module.padding if not isinstance(module.padding, str) else [1]) or \
+            module.groups != 1 or any(d != 1 for d in module.dilation):
+        raise Unsupported("only patch convolutions (kernel = stride, no padding, groups 1, dilation 1) are modelled")
+    x = _x(xp, call.arg("input"))
+    weight, bias = _p(call, xp, "weight"), _p(call, xp, "bias")
+    if len(kernel) == 2:
+        n, _, height, width = np.shape(x)
+        grid = (height // kernel[0], width // kernel[1])
+        if kernel[0] != kernel[1]:
+            raise Unsupported("non-square 2-D patches")
+        tokens = patchify.generic(xp, x, weight, bias, kernel[0])
+    else:
+        n, _, frames, height, width = np.shape(x)
+        grid = (frames // kernel[0], height // kernel[1], width // kernel[2])
+        tokens = C.patchify_3d.generic(xp, x, weight, bias, kernel)
+    out = np.reshape(tokens, (n,) + grid + (np.shape(tokens)[-1],))
+    return [np.moveaxis(out, -1, 1)]
+
+
+def _conv_apriori(call: RecordedCall, u: float) -> float:
+    x = np.abs(call.arg("input"))
+    weight = np.abs(call.param("weight"))
+    kernel = tuple(call.module.kernel_size)
+    if tuple(call.module.stride) != kernel:
+        return math.inf
+    conv = torch.nn.functional.conv2d if len(kernel) == 2 else torch.nn.functional.conv3d
+    bound = conv(torch.from_numpy(x), torch.from_numpy(weight), stride=kernel).numpy()
+    bias = call.param("bias")
+    if bias is not None:
+        bound = bound + np.abs(bias).reshape((1, -1) + (1,) * len(kernel))
+    return gamma_or_inf(int(np.prod(weight.shape[1:])) + 2, u) * float(np.max(bound, initial=0.0))
+
+
+# --- diffusers activations, FeedForward, timestep and text embedders -----------------------
+
+
+def _eval_proj_activation(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """diffusers GELU / GEGLU / SwiGLU / ApproximateGELU / LinearActivation: a projection, then the activation."""
+    projected = _linear(call, xp, call.module.proj, _x(xp, call.arg("hidden_states", "x")))
+    return [_diffusers_activation(xp, projected, knobs)]
+
+
+def _diffusers_activation(xp: Precision, projected: Any, knobs: Mapping[str, Any]) -> Any:
+    if knobs.get("glu"):
+        return C.gated_linear_unit.generic(xp, projected, knobs["activation"], knobs["gate_first"])
+    return C.activation.generic(xp, projected, knobs["activation"])
+
+
+def _proj_activation_knobs(module: nn.Module) -> dict[str, Any]:
+    name = type(module).__name__
+    if name == "GELU":
+        return {"activation": "gelu-tanh" if module.approximate == "tanh" else "gelu"}
+    if name == "GEGLU":
+        return {"activation": "gelu", "glu": True, "gate_first": False}
+    if name == "SwiGLU":
+        return {"activation": "silu", "glu": True, "gate_first": False}
+    if name == "ApproximateGELU":
+        return {"activation": "approximate-gelu"}
+    if name == "LinearActivation":
+        return {"activation": _activation_name(module.activation)}
+    raise Unsupported(f"feed-forward activation {name}")
+
+
+def _proj_activation_alternatives(knobs: Mapping[str, Any]) -> dict[str, Sequence[Any]]:
+    alternatives: dict[str, Sequence[Any]] = {}
+    if knobs["activation"] in _GELU_NAMES:
+        alternatives["activation"] = _other(knobs["activation"], _GELU_NAMES)
+    if knobs.get("glu"):
+        alternatives["gate_first"] = [not knobs["gate_first"]]
+    return alternatives
+
+
+def _eval_feed_forward(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    act = module.net[0]
+    hidden = _diffusers_activation(xp, _linear(call, xp, act.proj, _x(xp, call.arg("hidden_states"))), knobs)
+    for layer in list(module.net)[1:]:
+        if isinstance(layer, nn.Linear):
+            hidden = _linear(call, xp, layer, hidden)
+        elif not isinstance(layer, nn.Dropout):
+            raise Unsupported(f"FeedForward.net holds a {type(layer).__name__}")
+    return [hidden]
+
+
+def _timesteps_knobs(call: RecordedCall) -> dict[str, Any]:
+    module = call.module
+    return {"flip_sin_to_cos": bool(module.flip_sin_to_cos), "downscale_freq_shift": float(module.downscale_freq_shift),
+            "time_scale": float(getattr(module, "scale", 1)), "max_period": 10000.0}
+
+
+def _eval_timesteps(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    t = _x(xp, call.arg("timesteps"))
+    return [timestep_embedding.generic(xp, t, call.module.num_channels, knobs["max_period"], knobs["flip_sin_to_cos"],
+                                       knobs["downscale_freq_shift"], knobs["time_scale"])]
+
+
+def _timesteps_apriori(call: RecordedCall, u: float) -> float:
+    """First order: freqs exp(e), e = -ln(P) i/(h - s), err |e| gamma_3 + exp's ulps; args t freqs scale (+gamma_2); sin/cos ulps."""
+    knobs = _timesteps_knobs(call)
+    half = call.module.num_channels // 2
+    if half == 0 or half - knobs["downscale_freq_shift"] <= 0:
+        return 0.0
+    exponent = math.log(knobs["max_period"]) * (half - 1) / (half - knobs["downscale_freq_shift"])
+    relative_frequency = exponent * gamma_or_inf(3, u) + 2 * EXP_ULPS * u
+    largest_argument = float(np.max(np.abs(call.arg("timesteps")), initial=0.0)) * abs(knobs["time_scale"])
+    return largest_argument * (relative_frequency + gamma_or_inf(2, u)) + 2 * EXP_ULPS * u + u
+
+
+def _eval_two_linear(first: str, act: str, second: str) -> Evaluate:
+    def evaluate(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+        module = call.module
+        x = _x(xp, call.arg("sample", "caption", "x", "hidden_states"))
+        if call.arg("condition") is not None:
+            raise Unsupported("TimestepEmbedding with a condition projection")
+        hidden = C.activation.generic(xp, _linear(call, xp, getattr(module, first), x), knobs["activation"])
+        out = _linear(call, xp, getattr(module, second), hidden)
+        post = getattr(module, "post_act", None)
+        return [out if post is None else C.activation.generic(xp, out, _activation_name(post))]
+    return evaluate
+
+
+def _two_linear_knobs(act: str) -> Callable[[RecordedCall], dict[str, Any]]:
+    return lambda call: {"activation": _activation_name(getattr(call.module, act))}
+
+
+def _eval_patch_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    if not module.flatten:
+        raise Unsupported("PatchEmbed(flatten=False)")
+    latent = _x(xp, call.arg("latent"))
+    tokens = patchify.generic(xp, latent, _p(call, xp, "weight", module.proj), _p(call, xp, "bias", module.proj),
+                              module.patch_size)
+    if module.layer_norm:
+        tokens = layer_norm.generic(xp, tokens, None, None, module.norm.eps)
+    if module.pos_embed is None:
+        return [tokens]
+    height, width = np.shape(latent)[-2] // module.patch_size, np.shape(latent)[-1] // module.patch_size
+    dim = np.shape(tokens)[-1]
+    if module.pos_embed_max_size:
+        size = module.pos_embed_max_size
+        table = pos_embed_2d.generic(xp, dim, (size, size), 10000, module.base_size, module.interpolation_scale)
+        top, left = (size - height) // 2, (size - width) // 2
+        table = np.reshape(table, (size, size, dim))[top:top + height, left:left + width].reshape(-1, dim)
+    else:
+        table = pos_embed_2d.generic(xp, dim, (height, width), 10000, module.base_size, module.interpolation_scale)
+    return [tokens + table[None]]
+
+
+# --- adaLN family -------------------------------------------------------------------------
+
+_TRIPLE = ("shift", "scale", "gate")
+
+
+def _triple_orders(suffixes: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every order of (shift, scale, gate) applied to each group, e.g. (scale_msa, shift_msa, gate_msa, ...)."""
+    orders = []
+    for permutation in itertools.permutations(_TRIPLE):
+        orders.append(tuple(f"{p}_{s}" for s in suffixes for p in permutation))
+    return orders
+
+
+def _adaln_emb(call: RecordedCall, xp: Precision) -> Any:
+    module = call.module
+    if getattr(module, "emb", None) is not None:
+        return _x(xp, call.child_outputs(module.emb)[0])
+    return _x(xp, call.arg("emb"))
+
+
+def _eval_adaln_zero(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    if not isinstance(module.norm, nn.LayerNorm):
+        raise Unsupported(f"AdaLayerNormZero with norm {type(module.norm).__name__}")
+    out = C.ada_layer_norm_zero.generic(xp, _x(xp, call.arg("x")), _adaln_emb(call, xp),
+                                        _p(call, xp, "weight", module.linear), _p(call, xp, "bias", module.linear),
+                                        knobs["eps"], knobs["order"])
+    return list(out)
+
+
+def _eval_adaln_zero_single(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    out = C.ada_layer_norm_zero_single.generic(xp, _x(xp, call.arg("x")), _x(xp, call.arg("emb")),
+                                               _p(call, xp, "weight", module.linear),
+                                               _p(call, xp, "bias", module.linear), knobs["eps"], knobs["order"])
+    return list(out)
+
+
+def _eval_adaln_continuous(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    norm = module.norm
+    kind = "rms" if type(norm).__name__ == "RMSNorm" else "layer"
+    return [C.ada_layer_norm_continuous.generic(
+        xp, _x(xp, call.arg("x")), _x(xp, call.arg("conditioning_embedding")),
+        _p(call, xp, "weight", module.linear), _p(call, xp, "bias", module.linear),
+        _p(call, xp, "weight", norm), _p(call, xp, "bias", norm), knobs["eps"], kind, knobs["order"])]
+
+
+def _eval_adaln_single(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    embedded = _x(xp, call.child_outputs(module.emb)[0])
+    return [_linear(call, xp, module.linear, silu.generic(xp, embedded)), embedded]
+
+
+def _eval_label_embedding(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """diffusers LabelEmbedding in eval: table[labels], labels with force_drop_ids == 1 replaced by the null class."""
+    module = call.module
+    labels = np.asarray(call.arg("labels"), dtype=np.int64)
+    drop = call.arg("force_drop_ids")
+    if drop is not None:
+        labels = np.where(np.asarray(drop) == 1, module.num_classes + knobs["null_offset"], labels)
+    return [_p(call, xp, "weight", module.embedding_table)[labels]]
+
+
+def _eval_sum_of_children(*names: str) -> Evaluate:
+    """Combined embedders: the sum of the named children's recorded outputs (checks the inline addition only)."""
+    def evaluate(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+        total = None
+        for name in names:
+            child = getattr(call.module, name, None)
+            if child is None:
+                continue
+            try:
+                value = _x(xp, call.child_outputs(child)[0])
+            except LookupError:
+                continue
+            total = value if total is None else total + value
+        if total is None:
+            raise Unsupported("none of the summed embedders ran")
+        return [total]
+    return evaluate
+
+
+def _eval_pixart_combined(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    if call.module.use_additional_conditions:
+        raise Unsupported("PixArt size / aspect-ratio conditions")
+    return _eval_sum_of_children("timestep_embedder")(call, xp, knobs)
+
+
+# --- attention ----------------------------------------------------------------------------
+
+
+def _apply_norm(call: RecordedCall, xp: Precision, module: nn.Module | None, x: Any, heads: int,
+                across_heads: bool, dtype: torch.dtype | None) -> Any:
+    """A QK-norm module applied to x [B, L, H*Dh], per head (as diffusers' processors do) or across heads."""
+    if module is None:
+        return x
+    child = call.child(module)
+    if child is not None and not across_heads:
+        return _x(xp, _as_tokens(child.kept_outputs[0], child.kept_inputs, x, heads))
+    name = type(module).__name__
+    weight = _p(call, xp, "weight", module)
+    if name == "RMSNorm":
+        kind = "rms"
+    elif isinstance(module, nn.LayerNorm):
+        kind = "layer"
+        if getattr(module, "bias", None) is not None:
+            raise Unsupported("QK LayerNorm with a bias")
+    else:
+        raise Unsupported(f"QK-norm {name}")
+    return C.qk_norm.generic(xp, x, weight, heads, _norm_eps(module, dtype), kind, across_heads)
+
+
+def _as_tokens(value: np.ndarray, child_inputs: Mapping[str, Any], x: Any, heads: int) -> np.ndarray:
+    """A per-head norm's recorded output, [B, L, H, Dh] (Flux) or [B, H, L, Dh] (SD3), as [B, L, H*Dh].
+
+    When L = H the layouts look alike; the norm's recorded input, equal to x in the right layout, decides.
+    """
+    b, length, channels = np.shape(x)
+    as_is = np.reshape(value, (b, length, channels)) if np.shape(value) == (b, length, heads, channels // heads) else None
+    swapped = np.swapaxes(value, 1, 2).reshape(b, length, channels) \
+        if np.shape(value) == (b, heads, length, channels // heads) else None
+    if as_is is not None and swapped is not None:
+        recorded = next((v for v in child_inputs.values() if isinstance(v, np.ndarray)), None)
+        plain = np.asarray(x, dtype=np.float64)
+        if recorded is not None and np.array_equal(np.swapaxes(recorded, 1, 2).reshape(b, length, channels), plain):
+            return swapped
+        return as_is
+    if as_is is None and swapped is None:
+        raise Unsupported(f"a QK-norm output of shape {np.shape(value)}")
+    return as_is if as_is is not None else swapped
+
+
+def _projected(call: RecordedCall, xp: Precision, module: nn.Module | None, x: Any) -> Any:
+    """The output projection of a composite: x itself when the projection was recorded (its input is compared)."""
+    if module is None or call.child(module) is not None:
+        return x
+    return _linear(call, xp, module, x)
+
+
+def _projection_inputs_or_outputs(*projections: str) -> Callable[[RecordedCall], list[np.ndarray]]:
+    """What a composite's recomputation is compared with: each recorded output projection's input, else the output."""
+    def observed(call: RecordedCall) -> list[np.ndarray]:
+        values = []
+        for index, name in enumerate(projections):
+            module = getattr(call.module, name, None)
+            if isinstance(module, nn.ModuleList):
+                module = module[0]
+            if index == 1 and _processor_kind(call.module) == "JointAttnProcessor2_0" \
+                    and getattr(call.module, "context_pre_only", False):
+                module = None
+            child = call.child(module)
+            if index >= len(call.outputs):
+                break
+            if child is not None:
+                values.append(next(v for v in child.kept_inputs.values() if isinstance(v, np.ndarray)))
+            else:
+                values.append(call.outputs[index])
+        return values
+    return observed
+
+
+def _heads(x: Any, heads: int) -> Any:
+    """[B, L, H*Dh] -> [B, H, L, Dh]."""
+    b, length, channels = np.shape(x)
+    return np.reshape(x, (b, length, heads, channels // heads)).transpose(0, 2, 1, 3)
+
+
+_PROCESSORS = ("FluxAttnProcessor", "JointAttnProcessor2_0", "AttnProcessor2_0", "AttnProcessor")
+
+
+def _processor_kind(module: nn.Module) -> str:
+    """The diffusers processor class a module's processor is (or derives from); its own class name otherwise."""
+    processor = type(getattr(module, "processor", None))
+    return next((c.__name__ for c in processor.__mro__ if c.__name__ in _PROCESSORS), processor.__name__)
+
+
+def _attention_knobs(call: RecordedCall) -> dict[str, Any]:
+    processor = _processor_kind(call.module)
+    knobs: dict[str, Any] = {"scale": "1/sqrt(head_dim)", "qk_norm": "per-head", "mask_sign": 1}
+    if processor == "FluxAttnProcessor":
+        knobs.update(token_order="text-first", rope_pairing="interleaved")
+    elif processor == "JointAttnProcessor2_0":
+        knobs.update(token_order="image-first")
+    elif processor not in ("AttnProcessor2_0", "AttnProcessor"):
+        raise Unsupported(f"attention processor {processor}")
+    return knobs
+
+
+def _attention_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    knobs = _attention_knobs(call)
+    alternatives: dict[str, Sequence[Any]] = {"scale": ["1/head_dim", "1"]}
+    module = call.module
+    if getattr(module, "norm_q", None) is not None:
+        alternatives["qk_norm"] = ["across-heads"]
+    if call.arg("attention_mask") is not None:
+        alternatives["mask_sign"] = [-1]
+    if "token_order" in knobs and call.arg("encoder_hidden_states") is not None:
+        alternatives["token_order"] = _other(knobs["token_order"], ("text-first", "image-first"))
+    if "rope_pairing" in knobs and call.arg("image_rotary_emb") is not None:
+        alternatives["rope_pairing"] = ["half"]
+    return alternatives
+
+
+def _applies_rope(call: RecordedCall) -> bool:
+    """diffusers' apply_rotary_emb computes x.float() * cos + rot(x).float() * sin: float32 inside."""
+    return call.arg("image_rotary_emb") is not None
+
+
+def _scale_value(knob: str, head_dim: int) -> float | None:
+    return {"1/sqrt(head_dim)": None, "1/head_dim": 1.0 / head_dim, "1": 1.0}[knob]
+
+
+def _scaled_attention(xp: Precision, q: Any, k: Any, v: Any, scale_knob: str, mask: Any = None) -> Any:
+    """softmax(s q k^T + mask) v with q and k each multiplied by sqrt(s) first, as torch's SDPA math path does.
+
+    The same reals as scaling the logits; in a narrow format the two extra roundings are the target's own, so
+    the naive same-dtype baseline must make them too (they grow with the logits).
+    """
+    head_dim = np.shape(q)[-1]
+    scale = _scale_value(scale_knob, head_dim)
+    root = xp.sqrt(xp.const(1) / xp.sqrt(xp.const(head_dim)) if scale is None else xp.const(scale))
+    return attention.generic(xp, q * root, k * root, v, 1.0, mask, "zero")
+
+
+def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """diffusers Attention + AttnProcessor2_0 / JointAttnProcessor2_0, FluxAttention + FluxAttnProcessor."""
+    module = call.module
+    processor = _processor_kind(module)
+    for flag in ("spatial_norm", "group_norm"):
+        if getattr(module, flag, None) is not None:
+            raise Unsupported(f"Attention with {flag}")
+    if getattr(module, "residual_connection", False) or getattr(module, "rescale_output_factor", 1.0) != 1.0:
+        raise Unsupported("Attention with residual_connection or rescale_output_factor")
+    if getattr(module, "fused_projections", False):
+        raise Unsupported("fused QKV projections")
+    hidden = _x(xp, call.arg("hidden_states"))
+    if np.ndim(hidden) != 3:
+        raise Unsupported("attention over 4-D (image) hidden states")
+    context = _x(xp, call.arg("encoder_hidden_states"))
+    mask = call.arg("attention_mask")
+    heads = module.heads
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    across = knobs["qk_norm"] == "across-heads"
+    joint = processor in ("JointAttnProcessor2_0", "FluxAttnProcessor")
+    query = _apply_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), heads, across, dtype)
+    source = hidden if (context is None or joint) else context
+    if context is not None and not joint and getattr(module, "norm_cross", None):
+        raise Unsupported("cross-attention with norm_cross")
+    key = _apply_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, source), heads, across, dtype)
+    value = _linear(call, xp, module.to_v, source)
+    image_tokens = np.shape(hidden)[1]
+    if joint and context is not None and getattr(module, "add_q_proj", None) is not None:
+        extra_q = _apply_norm(call, xp, getattr(module, "norm_added_q", None),
+                              _linear(call, xp, module.add_q_proj, context), heads, across, dtype)
+        extra_k = _apply_norm(call, xp, getattr(module, "norm_added_k", None),
+                              _linear(call, xp, module.add_k_proj, context), heads, across, dtype)
+        extra_v = _linear(call, xp, module.add_v_proj, context)
+        text_first = knobs["token_order"] == "text-first"
+        parts = ((extra_q, query), (extra_k, key), (extra_v, value)) if text_first else \
+            ((query, extra_q), (key, extra_k), (value, extra_v))
+        query, key, value = (np.concatenate(pair, axis=1) for pair in parts)
+    else:
+        text_first = False
+    q, k, v = _heads(query, heads), _heads(key, heads), _heads(value, heads)
+    rope = call.arg("image_rotary_emb")
+    if rope is not None:
+        if not isinstance(rope, tuple) or len(rope) != 2:
+            raise Unsupported("rotary embeddings given as complex numbers")
+        cos, sin = (_x(xp, table) for table in rope)
+        pairing = knobs.get("rope_pairing", "interleaved")
+        q = C.apply_rope.generic(xp, q, cos, sin, pairing)
+        k = C.apply_rope.generic(xp, k, cos, sin, pairing)
+    attn_mask = None
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape[-1] != np.shape(k)[-2]:
+            raise Unsupported("an attention mask not of the key length (prepare_attention_mask pads it)")
+        if mask.dtype == bool:
+            attn_mask = mask.reshape((np.shape(q)[0], 1, -1, mask.shape[-1]))
+        else:
+            attn_mask = knobs["mask_sign"] * mask.reshape((np.shape(q)[0], 1, -1, mask.shape[-1]))
+    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], attn_mask))
+    if joint and context is not None and getattr(module, "add_q_proj", None) is not None:
+        text_tokens = np.shape(context)[1]
+        if text_first:
+            text_out, image_out = out[:, :text_tokens], out[:, text_tokens:]
+        else:
+            image_out, text_out = out[:, :image_tokens], out[:, image_tokens:]
+        to_out = getattr(module, "to_out", None)
+        to_add_out = getattr(module, "to_add_out", None)
+        if processor == "JointAttnProcessor2_0" and getattr(module, "context_pre_only", False):
+            to_add_out = None
+        return [_projected(call, xp, None if to_out is None else to_out[0], image_out),
+                _projected(call, xp, to_add_out, text_out)]
+    to_out = getattr(module, "to_out", None)
+    return [_projected(call, xp, None if to_out is None else to_out[0], out)]
+
+
+def _eval_timm_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """timm / DiT Attention: qkv Linear split (q, k, v) then heads, SDPA with 1/sqrt(Dh), proj (no QK-norm modules)."""
+    module = call.module
+    for name in ("q_norm", "k_norm"):
+        norm = getattr(module, name, None)
+        if norm is not None and not isinstance(norm, nn.Identity):
+            raise Unsupported("timm Attention with qk_norm")
+    x = _x(xp, call.arg("x"))
+    channels = np.shape(x)[-1]
+    qkv = _linear(call, xp, module.qkv, x)
+    heads = module.num_heads
+    order = getattr(module, "qkv_order", "qkv")
+    parts = {name: qkv[..., i * channels:(i + 1) * channels] for i, name in enumerate(order)}
+    q, k, v = (_heads(parts[name], heads) for name in "qkv")
+    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"]))
+    return [_projected(call, xp, module.proj, out)]
+
+
+def _eval_timm_mlp(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    hidden = C.activation.generic(xp, _linear(call, xp, module.fc1, _x(xp, call.arg("x"))), knobs["activation"])
+    return [_linear(call, xp, module.fc2, hidden)]
+
+
+def _eval_flux_pos_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    module = call.module
+    cos, sin = C.rope_frequencies.generic(xp, _x(xp, call.arg("ids")), tuple(module.axes_dim), float(module.theta),
+                                          knobs["pairing"])
+    return [cos, sin]
+
+
+# ----------------------------------------------------------------------------------------
+# The registry
+
+
+def _ln_knobs(call: RecordedCall) -> dict[str, Any]:
+    return {"eps": float(call.module.eps), "affine": call.module.weight is not None}
+
+
+def _ln_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    alternatives: dict[str, Sequence[Any]] = {"eps": _other(float(call.module.eps), (1e-6, 1e-5))}
+    if call.module.weight is not None:
+        alternatives["affine"] = [False]
+    return alternatives
+
+
+def _rms_knobs(call: RecordedCall) -> dict[str, Any]:
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    return {"eps": _norm_eps(call.module, dtype), "variance_format": None}
+
+
+def _rms_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    eps = _rms_knobs(call)["eps"]
+    return {"eps": _other(eps, (1e-6, 1e-5)), "variance_format": ["float32", "bfloat16", "float16"]}
+
+
+def _adaln_alternatives(suffixes: Sequence[str], default: tuple[str, ...]) -> Callable[[RecordedCall], dict]:
+    def alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+        orders = [o for o in _triple_orders(suffixes) if o[:len(default)] != default]
+        eps = float(call.module.norm.eps)
+        return {"order": orders, "eps": _other(eps, (1e-6, 1e-5))}
+    return alternatives
+
+
+_MLP_SUFFIXES = ("msa", "mlp")
+_REGISTRY: dict[str, Component] = {
+    # plain torch.nn
+    "Linear": Component("linear", _eval_linear, apriori=_linear_apriori),
+    "LayerNorm": Component("layer norm", _eval_layer_norm, _ln_knobs, _ln_alternatives),
+    "FP32LayerNorm": Component("layer norm (float32)", _eval_layer_norm, _ln_knobs, _ln_alternatives,
+                               float32_inside=lambda call: True),
+    "RMSNorm": Component("RMS norm", _eval_rms_norm, _rms_knobs, _rms_alternatives,
+                         float32_inside=lambda call: type(call.module).__module__.startswith("diffusers")),
+    "GELU": Component("activation", _eval_activation,
+                      lambda call: {"activation": _activation_name(call.module)},
+                      lambda call: {"activation": _other(_activation_name(call.module), _GELU_NAMES)}),
+    "SiLU": Component("activation", _eval_activation, lambda call: {"activation": "silu"}),
+    "ReLU": Component("activation", _eval_activation, lambda call: {"activation": "relu"}),
+    "Embedding": Component("embedding", _eval_embedding),
+    "Conv2d": Component("patch convolution", _eval_conv, apriori=_conv_apriori),
+    "Conv3d": Component("patch convolution", _eval_conv, apriori=_conv_apriori),
+    # diffusers
+    "diffusers.GELU": Component("projection + GELU", _eval_proj_activation,
+                                lambda call: _proj_activation_knobs(call.module),
+                                lambda call: _proj_activation_alternatives(_proj_activation_knobs(call.module))),
+    "GEGLU": Component("GEGLU", _eval_proj_activation, lambda call: _proj_activation_knobs(call.module),
+                       lambda call: _proj_activation_alternatives(_proj_activation_knobs(call.module))),
+    "SwiGLU": Component("SwiGLU", _eval_proj_activation, lambda call: _proj_activation_knobs(call.module),
+                        lambda call: _proj_activation_alternatives(_proj_activation_knobs(call.module))),
+    "ApproximateGELU": Component("sigmoid(1.702x) GELU", _eval_proj_activation,
+                                 lambda call: _proj_activation_knobs(call.module),
+                                 lambda call: _proj_activation_alternatives(_proj_activation_knobs(call.module))),
+    "LinearActivation": Component("projection + activation", _eval_proj_activation,
+                                  lambda call: _proj_activation_knobs(call.module),
+                                  lambda call: _proj_activation_alternatives(_proj_activation_knobs(call.module))),
+    "FeedForward": Component("feed-forward", _eval_feed_forward,
+                             lambda call: _proj_activation_knobs(call.module.net[0]),
+                             lambda call: _proj_activation_alternatives(_proj_activation_knobs(call.module.net[0]))),
+    "Timesteps": Component("timestep sinusoid", _eval_timesteps, _timesteps_knobs,
+                           lambda call: {"flip_sin_to_cos": [not call.module.flip_sin_to_cos],
+                                         "downscale_freq_shift": _other(float(call.module.downscale_freq_shift),
+                                                                        (0.0, 1.0)),
+                                         "time_scale": _other(float(getattr(call.module, "scale", 1)), (1.0, 1000.0))},
+                           apriori=_timesteps_apriori, apriori_label="first-order"),
+    "TimestepEmbedding": Component("timestep MLP", _eval_two_linear("linear_1", "act", "linear_2"),
+                                   _two_linear_knobs("act")),
+    "PixArtAlphaTextProjection": Component("caption projection", _eval_two_linear("linear_1", "act_1", "linear_2"),
+                                           _two_linear_knobs("act_1"),
+                                           lambda call: {"activation": _other(_activation_name(call.module.act_1),
+                                                                              _GELU_NAMES)}),
+    "PatchEmbed": Component("patch embedding + sin-cos table", _eval_patch_embed,
+                            float32_inside=lambda call: True),  # its table is computed, then stored .float()
+    "AdaLayerNormZero": Component(
+        "adaLN-Zero", _eval_adaln_zero,
+        lambda call: {"order": C.ADALN_ZERO_ORDER, "eps": float(call.module.norm.eps)},
+        _adaln_alternatives(_MLP_SUFFIXES, C.ADALN_ZERO_ORDER)),
+    "AdaLayerNormZeroSingle": Component(
+        "adaLN-Zero (single)", _eval_adaln_zero_single,
+        lambda call: {"order": C.ADALN_ZERO_SINGLE_ORDER, "eps": float(call.module.norm.eps)},
+        _adaln_alternatives(("msa",), C.ADALN_ZERO_SINGLE_ORDER)),
+    "AdaLayerNormContinuous": Component(
+        "adaLN (continuous)", _eval_adaln_continuous,
+        lambda call: {"order": C.ADALN_CONTINUOUS_ORDER, "eps": float(call.module.norm.eps)},
+        lambda call: {"order": [("shift", "scale")], "eps": _other(float(call.module.norm.eps), (1e-6, 1e-5))}),
+    "AdaLayerNormSingle": Component("adaLN-single", _eval_adaln_single),
+    "LabelEmbedding": Component("class embedding", _eval_label_embedding, lambda call: {"null_offset": 0},
+                                lambda call: {"null_offset": [-1]}),
+    "PixArtAlphaCombinedTimestepSizeEmbeddings": Component("t embedding (PixArt)", _eval_pixart_combined),
+    "CombinedTimestepLabelEmbeddings": Component("t + label embedding", _eval_sum_of_children(
+        "timestep_embedder", "class_embedder")),
+    "CombinedTimestepTextProjEmbeddings": Component("t + pooled text embedding", _eval_sum_of_children(
+        "timestep_embedder", "text_embedder")),
+    "CombinedTimestepGuidanceTextProjEmbeddings": Component("t + guidance + pooled text", _eval_sum_of_children(
+        "timestep_embedder", "guidance_embedder", "text_embedder")),
+    "Attention": Component("attention", _eval_diffusers_attention, _attention_knobs, _attention_alternatives,
+                           observed=_projection_inputs_or_outputs("to_out", "to_add_out"),
+                           float32_inside=_applies_rope),
+    "FluxAttention": Component("attention", _eval_diffusers_attention, _attention_knobs, _attention_alternatives,
+                               observed=_projection_inputs_or_outputs("to_out", "to_add_out"),
+                               float32_inside=_applies_rope),
+    "FluxPosEmbed": Component("RoPE tables", _eval_flux_pos_embed, lambda call: {"pairing": "interleaved"},
+                              lambda call: {"pairing": ["half"]}),
+    # timm / the original DiT layout (recognised by structure: timm needs torchvision to import)
+    "timm.Attention": Component("attention (qkv)", _eval_timm_attention, lambda call: {"scale": "1/sqrt(head_dim)"},
+                                lambda call: {"scale": ["1/head_dim", "1"]},
+                                observed=_projection_inputs_or_outputs("proj")),
+    "timm.Mlp": Component("MLP", _eval_timm_mlp, lambda call: {"activation": _activation_name(call.module.act)},
+                          lambda call: {"activation": _other(_activation_name(call.module.act), _GELU_NAMES)}),
+}
+
+#: classes recognised (registry keys without the "diffusers."/"timm." disambiguation prefix)
+_SILENT = ("Dropout", "Identity", "ModuleList", "Sequential")
+
+
+def recognised_classes() -> list[str]:
+    """The module classes the engine recomputes (diffusers, timm-style and torch.nn), sorted."""
+    return sorted(_REGISTRY)
+
+
+def _component_for(module: nn.Module) -> Component | None:
+    """The Component of a module: by class name (diffusers and torch.nn), by subclass, or by structure (timm)."""
+    name = type(module).__name__
+    origin = type(module).__module__
+    if name == "GELU" and origin.startswith("diffusers"):
+        return _REGISTRY["diffusers.GELU"]
+    if name == "Attention" and hasattr(module, "qkv") and hasattr(module, "proj") and hasattr(module, "num_heads"):
+        return _REGISTRY["timm.Attention"]
+    if name == "Mlp" and all(hasattr(module, a) for a in ("fc1", "act", "fc2")):
+        return _REGISTRY["timm.Mlp"]
+    if name == "Attention" and not hasattr(module, "processor"):
+        return None
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for base, key in ((nn.Linear, "Linear"), (nn.LayerNorm, "LayerNorm"), (nn.Conv2d, "Conv2d"),
+                      (nn.Conv3d, "Conv3d"), (nn.Embedding, "Embedding"), (nn.GELU, "GELU"), (nn.SiLU, "SiLU")):
+        if isinstance(module, base):
+            return _REGISTRY[key]
+    if hasattr(nn, "RMSNorm") and isinstance(module, nn.RMSNorm):
+        return _REGISTRY["RMSNorm"]
+    return None
+
+
+# ----------------------------------------------------------------------------------------
+# Comparison
+
+
+def _max_abs(values: Sequence[Any]) -> float:
+    return max((float(np.max(np.abs(np.asarray(v, dtype=np.float64)), initial=0.0)) for v in values), default=0.0)
+
+
+def _difference(actual: Sequence[np.ndarray], expected: Sequence[Any]) -> float:
+    """max |actual - expected| over every output (inf on a shape mismatch, NaN counts as inf)."""
+    if len(actual) != len(expected):
+        return math.inf
+    worst = 0.0
+    for a, e in zip(actual, expected):
+        e = np.asarray(e, dtype=np.float64)
+        if np.shape(a) != np.shape(e):
+            return math.inf
+        with np.errstate(invalid="ignore"):
+            d = np.abs(np.asarray(a, dtype=np.float64) - e)
+        if d.size:
+            worst = max(worst, math.inf if np.isnan(d).any() else float(np.max(d)))
+    return worst
+
+
+def _exact_precision(fmt: str) -> Precision:
+    """A format wider than ``fmt`` for the "exact" value: float64 for float32 outputs, long double for float64 ones."""
+    return Native("longdouble") if fmt == "float64" else FLOAT64
+
+
+def _naive_error(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], fmt: str,
+                 exact: Sequence[Any]) -> float:
+    """max |naive - exact| of the reference evaluated in ``fmt``, the worst over the summation orders of its products."""
+    worst = 0.0
+    for order in SUMMATION_ORDERS:
+        naive = spec.evaluate(call, Native(fmt, order), knobs)
+        worst = max(worst, _difference([np.asarray(n, dtype=np.float64) for n in naive], exact))
+    return worst
+
+
+def _tolerance(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], fmt: str,
+               exact: Sequence[Any]) -> Tolerance:
+    naive_error = _naive_error(call, spec, knobs, fmt, exact)
+    u = format_named(fmt).unit_roundoff
+    apriori = None if spec.apriori is None else spec.apriori(call, u)
+    return derive_tolerance(naive_error, apriori, _max_abs(exact), fmt, apriori_label=spec.apriori_label)
+
+
+def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFinding:
+    """Recompute one call with the reference, measure it, classify it and, if it fails, try the knobs."""
+    module = call.module
+    finding = ComponentFinding(call.name, type(module).__name__, "conforms", location=call.name)
+    dtypes = {str(d).removeprefix("torch.") for d in call.output_dtypes}
+    fmt = "float64" if dtypes == {"float64"} else ("float32" if dtypes <= {"float32", "float64"} else "")
+    if not fmt:
+        finding.status, finding.message = "unsupported", f"outputs in {sorted(dtypes)} (float32 and float64 are modelled)"
+        return finding
+    finding.fmt = fmt
+    try:
+        knobs = spec.knobs(call)
+        exact = [np.asarray(v, dtype=np.float64) for v in spec.evaluate(call, _exact_precision(fmt), knobs)]
+        actual = call.outputs if spec.observed is None else spec.observed(call)
+        error = _difference(actual, exact)
+        tolerance = _tolerance(call, spec, knobs, fmt, exact)
+    except Unsupported as reason:
+        finding.status, finding.message = "unsupported", str(reason)
+        return finding
+    finding.error, finding.tolerance = error, tolerance
+    if error <= tolerance.value:
+        finding.status = "precision" if fmt == "float32" and run_fmt == "float64" else "conforms"
+        if finding.status == "precision":
+            finding.message = "returns float32 in a float64 run"
+        return finding
+    diagnosis_tolerance = tolerance.value
+    within_float32 = False
+    if fmt == "float64":  # a float32 island inside a float64 call?
+        island = _tolerance(call, spec, knobs, "float32", exact)
+        within_float32 = error <= island.value
+        if within_float32 and spec.float32_inside(call):
+            finding.status, finding.tolerance, finding.fmt = "precision", island, "float32"
+            finding.message = "computes in float32 inside a float64 run (within float32's tolerance)"
+            return finding
+    finding.status = "mismatch"
+    if within_float32:
+        finding.explanations.append({"compute_format": "float32"})
+    exact_xp = _exact_precision(fmt)
+    for knob, values in spec.alternatives(call).items():
+        for value in values:
+            try:
+                trial = spec.evaluate(call, exact_xp, {**knobs, knob: value})
+            except Exception:  # noqa: BLE001 - a knob value that does not fit this module explains nothing
+                continue
+            if _difference(actual, trial) <= diagnosis_tolerance:
+                finding.explanations.append({knob: value})
+    return finding
+
+
+# ----------------------------------------------------------------------------------------
+# The run
+
+
+def _bound_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """forward's arguments by parameter name (positional and keyword alike), as NumPy copies."""
+    try:
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs)
+        named = dict(bound.arguments)
+        for name, parameter in inspect.signature(module.forward).parameters.items():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in named:
+                named.update(named.pop(name))
+    except TypeError:
+        named = {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.LayerNorm, nn.GELU, nn.SiLU)) or \
+            (hasattr(nn, "RMSNorm") and isinstance(module, nn.RMSNorm)):
+        if "input" not in named and args:
+            named["input"] = args[0]
+    return {k: _to_numpy(v) for k, v in named.items()}
+
+
+def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwargs: Mapping[str, Any] | None = None,
+                     *, dtype: torch.dtype | None = None, strict_precision: bool = False,
+                     skip: Sequence[str] = ()) -> ComponentReport:
+    """Run ``model(*call_args, **call_kwargs)`` once and check every recognised submodule call against the reference.
+
+    ``dtype``: convert the model (in place, ``model.to(dtype)``) and every floating tensor argument to it
+    first; None runs as given. The report's dtype is the run's (that of the model's first floating
+    parameter). ``strict_precision``: float32 islands in a float64 run fail the report. ``skip``: qualified
+    module names not to check (still run). The model is put in eval mode (dropout off) for the run and
+    restored; it is never called more than once. A target that raises is a finding with status ``error``,
+    never an exception. Returns a :class:`ComponentReport`; its ``failures`` are the localised faults.
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError("model", "a torch.nn.Module", type(model).__name__)
+    call_kwargs = dict(call_kwargs or {})
+    if dtype is not None:
+        model.to(dtype)
+        cast = (lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+        call_args = [cast(a) for a in call_args]
+        call_kwargs = {k: cast(v) for k, v in call_kwargs.items()}
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    run_fmt = str(first.dtype if first is not None else torch.float32).removeprefix("torch.")
+    findings: list[ComponentFinding] = []
+    stack: list[RecordedCall] = []
+    counts: dict[str, int] = {}
+    names = {module: name or type(model).__name__ for name, module in model.named_modules()}
+    skipped = set(skip)
+
+    def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        base = names[module]
+        index = counts.get(base, 0)
+        counts[base] = index + 1
+        spec = None if base in skipped else _component_for(module)
+        inputs = _bound_inputs(module, args, kwargs) if spec is not None else {}
+        call = RecordedCall(base if index == 0 else f"{base}#{index}", module, inputs)
+        call.finding = ComponentFinding(call.name, type(module).__name__, "not-checked", location=call.name)
+        findings.append(call.finding)
+        if stack:
+            stack[-1].children.append(call)
+        stack.append(call)
+
+    def post_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        call = stack.pop()
+        tensors = _float_tensors(output)
+        call.output_dtypes = [t.dtype for t in tensors]
+        spec = None if names[module] in skipped else _component_for(module)
+        if spec is not None or (stack and _component_for(stack[-1].module) is not None):
+            call.kept_outputs = [_to_numpy(t) for t in tensors]
+            call.kept_inputs = call.inputs
+        if spec is not None:
+            call.outputs = call.kept_outputs
+            try:
+                result = _compare(call, spec, run_fmt)
+            except Exception as error:  # noqa: BLE001 - a reference failure is reported, never raised
+                result = ComponentFinding(call.name, type(module).__name__, "unsupported", location=call.name,
+                                          message=f"could not recompute: {type(error).__name__}: {error}")
+            _localise(call, result)
+            call.finding.__dict__.update(result.__dict__)
+        # free what the parent no longer needs: inputs and grandchildren
+        call.inputs = {}
+        call.outputs = []
+        for child in call.children:
+            child.kept_outputs, child.kept_inputs = [], {}
+            child.children = []
+
+    handles = []
+    for module in names:
+        handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*call_args, **call_kwargs)
+    except Exception as error:  # noqa: BLE001 - a target that raises is a failed check
+        findings.append(ComponentFinding(names[model], type(model).__name__, "error", location=names[model],
+                                         message=f"the target raised {type(error).__name__}: {error}"))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    findings = [f for f in findings if not (f.status == "not-checked" and f.cls in _SILENT)]
+    return ComponentReport(findings, run_fmt, strict_precision)
+
+
+def _localise(call: RecordedCall, finding: ComponentFinding) -> None:
+    """A failing leaf is the fault; a failing composite is one too (inline code) unless a child failed first."""
+    if finding.status != "mismatch":
+        return
+    failing = [c for c in call.children if c.finding is not None and c.finding.status in FAILING_STATUSES]
+    if failing:
+        finding.status = "follows"
+        finding.location = failing[0].name
+        finding.message = f"follows from {failing[0].name} ({failing[0].finding.cls})"
+    elif call.children:
+        finding.status = "inline"
+        finding.location = f"inline code in {type(call.module).__name__}.forward"
+        unchecked = [c.name for c in call.children if c.finding is not None and c.finding.status == "not-checked"
+                     and c.finding.cls not in _SILENT]
+        if unchecked:
+            finding.message = "children not checked: " + ", ".join(unchecked)

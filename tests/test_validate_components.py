@@ -1,0 +1,389 @@
+"""ditcheck.validate.components on real diffusers 0.42 models built tiny with random weights on the CPU.
+
+Clean models: every recognised component conforms in float32 and float64 (float32 islands of a float64
+run reported as ``precision``, never as failures) over several seeds. Planted bugs, each modelled on a
+real one (the team's dit-zoo notes): caught, localised to the right module (a leaf, or "inline code in
+<Class>.forward"), and the convention knob that explains it named where one does.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers import (DiTTransformer2DModel, FluxTransformer2DModel, PixArtTransformer2DModel,  # noqa: E402
+                       SD3Transformer2DModel)
+from diffusers.models.attention_processor import AttnProcessor2_0  # noqa: E402
+from diffusers.models.embeddings import get_timestep_embedding  # noqa: E402
+from diffusers.models.transformers import transformer_flux  # noqa: E402
+
+from ditcheck.reference.errors import InvalidArgumentError  # noqa: E402
+from ditcheck.validate.components import (ComponentReport, check_components, recognised_classes)  # noqa: E402
+
+logging.getLogger("diffusers").setLevel(logging.ERROR)  # "modules that should be kept in float32: []" on .to()
+
+
+# ----------------------------------------------------------------------------------------
+# Tiny real models (configs from the smallest working ones; weights redrawn so adaLN is not zero)
+
+
+def _randomise(model: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale)
+    return model
+
+
+Built = tuple[torch.nn.Module, dict[str, Any]]
+
+
+def tiny_dit(seed: int, activation_fn: str = "gelu-approximate", scale: float = 0.3) -> Built:
+    model = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                  num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10,
+                                  activation_fn=activation_fn)
+    generator = torch.Generator().manual_seed(seed + 100)
+    return _randomise(model, seed, scale), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+                                                timestep=torch.tensor([3.0, 700.0]), class_labels=torch.tensor([1, 10]))
+
+
+def tiny_pixart(seed: int) -> Built:
+    model = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                     num_layers=2, sample_size=8, patch_size=2, cross_attention_dim=16,
+                                     caption_channels=12, use_additional_conditions=False)
+    generator = torch.Generator().manual_seed(seed + 100)
+    mask = torch.ones(2, 5)
+    mask[1, 3:] = 0  # padded caption tokens: PixArt turns this into an additive -10000 bias
+    return _randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
+                                         timestep=torch.tensor([3.0, 700.0]), encoder_attention_mask=mask)
+
+
+def tiny_sd3(seed: int, qk_norm: str | None = "rms_norm") -> Built:
+    model = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                                  num_attention_heads=2, joint_attention_dim=12, caption_projection_dim=16,
+                                  pooled_projection_dim=10, out_channels=4, pos_embed_max_size=8, qk_norm=qk_norm)
+    generator = torch.Generator().manual_seed(seed + 100)
+    return _randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
+                                         pooled_projections=torch.randn(2, 10, generator=generator),
+                                         timestep=torch.tensor([3.0, 700.0]))
+
+
+def tiny_flux(seed: int) -> Built:
+    model = FluxTransformer2DModel(patch_size=1, in_channels=8, num_layers=1, num_single_layers=1,
+                                   attention_head_dim=16, num_attention_heads=2, joint_attention_dim=12,
+                                   pooled_projection_dim=10, axes_dims_rope=(4, 6, 6))
+    generator = torch.Generator().manual_seed(seed + 100)
+    grid = torch.meshgrid(torch.zeros(1), torch.arange(3.0), torch.arange(3.0), indexing="ij")
+    return _randomise(model, seed), dict(hidden_states=torch.randn(2, 9, 8, generator=generator),
+                                         encoder_hidden_states=torch.randn(2, 4, 12, generator=generator),
+                                         pooled_projections=torch.randn(2, 10, generator=generator),
+                                         timestep=torch.tensor([0.003, 0.7]),
+                                         img_ids=torch.stack(grid, -1).reshape(-1, 3), txt_ids=torch.zeros(4, 3))
+
+
+MODELS: dict[str, Callable[[int], Built]] = {"dit": tiny_dit, "pixart": tiny_pixart, "sd3": tiny_sd3,
+                                             "flux": tiny_flux}
+
+
+def run(built: Built, dtype: torch.dtype) -> ComponentReport:
+    model, kwargs = built
+    return check_components(model, (), kwargs, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# Clean models: no false alarms
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_clean_model_conforms_over_seeds(name: str, dtype: torch.dtype) -> None:
+    for seed in range(3):
+        report = run(MODELS[name](seed), dtype)
+        assert report.ok, f"{name} seed {seed}:\n{report}"
+        assert len(report.checked) >= 30, report
+        assert not report.by_status("unsupported"), report
+        for finding in report.checked:
+            if finding.status == "conforms":
+                assert finding.error <= finding.tolerance.value
+
+
+def test_float64_run_reports_the_known_float32_islands_apart() -> None:
+    """diffusers computes timestep sinusoids, RMSNorm variances, RoPE tables and their application in float32."""
+    sd3 = run(tiny_sd3(0), torch.float64)
+    assert sd3.ok and sd3.islands
+    island_classes = {f.cls for f in sd3.islands}
+    assert {"Timesteps", "RMSNorm", "PatchEmbed"} <= island_classes
+    assert all(f.fmt == "float32" and f.error <= f.tolerance.value for f in sd3.islands)
+    flux = run(tiny_flux(0), torch.float64)
+    assert {"FluxPosEmbed", "FluxAttention"} <= {f.cls for f in flux.islands}
+    # under strict precision the islands fail the report
+    model, kwargs = tiny_sd3(0)
+    assert not check_components(model, (), kwargs, dtype=torch.float64, strict_precision=True).ok
+    # and a float32 run has no islands
+    assert not run(tiny_sd3(0), torch.float32).islands
+
+
+def test_recognised_classes_cover_the_zoo() -> None:
+    classes = set(recognised_classes())
+    assert {"Linear", "LayerNorm", "RMSNorm", "GELU", "SiLU", "Conv2d", "Conv3d", "Embedding", "FeedForward",
+            "GEGLU", "SwiGLU", "ApproximateGELU", "Timesteps", "TimestepEmbedding", "PatchEmbed",
+            "AdaLayerNormZero", "AdaLayerNormContinuous", "Attention", "FluxAttention", "FluxPosEmbed",
+            "PixArtAlphaTextProjection", "timm.Attention", "timm.Mlp"} <= classes
+
+
+# ----------------------------------------------------------------------------------------
+# Planted bugs
+
+
+def failures(report: ComponentReport) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    return [(f.name, f.location, f.explanations) for f in report.failures]
+
+
+def only_failure(report: ComponentReport, name: str) -> Any:
+    assert not report.ok, report
+    found = report.failures
+    assert [f.name for f in found] == [name], f"expected only {name}:\n{report}"
+    return found[0]
+
+
+def patch(module: torch.nn.Module, forward: Callable[..., Any]) -> None:
+    module.forward = functools.partial(forward, module)  # an instance attribute: hooks still run
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [(torch.float64, 0.3), (torch.float32, 0.1)], ids=["float64", "float32"])
+def test_planted_layer_norm_eps(dtype: torch.dtype, scale: float) -> None:
+    """diffusers DiT's MLP-branch LayerNorm uses eps 1e-5; the planted one uses 1e-6 while its attribute says 1e-5.
+
+    The change moves the output by about (1e-5 - 1e-6) / (2 var) relative: with weights of scale 0.3 the
+    input variance is about 10 (4.5e-7 relative, inside float32's tolerance, caught in float64 only); with
+    weights of scale 0.1 it is about 0.2 (2e-5 relative), caught in float32 too.
+    """
+    model, kwargs = tiny_dit(0, scale=scale)
+    norm = model.transformer_blocks[0].norm3
+    assert norm.eps == 1e-5
+    patch(norm, lambda self, x: F.layer_norm(x, self.normalized_shape, self.weight, self.bias, 1e-6))
+    finding = only_failure(check_components(model, (), kwargs, dtype=dtype), "transformer_blocks.0.norm3")
+    assert finding.status == "mismatch" and finding.location == "transformer_blocks.0.norm3"
+    assert {"eps": 1e-6} in finding.explanations
+
+
+def test_planted_rms_norm_variance_in_bfloat16() -> None:
+    """A port that computes RMSNorm's variance in bfloat16 (diffusers: float32 always)."""
+    model, kwargs = tiny_sd3(0)
+    norm = model.transformer_blocks[1].attn.norm_k
+
+    def forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+        variance = hidden_states.to(torch.bfloat16).pow(2).mean(-1, keepdim=True).to(hidden_states.dtype)
+        return hidden_states * torch.rsqrt(variance + self.eps) * self.weight
+
+    patch(norm, forward)
+    finding = only_failure(check_components(model, (), kwargs, dtype=torch.float32), "transformer_blocks.1.attn.norm_k")
+    assert finding.status == "mismatch"
+    assert {"variance_format": "bfloat16"} in finding.explanations
+
+
+def test_planted_gelu_tanh_where_erf_is_expected() -> None:
+    """FeedForward(activation_fn='gelu') computing the tanh approximation: inline code of diffusers' GELU."""
+    model, kwargs = tiny_dit(0, activation_fn="gelu")
+    act = model.transformer_blocks[1].ff.net[0]
+    assert act.approximate == "none"
+    act.gelu = lambda gate: F.gelu(gate, approximate="tanh")
+    finding = only_failure(run((model, kwargs), torch.float32), "transformer_blocks.1.ff.net.0")
+    assert finding.status == "inline" and finding.location == "inline code in GELU.forward"
+    assert {"activation": "gelu-tanh"} in finding.explanations
+
+
+def test_planted_adaln_chunk_order_swapped() -> None:
+    """AdaLayerNormZero chunking (scale, shift, gate) instead of (shift, scale, gate)."""
+    model, kwargs = tiny_dit(0)
+    norm = model.transformer_blocks[0].norm1
+
+    def forward(self: Any, x: torch.Tensor, timestep: Any = None, class_labels: Any = None, hidden_dtype: Any = None,
+                emb: Any = None) -> tuple[torch.Tensor, ...]:
+        emb = self.linear(self.silu(self.emb(timestep, class_labels, hidden_dtype=hidden_dtype)))
+        scale_msa, shift_msa, gate_msa, scale_mlp, shift_mlp, gate_mlp = emb.chunk(6, dim=1)
+        x = self.norm(x) * (1 + scale_msa[:, None]) + shift_msa[:, None]
+        return x, gate_msa, shift_mlp, scale_mlp, gate_mlp
+
+    patch(norm, forward)
+    finding = only_failure(run((model, kwargs), torch.float32), "transformer_blocks.0.norm1")
+    assert finding.status == "inline" and finding.location == "inline code in AdaLayerNormZero.forward"
+    assert {"order": ("scale_msa", "shift_msa", "gate_msa", "scale_mlp", "shift_mlp", "gate_mlp")} in \
+        finding.explanations
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_planted_one_linear_off_by_1e3_relative(dtype: torch.dtype) -> None:
+    """One projection's output scaled by 1 + 1e-3: the leaf is the finding, its attention composite conforms."""
+    model, kwargs = tiny_flux(0)
+    to_k = model.transformer_blocks[0].attn.to_k
+    patch(to_k, lambda self, x: F.linear(x, self.weight, self.bias) * (1 + 1e-3))
+    finding = only_failure(run((model, kwargs), dtype), "transformer_blocks.0.attn.to_k")
+    assert finding.status == "mismatch" and finding.cls == "Linear" and not finding.explanations
+
+
+def test_planted_timestep_flip_sin_to_cos() -> None:
+    """Timesteps returning [sin, cos] while configured flip_sin_to_cos=True."""
+    model, kwargs = tiny_sd3(0)
+    proj = model.time_text_embed.time_proj
+    assert proj.flip_sin_to_cos
+
+    def forward(self: Any, timesteps: torch.Tensor) -> torch.Tensor:
+        return get_timestep_embedding(timesteps, self.num_channels, flip_sin_to_cos=False,
+                                      downscale_freq_shift=self.downscale_freq_shift, scale=self.scale)
+
+    patch(proj, forward)
+    finding = only_failure(run((model, kwargs), torch.float32), "time_text_embed.time_proj")
+    assert finding.status == "mismatch" and {"flip_sin_to_cos": False} in finding.explanations
+
+
+def test_planted_timestep_shift_in_float64_is_a_failure_not_an_island() -> None:
+    """downscale_freq_shift 0 where 1 is configured (sd-scripts#1187): far outside even float32's tolerance."""
+    model, kwargs = tiny_dit(0)
+    proj = model.transformer_blocks[0].norm1.emb.time_proj
+    assert proj.downscale_freq_shift == 1
+
+    def forward(self: Any, timesteps: torch.Tensor) -> torch.Tensor:
+        return get_timestep_embedding(timesteps, self.num_channels, flip_sin_to_cos=self.flip_sin_to_cos,
+                                      downscale_freq_shift=0, scale=self.scale)
+
+    patch(proj, forward)
+    report = run((model, kwargs), torch.float64)
+    # the module runs twice per forward (once for the model's own timestep embedding): both calls are findings
+    assert [f.name for f in report.failures] == ["transformer_blocks.0.norm1.emb.time_proj",
+                                                 "transformer_blocks.0.norm1.emb.time_proj#1"], report
+    assert all({"downscale_freq_shift": 0.0} in f.explanations for f in report.failures)
+
+
+class PlantedFluxProcessor(transformer_flux.FluxAttnProcessor):
+    """FluxAttnProcessor rewritten with three planted knobs; with the defaults it is the real thing."""
+
+    def __init__(self, qk_across_heads: bool = False, rope_unbind_dim: int = -1, scale_factor: float = 1.0):
+        super().__init__()
+        self.qk_across_heads, self.rope_unbind_dim, self.scale_factor = qk_across_heads, rope_unbind_dim, scale_factor
+
+    def _norm(self, norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not self.qk_across_heads:
+            return norm(x)
+        heads, head_dim = x.shape[-2:]
+        flat = F.rms_norm(x.flatten(-2), (heads * head_dim,), norm.weight.repeat(heads), norm.eps)
+        return flat.unflatten(-1, (heads, head_dim))
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, image_rotary_emb: Any = None) -> Any:
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (-1, attn.head_dim))
+        q = self._norm(attn.norm_q, split(attn.to_q(hidden_states)))
+        k = self._norm(attn.norm_k, split(attn.to_k(hidden_states)))
+        v = split(attn.to_v(hidden_states))
+        if encoder_hidden_states is not None:
+            q = torch.cat([self._norm(attn.norm_added_q, split(attn.add_q_proj(encoder_hidden_states))), q], dim=1)
+            k = torch.cat([self._norm(attn.norm_added_k, split(attn.add_k_proj(encoder_hidden_states))), k], dim=1)
+            v = torch.cat([split(attn.add_v_proj(encoder_hidden_states)), v], dim=1)
+        if image_rotary_emb is not None:
+            q = transformer_flux.apply_rotary_emb(q, image_rotary_emb, sequence_dim=1,
+                                                  use_real_unbind_dim=self.rope_unbind_dim)
+            k = transformer_flux.apply_rotary_emb(k, image_rotary_emb, sequence_dim=1,
+                                                  use_real_unbind_dim=self.rope_unbind_dim)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             scale=self.scale_factor / math.sqrt(attn.head_dim))
+        out = out.transpose(1, 2).flatten(2, 3)
+        if encoder_hidden_states is None:
+            return out
+        text, image = out.split_with_sizes([encoder_hidden_states.shape[1], hidden_states.shape[1]], dim=1)
+        return attn.to_out[0](image), attn.to_add_out(text)
+
+
+def flux_with(processor: PlantedFluxProcessor) -> Built:
+    model, kwargs = tiny_flux(0)
+    model.transformer_blocks[0].attn.set_processor(processor)
+    return model, kwargs
+
+
+def test_planted_flux_processor_without_a_bug_conforms() -> None:
+    """The control for the three planted processors below: the rewrite itself is faithful."""
+    for dtype in (torch.float32, torch.float64):
+        report = run(flux_with(PlantedFluxProcessor()), dtype)
+        assert report.ok, report
+
+
+def test_planted_rope_half_split_instead_of_interleaved() -> None:
+    finding = only_failure(run(flux_with(PlantedFluxProcessor(rope_unbind_dim=-2)), torch.float32),
+                           "transformer_blocks.0.attn")
+    assert finding.status == "inline" and finding.location == "inline code in FluxAttention.forward"
+    assert {"rope_pairing": "half"} in finding.explanations
+
+
+def test_planted_qk_norm_across_heads_instead_of_per_head() -> None:
+    finding = only_failure(run(flux_with(PlantedFluxProcessor(qk_across_heads=True)), torch.float32),
+                           "transformer_blocks.0.attn")
+    assert finding.status == "inline" and {"qk_norm": "across-heads"} in finding.explanations
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_planted_attention_scale_off_by_1e3(dtype: torch.dtype) -> None:
+    finding = only_failure(run(flux_with(PlantedFluxProcessor(scale_factor=1 + 1e-3)), dtype),
+                           "transformer_blocks.0.attn")
+    assert finding.status == "inline" and not finding.explanations
+
+
+class NegatedMaskProcessor(AttnProcessor2_0):
+    """AttnProcessor2_0 adding the additive mask with the wrong sign (+10000 on padded caption tokens)."""
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, temb: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return super().__call__(attn, hidden_states, encoder_hidden_states,
+                                None if attention_mask is None else -attention_mask, temb)
+
+
+def test_planted_wrong_mask_sign() -> None:
+    model, kwargs = tiny_pixart(0)
+    model.transformer_blocks[1].attn2.set_processor(NegatedMaskProcessor())
+    finding = only_failure(run((model, kwargs), torch.float32), "transformer_blocks.1.attn2")
+    assert finding.status == "inline" and {"mask_sign": -1} in finding.explanations
+
+
+# ----------------------------------------------------------------------------------------
+# Bad targets and bad input
+
+
+def test_a_target_that_raises_is_a_failed_check_not_a_crash() -> None:
+    model, kwargs = tiny_dit(0)
+    kwargs["hidden_states"] = torch.randn(2, 3, 8, 8)  # wrong channel count: the model's conv raises
+    report = run((model, kwargs), torch.float32)
+    assert not report.ok and report.by_status("error")
+    assert "raised" in report.by_status("error")[0].message
+
+
+def test_a_nan_output_is_a_mismatch() -> None:
+    model, kwargs = tiny_dit(0)
+    proj = model.proj_out_2
+    patch(proj, lambda self, x: F.linear(x, self.weight, self.bias) * float("nan"))
+    finding = only_failure(run((model, kwargs), torch.float32), "proj_out_2")
+    assert finding.error == math.inf
+
+
+def test_not_a_module_is_a_typed_error() -> None:
+    with pytest.raises(InvalidArgumentError, match="model"):
+        check_components(lambda x: x, (torch.zeros(1),))  # type: ignore[arg-type]
+
+
+def test_report_text_and_dict() -> None:
+    model, kwargs = tiny_dit(0)
+    patch(model.transformer_blocks[0].norm3,
+          lambda self, x: F.layer_norm(x, self.normalized_shape, self.weight, self.bias, 1e-6))
+    report = run((model, kwargs), torch.float64)
+    text = str(report)
+    assert "DISCREPANCY" in text and "transformer_blocks.0.norm3" in text and "eps=1e-06" in text
+    data = report.to_dict()
+    assert data["ok"] is False and any(f["status"] == "mismatch" for f in data["findings"])
