@@ -28,6 +28,7 @@ scope (the reason is printed), or no configuration could run.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -48,7 +49,7 @@ from ditcheck.loader import LoadError, load
 from ditcheck.options import add_list_option
 
 from ._scheduler_families import FLUX_MU, OutOfScope, candidate_settings, detect_family, drive, out_of_scope_reason
-from ._scheduler_schedule import ScheduleCheck, schedule_checks
+from ._scheduler_schedule import SCHEDULE_NEUTRAL, ScheduleCheck, schedule_checks
 from ._target import TargetError
 from .report import emit
 
@@ -284,12 +285,15 @@ def _measure(x: torch.Tensor, law: LatentMixture, steps: int, evaluations: int, 
                         seconds=seconds)
 
 
-def _run(sched_cls: type, config: dict[str, Any], overrides: dict[str, Any], mixture: LatentMixture,
-         oracle: FlowMixtureOracle, steps: int, samples: int, seed: int, eta: float, mu: float | None) -> SchedulerRun:
-    """One run; whatever the scheduler raises is a failed run with its message (never a traceback)."""
+def _run(prototype: Any, mixture: LatentMixture, oracle: FlowMixtureOracle, steps: int, samples: int, seed: int,
+         eta: float, mu: float | None) -> SchedulerRun:
+    """One run on a copy of ``prototype`` (a built scheduler, or the exception building it raised); whatever the
+    scheduler raises is a failed run with its message (never a traceback)."""
     start = time.perf_counter()
     try:
-        sched = _build(sched_cls, config, overrides)
+        if isinstance(prototype, Exception):
+            raise prototype
+        sched = copy.deepcopy(prototype)  # some constructors are slow (KDPM2 runs set_timesteps(T) in __init__)
         x, law, evaluations = drive(sched, mixture, oracle, steps, samples, seed, eta, mu)
         x = torch.as_tensor(x)
         if tuple(x.shape) != (samples, mixture.ambient_dim):
@@ -299,6 +303,19 @@ def _run(sched_cls: type, config: dict[str, Any], overrides: dict[str, Any], mix
         return SchedulerRun(steps, math.nan, math.nan, math.nan, None, None, 0, error=message,
                             seconds=time.perf_counter() - start)
     return _measure(x, law, steps, evaluations, time.perf_counter() - start)
+
+
+def _copy_or_raise(prototype: Any) -> Any:
+    if isinstance(prototype, Exception):
+        raise prototype
+    return copy.deepcopy(prototype)
+
+
+def _family_of(sched: Any) -> str | None:
+    try:
+        return detect_family(sched)
+    except Exception:  # noqa: BLE001 - reported by the runs themselves
+        return None
 
 
 def _family(sched_cls: type, config: dict[str, Any], overrides: dict[str, Any]) -> str | None:
@@ -369,12 +386,19 @@ def scheduler(target: Any, *, mixture: LatentMixture | None = None, steps: tuple
     torch.set_num_threads(1)  # batches of a few thousand 2-D rows: threads only contend on a shared machine
     try:
         for label, overrides in settings:
-            runs = [_run(sched_cls, base, overrides, mixture, oracle, s, samples, seed, eta, mu) for s in step_counts]
+            try:
+                prototype: Any = _build(sched_cls, base, overrides)
+            except Exception as error:  # noqa: BLE001 - a configuration the scheduler refuses is a failed check
+                prototype = error
+            runs = [_run(prototype, mixture, oracle, s, samples, seed, eta, mu) for s in step_counts]
             merged = {k: v for k, v in {**base, **overrides}.items() if not k.startswith("_")}
-            checks = (schedule_checks(lambda o=overrides: _build(sched_cls, base, o), merged, mu)
-                      if schedule else [])
+            checks: list[ScheduleCheck] = []
+            # configurations that change only the parameterisation or the solver share the own one's schedule
+            if schedule and (not report.configs or not set(overrides) <= SCHEDULE_NEUTRAL):
+                checks = schedule_checks(lambda p=prototype: _copy_or_raise(p), merged, mu)
             report.configs.append(SchedulerConfigResult(label, overrides, runs, checks,
-                                                        _family(sched_cls, base, overrides)))
+                                                        None if isinstance(prototype, Exception)
+                                                        else _family_of(prototype)))
     finally:
         torch.set_num_threads(threads)
     report.seconds = time.perf_counter() - started

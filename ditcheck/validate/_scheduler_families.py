@@ -246,10 +246,13 @@ def drive(sched: Any, mixture: LatentMixture, oracle: FlowMixtureOracle, steps: 
     if "eta" in parameters:  # named only: a **kwargs step would silently ignore it
         step_kwargs["eta"] = eta
     evaluations = 0
-    for t in sched.timesteps:
+    timesteps = list(sched.timesteps)
+    for index, t in enumerate(timesteps):
         model_input = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
         output = model(model_input, x, float(t)).to(x.dtype)
         evaluations += 1
+        if "prev_timestep" in parameters:  # UnCLIP: the pipeline names the next timestep (else step assumes t - 1)
+            step_kwargs["prev_timestep"] = timesteps[index + 1] if index + 1 < len(timesteps) else None
         x = sched.step(output, t, x, **step_kwargs).prev_sample
     return x, final_law(sched, family, mixture), evaluations
 

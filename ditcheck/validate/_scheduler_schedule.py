@@ -40,7 +40,12 @@ from ditcheck.reference.formats import FLOAT32, FLOAT64
 
 from ._scheduler_families import FLUX_MU, detect_family, flow_sigma_of_timestep, set_timesteps
 
-__all__ = ["ScheduleCheck", "FLOAT32_ULPS", "schedule_checks"]
+__all__ = ["ScheduleCheck", "FLOAT32_ULPS", "SCHEDULE_NEUTRAL", "schedule_checks"]
+
+#: configuration keys that do not change the schedule: a configuration overriding only these shares the own one's
+SCHEDULE_NEUTRAL = frozenset({"prediction_type", "clip_sample", "algorithm_type", "solver_order", "thresholding",
+                              "lower_order_final", "solver_type"})
+_CACHE: dict[int, dict[int, Any]] = {}
 
 FLOAT32_ULPS = 8.0
 _U32 = FLOAT32.unit_roundoff
@@ -81,9 +86,16 @@ def _config(sched: Any) -> dict[str, Any]:
 
 def _schedule(build: Callable[[], Any], steps: int, mu: float | None, *,
               first_order: bool = True) -> tuple[Any, np.ndarray, np.ndarray | None]:
-    """(scheduler, timesteps, sigmas) after set_timesteps; ``first_order``: one (t, sigma) per step for order-2 ones."""
-    sched = build()
-    set_timesteps(sched, steps, mu)
+    """(scheduler, timesteps, sigmas) after set_timesteps; ``first_order``: one (t, sigma) per step for order-2 ones.
+
+    Memoised per ``build`` and step count (some constructors take a second: KDPM2 runs set_timesteps(T) in __init__).
+    """
+    cache = _CACHE.setdefault(id(build), {})
+    if steps not in cache:
+        sched = build()
+        set_timesteps(sched, steps, mu)
+        cache[steps] = sched
+    sched = cache[steps]
     sigmas = getattr(sched, "sigmas", None)
     timesteps = _array(sched.timesteps)
     sigma_values = None if sigmas is None else _array(sigmas)
@@ -254,7 +266,7 @@ def _timesteps_sigmas(build: Callable[[], Any], mu: float | None, config: dict[s
 
 def _formula(build: Callable[[], Any], mu: float | None, config: dict[str, Any], family: str) -> ScheduleCheck:
     name = "knob formulas"
-    steps = 20
+    steps = 50
     sched, timesteps, sigmas = _schedule(build, steps, mu)
     results: list[str] = []
     failures: list[str] = []
@@ -333,6 +345,13 @@ def schedule_checks(build: Callable[[], Any], config: dict[str, Any], mu: float 
         family = detect_family(build())
     except Exception as error:  # noqa: BLE001 - the scheduler's own failure is the finding
         return [ScheduleCheck("build", False, f"{type(error).__name__}: {error}")]
+    try:
+        return _all_checks(build, config, mu, family)
+    finally:
+        _CACHE.pop(id(build), None)
+
+
+def _all_checks(build: Callable[[], Any], config: dict[str, Any], mu: float | None, family: str) -> list[ScheduleCheck]:
     checks = []
     for name, check in (("monotone, ends as configured", _monotone), ("training schedule at N = T", _training_schedule),
                         ("timesteps agree with sigmas", _timesteps_sigmas), ("knob formulas", _formula)):
