@@ -109,7 +109,7 @@ def measure_subspace_recovery(case: RecoveryCase, learn: Learner = learned_subsp
     from ``case.samples`` samples against its float64 bound. ``forms``: sigma_d0(X)/sigma_1(X) (how ill-conditioned
     the samples are) and the error in units of u."""
     mixture = case.mixture()
-    x, components = sample(mixture, case.samples, case.seed + 1, return_components=True)
+    x = sample(mixture, case.samples, case.seed + 1)
     latent = x @ mixture.basis  # h = B^T x (exact to rounding: the bound's |H| term is its magnitude)
     learned = np.asarray(learn(x, case.latent), dtype=np.float64)
     error = float(np.linalg.norm(learned @ learned.T - mixture.basis @ mixture.basis.T, ord=2))

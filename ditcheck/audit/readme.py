@@ -88,7 +88,7 @@ def replace_blocks(readme: str, folders: Sequence[Path]) -> str:
             raise InvalidArgumentError("readme", f"a block <!-- audit-run:{Path(folder).name}:begin/end -->",
                                        "no such markers")
         block = run_block(Path(folder))
-        readme = pattern.sub(lambda m: m.group(1) + block + m.group(3), readme)
+        readme = pattern.sub(lambda m, text=block: m.group(1) + text + m.group(3), readme)
     return readme
 
 
