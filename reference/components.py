@@ -310,13 +310,15 @@ def feed_forward(xp: Precision, x: Any, proj_weight: Any, proj_bias: Any, out_we
 # Attention variants
 
 
-@reference_function(arrays=("q_a", "k_a", "v_a", "q_b", "k_b", "v_b"), neg_inf_ok=())
+@reference_function(arrays=("q_a", "k_a", "v_a", "q_b", "k_b", "v_b"))
 def joint_attention(xp: Precision, q_a: Any, k_a: Any, v_a: Any, q_b: Any, k_b: Any, v_b: Any,
-                    order: Literal["ab", "ba"] = "ab", scale: float | None = None) -> tuple[Any, Any]:
+                    order: Literal["ab", "ba"] = "ab", scale: float | None = None, mask: Any = None) -> tuple[Any, Any]:
     """MMDiT joint attention: both streams' tokens concatenated (stream a first if order='ab'), one attention, split back.
 
     Tensors [..., L, D]; returns (out_a, out_b). SD3 (JointAttnProcessor2_0) puts the image stream first,
     Flux and CogVideoX the text stream; without masks and RoPE the two orders agree up to rounding.
+    ``mask`` (SDPA style, boolean keep or additive) is over the concatenated keys in the order used: a
+    prefix mask written for one order (HunyuanVideo's text padding) hides the wrong tokens in the other.
     """
     if order not in ("ab", "ba"):
         raise InvalidArgumentError("order", "'ab' or 'ba'", repr(order))
@@ -325,7 +327,7 @@ def joint_attention(xp: Precision, q_a: Any, k_a: Any, v_a: Any, q_b: Any, k_b: 
     if order == "ba":
         parts.reverse()
     q, k, v = (np.concatenate([p[i] for p in parts], axis=-2) for i in range(3))
-    out = attention.generic(xp, q, k, v, scale=scale)
+    out = attention.generic(xp, q, k, v, scale=scale, mask=mask)
     if order == "ab":
         return out[..., :length_a, :], out[..., length_a:, :]
     length_b = np.shape(q_b)[-2]
