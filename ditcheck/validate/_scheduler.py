@@ -11,8 +11,9 @@ in the final samples is the scheduler's: its discretisation (shrinking as steps 
 
 Configurations: the scheduler's own config (with ``--config`` overrides: the configuration a user ships), then, unless
 ``--no-search``, each knob its config offers, one at a time (clip_sample=False, prediction types, spacings, Karras /
-exponential / beta sigmas, final_sigmas_type, shift=3.0 (SD3), use_dynamic_shifting with mu (Flux), ...). Each runs
-at every step count; a run the scheduler raises in is a failed run with the exception's message (never a traceback).
+exponential / beta sigmas, final_sigmas_type, shift=3.0 (SD3), use_dynamic_shifting with mu (Flux), ...). The own
+configuration runs at every step count, searched ones at the largest the own one ran at (their verdict). A run the
+scheduler raises in is a failed run with the exception's message (never a traceback).
 Reported per run: the largest |z|-score of the per-coordinate mean and variance against the exact moments of the law
 at the scheduler's final noise level (the variance's standard error uses the exact fourth central moment), W2 between
 fitted Gaussians and binned TV (2-D, with its noise floor). A configuration is BIASED when at its largest step count
@@ -374,6 +375,7 @@ def scheduler(target: Any, *, mixture: LatentMixture | None = None, steps: tuple
     if step_counts[-1] > train_steps:
         raise InvalidArgumentError("steps", f"at most num_train_timesteps = {train_steps}", repr(step_counts[-1]))
     family = _family(sched_cls, base, {})
+    searched = settings is None and search
     if settings is None:
         settings = _default_settings(base, family) if search else [("own config", {})]
     if config:
@@ -390,7 +392,12 @@ def scheduler(target: Any, *, mixture: LatentMixture | None = None, steps: tuple
                 prototype: Any = _build(sched_cls, base, overrides)
             except Exception as error:  # noqa: BLE001 - a configuration the scheduler refuses is a failed check
                 prototype = error
-            runs = [_run(prototype, mixture, oracle, s, samples, seed, eta, mu) for s in step_counts]
+            # searched configurations run at the largest step count only (their verdict; the trend is the own one's)
+            counts = step_counts
+            if searched and report.configs:
+                counts = (report.configs[0].ran or report.configs[0].runs)[-1:]
+                counts = tuple(run.steps for run in counts)
+            runs = [_run(prototype, mixture, oracle, s, samples, seed, eta, mu) for s in counts]
             merged = {k: v for k, v in {**base, **overrides}.items() if not k.startswith("_")}
             checks: list[ScheduleCheck] = []
             # configurations that change only the parameterisation or the solver share the own one's schedule
