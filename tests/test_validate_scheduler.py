@@ -261,3 +261,29 @@ def test_twice_shifted_flow_is_also_biased_in_sampling():
     report = validate_scheduler.scheduler(_TwiceShiftedFlow, steps=(50,), samples=1500, config={"shift": 3.0},
                                           search=False, schedule=False)
     assert _own(report).biased and report.exit_code == 1
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
+def test_ddim_validates_in_every_parameterisation(prediction):
+    report = validate_scheduler.scheduler(diffusers.DDIMScheduler, steps=(100,), samples=1500, search=False,
+                                          schedule=False, config={"clip_sample": False, "prediction_type": prediction})
+    assert report.exit_code == 0, report.findings()
+
+
+class _WrongPreconditioningEDM(diffusers.EDMEulerScheduler):
+    """Planted: c_skip and c_out computed with sigma_data = 1 while the configuration says 0.5."""
+
+    def precondition_outputs(self, sample, model_output, sigma):
+        sigma_data = 1.0
+        c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
+        c_out = sigma * sigma_data / (sigma**2 + sigma_data**2) ** 0.5
+        return c_skip * sample + c_out * model_output
+
+
+def test_edm_preconditioning_is_checked_against_karras_formulas():
+    """The exact model follows Karras et al. Table 1 with the configured sigma_data, not the scheduler's own code."""
+    good = validate_scheduler.scheduler(diffusers.EDMEulerScheduler, steps=(100,), samples=1500, search=False,
+                                        schedule=False)
+    bad = validate_scheduler.scheduler(_WrongPreconditioningEDM, steps=(100,), samples=1500, search=False,
+                                       schedule=False)
+    assert good.exit_code == 0 and bad.exit_code == 1 and _own(bad).biased
