@@ -26,6 +26,7 @@ from ditcheck.reference.formats import FORMATS
 from ditcheck.options import add_list_option, add_seed_option
 
 from ._target import DEFAULT_TIMEOUT, TargetError
+from .batch import add_batch_arguments, run_batch
 from .report import Report, emit
 
 HELP = "validate third-party attention, DiT or scheduler code against the reference (exit 0 conforms, 1 discrepancy, 2 unusable)"
@@ -195,7 +196,9 @@ def _target_command(name: str) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="validate_target", required=True, metavar="{" + ",".join(TARGETS) + "}")
+    add_batch_arguments(parser)  # ditcheck validate --all [--targets FILE] [--workers N] [--scheduler ADDRESS]
+    # not required: --all runs without one (run_batch says which is missing when neither is given)
+    sub = parser.add_subparsers(dest="validate_target", required=False, metavar="{" + ",".join(TARGETS) + "}")
     for name in TARGETS:
         command = _target_command(name)
         command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.__doc__,
@@ -203,4 +206,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "validate_target", None) is None:
+        return run_batch(args)
     return int(_target_command(args.validate_target).run(args))
