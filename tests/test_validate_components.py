@@ -353,6 +353,104 @@ def test_planted_wrong_mask_sign() -> None:
     assert finding.status == "inline" and {"mask_sign": -1} in finding.explanations
 
 
+def test_planted_pixart_scale_shift_table_chunk_order() -> None:
+    """PixArt's adaLN-single modulation is inline in BasicTransformerBlock.forward: chunked (scale, shift, gate) there."""
+    model, kwargs = tiny_pixart(0)
+    block = model.transformer_blocks[0]
+
+    def forward(self: Any, hidden_states: torch.Tensor, attention_mask: Any = None, encoder_hidden_states: Any = None,
+                encoder_attention_mask: Any = None, timestep: Any = None, cross_attention_kwargs: Any = None,
+                class_labels: Any = None, added_cond_kwargs: Any = None) -> torch.Tensor:
+        batch = hidden_states.shape[0]
+        scale_msa, shift_msa, gate_msa, scale_mlp, shift_mlp, gate_mlp = (
+            self.scale_shift_table[None] + timestep.reshape(batch, 6, -1)).chunk(6, dim=1)
+        norm = self.norm1(hidden_states) * (1 + scale_msa) + shift_msa
+        hidden_states = gate_msa * self.attn1(norm) + hidden_states
+        hidden_states = self.attn2(hidden_states, encoder_hidden_states=encoder_hidden_states,
+                                   attention_mask=encoder_attention_mask) + hidden_states
+        norm = self.norm2(hidden_states) * (1 + scale_mlp) + shift_mlp
+        return gate_mlp * self.ff(norm) + hidden_states
+
+    patch(block, forward)
+    finding = only_failure(run((model, kwargs), torch.float32), "transformer_blocks.0")
+    assert finding.status == "inline" and finding.location == "inline code in BasicTransformerBlock.forward"
+    assert {"order": ("scale_msa", "shift_msa", "gate_msa", "scale_mlp", "shift_mlp", "gate_mlp")} in \
+        finding.explanations
+
+
+def test_planted_missing_gate_in_the_dit_block() -> None:
+    """A DiT block that forgets gate_mlp (x + ff(...)): inline code of the block, no knob explains it."""
+    model, kwargs = tiny_dit(0)
+    block = model.transformer_blocks[1]
+
+    def forward(self: Any, hidden_states: torch.Tensor, attention_mask: Any = None, encoder_hidden_states: Any = None,
+                encoder_attention_mask: Any = None, timestep: Any = None, cross_attention_kwargs: Any = None,
+                class_labels: Any = None, added_cond_kwargs: Any = None) -> torch.Tensor:
+        norm, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, timestep, class_labels,
+                                                                    hidden_dtype=hidden_states.dtype)
+        hidden_states = gate_msa.unsqueeze(1) * self.attn1(norm) + hidden_states
+        norm = self.norm3(hidden_states) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        return self.ff(norm) + hidden_states
+
+    patch(block, forward)
+    finding = only_failure(run((model, kwargs), torch.float64), "transformer_blocks.1")
+    assert finding.status == "inline" and not finding.explanations
+
+
+# ----------------------------------------------------------------------------------------
+# The original DiT layout (timm-style Attention and Mlp, recognised by structure)
+
+
+def original_dit(attention: Any = None) -> Built:
+    from ditcheck.models.dit import DiT
+    from ditcheck.reference.dit import DiTConfig, random_dit_params
+
+    config = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4, num_classes=10)
+    model = DiT.from_params(config, random_dit_params(config, seed=0), attention=attention)
+    generator = torch.Generator().manual_seed(1)
+    return model, {"x": torch.randn(2, 4, 8, 8, generator=generator, dtype=torch.float64),
+                   "t": torch.tensor([3.0, 700.0], dtype=torch.float64), "y": torch.tensor([1, 10])}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_original_dit_layout_conforms(dtype: torch.dtype) -> None:
+    report = run(original_dit(), dtype)
+    assert report.ok, report
+    checked = {f.cls for f in report.checked}
+    assert {"Attention", "Mlp", "Linear", "LayerNorm", "Conv2d", "Embedding", "SiLU"} <= checked
+
+
+def test_planted_original_dit_attention_scale() -> None:
+    """An attention function scaling by 1/D (Alman-Song) instead of 1/sqrt(D): inline in each Attention.forward."""
+    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0 / q.shape[-1])
+
+    report = run(original_dit(attention), torch.float64)
+    assert [f.name for f in report.failures] == ["blocks.0.attn", "blocks.1.attn"], report
+    for finding in report.failures:
+        assert finding.status == "inline" and finding.location == "inline code in Attention.forward"
+        assert {"scale": "1/head_dim"} in finding.explanations
+
+
+def test_planted_original_dit_timestep_shift() -> None:
+    """The original layout computing diffusers' frequencies (divide by half - 1) while configured for DiT's (half)."""
+    model, kwargs = original_dit()
+    embedder = model.t_embedder
+    assert embedder.downscale_freq_shift == 0
+
+    def timestep_embedding(t: torch.Tensor) -> torch.Tensor:
+        half = embedder.frequency_dim // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=t.dtype) / (half - 1))
+        args = t[:, None] * freqs[None, :]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    embedder.timestep_embedding = timestep_embedding
+    finding = only_failure(run((model, kwargs), torch.float64), "t_embedder")
+    # the sinusoid is computed inline (its Linear and SiLU children conform)
+    assert finding.status == "inline" and finding.location == "inline code in TimestepEmbedder.forward"
+    assert {"downscale_freq_shift": 1.0} in finding.explanations
+
+
 # ----------------------------------------------------------------------------------------
 # Bad targets and bad input
 

@@ -499,6 +499,45 @@ def _two_linear_knobs(act: str) -> Callable[[RecordedCall], dict[str, Any]]:
     return lambda call: {"activation": _activation_name(getattr(call.module, act))}
 
 
+def _dit_timestep_knobs(call: RecordedCall) -> dict[str, Any]:
+    """The original DiT TimestepEmbedder's conventions ([cos, sin], shift 0, period 10000), or the module's own attributes."""
+    module = call.module
+    return {"flip_sin_to_cos": bool(getattr(module, "flip_sin_to_cos", True)),
+            "downscale_freq_shift": float(getattr(module, "downscale_freq_shift", 0.0)),
+            "time_scale": float(getattr(module, "time_scale", 1.0)),
+            "max_period": float(getattr(module, "max_period", 10000.0))}
+
+
+def _dit_frequency_dim(module: nn.Module) -> int:
+    return int(getattr(module, "frequency_embedding_size", getattr(module, "frequency_dim", 0)))
+
+
+def _eval_dit_timestep_embedder(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """DiT's TimestepEmbedder: mlp = Sequential(Linear, SiLU, Linear) applied to the timestep sinusoid."""
+    module = call.module
+    t = _x(xp, call.arg("t", "timesteps"))
+    features = timestep_embedding.generic(xp, t, _dit_frequency_dim(module), knobs["max_period"],
+                                          knobs["flip_sin_to_cos"], knobs["downscale_freq_shift"], knobs["time_scale"])
+    first, act, second = module.mlp
+    hidden = C.activation.generic(xp, _linear(call, xp, first, features), _activation_name(act))
+    return [_linear(call, xp, second, hidden)]
+
+
+def _eval_timm_patch_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """timm PatchEmbed as DiT uses it: proj (a patch Conv2d), flatten(2).transpose(1, 2), norm Identity."""
+    module = call.module
+    norm = getattr(module, "norm", None)
+    if norm is not None and not isinstance(norm, nn.Identity):
+        raise Unsupported(f"timm PatchEmbed with norm {type(norm).__name__}")
+    child = call.child(module.proj)
+    if child is not None:
+        grid = _x(xp, child.kept_outputs[0])
+    else:
+        grid = _eval_conv(RecordedCall(call.name, module.proj, {"input": call.arg("x")}), xp, knobs)[0]
+    n, channels = np.shape(grid)[:2]
+    return [np.swapaxes(np.reshape(grid, (n, channels, -1)), 1, 2)]
+
+
 def _eval_patch_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
     module = call.module
     if not module.flatten:
@@ -609,6 +648,87 @@ def _eval_pixart_combined(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     if call.module.use_additional_conditions:
         raise Unsupported("PixArt size / aspect-ratio conditions")
     return _eval_sum_of_children("timestep_embedder")(call, xp, knobs)
+
+
+# --- transformer blocks (the inline glue between recorded children) -----------------------
+
+
+def _first_array(values: Mapping[str, Any]) -> np.ndarray:
+    return next(v for v in values.values() if isinstance(v, np.ndarray))
+
+
+def _block_children(call: RecordedCall) -> dict[str, RecordedCall]:
+    """The recorded children a BasicTransformerBlock check needs (Unsupported if one did not run or a feature is on)."""
+    module = call.module
+    if module.norm_type not in ("ada_norm_zero", "ada_norm_single"):
+        raise Unsupported(f"BasicTransformerBlock(norm_type={module.norm_type!r})")
+    if module.pos_embed is not None or module._chunk_size is not None or call.arg("cross_attention_kwargs"):
+        raise Unsupported("BasicTransformerBlock with pos_embed, chunked feed-forward or cross_attention_kwargs")
+    names = ["norm1", "attn1", "ff"] + (["attn2", "norm2"] if module.attn2 is not None else []) + \
+        (["norm3"] if module.norm_type == "ada_norm_zero" else ["norm2"])
+    children = {}
+    for name in names:
+        child = call.child(getattr(module, name))
+        if child is None:
+            raise Unsupported(f"its {name} did not run as a hooked child")
+        children[name] = child
+    return children
+
+
+def _eval_basic_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """diffusers BasicTransformerBlock, ada_norm_zero (DiT) or ada_norm_single (PixArt), given its children's outputs.
+
+    Returns, in order, what the next child must receive and the block's output: [attn1's input (single)],
+    [norm2's input after self-attention (with cross-attention)], the MLP norm's input, ff's input, the output.
+    """
+    module = call.module
+    children = _block_children(call)
+    out = lambda name, i=0: _x(xp, children[name].kept_outputs[i])  # noqa: E731
+    x = _x(xp, call.arg("hidden_states"))
+    expected = []
+    if module.norm_type == "ada_norm_zero":
+        gate_msa, shift_mlp, scale_mlp, gate_mlp = (out("norm1", i)[:, None, :] for i in range(1, 5))
+    else:
+        chunks = C.scale_shift_table_chunks.generic(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("timestep")),
+                                                    knobs["order"])
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            chunks[name][:, None, :] for name in C.ADALN_ZERO_ORDER)
+        expected.append(out("norm1") * (1 + scale_msa) + shift_msa)
+    hidden = gate_msa * out("attn1") + x
+    if module.attn2 is not None:
+        expected.append(hidden)  # norm2's input (ada_norm_zero) or attn2's (ada_norm_single)
+        hidden = out("attn2") + hidden
+    expected.append(hidden)  # the MLP norm's input
+    mlp_norm = "norm3" if module.norm_type == "ada_norm_zero" else "norm2"
+    expected.append(out(mlp_norm) * (1 + scale_mlp) + shift_mlp)
+    expected.append(gate_mlp * out("ff") + hidden)
+    return expected
+
+
+def _observed_basic_block(call: RecordedCall) -> list[np.ndarray]:
+    module = call.module
+    children = _block_children(call)
+    observed = []
+    if module.norm_type == "ada_norm_single":
+        observed.append(_first_array(children["attn1"].kept_inputs))
+    if module.attn2 is not None:
+        key = "norm2" if module.norm_type == "ada_norm_zero" else "attn2"
+        observed.append(_first_array(children[key].kept_inputs))
+    mlp_norm = "norm3" if module.norm_type == "ada_norm_zero" else "norm2"
+    observed.append(_first_array(children[mlp_norm].kept_inputs))
+    observed.append(_first_array(children["ff"].kept_inputs))
+    observed.append(call.outputs[0])
+    return observed
+
+
+def _block_knobs(call: RecordedCall) -> dict[str, Any]:
+    return {"order": C.ADALN_ZERO_ORDER} if call.module.norm_type == "ada_norm_single" else {}
+
+
+def _block_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    if call.module.norm_type != "ada_norm_single":
+        return {}
+    return {"order": [o for o in _triple_orders(("msa", "mlp")) if o != C.ADALN_ZERO_ORDER]}
 
 
 # --- attention ----------------------------------------------------------------------------
@@ -946,6 +1066,8 @@ _REGISTRY: dict[str, Component] = {
         lambda call: {"order": C.ADALN_CONTINUOUS_ORDER, "eps": float(call.module.norm.eps)},
         lambda call: {"order": [("shift", "scale")], "eps": _other(float(call.module.norm.eps), (1e-6, 1e-5))}),
     "AdaLayerNormSingle": Component("adaLN-single", _eval_adaln_single),
+    "BasicTransformerBlock": Component("transformer block (adaLN-Zero / adaLN-single glue)", _eval_basic_block,
+                                       _block_knobs, _block_alternatives, observed=_observed_basic_block),
     "LabelEmbedding": Component("class embedding", _eval_label_embedding, lambda call: {"null_offset": 0},
                                 lambda call: {"null_offset": [-1]}),
     "PixArtAlphaCombinedTimestepSizeEmbeddings": Component("t embedding (PixArt)", _eval_pixart_combined),
@@ -967,6 +1089,12 @@ _REGISTRY: dict[str, Component] = {
     "timm.Attention": Component("attention (qkv)", _eval_timm_attention, lambda call: {"scale": "1/sqrt(head_dim)"},
                                 lambda call: {"scale": ["1/head_dim", "1"]},
                                 observed=_projection_inputs_or_outputs("proj")),
+    "timm.PatchEmbed": Component("patch embedding (timm)", _eval_timm_patch_embed),
+    "dit.TimestepEmbedder": Component(
+        "timestep embedder (DiT)", _eval_dit_timestep_embedder, _dit_timestep_knobs,
+        lambda call: {"flip_sin_to_cos": [not _dit_timestep_knobs(call)["flip_sin_to_cos"]],
+                      "downscale_freq_shift": _other(_dit_timestep_knobs(call)["downscale_freq_shift"], (0.0, 1.0)),
+                      "time_scale": _other(_dit_timestep_knobs(call)["time_scale"], (1.0, 1000.0))}),
     "timm.Mlp": Component("MLP", _eval_timm_mlp, lambda call: {"activation": _activation_name(call.module.act)},
                           lambda call: {"activation": _other(_activation_name(call.module.act), _GELU_NAMES)}),
 }
@@ -990,6 +1118,10 @@ def _component_for(module: nn.Module) -> Component | None:
         return _REGISTRY["timm.Attention"]
     if name == "Mlp" and all(hasattr(module, a) for a in ("fc1", "act", "fc2")):
         return _REGISTRY["timm.Mlp"]
+    if name == "PatchEmbed" and not origin.startswith("diffusers"):
+        return _REGISTRY["timm.PatchEmbed"] if isinstance(getattr(module, "proj", None), nn.Conv2d) else None
+    if _dit_frequency_dim(module) and isinstance(getattr(module, "mlp", None), nn.Sequential) and len(module.mlp) == 3:
+        return _REGISTRY["dit.TimestepEmbedder"]
     if name == "Attention" and not hasattr(module, "processor"):
         return None
     if name in _REGISTRY:
