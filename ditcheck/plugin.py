@@ -5,7 +5,9 @@ selects smoke, ci or audit. The command-line option wins over the environment.
 
 ``pytest --ditcheck-attention MODULE:ATTR`` (or ``DITCHECK_ATTENTION=MODULE:ATTR``) adds one test
 per check of ``ditcheck.validate.attention`` (forward and gradients, per adversarial input
-kind) run against that function; the run header names the target. ``--ditcheck-xfail FILE``
+kind) run against that function; the run header names the target. ``--ditcheck-self-attention``,
+``--ditcheck-gqa`` and ``--ditcheck-mask KIND`` are the command line's ``--self-attention``,
+``--gqa`` and ``--mask``. ``--ditcheck-xfail FILE``
 lists check ids expected to fail (one per line, ``#`` comments), and ids that match no check
 are reported as warnings. Without the option the plugin adds nothing and changes no setting
 of another project's suite.
@@ -42,6 +44,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ditcheck-examples", type=int, default=20, metavar="N",
                     help="examples per check for --ditcheck-attention (default 20)")
     group.addoption("--ditcheck-seed", type=int, default=0, metavar="S", help="seed of the examples (default 0)")
+    group.addoption("--ditcheck-self-attention", action="store_true", default=False,
+                    help="draw Lq == Lk only (self-attention targets; one-argument targets get q = k = v = x)")
+    group.addoption("--ditcheck-gqa", action="store_true", default=False,
+                    help="k, v may have fewer heads than q (Hkv in H, 1 and divisors; head h reads kv head "
+                         "h // (H/Hkv))")
+    group.addoption("--ditcheck-max-tokens", type=int, default=4096, metavar="N",
+                    help="longest Lq and Lk drawn (default 4096; lower it for slow targets)")
+    group.addoption("--ditcheck-mask", default="none", choices=("none", "boolean", "additive", "key-padding"),
+                    help="pass attn_mask= (boolean, additive) or key_padding_mask= (key-padding) (default none)")
 
 
 def _target_spec(config: pytest.Config) -> str | None:
@@ -70,18 +81,30 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if spec:
         lines.append(f"ditcheck: attention target {spec} (dtype {config.getoption('ditcheck_dtype')}, layout "
                      f"{config.getoption('ditcheck_layout')}, {config.getoption('ditcheck_examples')} examples per "
-                     f"check, seed {config.getoption('ditcheck_seed')})")
+                     f"check, seed {config.getoption('ditcheck_seed')}{''.join(_mode_flags(config))})")
     return lines
 
 
 _FN = pytest.StashKey[Any]()
 
 
-def check_ids() -> list[str]:
-    """Every check id the attention suite reports: forward[KIND] and grad[KIND] per adversarial kind."""
-    from ditcheck.properties.attention import ADVERSARIAL_KINDS
+def check_ids(dtype: str = "float32") -> list[str]:
+    """Every check id the attention suite reports for ``dtype``: forward[KIND] and grad[KIND] per input family
+    (the overflow family for float16 and bfloat16 only)."""
+    from ditcheck.properties.attention import HALF_PRECISION_KINDS, VALIDATION_KINDS
 
-    return [f"{part}[{kind}]" for part in _PARTS for kind in ADVERSARIAL_KINDS]
+    kinds = [kind for kind in VALIDATION_KINDS if dtype in ("float16", "bfloat16") or kind not in HALF_PRECISION_KINDS]
+    return [f"{part}[{kind}]" for part in _PARTS for kind in kinds]
+
+
+def _mode_flags(config: pytest.Config) -> list[str]:
+    """The --self-attention / --gqa / --mask settings in force, as command-line flags (header and reproducers)."""
+    flags = [" --self-attention"] if config.getoption("ditcheck_self_attention") else []
+    flags += [" --gqa"] if config.getoption("ditcheck_gqa") else []
+    mask = config.getoption("ditcheck_mask")
+    flags += [f" --mask {mask}"] if mask != "none" else []
+    max_tokens = config.getoption("ditcheck_max_tokens")
+    return flags + ([f" --max-tokens {max_tokens}"] if max_tokens != 4096 else [])
 
 
 def _read_xfail(path: str) -> list[str]:
@@ -96,7 +119,8 @@ class DitcheckSuite(pytest.Collector):
     """The ditcheck attention checks, one item per check id."""
 
     def collect(self) -> list[pytest.Item]:
-        return [AttentionCheckItem.from_parent(self, name=check_id) for check_id in check_ids()]
+        return [AttentionCheckItem.from_parent(self, name=check_id)
+                for check_id in check_ids(self.config.getoption("ditcheck_dtype"))]
 
 
 class AttentionCheckItem(pytest.Item):
@@ -115,15 +139,22 @@ class AttentionCheckItem(pytest.Item):
                            layout=config.getoption("ditcheck_layout"),
                            examples=config.getoption("ditcheck_examples"), seed=config.getoption("ditcheck_seed"),
                            kinds=(kind,), gradients=None if part == "grad" else False,
-                           target=_target_spec(config))
+                           target=_target_spec(config), self_attention=config.getoption("ditcheck_self_attention"),
+                           gqa=config.getoption("ditcheck_gqa"), mask=config.getoption("ditcheck_mask"),
+                           max_tokens=config.getoption("ditcheck_max_tokens"))
         check = next((c for c in report.checks if c.id == self.name), None)
         if check is None:
             pytest.skip("; ".join(report.notes) or f"{self.name} not run")
         if not check.ok:
             tolerance = check.tolerance.describe() if isinstance(check.tolerance, Tolerance) else "n/a"
+            hints = {"hint": next(note for note in report.notes if "--self-attention" in note)} \
+                if any("--self-attention" in note for note in report.notes) else {}
             raise PropertyViolation(f"validate-attention:{self.name}", check.message or "outside tolerance",
-                                    observed=check.observed, tolerance=tolerance, worst_case=check.worst_case,
+                                    observed=check.observed, tolerance=tolerance, worst_case=check.worst_case, **hints,
                                     reproduce=f"ditcheck validate attention {_target_spec(config)} --kinds {kind} "
+                                              f"--dtype {config.getoption('ditcheck_dtype')} "
+                                              f"--layout {config.getoption('ditcheck_layout')}"
+                                              f"{''.join(_mode_flags(config))} "
                                               f"--examples {config.getoption('ditcheck_examples')} "
                                               f"--seed {config.getoption('ditcheck_seed')} --save-failures DIR")
 
@@ -154,5 +185,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         known = {item.name for item in added} | {item.nodeid for item in added}
         for unknown in [entry for entry in listed if entry not in known]:
             warnings.warn(pytest.PytestWarning(f"ditcheck xfail id {unknown!r} (in {xfail_file}) matches no ditcheck "
-                                               f"check; known ids: {', '.join(check_ids())}"))
+                                               f"check; known ids: "
+                                               f"{', '.join(check_ids(config.getoption('ditcheck_dtype')))}"))
     items.extend(added)

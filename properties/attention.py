@@ -29,8 +29,16 @@ __all__ = [
     "ADVERSARIAL_KINDS",
     "MASK_KINDS",
     "BOOLEAN_MASK_KINDS",
+    "VALIDATION_KINDS",
+    "HALF_PRECISION_KINDS",
+    "VALIDATION_MASKS",
+    "TILE_BOUNDARY_LENGTHS",
+    "LONG_LENGTHS",
     "head_dims",
     "token_counts",
+    "tile_boundary_lengths",
+    "long_lengths",
+    "kv_head_counts",
     "attention_cases",
     "weight_gradient_cases",
     "check_ball_contains_mp",
@@ -40,11 +48,25 @@ __all__ = [
     "check_weight_gradient_matches_finite_differences",
 ]
 
-Kind = Literal["normal", "large_logits", "near_ties", "one_hot", "integers"]
+Kind = Literal["normal", "large_logits", "near_ties", "one_hot", "integers", "overflow"]
 ADVERSARIAL_KINDS: tuple[Kind, ...] = ("normal", "large_logits", "near_ties", "one_hot", "integers")
-MaskKind = Literal["none", "causal", "padding", "random", "additive"]
+#: Families drawn only for half-precision targets (``overflow``: |q . k| beyond the format, scaled logits finite).
+HALF_PRECISION_KINDS: tuple[Kind, ...] = ("overflow",)
+#: The families ``ditcheck validate attention`` draws (``overflow`` only for float16 / bfloat16).
+VALIDATION_KINDS: tuple[Kind, ...] = ADVERSARIAL_KINDS + HALF_PRECISION_KINDS
+MaskKind = Literal["none", "causal", "padding", "random", "additive", "boolean", "key-padding"]
 MASK_KINDS: tuple[MaskKind, ...] = ("none", "causal", "padding", "random", "additive")
 BOOLEAN_MASK_KINDS: tuple[MaskKind, ...] = ("none", "causal", "padding", "random")
+#: Masks ``ditcheck validate attention --mask`` passes: SDPA-style boolean or additive ``attn_mask=`` per batch
+#: element ([B, 1, Lq, Lk]), or a [B, Lk] ``key_padding_mask=`` (AttentionCase.mask "boolean", "additive",
+#: "key-padding").
+VALIDATION_MASKS: tuple[str, ...] = ("none", "boolean", "additive", "key-padding")
+#: Lengths where tiled and chunked kernels change behaviour: 1, 2 and each power of two from 64 to 2048 with its
+#: neighbours (63, 64, 65, 127, 128, 129, ...), then 4095 and 4096 (the longest drawn).
+TILE_BOUNDARY_LENGTHS: tuple[int, ...] = (1, 2) + tuple(n + d for n in (64, 128, 256, 512, 1024, 2048)
+                                                        for d in (-1, 0, 1)) + (4095, 4096)
+#: The long lengths every validation family draws at least once (both Lq and Lk).
+LONG_LENGTHS: tuple[int, ...] = tuple(n for n in TILE_BOUNDARY_LENGTHS if n > 1024)
 
 
 @dataclass(frozen=True)
@@ -62,28 +84,65 @@ class AttentionCase:
     logit_range: float = 4.0
     scale: float | None = None
     mask: MaskKind = "none"
+    #: key/value heads (grouped-query attention: query head h reads kv head h // (heads / kv_heads)); None: heads
+    kv_heads: int | None = None
+    #: some query rows have nothing to attend to (mask kinds "boolean", "additive": the first and last query rows;
+    #: "key-padding": every key of the last batch element is padded)
+    empty_rows: bool = False
+    #: q = k = v (a self-attention target built from one x); query_tokens must equal key_tokens
+    shared_input: bool = False
+
+    @property
+    def key_value_heads(self) -> int:
+        return self.heads if self.kv_heads is None else self.kv_heads
 
     def build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """(q, k, v, mask) as float64 arrays in [B, H, L, D] layout."""
+        """(q, k, v, mask) as float64 arrays in [B, H, L, D] layout (k, v with ``key_value_heads`` heads).
+
+        The mask has shape [Lq, Lk] for the kinds causal, padding, random, additive, [B, 1, Lq, Lk] for
+        "boolean" (True: may attend) and [B, 1, 1, Lk] for "key-padding" (True: may attend).
+        """
         rng = np.random.default_rng(self.seed)
         lead = (self.batch, self.heads)
+        kv_lead = (self.batch, self.key_value_heads)
         q = rng.standard_normal(lead + (self.query_tokens, self.head_dim))
-        k = rng.standard_normal(lead + (self.key_tokens, self.head_dim))
-        v = rng.standard_normal(lead + (self.key_tokens, self.value_dim))
+        k = rng.standard_normal(kv_lead + (self.key_tokens, self.head_dim))
+        v = rng.standard_normal(kv_lead + (self.key_tokens, self.value_dim))
+        if self.kind == "overflow":
+            # one shared direction: |q . k| ~ |q| |k| (no cancellation), so the unscaled products can be pushed
+            # past a format's largest value while |q| |k|^T, the partial sums of scale-first code, stay near them
+            common = rng.standard_normal(self.head_dim)
+            signs = rng.choice([-1.0, 1.0], size=kv_lead + (self.key_tokens, 1))
+            q = common + 0.3 * q
+            k = signs * (common + 0.3 * k)
         if self.kind == "near_ties":
             k = k[..., :1, :] + 1e-7 * k
         elif self.kind == "one_hot":
             winner = rng.integers(self.key_tokens)
-            q = np.broadcast_to(k[..., winner:winner + 1, :], q.shape) + 0.01 * q
+            winning_key = np.repeat(k[..., winner:winner + 1, :], self.heads // self.key_value_heads, axis=1)
+            q = np.broadcast_to(winning_key, q.shape) + 0.01 * q
         elif self.kind == "integers":
             q, k, v = (np.round(2 * a) for a in (q, k, v))
         q, k = self._scale_to_logit_range(q, k)
+        if self.shared_input:
+            if self.query_tokens != self.key_tokens or self.key_value_heads != self.heads or \
+                    self.value_dim != self.head_dim:
+                raise ValueError("argument 'case': shared_input needs query_tokens == key_tokens, kv_heads == heads "
+                                 "and value_dim == head_dim")
+            k = v = q
         return q, k, v, self._mask(rng)
+
+    def expanded_kv(self, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """k, v with one head per query head: kv head h // (heads / kv_heads) serves query head h (SDPA's
+        enable_gqa, transformers' repeat_kv)."""
+        group = self.heads // self.key_value_heads
+        return np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
 
     def _scale_to_logit_range(self, q: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rescale q and k so that max |scale q.k| equals logit_range (exact power-of-two steps aside)."""
         scale = 1 / np.sqrt(self.head_dim) if self.scale is None else self.scale
-        current = float(np.max(np.abs(scale * q @ np.swapaxes(k, -1, -2)), initial=0.0))
+        expanded = np.repeat(k, self.heads // self.key_value_heads, axis=1)
+        current = float(np.max(np.abs(scale * q @ np.swapaxes(expanded, -1, -2)), initial=0.0))
         if current == 0.0:
             return q, k
         factor = np.sqrt(self.logit_range / current)
@@ -93,6 +152,8 @@ class AttentionCase:
         shape = (self.query_tokens, self.key_tokens)
         if self.mask == "none":
             return None
+        if self.mask in ("boolean", "key-padding"):
+            return self._batched_mask(rng)
         if self.mask == "causal":
             keep = np.tril(np.ones(shape, dtype=bool), k=self.key_tokens - self.query_tokens)
         elif self.mask == "padding":
@@ -101,8 +162,34 @@ class AttentionCase:
             keep = rng.random(shape) < 0.6
         keep = keep.copy()
         keep[:, 0] |= ~keep.any(axis=1)  # every row attends somewhere (fully masked rows are tested apart)
+        if self.empty_rows:
+            keep[[0, -1], :] = False
         if self.mask == "additive":
             return np.where(keep, rng.uniform(-2, 2, shape), -np.inf)
+        return keep
+
+    def _batched_mask(self, rng: np.random.Generator) -> np.ndarray:
+        """"boolean": per batch element a causal, padding or random pattern; "key-padding": a valid prefix of
+        the keys per batch element. Rows keep a key unless ``empty_rows`` blanks them."""
+        lq, lk = self.query_tokens, self.key_tokens
+        if self.mask == "key-padding":
+            valid = rng.integers(1, lk + 1, size=self.batch)
+            if self.empty_rows:
+                valid[-1] = 0
+            return (np.arange(lk) < valid[:, None])[:, None, None, :]
+        keep = np.empty((self.batch, 1, lq, lk), dtype=bool)
+        for b in range(self.batch):
+            pattern = rng.integers(3)
+            if pattern == 0:
+                keep[b, 0] = np.tril(np.ones((lq, lk), dtype=bool), k=lk - lq)
+            elif pattern == 1:
+                keep[b, 0] = np.arange(lk) < rng.integers(1, lk + 1)
+            else:
+                keep[b, 0] = rng.random((lq, lk)) < 0.6
+            keep[b, 0, :, 0] |= ~keep[b, 0].any(axis=1)
+        if self.empty_rows:
+            keep[0, :, 0, :] = False
+            keep[-1, :, -1, :] = False
         return keep
 
     def keep_mask(self) -> np.ndarray | None:
@@ -123,6 +210,23 @@ def head_dims(max_dim: int = 16) -> st.SearchStrategy[int]:
 def token_counts(max_tokens: int = 12) -> st.SearchStrategy[int]:
     """Sequence lengths with L = 1 drawn often (single-token attention must return v)."""
     return st.one_of(st.just(1), st.integers(1, max_tokens))
+
+
+def tile_boundary_lengths(max_tokens: int = 1025) -> st.SearchStrategy[int]:
+    """Lengths at tile boundaries and one either side of them (TILE_BOUNDARY_LENGTHS up to ``max_tokens``)."""
+    return st.sampled_from([n for n in TILE_BOUNDARY_LENGTHS if n <= max_tokens])
+
+
+def long_lengths(max_tokens: int = 4096) -> st.SearchStrategy[int]:
+    """Long sequences (1025 to 4096 tokens, at tile boundaries): where "long sequence" code paths switch on.
+    With ``max_tokens`` below 4096: the six longest TILE_BOUNDARY_LENGTHS up to it."""
+    return st.sampled_from([n for n in TILE_BOUNDARY_LENGTHS if n <= max_tokens][-len(LONG_LENGTHS):])
+
+
+def kv_head_counts(heads: int) -> st.SearchStrategy[int]:
+    """Key/value head counts for ``heads`` query heads: heads (MHA), 1 (MQA) and every divisor in between (GQA)."""
+    divisors = [n for n in range(1, heads + 1) if heads % n == 0]
+    return st.sampled_from(divisors)
 
 
 def logit_ranges(kind: Kind) -> st.SearchStrategy[float]:

@@ -21,9 +21,27 @@ def sdpa(q, k, v, scale=None):
 
 def wrong_scale(q, k, v):
     return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1], dim=-1) @ v
+
+
+def gqa(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+
+def tiled_kv_heads(q, k, v):
+    group = q.shape[1] // k.shape[1]
+    return F.scaled_dot_product_attention(q, k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1))
+
+
+def self_attention(q, k, v):
+    assert q.shape[-2] == k.shape[-2], "self-attention: one sequence"
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def masked(q, k, v, attn_mask=None):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 '''
 
-ARGS = ("-p", "no:cacheprovider", "-p", "no:benchmark", "--ditcheck-examples", "4")
+ARGS = ("-p", "no:cacheprovider", "-p", "no:benchmark", "--ditcheck-examples", "4", "--ditcheck-max-tokens", "129")
 
 
 @pytest.fixture
@@ -73,3 +91,30 @@ def test_without_the_option_the_plugin_adds_nothing(pytester: pytest.Pytester) -
     pytester.makepyfile(test_one="def test_one():\n    assert True\n")
     result = pytester.runpytest_inprocess(*ARGS)
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("target_name, flags, outcome", [
+    ("gqa", ["--ditcheck-gqa"], "passed"),
+    ("tiled_kv_heads", ["--ditcheck-gqa"], "failed"),
+    ("self_attention", ["--ditcheck-self-attention"], "passed"),
+    ("self_attention", [], "failed"),
+    ("masked", ["--ditcheck-mask", "boolean"], "passed"),
+])
+def test_mode_options_reach_the_checks(target: pytest.Pytester, target_name: str, flags: list[str],
+                                       outcome: str) -> None:
+    """--ditcheck-gqa / --ditcheck-self-attention / --ditcheck-mask are the CLI's --gqa / --self-attention / --mask:
+    named in the header and in a failure's reproducer."""
+    result = target.runpytest_inprocess("--ditcheck-attention", f"thirdparty:{target_name}", *flags,
+                                        "-k", "forward and normal", *ARGS)
+    result.assert_outcomes(**{outcome: 1})
+    if flags:
+        result.stdout.fnmatch_lines([f"ditcheck: attention target thirdparty:{target_name} (*{flags[0][10:]}*"])
+    if outcome == "failed" and flags:
+        result.stdout.fnmatch_lines([f"*ditcheck validate attention thirdparty:{target_name} --kinds normal*"
+                                     + f"{flags[0][10:]}*"])
+    if outcome == "failed" and not flags:
+        result.stdout.fnmatch_lines(["*hint=*--self-attention*"])
+
+
+def test_half_precision_adds_the_overflow_checks() -> None:
+    assert "forward[overflow]" in check_ids("float16") and "forward[overflow]" not in check_ids("float32")
