@@ -1,6 +1,7 @@
 """Validate third-party code against ditcheck's reference.
 
-  ditcheck validate attention MODULE:ATTR [--dtype D] [--layout bhld|blhd] [--examples N] [--seed S] ...
+  ditcheck validate attention MODULE:ATTR [--dtype D] [--layout bhld|blhd] [--self-attention] [--gqa]
+                              [--mask none|boolean|additive|key-padding] [--examples N] [--seed S] ...
   ditcheck validate dit MODULE:ATTR [--convention dit|diffusers] [--dtype D] [--examples N] [--seed S] ...
   ditcheck validate scheduler MODULE:ATTR [--steps N ...] [--samples N] [--eta E] [--seed S] [--json PATH]
 
@@ -19,7 +20,7 @@ import importlib
 import sys
 from typing import Any
 
-from ditcheck.properties.attention import ADVERSARIAL_KINDS
+from ditcheck.properties.attention import VALIDATION_KINDS, VALIDATION_MASKS
 
 from ditcheck.loader import LoadError, load_function, load_module
 from ditcheck.reference.formats import FORMATS
@@ -89,8 +90,22 @@ class AttentionTarget:
                             help="bhld: [B, H, L, D] (SDPA); blhd: [B, L, H, D] (flash-attn) (default bhld)")
         parser.add_argument("--scale", type=float, default=None,
                             help="the logit scale fn applies (default 1/sqrt(D); passed as scale= if fn accepts it)")
-        add_list_option(parser, "--kinds", choices=ADVERSARIAL_KINDS, default=list(ADVERSARIAL_KINDS),
-                        metavar="KIND,KIND", help="input families to draw (default: all)")
+        add_list_option(parser, "--kinds", choices=VALIDATION_KINDS, default=list(VALIDATION_KINDS),
+                        metavar="KIND,KIND", help="input families to draw (default: all; overflow: float16 and "
+                                                  "bfloat16 only)")
+        parser.add_argument("--self-attention", action="store_true",
+                            help="draw Lq == Lk only (for self-attention code such as timm's Attention; a target "
+                                 "taking one argument is called as fn(x) with q = k = v = x)")
+        parser.add_argument("--gqa", action="store_true",
+                            help="k and v may have fewer heads than q: draw Hkv in {H, 1, divisors of H}; query head "
+                                 "h reads kv head h // (H / Hkv) (SDPA enable_gqa, transformers repeat_kv)")
+        parser.add_argument("--max-tokens", type=_positive(int), default=4096, metavar="N",
+                            help="longest Lq and Lk drawn (default 4096: every family draws one long example; "
+                                 "lower it for slow targets)")
+        parser.add_argument("--mask", choices=VALIDATION_MASKS, default="none",
+                            help="pass a mask: boolean / additive as attn_mask= (SDPA conventions: True attends, "
+                                 "-inf excludes), key-padding as key_padding_mask= [B, Lk] (True = padded, as "
+                                 "nn.MultiheadAttention); fully masked rows must give zeros (default none)")
         parser.add_argument("--no-grad", action="store_true", help="do not check dQ, dK, dV")
         parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
@@ -102,7 +117,9 @@ class AttentionTarget:
             fn = load_function(args.target)
             report = attention(fn, dtype=args.dtype, scale=args.scale, layout=args.layout, examples=args.examples,
                                seed=args.seed, device=args.device, kinds=tuple(args.kinds),
-                               gradients=False if args.no_grad else None, timeout=args.timeout, target=args.target)
+                               gradients=False if args.no_grad else None, timeout=args.timeout, target=args.target,
+                               self_attention=args.self_attention, gqa=args.gqa, mask=args.mask,
+                               max_tokens=args.max_tokens)
         except (LoadError, ValueError) as error:  # TargetError is a LoadError
             return _unusable(error)
         return _finish(report, args)
