@@ -452,6 +452,69 @@ def test_planted_original_dit_timestep_shift() -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# Forks with their own class names: recognised by parameter shapes
+
+
+class Dense(torch.nn.Module):
+    """A fork's linear layer (not a torch.nn.Linear subclass; the DiT code reads .weight, so that name stays)."""
+
+    def __init__(self, linear: torch.nn.Linear, error: float = 0.0):
+        super().__init__()
+        self.weight = torch.nn.Parameter(linear.weight.detach().clone())
+        self.bias = torch.nn.Parameter(linear.bias.detach().clone())
+        self.error = error
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.weight.T + self.bias) * (1 + self.error)
+
+
+def fork_of_original_dit(error_in: str | None = None) -> Built:
+    model, kwargs = original_dit()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, torch.nn.Linear):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, Dense(module, 1e-3 if name == error_in else 0.0))
+    return model, kwargs
+
+
+def test_fork_with_renamed_linear_layers_conforms_and_localises_a_1e3_error() -> None:
+    report = run(fork_of_original_dit(), torch.float64)
+    assert report.ok, report
+    dense = [f for f in report.checked if f.cls == "Dense"]
+    assert len(dense) >= 10 and all("by parameter shapes" in f.message for f in dense)
+    planted = run(fork_of_original_dit("blocks.1.mlp.fc2"), torch.float64)
+    finding = only_failure(planted, "blocks.1.mlp.fc2")
+    assert finding.status == "mismatch" and finding.cls == "Dense"
+
+
+class ScaleNorm(torch.nn.Module):
+    """A fork's norm with an unknown class name: RMSNorm (weight ``g``) or LayerNorm (``g``, ``beta``), eps ``epsilon``."""
+
+    def __init__(self, width: int, rms: bool, epsilon: float = 1e-5, bias: bool = False, planted_eps: float | None = None):
+        super().__init__()
+        self.g = torch.nn.Parameter(torch.randn(width, dtype=torch.float64))
+        self.beta = torch.nn.Parameter(torch.randn(width, dtype=torch.float64)) if bias else None
+        self.rms, self.epsilon = rms, epsilon
+        self.used_eps = epsilon if planted_eps is None else planted_eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rms:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.used_eps) * self.g
+        return F.layer_norm(x, x.shape[-1:], self.g, self.beta, self.used_eps)
+
+
+@pytest.mark.parametrize(("rms", "bias"), [(True, False), (False, True), (False, False)])
+def test_fork_norms_are_identified_by_evidence(rms: bool, bias: bool) -> None:
+    x = torch.randn(3, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.01
+    report = check_components(ScaleNorm(8, rms, bias=bias), (x,))
+    assert report.ok, report
+    assert f"kind='{'rms' if rms else 'layer'}'" in report.checked[0].message
+    planted = check_components(ScaleNorm(8, rms, bias=bias, planted_eps=1e-6), (x,))
+    finding = only_failure(planted, "ScaleNorm")
+    assert {"eps": 1e-6} in finding.explanations
+
+
+# ----------------------------------------------------------------------------------------
 # Bad targets and bad input
 
 
