@@ -397,6 +397,26 @@ def test_planted_missing_gate_in_the_dit_block() -> None:
     assert finding.status == "inline" and not finding.explanations
 
 
+def test_planted_flux_single_block_concatenation_order() -> None:
+    """Flux's single-stream block feeding proj_out [mlp, attn] instead of [attn, mlp] (shapes still fit)."""
+    model, kwargs = tiny_flux(0)
+    block = model.single_transformer_blocks[0]
+
+    def forward(self: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, temb: torch.Tensor,
+                image_rotary_emb: Any = None, joint_attention_kwargs: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        text_tokens = encoder_hidden_states.shape[1]
+        residual = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        norm, gate = self.norm(residual, emb=temb)
+        mlp = self.act_mlp(self.proj_mlp(norm))
+        attn = self.attn(hidden_states=norm, image_rotary_emb=image_rotary_emb)
+        out = residual + gate.unsqueeze(1) * self.proj_out(torch.cat([mlp, attn], dim=2))
+        return out[:, :text_tokens], out[:, text_tokens:]
+
+    patch(block, forward)
+    finding = only_failure(run((model, kwargs), torch.float32), "single_transformer_blocks.0")
+    assert finding.status == "inline" and finding.location == "inline code in FluxSingleTransformerBlock.forward"
+
+
 # ----------------------------------------------------------------------------------------
 # The original DiT layout (timm-style Attention and Mlp, recognised by structure)
 

@@ -734,6 +734,78 @@ def _block_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
     return {"order": [o for o in _triple_orders(("msa", "mlp")) if o != C.ADALN_ZERO_ORDER]}
 
 
+def _needed_children(call: RecordedCall, names: Sequence[str]) -> dict[str, RecordedCall]:
+    children = {}
+    for name in names:
+        child = call.child(getattr(call.module, name, None))
+        if child is None:
+            raise Unsupported(f"its {name} did not run as a hooked child")
+        children[name] = child
+    return children
+
+
+def _dual_stream_names(call: RecordedCall) -> list[str]:
+    module = call.module
+    if getattr(module, "use_dual_attention", False) or getattr(module, "_chunk_size", None) is not None:
+        raise Unsupported("dual attention (SD3.5) or chunked feed-forward")
+    text = not getattr(module, "context_pre_only", False)
+    return ["norm1", "attn", "norm2", "ff"] + (["norm1_context", "norm2_context", "ff_context"] if text else [])
+
+
+def _eval_dual_stream_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """SD3 JointTransformerBlock / Flux FluxTransformerBlock glue, given the children's outputs.
+
+    Per stream: h1 = h + gate_msa attn; norm2's input h1; ff's input norm2(h1)(1 + scale_mlp) + shift_mlp;
+    out = h1 + gate_mlp ff. Returns [norm2 in, ff in, (norm2_context in, ff_context in,) (text out,) image out].
+    """
+    children = _needed_children(call, _dual_stream_names(call))
+    out = lambda name, i=0: _x(xp, children[name].kept_outputs[i])  # noqa: E731
+    expected: list[Any] = []
+
+    def stream(x: Any, norm1: str, attention_index: int, norm2: str, ff: str) -> Any:
+        gate_msa, shift_mlp, scale_mlp, gate_mlp = (out(norm1, i)[:, None, :] for i in range(1, 5))
+        hidden = x + gate_msa * out("attn", attention_index)
+        expected.extend([hidden, out(norm2) * (1 + scale_mlp) + shift_mlp])
+        return hidden + gate_mlp * out(ff)
+
+    image = stream(_x(xp, call.arg("hidden_states")), "norm1", 0, "norm2", "ff")
+    if "norm1_context" in children:
+        text = stream(_x(xp, call.arg("encoder_hidden_states")), "norm1_context", 1, "norm2_context", "ff_context")
+        expected.append(text)
+    expected.append(image)
+    return expected
+
+
+def _observed_dual_stream_block(call: RecordedCall) -> list[np.ndarray]:
+    names = _dual_stream_names(call)
+    children = _needed_children(call, names)
+    observed = [_first_array(children["norm2"].kept_inputs), _first_array(children["ff"].kept_inputs)]
+    if "norm1_context" in children:
+        observed += [_first_array(children["norm2_context"].kept_inputs),
+                     _first_array(children["ff_context"].kept_inputs)]
+    return observed + list(call.outputs)
+
+
+def _eval_flux_single_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Flux FluxSingleTransformerBlock glue: x = [text, image]; proj_out's input [attn(norm x), act(proj_mlp(norm x))];
+    out = x + gate proj_out(...), split back into (text, image). Returns [norm's input, proj_out's input, text, image]."""
+    children = _needed_children(call, ["norm", "attn", "act_mlp", "proj_out"])
+    text, image = _x(xp, call.arg("encoder_hidden_states")), _x(xp, call.arg("hidden_states"))
+    joined = np.concatenate([text, image], axis=1)
+    gate = _x(xp, children["norm"].kept_outputs[1])[:, None, :]
+    mixed = np.concatenate([_x(xp, children["attn"].kept_outputs[0]), _x(xp, children["act_mlp"].kept_outputs[0])],
+                           axis=-1)
+    result = joined + gate * _x(xp, children["proj_out"].kept_outputs[0])
+    text_tokens = np.shape(text)[1]
+    return [joined, mixed, result[:, :text_tokens], result[:, text_tokens:]]
+
+
+def _observed_flux_single_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, ["norm", "attn", "act_mlp", "proj_out"])
+    return [_first_array(children["norm"].kept_inputs), _first_array(children["proj_out"].kept_inputs),
+            *call.outputs]
+
+
 # --- attention ----------------------------------------------------------------------------
 
 
@@ -1136,6 +1208,12 @@ _REGISTRY: dict[str, Component] = {
     "AdaLayerNormSingle": Component("adaLN-single", _eval_adaln_single),
     "BasicTransformerBlock": Component("transformer block (adaLN-Zero / adaLN-single glue)", _eval_basic_block,
                                        _block_knobs, _block_alternatives, observed=_observed_basic_block),
+    "JointTransformerBlock": Component("dual-stream block glue (SD3)", _eval_dual_stream_block,
+                                       observed=_observed_dual_stream_block),
+    "FluxTransformerBlock": Component("dual-stream block glue (Flux)", _eval_dual_stream_block,
+                                      observed=_observed_dual_stream_block),
+    "FluxSingleTransformerBlock": Component("single-stream block glue (Flux)", _eval_flux_single_block,
+                                            observed=_observed_flux_single_block),
     "LabelEmbedding": Component("class embedding", _eval_label_embedding, lambda call: {"null_offset": 0},
                                 lambda call: {"null_offset": [-1]}),
     "PixArtAlphaCombinedTimestepSizeEmbeddings": Component("t embedding (PixArt)", _eval_pixart_combined),
