@@ -180,6 +180,15 @@ def length_switched_path(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return torch.cat(slices, dim=-2)
 
 
+def long_path_bf16_logits(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Planted (subtle): the long-sequence path forms q k^T from bfloat16 copies of q and k (a "fast" product),
+    logits off by ~2^-9 relative: at logit range 8 a ~1e-3 change of the weights, only past Lq Lk = 2^20."""
+    if q.shape[-2] * k.shape[-2] <= LONG_PATH_TOKENS:
+        return F.scaled_dot_product_attention(q, k, v)
+    logits = (q.bfloat16() @ k.bfloat16().transpose(-1, -2)).to(q.dtype) * _scale(q)
+    return torch.softmax(logits, dim=-1) @ v
+
+
 def tiled_kv_heads(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Planted (GQA): kv heads tiled (query head h reads kv head h % Hkv, k.repeat) where the convention
     interleaves (h // (H / Hkv), repeat_interleave / repeat_kv)."""
@@ -358,6 +367,7 @@ BUGS: dict[str, Bug] = {
     "low_precision_accumulation": Bug(low_precision_accumulation, "attention", fails="forward[normal]"),
     "heads_merged_wrong": Bug(heads_merged_wrong, "attention", {"layout": "blhd"}, fails="forward[normal]"),
     "length_switched_path": Bug(length_switched_path, "attention", fails="forward[normal]"),
+    "long_path_bf16_logits": Bug(long_path_bf16_logits, "attention", fails="forward[large_logits]"),
     "tiled_kv_heads": Bug(tiled_kv_heads, "attention", {"gqa": True}, fails="forward[normal]"),
     "fp16_no_upcast": Bug(fp16_no_upcast, "attention", {"dtype": torch.float16}, fails="forward[overflow]"),
     # which family draws a length past a 64-key chunk depends on the seed: some forward check fails
