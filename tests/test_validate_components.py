@@ -317,15 +317,18 @@ def test_planted_flux_processor_without_a_bug_conforms() -> None:
         assert report.ok, report
 
 
-def test_planted_rope_half_split_instead_of_interleaved() -> None:
-    finding = only_failure(run(flux_with(PlantedFluxProcessor(rope_unbind_dim=-2)), torch.float32),
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_planted_rope_half_split_instead_of_interleaved(dtype: torch.dtype) -> None:
+    """In float64 the RoPE application is a float32 island: the knob is judged at float32's tolerance."""
+    finding = only_failure(run(flux_with(PlantedFluxProcessor(rope_unbind_dim=-2)), dtype),
                            "transformer_blocks.0.attn")
     assert finding.status == "inline" and finding.location == "inline code in FluxAttention.forward"
     assert {"rope_pairing": "half"} in finding.explanations
 
 
-def test_planted_qk_norm_across_heads_instead_of_per_head() -> None:
-    finding = only_failure(run(flux_with(PlantedFluxProcessor(qk_across_heads=True)), torch.float32),
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_planted_qk_norm_across_heads_instead_of_per_head(dtype: torch.dtype) -> None:
+    finding = only_failure(run(flux_with(PlantedFluxProcessor(qk_across_heads=True)), dtype),
                            "transformer_blocks.0.attn")
     assert finding.status == "inline" and {"qk_norm": "across-heads"} in finding.explanations
 

@@ -1289,23 +1289,18 @@ def _component_for(module: nn.Module) -> Component | None:
 # Comparison
 
 
-def _max_abs(values: Sequence[Any]) -> float:
-    return max((float(np.max(np.abs(np.asarray(v, dtype=np.float64)), initial=0.0)) for v in values), default=0.0)
-
-
-def _difference(actual: Sequence[np.ndarray], expected: Sequence[Any]) -> float:
-    """max |actual - expected| over every output (inf on a shape mismatch, NaN counts as inf)."""
+def _differences(actual: Sequence[np.ndarray], expected: Sequence[Any]) -> list[float]:
+    """max |actual - expected| per compared tensor (inf on a count or shape mismatch; NaN counts as inf)."""
     if len(actual) != len(expected):
-        return math.inf
-    worst = 0.0
+        return [math.inf]
+    worst = []
     for a, e in zip(actual, expected):
         e = np.asarray(e, dtype=np.float64)
         if np.shape(a) != np.shape(e):
-            return math.inf
+            return [math.inf]
         with np.errstate(invalid="ignore"):
             d = np.abs(np.asarray(a, dtype=np.float64) - e)
-        if d.size:
-            worst = max(worst, math.inf if np.isnan(d).any() else float(np.max(d)))
+        worst.append(0.0 if not d.size else math.inf if np.isnan(d).any() else float(np.max(d)))
     return worst
 
 
@@ -1314,26 +1309,41 @@ def _exact_precision(fmt: str) -> Precision:
     return Native("longdouble") if fmt == "float64" else FLOAT64
 
 
-def _naive_error(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], fmt: str,
-                 exact: Sequence[Any]) -> float:
-    """max |naive - exact| of the reference evaluated in ``fmt``, the worst over the summation orders of its products."""
-    worst = 0.0
+def _tolerances(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], fmt: str,
+                exact: Sequence[np.ndarray]) -> list[Tolerance]:
+    """One tolerance per compared tensor: max(2 x naive error, a-priori bound, 4 ulps of its own max |exact|).
+
+    The naive error is that of the reference evaluated in ``fmt``, the worst over the summation orders of its
+    matrix products (a target's order is unknown).
+    """
+    naive_errors = [0.0] * len(exact)
     for order in SUMMATION_ORDERS:
-        naive = spec.evaluate(call, Native(fmt, order), knobs)
-        worst = max(worst, _difference([np.asarray(n, dtype=np.float64) for n in naive], exact))
-    return worst
-
-
-def _tolerance(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], fmt: str,
-               exact: Sequence[Any]) -> Tolerance:
-    naive_error = _naive_error(call, spec, knobs, fmt, exact)
+        naive = [np.asarray(n, dtype=np.float64) for n in spec.evaluate(call, Native(fmt, order), knobs)]
+        naive_errors = [max(n, d) for n, d in zip(naive_errors, _differences(naive, exact))]
     u = format_named(fmt).unit_roundoff
     apriori = None if spec.apriori is None else spec.apriori(call, u)
-    return derive_tolerance(naive_error, apriori, _max_abs(exact), fmt, apriori_label=spec.apriori_label)
+    return [derive_tolerance(n, apriori, float(np.max(np.abs(e), initial=0.0)), fmt, apriori_label=spec.apriori_label)
+            for n, e in zip(naive_errors, exact)]
+
+
+def _within(errors: Sequence[float], tolerances: Sequence[Tolerance]) -> bool:
+    return len(errors) == len(tolerances) and all(e <= t.value for e, t in zip(errors, tolerances))
+
+
+def _worst(errors: Sequence[float], tolerances: Sequence[Tolerance]) -> tuple[float, Tolerance | None]:
+    """The (error, tolerance) of the tensor with the largest error/tolerance ratio."""
+    if len(errors) != len(tolerances) or not tolerances:
+        return math.inf, tolerances[0] if tolerances else None
+    ratios = [e / t.value if t.value > 0 else math.inf for e, t in zip(errors, tolerances)]
+    index = int(np.argmax(ratios))
+    return errors[index], tolerances[index]
 
 
 def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFinding:
-    """Recompute one call with the reference, measure it, classify it and, if it fails, try the knobs."""
+    """Recompute one call with the reference, measure it, classify it and, if it fails, try the knobs.
+
+    Each compared tensor has its own tolerance; the finding shows the tensor with the worst error/tolerance.
+    """
     module = call.module
     finding = ComponentFinding(call.name, type(module).__name__, "conforms", location=call.name)
     dtypes = {str(d).removeprefix("torch.") for d in call.output_dtypes}
@@ -1347,11 +1357,12 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
         measured = []
         for identity in [spec.knobs(call)] + spec.identities(call):
             exact = [np.asarray(v, dtype=np.float64) for v in spec.evaluate(call, _exact_precision(fmt), identity)]
-            measured.append((_difference(actual, exact), identity, exact))
-            if measured[-1][0] <= _tolerance(call, spec, identity, fmt, exact).value:
+            errors, tolerances = _differences(actual, exact), _tolerances(call, spec, identity, fmt, exact)
+            measured.append((_worst(errors, tolerances), identity, exact, errors, tolerances))
+            if _within(errors, tolerances):
                 break
-        error, knobs, exact = min(measured, key=lambda m: m[0])
-        tolerance = _tolerance(call, spec, knobs, fmt, exact)
+        (error, tolerance), knobs, exact, errors, tolerances = min(
+            measured, key=lambda m: m[0][0] / m[0][1].value if m[0][1] is not None and m[0][1].value > 0 else math.inf)
         if "by parameter shapes" in spec.kind:
             finding.message = f"recognised by parameter shapes: {spec.kind.split(' (')[0]} " + \
                 ", ".join(f"{k}={v!r}" for k, v in knobs.items())
@@ -1359,18 +1370,21 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
         finding.status, finding.message = "unsupported", str(reason)
         return finding
     finding.error, finding.tolerance = error, tolerance
-    if error <= tolerance.value:
+    if _within(errors, tolerances):
         finding.status = "precision" if fmt == "float32" and run_fmt == "float64" else "conforms"
         if finding.status == "precision":
             finding.message = "returns float32 in a float64 run"
         return finding
-    diagnosis_tolerance = tolerance.value
+    diagnosis = tolerances
     within_float32 = False
     if fmt == "float64":  # a float32 island inside a float64 call?
-        island = _tolerance(call, spec, knobs, "float32", exact)
-        within_float32 = error <= island.value
+        island = _tolerances(call, spec, knobs, "float32", exact)
+        within_float32 = _within(errors, island)
+        if within_float32 or spec.float32_inside(call):  # knobs are then judged at float32's tolerance
+            diagnosis = [max(t, i, key=lambda x: x.value) for t, i in zip(tolerances, island)]
         if within_float32 and spec.float32_inside(call):
-            finding.status, finding.tolerance, finding.fmt = "precision", island, "float32"
+            finding.status, finding.fmt = "precision", "float32"
+            finding.error, finding.tolerance = _worst(errors, island)
             finding.message = "computes in float32 inside a float64 run (within float32's tolerance)"
             return finding
     finding.status = "mismatch"
@@ -1383,7 +1397,7 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
                 trial = spec.evaluate(call, exact_xp, {**knobs, knob: value})
             except Exception:  # noqa: BLE001 - a knob value that does not fit this module explains nothing
                 continue
-            if _difference(actual, trial) <= diagnosis_tolerance:
+            if _within(_differences(actual, trial), diagnosis):
                 finding.explanations.append({knob: value})
     return finding
 
