@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from ditcheck.reference import formats
-from ditcheck.reference.precision import BallArray
+from ditcheck.reference.precision import Arb, BallArray, resolve_precision
 
 from .violation import require
 
-__all__ = ["NARROW", "second_opinion_digits", "require_narrow", "require_contains", "require_within"]
+__all__ = ["NARROW", "second_opinion_digits", "precision_bits", "require_narrow", "require_contains", "require_within"]
 
 # Relative radius below which a containment or overlap test is informative: narrower than
 # float64 resolution, so the ball can judge any float64 result.
@@ -22,6 +22,12 @@ NARROW = formats.FLOAT64.unit_roundoff
 def second_opinion_digits(bits: int) -> int:
     """mpmath digits carrying about twice the bits of an arb computation (plus a margin)."""
     return math.ceil(2 * bits * math.log10(2)) + 5
+
+
+def precision_bits(precision: str) -> int:
+    """Working bits of a precision name: an arb:bits precision's bits, 53 for float64 and mp."""
+    resolved = resolve_precision(precision)
+    return resolved.bits if isinstance(resolved, Arb) else 53
 
 
 def require_narrow(balls: BallArray, claim: str, limit: float = NARROW, **context: Any) -> None:

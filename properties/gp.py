@@ -1,6 +1,6 @@
-"""GP2 (unrolled gradient-descent transformer) and GP4 (attention learns the kernel) properties.
+"""Gaussian-process sequences: GP1 (Kronecker score), GP2 (kappa formula, unrolled gradient-descent transformer),
+GP3 (banding) and GP4 (attention learns the kernel) properties, with their cases.
 
-GP1 and GP3 (and GP2's kappa formula) live in properties/distributions.py; this module reuses its cases.
 GP2 binds three implementations: the torch transformer (ditcheck.gp.transformer), the reference iteration
 (reference.gp.gradient_descent) and the exact score (reference.gp.gp_score), with the rate and the derived
 rounding floor of ditcheck.bounds (gp2_rate, gp2_rounding_floor, gp2_condition_upper).
@@ -20,17 +20,29 @@ from hypothesis import strategies as st
 from ditcheck.bounds import format_of, gp2_condition_upper, gp2_rate, gp2_rounding_floor
 from ditcheck.gp.training import kernel_correlation, lag_contrast
 from ditcheck.gp.transformer import ENCODINGS, UnrolledGPTransformer
-from ditcheck.reference import gp
-from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference import gp, precision
+from ditcheck.reference.errors import InvalidArgumentError, NotPositiveDefiniteError
 from ditcheck.reference.formats import FLOAT64
-from ditcheck.reference.linalg import eigenvalue_error_bound
+from ditcheck.reference.linalg import eigenvalue_error_bound, positive_definite_report
+from ditcheck.reference.precision import UNIT_ROUNDOFF as U
 from ditcheck.reference.rounding import BOUND_INFLATION
+from ditcheck.reference.schedules import get_schedule
 
-from .distributions import U, GPCase, gp_cases
 from .measurement import Measurement, Observation
+from .schedules import schedule_times
+from .strategies import seeds, spd_matrix
 from .violation import require
 
 __all__ = [
+    "gamma_kinds",
+    "GPCase",
+    "gp_cases",
+    "measure_gp1",
+    "check_gp1",
+    "check_gp2_condition_number",
+    "BandingCase",
+    "banding_cases",
+    "check_gp3_banding",
     "UnrolledCase",
     "unrolled_cases",
     "check_gp2_step_size",
@@ -46,6 +58,149 @@ __all__ = [
 
 #: the dtypes the GP2 floor is derived for (its rounding analysis assumes float32 or float64 arithmetic)
 _GP2_DTYPES = (torch.float64, torch.float32)
+
+
+# ----------------------------------------------------------------------------------------
+# Gaussian-process sequences
+
+
+def gamma_kinds() -> st.SearchStrategy[tuple[str, dict[str, float]]]:
+    """(kind, parameters) for gamma_matrix: length scales 0.5..8, polynomial exponents 0.1..4."""
+    return st.one_of(
+        st.tuples(st.just("exponential"), st.builds(lambda l: {"length_scale": l}, st.floats(0.5, 8.0))),
+        st.tuples(st.just("squared-exponential"), st.builds(lambda l: {"length_scale": l}, st.floats(0.5, 4.0))),
+        st.tuples(st.just("polynomial"), st.builds(lambda nu: {"nu": nu}, st.floats(0.1, 4.0))))
+
+
+@dataclass(frozen=True)
+class GPCase:
+    """GP problem: H frames in R^d, a kernel kind with parameters, Sigma from a seed, N sequences and a time."""
+
+    frames: int
+    dim: int
+    kind: str
+    parameters: tuple[tuple[str, float], ...]
+    seed: int
+    sequences: int
+    schedule: str
+    time: float
+
+    @cached_property
+    def gamma(self) -> np.ndarray:
+        return gp.gamma_matrix(self.frames, self.kind, **dict(self.parameters))
+
+    @cached_property
+    def sigma_matrix(self) -> np.ndarray:
+        return spd_matrix(self.dim, np.random.default_rng(self.seed), condition=20.0)
+
+    @cached_property
+    def x(self) -> np.ndarray:
+        return gp.sample_gp(self.gamma, self.sigma_matrix, self.sequences, self.seed ^ 0x6A)
+
+    def operator(self) -> np.ndarray:
+        """Dense A_t = alpha^2 Gamma (x) Sigma + sigma^2 I (np.kron order), for checks on small sizes."""
+        sched = get_schedule(self.schedule)
+        alpha2 = float(sched.alpha(precision.FLOAT64, np.float64(self.time))) ** 2
+        sigma2 = float(sched.sigma2(precision.FLOAT64, np.float64(self.time)))
+        return alpha2 * np.kron(self.gamma, self.sigma_matrix) + sigma2 * np.eye(self.frames * self.dim)
+
+
+@st.composite
+def gp_cases(draw: st.DrawFn, max_frames: int = 8, max_dim: int = 3) -> GPCase:
+    """GPCases over kernel kinds, H x d up to max_frames x max_dim, every schedule."""
+    kind, parameters = draw(gamma_kinds())
+    schedule, time = draw(schedule_times())
+    return GPCase(draw(st.integers(1, max_frames)), draw(st.integers(1, max_dim)), kind,
+                  tuple(sorted(parameters.items())), draw(seeds()), draw(st.integers(1, 3)), schedule, time)
+
+
+def measure_gp1(case: GPCase, kronecker: Callable[..., Any] = gp.gp_score,
+                dense: Callable[..., Any] = gp.gp_score_dense) -> Measurement:
+    """GP1 (Fu et al. 2025; docs/claims.md#gp1): max over rows ||s_Kron - s_dense|| / ||s_dense|| vs 16 n u kappa(A_t).
+
+    Tolerances (n = H d): both solvers are backward stable with backward error <= 8 n u ||A_t||, so they
+    differ by <= 2 * 8 n u kappa(A_t) ||s||, and the residual is <= 8 n u (||A_t|| ||s|| + ||x||) per row.
+    ``forms``: "residual": max over rows of ||A_t s + x|| over its allowance, with A_t built here from the
+    schedule (case.operator), not by the reference's GP helpers, so a coefficient bug shared by both solvers shows.
+    """
+    fast = kronecker(case.x, case.time, case.gamma, case.sigma_matrix, case.schedule)
+    slow = dense(case.x, case.time, case.gamma, case.sigma_matrix, case.schedule)
+    a_t = case.operator()
+    n = a_t.shape[0]
+    norm_a = np.linalg.norm(a_t, 2)
+    kappa = float(np.linalg.cond(a_t))
+    size = np.linalg.norm(slow.reshape(slow.shape[0], -1), axis=1)
+    gap = np.linalg.norm((fast - slow).reshape(slow.shape[0], -1), axis=1)
+    relative = np.where(gap > 0, gap / np.maximum(size, FLOAT64.smallest_normal), 0.0)
+    rows = fast.reshape(fast.shape[0], -1)
+    residual_norm = np.linalg.norm(rows @ a_t.T + case.x.reshape(rows.shape), axis=1)
+    x_norm = np.linalg.norm(case.x.reshape(case.x.shape[0], -1), axis=1)
+    fast_norm = np.linalg.norm(fast.reshape(fast.shape[0], -1), axis=1)
+    allowed = 8 * n * U * (norm_a * fast_norm + x_norm)
+    residual_ratio = np.where(residual_norm > 0, residual_norm / np.maximum(allowed, FLOAT64.smallest_normal), 0.0)
+    return Measurement(float(relative.max()), 16 * n * U * kappa, case,
+                       forms={"residual": float(residual_ratio.max())})
+
+
+def check_gp1(case: GPCase, kronecker: Callable[..., Any] = gp.gp_score, dense: Callable[..., Any] = gp.gp_score_dense) -> None:
+    """GP1: the Kronecker-eigendecomposition score equals the dense solve, and A_t s = -x (measure_gp1)."""
+    m = measure_gp1(case, kronecker, dense)
+    require(m.ratio <= 1, "GP1", "Kronecker score != dense score", relative=m.observed, tolerance=m.limit, case=case)
+    require(m.forms["residual"] <= 1, "GP1", "A_t s != -x", residual_ratio=m.forms["residual"], case=case)
+
+
+def check_gp2_condition_number(case: GPCase, condition: Callable[..., Any] = gp.condition_number) -> None:
+    """GP2's kappa_t formula equals lambda_max / lambda_min of the dense A_t (eigvalsh, error 8 n u ||A_t|| each)."""
+    values = np.linalg.eigvalsh(case.operator())
+    n = values.size
+    slack = 8 * n * U * values[-1]
+    expected = values[-1] / values[0]
+    bound = expected * (slack / values[-1] + slack / values[0]) * 2 + 4 * U * expected
+    actual = float(np.asarray(condition(case.time, case.gamma, case.sigma_matrix, case.schedule)))
+    require(abs(actual - expected) <= bound, "GP2", "condition number formula != lambda_max / lambda_min of A_t",
+            actual=actual, expected=float(expected), case=case)
+
+
+@dataclass(frozen=True)
+class BandingCase:
+    """GP3: a kernel and a band half-width."""
+
+    frames: int
+    kind: str
+    parameters: tuple[tuple[str, float], ...]
+    width: int
+
+    @cached_property
+    def gamma(self) -> np.ndarray:
+        return gp.gamma_matrix(self.frames, self.kind, **dict(self.parameters))
+
+
+@st.composite
+def banding_cases(draw: st.DrawFn, max_frames: int = 24) -> BandingCase:
+    """Kernels and widths, including slowly decaying ones whose bands are indefinite."""
+    kind, parameters = draw(gamma_kinds())
+    frames = draw(st.integers(2, max_frames))
+    return BandingCase(frames, kind, tuple(sorted(parameters.items())), draw(st.integers(0, min(frames - 1, 4))))
+
+
+def check_gp3_banding(case: BandingCase, banded: Callable[..., np.ndarray] = gp.banded) -> None:
+    """GP3: banded() returns exactly the truncation Gamma 1{|i-j| <= w} only when it is provably PD, and raises otherwise.
+
+    "Provably PD" and "provably indefinite" use eigvalsh with its error bound (linalg.positive_definite_report);
+    an undecided verdict must raise too (banded promises positive definiteness).
+    """
+    lags = np.abs(np.subtract.outer(np.arange(case.frames), np.arange(case.frames)))
+    truncation = np.where(lags <= case.width, case.gamma, 0.0)
+    report = positive_definite_report(truncation)
+    try:
+        out = banded(case.gamma, case.width)
+    except NotPositiveDefiniteError:
+        require(not report.positive_definite, "GP3", "banded() rejected a positive definite truncation",
+                lambda_min=report.lambda_min, case=case)
+        return
+    require(np.array_equal(out, truncation), "GP3", "banded() does not return the band truncation", case=case)
+    require(report.positive_definite, "GP3", "banded() returned a matrix that is not positive definite",
+            lambda_min=report.lambda_min, status=report.status, case=case)
 
 
 @dataclass(frozen=True)

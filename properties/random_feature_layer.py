@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from ditcheck.gp.random_feature_layer import (RandomFeatureAttention, monte_carlo_kernel_error, random_query_key_matrices,
                                            rf1_features, rf1_kernel, sphere_sequences)
+from ditcheck.reference.precision import UNIT_ROUNDOFF as U
 from ditcheck.reference.rounding import BOUND_INFLATION, EXP_RELATIVE_ERROR, gamma
 
-from .distributions import U
 from .measurement import RateSeries
 from .strategies import seeds
 from .violation import require

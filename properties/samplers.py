@@ -43,9 +43,8 @@ from ditcheck.reference import distances, formats, mixtures
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
 
-from .distributions import simplex_weights, spd_matrix
 from .measurement import Measurement
-from .strategies import orthonormal_columns, seeds
+from .strategies import orthonormal_columns, seeds, simplex_weights, spd_matrix
 from .violation import require
 
 __all__ = [

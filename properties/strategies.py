@@ -7,6 +7,7 @@ Hypothesis draws a seed, a scale and a value family, and NumPy fills the array.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +23,9 @@ __all__ = [
     "array_specs",
     "fill",
     "orthonormal_columns",
+    "exact_orthonormal_columns",
+    "simplex_weights",
+    "spd_matrix",
 ]
 
 Family = Literal["normal", "uniform", "heavy_tailed", "sparse", "near_ties", "integers"]
@@ -93,3 +97,38 @@ def orthonormal_columns(rows: int, cols: int, seed: int) -> np.ndarray:
         raise ValueError(f"argument 'cols': expected at most rows={rows}; got {cols}")
     q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((rows, cols)))
     return q * np.sign(np.diag(r))
+
+
+_HADAMARD_4 = np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=np.float64) / 2
+
+
+def exact_orthonormal_columns(rows: int, cols: int, seed: int) -> np.ndarray:
+    """[rows, cols] with B^T B = I exactly in binary: signed permutations of Hadamard blocks (entries 0, +-1/2, +-1).
+
+    Float64 QR bases are orthonormal only to rounding; ball-arithmetic checks of LD1/LD2, whose two sides
+    differ by terms in B^T B - I, need an exactly orthonormal B.
+    """
+    if cols > rows:
+        raise ValueError(f"argument 'cols': expected at most rows={rows}; got {cols}")
+    rng = np.random.default_rng(seed)
+    square = np.eye(rows)
+    for start in range(0, rows - rows % 4, 4):
+        square[start:start + 4, start:start + 4] = _HADAMARD_4
+    square = square[rng.permutation(rows)][:, rng.permutation(rows)]
+    square *= rng.choice([-1.0, 1.0], size=rows)[:, None]
+    return square[:, :cols]
+
+
+def simplex_weights(count: int, rng: np.random.Generator, floor: float = 0.05) -> np.ndarray:
+    """Positive weights summing to 1 (to rounding): Dirichlet(1) mixed with the uniform weights by ``floor``."""
+    w = (1 - floor) * rng.dirichlet(np.ones(count)) + floor / count
+    return w / w.sum()
+
+
+def spd_matrix(dim: int, rng: np.random.Generator, condition: float = 10.0, scale: float = 1.0) -> np.ndarray:
+    """Exactly symmetric SPD matrix Q diag(l) Q^T with eigenvalues log-uniform in scale * [1, condition]."""
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    q = q * np.sign(np.diag(r))
+    values = scale * np.exp(rng.uniform(0.0, math.log(condition), dim))
+    s = (q * values) @ q.T
+    return (s + s.T) / 2

@@ -1,7 +1,7 @@
 """Properties of the torch DiT (ditcheck.models.dit): agreement with the reference, float32 error, LD2 score network.
 
 Each ``check_*`` takes the implementation under test first (a model factory or a score function)
-and a case from the strategies of properties.dit / properties.distributions, and raises
+and a case from the strategies of properties.dit / properties.mixtures, and raises
 PropertyViolation via ``require``. The float32 baseline is :data:`NAIVE_FLOAT32`: the reference's
 own formulas evaluated in NumPy float32 (explicit softmax(scale q k^T) v, two-pass LayerNorm, one
 rounding per elementary operation, BLAS sgemm for products, no fused kernels).
@@ -27,7 +27,7 @@ from ditcheck.reference.mixtures import denoiser_q, denoiser_q_function
 from ditcheck.reference.precision import Float64, Precision
 from ditcheck.reference.schedules import Schedule
 
-from .distributions import MixtureCase, measure_ld2, mixture_cases
+from .mixtures import MixtureCase, measure_ld2, mixture_cases
 from .dit import TORCH_AGREEMENT, DiTCase, LatentScoreCase, check_intermediates_match, dit_cases
 from .measurement import Measurement
 from .violation import require
@@ -232,7 +232,7 @@ def torch_ld2_score(score_network: Callable[..., nn.Module] = LatentScoreNetwork
                     ) -> Callable[..., np.ndarray]:
     """``score_network`` with f a reference latent function, in the signature of reference.latent.ld2_score.
 
-    Lets properties.distributions.check_ld2 check the torch composition: with W_B = B and f = q (the exact
+    Lets properties.mixtures.check_ld2 check the torch composition: with W_B = B and f = q (the exact
     q of a latent Gaussian mixture) the torch LD2 score must be the mixture's true score.
     """
 
@@ -300,7 +300,7 @@ class TorchLD2Case:
 
 
 def torch_ld2_cases(max_latent: int = 3) -> st.SearchStrategy[TorchLD2Case]:
-    """TorchLD2Cases over properties.distributions.mixture_cases (every schedule, tails included)."""
+    """TorchLD2Cases over properties.mixtures.mixture_cases (every schedule, tails included)."""
     return st.builds(TorchLD2Case, mixture_cases(max_latent=max_latent), st.integers(0, 2**32 - 1))
 
 
@@ -309,7 +309,7 @@ def measure_torch_ld2(case: TorchLD2Case, score_network: Callable[..., nn.Module
 
     With f = q its score is the true score, and sigma_t^2 ||s_f - s_q|| = ||f - q|| for a random DiT f.
 
-    Both are relative errors held to their float64 rounding tolerances (properties.distributions.measure_ld2
+    Both are relative errors held to their float64 rounding tolerances (properties.mixtures.measure_ld2
     with torch_ld2_score, measure_ld2_error_identity); the worse of the two (largest observed/limit) is
     returned, the other's ratio is in ``forms``.
     """

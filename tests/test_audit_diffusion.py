@@ -13,7 +13,8 @@ import torch
 
 from ditcheck.audit import claims_diffusion, registry, run_claim
 from ditcheck.models.dit import LatentScoreNetwork
-from ditcheck.properties import distributions as dist
+from ditcheck.properties import conditional
+from ditcheck.properties import mixtures as mix
 from ditcheck.properties import samplers as smp
 from ditcheck.properties import torch_dit
 from ditcheck.reference import mixtures
@@ -73,7 +74,7 @@ def test_ld1_planted_orthogonal_term_over_sigma_is_violated() -> None:
                                  (x.shape[0],))[:, None]
         return on, orth * np.sqrt(sigma2)  # -(I - BB^T) x / sigma instead of / sigma^2
 
-    claim = dataclasses.replace(_claim("LD1"), measure=functools.partial(dist.measure_ld1, decomposition=wrong))
+    claim = dataclasses.replace(_claim("LD1"), measure=functools.partial(mix.measure_ld1, decomposition=wrong))
     assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
 
 
@@ -147,7 +148,7 @@ def test_ld1_planted_1e_minus_3_relative_score_error_is_violated() -> None:
         on, orth = mixtures.ld1_decomposition(mixture, x, t, schedule, **kwargs)
         return np.asarray(on) * (1 + 1e-3), orth
 
-    claim = dataclasses.replace(_claim("LD1"), measure=functools.partial(dist.measure_ld1, decomposition=off))
+    claim = dataclasses.replace(_claim("LD1"), measure=functools.partial(mix.measure_ld1, decomposition=off))
     result = run_claim(claim, "quick", 0)
     assert result.verdict == "VIOLATED" and result.max_ratio > 1e3
 
@@ -158,7 +159,7 @@ def test_cf1_planted_unmasked_optimal_score_is_violated() -> None:
             return mixtures.conditional_score(mixture, x, np.where(labels < 0, 0, labels), t, schedule)
         return s
 
-    claim = dataclasses.replace(_claim("CF1"), measure=functools.partial(dist.measure_cf1, optimal=ignores_the_mask))
+    claim = dataclasses.replace(_claim("CF1"), measure=functools.partial(conditional.measure_cf1, optimal=ignores_the_mask))
     assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
 
 
@@ -169,10 +170,10 @@ def _wrong_centre(alpha: float, sigma2: float, c2: float) -> tuple[float, float]
 
 def test_cf2_planted_wrong_centre_is_violated() -> None:
     wrong = functools.partial(mixtures.cf2_decomposition, smoothing=_wrong_centre)
-    claim = dataclasses.replace(_claim("CF2"), measure=functools.partial(dist.measure_cf2, decomposition=wrong))
+    claim = dataclasses.replace(_claim("CF2"), measure=functools.partial(conditional.measure_cf2, decomposition=wrong))
     assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
     with pytest.raises(Exception, match="CF2"):
-        dist.check_cf2(claim.grid("quick")[1], decomposition=wrong)
+        conditional.check_cf2(claim.grid("quick")[1], decomposition=wrong)
 
 
 def test_cf2_planted_variance_sigma_instead_of_sigma2_is_violated() -> None:
@@ -180,15 +181,15 @@ def test_cf2_planted_variance_sigma_instead_of_sigma2_is_violated() -> None:
         return alpha / (alpha * alpha + c2 * sigma2), math.sqrt(sigma2) / (alpha * alpha + c2 * sigma2)
 
     bad = functools.partial(mixtures.cf2_decomposition, smoothing=wrong)
-    claim = dataclasses.replace(_claim("CF2"), measure=functools.partial(dist.measure_cf2, decomposition=bad))
+    claim = dataclasses.replace(_claim("CF2"), measure=functools.partial(conditional.measure_cf2, decomposition=bad))
     assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
 
 
 def test_cf2_quadrature_error_is_stated_and_small() -> None:
-    case = dist.CF2Case(2, 3, 1, 0.99, 1e-3, 2, 2, 3.0, 3.0, 10.0)
+    case = conditional.CF2Case(2, 3, 1, 0.99, 1e-3, 2, 2, 3.0, 3.0, 10.0)
     terms = mixtures.cf2_decomposition(case.mixture, case.x, case.time, case.c2)
     assert terms.quadrature_error.shape == (2,) and np.all(terms.quadrature_error < 1e-10)
-    dist.check_cf2(case)
+    conditional.check_cf2(case)
 
 
 def test_cf2_bad_input() -> None:
@@ -248,7 +249,7 @@ def test_ld1_planted_zero_tolerance_is_violated() -> None:
     def none(case, on, orth, full):  # planted: no rounding allowance at all
         return np.zeros((case.points, 1))
 
-    claim = dataclasses.replace(_claim("LD1"), measure=functools.partial(dist.measure_ld1, tolerance=none))
+    claim = dataclasses.replace(_claim("LD1"), measure=functools.partial(mix.measure_ld1, tolerance=none))
     assert run_claim(claim, "quick", 0).verdict == "VIOLATED"
 
 

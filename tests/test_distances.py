@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from ditcheck.properties.distributions import (U, GaussianPairCase, TVCase, check_kl, check_tv_known_answer, check_w2,
-                                               gaussian_pair_cases, tv_cases)
+from ditcheck.properties.distances import (GaussianPairCase, TVCase, check_kl, check_tv_known_answer, check_w2,
+                                           gaussian_pair_cases, tv_cases)
 from ditcheck.reference.distances import (TotalVariation, kl_gaussian, sqrtm_spd, tv_mixture_1d, tv_mixture_2d,
                                           w2_gaussian)
 from ditcheck.reference.errors import InvalidArgumentError, NonFiniteError, NotPositiveDefiniteError, ShapeError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
+from ditcheck.reference.precision import UNIT_ROUNDOFF as U
 from ditcheck.reference.precision import BallArray
 
 from helpers import expect_caught

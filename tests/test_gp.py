@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from ditcheck.properties.distributions import (U, BandingCase, GPCase, banding_cases, check_gp1,
-                                               check_gp2_condition_number, check_gp3_banding, gp_cases)
-from ditcheck.properties.gp import check_gp2_step_size
+from ditcheck.properties.gp import (BandingCase, GPCase, banding_cases, check_gp1, check_gp2_condition_number,
+                                    check_gp2_step_size, check_gp3_banding, gp_cases)
 from ditcheck.reference import gp
 from ditcheck.reference.errors import (InvalidArgumentError, NonFiniteError, NotPositiveDefiniteError, PrecisionError,
                                        ShapeError, TimeOutOfRangeError)
 from ditcheck.reference.linalg import certify_positive_definite
+from ditcheck.reference.precision import UNIT_ROUNDOFF as U
 from ditcheck.reference.schedules import alpha, sigma2
 
 from helpers import expect_caught

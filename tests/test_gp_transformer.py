@@ -9,7 +9,7 @@ from hypothesis import given
 
 from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
 from ditcheck.gp.transformer import GradientStepBlock, KernelAttention, UnrolledGPTransformer, positional_encodings
-from ditcheck.properties.distributions import GPCase, gp_cases
+from ditcheck.properties.gp import GPCase, gp_cases
 from ditcheck.properties.gp import UnrolledCase, check_gp2_attention_weights, check_gp2_unrolled, unrolled_cases
 from ditcheck.reference import gp
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeError

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ditcheck.properties.distributions import (CERTIFIED_FUNCTIONS, U, MixtureCase, MixtureSpec, cf1_cases,
-                                               check_certified_contains_mp, check_cf1, check_cfg, check_ld1, check_ld2,
-                                               check_score_is_gradient, check_tweedie, conditional_cases,
-                                               exact_orthonormal_columns, mixture_cases, mixture_specs, schedule_times,
-                                               spd_matrix)
-from ditcheck.properties.strategies import seeds
+from ditcheck.properties.conditional import cf1_cases, check_cf1, check_cfg, conditional_cases
+from ditcheck.properties.mixtures import (CERTIFIED_FUNCTIONS, MixtureCase, MixtureSpec, check_certified_contains_mp,
+                                          check_ld1, check_ld2, check_score_is_gradient, check_tweedie, mixture_cases,
+                                          mixture_specs)
+from ditcheck.properties.schedules import schedule_times
+from ditcheck.properties.strategies import exact_orthonormal_columns, seeds
 from ditcheck.reference import mixtures
 from ditcheck.reference.errors import (InvalidArgumentError, NonFiniteError, NotOrthonormalError,
                                        NotPositiveDefiniteError, ShapeError, TimeOutOfRangeError)
@@ -20,6 +20,7 @@ from ditcheck.reference.mixtures import (ConditionalMixture, LatentMixture, cond
                                          dsm_loss, gaussian_mixture, latent_score, ld1_decomposition, log_density,
                                          score)
 from ditcheck.reference.schedules import coefficients
+from ditcheck.reference.precision import UNIT_ROUNDOFF as U
 from ditcheck.reference.precision import Arb, BallArray
 from ditcheck.reference.schedules import alpha as schedule_alpha
 from ditcheck.reference.schedules import sigma2 as schedule_sigma2

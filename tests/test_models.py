@@ -16,7 +16,7 @@ from ditcheck.models import dit as models
 from ditcheck.models.dit import DiT, LatentScoreNetwork, params_from_model, sdpa_attention, state_dict_from_params
 from ditcheck.properties import dit as props
 from ditcheck.properties import torch_dit as tprops
-from ditcheck.properties.distributions import MixtureCase, check_ld2, mixture_cases
+from ditcheck.properties.mixtures import MixtureCase, check_ld2, mixture_cases
 from ditcheck.reference.dit import DiTConfig, dit_forward, dit_param_shapes, random_dit_params
 from ditcheck.reference.errors import (DTypeError, InvalidArgumentError, NonFiniteError, NotOrthonormalError,
                                        PrecisionError, ShapeError, TimeOutOfRangeError)

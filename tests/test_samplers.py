@@ -18,7 +18,7 @@ from ditcheck import bounds
 from ditcheck.diffusion import metrics, samplers
 from ditcheck.diffusion.oracles import GaussianOracle, MixtureOracle, ModelOracle, TorchSchedule, gp_oracle
 from ditcheck.properties import samplers as P
-from ditcheck.properties.distributions import mixture_specs
+from ditcheck.properties.mixtures import mixture_specs
 from ditcheck.properties.strategies import orthonormal_columns
 from ditcheck.reference import gp, mixtures, schedules
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError, TimeOutOfRangeError

@@ -7,12 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ditcheck.properties.distributions import (U, check_ddpm_cumulative_product, check_ou_time_doubling,
-                                               check_prediction_conversions, check_variance_preserving,
-                                               check_vp_integral, schedule_times)
+from ditcheck.properties.schedules import (check_ddpm_cumulative_product, check_ou_time_doubling,
+                                           check_prediction_conversions, check_variance_preserving, check_vp_integral,
+                                           schedule_times)
 from ditcheck.properties.strategies import seeds
 from ditcheck.reference import schedules
 from ditcheck.reference.errors import InvalidArgumentError, NonFiniteError, TimeOutOfRangeError
+from ditcheck.reference.precision import UNIT_ROUNDOFF as U
 from ditcheck.reference.schedules import SCHEDULES, alpha, check_times, convert_prediction, get_schedule, sigma, sigma2
 
 from helpers import expect_caught

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ditcheck.properties import distributions as dist
+from ditcheck.properties import conditional
+from ditcheck.properties import mixtures as mix
 from ditcheck.properties import early_stopping, recovery
 from ditcheck.properties import samplers as smp
 from ditcheck.properties import torch_dit
@@ -36,22 +37,22 @@ FU = "Fu, Yang, Wang, Chen 2024 (arXiv 2403.11968)"
 # LD1, LD2
 
 
-def _mixture_grid(mode: Mode) -> list[dist.MixtureCase]:
+def _mixture_grid(mode: Mode) -> list[mix.MixtureCase]:
     """Near-extremal latent mixtures: tiny and large t (sigma^2 -> 0 amplifies x/sigma^2), tails, d0 = D,
     ill-conditioned and far-apart components, ddpm's first and last steps, per-point times."""
-    spec = dist.MixtureSpec
+    spec = mix.MixtureSpec
     cases = [
-        dist.MixtureCase(spec(6, 2, 3, 1, 2, mean_scale=3.0, condition=100.0), 4, 3, "ou-half", 0.01, spread=3.0),
-        dist.MixtureCase(spec(6, 3, 2, 4, 5), 4, 6, "ou-half", 8.0),
-        dist.MixtureCase(spec(3, 3, 3, 7, 8, condition=100.0), 4, 9, "ou-unit", 0.005, spread=3.0),
-        dist.MixtureCase(spec(5, 1, 1, 10, 11), 4, 12, "ddpm", 1.0),
+        mix.MixtureCase(spec(6, 2, 3, 1, 2, mean_scale=3.0, condition=100.0), 4, 3, "ou-half", 0.01, spread=3.0),
+        mix.MixtureCase(spec(6, 3, 2, 4, 5), 4, 6, "ou-half", 8.0),
+        mix.MixtureCase(spec(3, 3, 3, 7, 8, condition=100.0), 4, 9, "ou-unit", 0.005, spread=3.0),
+        mix.MixtureCase(spec(5, 1, 1, 10, 11), 4, 12, "ddpm", 1.0),
     ]
     if mode != "quick":
         cases += [
-            dist.MixtureCase(spec(6, 2, 3, 13, 14, mean_scale=3.0), 4, 15, "ddpm", 999.0, spread=3.0),
-            dist.MixtureCase(spec(4, 2, 2, 16, 17, condition=100.0), 4, 18, "vp-linear", 0.01, per_point_times=True),
-            dist.MixtureCase(spec(1, 1, 3, 19, 20, mean_scale=3.0), 4, 21, "ou-half", 0.02, spread=3.0),
-            dist.MixtureCase(spec(6, 3, 3, 22, 23, mean_scale=0.5, condition=100.0), 4, 24, "ou-unit", 4.0,
+            mix.MixtureCase(spec(6, 2, 3, 13, 14, mean_scale=3.0), 4, 15, "ddpm", 999.0, spread=3.0),
+            mix.MixtureCase(spec(4, 2, 2, 16, 17, condition=100.0), 4, 18, "vp-linear", 0.01, per_point_times=True),
+            mix.MixtureCase(spec(1, 1, 3, 19, 20, mean_scale=3.0), 4, 21, "ou-half", 0.02, spread=3.0),
+            mix.MixtureCase(spec(6, 3, 3, 22, 23, mean_scale=0.5, condition=100.0), 4, 24, "ou-unit", 4.0,
                              per_point_times=True),
         ]
     return cases
@@ -63,9 +64,9 @@ LD1 = Claim(
               "float64 vs closed form)",
     source=f"{HU}, sec. 3 (score decomposition)",
     kind="exact",
-    bound="properties.distributions.mixture_tolerance (a-priori float64 rounding bound)",
-    measure=dist.measure_ld1,
-    strategy=dist.mixture_cases,
+    bound="properties.mixtures.mixture_tolerance (a-priori float64 rounding bound)",
+    measure=mix.measure_ld1,
+    strategy=mix.mixture_cases,
     grid=_mixture_grid,
     examples=budget(60, 10000, 50000),
     notes="observed: max_i |LD1 sum - score|_i / max |score| at the worst point; limit: the point's a-priori "
@@ -85,7 +86,7 @@ LD2 = Claim(
               "||f - q|| = delta gives score error exactly delta/sigma_t^2 (ditcheck's torch LatentScoreNetwork)",
     source=f"{HU}, sec. 3 (score-network form)",
     kind="exact",
-    bound="float64 rounding: properties.distributions.mixture_tolerance; 4 (D + d0) u (||f|| + ||q|| + 2||x||)",
+    bound="float64 rounding: properties.mixtures.mixture_tolerance; 4 (D + d0) u (||f|| + ||q|| + 2||x||)",
     measure=torch_dit.measure_torch_ld2,
     strategy=torch_dit.torch_ld2_cases,
     grid=_ld2_grid,
@@ -238,21 +239,21 @@ LD9 = Claim(
 # CF1, CF2
 
 
-def _cf1_grid(mode: Mode) -> list[dist.CF1Case]:
+def _cf1_grid(mode: Mode) -> list[conditional.CF1Case]:
     """Large perturbations (bias would be largest), tiny t (target variance 1/sigma^2 largest), multimodal classes."""
-    spec = dist.MixtureSpec
+    spec = mix.MixtureSpec
     classes = (spec(4, 2, 3, 1, 2, mean_scale=3.0), spec(4, 2, 2, 3, 2, mean_scale=3.0))
-    cases = [dist.CF1Case(classes, 4, 5, 1.0, (0.05,), 4000, 6),
-             dist.CF1Case((spec(2, 1, 1, 7, 8), spec(2, 1, 2, 9, 8, mean_scale=0.5)), 10, 11, 0.1,
+    cases = [conditional.CF1Case(classes, 4, 5, 1.0, (0.05,), 4000, 6),
+             conditional.CF1Case((spec(2, 1, 1, 7, 8), spec(2, 1, 2, 9, 8, mean_scale=0.5)), 10, 11, 0.1,
                           (0.05, 0.5, 2.0), 4000, 12)]
     if mode != "quick":
-        cases += [dist.CF1Case(classes, 13, 14, 0.3, (0.05, 0.1, 2.0), 4000, 15),
-                  dist.CF1Case((spec(3, 3, 3, 16, 17, condition=100.0), spec(3, 3, 1, 18, 17)), 19, 20, 1.0,
+        cases += [conditional.CF1Case(classes, 13, 14, 0.3, (0.05, 0.1, 2.0), 4000, 15),
+                  conditional.CF1Case((spec(3, 3, 3, 16, 17, condition=100.0), spec(3, 3, 1, 18, 17)), 19, 20, 1.0,
                                (2.0,), 4000, 21)]
     return cases
 
 
-def _independent_noise(case: dist.CF1Case) -> dist.CF1Case:
+def _independent_noise(case: conditional.CF1Case) -> conditional.CF1Case:
     """The case with its Monte Carlo seed mixed with a hash of its other fields: any change redraws the noise.
 
     Otherwise the targeted search, which mutates times or the perturbation under a fixed seed, climbs the shared
@@ -262,9 +263,9 @@ def _independent_noise(case: dist.CF1Case) -> dist.CF1Case:
     return dataclasses.replace(case, seed=(zlib.crc32(others) ^ case.seed) % 2**32)
 
 
-def cf1_independent_cases() -> st.SearchStrategy[dist.CF1Case]:
-    """properties.distributions.cf1_cases with independent Monte Carlo noise per case (_independent_noise)."""
-    return dist.cf1_cases().map(_independent_noise)
+def cf1_independent_cases() -> st.SearchStrategy[conditional.CF1Case]:
+    """properties.conditional.cf1_cases with independent Monte Carlo noise per case (_independent_noise)."""
+    return conditional.cf1_cases().map(_independent_noise)
 
 
 CF1 = Claim(
@@ -273,13 +274,13 @@ CF1 = Claim(
               "condition dropped with probability 1/2)",
     source=f"{FU}, sec. 3 (conditional DSM loss)",
     kind="exact",
-    bound=f"STATISTICAL_Z = {dist.STATISTICAL_Z:g} standard errors of the paired Monte Carlo estimate",
-    measure=dist.measure_cf1,
+    bound=f"STATISTICAL_Z = {conditional.STATISTICAL_Z:g} standard errors of the paired Monte Carlo estimate",
+    measure=conditional.measure_cf1,
     strategy=cf1_independent_cases,
     grid=_cf1_grid,
     examples=budget(10, 2000, 10000),
     notes=f"Statistical: observed = |paired MC estimate of L(s* + delta) - L(s*) - exact E||delta||^2| (delta affine), "
-          f"limit = {dist.STATISTICAL_Z:g} standard errors (+1e-12 relative rounding). False-alarm rate "
+          f"limit = {conditional.STATISTICAL_Z:g} standard errors (+1e-12 relative rounding). False-alarm rate "
           f"5.7e-7 per case under the CLT (two-sided z = 5); every searched case draws independent noise "
           f"(cf1_independent_cases), so a run's rate is at most cases x 5.7e-7 (~1e-3 thorough). Under the null "
           f"max |z| over n cases is ~sqrt(2 ln n): ratios ~0.7-0.8 at default are expected, not a warning.",
@@ -287,10 +288,10 @@ CF1 = Claim(
 )
 
 
-def _cf2_grid(mode: Mode) -> list[dist.CF2Case]:
+def _cf2_grid(mode: Mode) -> list[conditional.CF2Case]:
     """Near-extremal: tiny t (grad h/h is amplified by alpha/sigma^2 ~ 1/t), large t, C2 just below 1/lambda_max
     (f barely decays: the widest integrand), tails, far-apart components, ill-conditioned 2-D covariances."""
-    case = dist.CF2Case
+    case = conditional.CF2Case
     cases = [case(2, 3, 1, 0.99, 1e-3, 2, 2, 3.0, 3.0, 10.0), case(1, 3, 3, 0.05, 8.0, 3, 4, 3.0, 3.0),
              case(2, 2, 5, 0.5, 0.05, 2, 6, 1.0, 1.0, 4.0), case(1, 2, 7, 0.99, 1e-3, 3, 8, 3.0, 0.5, 1.0)]
     if mode != "quick":
@@ -305,9 +306,9 @@ CF2 = Claim(
               "h = f smoothed by N(alpha_t x/(alpha_t^2 + C2 sigma_t^2), sigma_t^2/(alpha_t^2 + C2 sigma_t^2) I)",
     source=f"{FU}, sec. 4 (score decomposition; OU-half)",
     kind="exact",
-    bound="2 x quadrature error estimate + a-priori float64 rounding (properties.distributions.measure_cf2)",
-    measure=dist.measure_cf2,
-    strategy=dist.cf2_cases,
+    bound="2 x quadrature error estimate + a-priori float64 rounding (properties.conditional.measure_cf2)",
+    measure=conditional.measure_cf2,
+    strategy=conditional.cf2_cases,
     grid=_cf2_grid,
     examples=budget(15, 1500, 7500),
     notes="p(.|y) is a Gaussian mixture in 1-2 dimensions (one label; the identity is per label), "

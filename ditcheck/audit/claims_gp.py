@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ditcheck.properties import gp as GP
 from ditcheck.properties import random_feature_layer as RF
-from ditcheck.properties.distributions import GPCase, gp_cases, measure_gp1
+from ditcheck.properties.gp import GPCase, gp_cases, measure_gp1
 from ditcheck.properties.measurement import Observation, RateSeries
 
 from .registry import Claim, Mode, budget
