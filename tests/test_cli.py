@@ -17,6 +17,19 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "bench" in capsys.readouterr().out
 
 
+def test_static_command_help_matches_the_modules_and_top_level_help_is_unchanged() -> None:
+    """ditcheck --help lists commands from COMMAND_HELP without importing them: it must equal each module's HELP,
+    and the lazy parser's help must be the full parser's, character for character."""
+    import importlib
+
+    from ditcheck.cli import COMMAND_HELP
+
+    assert set(COMMAND_HELP) == set(COMMANDS)
+    for name, module in COMMANDS.items():
+        assert COMMAND_HELP[name] == importlib.import_module(module).HELP, name
+    assert build_parser(load=[]).format_help() == build_parser().format_help()
+
+
 def test_bench_reference_runs_and_reports_certified_figures(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "reference", "--no-mp-block", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
