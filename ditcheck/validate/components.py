@@ -281,6 +281,9 @@ class Component:
     #: other knob settings that are each a legitimate identity of the module, not a bug (a module recognised by
     #: its parameter shapes may be a LayerNorm or an RMSNorm, eps unknown): the first that conforms is the one
     identities: Callable[[RecordedCall], list[dict[str, Any]]] = lambda call: []
+    #: knob settings computing the same reals with other roundings (e.g. the attention scale applied to q and k
+    #: or to the logits): the naive baseline is evaluated under each, the worst kept
+    naive_variants: Callable[[RecordedCall], list[dict[str, Any]]] = lambda call: []
 
 
 class Unsupported(Exception):
@@ -930,14 +933,17 @@ def _scale_value(knob: str, head_dim: int) -> float | None:
     return {"1/sqrt(head_dim)": None, "1/head_dim": 1.0 / head_dim, "1": 1.0}[knob]
 
 
-def _scaled_attention(xp: Precision, q: Any, k: Any, v: Any, scale_knob: str, mask: Any = None) -> Any:
-    """softmax(s q k^T + mask) v with q and k each multiplied by sqrt(s) first, as torch's SDPA math path does.
+def _scaled_attention(xp: Precision, q: Any, k: Any, v: Any, scale_knob: str, mask: Any = None,
+                      prescale: bool = True) -> Any:
+    """softmax(s q k^T + mask) v, q and k each multiplied by sqrt(s) first (torch's SDPA math path) or the logits by s.
 
-    The same reals as scaling the logits; in a narrow format the two extra roundings are the target's own, so
-    the naive same-dtype baseline must make them too (they grow with the logits).
+    The same reals either way; in a narrow format the roundings differ and grow with the logits, so the naive
+    same-dtype baseline is measured both ways (Component.naive_variants) and the worse kept.
     """
     head_dim = np.shape(q)[-1]
     scale = _scale_value(scale_knob, head_dim)
+    if not prescale:
+        return attention.generic(xp, q, k, v, None if scale is None else scale, mask, "zero")
     root = xp.sqrt(xp.const(1) / xp.sqrt(xp.const(head_dim)) if scale is None else xp.const(scale))
     return attention.generic(xp, q * root, k * root, v, 1.0, mask, "zero")
 
@@ -999,7 +1005,7 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
             attn_mask = mask.reshape((np.shape(q)[0], 1, -1, mask.shape[-1]))
         else:
             attn_mask = knobs["mask_sign"] * mask.reshape((np.shape(q)[0], 1, -1, mask.shape[-1]))
-    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], attn_mask))
+    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], attn_mask, knobs.get("_prescale", True)))
     if joint and context is not None and getattr(module, "add_q_proj", None) is not None:
         text_tokens = np.shape(context)[1]
         if text_first:
@@ -1030,7 +1036,7 @@ def _eval_timm_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, 
     order = getattr(module, "qkv_order", "qkv")
     parts = {name: qkv[..., i * channels:(i + 1) * channels] for i, name in enumerate(order)}
     q, k, v = (_heads(parts[name], heads) for name in "qkv")
-    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"]))
+    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], None, knobs.get("_prescale", True)))
     return [_projected(call, xp, module.proj, out)]
 
 
@@ -1224,9 +1230,11 @@ _REGISTRY: dict[str, Component] = {
     "CombinedTimestepGuidanceTextProjEmbeddings": Component("t + guidance + pooled text", _eval_sum_of_children(
         "timestep_embedder", "guidance_embedder", "text_embedder")),
     "Attention": Component("attention", _eval_diffusers_attention, _attention_knobs, _attention_alternatives,
+                           naive_variants=lambda call: [{"_prescale": False}],
                            observed=_projection_inputs_or_outputs("to_out", "to_add_out"),
                            float32_inside=_applies_rope),
     "FluxAttention": Component("attention", _eval_diffusers_attention, _attention_knobs, _attention_alternatives,
+                               naive_variants=lambda call: [{"_prescale": False}],
                                observed=_projection_inputs_or_outputs("to_out", "to_add_out"),
                                float32_inside=_applies_rope),
     "FluxPosEmbed": Component("RoPE tables", _eval_flux_pos_embed, lambda call: {"pairing": "interleaved"},
@@ -1234,7 +1242,8 @@ _REGISTRY: dict[str, Component] = {
     # timm / the original DiT layout (recognised by structure: timm needs torchvision to import)
     "timm.Attention": Component("attention (qkv)", _eval_timm_attention, lambda call: {"scale": "1/sqrt(head_dim)"},
                                 lambda call: {"scale": ["1/head_dim", "1"]},
-                                observed=_projection_inputs_or_outputs("proj")),
+                                observed=_projection_inputs_or_outputs("proj"),
+                                naive_variants=lambda call: [{"_prescale": False}]),
     "shape.Linear": Component("linear (by parameter shapes)", _eval_shape_linear, lambda call: {}),
     "shape.Norm": Component("norm (by parameter shapes)", _eval_shape_norm, _shape_norm_knobs,
                             lambda call: {"eps": _other(_shape_norm_knobs(call)["eps"], (1e-6, 1e-5))},
@@ -1304,6 +1313,45 @@ def _differences(actual: Sequence[np.ndarray], expected: Sequence[Any]) -> list[
     return worst
 
 
+class TorchKernels(Native):
+    """The reference evaluated with torch's own kernels in ``fmt``: matmul, sums and elementary functions by torch.
+
+    Element-wise + - * / are correctly rounded in NumPy and torch alike; what differs between libraries is the
+    summation order of products and reductions and the accuracy of exp, tanh, erf, sin, cos. A torch target is
+    best compared with a naive implementation built from torch's kernels (FlashAttention's rule uses a plain
+    PyTorch implementation in the same dtype), so this is one more naive baseline beside NumPy's orders.
+    """
+
+    def __init__(self, name: str = "float32"):
+        super().__init__(name)
+        self.torch_dtype = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}[name]
+        self.name = f"torch:{name}"
+
+    def _t(self, x: Any) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=self.dtype)))
+
+    def _unary(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], Any]:
+        def apply(x: Any) -> Any:
+            out = fn(self._t(x)).numpy()
+            return out if np.ndim(x) else self.dtype(out)
+        return apply
+
+    def __getattribute__(self, name: str) -> Any:
+        functions = {"exp": torch.exp, "expm1": torch.expm1, "log": torch.log, "log1p": torch.log1p,
+                     "sqrt": torch.sqrt, "erf": torch.erf, "tanh": torch.tanh, "sin": torch.sin, "cos": torch.cos}
+        if name in functions:
+            return object.__getattribute__(self, "_unary")(functions[name])
+        return object.__getattribute__(self, name)
+
+    def sum(self, x: Any, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Any:
+        if axis is None:
+            return self.dtype(torch.sum(self._t(x)).item())
+        return torch.sum(self._t(x), dim=axis, keepdim=keepdims).numpy()
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return torch.matmul(self._t(a), self._t(b)).numpy()
+
+
 def _exact_precision(fmt: str) -> Precision:
     """A format wider than ``fmt`` for the "exact" value: float64 for float32 outputs, long double for float64 ones."""
     return Native("longdouble") if fmt == "float64" else FLOAT64
@@ -1313,13 +1361,14 @@ def _tolerances(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], f
                 exact: Sequence[np.ndarray]) -> list[Tolerance]:
     """One tolerance per compared tensor: max(2 x naive error, a-priori bound, 4 ulps of its own max |exact|).
 
-    The naive error is that of the reference evaluated in ``fmt``, the worst over the summation orders of its
-    matrix products (a target's order is unknown).
+    The naive error is that of the reference evaluated in ``fmt``, the worst over NumPy's three summation
+    orders of its matrix products and torch's own kernels (TorchKernels): a target's order is unknown.
     """
     naive_errors = [0.0] * len(exact)
-    for order in SUMMATION_ORDERS:
-        naive = [np.asarray(n, dtype=np.float64) for n in spec.evaluate(call, Native(fmt, order), knobs)]
-        naive_errors = [max(n, d) for n, d in zip(naive_errors, _differences(naive, exact))]
+    for variant in [{}] + spec.naive_variants(call):
+        for xp in [Native(fmt, order) for order in SUMMATION_ORDERS] + [TorchKernels(fmt)]:
+            naive = [np.asarray(n, dtype=np.float64) for n in spec.evaluate(call, xp, {**knobs, **variant})]
+            naive_errors = [max(n, d) for n, d in zip(naive_errors, _differences(naive, exact))]
     u = format_named(fmt).unit_roundoff
     apriori = None if spec.apriori is None else spec.apriori(call, u)
     return [derive_tolerance(n, apriori, float(np.max(np.abs(e), initial=0.0)), fmt, apriori_label=spec.apriori_label)
