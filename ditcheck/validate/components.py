@@ -8,15 +8,32 @@ the reference component library (:mod:`ditcheck.reference.components`, :mod:`~di
 :mod:`~ditcheck.reference.attention`), compared, and its recording freed, so memory holds only the calls
 still open on the stack.
 
-Tolerance (docs/conventions.md#tolerances): the call's output format F (float32 or float64) is
-the dtype of its output; "exact" is the reference in a format wider than F (float64 for float32
-outputs, x87 long double for float64 ones, :class:`~ditcheck.reference.native.Native`); the naive
-same-dtype baseline is the same reference evaluated with every operation rounded to F. The call conforms when
+Composites are recomputed *given their children's recorded outputs* (a recorded to_q's output is the
+query; an output projection's recorded input is what the attention core is compared with), so each check
+measures its own inline code on bit-identical inputs and a child's error is never counted twice.
+
+Tolerance (docs/conventions.md#tolerances), per compared tensor: the call's output format F (float32 or
+float64) is the dtype of its output; "exact" is the reference in a format wider than F (float64 for
+float32 outputs, x87 long double for float64 ones, :class:`~ditcheck.reference.native.Native`); the naive
+same-dtype baseline is the same reference with every operation rounded to F, the worst over NumPy's three
+summation orders, torch's own kernels (:class:`TorchKernels`) and, for attention, both placements of the
+scale. The tensor conforms when
 
     max |output - exact| <= max(2 x max |naive - exact|, a-priori bound, 4 ulps of max |exact|)
 
 (ditcheck.properties.validation.derive_tolerance); the a-priori candidate is Higham's gamma_{n+2}
 (|x||W|^T + |b|) for Linear and patch convolutions and a first-order bound for timestep sinusoids.
+
+Recognised (``recognised_classes()``): torch.nn Linear, LayerNorm, RMSNorm, GELU, SiLU, ReLU, Conv2d/3d
+(patch convolutions), Embedding and their subclasses; diffusers Attention (AttnProcessor2_0,
+JointAttnProcessor2_0) and FluxAttention (FluxAttnProcessor) and subclasses of those processors,
+FeedForward, GELU, GEGLU, ApproximateGELU, SwiGLU, LinearActivation, RMSNorm, FP32LayerNorm,
+AdaLayerNormZero, AdaLayerNormZeroSingle, AdaLayerNormContinuous, AdaLayerNormSingle, Timesteps,
+TimestepEmbedding, PatchEmbed, PixArtAlphaTextProjection, LabelEmbedding, the Combined* embedders,
+FluxPosEmbed, BasicTransformerBlock (ada_norm_zero, ada_norm_single), JointTransformerBlock,
+FluxTransformerBlock, FluxSingleTransformerBlock; by structure, timm / original-DiT Attention (qkv, proj,
+num_heads), Mlp (fc1, act, fc2), PatchEmbed (proj) and TimestepEmbedder (mlp + frequency size); by
+parameter shapes, a fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm).
 
 Statuses of a finding:
 
@@ -61,7 +78,7 @@ from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.rounding import EXP_ULPS
 
 __all__ = ["ComponentFinding", "ComponentReport", "check_components", "recognised_classes", "STATUSES",
-           "FAILING_STATUSES"]
+           "FAILING_STATUSES", "TorchKernels"]
 
 #: every status a finding can have (see the module docstring)
 STATUSES = ("conforms", "precision", "mismatch", "inline", "follows", "unsupported", "not-checked", "error")
