@@ -3,7 +3,7 @@
 Every claim is cut into shards by ``ditcheck.audit.run.plan_shards`` (depending on the claim, the mode and the
 seed only) and the outcomes are merged in shard order by ``merge_shards``, so the results are the same number
 for number wherever and on however many workers the shards ran. Workers rebuild a claim from its id (the
-registry by default, ``lookup`` otherwise); torch runs single-threaded in every shard, as one process per core.
+registry by default, ``lookup`` otherwise); torch and BLAS run single-threaded in every shard (``single_threaded``).
 
 dask.distributed is optional and imported only when a scheduler is asked for (``ditcheck.cluster``: an address
 ``tcp://host:8786`` of a running cluster whose workers have the same ditcheck installed, or ``local:N`` for a
@@ -30,7 +30,7 @@ from . import THEORY_ORDER, Claim, ClaimResult, Mode, registry
 from .run import Shard, ShardOutcome, merge_shards, plan_shards, run_shard
 
 __all__ = ["Placement", "DistributedUnavailableError", "SchedulerUnavailableError", "DISTRIBUTED_INSTALL",
-           "parse_scheduler", "import_distributed", "registered_claim", "run_audit", "shard_task", "single_threaded_torch"]
+           "parse_scheduler", "import_distributed", "registered_claim", "run_audit", "shard_task", "single_threaded"]
 
 Progress = Callable[[str, int], None]
 ClaimLookup = Callable[[str], Claim]
@@ -42,25 +42,27 @@ def registered_claim(claim_id: str) -> Claim:
 
 
 @contextlib.contextmanager
-def single_threaded_torch() -> Iterator[None]:
-    """torch's intra-op threads set to 1 for the duration (as in every worker: one process per core, and
-    results that cannot depend on how a reduction was split across threads)."""
+def single_threaded() -> Iterator[None]:
+    """torch's intra-op threads and the BLAS / OpenMP pools numpy loaded (threadpoolctl) set to 1 for the
+    duration, as in every worker. Not only for speed (one process per core): a BLAS reduction split over a
+    machine-dependent number of threads rounds differently in the last ulp, and a dask worker runs its BLAS
+    single-threaded, so without this the same shard gave different bounds here and on a cluster (CF2)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1):
+            yield
     finally:
         torch.set_num_threads(before)
 
 
 def shard_task(lookup: ClaimLookup, claim_id: str, shard: Shard, mode: Mode, seed: int) -> ShardOutcome:
     """What a worker (pool process or cluster worker) runs: one shard of the claim ``lookup(claim_id)``."""
-    import torch
-
-    torch.set_num_threads(1)
-    return run_shard(lookup(claim_id), shard, mode, seed)
+    with single_threaded():
+        return run_shard(lookup(claim_id), shard, mode, seed)
 
 
 def _by_cost(claims: Sequence[Claim], mode: Mode, seed: int) -> list[tuple[int, Claim, Shard]]:
@@ -80,7 +82,7 @@ def _merge(claims: Sequence[Claim], outcomes: dict[int, list[ShardOutcome]]) -> 
 
 def _in_process(claims: Sequence[Claim], mode: Mode, seed: int, progress: Progress) -> list[ClaimResult]:
     outcomes: dict[int, list[ShardOutcome]] = {}
-    with single_threaded_torch():
+    with single_threaded():
         for position, claim in enumerate(claims):
             outcomes[position] = [run_shard(claim, shard, mode, seed, advance=lambda n, cid=claim.id: progress(cid, n))
                                   for shard in plan_shards(claim, mode, seed)]
