@@ -35,6 +35,19 @@ def _numbers(results: list[ClaimResult]) -> list[dict[str, Any]]:
     return rows
 
 
+def _cluster_processes(psutil: Any, before: set[int]) -> list[str]:
+    """Child processes started since ``before`` still alive (multiprocessing's resource tracker, a helper that lives
+    as long as this process once anything was spawned, is not the cluster's)."""
+    left = []
+    for p in psutil.Process().children(recursive=True):
+        if p.pid in before or not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
+            continue
+        command = " ".join(p.cmdline())
+        if "resource_tracker" not in command:
+            left.append(command)
+    return left
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """A LocalCluster of 2 worker processes on 127.0.0.1, no dashboard, one retry after a worker death."""
@@ -163,6 +176,20 @@ def test_cli_on_a_local_cluster_names_it_and_leaves_nothing_running(tmp_path: Pa
     assert document["ran on"].endswith(", 2 workers")
     assert [c for c in document["claims"] if c.pop("seconds") is not None] == [
         json.loads(json.dumps(r)) for r in _numbers(here) if r["id"] in ("AS6", "GP3")]
-    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE]
-    assert not left, left
+    assert not _cluster_processes(psutil, before)
+
+
+@pytest.mark.slow
+def test_an_error_mid_run_closes_the_local_cluster(tmp_path: Path) -> None:
+    """An exception while results stream back (as Ctrl-C would raise there) leaves no cluster process behind."""
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("distributed")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+
+    def interrupt(claim_id: str, steps: int) -> None:
+        raise RuntimeError("planted interruption")
+
+    with pytest.raises(RuntimeError, match="planted interruption"):
+        run_audit([registry()[cid] for cid in ("AS6", "GP3", "AS4")], "quick", 0, scheduler="local:1",
+                  progress=interrupt)
+    assert not _cluster_processes(psutil, before)
