@@ -120,8 +120,8 @@ def test_attention_flops_count_the_real_backends() -> None:
     exact, result = fast_attention.attention_flops(q, k, v, "exact")
     assert isinstance(result, AttentionResult) and exact == 2 * 64 * 64 * (4 + 3)
     poly, result = fast_attention.attention_flops(q, k, v, "poly")
-    width = 16  # [V, 1] padded to 16 columns
-    assert poly == 2 * 2 * 64 * result.rank * width  # keys (in-place baddbmm_) and queries
+    width = 3 + 1  # [V, 1], unpadded
+    assert poly == 2 * 2 * 64 * result.rank * width  # keys and queries: one GEMM each over the features
 
 
 # --- LD8: counted FLOPs of the chain ----------------------------------------------------------------

@@ -96,7 +96,7 @@ class KernelAttention(nn.Module):
     def __init__(self, gamma: np.ndarray, sigma_matrix: np.ndarray, encoding: Encoding = "one-hot", *,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        size, dim = gamma.shape[0], sigma_matrix.shape[0]
+        dim = sigma_matrix.shape[0]
         table, query_reader, key_reader = positional_encodings(gamma, encoding)
         width = 2 * dim + table.shape[1]
         self.encoding = encoding

@@ -32,7 +32,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from ditcheck.diffusion.flow import FlowMixtureOracle
