@@ -40,6 +40,8 @@ __all__ = [
     "final_layer",
     "dit_forward",
     "dit_intermediates",
+    "dit_block_intermediates",
+    "final_layer_intermediates",
     "dit_latent_score",
 ]
 
@@ -406,6 +408,33 @@ def final_layer(xp: Precision, x: Any, c: Any, params: Mapping[str, Any], config
     _check_tokens(x, c, config.hidden_size)
     _check_entries(params, _entries_under(config, "final_layer."))
     return _final_layer(xp, x, c, params, config, None)
+
+
+@reference_function(arrays=("x", "c"), params=("params",))
+def dit_block_intermediates(xp: Precision, x: Any, c: Any, params: Mapping[str, Any], prefix: str,
+                            config: DiTConfig) -> dict[str, Any]:
+    """One block's activations keyed as in :func:`dit_intermediates` (prefix.adaLN_modulation, .norm1, .attn,
+    .norm2, .mlp and prefix itself, the block output): what a block-by-block validation compares, one block at a time."""
+    config = _check_config(config)
+    _check_tokens(x, c, config.hidden_size)
+    _check_entries(params, _entries_under(config.replace(depth=1), "blocks.0.", renamed=prefix + "."))
+    record: dict[str, Any] = {}
+    _dit_block(xp, x, c, params, prefix, config, record)
+    return record
+
+
+@reference_function(arrays=("x", "c"), params=("params",))
+def final_layer_intermediates(xp: Precision, x: Any, c: Any, params: Mapping[str, Any],
+                              config: DiTConfig) -> dict[str, Any]:
+    """The final layer's activations keyed as in :func:`dit_intermediates` (final_layer.adaLN_modulation,
+    final_layer.norm_final, final_layer) plus unpatchify, the model output."""
+    config = _check_config(config)
+    _check_tokens(x, c, config.hidden_size)
+    _check_entries(params, _entries_under(config, "final_layer."))
+    record: dict[str, Any] = {}
+    out = _final_layer(xp, x, c, params, config, record)
+    record["unpatchify"] = unpatchify.generic(xp, out, config.patch_size, config.out_channels, config.grid)
+    return record
 
 
 @reference_function(arrays=("x", "t"), params=("params",))

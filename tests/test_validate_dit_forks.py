@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.layers import pos_embed_2d
 from ditcheck.validate import dit, recognise
 from targets import dit_forks as forks
 
@@ -162,3 +163,43 @@ def test_cli_flags_for_forks(tmp_path, capsys) -> None:
     path = tmp_path / "ckpt.pt"
     torch.save(forks.original_style().state_dict(), path)
     assert main(["validate", "dit", target + "original_style", "--checkpoint", str(path), "--examples", "1"]) == 0
+
+
+# ----------------------------------------------------------------------------------------
+# Block by block (the full-size path, dit_stream), on the tiny forks
+
+
+@pytest.mark.parametrize("factory", [forks.original_style, forks.renamed, forks.sit_style,
+                                     forks.original_style_float64])
+def test_block_by_block_path_conforms_on_clean_forks(factory) -> None:
+    report = dit(factory(), examples=2, stream=True)
+    assert report.ok, str(report)
+    assert report.settings["path"].startswith("block by block")
+    assert {"blocks.0", "blocks.1", "final_layer"} <= {check.id.split(" ~ ")[-1] for check in report.checks}
+
+
+@pytest.mark.parametrize("name", PLANTED)
+def test_block_by_block_path_catches_each_planted_bug_at_the_same_place(name: str) -> None:
+    _, options, first = forks.FORK_BUGS[name]
+    report = dit(forks.fork_bug(name), examples=2, diagnose=False, stream=True, **options)
+    assert report.loaded and not report.ok
+    assert report.first_divergence is not None and report.first_divergence.startswith(first), str(report)
+
+
+def test_block_by_block_random_weights_replace_the_zero_adaln_init() -> None:
+    from ditcheck.validate.dit_stream import randomise_weights
+
+    model = forks.original_style()
+    layout = recognise(model)
+    randomise_weights(model, layout, layout.config, seed=3)
+    assert all(bool(block.adaLN_modulation[1].weight.abs().min() > 0) for block in model.blocks)
+    exact = pos_embed_2d(forks.HIDDEN, layout.config.grid, 10000.0)
+    assert torch.equal(model.pos_embed[0], torch.from_numpy(exact).float())
+
+
+def test_block_by_block_is_refused_for_the_diffusers_layout() -> None:
+    from targets.clean import tiny_diffusers_dit
+
+    with pytest.raises(InvalidArgumentError) as info:
+        dit(tiny_diffusers_dit(), convention="diffusers", stream=True, examples=1)
+    assert info.value.argument == "stream"

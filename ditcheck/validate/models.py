@@ -39,8 +39,9 @@ from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_v
 from .dit_recognition import CONVENTIONS, Layout, convention_config, recognise
 from .dit_reproducer import reproducer
 from .dit_precision import find_islands, measure_island
+from .dit_stream import STREAM_PARAMETERS, StreamingComparison, randomise_weights
 from .dit_structure import CONFIG_OVERRIDES
-from .dit_run import Run, capture, draw_dit_examples, max_abs, measure, tolerances as derive_tolerances
+from .dit_run import Comparison, Run, capture, draw_dit_examples, max_abs, measure, tolerances as derive_tolerances
 from .report import Check, Report
 
 __all__ = ["dit", "CONVENTIONS", "DEFAULT_DIT_EXAMPLES", "Layout", "recognise", "diffusers_state_dict",
@@ -53,7 +54,8 @@ def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAM
         dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
         diagnose: bool = True, timeout: float = DEFAULT_TIMEOUT, target: str | None = None,
         heads: int | None = None, learn_sigma: bool | None = None,
-        overrides: Mapping[str, Any] | None = None, strict_precision: bool = False) -> Report:
+        overrides: Mapping[str, Any] | None = None, strict_precision: bool = False,
+        stream: bool | None = None) -> Report:
     """Validate a DiT (original architecture, any fork of it, or diffusers' DiTTransformer2DModel) against the reference.
 
     convention: "dit" (facebookresearch/DiT) or "diffusers" (DIFFUSERS_DIT_KNOBS). examples: random
@@ -65,7 +67,9 @@ def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAM
     state (dit_structure.CONFIG_OVERRIDES, e.g. input_size) or convention knobs to check against
     instead of the convention's (e.g. {"ln_eps_mlp": 1e-5}). In float64, float32 requests inside the
     target are mapped to float64 for the comparison and each such float32 island is measured as
-    written and reported in ``report.precision`` (dit_precision); strict_precision makes them fail. Returns a :class:`Report`: one check
+    written and reported in ``report.precision`` (dit_precision); strict_precision makes them fail.
+    stream: validate block by block in bounded memory (dit_stream; default: when the target has more
+    than dit_stream.STREAM_PARAMETERS parameters; original layout only). Returns a :class:`Report`: one check
     per compared activation plus pos_embed and the output, the first diverging submodule, and a
     diagnosis of the mismatch.
     """
@@ -118,7 +122,7 @@ def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAM
             report.settings["overrides"] = conventions
         report.notes.extend(f"recognised {line}" for line in layout.evidence)
         _validate(model, layout, config, report, examples, seed, dtype, device, weights, diagnose, timeout,
-                  strict_precision)
+                  strict_precision, stream)
     finally:
         model.train(was_training)
     return report
@@ -132,9 +136,10 @@ def _precision_finding(report: Report, finding: Check, strict: bool) -> None:
                                    finding.message + " (--strict-precision)", finding.examples))
 
 
-def _report_islands(model: nn.Module, layout: Layout, run: Run, report: Report, timeout: float, strict: bool) -> None:
+def _report_islands(model: nn.Module, layout: Layout, tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+                    report: Report, timeout: float, strict: bool) -> None:
     """Find the submodules that request float32 in this float64 run and measure each as written (dit_precision)."""
-    x, t, y = run.tensors
+    x, t, y = tensors
 
     def forward() -> Any:
         return layout.call(model, x, t, y)
@@ -164,9 +169,42 @@ def _report_islands(model: nn.Module, layout: Layout, run: Run, report: Report, 
                            strict)
 
 
+def _report_comparisons(report: Report, ordered: list[Comparison], config: DiTConfig, dtype: torch.dtype, count: int,
+                        failures: list[str]) -> None:
+    """Checks from the worst errors (execution order), the first divergence, and the calls that failed."""
+    tolerances = derive_tolerances(ordered, dtype)
+    # Checks shown for the embedders, every block and the output; a failing sub-activation (norm, attn,
+    # mlp, adaLN, another block's embedder copy) is the first divergence or becomes a check of its own
+    # when every shown check passes, so none is ever hidden.
+    shown = {"x_embedder", "t_embedder", "y_embedder", "final_layer", "unpatchify"} | \
+        {f"blocks.{i}" for i in range(config.depth)}
+    hidden_failures = []
+    for c in ordered:
+        tol = tolerances[c.target_name]
+        ok = c.observed <= tol.value
+        first = not ok and report.first_divergence is None
+        if first:
+            report.first_divergence = c.target_name + (f" (reference {c.reference_name})"
+                                                       if c.target_name != c.reference_name else "")
+        block_copy = c.target_name.startswith("transformer_blocks.") and \
+            not c.target_name.startswith("transformer_blocks.0.") and c.reference_name in {"t_embedder", "y_embedder"}
+        check_id = c.target_name if c.target_name == c.reference_name else f"{c.target_name} ~ {c.reference_name}"
+        check = Check(check_id, ok, c.observed, tol, "" if ok else
+                      f"{c.reference_name}: error {c.observed:.3g} exceeds {tol.value:.3g}", count)
+        if (c.reference_name in shown and not block_copy) or first:
+            report.checks.append(check)
+        elif not ok:
+            hidden_failures.append(check)
+    if hidden_failures and all(check.ok for check in report.checks):
+        report.checks.extend(hidden_failures)
+    if failures:
+        report.checks.append(Check("call", False, message=f"{len(failures)} of {count + len(failures)} calls "
+                                   f"failed; first: {failures[0]}", examples=count + len(failures)))
+
+
 def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Report, examples: int, seed: int,
               dtype: torch.dtype, device: torch.device, weights: str, diagnose: bool, timeout: float,
-              strict_precision: bool = False) -> None:
+              strict_precision: bool = False, stream: bool | None = None) -> None:
     table = layout.pos_embed_table(model)
     exact_table = pos_embed_2d(config.hidden_size, config.grid, config.pos_embed_max_period)[None]
     if table is not None and table.shape == exact_table.shape:
@@ -186,14 +224,23 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
                                        "" if err <= tol.value else "the fixed 2-D sin-cos position table differs", 1))
             if err > tol.value:  # the table is added before any block runs: the first place the target diverges
                 report.first_divergence = "pos_embed"
-    own_params = layout.params(model) if weights == "model" else None
-    if own_params is not None:
-        broken = [name for name, value in own_params.items() if not np.all(np.isfinite(value))]
+    if weights == "model":
+        broken = [name for name, value in model.state_dict().items()
+                  if value.is_floating_point() and not bool(torch.isfinite(value).all())]
         if broken:
-            where = [layout.names.get(name, name) for name in broken]
-            report.checks.append(Check("weights", False, message=f"the target's own weights are not finite: {where[:4]}"))
-            report.first_divergence = where[0]
+            report.checks.append(Check("weights", False, message=f"the target's own weights are not finite: {broken[:4]}"))
+            report.first_divergence = broken[0]
             return
+    parameters = sum(p.numel() for p in model.parameters())
+    if stream if stream is not None else (layout.name == "dit" and parameters > STREAM_PARAMETERS):
+        if layout.name != "dit":
+            raise InvalidArgumentError("stream", "False for a diffusers DiTTransformer2DModel (block-by-block "
+                                       "validation reads the original layout)", "True")
+        report.settings["path"] = f"block by block ({parameters:,} parameters)"
+        _validate_streaming(model, layout, config, report, examples, seed, dtype, device, weights, timeout,
+                            strict_precision)
+        return
+    own_params = layout.params(model) if weights == "model" else None
     runs: list[Run] = []
     failures: list[str] = []
     returned = 0  # calls that returned (whatever they returned)
@@ -226,43 +273,62 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
             continue
         runs.append(Run(inputs, (x, t, y), seen, out.double().cpu().numpy()))
     if runs and dtype == torch.float64:
-        _report_islands(model, layout, runs[0], report, timeout, strict_precision)
+        _report_islands(model, layout, runs[0].tensors, report, timeout, strict_precision)
     if not runs:  # exit code 2 only when no call returned: a wrong output is a discrepancy
         report.loaded = returned > 0
         report.checks.append(Check("output", False, message=f"every call failed; first: {failures[0]}"))
         return
     ordered = measure(config, runs, dtype, device, timeout)
-    tolerances = derive_tolerances(ordered, dtype)
-    # Checks shown for the embedders, every block and the output; a failing sub-activation (norm, attn,
-    # mlp, adaLN, another block's embedder copy) is the first divergence or becomes a check of its own
-    # when every shown check passes, so none is ever hidden.
-    shown = {"x_embedder", "t_embedder", "y_embedder", "final_layer", "unpatchify"} | \
-        {f"blocks.{i}" for i in range(config.depth)}
-    hidden_failures = []
-    for c in ordered:
-        tol = tolerances[c.target_name]
-        ok = c.observed <= tol.value
-        first = not ok and report.first_divergence is None
-        if first:
-            report.first_divergence = c.target_name + (f" (reference {c.reference_name})"
-                                                       if c.target_name != c.reference_name else "")
-        block_copy = c.target_name.startswith("transformer_blocks.") and \
-            not c.target_name.startswith("transformer_blocks.0.") and c.reference_name in {"t_embedder", "y_embedder"}
-        check_id = c.target_name if c.target_name == c.reference_name else f"{c.target_name} ~ {c.reference_name}"
-        check = Check(check_id, ok, c.observed, tol, "" if ok else
-                      f"{c.reference_name}: error {c.observed:.3g} exceeds {tol.value:.3g}", len(runs))
-        if (c.reference_name in shown and not block_copy) or first:
-            report.checks.append(check)
-        elif not ok:
-            hidden_failures.append(check)
-    if hidden_failures and all(check.ok for check in report.checks):
-        report.checks.extend(hidden_failures)
-    if failures:
-        report.checks.append(Check("call", False, message=f"{len(failures)} of {len(runs) + len(failures)} calls "
-                                   f"failed; first: {failures[0]}", examples=len(runs) + len(failures)))
+    _report_comparisons(report, ordered, config, dtype, len(runs), failures)
     if not report.ok:
         worst = max(runs, key=lambda run: max_abs(run.result - dit_forward(**run.inputs)))
         report.failures.append(reproducer(report, worst.inputs, worst.result, report.settings["convention"]))
         if diagnose:
             diagnose_mismatch(report, config, diagnosis_runs(model, layout, config, worst, dtype, device, weights, timeout),
                       dtype, device, timeout)
+
+
+def _validate_streaming(model: nn.Module, layout: Layout, config: DiTConfig, report: Report, examples: int,
+                        seed: int, dtype: torch.dtype, device: torch.device, weights: str, timeout: float,
+                        strict_precision: bool) -> None:
+    """The block-by-block path (dit_stream): the same checks, in memory bounded by one block."""
+    stream = StreamingComparison(layout, config, model, dtype, device)
+    failures: list[str] = []
+    returned = count = 0
+    first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+    for example in draw_dit_examples(config, examples, seed):
+        x = torch.as_tensor(fill((len(example.times), config.in_channels, *config.latent_size), example.input_seed),
+                            dtype=dtype, device=device)
+        t = torch.as_tensor(example.times, dtype=dtype, device=device)
+        y = None if example.labels is None else torch.as_tensor(example.labels, dtype=torch.int64, device=device)
+        try:
+            if weights == "random":
+                randomise_weights(model, layout, config, example.param_seed)
+            out = stream.run(x, t, y, timeout)
+            returned += 1
+            if not isinstance(out, torch.Tensor):
+                raise TargetError("output", "a tensor", type(out).__name__)
+            expected_shape = (len(example.times), layout.output_channels, *config.latent_size)
+            if tuple(out.shape) != expected_shape:
+                raise TargetError("output", f"shape {expected_shape}", str(tuple(out.shape)))
+            if out.dtype != dtype:
+                raise TargetError("output", f"dtype {dtype}", str(out.dtype))
+        except TargetError as error:
+            failures.append(error.describe())
+            if isinstance(error, TargetTimeoutError):
+                break
+            continue
+        stream.compare_output(out.double().cpu().numpy())
+        count += 1
+        first = first or (x, t, y)
+    if first is not None and dtype == torch.float64:
+        _report_islands(model, layout, first, report, timeout, strict_precision)
+    if not count:
+        report.loaded = returned > 0
+        report.checks.append(Check("output", False, message=f"every call failed; first: {failures[0]}"))
+        return
+    _report_comparisons(report, stream.ordered(), config, dtype, count, failures)
+    if not report.ok:
+        report.notes.append("block by block: no convention diagnosis and no .npz reproducer (both need every "
+                            "activation or every weight at once); validate a smaller configuration of the same code "
+                            "for them")
