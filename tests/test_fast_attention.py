@@ -193,3 +193,51 @@ def test_bench_attention_tiny() -> None:
     assert all(row.max_error <= row.bound + row.rounding for row in poly)
     table = crossover_map(per_token={"exact": 1e-9, "feature": 1e-9}, dims=(4,), radii=(0.25,), eps_levels=(1e-3,))
     assert len(table) == 1 and table[0].rank == 15
+
+
+def _dense_polynomial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, coefficients, scale: float
+                                ) -> torch.Tensor:
+    """D^-1 P(scale Q K^T) V formed densely in float64: the reference the feature contractions must equal."""
+    logits = scale * q.double() @ k.double().mT
+    a = sum(c * logits**j for j, c in enumerate(coefficients))
+    return (a @ v.double()) / a.sum(-1, keepdim=True)
+
+
+def test_poly_contraction_equals_dense_polynomial_attention() -> None:
+    # the unpadded [V, 1]^T K' contraction, chunked, equals the dense P-attention within the derived rounding bound
+    q, k, v = _inputs(shape=(1, 2, 45, 3))
+    result = attention(q, k, v, backend="poly", eps=1e-6, chunk_size=7)
+    reference = _dense_polynomial_attention(q, k, v, result.approximation.coefficients, 1 / math.sqrt(3))
+    assert 0 < result.rounding < 1e-9
+    assert float((result.output - reference).abs().max()) <= result.rounding
+    # planted: one monomial weight off by 1e-3 (a wrong multinomial) is caught by the same comparison
+    real = attention_module.feature_weights
+
+    def off(layout, approximation):
+        weights = real(layout, approximation).copy()
+        weights[7] *= 1 + 1e-3
+        return weights
+
+    with mock.patch.object(attention_module, "feature_weights", off):
+        planted = attention(q, k, v, backend="poly", eps=1e-6, chunk_size=7)
+    assert float((planted.output - reference).abs().max()) > result.rounding
+
+
+def test_taylor2_peer_features_are_based_second_order_taylor() -> None:
+    from ditcheck.bench.attention import taylor2_attention, taylor2_features
+
+    g = torch.Generator().manual_seed(3)
+    dim = 8
+    q, k, v = (torch.randn(1, 2, 20, dim, generator=g, dtype=torch.float64) for _ in range(3))
+    s = q @ k.mT / math.sqrt(dim)
+    kernel = taylor2_features(q) @ taylor2_features(k).mT
+    assert taylor2_features(q).shape[-1] == 1 + dim + dim * dim
+    # a-priori rounding: a dot product of 73 terms of size <= (1 + |q||k|/sqrt(D))^2 in float64
+    size = (1 + q.norm(dim=-1)[..., :, None] * k.norm(dim=-1)[..., None, :] / math.sqrt(dim)) ** 2
+    tolerance = 2 * 80 * 2.0**-53 * size
+    assert bool(((kernel - (1 + s + s**2 / 2)).abs() <= tolerance).all())
+    # planted: s^2 without the 1/2 (the sqrt(2) dropped) is far outside the rounding
+    assert not bool(((kernel - (1 + s + s**2)).abs() <= tolerance).all())
+    # and the attention is the dense (1 + s + s^2/2)-normalised attention
+    dense = _dense_polynomial_attention(q, k, v, (1.0, 1.0, 0.5), 1 / math.sqrt(dim))
+    assert torch.allclose(taylor2_attention(q, k, v), dense, rtol=0, atol=1e-12)

@@ -9,7 +9,9 @@ exact for D in {4, 8, 16}, R in {0.25, 0.5, 1, 2}, eps in {1e-3, 1e-6}, computed
 per-token costs measured in this run. Inputs: rows of q and k have norm sqrt(R/scale) in
 random directions, so the Cauchy-Schwarz logit radius is exactly R; v is Gaussian.
 GFLOP/s counts the useful flops of the method ((Lq + Lk) r feature products and
-2 (Lq + Lk) r (Dv + 1) for the two contractions), not the padding.
+2 (Lq + Lk) r (Dv + 1) for the two contractions).
+``--peer`` adds the uncertified Taylor-2 features of Based, poly at the degree and FAVOR+ at the
+feature count reaching the same measured error.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import numpy as np
 import torch
 
 from ditcheck.bounds import UnreachableAccuracyError, feature_rank, minimal_degree
-from ditcheck.fast_attention.attention import DEFAULT_MAX_RANK, attention, predicted_cost
+from ditcheck.fast_attention.attention import DEFAULT_MAX_RANK, attention, certified_radius, poly_attention, predicted_cost
+from ditcheck.fast_attention.polynomial import exp_approximation
+from ditcheck.fast_attention.random_features import favor_attention
 from ditcheck.options import add_list_option, add_seed_option
 
 from . import time_call
 
-__all__ = ["Row", "CrossoverRow", "inputs", "matmul_peak", "bench_attention", "fit_slope", "crossover_length",
+__all__ = ["Row", "CrossoverRow", "PeerRow", "taylor2_features", "taylor2_attention", "bench_peer", "inputs", "matmul_peak", "bench_attention", "fit_slope", "crossover_length",
            "per_token_costs", "crossover_map", "add_arguments", "run"]
 
 HELP = "exact (SDPA) vs certified polynomial vs FAVOR+ attention: time, error, slope, crossover, GFLOP/s"
@@ -189,6 +193,71 @@ def crossover_map(per_token: dict[str, float], dims: Sequence[int] = (4, 8, 16),
     return table
 
 
+def taylor2_features(x: torch.Tensor) -> torch.Tensor:
+    """The Taylor-2 feature map of Based (Arora et al. 2024), from its formula: [..., L, 1 + D + D^2].
+
+    phi(x) = [1, x / D^(1/4), vec(x x^T) / (sqrt(2) sqrt(D))], so phi(q) . phi(k) = 1 + s + s^2/2 with
+    s = q.k / sqrt(D): the degree-2 Taylor polynomial of exp(s), uncertified (no error bound, no radius).
+    """
+    dim = x.shape[-1]
+    outer = (x[..., :, None] * x[..., None, :]).flatten(-2)
+    return torch.cat([torch.ones_like(x[..., :1]), x / dim**0.25, outer / (math.sqrt(2) * math.sqrt(dim))], dim=-1)
+
+
+def taylor2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Linear attention with Based's Taylor-2 features at scale 1/sqrt(D): phi(Q) (phi(K)^T [V, 1]), normalised.
+
+    The bench's uncertified peer (not part of ditcheck.fast_attention): same contraction order as poly.
+    """
+    values = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    o = taylor2_features(q) @ (taylor2_features(k).mT @ values)
+    return o[..., :-1] / o[..., -1:]
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    """One method at one L in the equal-error comparison: what it used (degree, rank or feature count), time, error."""
+
+    method: str
+    setting: str
+    seconds: float
+    max_error: float
+
+
+def bench_peer(length: int, *, dim: int = 8, heads: int = 4, radius: float = 0.5, repeats: int = 3, seed: int = 0,
+               dtype: torch.dtype = torch.float32, max_features: int = 1 << 14) -> list[PeerRow]:
+    """Taylor-2 (Based) vs poly at the lowest degree whose measured error is <= Taylor-2's vs FAVOR+ at the
+    smallest power-of-two feature count that reaches it (or ``max_features``), on the same inputs."""
+    q, k, v = inputs(length, dim, heads, radius, seed=seed, dtype=dtype)
+    picked = torch.randperm(length, generator=torch.Generator().manual_seed(seed))[:_ERROR_ROWS]
+    scale = 1 / math.sqrt(dim)
+    truth = torch.nn.functional.scaled_dot_product_attention(q[:, :, picked].double(), k.double(), v.double(),
+                                                             scale=scale)
+
+    def error(output: torch.Tensor) -> float:
+        return float((output[:, :, picked].double() - truth).abs().max())
+
+    seconds, out = time_call(lambda: taylor2_attention(q, k, v), repeats)
+    rows = [PeerRow("Taylor-2 (Based, uncertified)", f"rank {1 + dim + dim * dim}", seconds, error(out))]
+    target = rows[0].max_error
+    grid = certified_radius(radius)
+    for degree in range(1, 12):
+        approximation = exp_approximation(grid, degree)
+        seconds, out = time_call(lambda: poly_attention(q, k, v, approximation, scale), repeats)
+        if error(out) <= target or degree == 11:
+            rows.append(PeerRow("poly (certified)", f"g = {degree}, rank {feature_rank(dim, degree)}, "
+                                f"certified eps {approximation.eps:.1e}", seconds, error(out)))
+            break
+    features = dim
+    while True:
+        seconds, (out, _) = time_call(lambda: favor_attention(q, k, v, num_features=features, seed=seed, scale=scale),
+                                      repeats)
+        if error(out) <= target or features >= max_features:
+            rows.append(PeerRow("FAVOR+ (Performer)", f"{features} features", seconds, error(out)))
+            return rows
+        features *= 2
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds >= 10 else f"{seconds * 1e3:.1f} ms"
 
@@ -285,6 +354,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--plot", metavar="PATH", default=None, help="save a PNG of time vs L (needs matplotlib)")
     parser.add_argument("--no-map", action="store_true", help="skip the crossover map")
+    parser.add_argument("--peer", action="store_true",
+                        help="also compare, at the largest L, Based's uncertified Taylor-2 features with poly and "
+                             "FAVOR+ at equal measured error")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -309,6 +381,13 @@ def run(args: argparse.Namespace) -> int:
         table = crossover_map(costs)
     _print_report(rows, peak, costs, table, f"ditcheck bench attention (D={args.dim}, H={args.heads}, "
                                             f"R={args.radius}, eps={args.eps})")
+    if args.peer:
+        length = max(lengths)
+        print(f"equal-error comparison at L = {length} (same inputs; error = max |output - float64 SDPA| on "
+              f"{_ERROR_ROWS} sampled query rows):")
+        for peer in bench_peer(length, dim=args.dim, heads=args.heads, radius=args.radius, repeats=args.repeats,
+                               seed=args.seed):
+            print(f"  {peer.method:<31} {peer.setting:<45} {_duration(peer.seconds):>10}  max err {peer.max_error:.1e}")
     if args.plot:
         _plot(rows, args.plot)
         print(f"plot saved to {args.plot}")
