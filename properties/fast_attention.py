@@ -659,8 +659,6 @@ def hardness_table(lengths: Sequence[int], c_dim: float = 1.0, c_radius: float =
     """AS6 illustration (Alman-Song 2023, SETH lower bound): along D = ceil(c ln L), R = c' ln L, the certified
     degree g(R, eps) and rank C(D + g, g) of the polynomial method, and rank / L (it outgrows L: no L^(1+o(1))
     method this way)."""
-    from ditcheck.fast_attention.attention import certified_radius
-
     rows = []
     for length in lengths:
         dim = max(1, math.ceil(c_dim * math.log(length)))

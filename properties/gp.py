@@ -18,7 +18,7 @@ import torch
 from hypothesis import strategies as st
 
 from ditcheck.bounds import format_of, gp2_condition_upper, gp2_rate, gp2_rounding_floor
-from ditcheck.gp.training import kernel_correlation, lag_contrast
+from ditcheck.gp.training import DECAY_CLASSES, kernel_correlation, lag_contrast, train_gp_dit
 from ditcheck.gp.transformer import ENCODINGS, UnrolledGPTransformer
 from ditcheck.reference import gp, precision
 from ditcheck.reference.errors import InvalidArgumentError, NotPositiveDefiniteError
@@ -31,7 +31,7 @@ from ditcheck.reference.schedules import get_schedule
 from .measurement import Measurement, Observation
 from .schedules import schedule_times
 from .strategies import seeds, spd_matrix
-from .violation import require
+from .violation import PropertyViolation, require
 
 __all__ = [
     "gamma_kinds",
@@ -393,8 +393,6 @@ def gp3_observation(sequences: int = 16, seed: int = 0, report: Callable[..., An
     error: for some class the banded A_t is indefinite, or the banded score's relative error exceeds the kernel's
     relative truncation error.
     """
-    from ditcheck.gp.training import DECAY_CLASSES
-
     values: dict[str, float] = {}
     indefinite_rbf = False
     inflated: list[str] = []
@@ -433,10 +431,6 @@ def gp4_observation(configs: Sequence[Any], train: Callable[[Any], Any] | None =
     profile's contrast and the learned score's error at the smallest evaluation time (and the independent-frames
     baseline's). Reproduced iff every run passes check_gp4_attention (r >= min_correlation, contrast >= min_contrast).
     """
-    from ditcheck.gp.training import train_gp_dit
-
-    from .violation import PropertyViolation
-
     if not configs:
         raise InvalidArgumentError("configs", "at least one GPTrainingConfig (no run reproduces nothing)", "[]")
     train = train_gp_dit if train is None else train

@@ -19,6 +19,8 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
+from ditcheck import bounds
+from ditcheck.fast_attention.attention import EXP_FLOPS  # the exact-attention model of attention.predicted_cost
 from ditcheck.models.dit import DiT, LatentScoreNetwork
 from ditcheck.reference import formats
 from ditcheck.reference.dit import DiTConfig, dit_forward, dit_intermediates, dit_latent_score, random_dit_params
@@ -339,8 +341,6 @@ def check_criteria_recomputed(analyse: Callable[..., Sequence[Any]], case: DiTCa
     bounds.minimal_degree), the rank C(d + g, g) and the FLOP model of ditcheck.fast_attention.criteria. Reals agree
     to 1e-12 relative.
     """
-    from ditcheck import bounds
-
     degree_fn = bounds.minimal_degree if degree_fn is None else degree_fn
     config, params = case.config, case.params()
     x, t, y = case.latents(), case.t(), case.y()
@@ -367,8 +367,6 @@ def check_criteria_recomputed(analyse: Callable[..., Sequence[Any]], case: DiTCa
         except InvalidArgumentError:
             degree = None
         rank = None if degree is None else math.comb(d + degree, degree)
-        from ditcheck.fast_attention.attention import EXP_FLOPS  # the exact-attention model of attention.predicted_cost
-
         exact = heads * length * length * (4.0 * d + EXP_FLOPS)
         expected = {"radius": float(np.max(radius)), "max_query": float(np.max(np.abs(q))),
                     "max_key": float(np.max(np.abs(k))), "max_value_output": float(value_output),

@@ -3,7 +3,7 @@
   ditcheck validate attention MODULE:ATTR [--dtype D] [--layout bhld|blhd] [--self-attention] [--gqa]
                               [--mask none|boolean|additive|key-padding] [--examples N] [--seed S] ...
   ditcheck validate dit MODULE:ATTR [--convention dit|diffusers] [--dtype D] [--examples N] [--seed S] ...
-  ditcheck validate scheduler MODULE:ATTR [--steps N ...] [--samples N] [--eta E] [--seed S] [--json PATH]
+  ditcheck validate scheduler MODULE:ATTR [--steps N,N] [--config KEY=VALUE ...] [--samples N] [--quick] [--json PATH]
 
 MODULE is a dotted module name or a path to a .py file. For attention, ATTR is fn(q, k, v)
 (optionally accepting scale=), an nn.Module called the same way, or a zero-argument factory of
