@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 from ditcheck.diffusion import samplers
 from ditcheck.diffusion.flow import FlowMixtureOracle, FlowModelOracle, TorchInterpolant
+from ditcheck.diffusion.oracles import MixtureOracle
 from ditcheck.properties import flow as flow_properties
 from ditcheck.properties.flow import FlowCase, FlowSamplerCase
 from ditcheck.properties.samplers import SamplerMixtureCase
@@ -70,6 +71,20 @@ def test_bad_inputs_are_typed_errors():
     with pytest.raises(InvalidArgumentError):
         samplers.flow_euler(FlowMixtureOracle(MIXTURE), torch.zeros(2, 2, dtype=torch.float64),
                             torch.tensor([0.5, 0.7]))
+
+
+@pytest.mark.parametrize("vp_sampler", sorted(samplers.SAMPLERS))
+def test_samplers_refuse_the_other_family_s_oracle(vp_sampler):
+    """A flow oracle also answers score(), on its interpolant (sigma^2 != 1 - alpha^2): a VP sampler given one would
+    run its formulas on the wrong path without a word, so it refuses it; the flow samplers refuse a VP oracle."""
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError) as info:
+        samplers.SAMPLERS[vp_sampler](FlowMixtureOracle(MIXTURE), x, torch.tensor([0.7, 0.5]))
+    assert info.value.argument == "oracle" and "flow_euler" in str(info.value)
+    for flow_sampler in samplers.FLOW_SAMPLERS.values():
+        with pytest.raises(InvalidArgumentError) as info:
+            flow_sampler(MixtureOracle(MIXTURE, "ou-unit"), x, samplers.flow_grid(2))
+        assert info.value.argument == "oracle"
 
 
 def test_time_shifts():

@@ -148,6 +148,11 @@ def rtk_adaptive_grid(oracle: Oracle, t_start: float, t_end: float, *, factor: f
 def _check_inputs(oracle: Oracle, x: torch.Tensor, times: Any) -> torch.Tensor:
     if not isinstance(oracle, Oracle):
         raise InvalidArgumentError("oracle", "a ditcheck.diffusion.oracles.Oracle", type(oracle).__name__)
+    if isinstance(oracle, FlowOracle):
+        # a flow oracle answers score() too, but on its interpolant (sigma^2 != 1 - alpha^2): these samplers' VP
+        # formulas would run silently on the wrong path
+        raise InvalidArgumentError("oracle", "a variance-preserving oracle (ditcheck.diffusion.oracles); a flow "
+                                   "oracle goes to flow_euler, flow_heun or flow_sde", type(oracle).__name__)
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != oracle.dim:
         raise ShapeError("x", f"a tensor of shape [N, {oracle.dim}]", str(getattr(x, "shape", type(x))))
     grid = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
