@@ -1,16 +1,11 @@
-"""Properties of the DiT layers: certified balls, a-priori float64 rounding bounds, and DiT/diffusers transcriptions.
+"""Properties of the DiT layers: certified balls, float64 rounding checks, and DiT/diffusers transcriptions.
 
 Each ``check_*`` takes the implementation under test as its first argument and a case
 drawn by one of the strategies below, and raises PropertyViolation (via ``require``).
 
-Rounding bounds are derived a priori (Higham, *Accuracy and Stability of Numerical
-Algorithms*, 2nd ed., ch. 3: |fl(a op b) - a op b| <= u |a op b|, gamma_n = n u/(1 - n u),
-|fl(x.y) - x.y| <= gamma_n |x|.|y| in any summation order, FMA included) for round-to-nearest
-float64 without underflow or overflow. Where a bound involves a libm function (exp, log,
-tanh, erf, sin, cos, pow) it assumes that function is within LIBM_ULPS ulp of the exact
-value; the bound is rigorous under that stated assumption and no further. Every bound is
-evaluated in arb ball arithmetic at exact inputs and rounded up, so evaluating it adds no
-error of its own.
+The a-priori rounding bounds the checks use (Higham, *Accuracy and Stability of Numerical
+Algorithms*, 2nd ed., ch. 3), their derivations and their stated libm assumption live in
+``ditcheck.reference.layer_rounding``; here they are evaluated for float64, the reference's format.
 """
 
 from __future__ import annotations
@@ -23,19 +18,18 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from ditcheck.reference.layers import GELU_TANH_CUBIC, gelu, layer_norm, linear, patchify, silu
-from ditcheck.reference.formats import FLOAT64, gamma_in
-from ditcheck.reference.precision import UNIT_ROUNDOFF, Arb, BallArray
+from ditcheck.reference.layer_rounding import (BOUND_PRECISION, dot_product_rounding_bound, gelu_rounding_bound,
+                                               layer_norm_rounding_bound, linear_rounding_bound,
+                                               pos_embed_rounding_bound, silu_rounding_bound,
+                                               timestep_embedding_rounding_bound)
+from ditcheck.reference.layers import gelu, layer_norm, linear, patchify, silu
 
 from .certified import require_contains, require_within
 from .strategies import ArraySpec, array_specs, scales
 from .violation import require
 
 __all__ = [
-    "LIBM_ULPS",
     "LayerCase",
-    "gamma",
-    "upper_bound",
     "linear_cases",
     "layer_norm_cases",
     "gelu_cases",
@@ -46,10 +40,6 @@ __all__ = [
     "pos_embed_cases",
     "patchify_cases",
     "unpatchify_cases",
-    "linear_rounding_bound",
-    "layer_norm_rounding_bound",
-    "gelu_rounding_bound",
-    "silu_rounding_bound",
     "dit_timestep_embedding",
     "diffusers_timestep_embedding",
     "dit_2d_sincos_pos_embed",
@@ -69,15 +59,7 @@ __all__ = [
     "check_unpatchify_matches_dit",
 ]
 
-#: Assumed accuracy of libm / SIMD elementary functions in float64, in ulp. glibc's table of known maximum
-#: errors lists at most 2 ulp for tanh, sin, cos, exp, log, erf and pow on x86-64, SLEEF's u10 kernels (torch
-#: on CPU) promise 1 ulp, and the worst measured on this machine over 1e5 arguments each was 1.14 ulp
-#: (NumPy's AVX-512 tanh). The bounds below are rigorous under this stated assumption only.
-LIBM_ULPS = 4
-#: silu's bound needs exp(-x) finite and x e^x normal.
-SILU_DOMAIN = 700.0
-
-_BOUNDS = Arb(128)
+_BOUNDS = BOUND_PRECISION
 
 
 # ----------------------------------------------------------------------------------------
@@ -142,7 +124,7 @@ def gelu_cases(draw: st.DrawFn, max_rows: int = 6) -> LayerCase:
 
 @st.composite
 def silu_cases(draw: st.DrawFn, max_rows: int = 6) -> LayerCase:
-    """x with |x| well inside SILU_DOMAIN (scale <= 50, standardised families)."""
+    """x with |x| well inside the SiLU bound's domain (scale <= 50, standardised families)."""
     shape = draw(_leading_shapes(max_rows)) + (draw(st.integers(1, 8)),)
     return LayerCase.of(x=draw(array_specs(shape, scale=scales(1e-3, 50.0))))
 
@@ -206,180 +188,6 @@ def unpatchify_cases(draw: st.DrawFn, max_channels: int = 3, max_patch: int = 3,
     h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
     return LayerCase.of({"patch_size": p, "out_channels": channels, "grid": (h, w)},
                         x=draw(array_specs((n, h * w, p * p * channels))))
-
-
-# ----------------------------------------------------------------------------------------
-# A-priori rounding bounds (evaluated in arb at the exact inputs, rounded up)
-
-
-def gamma(xp: Any, n: int) -> Any:
-    """Higham's gamma_n (eq. 3.8) of float64 in the precision ``xp`` (ditcheck.reference.formats.gamma_in)."""
-    return gamma_in(xp, n, FLOAT64)
-
-
-def upper_bound(balls: Any) -> np.ndarray:
-    """Float64 numbers >= every point of each arb ball (its upper endpoint, rounded up)."""
-    values, error = BallArray(np.asarray(balls, dtype=object)).to_float64()
-    return np.nextafter(values + error, np.inf)
-
-
-def _libm(xp: Any) -> Any:
-    """Relative error of one libm call, LIBM_ULPS ulp <= 2 LIBM_ULPS u."""
-    return xp.const(2 * LIBM_ULPS) * xp.const(UNIT_ROUNDOFF)
-
-
-def linear_rounding_bound(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """|fl(x W^T + b) - (x W^T + b)| <= gamma_{n+1} (|x| |W|^T + |b|) (gamma_n without bias), n = in features.
-
-    Higham (3.5): a length-n dot product in any order commits at most n relative roundings
-    per term (n - 1 additions, 1 product; an FMA only removes some); the bias adds one more.
-    """
-    xp, n = _BOUNDS, np.shape(weight)[1]
-    magnitude = linear(np.abs(x), np.abs(weight), None if bias is None else np.abs(bias), precision=xp)
-    with xp.context():
-        return upper_bound(magnitude.balls * gamma(xp, n + (bias is not None)))
-
-
-def layer_norm_rounding_bound(x: np.ndarray, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
-                              eps: float = 1e-6) -> np.ndarray:
-    """Entrywise bound on the float64 error of the two-pass LayerNorm (mean; centre; mean of squares; divide).
-
-    Derivation (row of n values, exact mu, d_i = x_i - mu, v = mean d^2, s = sqrt(v + eps), z = d/s):
-      |mu^ - mu| <= a = gamma_n mean|x|                      (sum, then divide by n)
-      |d^_i - d_i| <= e_i = a(1 + u) + u|d_i|                 (one subtraction)
-      |v^ - v| <= E_v = [sum e_i(2|d_i| + e_i) + gamma_{n+1} sum (|d_i| + e_i)^2]/n
-      |fl(v^ + eps) - (v + eps)| <= E_r = E_v + u(v + eps + E_v)
-      |s^ - s| <= E_s = E_r/s + u(s + E_r/s)                   (sqrt is 1/(2s)-Lipschitz above 0, <= 1/s)
-      |z^_i - z_i| <= [e_i/(s - E_s) + |d_i| E_s/(s(s - E_s))](1 + gamma_2) + gamma_2 |z_i|
-    (gamma_2: a division, or a reciprocal then a product, as torch does); then *w: |w|E(1 + u) + u|z w|;
-    +b: E(1 + u) + u|z w + b|. Infinite where E_s >= s (the bound says nothing there).
-    This is a bound for the two-pass algorithm only; Welford-style or x*rstd - mean*rstd
-    implementations (torch's CPU kernel) are not covered by it.
-    """
-    xp, n = _BOUNDS, np.shape(x)[-1]
-    with xp.context():
-        u = xp.const(UNIT_ROUNDOFF)
-        exact = xp.asarray(x)
-        centred = exact - xp.mean(exact, axis=-1, keepdims=True)
-        magnitude = np.abs(centred)
-        mean_error = gamma(xp, n) * xp.mean(np.abs(exact), axis=-1, keepdims=True)
-        centred_error = mean_error * (1 + u) + u * magnitude
-        variance_error = (xp.sum(centred_error * (2 * magnitude + centred_error), axis=-1, keepdims=True)
-                          + gamma(xp, n + 1) * xp.sum((magnitude + centred_error) ** 2, axis=-1, keepdims=True)) / n
-        shifted = xp.mean(centred * centred, axis=-1, keepdims=True) + xp.const(eps)
-        shifted_error = variance_error + u * (shifted + variance_error)
-        std = xp.sqrt(shifted)
-        std_error = shifted_error / std + u * (std + shifted_error / std)
-        slack = std - std_error
-        value = centred / std
-        error = ((centred_error / slack + magnitude * std_error / (std * slack)) * (1 + gamma(xp, 2))
-                 + gamma(xp, 2) * np.abs(value))
-        if weight is not None:
-            w = xp.asarray(weight)
-            error = np.abs(w) * error * (1 + u) + u * np.abs(value * w)
-            value = value * w
-        if bias is not None:
-            error = error * (1 + u) + u * np.abs(value + xp.asarray(bias))
-        informative = np.broadcast_to(np.frompyfunc(lambda b: bool(b > 0), 1, 1)(slack).astype(bool), np.shape(x))
-        return np.where(informative, upper_bound(error), np.inf)
-
-
-def gelu_rounding_bound(x: np.ndarray, approximate: str = "tanh") -> np.ndarray:
-    """Entrywise bound on the float64 error of GELU computed as 0.5 x (1 + F(inner)) with F = tanh or erf.
-
-    Derivation (exact inner value w, F Lipschitz on [w - D, w + D] with constant F'(m), m = max(0, |w| - D)):
-      tanh form, w = c p, c = sqrt(2/pi), p = x + k x^3: c^ = c(1 + theta_3) (a literal, or 2/pi then sqrt),
-        x*x*x, k^ and *k give k x^3 (1 + theta_4); + x: |p^ - p| <= gamma_5 A, A = |x| + k|x|^3;
-        times c^: D = c gamma_9 A; F' = sech^2.
-      erf form, w = x/sqrt 2: a constant (<= 2 roundings) and a product or quotient: D = gamma_3 |w|;
-        F' = (2/sqrt pi) exp(-m^2).
-      |F^ - F(w)| <= E_F = D F'(m) + 2 L u (|F(w)| + D F'(m))        (libm within L ulp)
-      |fl(1 + F^) - (1 + F)| <= E_1 = E_F + u(|1 + F| + E_F)
-      |y^ - y| <= |x|/2 (E_1 (1 + u) + u |1 + F|)                      (0.5 x is exact)
-    """
-    xp = _BOUNDS
-    with xp.context():
-        u, exact = xp.const(UNIT_ROUNDOFF), xp.asarray(x)
-        nonnegative = np.frompyfunc(lambda b: b.nonnegative_part(), 1, 1)
-        if approximate == "tanh":
-            c = xp.sqrt(xp.const(2) / xp.pi())
-            k = xp.const(GELU_TANH_CUBIC[0]) / xp.const(GELU_TANH_CUBIC[1])
-            inner = c * (exact + k * exact * exact * exact)
-            perturbation = c * gamma(xp, 9) * (np.abs(exact) + k * np.abs(exact) ** 3)
-            distance = nonnegative(np.abs(inner) - perturbation)
-            sech = np.frompyfunc(lambda b: b.sech(), 1, 1)(distance)
-            function_error = perturbation * sech * sech
-            value = xp.tanh(inner)
-        else:
-            inner = exact / xp.sqrt(xp.const(2))
-            perturbation = gamma(xp, 3) * np.abs(inner)
-            distance = nonnegative(np.abs(inner) - perturbation)
-            function_error = perturbation * 2 / xp.sqrt(xp.pi()) * xp.exp(-distance * distance)
-            value = xp.erf(inner)
-        function_error = function_error + _libm(xp) * (np.abs(value) + function_error)
-        one_plus = np.abs(1 + value)
-        sum_error = function_error + u * (one_plus + function_error)
-        return upper_bound(np.abs(exact) / 2 * (sum_error * (1 + u) + u * one_plus))
-
-
-def silu_rounding_bound(x: np.ndarray) -> np.ndarray:
-    """|fl(x/(1 + exp(-x))) - silu(x)| <= rho |silu(x)|, rho = (1 + u)/((1 - 2Lu)(1 - u)) - 1, for |x| <= SILU_DOMAIN.
-
-    Derivation: exp^ = e(1 + d1), |d1| <= 2Lu; 1 + exp^ = (1 + e)(1 + eta)(1 + d2) with
-    |eta| = |e d1|/(1 + e) <= 2Lu; the quotient adds (1 + d3). Infinite outside the domain.
-    """
-    xp = _BOUNDS
-    with xp.context():
-        u = xp.const(UNIT_ROUNDOFF)
-        rho = (1 + u) / ((1 - _libm(xp)) * (1 - u)) - 1
-        bound = upper_bound(np.abs(silu(x, precision=xp).balls) * rho)
-    return np.where(np.abs(x) <= SILU_DOMAIN, bound, np.inf)
-
-
-def _sinusoid_bound(xp: Any, args: Any, exponent: Any, pow_path: bool) -> np.ndarray:
-    """Bound on |fl(sin or cos)(args^) - (sin or cos)(args)| for args = (scale) t exp(-exponent), exponent >= 0.
-
-    exp path (DiT, diffusers, the reference): exponent^ = ln(P) i / q with ln (L ulp) and two roundings,
-    |exponent^ - exponent| <= gamma_{2L+2} |exponent|; frequency relative error
-    exp(gamma_{2L+2} |exponent|)(1 + 2Lu) - 1. pow path (MAE: 1/P^(i/q)): the quotient i/q is one
-    rounding, pow is L ulp, the reciprocal one more: (1 + u)/(2 - exp(u |exponent|)(1 + 2Lu)) - 1.
-    Then at most two products (time_scale, t; or position): args relative error
-    (1 + freq)(1 + u)^2 - 1; sin and cos are 1-Lipschitz and L ulp <= 2Lu in [-1, 1].
-    """
-    u, libm = xp.const(UNIT_ROUNDOFF), _libm(xp)
-    if pow_path:
-        power = xp.exp(u * exponent) * (1 + libm)
-        frequency = (1 + u) / (2 - power) - 1
-    else:
-        frequency = xp.exp(gamma(xp, 2 * LIBM_ULPS + 2) * exponent) * (1 + libm) - 1
-    return upper_bound(((1 + frequency) * (1 + u) ** 2 - 1) * np.abs(args) + libm)
-
-
-def _timestep_bound(t: np.ndarray, dim: int, max_period: float = 10000, downscale_freq_shift: float = 0.0,
-                    time_scale: float = 1.0, **_: Any) -> np.ndarray:
-    """Entrywise float64 error bound of a timestep embedding ([cos | sin] or [sin | cos] | 0), exp path."""
-    xp, half = _BOUNDS, dim // 2
-    with xp.context():
-        exponent = (xp.log(xp.const(max_period)) * xp.asarray(np.arange(half, dtype=np.float64))
-                    / (xp.const(half) - xp.const(downscale_freq_shift)))
-        args = xp.const(time_scale) * xp.asarray(t)[:, None] * xp.exp(-exponent)[None, :]
-        bound = _sinusoid_bound(xp, args, np.broadcast_to(exponent, np.shape(args)), pow_path=False)
-    return np.concatenate([bound, bound, np.zeros((len(t), dim % 2))], axis=-1)
-
-
-def _pos_embed_bound(embed_dim: int, grid_size: tuple[int, int], pow_path: bool) -> np.ndarray:
-    """Entrywise float64 error bound of the 2-D sin-cos table [sin j w | cos j w | sin i w | cos i w].
-
-    omega_k = 10000^(-k/(D/4)), k < D/4; every position is at most max(h, w) - 1.
-    """
-    xp, quarter = _BOUNDS, embed_dim // 4
-    with xp.context():
-        exponent = xp.log(xp.const(10000)) * xp.asarray(np.arange(quarter, dtype=np.float64)) / xp.const(quarter)
-        frequencies = xp.exp(-exponent)
-        largest = xp.const(max(grid_size) - 1)
-        bound = _sinusoid_bound(xp, largest * frequencies, exponent, pow_path)
-    per_token = np.concatenate([bound, bound, bound, bound])
-    return np.broadcast_to(per_token, (grid_size[0] * grid_size[1], embed_dim))
 
 
 # ----------------------------------------------------------------------------------------
@@ -539,7 +347,7 @@ def check_timestep_embedding_matches_dit(implementation: Callable[..., np.ndarra
     inputs = case.inputs()
     t, dim = inputs["t"], inputs["dim"]
     transcription = dit_timestep_embedding(t, dim)
-    tolerance = 2 * _timestep_bound(t, dim)
+    tolerance = 2 * timestep_embedding_rounding_bound(t, dim)
     _check_close(implementation(t, dim), transcription, tolerance, "timestep-embedding-dit",
                  "timestep_embedding (DiT defaults)", case)
 
@@ -551,7 +359,7 @@ def check_timestep_embedding_matches_diffusers(implementation: Callable[..., np.
     transcription = diffusers_timestep_embedding(inputs["t"], inputs["dim"], knobs["flip_sin_to_cos"],
                                                  knobs["downscale_freq_shift"], knobs["time_scale"],
                                                  knobs["max_period"])
-    tolerance = 2 * _timestep_bound(**inputs)
+    tolerance = 2 * timestep_embedding_rounding_bound(**inputs)
     _check_close(implementation(inputs["t"], inputs["dim"], **knobs), transcription, tolerance,
                  "timestep-embedding-diffusers", f"timestep_embedding {knobs}", case)
 
@@ -560,7 +368,7 @@ def check_pos_embed_matches_dit(implementation: Callable[..., np.ndarray], case:
     """pos_embed_2d(D, (h, w)) equals DiT's get_2d_sincos_pos_embed up to both rounding bounds."""
     inputs = case.inputs()
     dim, grid = inputs["embed_dim"], inputs["grid_size"]
-    tolerance = _pos_embed_bound(dim, grid, pow_path=False) + _pos_embed_bound(dim, grid, pow_path=True)
+    tolerance = pos_embed_rounding_bound(dim, grid, pow_path=False) + pos_embed_rounding_bound(dim, grid, pow_path=True)
     _check_close(implementation(dim, grid), dit_2d_sincos_pos_embed(dim, grid), tolerance, "pos-embed-dit",
                  "pos_embed_2d", case)
 
@@ -576,8 +384,7 @@ def check_patchify_matches_conv(implementation: Callable[..., np.ndarray], conv:
     x, weight, bias = a["x"], a["weight"], a["bias"]
     n = int(np.prod(np.shape(weight)[1:]))
     magnitude = patchify(np.abs(x), np.abs(weight), None if bias is None else np.abs(bias), p, precision=_BOUNDS)
-    with _BOUNDS.context():
-        tolerance = 2 * upper_bound(magnitude.balls * gamma(_BOUNDS, n + 1))
+    tolerance = 2 * dot_product_rounding_bound(magnitude, n + 1)
     _check_close(implementation(x, weight, bias, p), conv(x, weight, bias, p), tolerance, "patchify-conv",
                  "patchify vs Conv2d", case)
 

@@ -11,8 +11,8 @@ built on them, each parameterised by a unit roundoff ``u`` taken from a :class:`
 * softmax and attention, float64 reference path: ``ditcheck.reference.rounding``; in a target
   format, with or without wider accumulation: ``ditcheck.properties.validation``; both built on
   :func:`softmax_relative_error` below;
-* LayerNorm, RMSNorm, GELU, SiLU, timestep embeddings (arb-evaluated): ``ditcheck.properties.layers``
-  through :func:`gamma_in`;
+* linear, LayerNorm, RMSNorm, GELU, SiLU, sinusoidal embeddings (arb-evaluated, in any format):
+  ``ditcheck.reference.layer_rounding`` through :func:`gamma_in`;
 * claim bounds (AS1, AS2 rounding, GP2 floor): ``ditcheck.bounds`` through :func:`gamma_or_inf`.
 
 The reference imports no torch: a format names its torch dtype as a string (``"torch.float16"``),

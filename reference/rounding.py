@@ -6,6 +6,7 @@ most gamma_n times the sum of absolute products (Higham Thm 3.5 / eq. 3.13); and
 NumPy's ``exp`` is within EXP_ULPS ulps (glibc: < 1 ulp; NumPy's SIMD kernels document
 up to 4). Bounds are evaluated in float64 and then inflated by BOUND_INFLATION,
 which dominates the relative rounding of the bound's own evaluation while n u < 1e-7.
+The layers' bounds (linear, norms, activations, embeddings), in any format: ``reference/layer_rounding.py``.
 """
 
 from __future__ import annotations

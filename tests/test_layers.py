@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ditcheck.properties import layers as props
+from ditcheck.reference import layer_rounding
 from ditcheck.reference import layers as ref
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
 from ditcheck.reference.precision import BallArray
@@ -146,7 +147,7 @@ def test_planted_layer_norm_bugs_are_caught(planted: dict[str, Any]) -> None:
 def test_layer_norm_bound_is_informative() -> None:
     """On standard-normal rows of 32 the bound is about 3e-14 (a few dozen ulp): a real test, not a tolerance."""
     x = np.random.default_rng(0).standard_normal((4, 32))
-    assert np.max(props.layer_norm_rounding_bound(x)) < 1e-13
+    assert np.max(layer_rounding.layer_norm_rounding_bound(x)) < 1e-13
 
 
 # ----------------------------------------------------------------------------------------
