@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import PrecisionError
+from .formats import FORMATS
 from .precision import Precision
 
 __all__ = ["Native", "NATIVE_DTYPES", "SUMMATION_ORDERS", "native_unit_roundoff"]
@@ -33,9 +34,12 @@ NATIVE_DTYPES: dict[str, Any] = {"float16": np.float16, "float32": np.float32, "
 
 
 def native_unit_roundoff(name: str) -> float:
-    """u = eps/2 of a NumPy native format ('longdouble' is 2^-64 on x86-64, 2^-53 where it is plain double)."""
+    """u of a NumPy native format: the Format's, or for 'longdouble' the platform's (2^-64 on x86-64, 2^-53 where
+    it is plain double, so it is read from NumPy rather than from reference.formats' fixed table)."""
     if name not in NATIVE_DTYPES:
         raise PrecisionError("name", f"one of {tuple(NATIVE_DTYPES)}", repr(name))
+    if name in FORMATS:
+        return FORMATS[name].unit_roundoff
     return float(np.finfo(NATIVE_DTYPES[name]).eps) / 2
 
 

@@ -13,6 +13,7 @@ from ditcheck import bounds
 from ditcheck.properties.fast_attention import (DegreeCase, check_minimal_degree, check_taylor_not_better,
                                                 degree_cases, indicative_degree_table)
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.formats import FLOAT32, FLOAT64
 
 
 @at_most(25)
@@ -93,8 +94,8 @@ def test_as2_forms_and_ld6() -> None:
 
 
 def test_gamma_and_rounding_bounds() -> None:
-    u = 2.0**-53
+    u = FLOAT64.unit_roundoff
     assert bounds.gamma(10, u) == pytest.approx(10 * u)
     assert bounds.gamma(2**54, u) == math.inf
-    assert bounds.poly_attention_rounding_bound(1.0, 0.5, 1e-4, 10**6, 495, 4, 1.0, 2.0**-24) > 0
-    assert bounds.poly_attention_rounding_bound(1.0, 0.5, 1e-4, 10**9, 495, 4, 1.0, 2.0**-24) == math.inf
+    assert bounds.poly_attention_rounding_bound(1.0, 0.5, 1e-4, 10**6, 495, 4, 1.0, FLOAT32.unit_roundoff) > 0
+    assert bounds.poly_attention_rounding_bound(1.0, 0.5, 1e-4, 10**9, 495, 4, 1.0, FLOAT32.unit_roundoff) == math.inf

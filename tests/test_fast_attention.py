@@ -16,6 +16,7 @@ from ditcheck.fast_attention.attention import attention, certified_radius, exact
 from ditcheck.bounds import UnreachableAccuracyError
 from ditcheck.properties.fast_attention import PolyAttentionCase, check_poly_attention_output, poly_attention_cases
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
+from ditcheck.reference.formats import FLOAT64
 
 
 def _inputs(shape=(2, 3, 40, 4), value_dim=5, dtype=torch.float64, seed=0):
@@ -234,7 +235,7 @@ def test_taylor2_peer_features_are_based_second_order_taylor() -> None:
     assert taylor2_features(q).shape[-1] == 1 + dim + dim * dim
     # a-priori rounding: a dot product of 73 terms of size <= (1 + |q||k|/sqrt(D))^2 in float64
     size = (1 + q.norm(dim=-1)[..., :, None] * k.norm(dim=-1)[..., None, :] / math.sqrt(dim)) ** 2
-    tolerance = 2 * 80 * 2.0**-53 * size
+    tolerance = 2 * 80 * FLOAT64.unit_roundoff * size
     assert bool(((kernel - (1 + s + s**2 / 2)).abs() <= tolerance).all())
     # planted: s^2 without the 1/2 (the sqrt(2) dropped) is far outside the rounding
     assert not bool(((kernel - (1 + s + s**2)).abs() <= tolerance).all())

@@ -13,6 +13,7 @@ from ditcheck.properties.gp import GPCase, gp_cases
 from ditcheck.properties.gp import UnrolledCase, check_gp2_attention_weights, check_gp2_unrolled, unrolled_cases
 from ditcheck.reference import gp
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, ShapeError
+from ditcheck.reference.formats import FLOAT64
 
 from helpers import at_most, expect_caught
 
@@ -43,7 +44,7 @@ def test_gp2_float64_transformer_within_its_floor_of_the_certified_iterate(probl
     assert np.all(balls.rad <= 1e-30 * (1 + np.abs(balls.mid)))
     kappa = gp2_condition_upper(problem.time, problem.gamma, problem.sigma_matrix, problem.schedule)
     exact = gp.gp_score(x, problem.time, problem.gamma, problem.sigma_matrix, problem.schedule)
-    floor = float(gp2_rounding_floor(steps, kappa, problem.frames, problem.dim, 2.0**-53))
+    floor = float(gp2_rounding_floor(steps, kappa, problem.frames, problem.dim, FLOAT64.unit_roundoff))
     assert balls.within(out, floor * 1.01 * np.linalg.norm(exact)).all()  # 1.01: ||s*|| from the float64 score
 
 
@@ -176,7 +177,7 @@ def test_planted_missing_noise_term_is_caught() -> None:
     (lambda: gp.gradient_descent(np.zeros((3, 2)), 0.5, np.eye(3), np.eye(2), -1), InvalidArgumentError, "steps"),
     (lambda: gp.gradient_descent(np.zeros((2, 3, 2)), 0.5, np.eye(3), np.eye(2), 2, step_size=np.ones(3)),
      ShapeError, "step_size"),
-    (lambda: gp2_rounding_floor(-1, 2.0, 3, 2, 2.0**-53), InvalidArgumentError, "steps"),
+    (lambda: gp2_rounding_floor(-1, 2.0, 3, 2, FLOAT64.unit_roundoff), InvalidArgumentError, "steps"),
     (lambda: positional_encodings(np.ones((3, 2))), ShapeError, "gamma"),
     (lambda: UnrolledGPTransformer(np.eye(3), np.eye(2), 1, dtype=torch.float64)(torch.zeros(3, 2), 0.5),
      DTypeError, "x"),
