@@ -191,12 +191,14 @@ def measure_conversions(case: FlowCase, convert_fn: ConvertFunction = flow.conve
             allowance = CONVERSION_ULPS * UNIT_ROUNDOFF * (a * np.abs(p) + b * np.abs(x)) + truth.rad
             got = np.asarray(convert_fn(p, x, case.time, source, target, case.interpolant), dtype=np.float64)
             error = np.abs(got - truth.mid)
-            back = np.asarray(convert_fn(got, x, case.time, target, source, case.interpolant), dtype=np.float64)
-            a_back = np.abs(flow.convert(ones, zeros, case.time, target, source, case.interpolant))
-            b_back = np.abs(flow.convert(zeros, ones, case.time, target, source, case.interpolant))
-            back_allowance = (a_back * (allowance + error)
-                              + CONVERSION_ULPS * UNIT_ROUNDOFF * (a_back * np.abs(got) + b_back * np.abs(x)))
-            ratios = np.concatenate([np.ravel(error / allowance), np.ravel(np.abs(back - p) / back_allowance)])
+            ratios = np.ravel(error / allowance)
+            if not (alpha == 0 and target in ("eps", "score")):  # at alpha_t = 0 eps (= x) cannot be converted back
+                back = np.asarray(convert_fn(got, x, case.time, target, source, case.interpolant), dtype=np.float64)
+                a_back = np.abs(flow.convert(ones, zeros, case.time, target, source, case.interpolant))
+                b_back = np.abs(flow.convert(zeros, ones, case.time, target, source, case.interpolant))
+                back_allowance = (a_back * (allowance + error)
+                                  + CONVERSION_ULPS * UNIT_ROUNDOFF * (a_back * np.abs(got) + b_back * np.abs(x)))
+                ratios = np.concatenate([ratios, np.ravel(np.abs(back - p) / back_allowance)])
             ratios = np.where(np.isnan(ratios), math.inf, ratios)
             ratio = float(np.max(ratios))
             if ratio > worst.ratio:

@@ -195,6 +195,16 @@ def test_rt4_uld_closed_form_matches_the_orthogonal_recursion_and_the_sampler() 
                                rel=1e-12)
 
 
+def test_chi2_cdf_without_scipy_is_accurate_enough_for_the_tv_thresholds() -> None:
+    """properties.sampler_rates.chi2_cdf (torch, so the audit runs without scipy) against scipy's chi2.cdf: below 1e-9
+    absolute (1e-4 of the smallest eps RT4 uses) from d = 1 to 65536, near the mode where the TVs' CDFs are read."""
+    from ditcheck.properties import sampler_rates as rates
+
+    for dim in (1, 2, 5, 16, 40, 48, 64, 100, 1024, 16384, 65536):
+        x = dim * np.geomspace(0.5, 2.0, 2001)
+        assert np.max(np.abs(rates.chi2_cdf(x, dim) - scipy.stats.chi2.cdf(x, dim))) < 1e-9, dim
+
+
 def test_gp2_planted_too_fast_rate_is_violated() -> None:
     """A bound (1 - 1/kappa)^(2K): twice the claimed contraction, which gradient descent does not achieve."""
     claim = dataclasses.replace(claims_gp.GP2, measure=functools.partial(

@@ -118,6 +118,20 @@ def _off_by_1e3(mixture, x, t, interpolant):
     return flow.velocity(mixture, x, t, interpolant) * (1 + 1e-3)
 
 
+@pytest.mark.parametrize("interpolant", ["rectified-flow", "trigonometric"])
+def test_conversions_at_t_1_where_x_t_is_pure_noise(interpolant):
+    """At t = 1 alpha_t = 0 exactly for both paths (the trigonometric one as sin(pi (1 - t) / 2): cos(pi t / 2) gave
+    6.1e-17, and eps -> velocity divided by it: an infinite ratio); conversions that need x_0 from eps are refused,
+    the others hold, and the round trip is not asked of eps at alpha_t = 0."""
+    from ditcheck.reference.precision import FLOAT64
+
+    assert float(flow.get_interpolant(interpolant).alpha(FLOAT64, np.float64(1.0))) == 0.0
+    assert float(TorchInterpolant(interpolant).alpha(torch.tensor(1.0, dtype=torch.float64))) == 0.0
+    assert flow_properties.check_conversions(FlowCase(TARGET, interpolant, 1.0, 7)) <= 1
+    with pytest.raises(TimeOutOfRangeError):
+        flow.convert(np.zeros((1, 2)), np.zeros((1, 2)), 1.0, "eps", "velocity", interpolant)
+
+
 def test_velocity_property_catches_planted_bugs():
     assert flow_properties.check_velocity(CASE) <= 1
     for planted in (_flipped_time, _off_by_1e3):

@@ -60,7 +60,7 @@ class TorchInterpolant:
         if self.name == "rectified-flow":
             return 1 - t
         if self.name == "trigonometric":
-            return torch.cos(math.pi / 2 * t)
+            return torch.sin(math.pi / 2 * (1 - t))  # cos(pi t / 2), exactly 0 at t = 1 (reference.flow)
         return torch.ones_like(t)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,7 @@ class TorchInterpolant:
         return torch.zeros_like(t)
 
     def d_sigma(self, t: torch.Tensor) -> torch.Tensor:
-        return math.pi / 2 * torch.cos(math.pi / 2 * t) if self.name == "trigonometric" else torch.ones_like(t)
+        return math.pi / 2 * torch.sin(math.pi / 2 * (1 - t)) if self.name == "trigonometric" else torch.ones_like(t)
 
 
 def _interpolant(interpolant: str | TorchInterpolant) -> TorchInterpolant:

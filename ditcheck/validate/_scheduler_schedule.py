@@ -299,6 +299,8 @@ def _formula(build: Callable[[], Any], mu: float | None, config: dict[str, Any],
         if config.get("use_exponential_sigmas"):
             record("exponential", *_equally_spaced(np.log(positive)))
         if config.get("use_beta_sigmas"):
+            # lazy: diffusers builds beta sigmas with scipy (its constructor refuses use_beta_sigmas without it), so
+            # scipy is present whenever this runs; ditcheck itself does not depend on it
             import scipy.stats
 
             count = positive.size
