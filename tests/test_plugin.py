@@ -39,6 +39,10 @@ def self_attention(q, k, v):
 
 def masked(q, k, v, attn_mask=None):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
+def mask_ignored(q, k, v, attn_mask=None):
+    return F.scaled_dot_product_attention(q, k, v)
 '''
 
 ARGS = ("-p", "no:cacheprovider", "-p", "no:benchmark", "--ditcheck-examples", "4", "--ditcheck-max-tokens", "129")
@@ -99,11 +103,14 @@ def test_without_the_option_the_plugin_adds_nothing(pytester: pytest.Pytester) -
     ("self_attention", ["--ditcheck-self-attention"], "passed"),
     ("self_attention", [], "failed"),
     ("masked", ["--ditcheck-mask", "boolean"], "passed"),
+    ("mask_ignored", ["--ditcheck-mask", "boolean"], "failed"),
+    ("mask_ignored", [], "passed"),
 ])
 def test_mode_options_reach_the_checks(target: pytest.Pytester, target_name: str, flags: list[str],
                                        outcome: str) -> None:
     """--ditcheck-gqa / --ditcheck-self-attention / --ditcheck-mask are the CLI's --gqa / --self-attention / --mask:
-    named in the header and in a failure's reproducer."""
+    each reaches the checks (a target whose bug shows only under its option fails with it and passes without),
+    and is named in the header and in a failure's reproducer."""
     result = target.runpytest_inprocess("--ditcheck-attention", f"thirdparty:{target_name}", *flags,
                                         "-k", "forward and normal", *ARGS)
     result.assert_outcomes(**{outcome: 1})
