@@ -2,13 +2,15 @@
 
   ditcheck validate attention MODULE:ATTR [--dtype D] [--layout bhld|blhd] [--self-attention] [--gqa]
                               [--mask none|boolean|additive|key-padding] [--examples N] [--seed S] ...
-  ditcheck validate dit MODULE:ATTR [--convention dit|diffusers] [--dtype D] [--examples N] [--seed S] ...
+  ditcheck validate dit MODULE:ATTR|diffusers:CLASS [--convention dit|diffusers] [--dtype D] [--examples N] ...
   ditcheck validate scheduler MODULE:ATTR [--steps N,N] [--config KEY=VALUE ...] [--samples N] [--quick] [--json PATH]
 
 MODULE is a dotted module name or a path to a .py file. For attention, ATTR is fn(q, k, v)
 (optionally accepting scale=), an nn.Module called the same way, or a zero-argument factory of
-one. For dit, ATTR is an nn.Module (original DiT layout or diffusers' DiTTransformer2DModel) or a
-zero-argument callable returning one; for scheduler, a diffusers-style scheduler class,
+one. For dit, ATTR is an nn.Module (original DiT layout or any diffusers transformer class: DiT, PixArt,
+SD3, Flux, Wan, ...) or a zero-argument callable returning one; diffusers:CLASS (e.g.
+diffusers:FluxTransformer2DModel) builds that class with a documented tiny configuration and random
+weights, and ditcheck builds every input; for scheduler, a diffusers-style scheduler class,
 instance or zero-argument factory. Exit code 0: conforms; 1: a discrepancy was found;
 2: the target could not be loaded or called (the message says why).
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 from ditcheck.properties.attention import VALIDATION_KINDS, VALIDATION_MASKS
 
-from ditcheck.loader import LoadError, load_function, load_module
+from ditcheck.loader import LoadError, load, load_function, load_module
 from ditcheck.reference.formats import FORMATS
 from ditcheck.options import add_list_option, add_seed_option
 
@@ -128,16 +130,20 @@ class AttentionTarget:
 class DiTTarget:
     """``ditcheck validate dit``: a whole DiT, activation by activation, with a convention diagnosis."""
 
-    HELP = "a DiT nn.Module (original layout or diffusers DiTTransformer2DModel), or a factory of one"
+    HELP = ("a DiT nn.Module (original layout or a diffusers transformer class), a factory of one, or "
+            "diffusers:CLASS (built tiny)")
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         from .models import CONVENTIONS, DEFAULT_DIT_EXAMPLES
 
         _common(parser, DEFAULT_DIT_EXAMPLES)
-        parser.add_argument("--convention", choices=CONVENTIONS, default="dit",
+        parser.add_argument("--convention", choices=CONVENTIONS, default=None,
                             help="numerical conventions to check against: dit (facebookresearch/DiT) or diffusers "
-                                 "(timestep downscale_freq_shift=1, MLP-branch LayerNorm eps 1e-5) (default dit)")
+                                 "(for DiTTransformer2DModel: timestep downscale_freq_shift=1, MLP-branch LayerNorm "
+                                 "eps 1e-5; for the other diffusers classes, checked component by component, the "
+                                 "conventions each module states) (default: dit for the original layout and "
+                                 "DiTTransformer2DModel, diffusers for the other diffusers classes)")
         parser.add_argument("--dtype", choices=DTYPES, default=None,
                             help="run the target in this dtype (default: its own)")
         parser.add_argument("--device", default=None, help="run the target on this device (default: its own)")
@@ -163,10 +169,12 @@ class DiTTarget:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         import ast
+        import inspect
 
         import torch
 
         from .models import dit
+        from .zoo import build_model
 
         try:
             overrides = {}
@@ -178,7 +186,11 @@ class DiTTarget:
                     overrides[key.strip()] = ast.literal_eval(text)
                 except (ValueError, SyntaxError):
                     overrides[key.strip()] = text  # a bare word: a string knob such as gelu_approximate=none
-            model = load_module(args.target)
+            loaded = load(args.target)
+            if inspect.isclass(loaded) and loaded.__module__.startswith("diffusers."):
+                model = build_model(loaded.__name__)  # its documented tiny configuration, not the full size
+            else:
+                model = load_module(loaded)
             weights = args.weights or "random"
             if args.checkpoint:
                 state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)

@@ -17,6 +17,7 @@ in pairs, and the settings under which every activation falls within tolerance a
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import dataclasses
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from .dit_stream import STREAM_PARAMETERS, StreamingComparison, randomise_weight
 from .dit_structure import CONFIG_OVERRIDES
 from .dit_run import Comparison, Run, capture, draw_dit_examples, max_abs, measure, tolerances as derive_tolerances
 from .report import Check, Report
+from . import zoo
 
 __all__ = ["dit", "CONVENTIONS", "DEFAULT_DIT_EXAMPLES", "Layout", "recognise", "diffusers_state_dict",
            "params_from_diffusers", "convention_config", "knob_variants"]
@@ -50,7 +52,7 @@ __all__ = ["dit", "CONVENTIONS", "DEFAULT_DIT_EXAMPLES", "Layout", "recognise", 
 DEFAULT_DIT_EXAMPLES = 3
 
 
-def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAMPLES, seed: int = 0,
+def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DIT_EXAMPLES, seed: int = 0,
         dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
         diagnose: bool = True, timeout: float = DEFAULT_TIMEOUT, target: str | None = None,
         heads: int | None = None, learn_sigma: bool | None = None,
@@ -72,7 +74,23 @@ def dit(model: Any, *, convention: str = "dit", examples: int = DEFAULT_DIT_EXAM
     than dit_stream.STREAM_PARAMETERS parameters; original layout only). Returns a :class:`Report`: one check
     per compared activation plus pos_embed and the output, the first diverging submodule, and a
     diagnosis of the mismatch.
+
+    The other transformer classes of diffusers (PixArt, SD3, Flux, Wan, ...) go to :mod:`ditcheck.validate.zoo`
+    (component by component, convention "diffusers", the default for them): ``model`` may then also be the class,
+    its name as "diffusers:ClassName" (built with a documented tiny configuration) or a zero-argument factory.
     """
+    if isinstance(model, str) or inspect.isclass(model) or (callable(model) and not isinstance(model, nn.Module)):
+        model, target = zoo.resolve_target(model, dtype, target)
+    if zoo.dispatches_here(model):
+        unused = {"heads": heads, "learn_sigma": learn_sigma, "overrides": overrides or None, "stream": stream}
+        for argument, value in unused.items():
+            if value is not None:
+                raise InvalidArgumentError(argument, f"None for {type(model).__name__} (the component path reads "
+                                           "architecture and conventions off the modules)", repr(value))
+        return zoo.validate(model, convention=convention or "diffusers", examples=examples, seed=seed, dtype=dtype,
+                            device=device, weights=weights, diagnose=diagnose, timeout=timeout, target=target,
+                            strict_precision=strict_precision)
+    convention = convention or "dit"
     examples, seed, timeout = require_run_settings(examples, seed, timeout)
     if weights not in ("random", "model"):
         raise InvalidArgumentError("weights", "'random' or 'model'", repr(weights))

@@ -134,7 +134,9 @@ class Report:
             lines.append("  diagnosis: the mismatch vanishes with")
             for entry in self.diagnosis:
                 knobs = ", ".join(f"{k}={v!r}" for k, v in entry["knobs"].items())
-                lines.append(f"    {knobs}  (worst error/tolerance {entry['ratio']:.3g})")
+                where = f" at {entry['where']}" if entry.get("where") else ""
+                ratio = f"  (worst error/tolerance {entry['ratio']:.3g})" if entry.get("ratio") is not None else ""
+                lines.append(f"    {knobs}{where}{ratio}")
         for finding in self.precision:
             lines.append(f"  {finding.id}: {finding.message}")
         for note in self.notes:

@@ -1,0 +1,800 @@
+"""``ditcheck validate dit`` for the transformer classes diffusers ships: tiny builds, inputs, component checks.
+
+Every transformer model class diffusers 0.42.1 exports is listed here (``diffusers_transformer_classes()``
+enumerates them from ``diffusers.models.transformers``): the 2-D/3-D DiT-like denoisers are in scope and have a
+documented tiny configuration in :data:`TINY_CONFIGS` (``build_model(name)`` builds it with random weights);
+the others are in :data:`OUT_OF_SCOPE` with the reason. ``DiTTransformer2DModel`` keeps its own path
+(``ditcheck.validate.models``: a whole-model reference in the ``dit`` / ``diffusers`` conventions).
+
+:func:`build_inputs` makes every input of one forward call from the model's config and
+``inspect.signature(model.forward)``: latents of the class's rank and layout, text states and their masks
+(the second sample's last text tokens masked out), pooled projections, per-sample timesteps on the model's
+scale, guidance, image/text position ids and the RoPE tables a caller must pass; the user supplies nothing.
+
+:func:`validate` runs the component engine (:func:`ditcheck.validate.components.check_components`) over several
+examples (fresh random weights and inputs per example, batch 2, a different t per sample, masks where the
+model takes one) and turns its findings into the standard :class:`~ditcheck.validate.report.Report`: one check
+per component class (worst error/tolerance over its calls) and one per localised fault, the first divergence
+(the first failing call in execution order), the convention knobs that explain it as the diagnosis, and the
+output checked for shape and finiteness. The convention is ``diffusers``: each component is recomputed with
+the conventions its module states (the engine reads them off the module). A target that raises is a failed
+check; float32 islands of a float64 run are reported in ``report.precision`` (failures under
+``strict_precision``).
+
+  python -m ditcheck.validate.zoo [--names A,B] [--dtypes float32,float64]   # the README coverage table
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ditcheck.reference.errors import InvalidArgumentError
+
+__all__ = ["TINY_CONFIGS", "DIT_TINY_CONFIG", "PENDING", "OUT_OF_SCOPE", "ZOO_CONVENTIONS", "DEFAULT_ZOO_EXAMPLES", "ZooEntry", "ENTRIES",
+           "diffusers_transformer_classes", "diffusers_class_name", "resolve_target", "dispatches_here", "build_model", "build_inputs", "randomise_weights",
+           "validate", "CoverageRow", "coverage_row", "coverage_table"]
+
+#: conventions the zoo path accepts: each component is checked against diffusers' own conventions
+ZOO_CONVENTIONS = ("diffusers",)
+DEFAULT_ZOO_EXAMPLES = 3
+#: batch size of every example (> 1: per-sample timesteps and masks must not leak across the batch)
+BATCH = 2
+#: text tokens per sample; the second sample's last MASKED_TOKENS are padding where the model takes a mask
+TEXT_TOKENS = 5
+MASKED_TOKENS = 2
+#: random weights are N(0, WEIGHT_SCALE^2): adaLN-Zero and gate weights are zero at a real init, which would make
+#: every modulation check vacuous; 0.3 keeps the tiny models' activations O(1) (measured: no overflow, no NaN)
+WEIGHT_SCALE = 0.3
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A class in scope: its tiny configuration and how its inputs are laid out.
+
+    latent: "image" [B, C, H, W], "video" [B, C, F, H, W] or "tokens" [B, L, C] (packed patches, Flux / LTX).
+    time_scale: timesteps are drawn in [0, time_scale) (1000 for DDPM-style indices; 1 where the model scales t
+    itself, as Flux multiplies t and guidance by 1000). mask: the dtype of the text mask the model takes
+    ("float": 1 keep / 0 pad, "bool": True keeps), None when the forward has none. note: why the config is so.
+    """
+
+    config: Mapping[str, Any]
+    latent: str
+    time_scale: float = 1000.0
+    mask: str | None = None
+    note: str = ""
+    frames: int = 2
+    size: int = 8
+
+
+ENTRIES: dict[str, ZooEntry] = {
+    "PixArtTransformer2DModel": ZooEntry(
+        dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, sample_size=8,
+             patch_size=2, cross_attention_dim=16, caption_channels=12, use_additional_conditions=False),
+        "image", mask="float", note="adaLN-single + cross-attention; learned sigma (out 2C)"),
+    "SD3Transformer2DModel": ZooEntry(
+        dict(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+             joint_attention_dim=12, caption_projection_dim=16, pooled_projection_dim=10, out_channels=4,
+             pos_embed_max_size=8, qk_norm="rms_norm", dual_attention_layers=(0,)),
+        "image", note="SD3.5 layout: RMSNorm QK-norm, block 0 with dual attention; caption_projection_dim = heads x "
+                      "head_dim"),
+    "FluxTransformer2DModel": ZooEntry(
+        dict(patch_size=1, in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=16,
+             num_attention_heads=2, joint_attention_dim=12, pooled_projection_dim=10, guidance_embeds=True,
+             axes_dims_rope=(4, 6, 6)),
+        "tokens", time_scale=1.0, note="Flux-dev layout (guidance embedder); t and guidance x1000 inside; "
+                                       "sum(axes_dims_rope) = head_dim"),
+    "SanaTransformer2DModel": ZooEntry(
+        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+             num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=12,
+             sample_size=8, patch_size=2),
+        "image", mask="float", note="linear self-attention, SDPA cross-attention, GLUMBConv"),
+    "HunyuanDiT2DModel": ZooEntry(
+        dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2, sample_size=8, hidden_size=16,
+             num_layers=4, cross_attention_dim=12, cross_attention_dim_t5=16, pooled_projection_dim=10, text_len=5,
+             text_len_t5=6),
+        "image", mask="float", note="long skips need an even depth >= 4 (pushes = pops); AttentionPooling has 8 heads; 2-D RoPE built as the pipeline does"),
+    "CogVideoXTransformer3DModel": ZooEntry(
+        dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=8,
+             text_embed_dim=12, num_layers=1, sample_width=8, sample_height=8, sample_frames=5, patch_size=2,
+             temporal_compression_ratio=4, max_text_seq_length=5, use_rotary_positional_embeddings=True),
+        "video", note="CogVideoX 1.0 with 3-D RoPE (built as the pipeline does); latents [B, F, C, H, W]; head_dim 16 for the 3-D RoPE split (4, 6, 6)"),
+    "HunyuanVideoTransformer3DModel": ZooEntry(
+        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+             num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=12,
+             pooled_projection_dim=10, rope_axes_dim=(2, 2, 4)),
+        "video", mask="bool", note="token refiner, dual- and single-stream blocks; guidance embedder"),
+    "WanTransformer3DModel": ZooEntry(
+        dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+             text_dim=12, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32),
+        "video", note="Wan 2.1 text-to-video; RoPE split d - 4[d/6], 2[d/6], 2[d/6]"),
+    "LTXVideoTransformer3DModel": ZooEntry(
+        dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+             cross_attention_dim=16, num_layers=1, caption_channels=12),
+        "tokens", mask="float", note="packed tokens with num_frames/height/width given"),
+    "LatteTransformer3DModel": ZooEntry(
+        dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
+             cross_attention_dim=16, sample_size=8, patch_size=2, norm_type="ada_norm_single", caption_channels=12,
+             video_length=2, activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_elementwise_affine=False,
+             norm_eps=1e-6),
+        "video", note="the released Latte config (adaLN-single, caption projection), spatial + temporal; no text "
+                      "mask: the pipeline passes none, and a [B, L] mask raises (not repeated over frames)"),
+    "MochiTransformer3DModel": ZooEntry(
+        dict(patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=1, pooled_projection_dim=10,
+             in_channels=4, text_embed_dim=16, time_embed_dim=16, max_sequence_length=5),
+        "video", mask="bool", note="asymmetric joint attention, SwiGLU, learned RoPE mixing; the text pool has 8 heads"),
+    "AllegroTransformer3DModel": ZooEntry(
+        dict(patch_size=2, patch_size_t=1, num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+             num_layers=1, cross_attention_dim=24, sample_height=8, sample_width=8, sample_frames=2,
+             caption_channels=12),
+        "video", mask="float", note="3-D half-split RoPE built as the pipeline does; head_dim divisible by 3 x 2"),
+    "AuraFlowTransformer2DModel": ZooEntry(
+        dict(sample_size=8, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
+             attention_head_dim=8, num_attention_heads=2, joint_attention_dim=12, caption_projection_dim=16,
+             out_channels=4, pos_embed_max_size=16),
+        "image", note="register tokens, SwiGLU with the gate first; caption_projection_dim = heads x head_dim"),
+    "Lumina2Transformer2DModel": ZooEntry(
+        dict(sample_size=8, patch_size=2, in_channels=4, hidden_size=16, num_layers=1, num_refiner_layers=1,
+             num_attention_heads=2, num_kv_heads=1, multiple_of=16, axes_dim_rope=(2, 2, 4), axes_lens=(32, 16, 16),
+             cap_feat_dim=12),
+        "image", mask="bool", note="GQA (2 query heads, 1 key/value head), complex RoPE, RMSNorm-zero"),
+}
+
+#: DiTTransformer2DModel's tiny build (``diffusers:DiTTransformer2DModel`` on the command line): validated by its own
+#: whole-model path (ditcheck.validate.models), 2 blocks, 16 tokens, 10 classes
+DIT_TINY_CONFIG: dict[str, Any] = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                       num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+
+#: class name -> the documented tiny kwargs it is built with (``build_model``)
+TINY_CONFIGS: dict[str, dict[str, Any]] = {name: dict(entry.config) for name, entry in ENTRIES.items()}
+TINY_CONFIGS["DiTTransformer2DModel"] = dict(DIT_TINY_CONFIG)
+
+#: classes diffusers 0.42.1 exports that are not 2-D/3-D DiT denoisers of latents, or keep their own path
+OUT_OF_SCOPE: dict[str, str] = {
+    "DiTTransformer2DModel": "validated by its own whole-model reference (ditcheck.validate.models, conventions "
+                             "dit / diffusers), not by this component path",
+    "PriorTransformer": "a CLIP-embedding prior (Kandinsky / unCLIP): denoises a 1-D embedding, not latents",
+    "T5FilmDecoder": "a spectrogram decoder for music (T5 + FiLM), not a latent DiT",
+    "Transformer2DModel": "the generic transformer UNets embed inside cross-attention blocks (deprecated for DiT / "
+                          "PixArt, which have their own classes here)",
+    "TransformerTemporalModel": "a temporal layer inside video UNets, not a denoiser of its own",
+    "DualTransformer2DModel": "two Transformer2DModels mixed for dual-guided UNets (not exported at the top level)",
+    "StableAudioDiTModel": "a 1-D audio DiT (waveform latents), outside the 2-D/3-D DiTs ditcheck validates",
+    "StableAudio3DiTModel": "a 1-D audio DiT (waveform latents), outside the 2-D/3-D DiTs ditcheck validates",
+    "AceStepTransformer1DModel": "a 1-D music DiT, outside the 2-D/3-D DiTs ditcheck validates",
+    "LongCatAudioDiTTransformer": "a 1-D audio DiT, outside the 2-D/3-D DiTs ditcheck validates",
+    "MiniMaxMusic3Transformer1DModel": "a 1-D music transformer, outside the 2-D/3-D DiTs ditcheck validates",
+    "MiniMaxMusic3RVQDepthDecoder": "a residual-VQ depth decoder of discrete audio codes, not a diffusion transformer",
+    "RFD4ProteinaTransformer": "a protein-structure transformer (residue frames), not a latent image/video DiT",
+}
+
+
+#: 2-D/3-D DiT denoisers in scope that have no tiny configuration and input builder yet (``validate`` refuses them
+#: with this reason; the coverage table lists them)
+PENDING: dict[str, str] = {name: "in scope; no tiny configuration and input builder yet" for name in (
+    "AnyFlowFARTransformer3DModel", "AnyFlowTransformer3DModel", "BriaFibo2Transformer2DModel",
+    "BriaFiboTransformer2DModel", "BriaTransformer2DModel", "ChromaTransformer2DModel", "ChronoEditTransformer3DModel",
+    "CogView3PlusTransformer2DModel", "CogView4Transformer2DModel", "ConsisIDTransformer3DModel",
+    "Cosmos3OmniTransformer", "CosmosTransformer3DModel", "DreamLiteTransformer2DModel",
+    "EasyAnimateTransformer3DModel", "ErnieImageTransformer2DModel", "Flux2Transformer2DModel",
+    "Flux3Transformer2DModel", "GlmImageTransformer2DModel", "HeliosTransformer3DModel",
+    "HiDreamImageTransformer2DModel", "HunyuanImageTransformer2DModel", "HunyuanVideo15Transformer3DModel",
+    "HunyuanVideoFramepackTransformer3DModel", "Ideogram4Transformer2DModel", "JoyImageEditPlusTransformer3DModel",
+    "JoyImageEditTransformer3DModel", "Kandinsky5Transformer3DModel", "Kandinsky6SRTransformer3DModel",
+    "Kandinsky6Transformer3DModel", "Krea2Transformer2DModel", "LTX2VideoTransformer3DModel",
+    "LongCatImageTransformer2DModel", "LuminaNextDiT2DModel", "MiniMaxH3Transformer3DModel",
+    "MotifVideoTransformer3DModel", "NucleusMoEImageTransformer2DModel", "OmniGenTransformer2DModel",
+    "OvisImageTransformer2DModel", "PRXTransformer2DModel", "QwenImage21Transformer2DModel",
+    "QwenImageTransformer2DModel", "SanaVideoTransformer3DModel", "SanaWMLTX2RefinerTransformer3DModel",
+    "SanaWMTransformer3DModel", "SkyReelsV2Transformer3DModel", "WanAnimate2Transformer3DModel",
+    "WanAnimateTransformer3DModel", "WanVACETransformer3DModel", "ZImageTransformer2DModel") if name not in ENTRIES}
+
+
+def diffusers_transformer_classes() -> dict[str, type]:
+    """name -> class of every nn.Module class ``diffusers.models.transformers`` exports (diffusers imported here)."""
+    import diffusers.models.transformers as module
+
+    found = {}
+    for name in sorted(dir(module)):
+        if name.startswith("_"):
+            continue
+        try:
+            value = getattr(module, name)
+        except Exception:  # noqa: BLE001 - a lazy attribute whose backend is missing is not a class we can build
+            continue
+        if inspect.isclass(value) and issubclass(value, nn.Module):
+            found[name] = value
+    return found
+
+
+def _entry(name: str) -> ZooEntry:
+    if name not in ENTRIES:
+        reason = OUT_OF_SCOPE.get(name) or PENDING.get(name)
+        expected = "a diffusers transformer class in scope (" + ", ".join(sorted(ENTRIES)) + ")"
+        raise InvalidArgumentError("model", expected, repr(name) + (f" ({reason})" if reason else ""))
+    return ENTRIES[name]
+
+
+def randomise_weights(model: nn.Module, seed: int, scale: float = WEIGHT_SCALE) -> nn.Module:
+    """Every parameter redrawn N(0, scale^2) (float64 draws rounded to the parameter's dtype), in place."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            draw = torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale
+            parameter.copy_(draw.to(parameter.dtype))
+    return model
+
+
+def build_model(name: str, dtype: torch.dtype | str = torch.float32, seed: int = 0) -> nn.Module:
+    """The class ``name`` of diffusers built with its tiny configuration (:data:`TINY_CONFIGS`), random weights."""
+    from ._attention import resolve_dtype
+
+    if not isinstance(name, str):
+        raise InvalidArgumentError("model", "a diffusers transformer class name", type(name).__name__)
+    config = DIT_TINY_CONFIG if name == "DiTTransformer2DModel" else _entry(name).config
+    cls = diffusers_transformer_classes().get(name)
+    if cls is None:
+        raise InvalidArgumentError("model", "a class diffusers exports (is diffusers 0.42.1 installed?)", repr(name))
+    with _quiet_diffusers():
+        model = cls(**config)
+        model = randomise_weights(model, seed).to(resolve_dtype(dtype)).eval()
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_diffusers() -> Any:
+    """diffusers warns on every .to(dtype) of a model listing float32 modules: not a finding, kept out of reports."""
+    logger = logging.getLogger("diffusers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+
+
+# ----------------------------------------------------------------------------------------
+# Inputs
+
+
+def _config(model: nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    return dict(config) if config is not None else {}
+
+
+#: the config keys giving the width of the text states, in the order they are looked for
+TEXT_DIM_KEYS = ("joint_attention_dim", "caption_channels", "text_embed_dim", "text_dim", "cap_feat_dim",
+                 "cross_attention_dim")
+
+
+def _text_dim(config: Mapping[str, Any]) -> int:
+    for key in TEXT_DIM_KEYS:
+        if config.get(key):
+            return int(config[key])
+    raise InvalidArgumentError("model", f"a config stating the text width (one of {TEXT_DIM_KEYS})", "none")
+
+
+def _mask(entry: ZooEntry, tokens: int, masked: int = MASKED_TOKENS) -> torch.Tensor:
+    """[BATCH, tokens]: every token kept for sample 0, the last ``masked`` padded for sample 1."""
+    keep = torch.ones(BATCH, tokens, dtype=torch.bool)
+    keep[1, tokens - masked:] = False
+    return keep if entry.mask == "bool" else keep.to(torch.float32)
+
+
+def _patch(config: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(temporal, height, width) patch size of a config."""
+    patch = config.get("patch_size") or 1
+    if isinstance(patch, (tuple, list)):
+        return tuple(int(p) for p in patch)  # type: ignore[return-value]
+    return int(config.get("patch_size_t") or 1), int(patch), int(patch)
+
+
+def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:
+    channels = int(config.get("in_channels") or 4)
+    size, frames = entry.size, entry.frames
+    if entry.latent == "image":
+        shape = (BATCH, channels, size, size)
+    elif entry.latent == "video":
+        shape = (BATCH, frames, channels, size, size) if name == "CogVideoXTransformer3DModel" else \
+            (BATCH, channels, frames, size, size)
+    else:
+        pt, ph, pw = _patch(config)
+        tokens = (frames if name.startswith("LTX") else 1) * (size // ph) * (size // pw) // pt
+        shape = (BATCH, tokens, channels)
+    return torch.randn(shape, generator=generator, dtype=torch.float64)
+
+
+def _rope_inputs(name: str, model: nn.Module, entry: ZooEntry, config: Mapping[str, Any]) -> Any:
+    """The RoPE tables the class's pipeline builds and passes in (as the pipeline builds them)."""
+    from diffusers.models import embeddings
+
+    pt, ph, pw = _patch(config)
+    grid = (entry.size // ph, entry.size // pw)
+    if name == "HunyuanDiT2DModel":
+        crops = _resize_crop_region(grid, grid[1])  # the pipeline's base size in patches: the tiny grid is its own
+        return embeddings.get_2d_rotary_pos_embed(model.inner_dim // model.num_heads, crops, grid, output_type="pt")
+    if name == "CogVideoXTransformer3DModel":
+        crops = _resize_crop_region(grid, config["sample_width"] // pw, config["sample_height"] // ph)
+        return embeddings.get_3d_rotary_pos_embed(embed_dim=config["attention_head_dim"], crops_coords=crops,
+                                                  grid_size=grid, temporal_size=entry.frames)
+    if name == "AllegroTransformer3DModel":
+        tables = embeddings.get_3d_rotary_pos_embed_allegro(
+            embed_dim=config["attention_head_dim"], crops_coords=((0, 0), grid), grid_size=grid,
+            temporal_size=entry.frames, interpolation_scale=(config["interpolation_scale_t"],
+                                                             config["interpolation_scale_h"],
+                                                             config["interpolation_scale_w"]))
+        freqs_t, freqs_h, freqs_w, grid_t, grid_h, grid_w = tables
+        pos = torch.cartesian_prod(grid_t.long(), grid_h.long(), grid_w.long())
+        grid_t, grid_h, grid_w = pos.reshape(-1, 3).transpose(0, 1).reshape(3, 1, -1).contiguous()
+        return (freqs_t, freqs_h, freqs_w), (grid_t, grid_h, grid_w)
+    return None
+
+
+def _resize_crop_region(grid: tuple[int, int], base_width: int, base_height: int | None = None) -> tuple:
+    """diffusers pipelines' get_resize_crop_region_for_grid: the crop of a base-size grid the latent grid covers."""
+    height, width = grid
+    base_height = base_width if base_height is None else base_height
+    ratio = height / width
+    if ratio > base_height / base_width:
+        resize_height = base_height
+        resize_width = int(round(base_height / height * width))
+    else:
+        resize_width = base_width
+        resize_height = int(round(base_width / width * height))
+    top = int(round((base_height - resize_height) / 2.0))
+    left = int(round((base_width - resize_width) / 2.0))
+    return (top, left), (top + resize_height, left + resize_width)
+
+
+def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = None, *,
+                 name: str | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """(args, kwargs) of one forward call of a zoo model, every input built from its config and forward signature.
+
+    Batch :data:`BATCH`; timesteps differ per sample and are drawn on the model's scale (``ZooEntry.time_scale``);
+    the second sample's last :data:`MASKED_TOKENS` text tokens are masked where the forward takes a text mask.
+    Floating tensors are in ``dtype`` (default: the model's), RoPE tables as the class's pipeline makes them.
+    A required forward parameter ditcheck cannot build raises InvalidArgumentError naming it.
+    """
+    name = name or diffusers_class_name(model) or type(model).__name__
+    entry = _entry(name)
+    config = _config(model)
+    if dtype is None:
+        first = next((p for p in model.parameters() if p.is_floating_point()), None)
+        dtype = first.dtype if first is not None else torch.float32
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    # distinct times per sample, one near each end of the range (embeddings are largest / smallest there)
+    times = torch.as_tensor([entry.time_scale * rng.uniform(0.0, 0.5), entry.time_scale * rng.uniform(0.5, 1.0)],
+                            dtype=torch.float64)
+    text_tokens = int(config.get("max_text_seq_length") or config.get("text_len") or config.get("max_sequence_length")
+                      or TEXT_TOKENS)
+    pt, ph, pw = _patch(config)
+    values: dict[str, Any] = {}
+    parameters = dict(inspect.signature(model.forward).parameters)
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters.values()):
+        # a fork's forward(*args, **kwargs) passing through: the diffusers class's own signature names the inputs
+        base = next((c for c in type(model).__mro__ if c.__name__ == name and c.__module__.startswith("diffusers.")),
+                    None)
+        if base is not None:
+            parameters = {**dict(list(inspect.signature(base.forward).parameters.items())[1:]), **parameters}
+    for parameter_name, parameter in parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        value: Any = None
+        if parameter_name == "hidden_states":
+            value = _latents(name, entry, config, generator)
+        elif parameter_name == "encoder_hidden_states":
+            value = torch.randn(BATCH, text_tokens, _text_dim(config), generator=generator, dtype=torch.float64)
+        elif parameter_name == "encoder_hidden_states_t5":
+            value = torch.randn(BATCH, int(config["text_len_t5"]), int(config["cross_attention_dim_t5"]),
+                                generator=generator, dtype=torch.float64)
+        elif parameter_name in ("encoder_attention_mask", "text_embedding_mask") and entry.mask:
+            value = _mask(entry, text_tokens)
+        elif parameter_name == "text_embedding_mask_t5" and entry.mask:
+            value = _mask(entry, int(config["text_len_t5"]))
+        elif parameter_name == "pooled_projections" and config.get("pooled_projection_dim"):
+            value = torch.randn(BATCH, int(config["pooled_projection_dim"]), generator=generator, dtype=torch.float64)
+        elif parameter_name == "timestep":
+            value = times
+        elif parameter_name == "guidance" and config.get("guidance_embeds"):
+            # a guidance scale (Flux multiplies it by 1000 inside, as it does t)
+            value = torch.as_tensor(rng.uniform(1.0, 8.0, BATCH), dtype=torch.float64)
+        elif parameter_name == "img_ids":
+            rows, cols = entry.size // ph, entry.size // pw
+            grid = torch.meshgrid(torch.zeros(1), torch.arange(float(rows)), torch.arange(float(cols)), indexing="ij")
+            value = torch.stack(grid, -1).reshape(-1, 3)
+        elif parameter_name == "txt_ids":
+            value = torch.zeros(text_tokens, 3)
+        elif parameter_name == "image_rotary_emb":
+            value = _rope_inputs(name, model, entry, config)
+        elif parameter_name == "image_meta_size" and config.get("use_style_cond_and_image_meta_size"):
+            size = float(entry.size * 8)  # (original h, w, target h, w, crop top, left) in pixels, as the pipeline
+            value = torch.as_tensor([[size, size, size, size, 0.0, 0.0]] * BATCH, dtype=torch.float64)
+        elif parameter_name == "style" and config.get("use_style_cond_and_image_meta_size"):
+            value = torch.zeros(BATCH, dtype=torch.long)
+        elif parameter_name == "num_frames" and entry.latent == "tokens":
+            value = entry.frames // pt
+        elif parameter_name == "height" and entry.latent == "tokens":
+            value = entry.size // ph
+        elif parameter_name == "width" and entry.latent == "tokens":
+            value = entry.size // pw
+        elif parameter_name == "rope_interpolation_scale":
+            value = (1.0 / 25.0 * 8, 32.0, 32.0)  # the LTX pipeline's (temporal ratio / frame rate, spatial, spatial)
+        elif parameter_name == "return_dict":
+            value = False
+        if value is None:
+            if parameter.default is inspect.Parameter.empty:
+                raise InvalidArgumentError(f"forward parameter {parameter_name!r} of {name}",
+                                           "an input ditcheck knows how to build", "no rule for it")
+            continue
+        values[parameter_name] = value
+    cast = (lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and
+            v.dtype == torch.float64 else v)
+    values = {k: (tuple(cast(t) for t in v) if isinstance(v, tuple) and name == "HunyuanDiT2DModel" else cast(v))
+              for k, v in values.items()}
+    return (), values
+
+
+# ----------------------------------------------------------------------------------------
+# The validation run
+
+
+def _expected_output_shape(name: str, entry: ZooEntry, config: Mapping[str, Any],
+                           latents: torch.Tensor) -> tuple[int, ...] | None:
+    """The denoiser's output shape: the latents' with the channel axis holding the model's output channels."""
+    channels = config.get("out_channels") or config.get("in_channels")
+    if channels is None:
+        return None
+    channels = int(channels) * (2 if config.get("learn_sigma") else 1)
+    shape = list(latents.shape)
+    if entry.latent == "tokens":
+        pt, ph, pw = _patch(config)
+        shape[-1] = channels * pt * ph * pw
+    elif name == "CogVideoXTransformer3DModel":
+        shape[2] = channels
+    else:
+        shape[1] = channels
+    return tuple(shape)
+
+
+@dataclass
+class _ClassSummary:
+    """What the examples measured for one module class: calls by status and the worst comparison."""
+
+    calls: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    worst: Any = None  # the ComponentFinding with the largest error/tolerance (non-island)
+    worst_island: Any = None
+
+    def add(self, finding: Any) -> None:
+        self.calls += 1
+        self.statuses[finding.status] = self.statuses.get(finding.status, 0) + 1
+        if finding.ratio is None:
+            return
+        slot = "worst_island" if finding.status == "precision" else "worst"
+        current = getattr(self, slot)
+        if current is None or finding.ratio > current.ratio:
+            setattr(self, slot, finding)
+
+
+def resolve_target(model: Any, dtype: torch.dtype | str | None = None,
+                   target: str | None = None) -> tuple[nn.Module, str]:
+    """An nn.Module and its label from an instance, a class or "diffusers:ClassName" (built tiny), or a factory.
+
+    A diffusers class (or its name) is built with its tiny configuration (:func:`build_model`) and labelled
+    ``diffusers:ClassName``; another ``MODULE:ATTR`` string goes through :mod:`ditcheck.loader`; a zero-argument
+    factory is called once. Failures raise :class:`~ditcheck.loader.LoadError` (an InvalidArgumentError) naming
+    ``model``.
+    """
+    from ditcheck.loader import build, load
+
+    if isinstance(model, str):
+        module_name, _, attribute = model.rpartition(":")
+        if module_name == "diffusers":
+            return build_model(attribute, dtype or torch.float32), target or model
+        label = target or model
+        model = load(model, argument="model")
+    else:
+        label = target
+    if inspect.isclass(model) and model.__module__.startswith("diffusers."):
+        return build_model(model.__name__, dtype or torch.float32), label or f"diffusers:{model.__name__}"
+    module = build(model, lambda o: isinstance(o, nn.Module), "an nn.Module", argument="model")
+    return module, label or f"{type(module).__module__}:{type(module).__qualname__}"
+
+
+def diffusers_class_name(model: Any) -> str | None:
+    """The diffusers transformer class ``model`` is (or subclasses, as forks do): the first in its MRO, else None."""
+    cls = model if inspect.isclass(model) else type(model)
+    known = set(ENTRIES) | set(OUT_OF_SCOPE) | set(PENDING)
+    for base in cls.__mro__:
+        if base.__module__.startswith("diffusers.") and base.__name__ in known:
+            return base.__name__
+    return None
+
+
+def dispatches_here(model: Any) -> bool:
+    """Whether ``ditcheck.validate.dit`` hands ``model`` (an nn.Module) to this path: a diffusers transformer class
+    other than DiTTransformer2DModel, or a subclass of one (out-of-scope ones too: they get their reason)."""
+    return diffusers_class_name(model) not in (None, "DiTTransformer2DModel")
+
+
+def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAULT_ZOO_EXAMPLES, seed: int = 0,
+             dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
+             diagnose: bool = True, timeout: float | None = None, target: str | None = None,
+             strict_precision: bool = False) -> Any:
+    """Validate a diffusers transformer (instance, class, "diffusers:ClassName" or a zero-argument factory).
+
+    Each of ``examples`` examples draws fresh weights (``weights="random"``: every parameter, adaLN-Zero and gates
+    included; "model": the target's own) and fresh inputs (:func:`build_inputs`, seeded by ``seed``) and runs the
+    component engine once; the findings of all examples make one :class:`~ditcheck.validate.report.Report`.
+    ``dtype`` / ``device``: where the target runs (default: its own; a copy is converted). ``diagnose``: report
+    the convention knobs explaining the first divergence (the engine tries them on every mismatch). A class or
+    name outside the zoo raises InvalidArgumentError naming ``model``; a target that raises or returns a wrong
+    or non-finite output is a failed check.
+    """
+    from ._attention import require_run_settings, resolve_device, resolve_dtype
+    from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, call_isolated
+    from .components import check_components
+    from .report import Check, Report
+
+    examples, seed, timeout = require_run_settings(examples, seed, DEFAULT_TIMEOUT if timeout is None else timeout)
+    if convention not in ZOO_CONVENTIONS:
+        raise InvalidArgumentError("convention", f"one of {ZOO_CONVENTIONS} for a diffusers transformer class",
+                                   repr(convention))
+    if weights not in ("random", "model"):
+        raise InvalidArgumentError("weights", "'random' or 'model'", repr(weights))
+    requested = None if dtype is None else resolve_dtype(dtype)
+    module, label = resolve_target(model, requested, target)
+    name = diffusers_class_name(module) or type(module).__name__
+    entry = _entry(name)
+    own = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if own is None:
+        raise InvalidArgumentError("model", "an nn.Module with floating parameters", name)
+    run_dtype = own.dtype if requested is None else requested
+    run_device = own.device if device is None else resolve_device(device)
+    if weights == "random" or (run_dtype, run_device) != (own.dtype, own.device):
+        module = copy.deepcopy(module)  # the caller's model is never changed
+        with _quiet_diffusers():
+            module.to(device=run_device, dtype=run_dtype)
+    fmt = str(run_dtype).removeprefix("torch.")
+    report = Report(target=label, kind="dit", settings={"class": name, "convention": convention, "dtype": fmt,
+                                                        "device": str(run_device), "examples": examples, "seed": seed,
+                                                        "weights": weights, "path": "components"})
+    if label == f"diffusers:{name}":
+        report.notes.append("built by ditcheck with the tiny configuration " +
+                            ", ".join(f"{k}={v}" for k, v in entry.config.items()) + f" ({entry.note})")
+    config = _config(module)
+    summaries: dict[str, _ClassSummary] = {}
+    failing: dict[str, Any] = {}  # name -> worst failing finding over the examples
+    first_failure = None
+    call_errors: list[str] = []
+    output_problems: list[str] = []
+    returned = 0
+    total_calls = checked_calls = 0
+    unchecked: set[str] = set()
+    unsupported: dict[str, str] = {}
+    was_training = module.training
+    module.eval()
+    try:
+        for index in range(examples):
+            example_seed = seed * 7919 + index  # distinct per example and per run seed
+            if weights == "random":
+                randomise_weights(module, example_seed)
+            try:
+                _, kwargs = build_inputs(module, example_seed, run_dtype, name=name)
+            except InvalidArgumentError as error:
+                report.loaded = False
+                report.checks.append(Check("inputs", False, message=str(error)))
+                return report
+            kwargs = {k: v.to(run_device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            outputs: list[Any] = []
+            handle = module.register_forward_hook(lambda m, a, out: outputs.append(out))
+            try:
+                components = call_isolated(check_components, module, (), kwargs, strict_precision=strict_precision,
+                                           timeout=timeout)
+            except TargetTimeoutError as error:
+                call_errors.append(error.describe())
+                break  # a hung call may still be running: make no more
+            except TargetError as error:  # the engine itself failed on this target
+                call_errors.append(error.describe())
+                continue
+            finally:
+                handle.remove()
+            for finding in components.findings:
+                if finding.status == "error":
+                    call_errors.append(finding.message)
+                    continue
+                total_calls += 1
+                if finding.status == "not-checked":
+                    unchecked.add(finding.cls)
+                    continue
+                if finding.status == "unsupported":
+                    unsupported.setdefault(finding.cls, finding.message)
+                    continue
+                checked_calls += 1
+                summaries.setdefault(finding.cls, _ClassSummary()).add(finding)
+            for finding in components.failures:
+                if finding.status == "error":
+                    continue
+                if first_failure is None:
+                    first_failure = finding
+                known = failing.get(finding.name)
+                if known is None or (finding.ratio or math.inf) > (known.ratio or math.inf):
+                    failing[finding.name] = finding
+            if outputs:
+                returned += 1
+                out = outputs[0][0] if isinstance(outputs[0], (tuple, list)) else outputs[0]
+                out = getattr(out, "sample", out)
+                expected = _expected_output_shape(name, entry, config, kwargs["hidden_states"])
+                if not isinstance(out, torch.Tensor):
+                    output_problems.append(f"example {index}: returned a {type(out).__name__}, not a tensor")
+                elif expected is not None and tuple(out.shape) != expected:
+                    output_problems.append(f"example {index}: shape {tuple(out.shape)}, expected {expected}")
+                elif not bool(torch.isfinite(out).all()):
+                    output_problems.append(f"example {index}: {int((~torch.isfinite(out)).sum())} non-finite values")
+    finally:
+        module.train(was_training)
+    _fill_report(report, summaries, failing, first_failure, call_errors, output_problems, returned, examples,
+                 strict_precision, diagnose)
+    report.settings["components"] = f"{checked_calls} of {total_calls} calls recomputed"
+    if unchecked:
+        report.notes.append("not recognised (run, not checked): " + ", ".join(sorted(unchecked)))
+    for cls, why in sorted(unsupported.items()):
+        report.notes.append(f"recognised, configuration not modelled (not checked): {cls}: {why}")
+    return report
+
+
+def _fill_report(report: Any, summaries: Mapping[str, _ClassSummary], failing: Mapping[str, Any], first_failure: Any,
+                 call_errors: Sequence[str], output_problems: Sequence[str], returned: int, examples: int,
+                 strict_precision: bool, diagnose: bool) -> None:
+    """Checks per component class and per localised fault, the first divergence, the diagnosis, the output checks."""
+    from .report import Check
+
+    for cls, summary in summaries.items():
+        faults = sum(summary.statuses.get(s, 0) for s in ("mismatch", "inline"))
+        follows = summary.statuses.get("follows", 0)
+        worst = summary.worst
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items()))
+        if worst is not None:
+            message = "" if not faults else f"{faults} of {summary.calls} calls outside tolerance ({detail})"
+            if follows and not faults:
+                message = f"{follows} call(s) follow from a failing child ({detail})"
+            report.checks.append(Check(f"{cls} ({summary.calls} calls)", faults == 0, worst.error, worst.tolerance,
+                                       message, summary.calls, worst.name))
+        island = summary.worst_island
+        if island is not None:
+            islands = summary.statuses.get("precision", 0)
+            message = (f"computes in float32 by design ({islands} of {summary.calls} calls; worst at {island.name}, "
+                       f"error {island.error:.2g} within float32's bound {island.tolerance.value:.2g})")
+            finding = Check(f"precision: {cls}", True, island.error, island.tolerance, message, islands, island.name)
+            report.precision.append(finding)
+            if strict_precision:
+                report.checks.append(Check(finding.id, False, finding.observed, finding.tolerance,
+                                           finding.message + " (--strict-precision)", finding.examples))
+    for finding in failing.values():
+        if finding.status == "precision":
+            continue  # reported with its class above
+        explained = ("; explained by " + " or ".join(", ".join(f"{k}={v!r}" for k, v in e.items())
+                                                     for e in finding.explanations)) if finding.explanations else ""
+        report.checks.append(Check(f"{finding.name} ({finding.cls})", False, finding.error, finding.tolerance,
+                                   f"{finding.status} at {finding.location}{explained}"
+                                   + (f" ({finding.message})" if finding.message else ""), 1, finding.name))
+    if first_failure is not None:
+        report.first_divergence = f"{first_failure.name} ({first_failure.cls}) at {first_failure.location}"
+        if diagnose:
+            report.diagnosis.extend({"knobs": dict(e), "ratio": None, "where": first_failure.name}
+                                    for e in first_failure.explanations)
+            if not first_failure.explanations and first_failure.status in ("mismatch", "inline"):
+                report.notes.append(f"no convention knob explains {first_failure.name}")
+    if call_errors:
+        report.checks.append(Check("call", False, message=f"{len(call_errors)} of {examples} calls failed; first: "
+                                   f"{call_errors[0]}", examples=examples))
+        if report.first_divergence is None:
+            report.first_divergence = "the call (the target raised)"
+    if returned:
+        report.checks.append(Check("output", not output_problems, message="; ".join(output_problems[:3]),
+                                   examples=returned))
+    else:
+        report.loaded = False
+        if not call_errors:
+            report.checks.append(Check("output", False, message="no call returned an output"))
+
+
+# ----------------------------------------------------------------------------------------
+# The coverage table (README)
+
+
+@dataclass(frozen=True)
+class CoverageRow:
+    """One diffusers transformer class: built, its runs per dtype, components recognised, block references, time."""
+
+    name: str
+    scope: str  # "in scope" | the reason it is not
+    built: bool = False
+    results: dict[str, str] = field(default_factory=dict)  # dtype -> "conforms" / "DISCREPANCY ..." / "error"
+    seconds: dict[str, float] = field(default_factory=dict)
+    components: str = ""
+    block_reference: str = ""
+
+
+#: composites whose inline code (modulation, gates, residuals, joins) the engine checks from their children
+BLOCK_REFERENCES = ("BasicTransformerBlock", "JointTransformerBlock", "FluxTransformerBlock",
+                    "FluxSingleTransformerBlock")
+
+
+def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), examples: int = DEFAULT_ZOO_EXAMPLES,
+                 seed: int = 0) -> CoverageRow:
+    """Build and validate one class in each dtype (wall time measured per dtype)."""
+    if name not in ENTRIES:
+        return CoverageRow(name, OUT_OF_SCOPE.get(name) or PENDING.get(name) or "not a class diffusers exports")
+    results, seconds = {}, {}
+    components, blocks = "", set()
+    built = True
+    for fmt in dtypes:
+        start = time.perf_counter()
+        try:
+            report = validate(f"diffusers:{name}", dtype=fmt, examples=examples, seed=seed)
+        except Exception as error:  # noqa: BLE001 - a class that does not build is a row saying so
+            results[fmt] = f"error: {type(error).__name__}: {str(error)[:80]}"
+            built = False
+            continue
+        seconds[fmt] = time.perf_counter() - start
+        islands = len(report.precision)
+        results[fmt] = ("conforms" if report.ok else "DISCREPANCY at " + str(report.first_divergence)) + \
+            (f" ({islands} island classes)" if islands else "")
+        components = report.settings.get("components", "")
+        blocks |= {c.id.split(" (")[0] for c in report.checks} & set(BLOCK_REFERENCES)
+    return CoverageRow(name, "in scope", built, results, seconds, components,
+                       ", ".join(sorted(blocks)) if blocks else "no")
+
+
+def coverage_table(names: Sequence[str] | None = None, dtypes: Sequence[str] = ("float32", "float64"),
+                   examples: int = DEFAULT_ZOO_EXAMPLES) -> str:
+    """The README's coverage table (Markdown): one row per diffusers transformer class."""
+    names = list(names) if names else sorted(set(diffusers_transformer_classes()) | set(ENTRIES) | set(OUT_OF_SCOPE))
+    lines = ["| class | built | " + " | ".join(f"{d}" for d in dtypes) + " | components recognised / calls | "
+             "inline code by a block reference | time " + " / ".join(dtypes) + " |",
+             "|---|---|" + "---|" * len(dtypes) + "---|---|---|"]
+    for name in names:
+        row = coverage_row(name, dtypes, examples)
+        if row.scope != "in scope":
+            label = row.scope if name in PENDING else f"out of scope: {row.scope}"
+            lines.append(f"| {name} | no: {label} |" + " |" * (len(dtypes) + 3))
+            continue
+        times = " / ".join(f"{row.seconds[d]:.1f} s" if d in row.seconds else "-" for d in dtypes)
+        lines.append(f"| {name} | {'yes' if row.built else 'no'} | " + " | ".join(row.results.get(d, "-")
+                     for d in dtypes) + f" | {row.components} | {row.block_reference} | {times} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m ditcheck.validate.zoo", description=coverage_table.__doc__)
+    parser.add_argument("--names", default="", help="comma-separated class names (default: every class)")
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--examples", type=int, default=DEFAULT_ZOO_EXAMPLES)
+    args = parser.parse_args(argv)
+    logging.getLogger("diffusers").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    names = [n for n in args.names.split(",") if n] or None
+    print(coverage_table(names, tuple(d for d in args.dtypes.split(",") if d), args.examples))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
