@@ -28,7 +28,7 @@ __all__ = [
     "activation", "approximate_gelu", "timestep_mlp", "rms_norm", "adaln_chunks", "ada_layer_norm_zero",
     "ada_layer_norm_zero_single", "ada_layer_norm_continuous", "scale_shift_table_chunks", "gated_linear_unit",
     "feed_forward", "qk_norm", "joint_attention", "rope_frequencies", "apply_rope", "patchify_3d",
-    "linear_attention", "round_to_format",
+    "linear_attention", "round_to_format", "conv2d", "rope_grid_positions", "wan_rope_axes",
 ]
 
 #: Element-wise activations by the names diffusers' get_activation and torch use.
@@ -157,13 +157,14 @@ def rms_norm(xp: Precision, x: Any, weight: Any = None, bias: Any = None, eps: f
     return out
 
 
-@reference_function(arrays=("x", "weight"))
+@reference_function(arrays=("x", "weight", "bias"))
 def qk_norm(xp: Precision, x: Any, weight: Any = None, num_heads: int = 1, eps: float = 1e-6,
-            kind: Literal["rms", "layer"] = "rms", across_heads: bool = False) -> Any:
+            kind: Literal["rms", "layer"] = "rms", across_heads: bool = False, bias: Any = None) -> Any:
     """QK-norm of queries or keys laid out [..., L, H*Dh]: RMS/LayerNorm over each head's Dh channels, or across all H*Dh.
 
     Per head (Flux, SD3: the norm runs after the head split, weight [Dh]) or across heads (Wan, LTX: before
-    the split, weight [H*Dh]); a per-head weight [Dh] with across_heads=True is tiled over the heads.
+    the split, weight [H*Dh]); a per-head weight [Dh] with across_heads=True is tiled over the heads, and so
+    is a LayerNorm ``bias`` (CogVideoX's QK LayerNorm has one).
     """
     heads = require_positive_int(num_heads, "num_heads")
     if kind not in ("rms", "layer"):
@@ -176,16 +177,19 @@ def qk_norm(xp: Precision, x: Any, weight: Any = None, num_heads: int = 1, eps: 
         groups, width = 1, channels
         if weight is not None and np.shape(weight) == (head_dim,) and heads > 1:
             weight = np.concatenate([weight] * heads)
+        if bias is not None and np.shape(bias) == (head_dim,) and heads > 1:
+            bias = np.concatenate([bias] * heads)
     else:
         groups, width = heads, head_dim
-    if weight is not None and np.shape(weight) != (width,):
-        raise ShapeError("weight", f"shape ({width},) for {'across-heads' if across_heads else 'per-head'} QK-norm",
-                         str(np.shape(weight)))
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None and np.shape(value) != (width,):
+            raise ShapeError(name, f"shape ({width},) for {'across-heads' if across_heads else 'per-head'} QK-norm",
+                             str(np.shape(value)))
     grouped = np.reshape(x, np.shape(x)[:-1] + (groups, width))
     if kind == "rms":
-        out = rms_norm.generic(xp, grouped, weight, None, eps)
+        out = rms_norm.generic(xp, grouped, weight, bias, eps)
     else:
-        out = layer_norm.generic(xp, grouped, weight, None, eps)
+        out = layer_norm.generic(xp, grouped, weight, bias, eps)
     return np.reshape(out, np.shape(x))
 
 
@@ -435,3 +439,61 @@ def patchify_3d(xp: Precision, x: Any, weight: Any, bias: Any, patch_size: tuple
     patches = np.reshape(x, (n, channels, f, pt, h, ph, w, pw)).transpose(0, 2, 4, 6, 1, 3, 5, 7)
     patches = patches.reshape(n, f * h * w, channels * pt * ph * pw)
     return linear.generic(xp, patches, np.reshape(weight, (np.shape(weight)[0], -1)), bias)
+
+
+# ----------------------------------------------------------------------------------------
+# General 2-D convolution (Sana's GLUMBConv: 1x1 and depthwise 3x3 convolutions)
+
+
+@reference_function(arrays=("x", "weight", "bias"))
+def conv2d(xp: Precision, x: Any, weight: Any, bias: Any = None, stride: int = 1, padding: int = 0,
+           groups: int = 1) -> Any:
+    """torch Conv2d (cross-correlation, zero padding): x [N, C, H, W], weight [O, C/groups, kh, kw] -> [N, O, Ho, Wo].
+
+    Each output is the dot product of its window (C/groups channels, kh kw taps, in torch's (c, i, j) order)
+    with its filter, plus the bias: one matrix product per group over all windows.
+    """
+    stride = require_positive_int(stride, "stride")
+    groups = require_positive_int(groups, "groups")
+    if not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise InvalidArgumentError("padding", "a non-negative int", repr(padding))
+    if np.ndim(x) != 4 or np.ndim(weight) != 4:
+        raise ShapeError("x", "x [N, C, H, W] and weight [O, C/groups, kh, kw]", f"{np.shape(x)}, {np.shape(weight)}")
+    n, channels, height, width = np.shape(x)
+    out_channels, group_channels, kh, kw = np.shape(weight)
+    if channels % groups or out_channels % groups or group_channels != channels // groups:
+        raise ShapeError("weight", f"[O, {channels // groups}, kh, kw] with O divisible by {groups}",
+                         str(np.shape(weight)))
+    if bias is not None and np.shape(bias) != (out_channels,):
+        raise ShapeError("bias", f"shape ({out_channels},)", str(np.shape(bias)))
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=0)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    rows, cols = np.shape(windows)[2:4]
+    # [N, C, Ho, Wo, kh, kw] -> [N, groups, Ho Wo, C/groups kh kw]
+    windows = np.reshape(windows, (n, groups, group_channels, rows, cols, kh, kw)).transpose(0, 1, 3, 4, 2, 5, 6)
+    windows = np.reshape(windows, (n, groups, rows * cols, group_channels * kh * kw))
+    filters = np.reshape(weight, (groups, out_channels // groups, group_channels * kh * kw)).transpose(0, 2, 1)
+    out = xp.matmul(windows, filters)                                   # [N, groups, Ho Wo, O/groups]
+    out = np.reshape(np.transpose(out, (0, 1, 3, 2)), (n, out_channels, rows, cols))
+    return out if bias is None else out + np.reshape(bias, (1, out_channels, 1, 1))
+
+
+# ----------------------------------------------------------------------------------------
+# Video RoPE position grids and axis splits
+
+
+def rope_grid_positions(grid: tuple[int, ...]) -> np.ndarray:
+    """Integer positions of a (frames, rows, columns) token grid in row-major token order: [prod(grid), len(grid)]."""
+    if not isinstance(grid, (tuple, list)) or not grid:
+        raise InvalidArgumentError("grid", "a non-empty tuple of positive ints", repr(grid))
+    sizes = [require_positive_int(g, f"grid[{i}]") for i, g in enumerate(grid)]
+    mesh = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in sizes], indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=-1)
+
+
+def wan_rope_axes(head_dim: int) -> tuple[int, int, int]:
+    """Wan's split of a head's channels over (frame, row, column): h = w = 2 floor(d/6), t = d - 2h (WanRotaryPosEmbed)."""
+    head_dim = require_positive_int(head_dim, "head_dim")
+    spatial = 2 * (head_dim // 6)
+    return head_dim - 2 * spatial, spatial, spatial

@@ -445,6 +445,45 @@ def test_native_precisions_round_where_they_say() -> None:
         assert close(Native("float32", order).matmul(x.astype(np.float32), x.T.astype(np.float32)), x @ x.T, 1e-5)
 
 
+@pytest.mark.parametrize(("channels", "out", "kernel", "stride", "padding", "groups"), [
+    (6, 6, 3, 1, 1, 6),    # Sana's depthwise 3x3
+    (6, 8, 1, 1, 0, 1),    # 1x1 (GLUMBConv's inverted and point convolutions)
+    (6, 4, 3, 2, 1, 2),    # grouped, strided
+])
+def test_conv2d_matches_torch(channels: int, out: int, kernel: int, stride: int, padding: int, groups: int) -> None:
+    x, weight, bias = randn(2, channels, 5, 7), randn(out, channels // groups, kernel, kernel), randn(out)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(bias),
+                                          stride=stride, padding=padding, groups=groups).numpy()
+    assert close(C.conv2d(x, weight, bias, stride, padding, groups), expected)
+    assert close(C.conv2d(x, weight, None, stride, padding, groups), expected - bias[None, :, None, None])
+
+
+def test_qk_norm_layer_norm_bias_per_head_and_tiled_across_heads() -> None:
+    """CogVideoX's QK LayerNorm has a bias: per head it is the head's LayerNorm; across heads weight and bias tile."""
+    x, weight, bias = randn(2, 5, 3 * 4), randn(4), randn(4)
+    per_head = torch.nn.functional.layer_norm(torch.from_numpy(x).unflatten(-1, (3, 4)), (4,), torch.from_numpy(weight),
+                                              torch.from_numpy(bias), 1e-6).flatten(-2).numpy()
+    assert close(C.qk_norm(x, weight, 3, 1e-6, "layer", bias=bias), per_head)
+    across = torch.nn.functional.layer_norm(torch.from_numpy(x), (12,), torch.from_numpy(np.tile(weight, 3)),
+                                            torch.from_numpy(np.tile(bias, 3)), 1e-6).numpy()
+    assert close(C.qk_norm(x, weight, 3, 1e-6, "layer", True, bias), across)
+    assert differs(per_head, across)
+
+
+def test_wan_rope_tables_from_grid_positions_and_axis_split() -> None:
+    """WanRotaryPosEmbed (float64 angles, stored float32): rope_frequencies over rope_grid_positions, Wan's split."""
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+
+    assert C.wan_rope_axes(16) == (8, 4, 4) and C.wan_rope_axes(128) == (44, 42, 42)
+    rope = WanRotaryPosEmbed(16, (1, 2, 2), 32)
+    cos, sin = rope(torch.zeros(1, 4, 3, 4, 6))
+    positions = C.rope_grid_positions((3, 2, 3))
+    assert positions.shape == (18, 3) and positions[4].tolist() == [0, 1, 1]
+    ref_cos, ref_sin = C.rope_frequencies(positions, C.wan_rope_axes(16), 10000.0, "interleaved")
+    assert close(cos[0, :, 0].double().numpy(), ref_cos, 1e-7) and close(sin[0, :, 0].double().numpy(), ref_sin, 1e-7)
+    assert differs(ref_cos, C.rope_frequencies(positions, (4, 4, 8), 10000.0, "interleaved")[0])
+
+
 # ----------------------------------------------------------------------------------------
 # Bad input: typed errors naming the argument
 
@@ -463,6 +502,10 @@ def test_native_precisions_round_where_they_say() -> None:
     (lambda: C.joint_attention(*[randn(1, 2, 2)] * 6, order="ca"), "order"),
     (lambda: layers.pos_embed_2d(16, 4, base_size=0), "base_size"),
     (lambda: C.round_to_format(randn(3), "float8"), "fmt"),
+    (lambda: C.conv2d(randn(1, 4, 3, 3), randn(4, 3, 1, 1), groups=2), "weight"),
+    (lambda: C.conv2d(randn(1, 4, 3, 3), randn(4, 4, 1, 1), padding=-1), "padding"),
+    (lambda: C.rope_grid_positions(()), "grid"),
+    (lambda: C.wan_rope_axes(0), "head_dim"),
 ])
 def test_bad_input_is_a_typed_error(call: Callable[[], Any], argument: str) -> None:
     with pytest.raises(InvalidArgumentError) as caught:

@@ -30,8 +30,12 @@ JointAttnProcessor2_0) and FluxAttention (FluxAttnProcessor) and subclasses of t
 FeedForward, GELU, GEGLU, ApproximateGELU, SwiGLU, LinearActivation, RMSNorm, FP32LayerNorm,
 AdaLayerNormZero, AdaLayerNormZeroSingle, AdaLayerNormContinuous, AdaLayerNormSingle, Timesteps,
 TimestepEmbedding, PatchEmbed, PixArtAlphaTextProjection, LabelEmbedding, the Combined* embedders,
-FluxPosEmbed, BasicTransformerBlock (ada_norm_zero, ada_norm_single), JointTransformerBlock,
-FluxTransformerBlock, FluxSingleTransformerBlock; by structure, timm / original-DiT Attention (qkv, proj,
+FluxPosEmbed, BasicTransformerBlock (ada_norm_zero, ada_norm_single), JointTransformerBlock (with SD3.5's
+dual attention), SD35AdaLayerNormZeroX, FluxTransformerBlock, FluxSingleTransformerBlock, the Flux model's
+conditioning (timestep and guidance x 1000); Wan: WanAttention, WanTransformerBlock, WanRotaryPosEmbed,
+WanTimeTextImageEmbedding and the model's own glue; Sana: linear attention (SanaLinearAttnProcessor2_0),
+SanaAttnProcessor2_0, GLUMBConv (with general 2-D convolutions), SanaTransformerBlock, SanaModulatedNorm;
+CogVideoX: CogVideoXAttnProcessor2_0, CogVideoXLayerNormZero, CogVideoXBlock, AdaLayerNorm; by structure, timm / original-DiT Attention (qkv, proj,
 num_heads), Mlp (fc1, act, fc2), PatchEmbed (proj) and TimestepEmbedder (mlp + frequency size); by
 parameter shapes, a fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm).
 
@@ -49,9 +53,10 @@ Statuses of a finding:
 * ``not-checked``: a class the engine does not recognise (listed, never a failure).
 
 For every mismatch the component's convention knobs are tried one at a time (chunk orders, eps, GELU
-tanh/erf, flip_sin_to_cos, downscale_freq_shift, RoPE pairing, QK-norm per head / across heads, mask
-sign, joint token order, variance precision...), and each setting that brings the error within
-tolerance is reported as the explanation.
+tanh/erf, flip_sin_to_cos, downscale_freq_shift, RoPE pairing, theta and axis split, QK-norm per head /
+across heads, mask sign or mask ignored, joint token order, timestep and guidance scale, GLU gate order,
+variance precision...), and each setting that brings the error within tolerance is reported as the
+explanation; when no single knob does, pairs of knobs are tried (at most MAX_PAIRS reported).
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ __all__ = ["ComponentFinding", "ComponentReport", "check_components", "recognise
 STATUSES = ("conforms", "precision", "mismatch", "inline", "follows", "unsupported", "not-checked", "error")
 #: the statuses that make a report fail (``precision`` too under ``strict_precision``)
 FAILING_STATUSES = ("mismatch", "inline", "follows", "error")
+#: at most this many knob pairs are reported as explanations (a pair is tried only when no single knob explains)
+MAX_PAIRS = 4
 
 
 # ----------------------------------------------------------------------------------------
@@ -399,7 +406,7 @@ def _eval_conv(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> l
     kernel = tuple(module.kernel_size)
     if tuple(module.stride) != kernel or any(module.padding if not isinstance(module.padding, str) else [1]) or \
             module.groups != 1 or any(d != 1 for d in module.dilation):
-        raise Unsupported("only patch convolutions (kernel = stride, no padding, groups 1, dilation 1) are modelled")
+        return [_general_conv2d(call, xp)]
     x = _x(xp, call.arg("input"))
     weight, bias = _p(call, xp, "weight"), _p(call, xp, "bias")
     if len(kernel) == 2:
@@ -416,14 +423,31 @@ def _eval_conv(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> l
     return [np.moveaxis(out, -1, 1)]
 
 
+def _general_conv2d(call: RecordedCall, xp: Precision) -> Any:
+    """A 2-D convolution other than a patch convolution (Sana's 1x1 and depthwise 3x3): square stride and padding."""
+    module = call.module
+    stride, padding = set(module.stride), module.padding
+    if isinstance(padding, str) or len(set(padding)) != 1 or len(stride) != 1 or len(module.kernel_size) != 2 or \
+            any(d != 1 for d in module.dilation) or module.padding_mode != "zeros":
+        raise Unsupported("convolutions other than 2-D with equal strides, equal zero padding and dilation 1")
+    return C.conv2d.generic(xp, _x(xp, call.arg("input")), _p(call, xp, "weight"), _p(call, xp, "bias"),
+                            stride.pop(), int(padding[0]), module.groups)
+
+
 def _conv_apriori(call: RecordedCall, u: float) -> float:
     x = np.abs(call.arg("input"))
     weight = np.abs(call.param("weight"))
-    kernel = tuple(call.module.kernel_size)
-    if tuple(call.module.stride) != kernel:
-        return math.inf
+    module = call.module
+    kernel = tuple(module.kernel_size)
     conv = torch.nn.functional.conv2d if len(kernel) == 2 else torch.nn.functional.conv3d
-    bound = conv(torch.from_numpy(x), torch.from_numpy(weight), stride=kernel).numpy()
+    if isinstance(module.padding, str):
+        return math.inf
+    if module.groups > 1 and len(kernel) == 2 and len(set(module.padding)) == 1 and len(set(module.stride)) == 1:
+        # torch's grouped float64 convolution is slow on the CPU (seconds at Sana's tiny depthwise 3x3); NumPy is not
+        bound = C.conv2d.generic(FLOAT64, x, weight, None, module.stride[0], int(module.padding[0]), module.groups)
+    else:
+        bound = conv(torch.from_numpy(x), torch.from_numpy(weight), stride=module.stride, padding=module.padding,
+                     groups=module.groups).numpy()
     bias = call.param("bias")
     if bias is not None:
         bound = bound + np.abs(bias).reshape((1, -1) + (1,) * len(kernel))
@@ -754,6 +778,14 @@ def _block_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
     return {"order": [o for o in _triple_orders(("msa", "mlp")) if o != C.ADALN_ZERO_ORDER]}
 
 
+def _block_order_knobs(call: RecordedCall) -> dict[str, Any]:
+    return {"order": C.ADALN_ZERO_ORDER}
+
+
+def _block_order_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    return {"order": [o for o in _triple_orders(("msa", "mlp")) if o != C.ADALN_ZERO_ORDER]}
+
+
 def _needed_children(call: RecordedCall, names: Sequence[str]) -> dict[str, RecordedCall]:
     children = {}
     for name in names:
@@ -766,17 +798,19 @@ def _needed_children(call: RecordedCall, names: Sequence[str]) -> dict[str, Reco
 
 def _dual_stream_names(call: RecordedCall) -> list[str]:
     module = call.module
-    if getattr(module, "use_dual_attention", False) or getattr(module, "_chunk_size", None) is not None:
-        raise Unsupported("dual attention (SD3.5) or chunked feed-forward")
+    if getattr(module, "_chunk_size", None) is not None:
+        raise Unsupported("chunked feed-forward")
     text = not getattr(module, "context_pre_only", False)
-    return ["norm1", "attn", "norm2", "ff"] + (["norm1_context", "norm2_context", "ff_context"] if text else [])
+    dual = ["attn2"] if getattr(module, "use_dual_attention", False) else []
+    return ["norm1", "attn", "norm2", "ff"] + dual + (["norm1_context", "norm2_context", "ff_context"] if text else [])
 
 
 def _eval_dual_stream_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
     """SD3 JointTransformerBlock / Flux FluxTransformerBlock glue, given the children's outputs.
 
     Per stream: h1 = h + gate_msa attn; norm2's input h1; ff's input norm2(h1)(1 + scale_mlp) + shift_mlp;
-    out = h1 + gate_mlp ff. Returns [norm2 in, ff in, (norm2_context in, ff_context in,) (text out,) image out].
+    out = h1 + gate_mlp ff. SD3.5's dual attention (image stream): h1 = (h + gate_msa attn) + gate_msa2 attn2,
+    attn2 fed norm1's seventh output. Returns [norm2 in, ff in, (norm2_context in, ff_context in,) (text out,) image out].
     """
     children = _needed_children(call, _dual_stream_names(call))
     out = lambda name, i=0: _x(xp, children[name].kept_outputs[i])  # noqa: E731
@@ -785,6 +819,8 @@ def _eval_dual_stream_block(call: RecordedCall, xp: Precision, knobs: Mapping[st
     def stream(x: Any, norm1: str, attention_index: int, norm2: str, ff: str) -> Any:
         gate_msa, shift_mlp, scale_mlp, gate_mlp = (out(norm1, i)[:, None, :] for i in range(1, 5))
         hidden = x + gate_msa * out("attn", attention_index)
+        if norm1 == "norm1" and "attn2" in children:
+            hidden = hidden + out(norm1, 6)[:, None, :] * out("attn2")
         expected.extend([hidden, out(norm2) * (1 + scale_mlp) + shift_mlp])
         return hidden + gate_mlp * out(ff)
 
@@ -838,16 +874,14 @@ def _apply_norm(call: RecordedCall, xp: Precision, module: nn.Module | None, x: 
     if child is not None and not across_heads:
         return _x(xp, _as_tokens(child.kept_outputs[0], child.kept_inputs, x, heads))
     name = type(module).__name__
-    weight = _p(call, xp, "weight", module)
+    weight, bias = _p(call, xp, "weight", module), _p(call, xp, "bias", module)
     if name == "RMSNorm":
         kind = "rms"
     elif isinstance(module, nn.LayerNorm):
         kind = "layer"
-        if getattr(module, "bias", None) is not None:
-            raise Unsupported("QK LayerNorm with a bias")
     else:
         raise Unsupported(f"QK-norm {name}")
-    return C.qk_norm.generic(xp, x, weight, heads, _norm_eps(module, dtype), kind, across_heads)
+    return C.qk_norm.generic(xp, x, weight, heads, _norm_eps(module, dtype), kind, across_heads, bias)
 
 
 def _as_tokens(value: np.ndarray, child_inputs: Mapping[str, Any], x: Any, heads: int) -> np.ndarray:
@@ -905,7 +939,10 @@ def _heads(x: Any, heads: int) -> Any:
     return np.reshape(x, (b, length, heads, channels // heads)).transpose(0, 2, 1, 3)
 
 
-_PROCESSORS = ("FluxAttnProcessor", "JointAttnProcessor2_0", "AttnProcessor2_0", "AttnProcessor")
+_PROCESSORS = ("FluxAttnProcessor", "JointAttnProcessor2_0", "AttnProcessor2_0", "AttnProcessor", "WanAttnProcessor",
+               "SanaLinearAttnProcessor2_0", "SanaAttnProcessor2_0", "CogVideoXAttnProcessor2_0")
+#: processors computing softmax attention like AttnProcessor2_0 (Sana's cross-attention is the same mathematics)
+_PLAIN_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "SanaAttnProcessor2_0")
 
 
 def _processor_kind(module: nn.Module) -> str:
@@ -915,35 +952,52 @@ def _processor_kind(module: nn.Module) -> str:
 
 
 def _attention_knobs(call: RecordedCall) -> dict[str, Any]:
+    """The conventions of a diffusers attention call: scale, QK-norm placement, mask form, token order, RoPE pairing.
+
+    ``mask``: "applied" (the recorded mask reaches the attention) or "ignored" (a processor that drops it, as
+    SD3's joint processor does by design, diffusers#8673); ``mask_sign`` 1 or -1 (an additive mask negated).
+    """
     processor = _processor_kind(call.module)
-    knobs: dict[str, Any] = {"scale": "1/sqrt(head_dim)", "qk_norm": "per-head", "mask_sign": 1}
+    knobs: dict[str, Any] = {"scale": "1/sqrt(head_dim)", "qk_norm": "per-head", "mask_sign": 1, "mask": "applied"}
     if processor == "FluxAttnProcessor":
         knobs.update(token_order="text-first", rope_pairing="interleaved")
     elif processor == "JointAttnProcessor2_0":
         knobs.update(token_order="image-first")
-    elif processor not in ("AttnProcessor2_0", "AttnProcessor"):
+    elif processor == "CogVideoXAttnProcessor2_0":
+        knobs.update(token_order="text-first", rope_pairing="interleaved")
+    elif processor == "WanAttnProcessor":
+        knobs.update(qk_norm="across-heads", rope_pairing="interleaved")
+    elif processor == "SanaLinearAttnProcessor2_0":
+        knobs = {"qk_norm": "per-head", "kernel": "relu", "linear_eps": 1e-15}
+    elif processor not in _PLAIN_PROCESSORS:
         raise Unsupported(f"attention processor {processor}")
     return knobs
 
 
 def _attention_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
     knobs = _attention_knobs(call)
-    alternatives: dict[str, Sequence[Any]] = {"scale": ["1/head_dim", "1"]}
     module = call.module
-    if getattr(module, "norm_q", None) is not None:
-        alternatives["qk_norm"] = ["across-heads"]
+    if "kernel" in knobs:  # linear attention
+        return {"kernel": ["identity"], "linear_eps": [0.0, 1e-6]}
+    alternatives: dict[str, Sequence[Any]] = {"scale": ["1/head_dim", "1"]}
+    norm = getattr(module, "norm_q", None)
+    if norm is not None and not isinstance(norm, nn.Identity):
+        alternatives["qk_norm"] = _other(knobs["qk_norm"], ("per-head", "across-heads"))
     if call.arg("attention_mask") is not None:
         alternatives["mask_sign"] = [-1]
+        alternatives["mask"] = ["ignored"]
     if "token_order" in knobs and call.arg("encoder_hidden_states") is not None:
         alternatives["token_order"] = _other(knobs["token_order"], ("text-first", "image-first"))
-    if "rope_pairing" in knobs and call.arg("image_rotary_emb") is not None:
-        alternatives["rope_pairing"] = ["half"]
+    if "rope_pairing" in knobs and call.arg("image_rotary_emb", "rotary_emb") is not None:
+        alternatives["rope_pairing"] = _other(knobs["rope_pairing"], ("interleaved", "half"))
     return alternatives
 
 
 def _applies_rope(call: RecordedCall) -> bool:
-    """diffusers' apply_rotary_emb computes x.float() * cos + rot(x).float() * sin: float32 inside."""
-    return call.arg("image_rotary_emb") is not None
+    """diffusers' apply_rotary_emb computes x.float() * cos + rot(x).float() * sin: float32 inside; Sana's linear
+    attention computes in float32 (query.float(), key.float(), value.float())."""
+    return call.arg("image_rotary_emb") is not None or \
+        _processor_kind(call.module) == "SanaLinearAttnProcessor2_0"
 
 
 def _scale_value(knob: str, head_dim: int) -> float | None:
@@ -969,6 +1023,10 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
     """diffusers Attention + AttnProcessor2_0 / JointAttnProcessor2_0, FluxAttention + FluxAttnProcessor."""
     module = call.module
     processor = _processor_kind(module)
+    if processor == "SanaLinearAttnProcessor2_0":
+        return _eval_sana_linear_attention(call, xp, knobs)
+    if processor == "CogVideoXAttnProcessor2_0":
+        return _eval_cogvideox_attention(call, xp, knobs)
     for flag in ("spatial_norm", "group_norm"):
         if getattr(module, flag, None) is not None:
             raise Unsupported(f"Attention with {flag}")
@@ -1013,15 +1071,7 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
         pairing = knobs.get("rope_pairing", "interleaved")
         q = C.apply_rope.generic(xp, q, cos, sin, pairing)
         k = C.apply_rope.generic(xp, k, cos, sin, pairing)
-    attn_mask = None
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape[-1] != np.shape(k)[-2]:
-            raise Unsupported("an attention mask not of the key length (prepare_attention_mask pads it)")
-        if mask.dtype == bool:
-            attn_mask = mask.reshape((np.shape(q)[0], 1, -1, mask.shape[-1]))
-        else:
-            attn_mask = knobs["mask_sign"] * mask.reshape((np.shape(q)[0], 1, -1, mask.shape[-1]))
+    attn_mask = _mask_bias(mask, q, k, knobs)
     out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], attn_mask, knobs.get("_prescale", True)))
     if joint and context is not None and getattr(module, "add_q_proj", None) is not None:
         text_tokens = np.shape(context)[1]
@@ -1068,6 +1118,452 @@ def _eval_flux_pos_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, 
     cos, sin = C.rope_frequencies.generic(xp, _x(xp, call.arg("ids")), tuple(module.axes_dim), float(module.theta),
                                           knobs["pairing"])
     return [cos, sin]
+
+
+def _mask_bias(mask: Any, q: Any, k: Any, knobs: Mapping[str, Any]) -> Any:
+    """The recorded attention mask as SDPA's attn_mask [B, 1, Lq or 1, Lk]; None when absent or under mask='ignored'."""
+    if mask is None or knobs.get("mask") == "ignored":
+        return None
+    mask = np.asarray(mask)
+    if mask.shape[-1] != np.shape(k)[-2]:
+        raise Unsupported("an attention mask not of the key length (prepare_attention_mask pads it)")
+    if mask.dtype == bool:
+        return mask.reshape((np.shape(q)[0], 1, -1, mask.shape[-1]))
+    return knobs.get("mask_sign", 1) * mask.reshape((np.shape(q)[0], 1, -1, mask.shape[-1]))
+
+
+# --- the zoo: Wan, Sana, CogVideoX, SD3.5 ----------------------------------------------------
+
+
+def _tokens_norm(call: RecordedCall, xp: Precision, norm: nn.Module | None, projected: Any, heads: int,
+                 knobs: Mapping[str, Any], dtype: torch.dtype | None) -> Any:
+    """A QK-norm module that runs on [B, L, H*Dh] (Wan, Sana): its recorded output under the module's own placement,
+    else RMSNorm recomputed per head or across heads (the weight, of width H*Dh, applied after)."""
+    if norm is None or isinstance(norm, nn.Identity):
+        return projected
+    native = knobs["_native_qk_norm"]
+    child = call.child(norm)
+    if knobs["qk_norm"] == native and child is not None:
+        return _x(xp, child.kept_outputs[0])
+    if type(norm).__name__ != "RMSNorm":
+        raise Unsupported(f"QK-norm {type(norm).__name__} recomputed under another placement")
+    normed = C.qk_norm.generic(xp, projected, None, heads, _norm_eps(norm, dtype), "rms",
+                               knobs["qk_norm"] == "across-heads")
+    weight = _p(call, xp, "weight", norm)
+    return normed if weight is None else normed * weight
+
+
+def _rope_tables(rope: Any, length: int, head_dim: int, xp: Precision) -> tuple[Any, Any]:
+    """(cos, sin) given by the caller as real tables of any leading singleton layout ([L, Dh], [1, L, 1, Dh]) -> [L, Dh]."""
+    if not isinstance(rope, tuple) or len(rope) != 2:
+        raise Unsupported("rotary embeddings given as complex numbers")
+    tables = [np.asarray(t) for t in rope]
+    if any(t.size != length * head_dim for t in tables):
+        raise Unsupported(f"RoPE tables of shape {tables[0].shape} for {length} tokens of head dim {head_dim}")
+    return tuple(_x(xp, np.reshape(t, (length, head_dim))) for t in tables)
+
+
+def _eval_wan_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """WanAttention + WanAttnProcessor: RMSNorm QK-norm across all heads (before the head split), RoPE on the
+    self-attention's q and k (interleaved pairs, Wan's own apply_rotary_emb, in the input's dtype), SDPA."""
+    module = call.module
+    if getattr(module, "add_k_proj", None) is not None:
+        raise Unsupported("Wan image-to-video added key/value projections")
+    if getattr(module, "fused_projections", False):
+        raise Unsupported("fused QKV projections")
+    hidden = _x(xp, call.arg("hidden_states"))
+    context = _x(xp, call.arg("encoder_hidden_states"))
+    source = hidden if context is None else context
+    heads = module.heads
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    knobs = {**knobs, "_native_qk_norm": "across-heads"}
+    query = _tokens_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), heads, knobs, dtype)
+    key = _tokens_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, source), heads, knobs, dtype)
+    q, k, v = _heads(query, heads), _heads(key, heads), _heads(_linear(call, xp, module.to_v, source), heads)
+    rope = call.arg("rotary_emb")
+    if rope is not None:
+        cos, sin = _rope_tables(rope, np.shape(q)[-2], np.shape(q)[-1], xp)
+        q = C.apply_rope.generic(xp, q, cos, sin, knobs["rope_pairing"])
+        k = C.apply_rope.generic(xp, k, cos, sin, knobs["rope_pairing"])
+    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], _mask_bias(call.arg("attention_mask"), q, k, knobs),
+                                        knobs.get("_prescale", True)))
+    return [_projected(call, xp, module.to_out[0], out)]
+
+
+def _eval_sana_linear_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Sana's SanaLinearAttnProcessor2_0: relu feature maps, o_i = sum_j v_j (k_j . q_i) / (sum_j k_j . q_i + 1e-15),
+    computed in float32 (reference.components.linear_attention)."""
+    module = call.module
+    hidden = _x(xp, call.arg("hidden_states"))
+    context = _x(xp, call.arg("encoder_hidden_states"))
+    source = hidden if context is None else context
+    heads = module.heads
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    norm_knobs = {**knobs, "_native_qk_norm": knobs["qk_norm"]}
+    query = _tokens_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), heads, norm_knobs, dtype)
+    key = _tokens_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, source), heads, norm_knobs, dtype)
+    value = _linear(call, xp, module.to_v, source)
+    out = C.linear_attention.generic(xp, _heads(query, heads), _heads(key, heads), _heads(value, heads),
+                                     knobs["linear_eps"], knobs["kernel"])
+    return [_projected(call, xp, module.to_out[0], merge_heads(out))]
+
+
+def _eval_cogvideox_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """CogVideoXAttnProcessor2_0: one attention over [text, image] tokens, LayerNorm QK-norm per head, RoPE (given by
+    the caller, float32 inside) on the image tokens' q (and k), one output projection, split back.
+
+    Returns [to_out's input, the image output, the text output]."""
+    module = call.module
+    hidden = _x(xp, call.arg("hidden_states"))
+    context = _x(xp, call.arg("encoder_hidden_states"))
+    text_tokens, image_tokens = np.shape(context)[1], np.shape(hidden)[1]
+    text_first = knobs["token_order"] == "text-first"
+    joined = np.concatenate([context, hidden] if text_first else [hidden, context], axis=1)
+    heads = module.heads
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    across = knobs["qk_norm"] == "across-heads"
+    query = _apply_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, joined), heads, across, dtype)
+    key = _apply_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, joined), heads, across, dtype)
+    q, k, v = _heads(query, heads), _heads(key, heads), _heads(_linear(call, xp, module.to_v, joined), heads)
+    image = slice(text_tokens, None) if text_first else slice(0, image_tokens)
+    text = slice(0, text_tokens) if text_first else slice(image_tokens, None)
+    rope = call.arg("image_rotary_emb")
+    if rope is not None:
+        cos, sin = _rope_tables(rope, image_tokens, np.shape(q)[-1], xp)
+
+        def rotated(x: Any) -> Any:
+            turned = C.apply_rope.generic(xp, x[:, :, image], cos, sin, knobs["rope_pairing"])
+            parts = [x[:, :, text], turned] if text_first else [turned, x[:, :, text]]
+            return np.concatenate(parts, axis=2)
+        q = rotated(q)
+        if not module.is_cross_attention:
+            k = rotated(k)
+    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], _mask_bias(call.arg("attention_mask"), q, k, knobs),
+                                        knobs.get("_prescale", True)))
+    child = call.child(module.to_out[0])
+    projected = _linear(call, xp, module.to_out[0], out) if child is None else _x(xp, child.kept_outputs[0])
+    return [out, projected[:, image], projected[:, text]]
+
+
+def _attention_observed(call: RecordedCall) -> list[np.ndarray]:
+    """What an Attention call's recomputation is compared with (CogVideoX: to_out's input and the split outputs)."""
+    if _processor_kind(call.module) == "CogVideoXAttnProcessor2_0":
+        child = call.child(call.module.to_out[0])
+        return [next(v for v in child.kept_inputs.values() if isinstance(v, np.ndarray)), *call.outputs] \
+            if child is not None else list(call.outputs)
+    return _projection_inputs_or_outputs("to_out", "to_add_out")(call)
+
+
+def _table_chunks(xp: Precision, table: Any, emb: Any, order: tuple[str, ...]) -> dict[str, Any]:
+    """A scale-shift table [k, D] (or [1, k, D]) plus a projected embedding [B, k, D] (or [B, k D]) in k named chunks [B, 1, D]."""
+    count, width = np.shape(table)[-2:]
+    table = np.reshape(table, (count, width))
+    emb = np.reshape(emb, (np.shape(emb)[0], count * width))
+    return {name: value[:, None, :] for name, value in C.scale_shift_table_chunks.generic(xp, table, emb, order).items()}
+
+
+def _children_out(call: RecordedCall, children: Mapping[str, RecordedCall], xp: Precision) -> Callable[..., Any]:
+    return lambda name, i=0: _x(xp, children[name].kept_outputs[i])
+
+
+def _wan_block_names(call: RecordedCall) -> list[str]:
+    if np.ndim(call.arg("temb")) != 3:
+        raise Unsupported("per-token timesteps (Wan 2.2 TI2V temb [B, L, 6, D])")
+    return ["norm1", "attn1", "norm2", "attn2", "norm3", "ffn"]
+
+
+def _eval_wan_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """WanTransformerBlock glue (float32 by design: table + temb.float(), norms on hidden.float()), given its children:
+    attn1 in = norm1(x)(1 + scale_msa) + shift_msa; h1 = x + gate_msa attn1 (norm2's input); h2 = h1 + attn2 (norm3's
+    input); ffn in = norm3(h2)(1 + scale_mlp) + shift_mlp; out = h2 + gate_mlp ffn (Wan's c_* chunks are the *_mlp)."""
+    out = _children_out(call, _needed_children(call, _wan_block_names(call)), xp)
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb")), knobs["order"])
+    x = _x(xp, call.arg("hidden_states"))
+    first = out("norm1") * (1 + chunks["scale_msa"]) + chunks["shift_msa"]
+    after_self = x + out("attn1") * chunks["gate_msa"]
+    after_cross = after_self + out("attn2")
+    mlp_in = out("norm3") * (1 + chunks["scale_mlp"]) + chunks["shift_mlp"]
+    return [first, after_self, after_cross, mlp_in, after_cross + out("ffn") * chunks["gate_mlp"]]
+
+
+def _observed_wan_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, _wan_block_names(call))
+    return [_first_array(children[name].kept_inputs) for name in ("attn1", "norm2", "norm3", "ffn")] + \
+        [call.outputs[0]]
+
+
+def _sana_block_names(call: RecordedCall) -> list[str]:
+    return ["norm1", "attn1"] + (["attn2"] if call.module.attn2 is not None else []) + ["norm2", "ff"]
+
+
+def _eval_sana_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """SanaTransformerBlock glue: adaLN-single chunks (table + timestep), h1 = x + gate_msa attn1(modulated norm1(x)),
+    h2 = h1 + attn2(h1), ff's input = modulated norm2(h2) as an image [B, D, H, W], out = h2 + gate_mlp ff (tokens)."""
+    out = _children_out(call, _needed_children(call, _sana_block_names(call)), xp)
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("timestep")), knobs["order"])
+    x = _x(xp, call.arg("hidden_states"))
+    height, width = int(call.arg("height")), int(call.arg("width"))
+    expected = [out("norm1") * (1 + chunks["scale_msa"]) + chunks["shift_msa"]]
+    hidden = x + chunks["gate_msa"] * out("attn1")
+    if call.module.attn2 is not None:
+        expected.append(hidden)
+        hidden = out("attn2") + hidden
+    expected.append(hidden)
+    modulated = out("norm2") * (1 + chunks["scale_mlp"]) + chunks["shift_mlp"]
+    batch, tokens, channels = np.shape(modulated)
+    expected.append(np.reshape(modulated, (batch, height, width, channels)).transpose(0, 3, 1, 2))
+    ff = np.reshape(out("ff"), (batch, channels, tokens)).transpose(0, 2, 1)
+    expected.append(hidden + chunks["gate_mlp"] * ff)
+    return expected
+
+
+def _observed_sana_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, _sana_block_names(call))
+    names = ["attn1"] + (["attn2"] if "attn2" in children else []) + ["norm2", "ff"]
+    return [_first_array(children[name].kept_inputs) for name in names] + [call.outputs[0]]
+
+
+def _eval_glumbconv(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Sana's GLUMBConv glue: conv_point's input = value * silu(gate), (value, gate) the channel halves of conv_depth's output."""
+    module = call.module
+    if module.norm_type is not None or module.residual_connection:
+        raise Unsupported("GLUMBConv with a norm or a residual connection")
+    depth = _x(xp, _needed_children(call, ["conv_depth"])["conv_depth"].kept_outputs[0])
+    half = np.shape(depth)[1] // 2
+    value, gate = depth[:, :half], depth[:, half:]
+    if knobs["gate_first"]:
+        value, gate = gate, value
+    return [value * silu.generic(xp, gate)]
+
+
+def _observed_glumbconv(call: RecordedCall) -> list[np.ndarray]:
+    return [_first_array(_needed_children(call, ["conv_point"])["conv_point"].kept_inputs)]
+
+
+def _eval_sana_modulated_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """SanaModulatedNorm (Sana's norm_out): norm(x)(1 + scale) + shift, (shift, scale) = table[None] + temb[:, None]."""
+    normed = _x(xp, _needed_children(call, ["norm"])["norm"].kept_outputs[0])
+    chunks = _table_chunks(xp, _x(xp, call.arg("scale_shift_table")), np.repeat(
+        _x(xp, call.arg("temb"))[:, None, :], 2, axis=1), knobs["order"])
+    return [normed * (1 + chunks["scale"]) + chunks["shift"]]
+
+
+def _per_group_orders(suffixes: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every order of (shift, scale, gate) chosen independently per group: a port may cross one group only."""
+    per_group = [[tuple(f"{p}_{s}" for p in permutation) for permutation in itertools.permutations(_TRIPLE)]
+                 for s in suffixes]
+    return [tuple(itertools.chain.from_iterable(choice)) for choice in itertools.product(*per_group)]
+
+
+def _group_orders(groups: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every (shift, scale, gate) order within the groups, the groups in either order: names "<group>shift" etc."""
+    orders = []
+    for permutation in itertools.permutations(_TRIPLE):
+        for arrangement in (tuple(groups), tuple(reversed(groups))):
+            orders.append(tuple(f"{g}{p}" for g in arrangement for p in permutation))
+    return orders
+
+
+_COGVIDEOX_ORDER = ("shift", "scale", "gate", "enc_shift", "enc_scale", "enc_gate")
+
+
+def _eval_cogvideox_norm_zero(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """CogVideoXLayerNormZero: six chunks of linear(silu(temb)) modulate the image and the text stream with one
+    LayerNorm; returns (image, text, gate[:, None], enc_gate[:, None])."""
+    module = call.module
+    projected = _linear(call, xp, module.linear, silu.generic(xp, _x(xp, call.arg("temb"))))
+    width = np.shape(projected)[-1] // 6
+    chunks = {name: projected[:, None, i * width:(i + 1) * width] for i, name in enumerate(knobs["order"])}
+    norms = [c for c in call.children if c.module is module.norm and c.kept_outputs]
+    if len(norms) != 2:
+        raise Unsupported("its norm did not run twice as a hooked child")
+    image, text = (_x(xp, c.kept_outputs[0]) for c in norms)
+    return [image * (1 + chunks["scale"]) + chunks["shift"], text * (1 + chunks["enc_scale"]) + chunks["enc_shift"],
+            chunks["gate"], chunks["enc_gate"]]
+
+
+def _eval_cogvideox_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """CogVideoXBlock glue: h1 = x + gate attn_img, e1 = e + enc_gate attn_txt (norm2's inputs); ff's input
+    [text, image] of norm2's outputs (knob token_order); out (h1 + gate_ff ff[image], e1 + enc_gate_ff ff[text]),
+    the feed-forward's output split as [text, image] (knob split_order: a port may join one way, split the other)."""
+    out = _children_out(call, _needed_children(call, ["norm1", "attn1", "norm2", "ff"]), xp)
+    x, e = _x(xp, call.arg("hidden_states")), _x(xp, call.arg("encoder_hidden_states"))
+    text_tokens, image_tokens = np.shape(e)[1], np.shape(x)[1]
+    hidden, text = x + out("norm1", 2) * out("attn1", 0), e + out("norm1", 3) * out("attn1", 1)
+    text_first = knobs["token_order"] == "text-first"
+    joined = np.concatenate([out("norm2", 1), out("norm2", 0)] if text_first else [out("norm2", 0), out("norm2", 1)],
+                            axis=1)
+    ff = out("ff")
+    ff_image, ff_text = (ff[:, text_tokens:], ff[:, :text_tokens]) if knobs["split_order"] == "text-first" else \
+        (ff[:, :image_tokens], ff[:, image_tokens:])
+    return [hidden, text, joined, hidden + out("norm2", 2) * ff_image, text + out("norm2", 3) * ff_text]
+
+
+def _observed_cogvideox_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, ["norm2", "ff"])
+    norm2 = children["norm2"].kept_inputs
+    return [norm2["hidden_states"], norm2["encoder_hidden_states"], _first_array(children["ff"].kept_inputs),
+            *call.outputs]
+
+
+def _eval_ada_layer_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """diffusers AdaLayerNorm with chunk_dim=1 (CogVideoX's norm_out): norm(x)(1 + scale) + shift, (shift, scale) chunks
+    of linear(silu(temb))."""
+    module = call.module
+    if module.chunk_dim != 1 or getattr(module, "emb", None) is not None:
+        raise Unsupported("AdaLayerNorm with chunk_dim 0 or its own timestep embedding")
+    projected = _linear(call, xp, module.linear, silu.generic(xp, _x(xp, call.arg("temb"))))
+    width = np.shape(projected)[-1] // 2
+    chunks = {name: projected[:, None, i * width:(i + 1) * width] for i, name in enumerate(knobs["order"])}
+    normed = _x(xp, _needed_children(call, ["norm"])["norm"].kept_outputs[0])
+    return [normed * (1 + chunks["scale"]) + chunks["shift"]]
+
+
+def _eval_sd35_adaln_x(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """SD35AdaLayerNormZeroX: nine chunks; (n(1 + scale_msa) + shift_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp,
+    n(1 + scale_msa2) + shift_msa2, gate_msa2) with n = norm(x), one LayerNorm for both attentions."""
+    module = call.module
+    projected = _linear(call, xp, module.linear, silu.generic(xp, _x(xp, call.arg("emb"))))
+    width = np.shape(projected)[-1] // 9
+    chunks = {name: projected[:, i * width:(i + 1) * width] for i, name in enumerate(knobs["order"])}
+    normed = _x(xp, _needed_children(call, ["norm"])["norm"].kept_outputs[0])
+    modulate = lambda suffix: normed * (1 + chunks[f"scale_{suffix}"][:, None]) + chunks[f"shift_{suffix}"][:, None]  # noqa: E731
+    return [modulate("msa"), chunks["gate_msa"], chunks["shift_mlp"], chunks["scale_mlp"], chunks["gate_mlp"],
+            modulate("msa2"), chunks["gate_msa2"]]
+
+
+def _eval_wan_rope(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """WanRotaryPosEmbed: per token of the (frame, row, column) grid, angles pos_a theta^(-2i/d_a) over the axis split
+    (t, h, w) of the head dim, repeated to pairs; returned (cos, sin) as [1, L, 1, Dh] (float32 tables)."""
+    module = call.module
+    _, _, frames, height, width = np.shape(call.arg("hidden_states"))
+    pt, ph, pw = module.patch_size
+    positions = C.rope_grid_positions((frames // pt, height // ph, width // pw))
+    cos, sin = C.rope_frequencies.generic(xp, _x(xp, positions), tuple(knobs["axes_dims"]), knobs["theta"],
+                                          knobs["pairing"])
+    return [np.reshape(t, (1, np.shape(t)[0], 1, np.shape(t)[1])) for t in (cos, sin)]
+
+
+def _wan_rope_knobs(call: RecordedCall) -> dict[str, Any]:
+    module = call.module
+    return {"axes_dims": (module.t_dim, module.h_dim, module.w_dim), "theta": 10000.0, "pairing": "interleaved"}
+
+
+def _wan_rope_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    axes = _wan_rope_knobs(call)["axes_dims"]
+    splits = sorted({p for p in itertools.permutations(axes) if p != axes})
+    return {"axes_dims": splits, "theta": [256.0, 1e6], "pairing": ["half"]}
+
+
+def _wiring(pairs: Sequence[tuple[str, str]]) -> tuple[Evaluate, Callable[[RecordedCall], list[np.ndarray]]]:
+    """A composite whose glue only passes values on: each pair (child A's output -> child B's input, or "out:i").
+
+    Sources and sinks are "child" (its first output / input) or "child:i"; sinks "out:i" are the call's outputs.
+    """
+    def parse(spec: str) -> tuple[str, int]:
+        name, _, index = spec.partition(":")
+        return name, int(index or 0)
+
+    def evaluate(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+        values = []
+        for source, _ in pairs:
+            name, index = parse(source)
+            values.append(_x(xp, _needed_children(call, [name])[name].kept_outputs[index]))
+        return values
+
+    def observed(call: RecordedCall) -> list[np.ndarray]:
+        values = []
+        for _, sink in pairs:
+            name, index = parse(sink)
+            if name == "out":
+                values.append(call.outputs[index])
+            else:
+                inputs = _needed_children(call, [name])[name].kept_inputs
+                values.append([v for v in inputs.values() if isinstance(v, np.ndarray)][index])
+        return values
+    return evaluate, observed
+
+
+def _wan_condition_pairs(call: RecordedCall) -> None:
+    if call.arg("timestep_seq_len") is not None or call.arg("encoder_hidden_states_image") is not None:
+        raise Unsupported("per-token timesteps or image conditioning")
+
+
+_WAN_CONDITION_EVAL, _WAN_CONDITION_OBSERVED = _wiring(
+    [("timesteps_proj", "time_embedder"), ("time_embedder", "act_fn"), ("act_fn", "time_proj"),
+     ("time_embedder", "out:0"), ("time_proj", "out:1"), ("text_embedder", "out:2")])
+
+
+def _eval_wan_condition(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    _wan_condition_pairs(call)
+    return _WAN_CONDITION_EVAL(call, xp, knobs)
+
+
+def _wan_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
+    module = call.module
+    if np.ndim(call.arg("timestep")) != 1 or call.arg("encoder_hidden_states_image") is not None:
+        raise Unsupported("per-token timesteps (Wan 2.2 TI2V) or image conditioning")
+    children = _needed_children(call, ["rope", "patch_embedding", "condition_embedder", "norm_out", "proj_out"])
+    blocks = [call.child(block) for block in module.blocks]
+    if any(block is None for block in blocks):
+        raise Unsupported("a block did not run as a hooked child")
+    return children, blocks
+
+
+def _eval_wan_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """WanTransformer3DModel's inline code between its children: tokens = patch_embedding(x).flatten(2).transpose(1, 2);
+    each block fed the previous one's output, timestep_proj as [B, 6, D] and the RoPE tables; the output norm
+    modulated by its table, (shift, scale) = table + temb (float32 by design); the output unpatchified to
+    [B, C, F, H, W]. Returns the values in the order of _observed_wan_model."""
+    children, blocks = _wan_model_children(call)
+    out = _children_out(call, children, xp)
+    batch, channels = np.shape(out("patch_embedding"))[:2]
+    expected = [np.reshape(out("patch_embedding"), (batch, channels, -1)).transpose(0, 2, 1),
+                np.reshape(out("condition_embedder", 1), (batch, 6, channels))]
+    for index, block in enumerate(blocks):
+        if index:
+            expected.append(_x(xp, blocks[index - 1].kept_outputs[0]))
+        expected.extend([out("rope", 0), out("rope", 1)])
+    expected.append(_x(xp, blocks[-1].kept_outputs[0]))
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"),
+                           np.repeat(out("condition_embedder", 0)[:, None, :], 2, axis=1), knobs["order"])
+    expected.append(out("norm_out") * (1 + chunks["scale"]) + chunks["shift"])
+    pt, ph, pw = call.module.config.patch_size
+    _, _, frames, height, width = np.shape(call.arg("hidden_states"))
+    tokens = out("proj_out")
+    grid = (batch, frames // pt, height // ph, width // pw, pt, ph, pw, -1)
+    image = np.reshape(tokens, grid).transpose(0, 7, 1, 4, 2, 5, 3, 6)
+    expected.append(np.reshape(image, np.shape(image)[:2] + (frames, height, width)))
+    return expected
+
+
+def _observed_wan_model(call: RecordedCall) -> list[np.ndarray]:
+    children, blocks = _wan_model_children(call)
+    observed = [blocks[0].kept_inputs["hidden_states"], blocks[0].kept_inputs["temb"]]
+    for index, block in enumerate(blocks):
+        if index:
+            observed.append(block.kept_inputs["hidden_states"])
+        observed.extend(block.kept_inputs["rotary_emb"])
+    observed += [_first_array(children["norm_out"].kept_inputs), _first_array(children["proj_out"].kept_inputs),
+                 call.outputs[0]]
+    return observed
+
+
+def _eval_flux_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """FluxTransformer2DModel's inline conditioning: time_text_embed receives timestep x 1000 and guidance x 1000
+    (the pipeline passes t in [0, 1] and the guidance scale itself)."""
+    values = [_x(xp, call.arg("timestep")) * knobs["timestep_scale"]]
+    if call.arg("guidance") is not None:
+        values.append(_x(xp, call.arg("guidance")) * knobs["guidance_scale"])
+    return values
+
+
+def _observed_flux_model(call: RecordedCall) -> list[np.ndarray]:
+    embed = _needed_children(call, ["time_text_embed"])["time_text_embed"].kept_inputs
+    values = [embed["timestep"]]
+    if call.arg("guidance") is not None:
+        values.append(embed["guidance"])
+    return values
 
 
 # ----------------------------------------------------------------------------------------
@@ -1247,9 +1743,47 @@ _REGISTRY: dict[str, Component] = {
     "CombinedTimestepGuidanceTextProjEmbeddings": Component("t + guidance + pooled text", _eval_sum_of_children(
         "timestep_embedder", "guidance_embedder", "text_embedder")),
     "Attention": Component("attention", _eval_diffusers_attention, _attention_knobs, _attention_alternatives,
-                           naive_variants=lambda call: [{"_prescale": False}],
-                           observed=_projection_inputs_or_outputs("to_out", "to_add_out"),
-                           float32_inside=_applies_rope),
+                           naive_variants=lambda call: [] if "kernel" in _attention_knobs(call) else
+                           [{"_prescale": False}],
+                           observed=_attention_observed, float32_inside=_applies_rope),
+    "WanAttention": Component("attention (Wan)", _eval_wan_attention, _attention_knobs, _attention_alternatives,
+                              naive_variants=lambda call: [{"_prescale": False}],
+                              observed=_projection_inputs_or_outputs("to_out")),
+    "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
+                                     _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
+                                     float32_inside=lambda call: True),
+    "WanRotaryPosEmbed": Component("RoPE tables (Wan, 3-D)", _eval_wan_rope, _wan_rope_knobs, _wan_rope_alternatives,
+                                   float32_inside=lambda call: True),  # tables computed, then stored .float()
+    "WanTimeTextImageEmbedding": Component("Wan condition embedder wiring", _eval_wan_condition,
+                                           observed=_WAN_CONDITION_OBSERVED),
+    "SanaTransformerBlock": Component("Sana block glue (scale-shift table, gates, residuals)", _eval_sana_block,
+                                      _block_order_knobs, _block_order_alternatives, observed=_observed_sana_block),
+    "GLUMBConv": Component("GLUMBConv gate", _eval_glumbconv, lambda call: {"gate_first": False},
+                           lambda call: {"gate_first": [True]}, observed=_observed_glumbconv),
+    "SanaModulatedNorm": Component("modulated norm (Sana)", _eval_sana_modulated_norm,
+                                   lambda call: {"order": ("shift", "scale")},
+                                   lambda call: {"order": [("scale", "shift")]}),
+    "CogVideoXLayerNormZero": Component(
+        "adaLN-Zero (CogVideoX, two streams)", _eval_cogvideox_norm_zero, lambda call: {"order": _COGVIDEOX_ORDER},
+        lambda call: {"order": [o for o in _group_orders(("", "enc_")) if o != _COGVIDEOX_ORDER]}),
+    "CogVideoXBlock": Component("CogVideoX block glue (gates, residuals, [text, image] feed-forward)",
+                                _eval_cogvideox_block, lambda call: {"token_order": "text-first",
+                                                                     "split_order": "text-first"},
+                                lambda call: {"token_order": ["image-first"], "split_order": ["image-first"]},
+                                observed=_observed_cogvideox_block),
+    "AdaLayerNorm": Component("adaLN (chunk_dim 1)", _eval_ada_layer_norm, lambda call: {"order": ("shift", "scale")},
+                              lambda call: {"order": [("scale", "shift")]}),
+    "SD35AdaLayerNormZeroX": Component(
+        "adaLN-Zero (SD3.5 dual attention)", _eval_sd35_adaln_x, lambda call: {"order": C.SD35_ADALN_ZERO_X_ORDER},
+        lambda call: {"order": [o for o in _per_group_orders(("msa", "mlp", "msa2")) if o != C.SD35_ADALN_ZERO_X_ORDER]}),
+    "WanTransformer3DModel": Component("Wan model glue (token layout, block wiring, output modulation, unpatchify)",
+                                       _eval_wan_model, lambda call: {"order": ("shift", "scale")},
+                                       lambda call: {"order": [("scale", "shift")]}, observed=_observed_wan_model,
+                                       float32_inside=lambda call: True),
+    "FluxTransformer2DModel": Component("Flux conditioning (timestep and guidance x 1000)", _eval_flux_model,
+                                        lambda call: {"timestep_scale": 1000.0, "guidance_scale": 1000.0},
+                                        lambda call: {"timestep_scale": [1.0], "guidance_scale": [1.0]},
+                                        observed=_observed_flux_model),
     "FluxAttention": Component("attention", _eval_diffusers_attention, _attention_knobs, _attention_alternatives,
                                naive_variants=lambda call: [{"_prescale": False}],
                                observed=_projection_inputs_or_outputs("to_out", "to_add_out"),
@@ -1457,14 +1991,22 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
     if within_float32:
         finding.explanations.append({"compute_format": "float32"})
     exact_xp = _exact_precision(fmt)
-    for knob, values in spec.alternatives(call).items():
-        for value in values:
-            try:
-                trial = spec.evaluate(call, exact_xp, {**knobs, knob: value})
-            except Exception:  # noqa: BLE001 - a knob value that does not fit this module explains nothing
-                continue
-            if _within(_differences(actual, trial), diagnosis):
-                finding.explanations.append({knob: value})
+
+    def explains(setting: Mapping[str, Any]) -> bool:
+        try:
+            trial = spec.evaluate(call, exact_xp, {**knobs, **setting})
+        except Exception:  # noqa: BLE001 - a knob value that does not fit this module explains nothing
+            return False
+        return _within(_differences(actual, trial), diagnosis)
+
+    alternatives = spec.alternatives(call)
+    singles = [{knob: value} for knob, values in alternatives.items() for value in values]
+    finding.explanations.extend(setting for setting in singles if explains(setting))
+    if not finding.explanations:  # two conventions crossed at once (e.g. pairing and theta), tried in pairs
+        for first, second in itertools.combinations(singles, 2):
+            if next(iter(first)) != next(iter(second)) and len(finding.explanations) < MAX_PAIRS and \
+                    explains({**first, **second}):
+                finding.explanations.append({**first, **second})
     return finding
 
 
