@@ -26,6 +26,7 @@ from ditcheck.reference import formats
 from ditcheck.reference.dit import DiTConfig, dit_forward, dit_intermediates, dit_latent_score, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError, PrecisionError
 from ditcheck.reference.mixtures import denoiser_q, denoiser_q_function
+from ditcheck.reference.native import Native
 from ditcheck.reference.precision import Float64, Precision
 from ditcheck.reference.schedules import Schedule
 
@@ -35,7 +36,6 @@ from .measurement import Measurement
 from .violation import require
 
 __all__ = [
-    "NaiveFloat32",
     "NAIVE_FLOAT32",
     "FLOAT32_FACTOR",
     "FLOAT32_FLOOR",
@@ -67,33 +67,10 @@ FLOAT32_FLOOR = 8 * formats.FLOAT32.unit_roundoff
 ModelFactory = Callable[[DiTConfig, Mapping[str, np.ndarray]], nn.Module]
 
 
-class NaiveFloat32(Float64):
-    """The reference's formulas in NumPy float32: every array and constant float32, so each operation rounds once to float32.
-
-    Not a rounding-error bound: the same-dtype baseline of the PyTorch SDPA / FlashAttention tests
-    (docs/conventions.md#tolerances). erf is libm's double erf rounded to float32 (no float32 erf in NumPy).
-    """
-
-    name = "float32-naive"
-
-    def asarray(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(x, dtype=np.float32)
-
-    def const(self, value: float | int) -> np.float32:
-        return np.float32(value)
-
-    def pi(self) -> np.float32:
-        return np.float32(np.pi)
-
-    @staticmethod
-    def erf(x: Any) -> Any:
-        return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=np.float32)
-
-    def shift(self, x: Any, axis: int) -> np.ndarray:
-        return np.max(np.asarray(x, dtype=np.float32), axis=axis, keepdims=True)
-
-
-NAIVE_FLOAT32: Precision = NaiveFloat32()
+#: The reference's formulas in NumPy float32, every array and constant float32 so that each operation rounds once
+#: to float32 (erf: libm's double erf rounded to float32). Not a rounding-error bound: the same-dtype baseline of the
+#: PyTorch SDPA / FlashAttention tests (docs/conventions.md#tolerances).
+NAIVE_FLOAT32: Precision = Native("float32")
 
 
 @dataclass(frozen=True)

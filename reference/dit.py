@@ -23,7 +23,7 @@ from .errors import DTypeError, InvalidArgumentError, ShapeError
 from .latent import ld2_score
 from .layers import (GELU_APPROXIMATIONS, layer_norm, linear, mlp, modulate, patchify, pos_embed_2d,
                      require_grid, silu, timestep_embedding, unpatchify)
-from .precision import Precision, reference_function, require_positive_int, require_real
+from .precision import Precision, reference_function, require_choice, require_positive_int, require_real
 from .schedules import Schedule, get_schedule
 
 __all__ = [
@@ -112,9 +112,7 @@ class DiTConfig:
         for name in ("learn_sigma", "flip_sin_to_cos"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise InvalidArgumentError(name, "a bool", repr(getattr(self, name)))
-        if self.gelu_approximate not in GELU_APPROXIMATIONS:
-            raise InvalidArgumentError("gelu_approximate", f"one of {GELU_APPROXIMATIONS}",
-                                       repr(self.gelu_approximate))
+        require_choice(self.gelu_approximate, GELU_APPROXIMATIONS, "gelu_approximate")
         require_real(self.max_period, "max_period", low=0.0, low_inclusive=False)
         require_real(self.pos_embed_max_period, "pos_embed_max_period", low=0.0, low_inclusive=False)
         shift = require_real(self.downscale_freq_shift, "downscale_freq_shift")

@@ -48,7 +48,7 @@ import numpy as np
 
 from .errors import InvalidArgumentError, ShapeError, TimeOutOfRangeError
 from .mixtures import LatentMixture, _ambient_terms, _check_mixture, _check_points, _components
-from .precision import Precision, as_float64_array, reference_function
+from .precision import Precision, as_float64_array, reference_function, require_choice
 from .schedules import _converted
 
 __all__ = ["INTERPOLANTS", "FLOW_PARAMETERISATIONS", "Interpolant", "get_interpolant", "interpolate",
@@ -109,9 +109,7 @@ def get_interpolant(name: str | Interpolant) -> Interpolant:
     """The Interpolant named ``name`` (one of INTERPOLANTS)."""
     if isinstance(name, Interpolant):
         return name
-    if name not in INTERPOLANTS:
-        raise InvalidArgumentError("interpolant", f"one of {INTERPOLANTS}", repr(name))
-    return Interpolant(name)  # type: ignore[arg-type]
+    return Interpolant(require_choice(name, INTERPOLANTS, "interpolant"))  # type: ignore[arg-type]
 
 
 def path_coefficients(xp: Precision, t: Any, interpolant: str | Interpolant, count: int,
@@ -207,8 +205,7 @@ def convert(xp: Precision, prediction: Any, x: Any, t: Any, source: str, target:
     divides by alpha_t and is refused (TimeOutOfRangeError); from velocity it is exact.
     """
     for name, value in (("source", source), ("target", target)):
-        if value not in FLOW_PARAMETERISATIONS:
-            raise InvalidArgumentError(name, f"one of {FLOW_PARAMETERISATIONS}", repr(value))
+        require_choice(value, FLOW_PARAMETERISATIONS, name)
     if np.shape(prediction) != np.shape(x) or np.ndim(x) != 2:
         raise ShapeError("prediction", f"the shape of x {np.shape(x)} (2-D [N, D])", str(np.shape(prediction)))
     alpha, sigma, d_alpha, d_sigma = (c[:, None] for c in path_coefficients(xp, t, interpolant, np.shape(x)[0]))

@@ -39,8 +39,8 @@ import numpy as np
 from .errors import InvalidArgumentError, NotPositiveDefiniteError, PrecisionError, ShapeError
 from .linalg import (Status, psd_square_root_factor, check_positive_semidefinite, check_square, cho_solve, cholesky, identity,
                      positive_definite_report)
-from .precision import (FLOAT64, Float64, Precision, as_float64_array, reference_function, require_positive_int,
-                        require_real, resolve_precision)
+from .precision import (FLOAT64, Float64, Precision, as_float64_array, reference_function, require_choice,
+                        require_positive_int, require_real, resolve_precision)
 from .schedules import Schedule, coefficients
 
 __all__ = [
@@ -71,8 +71,7 @@ def _lags(size: int) -> np.ndarray:
 def gamma_matrix(H: int, kind: GammaKind, *, length_scale: float | None = None, nu: float | None = None) -> np.ndarray:
     """Temporal kernel [H, H]: exp(-|i-j|/l), exp(-|i-j|^2/(2 l^2)) or (1+|i-j|)^-nu (Fu et al. 2025, sec. 3; docs/claims.md#gaussian-process-data-model)."""
     H = require_positive_int(H, "H")
-    if kind not in GAMMA_KINDS:
-        raise InvalidArgumentError("kind", f"one of {GAMMA_KINDS}", repr(kind))
+    require_choice(kind, GAMMA_KINDS, "kind")
     needed, unused = ("nu", "length_scale") if kind == "polynomial" else ("length_scale", "nu")
     given = {"length_scale": length_scale, "nu": nu}
     if given[unused] is not None:

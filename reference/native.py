@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import PrecisionError
 from .formats import FORMATS
-from .precision import Precision
+from .precision import NumpyPrecision
 
 __all__ = ["Native", "NATIVE_DTYPES", "SUMMATION_ORDERS", "native_unit_roundoff"]
 
@@ -47,7 +47,7 @@ def native_unit_roundoff(name: str) -> float:
 SUMMATION_ORDERS = ("blas", "sequential", "reversed")
 
 
-class Native(Precision):
+class Native(NumpyPrecision):
     """Vectorised NumPy arithmetic in one native format (every operation rounded to it; not certified).
 
     ``order`` picks the summation order of matrix products (SUMMATION_ORDERS): rounding errors of a
@@ -90,15 +90,6 @@ class Native(Precision):
             # pi to 21 digits, rounded once to long double
             return np.longdouble("3.14159265358979323846")
         return self.dtype(np.pi)
-
-    exp = staticmethod(np.exp)
-    expm1 = staticmethod(np.expm1)
-    log = staticmethod(np.log)
-    log1p = staticmethod(np.log1p)
-    sqrt = staticmethod(np.sqrt)
-    tanh = staticmethod(np.tanh)
-    sin = staticmethod(np.sin)
-    cos = staticmethod(np.cos)
 
     def erf(self, x: Any) -> Any:
         # NumPy has no erf; libm's float64 erf (about 1 ulp), rounded to this format

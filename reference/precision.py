@@ -36,6 +36,7 @@ from . import formats
 
 __all__ = [
     "Precision",
+    "NumpyPrecision",
     "Float64",
     "FLOAT64",
     "Mp",
@@ -46,6 +47,7 @@ __all__ = [
     "as_float64_array",
     "require_positive_int",
     "require_real",
+    "require_choice",
     "arb_from_mpf",
     "DEFAULT_MP_DIGITS",
     "DEFAULT_ARB_BITS",
@@ -125,7 +127,23 @@ class Precision:
         return self.name
 
 
-class Float64(Precision):
+class NumpyPrecision(Precision):
+    """A rounded precision whose elementwise functions are NumPy's ufuncs (libm or NumPy's SIMD kernels as installed).
+
+    Float64 below, and reference.native's float32 / long double, differ only in the array type they round to.
+    """
+
+    exp = staticmethod(np.exp)
+    expm1 = staticmethod(np.expm1)
+    log = staticmethod(np.log)
+    log1p = staticmethod(np.log1p)
+    sqrt = staticmethod(np.sqrt)
+    tanh = staticmethod(np.tanh)
+    sin = staticmethod(np.sin)
+    cos = staticmethod(np.cos)
+
+
+class Float64(NumpyPrecision):
     """Vectorised NumPy float64 (rounded arithmetic; libm and BLAS as installed)."""
 
     name = "float64"
@@ -138,15 +156,6 @@ class Float64(Precision):
 
     def pi(self) -> np.float64:
         return np.float64(np.pi)
-
-    exp = staticmethod(np.exp)
-    expm1 = staticmethod(np.expm1)
-    log = staticmethod(np.log)
-    log1p = staticmethod(np.log1p)
-    sqrt = staticmethod(np.sqrt)
-    tanh = staticmethod(np.tanh)
-    sin = staticmethod(np.sin)
-    cos = staticmethod(np.cos)
 
     @staticmethod
     def erf(x: Any) -> Any:
@@ -443,6 +452,13 @@ def require_positive_int(value: Any, argument: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InvalidArgumentError(argument, "a positive integer", repr(value))
     return int(value)
+
+
+def require_choice(value: Any, choices: Sequence[Any], argument: str) -> Any:
+    """``value`` if it is one of ``choices`` (a name from a fixed list), else InvalidArgumentError naming ``argument``."""
+    if value not in choices:
+        raise InvalidArgumentError(argument, f"one of {tuple(choices)}", repr(value))
+    return value
 
 
 def require_real(value: Any, argument: str, *, low: float = -math.inf, low_inclusive: bool = True) -> float:

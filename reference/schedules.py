@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import InvalidArgumentError, ShapeError, TimeOutOfRangeError
-from .precision import Float64, Precision, as_float64_array, reference_function
+from .precision import Float64, Precision, as_float64_array, reference_function, require_choice
 
 __all__ = ["SCHEDULES", "Schedule", "get_schedule", "alpha", "sigma2", "sigma", "convert_prediction",
            "PARAMETERISATIONS", "check_times", "coefficients"]
@@ -93,9 +93,7 @@ def get_schedule(name: str | Schedule) -> Schedule:
     """The Schedule named ``name`` (one of SCHEDULES)."""
     if isinstance(name, Schedule):
         return name
-    if name not in SCHEDULES:
-        raise InvalidArgumentError("schedule", f"one of {SCHEDULES}", repr(name))
-    return Schedule(name)  # type: ignore[arg-type]
+    return Schedule(require_choice(name, SCHEDULES, "schedule"))  # type: ignore[arg-type]
 
 
 def _time(xp: Precision, t: Any, schedule: str | Schedule) -> tuple[Schedule, Any]:
@@ -134,8 +132,7 @@ def convert_prediction(xp: Precision, prediction: Any, x: Any, t: Any, source: s
     score: -eps/sigma. ``t`` broadcasts against ``x`` (pass shape [N, 1, ...] for per-sample t).
     """
     for name, value in (("source", source), ("target", target)):
-        if value not in PARAMETERISATIONS:
-            raise InvalidArgumentError(name, f"one of {PARAMETERISATIONS}", repr(value))
+        require_choice(value, PARAMETERISATIONS, name)
     sched = get_schedule(schedule)
     sched.check_time(xp.to_float(t), positive=True)
     if np.shape(prediction) != np.shape(x):

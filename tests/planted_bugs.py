@@ -53,6 +53,14 @@ def multihead_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     as [B, L, H, D] and computes softmax(q k^T / sqrt(D)) v per head.
     """
     batch, tokens, heads, dim = q.shape
+    mha, flat = identity_multihead_attention(q, k, v)
+    out, _ = mha(*flat, need_weights=False)
+    return out.reshape(batch, tokens, heads, dim)
+
+
+def identity_multihead_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[torch.nn.MultiheadAttention, list[Tensor]]:
+    """torch.nn.MultiheadAttention over E = H D with identity projections and zero biases, and q, k, v as [B, L, E]."""
+    batch, _, heads, dim = q.shape
     embed = heads * dim
     mha = torch.nn.MultiheadAttention(embed, heads, batch_first=True, dtype=q.dtype, device=q.device)
     with torch.no_grad():
@@ -60,9 +68,7 @@ def multihead_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         mha.in_proj_bias.zero_()
         mha.out_proj.weight.copy_(torch.eye(embed, dtype=q.dtype))
         mha.out_proj.bias.zero_()
-    flat = [t.reshape(batch, t.shape[1], embed) for t in (q, k, v)]
-    out, _ = mha(*flat, need_weights=False)
-    return out.reshape(batch, tokens, heads, dim)
+    return mha, [t.reshape(batch, t.shape[1], embed) for t in (q, k, v)]
 
 
 def flash_style_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
@@ -104,14 +110,7 @@ def sdpa_masked(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, att
 def multihead_attention_key_padding(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
     """torch.nn.MultiheadAttention (identity projections, layout blhd) with its key_padding_mask (True = padded)."""
     batch, tokens, heads, dim = q.shape
-    embed = heads * dim
-    mha = torch.nn.MultiheadAttention(embed, heads, batch_first=True, dtype=q.dtype, device=q.device)
-    with torch.no_grad():
-        mha.in_proj_weight.copy_(torch.eye(embed, dtype=q.dtype).repeat(3, 1))
-        mha.in_proj_bias.zero_()
-        mha.out_proj.weight.copy_(torch.eye(embed, dtype=q.dtype))
-        mha.out_proj.bias.zero_()
-    flat = [t.reshape(batch, t.shape[1], embed) for t in (q, k, v)]
+    mha, flat = identity_multihead_attention(q, k, v)
     out, _ = mha(*flat, key_padding_mask=key_padding_mask, need_weights=False)
     return out.reshape(batch, tokens, heads, dim)
 

@@ -27,6 +27,7 @@ import torch
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError, TimeOutOfRangeError
 from ditcheck.reference.flow import FLOW_PARAMETERISATIONS, INTERPOLANTS
 from ditcheck.reference.mixtures import LatentMixture
+from ditcheck.reference.precision import require_choice
 
 from .oracles import MixtureOracle, Oracle
 
@@ -40,8 +41,7 @@ class TorchInterpolant:
     name: str = "rectified-flow"
 
     def __post_init__(self) -> None:
-        if self.name not in INTERPOLANTS:
-            raise InvalidArgumentError("interpolant", f"one of {INTERPOLANTS}", repr(self.name))
+        require_choice(self.name, INTERPOLANTS, "interpolant")
 
     @property
     def t_max(self) -> float:
@@ -182,8 +182,7 @@ class FlowModelOracle(FlowOracle):
                  interpolant: str | TorchInterpolant = "rectified-flow", *,
                  time_map: Callable[[torch.Tensor], torch.Tensor] | None = None, device: Any = None,
                  dtype: torch.dtype = torch.float64):
-        if parameterisation not in FLOW_PARAMETERISATIONS:
-            raise InvalidArgumentError("parameterisation", f"one of {FLOW_PARAMETERISATIONS}", repr(parameterisation))
+        require_choice(parameterisation, FLOW_PARAMETERISATIONS, "parameterisation")
         if not callable(model):
             raise InvalidArgumentError("model", "a callable model(x, t)", type(model).__name__)
         super().__init__(dim, "ou-unit", device=device, dtype=dtype)

@@ -34,6 +34,7 @@ import torch
 from ditcheck.reference import gp as reference_gp
 from ditcheck.reference.errors import InvalidArgumentError, ShapeError, TimeOutOfRangeError
 from ditcheck.reference.mixtures import LatentMixture
+from ditcheck.reference.precision import require_choice
 from ditcheck.reference.schedules import PARAMETERISATIONS
 
 __all__ = ["CONTINUOUS_SCHEDULES", "TorchSchedule", "Oracle", "MixtureOracle", "GaussianOracle", "gp_oracle",
@@ -325,8 +326,7 @@ class ModelOracle(Oracle):
     def __init__(self, model: Model, dim: int, parameterisation: str, schedule: str | TorchSchedule = "ou-unit", *,
                  time_map: Callable[[torch.Tensor], torch.Tensor] | None = None, device: Any = None,
                  dtype: torch.dtype = torch.float64):
-        if parameterisation not in PARAMETERISATIONS:
-            raise InvalidArgumentError("parameterisation", f"one of {PARAMETERISATIONS}", repr(parameterisation))
+        require_choice(parameterisation, PARAMETERISATIONS, "parameterisation")
         if not callable(model):
             raise InvalidArgumentError("model", "a callable model(x, t)", type(model).__name__)
         super().__init__(dim, schedule, device=device, dtype=dtype)
