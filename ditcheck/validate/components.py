@@ -628,32 +628,51 @@ def _adaln_emb(call: RecordedCall, xp: Precision) -> Any:
     return _x(xp, call.arg("emb"))
 
 
-def _eval_adaln_zero(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+def _recorded_or(call: RecordedCall, xp: Precision, module: nn.Module | None, compute: Callable[[], Any]) -> Any:
+    """A child's recorded output when this call recorded one (its own check measures it), else ``compute()``."""
+    child = call.child(module) if module is not None else None
+    return _x(xp, child.kept_outputs[0]) if child is not None else compute()
+
+
+def _adaln_parts(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any], emb: Any,
+                 norm_kind: str = "layer") -> tuple[dict[str, Any], Any]:
+    """(chunks by name [B, D], normed x) of an adaLN module: linear(silu(emb)) and its norm, each taken from the
+    recorded child when there is one (the glue alone is then checked: chunking and modulation), else recomputed."""
     module = call.module
-    if not isinstance(module.norm, nn.LayerNorm):
-        raise Unsupported(f"AdaLayerNormZero with norm {type(module.norm).__name__}")
-    out = C.ada_layer_norm_zero.generic(xp, _x(xp, call.arg("x")), _adaln_emb(call, xp),
-                                        _p(call, xp, "weight", module.linear), _p(call, xp, "bias", module.linear),
-                                        knobs["eps"], knobs["order"])
-    return list(out)
+    projected = _recorded_or(call, xp, module.linear, lambda: linear.generic(
+        xp, silu.generic(xp, emb()), _p(call, xp, "weight", module.linear), _p(call, xp, "bias", module.linear)))
+    order = knobs["order"]
+    width = np.shape(projected)[-1] // len(order)
+    chunks = {name: projected[..., i * width:(i + 1) * width] for i, name in enumerate(order)}
+    norm = module.norm
+
+    def compute_norm() -> Any:
+        x = _x(xp, call.arg("x"))
+        if norm_kind == "rms" or type(norm).__name__ == "RMSNorm":
+            return C.rms_norm.generic(xp, x, _p(call, xp, "weight", norm), None, knobs["eps"])
+        if not isinstance(norm, nn.LayerNorm):
+            raise Unsupported(f"{type(module).__name__} with norm {type(norm).__name__} that did not run as a child")
+        return layer_norm.generic(xp, x, _p(call, xp, "weight", norm), _p(call, xp, "bias", norm), knobs["eps"])
+    return chunks, _recorded_or(call, xp, norm, compute_norm)
+
+
+def _eval_adaln_zero(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """diffusers AdaLayerNormZero: (norm(x)(1 + scale_msa) + shift_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp)."""
+    chunks, normed = _adaln_parts(call, xp, knobs, lambda: _adaln_emb(call, xp))
+    return [normed * (1 + chunks["scale_msa"][:, None]) + chunks["shift_msa"][:, None], chunks["gate_msa"],
+            chunks["shift_mlp"], chunks["scale_mlp"], chunks["gate_mlp"]]
 
 
 def _eval_adaln_zero_single(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
-    module = call.module
-    out = C.ada_layer_norm_zero_single.generic(xp, _x(xp, call.arg("x")), _x(xp, call.arg("emb")),
-                                               _p(call, xp, "weight", module.linear),
-                                               _p(call, xp, "bias", module.linear), knobs["eps"], knobs["order"])
-    return list(out)
+    """diffusers AdaLayerNormZeroSingle: (norm(x)(1 + scale_msa) + shift_msa, gate_msa)."""
+    chunks, normed = _adaln_parts(call, xp, knobs, lambda: _x(xp, call.arg("emb")))
+    return [normed * (1 + chunks["scale_msa"][:, None]) + chunks["shift_msa"][:, None], chunks["gate_msa"]]
 
 
 def _eval_adaln_continuous(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
-    module = call.module
-    norm = module.norm
-    kind = "rms" if type(norm).__name__ == "RMSNorm" else "layer"
-    return [C.ada_layer_norm_continuous.generic(
-        xp, _x(xp, call.arg("x")), _x(xp, call.arg("conditioning_embedding")),
-        _p(call, xp, "weight", module.linear), _p(call, xp, "bias", module.linear),
-        _p(call, xp, "weight", norm), _p(call, xp, "bias", norm), knobs["eps"], kind, knobs["order"])]
+    """diffusers AdaLayerNormContinuous: norm(x)(1 + scale) + shift, (scale, shift) = linear(silu(cond))."""
+    chunks, normed = _adaln_parts(call, xp, knobs, lambda: _x(xp, call.arg("conditioning_embedding")))
+    return [normed * (1 + chunks["scale"][:, None]) + chunks["shift"][:, None]]
 
 
 def _eval_adaln_single(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
