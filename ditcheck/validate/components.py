@@ -959,7 +959,8 @@ def _heads(x: Any, heads: int) -> Any:
 
 
 _PROCESSORS = ("FluxAttnProcessor", "JointAttnProcessor2_0", "AttnProcessor2_0", "AttnProcessor", "WanAttnProcessor",
-               "SanaLinearAttnProcessor2_0", "SanaAttnProcessor2_0", "CogVideoXAttnProcessor2_0")
+               "SanaLinearAttnProcessor2_0", "SanaAttnProcessor2_0", "CogVideoXAttnProcessor2_0",
+               "HunyuanVideoAttnProcessor2_0", "LTXVideoAttnProcessor")
 #: processors computing softmax attention like AttnProcessor2_0 (Sana's cross-attention is the same mathematics)
 _PLAIN_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "SanaAttnProcessor2_0")
 
@@ -984,7 +985,9 @@ def _attention_knobs(call: RecordedCall) -> dict[str, Any]:
         knobs.update(token_order="image-first")
     elif processor == "CogVideoXAttnProcessor2_0":
         knobs.update(token_order="text-first", rope_pairing="interleaved")
-    elif processor == "WanAttnProcessor":
+    elif processor == "HunyuanVideoAttnProcessor2_0":
+        knobs.update(token_order="image-first", rope_pairing="interleaved")
+    elif processor in ("WanAttnProcessor", "LTXVideoAttnProcessor"):
         knobs.update(qk_norm="across-heads", rope_pairing="interleaved")
     elif processor == "SanaLinearAttnProcessor2_0":
         knobs = {"qk_norm": "per-head", "kernel": "relu", "linear_eps": 1e-15}
@@ -1046,6 +1049,8 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
         return _eval_sana_linear_attention(call, xp, knobs)
     if processor == "CogVideoXAttnProcessor2_0":
         return _eval_cogvideox_attention(call, xp, knobs)
+    if processor == "HunyuanVideoAttnProcessor2_0":
+        return _eval_hunyuan_video_attention(call, xp, knobs)
     for flag in ("spatial_norm", "group_norm"):
         if getattr(module, flag, None) is not None:
             raise Unsupported(f"Attention with {flag}")
@@ -1204,6 +1209,77 @@ def _eval_wan_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
         cos, sin = _rope_tables(rope, np.shape(q)[-2], np.shape(q)[-1], xp)
         q = C.apply_rope.generic(xp, q, cos, sin, knobs["rope_pairing"])
         k = C.apply_rope.generic(xp, k, cos, sin, knobs["rope_pairing"])
+    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], _mask_bias(call.arg("attention_mask"), q, k, knobs),
+                                        knobs.get("_prescale", True)))
+    return [_projected(call, xp, module.to_out[0], out)]
+
+
+def _eval_hunyuan_video_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """HunyuanVideoAttnProcessor2_0: one attention over [image, text] tokens (dual-stream blocks: the text through
+    add_*_proj; single-stream: the same projections), RMSNorm QK-norm per head, RoPE (given by the caller, float32
+    inside) on the image tokens only, a boolean key mask over [image, text]; split back, then to_out / to_add_out."""
+    module = call.module
+    hidden = _x(xp, call.arg("hidden_states"))
+    context = _x(xp, call.arg("encoder_hidden_states"))
+    if context is None:
+        raise Unsupported("HunyuanVideo attention without text tokens")
+    heads = module.heads
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    across = knobs["qk_norm"] == "across-heads"
+    image_tokens, text_tokens = np.shape(hidden)[1], np.shape(context)[1]
+    image_first = knobs["token_order"] == "image-first"
+    separate = getattr(module, "add_q_proj", None) is not None
+    source = hidden if separate else np.concatenate([hidden, context] if image_first else [context, hidden], axis=1)
+    image = slice(0, image_tokens) if image_first or separate else slice(text_tokens, None)
+    text = slice(image_tokens, None) if image_first or separate else slice(0, text_tokens)
+    q, k = (_heads(_apply_norm(call, xp, norm, _linear(call, xp, proj, source), heads, across, dtype), heads)
+            for norm, proj in ((module.norm_q, module.to_q), (module.norm_k, module.to_k)))
+    v = _heads(_linear(call, xp, module.to_v, source), heads)
+    rope = call.arg("image_rotary_emb")
+    if rope is not None:
+        cos, sin = _rope_tables(rope, image_tokens, np.shape(q)[-1], xp)
+
+        def rotated(x: Any) -> Any:
+            turned = C.apply_rope.generic(xp, x[:, :, image], cos, sin, knobs["rope_pairing"])
+            if separate:
+                return turned
+            return np.concatenate([turned, x[:, :, text]] if image_first else [x[:, :, text], turned], axis=2)
+        q, k = rotated(q), rotated(k)
+    if separate:
+        extra = [_heads(_apply_norm(call, xp, getattr(module, norm, None), _linear(call, xp, getattr(module, proj),
+                                                                                   context), heads, across, dtype),
+                        heads) for norm, proj in (("norm_added_q", "add_q_proj"), ("norm_added_k", "add_k_proj"))]
+        extra.append(_heads(_linear(call, xp, module.add_v_proj, context), heads))
+        q, k, v = (np.concatenate([a, b] if image_first else [b, a], axis=2) for a, b in zip((q, k, v), extra))
+        image = slice(0, image_tokens) if image_first else slice(text_tokens, None)
+        text = slice(image_tokens, None) if image_first else slice(0, text_tokens)
+    out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], _mask_bias(call.arg("attention_mask"), q, k, knobs),
+                                        knobs.get("_prescale", True)))
+    to_out = getattr(module, "to_out", None)
+    return [_projected(call, xp, None if to_out is None else to_out[0], out[:, image]),
+            _projected(call, xp, getattr(module, "to_add_out", None), out[:, text])]
+
+
+def _eval_ltx_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """LTXAttention + LTXVideoAttnProcessor: RMSNorm QK-norm across heads, RoPE over all H*Dh channels (interleaved
+    pairs, float32 inside; tables [B, L, H*Dh] from the model's LTXVideoRotaryPosEmbed), SDPA with the additive mask."""
+    module = call.module
+    hidden = _x(xp, call.arg("hidden_states"))
+    context = _x(xp, call.arg("encoder_hidden_states"))
+    source = hidden if context is None else context
+    heads = module.heads
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    knobs = {**knobs, "_native_qk_norm": "across-heads"}
+    query = _tokens_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), heads, knobs, dtype)
+    key = _tokens_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, source), heads, knobs, dtype)
+    rope = call.arg("image_rotary_emb")
+    if rope is not None:
+        cos, sin = (_x(xp, t) for t in rope)
+        if np.shape(cos) != np.shape(query):
+            raise Unsupported(f"LTX RoPE tables of shape {np.shape(cos)} for queries {np.shape(query)}")
+        query = C.apply_rope.generic(xp, query, cos, sin, knobs["rope_pairing"])
+        key = C.apply_rope.generic(xp, key, cos, sin, knobs["rope_pairing"])
+    q, k, v = _heads(query, heads), _heads(key, heads), _heads(_linear(call, xp, module.to_v, source), heads)
     out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], _mask_bias(call.arg("attention_mask"), q, k, knobs),
                                         knobs.get("_prescale", True)))
     return [_projected(call, xp, module.to_out[0], out)]
@@ -1768,6 +1844,9 @@ _REGISTRY: dict[str, Component] = {
     "WanAttention": Component("attention (Wan)", _eval_wan_attention, _attention_knobs, _attention_alternatives,
                               naive_variants=lambda call: [{"_prescale": False}],
                               observed=_projection_inputs_or_outputs("to_out")),
+    "LTXAttention": Component("attention (LTX-Video)", _eval_ltx_attention, _attention_knobs, _attention_alternatives,
+                              naive_variants=lambda call: [{"_prescale": False}],
+                              observed=_projection_inputs_or_outputs("to_out"), float32_inside=_applies_rope),
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
                                      _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),

@@ -29,6 +29,8 @@ from diffusers import (CogVideoXTransformer3DModel, FluxTransformer2DModel, Sana
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb, get_3d_rotary_pos_embed, get_timestep_embedding
 from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0
+from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
+from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)  # "modules that should be kept in float32" on .to()
@@ -432,3 +434,87 @@ def _with_processor(build: Callable[[int], Built], where: Callable[[torch.nn.Mod
 CONTROLS["wan-processor-rewrite"] = _with_processor(tiny_wan, lambda m: m.blocks[0].attn1, PlantedWanProcessor)
 CONTROLS["cogvideox-processor-rewrite"] = _with_processor(tiny_cogvideox, lambda m: m.transformer_blocks[0].attn1,
                                                           PlantedCogVideoXProcessor)
+
+
+# ----------------------------------------------------------------------------------------
+# Classes built by ditcheck.validate.zoo (its tiny configs and input builders)
+
+
+def zoo_built(name: str) -> Callable[[int], Built]:
+    """A zoo class's tiny model and inputs (ditcheck.validate.zoo), as (model, kwargs)."""
+    def build(seed: int) -> Built:
+        from ditcheck.validate import zoo
+
+        model = zoo.build_model(name, torch.float32, seed)
+        args, kwargs = zoo.build_inputs(model, seed, torch.float32)
+        assert not args, f"{name}: positional inputs"
+        return model, kwargs
+    return build
+
+
+ZOO_MODELS["hunyuan-video"] = zoo_built("HunyuanVideoTransformer3DModel")
+ZOO_MODELS["ltx-video"] = zoo_built("LTXVideoTransformer3DModel")
+
+
+class MaskIgnoringHunyuanVideoProcessor(HunyuanVideoAttnProcessor2_0):
+    """HunyuanVideo's joint processor dropping the boolean text-padding mask (padded prompt tokens attended to)."""
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, image_rotary_emb: Any = None) -> Any:
+        return super().__call__(attn, hidden_states, encoder_hidden_states, None, image_rotary_emb)
+
+
+class PlantedLTXProcessor(LTXVideoAttnProcessor):
+    """LTXVideoAttnProcessor rewritten; ``half_split`` rotates channel i with i + C/2 (rotate_half) instead of (2i, 2i+1)."""
+
+    def __init__(self, half_split: bool = False):
+        super().__init__()
+        self.half_split = half_split
+
+    def _rotate(self, x: torch.Tensor, freqs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        cos, sin = freqs
+        if self.half_split:
+            first, second = x.chunk(2, dim=-1)
+            rotated = torch.cat([-second, first], dim=-1)
+        else:
+            real, imag = x.unflatten(2, (-1, 2)).unbind(-1)
+            rotated = torch.stack([-imag, real], dim=-1).flatten(2)
+        return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, image_rotary_emb: Any = None) -> torch.Tensor:
+        batch, _, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        if attention_mask is not None:
+            length = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape[1]
+            attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query, key = attn.norm_q(attn.to_q(hidden_states)), attn.norm_k(attn.to_k(context))
+        value = attn.to_v(context)
+        if image_rotary_emb is not None:
+            query, key = self._rotate(query, image_rotary_emb), self._rotate(key, image_rotary_emb)
+        split = lambda x: x.unflatten(2, (attn.heads, -1)).transpose(1, 2)  # noqa: E731
+        out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=attention_mask)
+        return attn.to_out[0](out.transpose(1, 2).flatten(2, 3).to(query.dtype))
+
+
+def _hunyuan_video_mask_ignored(seed: int) -> Built:
+    model, kwargs = ZOO_MODELS["hunyuan-video"](seed)
+    model.transformer_blocks[0].attn.set_processor(MaskIgnoringHunyuanVideoProcessor())
+    return model, kwargs
+
+
+def _ltx_rope_half_split(seed: int) -> Built:
+    model, kwargs = ZOO_MODELS["ltx-video"](seed)
+    model.transformer_blocks[0].attn1.set_processor(PlantedLTXProcessor(half_split=True))
+    return model, kwargs
+
+
+ZOO_BUGS["hunyuan-video-text-mask-ignored"] = PlantedBug(
+    "hunyuan-video", "a boolean text-padding mask silently ignored (diffusers#8673's kind)", _hunyuan_video_mask_ignored,
+    "transformer_blocks.0.attn", "inline", {"mask": "ignored"})
+ZOO_BUGS["ltx-rope-half-split"] = PlantedBug(
+    "ltx-video", "RoPE applied with the other pairing (rotate_half over the full width)", _ltx_rope_half_split,
+    "transformer_blocks.0.attn1", "inline", {"rope_pairing": "half"})
+CONTROLS["ltx-processor-rewrite"] = _with_processor(ZOO_MODELS["ltx-video"], lambda m: m.transformer_blocks[0].attn1,
+                                                    PlantedLTXProcessor)
