@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from ditcheck.bounds import (UnreachableAccuracyError, format_of, as2_output_bound, feature_rank, minimal_degree,
                              poly_attention_rounding_bound, require_eps)
-from ditcheck.fast_attention.polynomial import (ExpApproximation, MonomialWriter, exp_approximation, feature_weights,
-                                 monomial_layout, monomials)
+from ditcheck.fast_attention.polynomial import (ExpApproximation, MonomialLayout, MonomialWriter, exp_approximation,
+                                                feature_weights, monomial_layout, monomials)
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
 from ditcheck.reference.formats import FLOAT64
 from ditcheck.reference.precision import require_real
@@ -107,8 +107,17 @@ def _check_inputs(q: Any, k: Any, v: Any) -> None:
     if q.device != k.device or k.device != v.device:
         raise InvalidArgumentError("k", f"the device of q ({q.device}) for k and v", f"k {k.device}, v {v.device}")
     for name, x in (("q", q), ("k", k), ("v", v)):
-        if not bool(torch.isfinite(x).all()):
+        if not _all_finite(x):
             raise NonFiniteError(name, "finite entries", "NaN or Inf")
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    # min and max propagate NaN and are +-Inf if any entry is: one pass with no L x D boolean temporary
+    # (torch.isfinite(x).all() took 4 ms per input at L = 32768, H = 4, D = 8: a tenth of poly's time)
+    if x.numel() == 0 or not x.is_floating_point():
+        return x.numel() == 0 or not x.is_complex() or bool(torch.isfinite(x).all())
+    low, high = torch.aminmax(x.detach())
+    return math.isfinite(float(low)) and math.isfinite(float(high))
 
 
 def _check_scale(scale: Any, dim: int) -> float:
@@ -197,6 +206,111 @@ def _default_chunk(rank: int, itemsize: int) -> int:
     return int(min(4096, max(16, 1 << max(0, size.bit_length() - 1))))
 
 
+def _folded_blocks(layout: MonomialLayout, width: int) -> list[tuple[int, int, int]]:
+    """(variable v, first feature, count) of the degree-g blocks contracted without writing them, in layout order.
+
+    The degree-g block of v is x_v times the first ``count`` degree-(g - 1) monomials, so
+    [V, 1]^T phi_block(K) = ([V, 1]^T diag(k_v)) phi_(g-1)(K)[:count] and phi_block(Q) contracted with
+    its kv columns is x_v times (kv_block phi_(g-1)(Q)[:count]): the same GEMM flops, but ``width``
+    (= Dv + 1) products per token on each side instead of ``count`` written features. Blocks with
+    count <= 4 width stay written: a folded block costs two more small GEMMs per chunk, which only pays
+    for large blocks (measured at D = 8, g = 4, Dv = 8: folding the 56-, 84- and 120-feature blocks
+    makes poly 1.4x faster; folding the 35-feature one too is slower). They are the layout's tail.
+    """
+    degree = layout.degree
+    if degree < 1:
+        return []
+    counts = layout.prefix[degree - 1]
+    blocks, position = [], layout.offsets[degree]
+    for v, count in enumerate(counts):
+        if count > 4 * width:
+            blocks.append((v, position, count))
+        position += count
+    return blocks
+
+
+def _chunk_plan(heads: int, written: int, itemsize: int, chunk_size: int | None) -> tuple[int, int]:
+    """(tokens per chunk, heads per pass) so that the written features of one chunk of all heads of a pass,
+    heads x written x chunk, fill about one L2 cache.
+
+    Every elementwise product covers all heads of the pass, so they, not one head's features, must stay in L2:
+    measured at H = 4, 235 written features (D = 8, g = 4), one thread, the monomials are written at 5.5
+    Gfeatures/s with 512-token chunks (1.9 MB) and 4.9 with 1024 (3.8 MB); below 256 tokens the ~25 dispatches
+    per chunk dominate (3.2 Gfeatures/s at 128). So chunks stay >= 256 tokens and large head counts are split
+    into passes.
+    """
+    fit = max(1, _L2_BYTES // max(1, written * itemsize))  # token x head pairs per L2
+    if chunk_size is not None:
+        return chunk_size, max(1, min(heads, fit // chunk_size))
+    group = heads if heads * 256 <= fit else max(1, fit // 512)
+    return int(min(4096, max(16, 1 << max(0, (fit // group).bit_length() - 1)))), group
+
+
+def _poly_contract_no_grad(q_t: torch.Tensor, k_t: torch.Tensor, values_t: torch.Tensor, weights: torch.Tensor,
+                           layout: MonomialLayout, chunk_size: int | None) -> torch.Tensor:
+    """[b, Dv, Lq] outputs from q_t [b, D, Lq], k_t [b, D, Lk], values_t = [V, 1]^T [b, Dv + 1, Lk] (no autograd).
+
+    Keys: kv_t = [V, 1]^T phi(K) (Dv + 1 x r) chunk by chunk into contiguous accumulators
+    (baddbmm_); queries: kv_t phi(Q) chunk by chunk, divided by its last row at the end. Only the
+    features not folded (``_folded_blocks``) are written, into one cache-sized buffer reused by
+    every chunk. Folding reorders the same products and sums: per term, as many roundings as
+    unfolded (the product with k_v moves from the feature into [V, 1]^T, on the query side from
+    the feature onto the partial sum of its block), so ``poly_attention_rounding_bound`` covers both.
+    """
+    b, dim, q_len = q_t.shape
+    k_len, width = k_t.shape[-1], values_t.shape[-2]
+    blocks = _folded_blocks(layout, width)
+    written = layout.rank - sum(count for _, _, count in blocks)
+    chunk_size, group = _chunk_plan(b, written, q_t.element_size(), chunk_size)
+    if group < b:
+        return torch.cat([_poly_contract_no_grad(q_t[start:start + group], k_t[start:start + group],
+                                                 values_t[start:start + group], weights, layout, chunk_size)
+                          for start in range(0, b, group)])
+    top = layout.offsets[layout.degree - 1] if blocks else 0  # first degree-(g - 1) monomial
+    chunk_size = min(chunk_size, max(q_len, k_len))
+    variables = [v for v, _, _ in blocks]
+    buffer = q_t.new_empty((b, written, chunk_size))
+    workspaces: dict[int, tuple[MonomialWriter, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def workspace(n: int) -> tuple[MonomialWriter, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # per chunk length (all chunks but the last have one): the writer's views, the products [V, 1]^T diag(k_v)
+        # of the folded blocks (block first, so each block's is contiguous), a query chunk's sums and one block's
+        # partial sums (contiguous: GEMMs and addcmul_ into column slices of [b, Dv + 1, Lq] ran slower)
+        if n not in workspaces:
+            workspaces[n] = (MonomialWriter(buffer[:, :, :n], dim, layout.degree),
+                             q_t.new_empty((len(blocks), b, width, n)), q_t.new_empty((b, width, n)),
+                             q_t.new_empty((b, width, n)))
+        return workspaces[n]
+
+    # contiguous accumulators: baddbmm_ into a column slice of one kv matrix runs head by head
+    kv_written = q_t.new_zeros((b, width, written))
+    kv_blocks = [q_t.new_zeros((b, width, count)) for _, _, count in blocks]
+    k_folded = k_t[:, variables].transpose(0, 1).unsqueeze(2)  # [blocks, b, 1, Lk]
+    for start, stop in _chunks(k_len, chunk_size):
+        writer, scaled, _, _ = workspace(stop - start)
+        features = writer(k_t[:, :, start:stop])
+        values, k_factor = values_t[:, :, start:stop], k_folded[..., start:stop]
+        kv_written.baddbmm_(values, features.mT)
+        if blocks:
+            torch.mul(values, k_factor, out=scaled)
+            for accumulator, (_, _, count), block_values in zip(kv_blocks, blocks, scaled):
+                accumulator.baddbmm_(block_values, features[:, top:top + count].mT)
+    kv_written *= weights[:written]
+    for accumulator, (_, first, count) in zip(kv_blocks, blocks):
+        accumulator *= weights[first:first + count]
+    sums = q_t.new_empty((b, width, q_len))
+    for start, stop in _chunks(q_len, chunk_size):
+        writer, _, o, partial = workspace(stop - start)
+        x = q_t[:, :, start:stop]
+        features = writer(x)
+        torch.bmm(kv_written, features, out=o)
+        for (v, _, count), kv_block in zip(blocks, kv_blocks):
+            torch.bmm(kv_block, features[:, top:top + count], out=partial)
+            o.addcmul_(partial, x[:, v:v + 1])
+        sums[:, :, start:stop] = o
+    return sums[:, :-1] / sums[:, -1:]
+
+
 def poly_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, approximation: ExpApproximation,
                    scale: float, chunk_size: int | None = None) -> torch.Tensor:
     """D~^-1 A~ V with A~ = P(scale Q K^T) through monomial features, chunked over L (AS1, AS4).
@@ -213,14 +327,18 @@ def poly_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, approximat
     layout = monomial_layout(dim, degree)
     rank = layout.rank
     recording = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    if chunk_size is None:
-        chunk_size = _default_chunk(rank, q.element_size())
     with torch.no_grad():
         q_norm = float(torch.linalg.vector_norm(q, dim=-1).max())
         k_norm = float(torch.linalg.vector_norm(k, dim=-1).max())
     balance = math.sqrt(k_norm / q_norm) if q_norm > 0 and k_norm > 0 else 1.0
-    q_t = (q.reshape(b, q_len, dim) * (math.sqrt(scale) * balance)).mT
-    k_t = (k.reshape(b, k_len, dim) * (math.sqrt(scale) / balance)).mT
+    q_factor, k_factor = math.sqrt(scale) * balance, math.sqrt(scale) / balance
+    if recording:
+        q_t = (q.reshape(b, q_len, dim) * q_factor).mT
+        k_t = (k.reshape(b, k_len, dim) * k_factor).mT
+    else:  # tokens last and contiguous, scaled in place: one copy each (clone: contiguous() may return q itself)
+        with torch.no_grad():
+            q_t = q.reshape(b, q_len, dim).mT.clone(memory_format=torch.contiguous_format).mul_(q_factor)
+            k_t = k.reshape(b, k_len, dim).mT.clone(memory_format=torch.contiguous_format).mul_(k_factor)
     # [V, 1]^T (Dv + 1 rows, tokens last) is the left factor of K'^T [V, 1] computed transposed, ([V, 1]^T K'):
     # the skinny dimension Dv + 1 is then GEMM's M, which MKL runs as fast unpadded as padded to 16 (it was N
     # before, where 9 columns ran ~3x slower than 16 and the padding cost 16/9 of the flops)
@@ -228,6 +346,7 @@ def poly_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, approximat
     weights = torch.as_tensor(feature_weights(layout, approximation), dtype=q.dtype, device=q.device)
 
     if recording:
+        chunk_size = chunk_size or _default_chunk(rank, q.element_size())
         kv_t = sum(values_t[:, :, start:stop] @ monomials(k_t[:, :, start:stop], degree).mT
                    for start, stop in _chunks(k_len, chunk_size))
         kv_t = kv_t * weights
@@ -238,26 +357,7 @@ def poly_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, approximat
         out_t = torch.cat(pieces, dim=-1)
     else:
         with torch.no_grad():
-            chunk_size = min(chunk_size, max(q_len, k_len))
-            buffer = q.new_empty((b, rank, chunk_size))
-            writers: dict[int, MonomialWriter] = {}
-
-            def features_of(x_chunk: torch.Tensor) -> torch.Tensor:
-                n = x_chunk.shape[-1]
-                if n not in writers:
-                    writers[n] = MonomialWriter(buffer[:, :, :n], dim, degree)
-                return writers[n](x_chunk)
-
-            kv_t = q.new_zeros((b, value_dim + 1, rank))
-            k_t = k_t.contiguous()
-            for start, stop in _chunks(k_len, chunk_size):
-                kv_t.baddbmm_(values_t[:, :, start:stop], features_of(k_t[:, :, start:stop]).mT)
-            kv_t *= weights
-            q_t = q_t.contiguous()
-            out_t = q.new_empty((b, value_dim, q_len))
-            for start, stop in _chunks(q_len, chunk_size):
-                o = kv_t @ features_of(q_t[:, :, start:stop])
-                torch.div(o[:, :value_dim], o[:, value_dim:value_dim + 1], out=out_t[:, :, start:stop])
+            out_t = _poly_contract_no_grad(q_t, k_t, values_t, weights, layout, chunk_size)
     return out_t.mT.reshape(batch, heads, q_len, value_dim)
 
 

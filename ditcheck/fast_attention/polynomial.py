@@ -381,17 +381,21 @@ def monomials(x_t: torch.Tensor, degree: int, *, out: torch.Tensor | None = None
 
 
 class MonomialWriter:
-    """Writes the monomials of chunk after chunk into one buffer ``out`` [..., r, n] (no autograd).
+    """Writes the monomials of chunk after chunk into one buffer ``out`` [..., m, n] (no autograd).
 
-    The views of ``out`` that every product reads and writes are built once, and row 0 (the
-    constant monomial) is filled once, so a chunk costs one copy and (g - 1) D multiplications
-    with no per-product slicing: the Python overhead matters at cache-sized chunks.
+    ``out`` holds the first m <= r monomials of the layout: every product reads only earlier rows,
+    so any prefix is computable alone (poly attention contracts the last degree-g blocks without
+    writing them). The views of ``out`` that every product reads and writes are built once, and
+    row 0 (the constant monomial) is filled once, so a chunk costs one copy and at most (g - 1) D
+    multiplications with no per-product slicing: the Python overhead matters at cache-sized chunks.
     """
 
     def __init__(self, out: torch.Tensor, dim: int, degree: int):
         layout = monomial_layout(dim, degree)
-        if out.shape[-2] != layout.rank:
-            raise ShapeError("out", f"{layout.rank} rows (C(D+g, g))", str(out.shape[-2]))
+        rows = out.shape[-2]
+        if not min(1 + dim, layout.rank) <= rows <= layout.rank:
+            raise ShapeError("out", f"between {min(1 + dim, layout.rank)} and {layout.rank} rows (C(D+g, g))",
+                             str(rows))
         self.out, self.dim, self.degree = out, dim, degree
         out[..., 0, :] = 1
         self.first = out[..., 1:1 + dim, :] if degree >= 1 else None
@@ -399,7 +403,9 @@ class MonomialWriter:
         for j in range(2, degree + 1):
             start, position = layout.offsets[j - 1], layout.offsets[j]
             for v in range(dim):
-                count = layout.prefix[j - 1][v]
+                count = min(layout.prefix[j - 1][v], rows - position)
+                if count <= 0:
+                    break
                 self.steps.append((out[..., start:start + count, :], v, out[..., position:position + count, :]))
                 position += count
 
