@@ -20,10 +20,10 @@ from ditcheck.audit import registry
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS = ROOT / "docs" / "claims.md"
 
-#: Claim ids as the code writes them (LD1-LD8, AS1-AS7, PF1, RF1, GP1-GP4, CF1-CF4, RT1-RT4, and any new one).
-CLAIM_ID = re.compile(r"\b(?:LD|AS|PF|RF|GP|CF|RT)\d+\b")
+#: Claim ids as the code writes them (LD1-LD9, AS1-AS7, PF1, RF1, GP1-GP4, CF1-CF4, RT1-RT4, FM1-FM3, and any new one).
+CLAIM_ID = re.compile(r"\b(?:LD|AS|PF|RF|GP|CF|RT|FM)\d+\b")
 #: A section heading that is exactly a claim id: "## AS2" (anchor docs/claims.md#as2).
-CLAIM_HEADING = re.compile(r"^#{2,3}[ \t]+((?:LD|AS|PF|RF|GP|CF|RT)\d+)[ \t]*$", re.MULTILINE)
+CLAIM_HEADING = re.compile(r"^#{2,3}[ \t]+((?:LD|AS|PF|RF|GP|CF|RT|FM)\d+)[ \t]*$", re.MULTILINE)
 #: A cited Markdown file, with its anchor if any: "docs/claims.md#as2", "[x](conventions.md#tolerances)".
 MD_CITATION = re.compile(r"(?<![\w/.-])([\w./-]*[\w-]\.md)(?:#([\w-]+))?\b")
 #: Markdown files the project writes at run time rather than contains: the audit's report (``--out`` folder).
@@ -134,7 +134,7 @@ def _documents() -> list[Path]:
 
 def test_claims_md_documents_every_registered_claim() -> None:
     ids = list(registry())
-    assert len(ids) == 30  # theory.md's 29 and LD9 (Hu et al.'s distribution recovery)
+    assert len(ids) == 33  # theory.md's 29, LD9 (Hu et al.'s distribution recovery) and FM1-FM3 (flow matching)
     assert missing_claims(CLAIMS.read_text(encoding="utf-8"), ids) == []
 
 

@@ -20,9 +20,10 @@ THEORY_ORDER: tuple[str, ...] = (
     "GP1", "GP2", "GP3", "GP4",
     "CF1", "CF2", "CF3", "CF4",
     "RT1", "RT2", "RT3", "RT4",
+    "FM1", "FM2", "FM3",
 )
 
-_MODULES = ("claims_attention", "claims_diffusion", "claims_samplers", "claims_gp")
+_MODULES = ("claims_attention", "claims_diffusion", "claims_samplers", "claims_gp", "claims_flow")
 
 
 def registry() -> dict[str, Claim]:
