@@ -960,7 +960,8 @@ def _heads(x: Any, heads: int) -> Any:
 
 _PROCESSORS = ("FluxAttnProcessor", "JointAttnProcessor2_0", "AttnProcessor2_0", "AttnProcessor", "WanAttnProcessor",
                "SanaLinearAttnProcessor2_0", "SanaAttnProcessor2_0", "CogVideoXAttnProcessor2_0",
-               "HunyuanVideoAttnProcessor2_0", "LTXVideoAttnProcessor")
+               "HunyuanVideoAttnProcessor2_0", "LTXVideoAttnProcessor", "HunyuanAttnProcessor2_0",
+               "AuraFlowAttnProcessor2_0", "Lumina2AttnProcessor2_0")
 #: processors computing softmax attention like AttnProcessor2_0 (Sana's cross-attention is the same mathematics)
 _PLAIN_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "SanaAttnProcessor2_0")
 
@@ -985,6 +986,10 @@ def _attention_knobs(call: RecordedCall) -> dict[str, Any]:
         knobs.update(token_order="image-first")
     elif processor == "CogVideoXAttnProcessor2_0":
         knobs.update(token_order="text-first", rope_pairing="interleaved")
+    elif processor in ("HunyuanAttnProcessor2_0", "Lumina2AttnProcessor2_0"):
+        knobs.update(rope_pairing="interleaved")
+    elif processor == "AuraFlowAttnProcessor2_0":
+        knobs.update(token_order="text-first")
     elif processor == "HunyuanVideoAttnProcessor2_0":
         knobs.update(token_order="image-first", rope_pairing="interleaved")
     elif processor in ("WanAttnProcessor", "LTXVideoAttnProcessor"):
@@ -1051,6 +1056,8 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
         return _eval_cogvideox_attention(call, xp, knobs)
     if processor == "HunyuanVideoAttnProcessor2_0":
         return _eval_hunyuan_video_attention(call, xp, knobs)
+    if processor == "Lumina2AttnProcessor2_0":
+        return _eval_lumina2_attention(call, xp, knobs)
     for flag in ("spatial_norm", "group_norm"):
         if getattr(module, flag, None) is not None:
             raise Unsupported(f"Attention with {flag}")
@@ -1066,7 +1073,7 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
     heads = module.heads
     dtype = call.output_dtypes[0] if call.output_dtypes else None
     across = knobs["qk_norm"] == "across-heads"
-    joint = processor in ("JointAttnProcessor2_0", "FluxAttnProcessor")
+    joint = processor in ("JointAttnProcessor2_0", "FluxAttnProcessor", "AuraFlowAttnProcessor2_0")
     query = _apply_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), heads, across, dtype)
     source = hidden if (context is None or joint) else context
     if context is not None and not joint and getattr(module, "norm_cross", None):
@@ -1094,7 +1101,8 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
         cos, sin = (_x(xp, table) for table in rope)
         pairing = knobs.get("rope_pairing", "interleaved")
         q = C.apply_rope.generic(xp, q, cos, sin, pairing)
-        k = C.apply_rope.generic(xp, k, cos, sin, pairing)
+        if not (processor == "HunyuanAttnProcessor2_0" and module.is_cross_attention):  # HunyuanDiT: q only there
+            k = C.apply_rope.generic(xp, k, cos, sin, pairing)
     attn_mask = _mask_bias(mask, q, k, knobs)
     out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], attn_mask, knobs.get("_prescale", True)))
     if joint and context is not None and getattr(module, "add_q_proj", None) is not None:
@@ -1283,6 +1291,56 @@ def _eval_ltx_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
     out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], _mask_bias(call.arg("attention_mask"), q, k, knobs),
                                         knobs.get("_prescale", True)))
     return [_projected(call, xp, module.to_out[0], out)]
+
+
+def _complex_rope_tables(xp: Precision, freqs: Any) -> tuple[Any, Any]:
+    """Complex RoPE factors e^{i angle} [..., L, Dh/2] (Lumina2, use_real=False) as real interleaved (cos, sin) [..., L, Dh]."""
+    freqs = np.asarray(freqs)
+    if not np.iscomplexobj(freqs):
+        raise Unsupported("complex RoPE factors expected")
+    return _x(xp, np.repeat(freqs.real, 2, axis=-1)), _x(xp, np.repeat(freqs.imag, 2, axis=-1))
+
+
+def _eval_lumina2_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Lumina2AttnProcessor2_0: grouped-query attention (each kv head shared by heads/kv_heads query heads, head h uses
+    kv head h // n_rep), per-head RMSNorm QK-norm, complex RoPE on q and k (float32 inside), a boolean key mask,
+    scale attn.scale (times sqrt(log_base L) with proportional attention's base_sequence_length)."""
+    module = call.module
+    hidden = _x(xp, call.arg("hidden_states"))
+    context = _x(xp, call.arg("encoder_hidden_states"))
+    source = hidden if context is None else context
+    heads = module.heads
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    across = knobs["qk_norm"] == "across-heads"
+    query = _linear(call, xp, module.to_q, hidden)
+    head_dim = np.shape(query)[-1] // heads
+    key = _linear(call, xp, module.to_k, source)
+    kv_heads = np.shape(key)[-1] // head_dim
+    query = _apply_norm(call, xp, module.norm_q, query, heads, across, dtype)
+    key = _apply_norm(call, xp, module.norm_k, key, kv_heads, across, dtype)
+    q, k, v = _heads(query, heads), _heads(key, kv_heads), _heads(_linear(call, xp, module.to_v, source), kv_heads)
+    rope = call.arg("image_rotary_emb")
+    if rope is not None:
+        cos, sin = _complex_rope_tables(xp, rope)
+        cos, sin = (t[:, None] if np.ndim(t) == 3 else t for t in (cos, sin))  # [B, L, Dh] over the heads axis
+        q = C.apply_rope.generic(xp, q, cos, sin, knobs["rope_pairing"])
+        k = C.apply_rope.generic(xp, k, cos, sin, knobs["rope_pairing"])
+    repeats = heads // kv_heads
+    k, v = np.repeat(k, repeats, axis=1), np.repeat(v, repeats, axis=1)
+    scale = _scale_value(knobs["scale"], head_dim) or 1.0 / math.sqrt(head_dim)
+    base = call.arg("base_sequence_length")
+    if base is not None:  # proportional attention: the scale grows with the sequence length
+        scale = math.sqrt(math.log(np.shape(hidden)[1], float(base))) * scale
+    mask = call.arg("attention_mask")
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool).reshape((np.shape(q)[0], 1, 1, -1))
+    attn_mask = _mask_bias(mask, q, k, knobs)
+    if knobs.get("_prescale", True):
+        root = xp.sqrt(xp.const(scale))
+        out = attention.generic(xp, q * root, k * root, v, 1.0, attn_mask, "zero")
+    else:
+        out = attention.generic(xp, q, k, v, scale, attn_mask, "zero")
+    return [_projected(call, xp, module.to_out[0], merge_heads(out))]
 
 
 def _eval_sana_linear_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:

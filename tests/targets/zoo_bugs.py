@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import (CogVideoXTransformer3DModel, FluxTransformer2DModel, SanaTransformer2DModel,
                        SD3Transformer2DModel, WanTransformer3DModel)
-from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
+from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, HunyuanAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb, get_3d_rotary_pos_embed, get_timestep_embedding
 from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0
+from diffusers.models.transformers.transformer_lumina2 import Lumina2AttnProcessor2_0
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
 from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed
@@ -518,3 +519,77 @@ ZOO_BUGS["ltx-rope-half-split"] = PlantedBug(
     "transformer_blocks.0.attn1", "inline", {"rope_pairing": "half"})
 CONTROLS["ltx-processor-rewrite"] = _with_processor(ZOO_MODELS["ltx-video"], lambda m: m.transformer_blocks[0].attn1,
                                                     PlantedLTXProcessor)
+ZOO_MODELS["hunyuan-dit"] = zoo_built("HunyuanDiT2DModel")
+ZOO_MODELS["aura-flow"] = zoo_built("AuraFlowTransformer2DModel")
+ZOO_MODELS["lumina2"] = zoo_built("Lumina2Transformer2DModel")
+
+
+class PlantedHunyuanDiTProcessor(HunyuanAttnProcessor2_0):
+    """HunyuanAttnProcessor2_0 rewritten; ``qk_across_heads`` applies the per-head QK LayerNorm over all heads' channels."""
+
+    def __init__(self, qk_across_heads: bool = False):
+        super().__init__()
+        self.qk_across_heads = qk_across_heads
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, temb: Any = None, image_rotary_emb: Any = None) -> torch.Tensor:
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        split = lambda x: x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # noqa: E731
+
+        def normed(norm: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+            if not self.qk_across_heads:
+                return norm(split(x))
+            return split(F.layer_norm(x, (x.shape[-1],), norm.weight.repeat(attn.heads), norm.bias.repeat(attn.heads),
+                                      norm.eps))
+        query, key, value = normed(attn.norm_q, query), normed(attn.norm_k, key), split(value)
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb)
+            if not attn.is_cross_attention:
+                key = apply_rotary_emb(key, image_rotary_emb)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        return attn.to_out[0](out.transpose(1, 2).flatten(2))
+
+
+def _hunyuan_dit_qk_norm_across_heads(seed: int) -> Built:
+    model, kwargs = ZOO_MODELS["hunyuan-dit"](seed)
+    model.blocks[0].attn1.set_processor(PlantedHunyuanDiTProcessor(qk_across_heads=True))
+    return model, kwargs
+
+
+def _aura_flow_scale_one_over_head_dim(seed: int) -> Built:
+    """AuraFlow passes scale=attn.scale to SDPA: a port storing 1/head_dim there (muP-style) instead of 1/sqrt(head_dim)."""
+    model, kwargs = ZOO_MODELS["aura-flow"](seed)
+    attn = model.joint_transformer_blocks[0].attn
+    attn.scale = 1.0 / (attn.inner_dim // attn.heads)
+    return model, kwargs
+
+
+ZOO_BUGS["hunyuan-dit-qk-norm-across-heads"] = PlantedBug(
+    "hunyuan-dit", "QK-norm across heads where the model normalises per head", _hunyuan_dit_qk_norm_across_heads,
+    "blocks.0.attn1", "inline", {"qk_norm": "across-heads"})
+ZOO_BUGS["aura-flow-scale-one-over-head-dim"] = PlantedBug(
+    "aura-flow", "an attention scale of 1/head_dim where 1/sqrt(head_dim) is meant", _aura_flow_scale_one_over_head_dim,
+    "joint_transformer_blocks.0.attn", "inline", {"scale": "1/head_dim"})
+CONTROLS["hunyuan-dit-processor-rewrite"] = _with_processor(ZOO_MODELS["hunyuan-dit"], lambda m: m.blocks[0].attn1,
+                                                            PlantedHunyuanDiTProcessor)
+
+
+class MaskIgnoringLumina2Processor(Lumina2AttnProcessor2_0):
+    """Lumina2's processor dropping the boolean caption-padding mask."""
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                 attention_mask: Any = None, image_rotary_emb: Any = None, base_sequence_length: Any = None) -> Any:
+        return super().__call__(attn, hidden_states, encoder_hidden_states, None, image_rotary_emb,
+                                base_sequence_length)
+
+
+def _lumina2_mask_ignored(seed: int) -> Built:
+    model, kwargs = ZOO_MODELS["lumina2"](seed)
+    model.layers[0].attn.set_processor(MaskIgnoringLumina2Processor())
+    return model, kwargs
+
+
+ZOO_BUGS["lumina2-caption-mask-ignored"] = PlantedBug(
+    "lumina2", "a boolean caption-padding mask silently ignored (diffusers#8673's kind)", _lumina2_mask_ignored,
+    "layers.0.attn", "inline", {"mask": "ignored"})
