@@ -137,6 +137,72 @@ def test_a_bug_outside_every_convention_gets_no_diagnosis() -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# The component engine localises a failing whole-model comparison (dit_localise)
+
+
+class ScaledLinear(torch.nn.Linear):
+    """A fork's own Linear whose weight is used 0.1% too large: a leaf bug the component engine names."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight * (1 + 1e-3), self.bias)
+
+
+def _with_scaled_linear(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    parent, _, child = name.rpartition(".")
+    old = model.get_submodule(name)
+    new = ScaledLinear(old.in_features, old.out_features, dtype=old.weight.dtype)
+    new.load_state_dict(old.state_dict())
+    setattr(model.get_submodule(parent), child, new)
+    return model
+
+
+def components(report) -> dict[str, str]:
+    return {check.id.removeprefix("component "): check.message for check in report.checks
+            if check.id.startswith("component ")}
+
+
+def test_a_leaf_bug_is_localised_to_that_leaf_below_the_first_divergence() -> None:
+    from targets import dit_forks as forks
+
+    report = dit(_with_scaled_linear(forks.original_style(), "blocks.1.mlp.fc2"), examples=1, diagnose=False)
+    assert not report.ok and report.first_divergence == "blocks.1.mlp", str(report)
+    assert components(report) == {"blocks.1.mlp.fc2": "ScaledLinear"}, str(report)
+    assert any(note.startswith("components: ") and "the first blocks.1.mlp.fc2 (ScaledLinear)" in note
+               for note in report.notes)
+
+
+def test_inline_code_of_a_composite_is_localised_when_its_children_conform() -> None:
+    from targets import dit_forks as forks
+
+    report = dit(forks.fork_bug("heads_merged_wrong"), examples=1, diagnose=False)
+    assert report.first_divergence == "blocks.0.attn"
+    assert components(report) == {f"blocks.{i}.attn": "Attention at inline code in Attention.forward"
+                                  for i in range(2)}, str(report)
+
+
+def test_a_convention_bug_has_every_component_conforming_to_its_own_settings() -> None:
+    from targets import dit_forks as forks
+
+    report = dit(forks.fork_bug("ln_eps_mlp_1e-5"), examples=1, diagnose=False, dtype=torch.float64)
+    assert report.first_divergence == "blocks.0.norm2" and components(report) == {}, str(report)
+    assert any("every recognised component conforms to its own settings" in note for note in report.notes)
+
+
+def test_diffusers_leaf_bug_is_localised_and_a_clean_run_pays_nothing(diffusers_model: torch.nn.Module) -> None:
+    import copy
+
+    clean = dit(diffusers_model, convention="diffusers", examples=1)
+    assert clean.ok and not any(note.startswith("components:") for note in clean.notes)
+    buggy = _with_scaled_linear(copy.deepcopy(diffusers_model), "transformer_blocks.0.ff.net.2")
+    report = dit(buggy, convention="diffusers", examples=1, diagnose=False)
+    assert not report.ok and report.first_divergence.startswith("transformer_blocks.0.ff"), str(report)
+    assert components(report) == {"transformer_blocks.0.ff.net.2": "ScaledLinear"}, str(report)
+    # under the original's convention the mismatch is a convention difference: every component conforms
+    report = dit(diffusers_model, convention="dit", examples=1, diagnose=False, dtype=torch.float64)
+    assert not report.ok and components(report) == {}, str(report)
+
+
+# ----------------------------------------------------------------------------------------
 # The diffusers <-> reference parameter mapping
 
 

@@ -4,6 +4,8 @@ reported with its options, overrides, and planted bugs each caught at the right 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -203,3 +205,43 @@ def test_block_by_block_is_refused_for_the_diffusers_layout() -> None:
     with pytest.raises(InvalidArgumentError) as info:
         dit(tiny_diffusers_dit(), convention="diffusers", stream=True, examples=1)
     assert info.value.argument == "stream"
+
+
+# ----------------------------------------------------------------------------------------
+# No false alarms: the clean targets over 10 seeds (each seed draws its own weights, latents, times, labels)
+
+
+def _clean_targets() -> dict[str, tuple[Any, dict[str, Any]]]:
+    from ditcheck.models.dit import DiT
+    from targets.clean import tiny_diffusers_dit
+
+    import planted_bugs as pb
+
+    return {"ditcheck DiT": (pb.clean_dit, {}),
+            "original style": (forks.original_style, {}),
+            "original style float64": (forks.original_style_float64, {}),
+            "renamed fork": (forks.renamed, {}),
+            "SiT style": (forks.sit_style, {}),
+            "no heads attribute": (forks.fork_no_heads_anywhere, {}),
+            "ditcheck DiT float64": (lambda: DiT(pb.TINY, dtype=torch.float64), {}),
+            "diffusers float32": (tiny_diffusers_dit, {"convention": "diffusers"}),
+            "diffusers float64": (tiny_diffusers_dit, {"convention": "diffusers", "dtype": torch.float64}),
+            "original style, block by block": (forks.original_style, {"stream": True})}
+
+
+FALSE_ALARM_SEEDS = range(10)
+
+
+@pytest.mark.audit
+@pytest.mark.parametrize("name", list(_clean_targets()))
+def test_no_false_alarm_over_ten_seeds_on_clean_targets(name: str) -> None:
+    """Every clean target conforms for seeds 0-9 (3 examples each); the worst error/tolerance is printed (-s)."""
+    factory, options = _clean_targets()[name]
+    alarms, worst = [], 0.0
+    for seed in FALSE_ALARM_SEEDS:
+        report = dit(factory(), seed=seed, diagnose=False, **options)
+        if not report.ok:
+            alarms.append((seed, [check.id for check in report.checks if not check.ok]))
+        worst = max([worst] + [check.ratio for check in report.checks if check.ratio is not None])
+    print(f"{name}: worst error/tolerance {worst:.3g} over seeds {list(FALSE_ALARM_SEEDS)}")
+    assert not alarms, alarms

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,7 @@ from ditcheck.reference.dit import (DiTConfig, dit_block_intermediates, dit_para
                                     timestep_embedder)
 from ditcheck.reference.layers import patchify, pos_embed_2d
 
-from ._target import call_isolated
+from ._target import TargetError, TargetTimeoutError
 from .dit_precision import Float32AsFloat64
 from .dit_recognition import Layout
 from .dit_run import Comparison, max_abs
@@ -43,8 +45,10 @@ STREAM_PARAMETERS = 50_000_000
 def randomise_weights(model: nn.Module, layout: Layout, config: DiTConfig, seed: int) -> None:
     """Draw every reference entry into the target, one entry at a time (the law of reference.random_dit_params).
 
-    Weights and biases N(0, 1/fan_in), the label table N(0, 1), pos_embed the exact 2-D sin-cos table;
-    each entry from its own generator (seed, entry index), rounded once to the target's dtype.
+    Weights and biases N(0, 1/fan_in), the label table N(0, 1), pos_embed the exact 2-D sin-cos table.
+    Each entry is drawn in place in the target's dtype (Tensor.normal_ from its own generator, seeded
+    by (seed, entry index)): no float64 copy of DiT-XL/2's 675M parameters is ever made. The
+    reference reads the weights back from the target, so the draw needs no other rounding rule.
     """
     shapes = dit_param_shapes(config)
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())
@@ -56,13 +60,18 @@ def randomise_weights(model: nn.Module, layout: Layout, config: DiTConfig, seed:
             target = tensors[target_name]
             if name == "pos_embed":
                 value = torch.from_numpy(pos_embed_2d(config.hidden_size, config.grid, config.pos_embed_max_period))
-            else:
-                generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
-                value = torch.randn(shape, generator=generator, dtype=torch.float64)
-                if not name.endswith("embedding_table.weight"):
-                    weight_shape = shapes[name.removesuffix("bias") + "weight" if name.endswith(".bias") else name]
-                    value /= math.sqrt(math.prod(weight_shape[1:]))
-            target.copy_(value.reshape(target.shape))
+                target.copy_(value.reshape(target.shape))
+                continue
+            std = 1.0
+            if not name.endswith("embedding_table.weight"):
+                weight_shape = shapes[name.removesuffix("bias") + "weight" if name.endswith(".bias") else name]
+                std = 1.0 / math.sqrt(math.prod(weight_shape[1:]))
+            generator = torch.Generator(device=target.device).manual_seed(int(seed) * 1_000_003 + index)
+            target.normal_(0.0, std, generator=generator)
+
+
+class _Aborted(Exception):
+    """Raised in the target's thread by a hook when the comparison stopped (an error or a time-out)."""
 
 
 def _naive(module: nn.Module, params: dict[str, np.ndarray], prefix: str, dtype: torch.dtype,
@@ -103,8 +112,17 @@ class StreamingComparison:
     # -- one forward --------------------------------------------------------------------
 
     def run(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, timeout: float) -> Any:
-        """Run the target once on (x, t, y) with streaming hooks; returns its output (compared too)."""
+        """Run the target once on (x, t, y) with streaming hooks; returns its output (compared after).
+
+        The target runs in a daemon thread; each hooked submodule hands its output to this thread and
+        waits while it is compared, so ``timeout`` bounds the target's own computation between two hooked
+        submodules (a hang anywhere is still caught), never the reference's work, which for a full-size
+        model is longer than the target's whole forward. Raises TargetError / TargetTimeoutError like
+        _target.call_isolated.
+        """
         self._begin(x, t, y)
+        arrivals: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        resume, abort = threading.Event(), threading.Event()
         handles = []
         modules = dict(self.model.named_modules())
         for target_name, reference_name, transform in self.layout.hooks:
@@ -120,23 +138,52 @@ class StreamingComparison:
                 value = output[0] if isinstance(output, tuple) else output
                 if isinstance(value, torch.Tensor):
                     value = transform(value) if transform is not None else value
-                    self._compare(target_name, reference_name, value.detach().to("cpu", torch.float64).numpy())
+                    arrivals.put(("activation", target_name, reference_name,
+                                  value.detach().to("cpu", torch.float64).numpy()))
+                    resume.wait()  # one activation in flight: memory holds one block's
+                    resume.clear()
+                    if abort.is_set():
+                        raise _Aborted("ditcheck stopped comparing")
             handles.append(module.register_forward_hook(hook))
         float64 = self.dtype == torch.float64
 
-        def forward() -> Any:
-            with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
-                return self.layout.call(self.model, x, t, y)
+        def forward() -> None:
+            # grad mode and torch function modes are per thread: set them in the thread that runs the target
+            try:
+                with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
+                    arrivals.put(("returned", self.layout.call(self.model, x, t, y)))
+            except BaseException as error:  # the target's failure is data here, reported to the user
+                arrivals.put(("raised", error))
+        worker = threading.Thread(target=forward, daemon=True, name="ditcheck-target")
+        worker.start()
         try:
-            out = call_isolated(forward, timeout=timeout)
+            while True:
+                try:
+                    item = arrivals.get(timeout=timeout)
+                except queue.Empty:
+                    raise TargetTimeoutError("target", f"a call whose own work between two hooked submodules takes "
+                                             f"under {timeout:g} s", f"timed out after {timeout:g} s") from None
+                if item[0] == "returned":
+                    return item[1]
+                if item[0] == "raised":
+                    error = item[1]
+                    raise TargetError("target", "a call that returns",
+                                      f"raised {type(error).__name__}: {error}") from error
+                with torch.no_grad():
+                    self._compare(*item[1:])
+                resume.set()
+        except BaseException:
+            abort.set()  # the target's next hook raises, so its thread ends
+            resume.set()
+            raise
         finally:
             for handle in handles:
                 handle.remove()
-        return out
 
     def compare_output(self, out: np.ndarray) -> None:
         """The model output against the reference's unpatchify (the first C channels of a SiT-style forward)."""
-        self._ensure_final()
+        with torch.no_grad():
+            self._ensure_final()
         expected = self._final_ref["unpatchify"][:, :out.shape[1]]
         naive = self._final_naive["unpatchify"][:, :out.shape[1]]
         entry = self.output

@@ -38,6 +38,7 @@ from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError
 from .dit_conversion import diffusers_state_dict, params_from_diffusers
 from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_variants
 from .dit_recognition import CONVENTIONS, Layout, convention_config, recognise
+from .dit_localise import localise_components
 from .dit_reproducer import reproducer
 from .dit_precision import find_islands, measure_island
 from .dit_stream import STREAM_PARAMETERS, StreamingComparison, randomise_weights
@@ -301,6 +302,9 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
     if not report.ok:
         worst = max(runs, key=lambda run: max_abs(run.result - dit_forward(**run.inputs)))
         report.failures.append(reproducer(report, worst.inputs, worst.result, report.settings["convention"]))
+        if weights == "random":
+            layout.load(model, worst.inputs["params"], dtype, device)
+        localise_components(model, layout, worst.tensors, report, timeout)
         if diagnose:
             diagnose_mismatch(report, config, diagnosis_runs(model, layout, config, worst, dtype, device, weights, timeout),
                       dtype, device, timeout)
@@ -347,6 +351,6 @@ def _validate_streaming(model: nn.Module, layout: Layout, config: DiTConfig, rep
         return
     _report_comparisons(report, stream.ordered(), config, dtype, count, failures)
     if not report.ok:
-        report.notes.append("block by block: no convention diagnosis and no .npz reproducer (both need every "
-                            "activation or every weight at once); validate a smaller configuration of the same code "
-                            "for them")
+        report.notes.append("block by block: no convention diagnosis, no component localisation and no .npz "
+                            "reproducer (they need every activation or every weight at once); validate a smaller "
+                            "configuration of the same code for them")
