@@ -37,8 +37,8 @@ import torch.nn.functional as F
 
 from ditcheck.bounds import (UnreachableAccuracyError, format_of, as2_output_bound, feature_rank, minimal_degree,
                              poly_attention_rounding_bound, require_eps)
-from ditcheck.fast_attention.polynomial import (ExpApproximation, MonomialLayout, MonomialWriter, exp_approximation,
-                                                feature_weights, monomial_layout, monomials)
+from ditcheck.fast_attention.polynomial import (L2_CACHE_BYTES, ExpApproximation, MonomialLayout, MonomialWriter,
+                                                exp_approximation, feature_weights, monomial_layout, monomials)
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
 from ditcheck.reference.formats import FLOAT64
 from ditcheck.reference.precision import require_real
@@ -185,18 +185,7 @@ def _chunks(length: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, length)) for start in range(0, length, size)]
 
 
-def _l2_cache_bytes() -> int:
-    """Per-core L2 cache size from sysfs (Linux), else 1 MiB: one head's feature chunk is sized to it."""
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as handle:
-            text = handle.read().strip().upper()
-        factor = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
-        return int(text.rstrip("KM")) * factor
-    except (OSError, ValueError):
-        return 1 << 20
-
-
-_L2_BYTES = _l2_cache_bytes()
+_L2_BYTES = L2_CACHE_BYTES  # one head's (recording) or one pass's (no autograd) feature chunk is sized to it
 
 
 def _default_chunk(rank: int, itemsize: int) -> int:

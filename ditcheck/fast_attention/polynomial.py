@@ -49,6 +49,7 @@ __all__ = [
     "monomial_layout",
     "monomials",
     "MonomialWriter",
+    "L2_CACHE_BYTES",
     "feature_weights",
     "polynomial_features",
 ]
@@ -309,6 +310,21 @@ def sampled_relative_error(radius: float, degree: int, kind: Kind, points: int =
 # symmetric monomial features
 
 
+def _l2_cache_bytes() -> int:
+    """Per-core L2 cache size from sysfs (Linux), else 1 MiB: feature chunks are sized to it."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as handle:
+            text = handle.read().strip().upper()
+        factor = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        return int(text.rstrip("KM")) * factor
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+#: Per-core L2 cache of this machine (sysfs; 1 MiB if unknown): the token chunks of the feature code fit in it.
+L2_CACHE_BYTES = _l2_cache_bytes()
+
+
 @dataclass(frozen=True)
 class MonomialLayout:
     """Order and weights of the C(D + g, g) monomials of degree <= g in D variables.
@@ -452,5 +468,23 @@ def polynomial_features(x: torch.Tensor, approximation: ExpApproximation, scale:
     root = np.sqrt(np.abs(weights))
     if side == "query":
         root = np.where(weights < 0, -root, root)
-    features = monomials((x * math.sqrt(scale)).mT, approximation.degree).mT
-    return features * torch.as_tensor(root, dtype=x.dtype, device=x.device)
+    root_t = torch.as_tensor(root, dtype=x.dtype, device=x.device)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return monomials((x * math.sqrt(scale)).mT, approximation.degree).mT * root_t
+    # Without autograd, the same products chunk by chunk in an L2-sized buffer, weighted on the way out: the
+    # full-length rows read strided columns of x and left L2 at every degree (13 ms for L = 32768, D = 4, g = 4,
+    # one thread; chunked: bit-identical values).
+    x_t = (x * math.sqrt(scale)).mT.contiguous()
+    length, rank = x.shape[-2], layout.rank
+    lead = x.shape[:-2]
+    per_token = max(1, math.prod(lead) * rank * x.element_size())
+    chunk = max(1, min(length, 4096, 1 << max(0, (L2_CACHE_BYTES // per_token).bit_length() - 1)))
+    out_t = x.new_empty(lead + (rank, length))
+    buffer = x.new_empty(lead + (rank, chunk))
+    writers: dict[int, MonomialWriter] = {}
+    for start in range(0, length, chunk):
+        n = min(chunk, length - start)
+        if n not in writers:
+            writers[n] = MonomialWriter(buffer[..., :n], x.shape[-1], approximation.degree)
+        torch.mul(writers[n](x_t[..., start:start + n]), root_t[:, None], out=out_t[..., start:start + n])
+    return out_t.mT
