@@ -13,9 +13,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ditcheck.fast_attention.polynomial import (MAX_DEGREE, exp_approximation, require_kind, require_radius,
+                                               sampled_relative_error)
+from ditcheck.reference.gp import check_kernels
+from ditcheck.reference.linalg import eigenvalue_error_bound
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.formats import FORMATS, Format, format_named, gamma_or_inf
-from ditcheck.reference.precision import require_real
+from ditcheck.reference.precision import FLOAT64, as_float64_array, require_positive_int, require_real
+from ditcheck.reference.schedules import coefficients
 
 __all__ = [
     "UnreachableAccuracyError",
@@ -58,9 +63,6 @@ def ld6_threshold(length: int) -> float:
 
 def minimal_degree(radius: float, eps: float, *, kind: str = "chebyshev") -> int:
     """AS3 (Alman-Song 2023, Cor. 3.3; Aggarwal-Alman 2022): smallest g with certified sup |P(s)e^-s - 1| <= eps on [-R, R]."""
-    from ditcheck.fast_attention.polynomial import MAX_DEGREE, require_kind, require_radius, exp_approximation, \
-        sampled_relative_error
-
     radius, eps, kind = require_radius(radius), require_eps(eps), require_kind(kind)
     best, stalled = math.inf, 0
     for degree in range(MAX_DEGREE + 1):
@@ -292,11 +294,6 @@ def gp2_rate(kappa: object, steps: int) -> np.ndarray:
 
 def gp2_condition_upper(t: object, gamma_matrix: object, sigma_matrix: object, schedule: object = "ou-half") -> np.ndarray:
     """An upper bound of GP2's kappa_t: the formula with eigvalsh's extremes widened by their error 8 n u ||.||_F."""
-    from ditcheck.reference.gp import check_kernels
-    from ditcheck.reference.linalg import eigenvalue_error_bound
-    from ditcheck.reference.precision import FLOAT64, as_float64_array
-    from ditcheck.reference.schedules import coefficients
-
     g_matrix, s_matrix = check_kernels(gamma_matrix, sigma_matrix)
     times = as_float64_array(t, "t")
     _, alpha, sigma2 = coefficients(FLOAT64, times, schedule, times.size)
@@ -323,8 +320,6 @@ def gp2_rounding_floor(steps: int, kappa: object, frames: int, dim: int, unit_ro
         eta = gamma_n (2 sqrt(H d) + 5) + 2 sqrt(d) ||W - Gamma||_F / ||Gamma||_2,
     ``weight_error`` = ||W - Gamma||_F / ||Gamma||_2 of the attention weights actually used.
     """
-    from ditcheck.reference.precision import require_positive_int
-
     steps = _require_steps(steps)
     frames, dim = require_positive_int(frames, "frames"), require_positive_int(dim, "dim")
     eta = gamma(frames + dim + 10, unit_roundoff) * (2 * math.sqrt(frames * dim) + 5) \

@@ -18,6 +18,7 @@ import mpmath
 import numpy as np
 import torch
 from hypothesis import strategies as st
+from torch.utils import flop_counter
 
 from ditcheck import bounds
 from ditcheck.fast_attention.attention import AttentionResult, attention, certified_radius
@@ -591,8 +592,6 @@ def degree_series(radii: Sequence[float], eps: float, kind: Kind = "chebyshev",
 
 def _flop_mapping() -> dict[object, Callable[..., int]]:
     """FlopCounterMode formulas it lacks: in-place baddbmm_/addmm_ (poly's key contraction), the CPU flash SDPA op."""
-    from torch.utils import flop_counter
-
     aten = torch.ops.aten
 
     def raw(formula: Callable[..., int]) -> Callable[..., int]:
@@ -615,9 +614,7 @@ def counted_flops(fn: Callable[[], object]) -> int:
     Only products are counted (mm, bmm, baddbmm, addmm and their in-place forms, SDPA's two
     products): exps, softmax and element-wise monomial products are not, on either backend.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
         fn()
     return int(counter.get_total_flops())
 

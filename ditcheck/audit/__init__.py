@@ -6,6 +6,8 @@ REGISTRY maps each claim id to its ``Claim`` (ordered as in docs/claims.md); ``r
 
 from __future__ import annotations
 
+import importlib
+
 from .registry import KINDS, MODES, Claim, Kind, Mode, budget
 from .run import ClaimResult, RateFit, fit_rate, reproducer, run_claim
 
@@ -28,8 +30,6 @@ _MODULES = ("claims_attention", "claims_diffusion", "claims_samplers", "claims_g
 
 def registry() -> dict[str, Claim]:
     """Every registered claim by id, in docs/claims.md order (each area's module is imported on first use)."""
-    import importlib
-
     claims: dict[str, Claim] = {}
     for name in _MODULES:
         try:

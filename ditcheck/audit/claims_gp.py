@@ -3,6 +3,9 @@ Fu, Guo, Bai, Mei 2023, arXiv 2307.11353) and GP1-GP4 (section 4; Fu, Dou, Guo, 
 
 from __future__ import annotations
 
+from ditcheck.bench.gp import QUICK_TRAINING
+from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig
+
 from ditcheck.properties import gp as GP
 from ditcheck.properties import random_feature_layer as RF
 from ditcheck.properties.gp import GPCase, gp_cases, measure_gp1
@@ -148,10 +151,6 @@ GP3 = Claim(
 # ----------------------------------------------------------------------------------------- GP4
 
 def _gp4_configs(mode: Mode, seed: int) -> list:
-    from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig
-
-    from ditcheck.bench.gp import QUICK_TRAINING
-
     if mode == "quick":  # `ditcheck bench gp --quick`'s network, one class: ~1-2 s
         return [GPTrainingConfig.for_kind("exponential", seed=seed, **QUICK_TRAINING)]
     # the `ditcheck bench gp` default run (16 frames, 2 blocks, 4 heads, 600 Adam steps; ~35 s per class):

@@ -22,6 +22,9 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+import torch
+from threadpoolctl import threadpool_limits
+
 from ditcheck.cluster import (DISTRIBUTED_INSTALL, DistributedUnavailableError, Placement, SchedulerUnavailableError,
                               dask_client, import_distributed, parse_scheduler)
 from ditcheck.reference.errors import InvalidArgumentError
@@ -47,9 +50,6 @@ def single_threaded() -> Iterator[None]:
     duration, as in every worker. Not only for speed (one process per core): a BLAS reduction split over a
     machine-dependent number of threads rounds differently in the last ulp, and a dask worker runs its BLAS
     single-threaded, so without this the same shard gave different bounds here and on a cluster (CF2)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -18,6 +18,10 @@ import time
 from typing import Any
 
 from ditcheck.options import add_list_option, add_seed_option
+from ditcheck.audit import registry
+from ditcheck.audit import execute
+from ditcheck.cluster import import_distributed
+from ditcheck.reference.errors import InvalidArgumentError
 
 __all__ = ["HELP", "AuditTiming", "bench_audit", "add_arguments", "run"]
 
@@ -46,9 +50,6 @@ def _numbers(results: list[Any]) -> list[dict[str, Any]]:
 def bench_audit(mode: str = "default", seed: int = 0, workers: tuple[int, ...] = (1, 2, 4), cluster: int | None = 2,
                 claim_ids: tuple[str, ...] | None = None, report: Any = print) -> list[AuditTiming]:
     """Time the audit in each configuration (``report`` is called with each row's line as it completes)."""
-    from ditcheck.audit import registry
-    from ditcheck.audit.execute import run_audit
-
     claims = registry()
     selected = [claims[cid] for cid in claim_ids] if claim_ids else list(claims.values())
     configurations: list[tuple[int, str | None]] = [(n, None) for n in workers]
@@ -58,7 +59,7 @@ def bench_audit(mode: str = "default", seed: int = 0, workers: tuple[int, ...] =
     reference = None
     for count, scheduler in configurations:
         start = time.perf_counter()
-        results, placement = run_audit(selected, mode, seed, workers=count, scheduler=scheduler)  # type: ignore[arg-type]
+        results, placement = execute.run_audit(selected, mode, seed, workers=count, scheduler=scheduler)  # type: ignore[arg-type]
         seconds = time.perf_counter() - start
         numbers = _numbers(results)
         reference = numbers if reference is None else reference
@@ -86,9 +87,6 @@ def run(args: argparse.Namespace) -> int:
         print("ditcheck bench audit: argument --workers / --cluster: expected integers >= 1 (--cluster 0 skips)")
         return 2
     if args.cluster:
-        from ditcheck.cluster import import_distributed
-        from ditcheck.reference.errors import InvalidArgumentError
-
         try:
             import_distributed()
         except InvalidArgumentError as error:

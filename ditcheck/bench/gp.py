@@ -20,12 +20,25 @@ extra). ``--quick`` runs a short version (tiny DiTs, fewer heads and sizes) in w
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
+from ditcheck.gp.random_feature_layer import monte_carlo_kernel_error, ridge_learning_curve
+from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig, train_gp_dit
+from ditcheck.gp.transformer import UnrolledGPTransformer
+from ditcheck.properties.gp import check_gp4_attention
+from ditcheck.properties.violation import PropertyViolation
+from ditcheck.reference import gp
+from ditcheck.reference.formats import FLOAT64
 
 HELP = "GP2 unrolled transformer error vs depth, GP3 banding, GP4 trained-DiT attention vs kernel, RF1 kernel rate"
 
@@ -51,14 +64,6 @@ class GP2Row:
 def gp2_rows(frames: int = 16, dim: int = 2, t: float = 0.5, depths: tuple[int, ...] = DEPTHS,
              sequences: int = 8, seed: int = 0) -> list[GP2Row]:
     """GP2 per decay class (ditcheck.gp.training.DECAY_CLASSES parameters), float64, 'one-hot' encoding."""
-    import torch
-
-    from ditcheck.bounds import gp2_condition_upper, gp2_rate, gp2_rounding_floor
-    from ditcheck.reference.formats import FLOAT64
-    from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig
-    from ditcheck.gp.transformer import UnrolledGPTransformer
-    from ditcheck.reference import gp
-
     sigma_matrix = GPTrainingConfig(dim=dim).sigma_matrix  # the spatial covariance GP4 trains on
     rows = []
     for kind, parameters in DECAY_CLASSES.items():
@@ -81,9 +86,6 @@ def gp2_rows(frames: int = 16, dim: int = 2, t: float = 0.5, depths: tuple[int, 
 
 def gp3_rows(frames: int = 16, widths: tuple[int, ...] = (1, 2, 3, 5), t: float = 0.05, seed: int = 0) -> list[tuple]:
     """GP3 per decay class and band half-width: (kind, width, status, lambda_min, kernel error, score error)."""
-    from ditcheck.gp.training import DECAY_CLASSES
-    from ditcheck.reference import gp
-
     rows = []
     for kind, parameters in DECAY_CLASSES.items():
         gamma = gp.gamma_matrix(frames, kind, **parameters)
@@ -102,8 +104,6 @@ QUICK_TRAINING: dict[str, Any] = {"frames": 8, "hidden_size": 32, "depth": 1, "n
 
 def gp4_results(quick: bool, steps: int | None, seed: int, ablation: bool) -> list[Any]:
     """One trained DiT per decay class (and the no-position ablation on the exponential kernel if asked)."""
-    from ditcheck.gp.training import DECAY_CLASSES, GPTrainingConfig, train_gp_dit
-
     size = dict(QUICK_TRAINING) if quick else {}
     if steps is not None:
         size["steps"] = steps
@@ -115,8 +115,6 @@ def gp4_results(quick: bool, steps: int | None, seed: int, ablation: bool) -> li
 
 def rf1_rates(quick: bool, seed: int) -> list[tuple[float, tuple[int, ...], np.ndarray, float]]:
     """(b, head counts, RMS relative Frobenius Gram error per M, fitted slope) for W0 = 0 and W0 = I."""
-    from ditcheck.gp.random_feature_layer import monte_carlo_kernel_error
-
     heads = (64, 256, 1024, 4096) if quick else (64, 256, 1024, 4096, 16384)
     out = []
     for mean_scale in (0.0, 1.0):
@@ -128,8 +126,6 @@ def rf1_rates(quick: bool, seed: int) -> list[tuple[float, tuple[int, ...], np.n
 
 def rf1_curves(quick: bool, seed: int, mean_scales: tuple[float, ...] = (0.0, 1.0)) -> list[Any]:
     """Ridge learning curves for target degrees 0..3 and each W0 = b I."""
-    from ditcheck.gp.random_feature_layer import ridge_learning_curve
-
     sizes = (32, 128, 512) if quick else (32, 64, 128, 256, 512, 1024)
     heads = 128 if quick else 512
     return [ridge_learning_curve(degree, b, sizes, heads=heads, seed=seed)
@@ -162,9 +158,6 @@ def save_plot(results: list[Any], path: str) -> None:
 
 
 def _gp4_verdict(result: Any) -> str:
-    from ditcheck.properties.gp import check_gp4_attention
-    from ditcheck.properties.violation import PropertyViolation
-
     try:
         check_gp4_attention(result)
     except PropertyViolation as violation:
@@ -173,9 +166,6 @@ def _gp4_verdict(result: Any) -> str:
 
 
 def _print_tables(gp2: list[GP2Row], gp3: list[tuple], gp4: list[Any], rates: list, curves: list, t: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console(width=max(Console().width, 170))
     table = Table(title=f"GP2: unrolled gradient descent at t = {t}: ||s^K - s*|| / ||s*|| and the bound (1 - 1/kappa_t)^K")
     table.add_column("K", justify="right")
@@ -260,10 +250,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib.util
-
-    import torch
-
     if args.plot and importlib.util.find_spec("matplotlib") is None:  # fail before the minutes of training
         raise SystemExit("--plot needs matplotlib (pip install 'ditcheck[report]')")
     torch.set_num_threads(args.threads)

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 import torch
 
 from ditcheck.fast_attention.gradient import (attention_weight_gradient_exact, attention_weight_gradient_lowrank,
@@ -141,8 +143,6 @@ def crossover(lengths: list[int], fast: list[float], slow: list[float]) -> str:
 def print_report(rows: list[GradientTiming], title: str) -> None:
     """The table, the fitted slopes, the crossover and the target line."""
     # lazy: rich (and matplotlib) would slow every `ditcheck --help`, which imports each command module
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=title)
     for column in ("L", "autograd SDPA", "closed form f64", "low-rank", "speed-up vs autograd", "|err| autograd",

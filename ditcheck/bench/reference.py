@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from ditcheck.reference import attention
 from ditcheck.reference.dit import DiTConfig, dit_block, random_dit_params
@@ -82,8 +84,6 @@ def bench_reference(bits: int = 128, repeats: int = 5, include_mp_block: bool = 
 def print_timings(timings: Sequence[Timing], title: str) -> None:
     """A table with each time and its ratio to the arb time of the same operation."""
     # lazy: rich (and matplotlib) would slow every `ditcheck --help`, which imports each command module
-    from rich.console import Console
-    from rich.table import Table
 
     def number(x: float | None) -> str:
         return "" if x is None else f"{x:.2e}"

@@ -57,6 +57,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 import torch
 
 from ditcheck.diffusion import metrics, samplers
@@ -285,8 +287,6 @@ def _cell(value: tuple[float, float | None]) -> str:
 
 def print_report(bench: SamplerBench, title: str) -> dict[str, object]:
     # lazy: rich (and matplotlib) would slow every `ditcheck --help`, which imports each command module
-    from rich.console import Console
-    from rich.table import Table
 
     console = Console(width=max(Console().width, 140))
     table = Table(title=title)
