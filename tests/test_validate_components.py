@@ -595,8 +595,9 @@ def run_zoo(built: Built, dtype: torch.dtype) -> ComponentReport:
 def test_zoo_clean_model_conforms_over_five_seeds(name: str, dtype: torch.dtype) -> None:
     """0 false alarms over 5 seeds, nothing unsupported, every attention call checked. Module calls recognised /
     all calls (float32, seed 0): wan 39/39, sana 38/39, cogvideox 35/37, sd35 83/84, flux-guidance 70/70,
-    hunyuan-video 89/99 (refiner, blocks and embedders not yet), ltx-video 36/39 (block and RoPE tables not yet),
-    hunyuan-dit 114/127, aura-flow 54/62, lumina2 58/73 (their blocks and embedders not yet)."""
+    hunyuan-video 91/99 (token refiner, patch and condition embedders, RoPE tables not yet), ltx-video 37/39 (RoPE
+    tables not yet), hunyuan-dit 114/127, aura-flow 54/62, lumina2 58/73 (their blocks and embedders not yet),
+    allegro 33/35 (its block not yet)."""
     for seed in range(5):
         report = run_zoo(zoo_bugs.ZOO_MODELS[name](seed), dtype)
         assert report.ok, f"{name} seed {seed}:\n{report}"

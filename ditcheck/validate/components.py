@@ -961,7 +961,7 @@ def _heads(x: Any, heads: int) -> Any:
 _PROCESSORS = ("FluxAttnProcessor", "JointAttnProcessor2_0", "AttnProcessor2_0", "AttnProcessor", "WanAttnProcessor",
                "SanaLinearAttnProcessor2_0", "SanaAttnProcessor2_0", "CogVideoXAttnProcessor2_0",
                "HunyuanVideoAttnProcessor2_0", "LTXVideoAttnProcessor", "HunyuanAttnProcessor2_0",
-               "AuraFlowAttnProcessor2_0", "Lumina2AttnProcessor2_0")
+               "AuraFlowAttnProcessor2_0", "Lumina2AttnProcessor2_0", "AllegroAttnProcessor2_0")
 #: processors computing softmax attention like AttnProcessor2_0 (Sana's cross-attention is the same mathematics)
 _PLAIN_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "SanaAttnProcessor2_0")
 
@@ -988,6 +988,8 @@ def _attention_knobs(call: RecordedCall) -> dict[str, Any]:
         knobs.update(token_order="text-first", rope_pairing="interleaved")
     elif processor in ("HunyuanAttnProcessor2_0", "Lumina2AttnProcessor2_0"):
         knobs.update(rope_pairing="interleaved")
+    elif processor == "AllegroAttnProcessor2_0":
+        knobs.update(rope_pairing="half")
     elif processor == "AuraFlowAttnProcessor2_0":
         knobs.update(token_order="text-first")
     elif processor == "HunyuanVideoAttnProcessor2_0":
@@ -1095,6 +1097,10 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
         text_first = False
     q, k, v = _heads(query, heads), _heads(key, heads), _heads(value, heads)
     rope = call.arg("image_rotary_emb")
+    if processor == "AllegroAttnProcessor2_0":
+        if rope is not None and not module.is_cross_attention:
+            q, k = (_allegro_rope(xp, x, rope, knobs["rope_pairing"]) for x in (q, k))
+        rope = None
     if rope is not None:
         if not isinstance(rope, tuple) or len(rope) != 2:
             raise Unsupported("rotary embeddings given as complex numbers")
@@ -1193,6 +1199,24 @@ def _rope_tables(rope: Any, length: int, head_dim: int, xp: Precision) -> tuple[
     if any(t.size != length * head_dim for t in tables):
         raise Unsupported(f"RoPE tables of shape {tables[0].shape} for {length} tokens of head dim {head_dim}")
     return tuple(_x(xp, np.reshape(t, (length, head_dim))) for t in tables)
+
+
+def _allegro_rope(xp: Precision, x: Any, rope: Any, pairing: str) -> Any:
+    """Allegro's 3-D RoPE (apply_rotary_emb_allegro): the head dim cut in three (t, h, w) chunks, each rotated by its
+    axis' tables looked up at the tokens' positions, half-split pairs (i, i + d/2), float32 inside."""
+    try:
+        tables, positions = rope
+        if len(tables) != 3 or len(positions) != 3:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise Unsupported("Allegro RoPE given as other than ((cos, sin) x 3, positions x 3)") from None
+    chunks = np.split(x, 3, axis=-1)
+    rotated = []
+    for chunk, (cos, sin), position in zip(chunks, tables, positions):
+        index = np.asarray(position, dtype=np.int64)
+        cos_at, sin_at = (_x(xp, np.asarray(t)[index])[:, None] for t in (cos, sin))  # [B, 1, L, d]
+        rotated.append(C.apply_rope.generic(xp, chunk, cos_at, sin_at, pairing))
+    return np.concatenate(rotated, axis=-1)
 
 
 def _eval_wan_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -1443,6 +1467,57 @@ def _observed_wan_block(call: RecordedCall) -> list[np.ndarray]:
     children = _needed_children(call, _wan_block_names(call))
     return [_first_array(children[name].kept_inputs) for name in ("attn1", "norm2", "norm3", "ffn")] + \
         [call.outputs[0]]
+
+
+def _eval_ltx_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """LTXVideoTransformerBlock glue: (table[None, None] + temb [B, T, 6, D]) in six named chunks (T = 1 or per token);
+    attn1 in = norm1(x)(1 + scale_msa) + shift_msa; h1 = x + gate_msa attn1 (attn2's input); h2 = h1 + attn2 (norm2's
+    input); ff in = norm2(h2)(1 + scale_mlp) + shift_mlp; out = h2 + gate_mlp ff."""
+    out = _children_out(call, _needed_children(call, ["norm1", "attn1", "attn2", "norm2", "ff"]), xp)
+    table, temb = _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb"))
+    count, width = np.shape(table)
+    ada = table[None, None] + np.reshape(temb, (np.shape(temb)[0], np.shape(temb)[1], count, width))
+    chunks = {name: ada[:, :, i] for i, name in enumerate(knobs["order"])}
+    x = _x(xp, call.arg("hidden_states"))
+    first = out("norm1") * (1 + chunks["scale_msa"]) + chunks["shift_msa"]
+    after_self = x + out("attn1") * chunks["gate_msa"]
+    after_cross = after_self + out("attn2")
+    mlp_in = out("norm2") * (1 + chunks["scale_mlp"]) + chunks["shift_mlp"]
+    return [first, after_self, after_cross, mlp_in, after_cross + out("ff") * chunks["gate_mlp"]]
+
+
+def _observed_ltx_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, ["attn1", "attn2", "norm2", "ff"])
+    return [_first_array(children[name].kept_inputs) for name in ("attn1", "attn2", "norm2", "ff")] + \
+        [call.outputs[0]]
+
+
+def _eval_hunyuan_video_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """HunyuanVideoTransformerBlock: the SD3/Flux dual-stream glue, returning (image, text) instead of (text, image)."""
+    expected = _eval_dual_stream_block(call, xp, knobs)
+    return expected[:-2] + [expected[-1], expected[-2]]
+
+
+def _eval_hunyuan_video_single_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """HunyuanVideoSingleTransformerBlock glue: x = [image, text]; proj_out's input [attn (image, text), act(proj_mlp(
+    norm x))]; out = x + gate proj_out(...), split back. Returns [norm's input, proj_out's input, image, text]."""
+    children = _needed_children(call, ["norm", "attn", "act_mlp", "proj_out"])
+    image, text = _x(xp, call.arg("hidden_states")), _x(xp, call.arg("encoder_hidden_states"))
+    image_first = knobs["token_order"] == "image-first"
+    joined = np.concatenate([image, text] if image_first else [text, image], axis=1)
+    attn = [_x(xp, v) for v in children["attn"].kept_outputs[:2]]
+    mixed = np.concatenate([np.concatenate(attn if image_first else attn[::-1], axis=1),
+                            _x(xp, children["act_mlp"].kept_outputs[0])], axis=-1)
+    result = joined + _x(xp, children["norm"].kept_outputs[1])[:, None, :] * _x(xp, children["proj_out"].kept_outputs[0])
+    tokens = np.shape(image)[1] if image_first else np.shape(text)[1]
+    first, second = result[:, :tokens], result[:, tokens:]
+    return [joined, mixed] + ([first, second] if image_first else [second, first])
+
+
+def _observed_hunyuan_video_single_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, ["norm", "proj_out"])
+    return [_first_array(children["norm"].kept_inputs), _first_array(children["proj_out"].kept_inputs),
+            *call.outputs]
 
 
 def _sana_block_names(call: RecordedCall) -> list[str]:
@@ -1905,6 +1980,14 @@ _REGISTRY: dict[str, Component] = {
     "LTXAttention": Component("attention (LTX-Video)", _eval_ltx_attention, _attention_knobs, _attention_alternatives,
                               naive_variants=lambda call: [{"_prescale": False}],
                               observed=_projection_inputs_or_outputs("to_out"), float32_inside=_applies_rope),
+    "LTXVideoTransformerBlock": Component("LTX block glue (scale-shift table, gates, residuals)", _eval_ltx_block,
+                                          _block_order_knobs, _block_order_alternatives, observed=_observed_ltx_block),
+    "HunyuanVideoTransformerBlock": Component("dual-stream block glue (HunyuanVideo)", _eval_hunyuan_video_block,
+                                              observed=_observed_dual_stream_block),
+    "HunyuanVideoSingleTransformerBlock": Component(
+        "single-stream block glue (HunyuanVideo)", _eval_hunyuan_video_single_block,
+        lambda call: {"token_order": "image-first"}, lambda call: {"token_order": ["text-first"]},
+        observed=_observed_hunyuan_video_single_block),
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
                                      _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),

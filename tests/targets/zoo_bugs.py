@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import (CogVideoXTransformer3DModel, FluxTransformer2DModel, SanaTransformer2DModel,
                        SD3Transformer2DModel, WanTransformer3DModel)
-from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, HunyuanAttnProcessor2_0
+from diffusers.models.attention_processor import (AllegroAttnProcessor2_0, CogVideoXAttnProcessor2_0,
+                                                  HunyuanAttnProcessor2_0)
 from diffusers.models.embeddings import apply_rotary_emb, get_3d_rotary_pos_embed, get_timestep_embedding
 from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0
 from diffusers.models.transformers.transformer_lumina2 import Lumina2AttnProcessor2_0
@@ -593,3 +594,53 @@ def _lumina2_mask_ignored(seed: int) -> Built:
 ZOO_BUGS["lumina2-caption-mask-ignored"] = PlantedBug(
     "lumina2", "a boolean caption-padding mask silently ignored (diffusers#8673's kind)", _lumina2_mask_ignored,
     "layers.0.attn", "inline", {"mask": "ignored"})
+ZOO_MODELS["allegro"] = zoo_built("AllegroTransformer3DModel")
+
+
+class PlantedAllegroProcessor(AllegroAttnProcessor2_0):
+    """AllegroAttnProcessor2_0 rewritten; ``interleaved`` rotates pairs (2i, 2i+1), Flux's way, where Allegro uses
+    rotate_half pairs (i, i + d/2) in each of its three axis chunks."""
+
+    def __init__(self, interleaved: bool = False):
+        super().__init__()
+        self.interleaved = interleaved
+
+    def _rope(self, x: torch.Tensor, tables: Any, positions: Any) -> torch.Tensor:
+        out = []
+        for chunk, (cos, sin), position in zip(x.chunk(3, dim=-1), tables, positions):
+            cos, sin = F.embedding(position, cos)[:, None], F.embedding(position, sin)[:, None]
+            if self.interleaved:
+                real, imag = chunk.unflatten(-1, (-1, 2)).unbind(-1)
+                rotated = torch.stack([-imag, real], dim=-1).flatten(-2)
+            else:
+                first, second = chunk.chunk(2, dim=-1)
+                rotated = torch.cat([-second, first], dim=-1)
+            out.append((chunk.float() * cos + rotated.float() * sin).to(chunk.dtype))
+        return torch.cat(out, dim=-1)
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, temb: Any = None, image_rotary_emb: Any = None) -> torch.Tensor:
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        batch = hidden_states.shape[0]
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        split = lambda x: x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # noqa: E731
+        query, key, value = split(attn.to_q(hidden_states)), split(attn.to_k(context)), split(attn.to_v(context))
+        if image_rotary_emb is not None and not attn.is_cross_attention:
+            query, key = (self._rope(x, *image_rotary_emb) for x in (query, key))
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        return attn.to_out[0](out.transpose(1, 2).flatten(2))
+
+
+def _allegro_rope_interleaved(seed: int) -> Built:
+    model, kwargs = ZOO_MODELS["allegro"](seed)
+    model.transformer_blocks[0].attn1.set_processor(PlantedAllegroProcessor(interleaved=True))
+    return model, kwargs
+
+
+ZOO_BUGS["allegro-rope-interleaved"] = PlantedBug(
+    "allegro", "RoPE applied with the other pairing (interleaved where Allegro rotates halves)",
+    _allegro_rope_interleaved, "transformer_blocks.0.attn1", "inline", {"rope_pairing": "interleaved"})
+CONTROLS["allegro-processor-rewrite"] = _with_processor(ZOO_MODELS["allegro"], lambda m: m.transformer_blocks[0].attn1,
+                                                        PlantedAllegroProcessor)
