@@ -32,7 +32,7 @@ gp_covariance_product and gradient_descent (GP2's iteration, for a given float64
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 GammaKind = Literal["exponential", "squared-exponential", "polynomial"]
-GAMMA_KINDS: tuple[GammaKind, ...] = ("exponential", "squared-exponential", "polynomial")
+GAMMA_KINDS: tuple[GammaKind, ...] = get_args(GammaKind)
 
 
 def _lags(size: int) -> np.ndarray:

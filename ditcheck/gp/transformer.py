@@ -32,7 +32,7 @@ The bound and its derived rounding floor are ditcheck.bounds.gp2_rate, gp2_round
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 Encoding = Literal["one-hot", "factor", "softmax"]
-ENCODINGS: tuple[Encoding, ...] = ("one-hot", "factor", "softmax")
+ENCODINGS: tuple[Encoding, ...] = get_args(Encoding)
 
 
 def positional_encodings(gamma: np.ndarray,
