@@ -1777,6 +1777,54 @@ def _observed_wan_model(call: RecordedCall) -> list[np.ndarray]:
     return observed
 
 
+def _pixart_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
+    module = call.module
+    if module.caption_projection is None or call.arg("attention_mask") is not None or call.arg("added_cond_kwargs"):
+        raise Unsupported("PixArt without caption projection, or with a self-attention mask or size conditions")
+    children = _needed_children(call, ["pos_embed", "adaln_single", "caption_projection", "norm_out", "proj_out"])
+    blocks = [call.child(block) for block in module.transformer_blocks]
+    if any(block is None for block in blocks):
+        raise Unsupported("a block did not run as a hooked child")
+    return children, blocks
+
+
+def _eval_pixart_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """PixArtTransformer2DModel's inline code: the caption mask as an additive bias (1 - mask) x -10000 [B, 1, L]; the
+    first block fed pos_embed's tokens, adaln_single's modulation and the projected caption; each next block the
+    previous one's output; the final norm modulated by (shift, scale) = table + embedded timestep; unpatchify
+    "nhwpqc->nchpwq". Returns the values in the order of _observed_pixart_model."""
+    children, blocks = _pixart_model_children(call)
+    out = _children_out(call, children, xp)
+    expected = [out("pos_embed"), out("adaln_single", 0), out("caption_projection")]
+    mask = call.arg("encoder_attention_mask")
+    if mask is not None and np.ndim(mask) == 2:
+        expected.append(((1 - _x(xp, mask)) * knobs["mask_bias"])[:, None, :])
+    expected += [_x(xp, block.kept_outputs[0]) for block in blocks]  # each next block's input, then norm_out's
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"),
+                           np.repeat(out("adaln_single", 1)[:, None, :], 2, axis=1), knobs["order"])
+    expected.append(out("norm_out") * (1 + chunks["scale"]) + chunks["shift"])
+    patch = call.module.config.patch_size
+    height, width = (np.shape(call.arg("hidden_states"))[-2] // patch, np.shape(call.arg("hidden_states"))[-1] // patch)
+    tokens = out("proj_out")
+    image = np.reshape(tokens, (-1, height, width, patch, patch, np.shape(tokens)[-1] // patch ** 2))
+    image = image.transpose(0, 5, 1, 3, 2, 4)
+    expected.append(np.reshape(image, (np.shape(image)[0], np.shape(image)[1], height * patch, width * patch)))
+    return expected
+
+
+def _observed_pixart_model(call: RecordedCall) -> list[np.ndarray]:
+    children, blocks = _pixart_model_children(call)
+    first = blocks[0].kept_inputs
+    observed = [first["hidden_states"], first["timestep"], first["encoder_hidden_states"]]
+    mask = call.arg("encoder_attention_mask")
+    if mask is not None and np.ndim(mask) == 2:
+        observed.append(first["encoder_attention_mask"])
+    observed += [block.kept_inputs["hidden_states"] for block in blocks[1:]]
+    observed += [_first_array(children["norm_out"].kept_inputs), _first_array(children["proj_out"].kept_inputs),
+                 call.outputs[0]]
+    return observed
+
+
 def _eval_flux_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
     """FluxTransformer2DModel's inline conditioning: time_text_embed receives timestep x 1000 and guidance x 1000
     (the pipeline passes t in [0, 1] and the guidance scale itself)."""
@@ -2019,6 +2067,10 @@ _REGISTRY: dict[str, Component] = {
                                        _eval_wan_model, lambda call: {"order": ("shift", "scale")},
                                        lambda call: {"order": [("scale", "shift")]}, observed=_observed_wan_model,
                                        float32_inside=lambda call: True),
+    "PixArtTransformer2DModel": Component(
+        "PixArt model glue (caption mask bias, block wiring, final modulation, unpatchify)", _eval_pixart_model,
+        lambda call: {"order": ("shift", "scale"), "mask_bias": -10000.0},
+        lambda call: {"order": [("scale", "shift")], "mask_bias": [10000.0]}, observed=_observed_pixart_model),
     "FluxTransformer2DModel": Component("Flux conditioning (timestep and guidance x 1000)", _eval_flux_model,
                                         lambda call: {"timestep_scale": 1000.0, "guidance_scale": 1000.0},
                                         lambda call: {"timestep_scale": [1.0], "guidance_scale": [1.0]},

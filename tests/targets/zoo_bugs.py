@@ -644,3 +644,37 @@ ZOO_BUGS["allegro-rope-interleaved"] = PlantedBug(
     _allegro_rope_interleaved, "transformer_blocks.0.attn1", "inline", {"rope_pairing": "interleaved"})
 CONTROLS["allegro-processor-rewrite"] = _with_processor(ZOO_MODELS["allegro"], lambda m: m.transformer_blocks[0].attn1,
                                                         PlantedAllegroProcessor)
+ZOO_MODELS["pixart"] = zoo_built("PixArtTransformer2DModel")
+
+
+def _pixart_final_scale_shift_swapped(seed: int) -> Built:
+    """PixArt's final layer reading its table as (scale, shift), AdaLayerNormContinuous's order, where PixArt (like
+    DiT's final layer) uses (shift, scale): the text-to-image path of PixArtTransformer2DModel.forward, rewritten."""
+    model, kwargs = ZOO_MODELS["pixart"](seed)
+    assert model.caption_projection is not None and not model.config.use_additional_conditions
+
+    def forward(hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, timestep: torch.Tensor,
+                encoder_attention_mask: Any = None, **unused: Any) -> tuple[torch.Tensor]:
+        if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
+            encoder_attention_mask = ((1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0).unsqueeze(1)
+        batch, patch = hidden_states.shape[0], model.config.patch_size
+        height, width = hidden_states.shape[-2] // patch, hidden_states.shape[-1] // patch
+        hidden_states = model.pos_embed(hidden_states)
+        timestep, embedded = model.adaln_single(timestep, {"resolution": None, "aspect_ratio": None},
+                                                batch_size=batch, hidden_dtype=hidden_states.dtype)
+        encoder_hidden_states = model.caption_projection(encoder_hidden_states).view(batch, -1, hidden_states.shape[-1])
+        for block in model.transformer_blocks:
+            hidden_states = block(hidden_states, encoder_hidden_states=encoder_hidden_states,
+                                  encoder_attention_mask=encoder_attention_mask, timestep=timestep)
+        scale, shift = (model.scale_shift_table[None] + embedded[:, None]).chunk(2, dim=1)
+        hidden_states = model.proj_out(model.norm_out(hidden_states) * (1 + scale) + shift)
+        hidden_states = hidden_states.reshape(-1, height, width, patch, patch, model.out_channels)
+        hidden_states = torch.einsum("nhwpqc->nchpwq", hidden_states)
+        return (hidden_states.reshape(-1, model.out_channels, height * patch, width * patch),)
+    model.forward = forward
+    return model, kwargs
+
+
+ZOO_BUGS["pixart-final-scale-shift-swapped"] = PlantedBug(
+    "pixart", "an adaLN chunk order read the other way in the final layer ((scale, shift) where PixArt uses (shift, "
+    "scale))", _pixart_final_scale_shift_swapped, "PixArtTransformer2DModel", "inline", {"order": ("scale", "shift")})
