@@ -2,9 +2,11 @@
 
 Every transformer model class diffusers 0.42.1 exports is listed here (``diffusers_transformer_classes()``
 enumerates them from ``diffusers.models.transformers``): the 2-D/3-D DiT-like denoisers are in scope and have a
-documented tiny configuration in :data:`TINY_CONFIGS` (``build_model(name)`` builds it with random weights);
-the others are in :data:`OUT_OF_SCOPE` with the reason. ``DiTTransformer2DModel`` keeps its own path
-(``ditcheck.validate.models``: a whole-model reference in the ``dit`` / ``diffusers`` conventions).
+documented tiny configuration in :data:`TINY_CONFIGS` (``build_model(name)`` builds it with random weights),
+except those in :data:`PENDING` (in scope, inputs not built yet, with what is missing); the others are in
+:data:`OUT_OF_SCOPE` with the reason. ``DiTTransformer2DModel`` keeps its own path (``ditcheck.validate.models``:
+a whole-model reference in the ``dit`` / ``diffusers`` conventions; ``diffusers:DiTTransformer2DModel`` is built
+with :data:`DIT_TINY_CONFIG`). :data:`FLOAT64_RAISES`: classes whose diffusers code cannot run in float64.
 
 :func:`build_inputs` makes every input of one forward call from the model's config and
 ``inspect.signature(model.forward)``: latents of the class's rank and layout, text states and their masks
@@ -21,7 +23,7 @@ the conventions its module states (the engine reads them off the module). A targ
 check; float32 islands of a float64 run are reported in ``report.precision`` (failures under
 ``strict_precision``).
 
-  python -m ditcheck.validate.zoo [--names A,B] [--dtypes float32,float64]   # the README coverage table
+  python -m ditcheck.validate._zoo_coverage [--names A,B] [--dtypes float32,float64]   # the README coverage table
 """
 
 from __future__ import annotations
@@ -1011,6 +1013,8 @@ def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), exam
     The block-reference column lists the transformer-block classes whose inline code (modulation, gates, residuals,
     joins) the engine recomputed from their children's recorded outputs in these runs.
     """
+    if name == "DiTTransformer2DModel":
+        return _dit_coverage_row(dtypes, examples, seed)
     if name not in ENTRIES:
         return CoverageRow(name, OUT_OF_SCOPE.get(name) or PENDING.get(name) or "not a class diffusers exports")
     results, seconds, cpu = {}, {}, {}
@@ -1041,6 +1045,25 @@ def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), exam
                        ", ".join(sorted(blocks)) if blocks else "no")
 
 
+def _dit_coverage_row(dtypes: Sequence[str], examples: int, seed: int) -> CoverageRow:
+    """DiTTransformer2DModel on its own path: the whole-model reference, convention diffusers."""
+    from .models import dit
+
+    results, seconds, cpu = {}, {}, {}
+    checks = ""
+    for fmt in dtypes:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        report = dit("diffusers:DiTTransformer2DModel", convention="diffusers", dtype=fmt, examples=examples,
+                     seed=seed)
+        seconds[fmt], cpu[fmt] = time.perf_counter() - start, time.process_time() - start_cpu
+        islands = len(report.precision)
+        results[fmt] = ("conforms" if report.ok else f"DISCREPANCY at {report.first_divergence}") + \
+            (f" ({islands} island findings)" if islands else "")
+        checks = f"{len(report.checks)} activation checks (whole model)"
+    return CoverageRow("DiTTransformer2DModel", "in scope", True, results, seconds, cpu, checks,
+                       "whole-model reference (every block)")
+
+
 def coverage_table(names: Sequence[str] | None = None, dtypes: Sequence[str] = ("float32", "float64"),
                    examples: int = DEFAULT_ZOO_EXAMPLES) -> str:
     """The README's coverage table (Markdown): one row per diffusers transformer class."""
@@ -1061,23 +1084,3 @@ def coverage_table(names: Sequence[str] | None = None, dtypes: Sequence[str] = (
         lines.append(f"| {name} | {'yes' if row.built else 'no'} | " + " | ".join(row.results.get(d, "-")
                      for d in dtypes) + f" | {row.components} | {row.block_reference} | {times} |")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import logging
-
-    parser = argparse.ArgumentParser(prog="python -m ditcheck.validate.zoo", description=coverage_table.__doc__)
-    parser.add_argument("--names", default="", help="comma-separated class names (default: every class)")
-    parser.add_argument("--dtypes", default="float32,float64")
-    parser.add_argument("--examples", type=int, default=DEFAULT_ZOO_EXAMPLES)
-    args = parser.parse_args(argv)
-    logging.getLogger("diffusers").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
-    names = [n for n in args.names.split(",") if n] or None
-    print(coverage_table(names, tuple(d for d in args.dtypes.split(",") if d), args.examples))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
