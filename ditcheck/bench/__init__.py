@@ -21,14 +21,18 @@ HELP = "benchmarks measured side by side in one run"
 __all__ = ["time_call", "benchmarks", "add_arguments", "run", "main"]
 
 
-def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """(median seconds over ``repeats`` calls, last result); one untimed warm-up call first."""
+def time_call(fn: Callable[[], Any], repeats: int, clock: Callable[[], float] = time.perf_counter) -> tuple[float, Any]:
+    """(median seconds over ``repeats`` calls, last result); one untimed warm-up call first.
+
+    ``clock`` is wall time by default; ``time.thread_time`` (CPU time of the calling thread, for
+    single-threaded torch) leaves out the time other processes hold the core on a loaded machine.
+    """
     result = fn()
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         result = fn()
-        samples.append(time.perf_counter() - start)
+        samples.append(clock() - start)
     return statistics.median(samples), result
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,10 +85,10 @@ def inputs(length: int, dim: int, heads: int, radius: float, *, value_dim: int |
     return q.to(dtype), k.to(dtype), v.to(dtype)
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Measured float32 GFLOP/s of one size x size x size matmul (median)."""
+def matmul_peak(size: int = 2048, repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Measured float32 GFLOP/s of one size x size x size matmul (median, timed by ``clock``)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    seconds, _ = time_call(lambda: a @ b, repeats)
+    seconds, _ = time_call(lambda: a @ b, repeats, clock)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -99,7 +100,7 @@ def poly_flops(length: int, heads: int, rank: int, value_dim: int) -> float:
 def bench_attention(lengths: Sequence[int], *, dim: int = 8, heads: int = 4, radius: float = 0.5, eps: float = 1e-4,
                     repeats: int = 3, num_features: int = 256, backends: Sequence[str] = BACKENDS,
                     seed: int = 0, dtype: torch.dtype = torch.float32, chunk_size: int | None = None,
-                    verbose: bool = False) -> list[Row]:
+                    verbose: bool = False, clock: Callable[[], float] = time.perf_counter) -> list[Row]:
     """Time and error of each backend on the same inputs for every L (side by side in one run)."""
     rows = []
     for length in lengths:
@@ -111,7 +112,7 @@ def bench_attention(lengths: Sequence[int], *, dim: int = 8, heads: int = 4, rad
             calls = repeats if backend != "exact" or length <= 8192 else 1
             seconds, result = time_call(lambda: attention(q, k, v, backend=backend, eps=eps,
                                                           num_features=num_features, seed=seed,
-                                                          chunk_size=chunk_size), calls)
+                                                          chunk_size=chunk_size), calls, clock)
             error = float((result.output[:, :, picked].double() - truth).abs().max())
             if backend == "poly":
                 row = Row(backend, length, seconds, error, result.bound, result.rounding, result.degree, result.rank,
@@ -225,7 +226,8 @@ class PeerRow:
 
 
 def bench_peer(length: int, *, dim: int = 8, heads: int = 4, radius: float = 0.5, repeats: int = 3, seed: int = 0,
-               dtype: torch.dtype = torch.float32, max_features: int = 1 << 14) -> list[PeerRow]:
+               dtype: torch.dtype = torch.float32, max_features: int = 1 << 14,
+               clock: Callable[[], float] = time.perf_counter) -> list[PeerRow]:
     """Taylor-2 (Based) vs poly at the lowest degree whose measured error is <= Taylor-2's vs FAVOR+ at the
     smallest power-of-two feature count that reaches it (or ``max_features``), on the same inputs."""
     q, k, v = inputs(length, dim, heads, radius, seed=seed, dtype=dtype)
@@ -237,13 +239,13 @@ def bench_peer(length: int, *, dim: int = 8, heads: int = 4, radius: float = 0.5
     def error(output: torch.Tensor) -> float:
         return float((output[:, :, picked].double() - truth).abs().max())
 
-    seconds, out = time_call(lambda: taylor2_attention(q, k, v), repeats)
+    seconds, out = time_call(lambda: taylor2_attention(q, k, v), repeats, clock)
     rows = [PeerRow("Taylor-2 (Based, uncertified)", f"rank {1 + dim + dim * dim}", seconds, error(out))]
     target = rows[0].max_error
     grid = certified_radius(radius)
     for degree in range(1, 12):
         approximation = exp_approximation(grid, degree)
-        seconds, out = time_call(lambda: poly_attention(q, k, v, approximation, scale), repeats)
+        seconds, out = time_call(lambda: poly_attention(q, k, v, approximation, scale), repeats, clock)
         if error(out) <= target or degree == 11:
             rows.append(PeerRow("poly (certified)", f"g = {degree}, rank {feature_rank(dim, degree)}, "
                                 f"certified eps {approximation.eps:.1e}", seconds, error(out)))
@@ -251,7 +253,7 @@ def bench_peer(length: int, *, dim: int = 8, heads: int = 4, radius: float = 0.5
     features = dim
     while True:
         seconds, (out, _) = time_call(lambda: favor_attention(q, k, v, num_features=features, seed=seed, scale=scale),
-                                      repeats)
+                                      repeats, clock)
         if error(out) <= target or features >= max_features:
             rows.append(PeerRow("FAVOR+ (Performer)", f"{features} features", seconds, error(out)))
             return rows
@@ -350,8 +352,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="backends to time (default all)")
     add_seed_option(parser, "the inputs and of rf")
     parser.add_argument("--chunk-size", type=int, default=None,
-                        help="poly's token chunk (default: about 8 MB of features per chunk)")
+                        help="poly's token chunk (default: sized to the L2 cache)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                        help="wall time (default) or the CPU time of the main thread (needs --threads 1): on a "
+                             "loaded machine it leaves out the time other processes hold the core")
     parser.add_argument("--plot", metavar="PATH", default=None, help="save a PNG of time vs L (needs matplotlib)")
     parser.add_argument("--no-map", action="store_true", help="skip the crossover map")
     parser.add_argument("--peer", action="store_true",
@@ -369,12 +374,15 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise SystemExit("--threads must be >= 1")
         torch.set_num_threads(args.threads)
-    peak = matmul_peak()
+    if args.clock == "thread" and torch.get_num_threads() != 1:
+        raise SystemExit("--clock thread measures the main thread only: use it with --threads 1")
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    peak = matmul_peak(clock=clock)
     print(f"ditcheck bench attention: D={args.dim}, H={args.heads}, R={args.radius}, eps={args.eps}, float32, "
-          f"{torch.get_num_threads()} threads", flush=True)
+          f"{torch.get_num_threads()} threads, {args.clock} clock", flush=True)
     rows = bench_attention(lengths, dim=args.dim, heads=args.heads, radius=args.radius, eps=args.eps,
                            repeats=args.repeats, num_features=args.num_features, backends=backends, seed=args.seed,
-                           chunk_size=args.chunk_size, verbose=True)
+                           chunk_size=args.chunk_size, verbose=True, clock=clock)
     costs, table = None, []
     if not args.no_map and "exact" in backends and "poly" in backends:
         costs = per_token_costs(rows, args.dim, args.heads)
@@ -386,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"equal-error comparison at L = {length} (same inputs; error = max |output - float64 SDPA| on "
               f"{_ERROR_ROWS} sampled query rows):")
         for peer in bench_peer(length, dim=args.dim, heads=args.heads, radius=args.radius, repeats=args.repeats,
-                               seed=args.seed):
+                               seed=args.seed, clock=clock):
             print(f"  {peer.method:<31} {peer.setting:<45} {_duration(peer.seconds):>10}  max err {peer.max_error:.1e}")
     if args.plot:
         _plot(rows, args.plot)

@@ -415,6 +415,8 @@ class MonomialWriter:
         self.out, self.dim, self.degree = out, dim, degree
         out[..., 0, :] = 1
         self.first = out[..., 1:1 + dim, :] if degree >= 1 else None
+        # (source, factor, target): the factor x_v is read from the buffer's own degree-1 row, so no view of the
+        # chunk is made per call
         self.steps = []
         for j in range(2, degree + 1):
             start, position = layout.offsets[j - 1], layout.offsets[j]
@@ -422,16 +424,16 @@ class MonomialWriter:
                 count = min(layout.prefix[j - 1][v], rows - position)
                 if count <= 0:
                     break
-                self.steps.append((out[..., start:start + count, :], v, out[..., position:position + count, :]))
+                self.steps.append((out[..., start:start + count, :], out[..., 1 + v:2 + v, :],
+                                   out[..., position:position + count, :]))
                 position += count
 
     def __call__(self, x_t: torch.Tensor) -> torch.Tensor:
         """Monomials of x_t [..., D, n] (same leading shape and n as the buffer): the buffer itself."""
         if self.first is not None:
             self.first.copy_(x_t)
-            rows = x_t.split(1, dim=-2)
-            for source, v, target in self.steps:
-                torch.mul(source, rows[v], out=target)
+            for source, factor, target in self.steps:
+                torch.mul(source, factor, out=target)
         return self.out
 
 
