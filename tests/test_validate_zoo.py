@@ -197,3 +197,12 @@ def test_cli_validates_a_class_by_name(capsys: pytest.CaptureFixture[str]) -> No
 def test_coverage_row_of_an_out_of_scope_class() -> None:
     row = zoo.coverage_row("PriorTransformer")
     assert row.scope == zoo.OUT_OF_SCOPE["PriorTransformer"] and not row.built
+
+
+def test_validate_all_takes_a_class_name_as_target() -> None:
+    """[[tool.ditcheck.dit]] target = "diffusers:CLASS" builds the tiny class, never the full-size default config."""
+    from ditcheck.validate.batch import TargetSpec, run_target
+
+    outcome = run_target(TargetSpec("dit", "diffusers:SanaTransformer2DModel", {"examples": 1}))
+    assert outcome.exit_code == 0 and "CONFORMS" in outcome.text, outcome.text
+    assert run_target(TargetSpec("dit", "diffusers:PriorTransformer")).exit_code == 2

@@ -151,7 +151,7 @@ def run_target(spec: TargetSpec) -> TargetOutcome:
     or options the function refuses, give exit code 2 with the reason; the checks' own verdicts give 0 or 1."""
     import torch
 
-    from ditcheck.loader import LoadError, load_function, load_module
+    from ditcheck.loader import LoadError, load_function
 
     torch.set_num_threads(1)  # one target per process: intra-op threads would only contend
     start = time.perf_counter()
@@ -159,7 +159,8 @@ def run_target(spec: TargetSpec) -> TargetOutcome:
         if spec.kind == "attention":
             report = _validator("attention")(load_function(spec.target), target=spec.target, **spec.options)
         elif spec.kind == "dit":
-            report = _validator("dit")(load_module(spec.target), target=spec.target, **spec.options)
+            # the spec itself: dit() loads it, and builds a diffusers class (diffusers:FluxTransformer2DModel) tiny
+            report = _validator("dit")(spec.target, target=spec.target, **spec.options)
         else:
             report = _validator("scheduler")(spec.target, **spec.options)
         code = int(report.exit_code)
