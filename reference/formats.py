@@ -8,9 +8,8 @@ built on them, each parameterised by a unit roundoff ``u`` taken from a :class:`
 
 * dot products, sums, linear layers: ``gamma(n, fmt)`` times the sum of absolute products
   (Higham Lemma 3.1, eq. 3.5 / Thm 3.5 eq. 3.13);
-* softmax and attention, float64 reference path: ``ditcheck.reference.rounding``; in a target
-  format, with or without wider accumulation: ``ditcheck.properties.validation``; both built on
-  :func:`softmax_relative_error` below;
+* softmax and attention, on the float64 reference path and in a target format with or without
+  wider accumulation: ``ditcheck.reference.rounding``, built on :func:`softmax_relative_error` below;
 * linear, LayerNorm, RMSNorm, GELU, SiLU, sinusoidal embeddings (arb-evaluated, in any format):
   ``ditcheck.reference.layer_rounding`` through :func:`gamma_in`;
 * claim bounds (AS1, AS2 rounding, GP2 floor): ``ditcheck.bounds`` through :func:`gamma_or_inf`.
