@@ -1803,12 +1803,8 @@ def _eval_pixart_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
     chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"),
                            np.repeat(out("adaln_single", 1)[:, None, :], 2, axis=1), knobs["order"])
     expected.append(out("norm_out") * (1 + chunks["scale"]) + chunks["shift"])
-    patch = call.module.config.patch_size
-    height, width = (np.shape(call.arg("hidden_states"))[-2] // patch, np.shape(call.arg("hidden_states"))[-1] // patch)
-    tokens = out("proj_out")
-    image = np.reshape(tokens, (-1, height, width, patch, patch, np.shape(tokens)[-1] // patch ** 2))
-    image = image.transpose(0, 5, 1, 3, 2, 4)
-    expected.append(np.reshape(image, (np.shape(image)[0], np.shape(image)[1], height * patch, width * patch)))
+    height, width = np.shape(call.arg("hidden_states"))[-2:]
+    expected.append(_unpatchify_2d(out("proj_out"), height, width, call.module.config.patch_size))
     return expected
 
 
@@ -1823,6 +1819,163 @@ def _observed_pixart_model(call: RecordedCall) -> list[np.ndarray]:
     observed += [_first_array(children["norm_out"].kept_inputs), _first_array(children["proj_out"].kept_inputs),
                  call.outputs[0]]
     return observed
+
+
+def _unpatchify_2d(tokens: Any, height: int, width: int, patch: int) -> Any:
+    """[B, (H/p)(W/p), p p C] tokens -> [B, C, H, W] images, diffusers' "nhwpqc->nchpwq" (H, W the image size)."""
+    rows, cols = height // patch, width // patch
+    image = np.reshape(tokens, (-1, rows, cols, patch, patch, np.shape(tokens)[-1] // patch ** 2))
+    image = image.transpose(0, 5, 1, 3, 2, 4)
+    return np.reshape(image, (np.shape(image)[0], np.shape(image)[1], rows * patch, cols * patch))
+
+
+def _sd3_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
+    module = call.module
+    if call.arg("skip_layers") is not None or call.arg("block_controlnet_hidden_states") is not None or \
+            call.arg("joint_attention_kwargs"):
+        raise Unsupported("SD3 with skipped layers, ControlNet residuals or joint_attention_kwargs")
+    children = _needed_children(call, ["pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out"])
+    blocks = [call.child(block) for block in module.transformer_blocks]
+    if any(block is None for block in blocks):
+        raise Unsupported("a block did not run as a hooked child")
+    return children, blocks
+
+
+def _eval_sd3_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """SD3Transformer2DModel's inline code: time_text_embed fed the timestep as given (no x1000, unlike Flux); the
+    first block fed pos_embed's tokens, the embedded context and temb; block i + 1 fed block i's (text, image)
+    outputs; norm_out fed the last image stream and temb; unpatchify. Order as in _observed_sd3_model."""
+    children, blocks = _sd3_model_children(call)
+    out = _children_out(call, children, xp)
+    temb = out("time_text_embed")
+    expected = [_x(xp, call.arg("timestep")) * knobs["timestep_scale"], out("pos_embed"), out("context_embedder")]
+    for index, block in enumerate(blocks):
+        if index:
+            previous = blocks[index - 1].kept_outputs
+            expected += [_x(xp, previous[1]), _x(xp, previous[0])]
+        expected.append(temb)
+    expected += [_x(xp, blocks[-1].kept_outputs[-1]), temb]
+    height, width = np.shape(call.arg("hidden_states"))[-2:]
+    expected.append(_unpatchify_2d(out("proj_out"), height, width, call.module.config.patch_size))
+    return expected
+
+
+def _observed_sd3_model(call: RecordedCall) -> list[np.ndarray]:
+    children, blocks = _sd3_model_children(call)
+    first = blocks[0].kept_inputs
+    observed = [children["time_text_embed"].kept_inputs["timestep"], first["hidden_states"],
+                first["encoder_hidden_states"]]
+    for index, block in enumerate(blocks):
+        if index:
+            observed += [block.kept_inputs["hidden_states"], block.kept_inputs["encoder_hidden_states"]]
+        observed.append(block.kept_inputs["temb"])
+    norm = children["norm_out"].kept_inputs
+    return observed + [norm["x"], norm["conditioning_embedding"], call.outputs[0]]
+
+
+def _eval_cogvideox_patch_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """CogVideoXPatchEmbed (per-frame 2-D patches, RoPE models: no positional table): [text_proj(text), image tokens],
+    image tokens in (frame, row, column) order from proj's per-frame outputs [B F, D, h, w]."""
+    module = call.module
+    if module.patch_size_t is not None or module.use_positional_embeddings or module.use_learned_positional_embeddings:
+        raise Unsupported("CogVideoXPatchEmbed with 3-D patches or a positional table")
+    children = _needed_children(call, ["text_proj", "proj"])
+    batch, frames = np.shape(call.arg("image_embeds"))[:2]
+    grid = _x(xp, children["proj"].kept_outputs[0])
+    channels = np.shape(grid)[1]
+    image = np.reshape(grid, (batch, frames, channels, -1)).transpose(0, 1, 3, 2).reshape(batch, -1, channels)
+    text = _x(xp, children["text_proj"].kept_outputs[0])
+    return [np.concatenate([text, image] if knobs["token_order"] == "text-first" else [image, text], axis=1)]
+
+
+def _cogvideox_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
+    module = call.module
+    if module.config.patch_size_t is not None or module.ofs_embedding is not None or \
+            call.arg("timestep_cond") is not None:
+        raise Unsupported("CogVideoX 1.5 3-D patches, ofs embedding or timestep_cond")
+    children = _needed_children(call, ["time_proj", "time_embedding", "patch_embed", "norm_final", "norm_out",
+                                       "proj_out"])
+    blocks = [call.child(block) for block in module.transformer_blocks]
+    if any(block is None for block in blocks):
+        raise Unsupported("a block did not run as a hooked child")
+    return children, blocks
+
+
+def _eval_cogvideox_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """CogVideoXTransformer3DModel's inline code: time_embedding fed time_proj's sinusoid; patch_embed's [text, image]
+    split into the first block's streams; block i + 1 fed block i's (image, text); norm_final -> norm_out (temb) ->
+    proj_out; unpatchify to [B, F, C, H, W]. Order as in _observed_cogvideox_model."""
+    children, blocks = _cogvideox_model_children(call)
+    out = _children_out(call, children, xp)
+    text_tokens = np.shape(call.arg("encoder_hidden_states"))[1]
+    joined, temb = out("patch_embed"), out("time_embedding")
+    expected = [out("time_proj"), joined[:, text_tokens:], joined[:, :text_tokens]]
+    for index, block in enumerate(blocks):
+        if index:
+            expected += [_x(xp, v) for v in blocks[index - 1].kept_outputs[:2]]
+        expected.append(temb)
+    expected += [_x(xp, blocks[-1].kept_outputs[0]), out("norm_final"), temb]
+    batch, frames, _, height, width = np.shape(call.arg("hidden_states"))
+    patch = call.module.config.patch_size
+    tokens = np.reshape(out("proj_out"), (batch, frames, height // patch, width // patch, -1, patch, patch))
+    expected.append(np.reshape(tokens.transpose(0, 1, 4, 2, 5, 3, 6), (batch, frames, -1, height, width)))
+    return expected
+
+
+def _observed_cogvideox_model(call: RecordedCall) -> list[np.ndarray]:
+    children, blocks = _cogvideox_model_children(call)
+    first = blocks[0].kept_inputs
+    observed = [_first_array(children["time_embedding"].kept_inputs), first["hidden_states"],
+                first["encoder_hidden_states"]]
+    for index, block in enumerate(blocks):
+        if index:
+            observed += [block.kept_inputs["hidden_states"], block.kept_inputs["encoder_hidden_states"]]
+        observed.append(block.kept_inputs["temb"])
+    norm = children["norm_out"].kept_inputs
+    return observed + [_first_array(children["norm_final"].kept_inputs), norm["x"], norm["temb"], call.outputs[0]]
+
+
+def _sana_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
+    module = call.module
+    if call.arg("guidance") is not None or call.arg("controlnet_block_samples") is not None or \
+            call.arg("attention_mask") is not None:
+        raise Unsupported("Sana with guidance embedding, ControlNet residuals or a self-attention mask")
+    children = _needed_children(call, ["patch_embed", "time_embed", "caption_projection", "caption_norm", "norm_out",
+                                       "proj_out"])
+    blocks = [call.child(block) for block in module.transformer_blocks]
+    if any(block is None for block in blocks):
+        raise Unsupported("a block did not run as a hooked child")
+    return children, blocks
+
+
+def _eval_sana_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """SanaTransformer2DModel's inline code: the caption mask as (1 - mask) x -10000 [B, 1, L]; caption_norm fed the
+    projected caption; the first block fed patch tokens, the normed caption and time_embed's modulation; block i + 1
+    fed block i's output; norm_out fed the last output, the embedded timestep and the model's table; unpatchify."""
+    children, blocks = _sana_model_children(call)
+    out = _children_out(call, children, xp)
+    expected = [out("caption_projection"), out("patch_embed"), out("caption_norm"), out("time_embed", 0)]
+    mask = call.arg("encoder_attention_mask")
+    if mask is not None and np.ndim(mask) == 2:
+        expected.append(((1 - _x(xp, mask)) * knobs["mask_bias"])[:, None, :])
+    expected += [_x(xp, block.kept_outputs[0]) for block in blocks]
+    expected += [out("time_embed", 1), _p(call, xp, "scale_shift_table")]
+    height, width = np.shape(call.arg("hidden_states"))[-2:]
+    expected.append(_unpatchify_2d(out("proj_out"), height, width, call.module.config.patch_size))
+    return expected
+
+
+def _observed_sana_model(call: RecordedCall) -> list[np.ndarray]:
+    children, blocks = _sana_model_children(call)
+    first = blocks[0].kept_inputs
+    observed = [_first_array(children["caption_norm"].kept_inputs), first["hidden_states"],
+                first["encoder_hidden_states"], first["timestep"]]
+    mask = call.arg("encoder_attention_mask")
+    if mask is not None and np.ndim(mask) == 2:
+        observed.append(first["encoder_attention_mask"])
+    observed += [block.kept_inputs["hidden_states"] for block in blocks[1:]]
+    norm = children["norm_out"].kept_inputs
+    return observed + [norm["hidden_states"], norm["temb"], norm["scale_shift_table"], call.outputs[0]]
 
 
 def _eval_flux_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2071,6 +2224,17 @@ _REGISTRY: dict[str, Component] = {
         "PixArt model glue (caption mask bias, block wiring, final modulation, unpatchify)", _eval_pixart_model,
         lambda call: {"order": ("shift", "scale"), "mask_bias": -10000.0},
         lambda call: {"order": [("scale", "shift")], "mask_bias": [10000.0]}, observed=_observed_pixart_model),
+    "SD3Transformer2DModel": Component(
+        "SD3 model glue (timestep as given, block wiring, unpatchify)", _eval_sd3_model,
+        lambda call: {"timestep_scale": 1.0}, lambda call: {"timestep_scale": [1000.0]}, observed=_observed_sd3_model),
+    "CogVideoXPatchEmbed": Component("patch embedding (CogVideoX: [text, image] tokens)", _eval_cogvideox_patch_embed,
+                                     lambda call: {"token_order": "text-first"},
+                                     lambda call: {"token_order": ["image-first"]}),
+    "CogVideoXTransformer3DModel": Component("CogVideoX model glue (stream split, block wiring, unpatchify)",
+                                             _eval_cogvideox_model, observed=_observed_cogvideox_model),
+    "SanaTransformer2DModel": Component(
+        "Sana model glue (caption mask bias, block wiring, final norm inputs, unpatchify)", _eval_sana_model,
+        lambda call: {"mask_bias": -10000.0}, lambda call: {"mask_bias": [10000.0]}, observed=_observed_sana_model),
     "FluxTransformer2DModel": Component("Flux conditioning (timestep and guidance x 1000)", _eval_flux_model,
                                         lambda call: {"timestep_scale": 1000.0, "guidance_scale": 1000.0},
                                         lambda call: {"timestep_scale": [1.0], "guidance_scale": [1.0]},
