@@ -56,6 +56,8 @@ BATCH = 2
 #: text tokens per sample; the second sample's last MASKED_TOKENS are padding where the model takes a mask
 TEXT_TOKENS = 5
 MASKED_TOKENS = 2
+#: audio tokens of the joint audio-video classes
+AUDIO_TOKENS = 4
 #: random weights are N(0, WEIGHT_SCALE^2): adaLN-Zero and gate weights are zero at a real init, which would make
 #: every modulation check vacuous; 0.3 keeps the tiny models' activations O(1) (measured: no overflow, no NaN)
 WEIGHT_SCALE = 0.3
@@ -306,6 +308,17 @@ ENTRIES: dict[str, ZooEntry] = {
              n_heads=2, n_kv_heads=2, cap_feat_dim=12, axes_dims=[2, 2, 4], axes_lens=[64, 16, 16]),
         "list", time_scale=1.0, note="lists of per-sample [C, 1, H, W] latents and caption features of different "
                                      "lengths (the second caption 2 tokens shorter), as the pipeline passes them"),
+    "LTX2VideoTransformer3DModel": ZooEntry(
+        dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+             cross_attention_dim=16, audio_in_channels=6, audio_out_channels=6, audio_num_attention_heads=2,
+             audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=1, caption_channels=12),
+        "tokens", mask="float", size=4,
+        note="joint audio-video: 4 audio tokens and the same text for both streams (as the pipeline passes them)"),
+    "HiDreamImageTransformer2DModel": ZooEntry(
+        dict(patch_size=2, in_channels=4, out_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
+             num_attention_heads=2, caption_channels=[12, 10], text_emb_dim=10, num_routed_experts=2,
+             num_activated_experts=1, axes_dims_rope=(2, 2, 4), max_resolution=(16, 16), llama_layers=[0, 1]),
+        "image", note="T5 states and two Llama-3 layers' states given; a 2-expert MoE routing top-1"),
 }
 
 #: classes whose diffusers code raises in float64 (measured): the float32 timestep sinusoid reaches a float64 Linear
@@ -364,16 +377,12 @@ PENDING: dict[str, str] = {
     "CosmosTransformer3DModel": "float64 raises (vector_norm with dtype=float32 on float64 input) and the float32 run "
                                 "mixes dtypes at the tiny config: not resolved yet",
     "GlmImageTransformer2DModel": "takes prior VQ token ids from its autoregressive stage: inputs not built yet",
-    "HiDreamImageTransformer2DModel": "takes T5 states plus per-layer Llama-3 states (llama_layers) and routes "
-                                      "through a MoE: inputs not built yet",
     "HunyuanVideoFramepackTransformer3DModel": "needs the sampler's history latents (clean, 2x, 4x) and their "
                                                "frame indices on every call: inputs not built yet",
     "Ideogram4Transformer2DModel": "a packed sequence with position ids, segment ids and an indicator: inputs not "
                                    "built yet",
     "JoyImageEditPlusTransformer3DModel": "edit model with per-sample shape lists of several images: inputs not "
                                           "built yet",
-    "LTX2VideoTransformer3DModel": "joint audio-video: audio latents, audio text states and both coordinate sets: "
-                                   "inputs not built yet",
     "MiniMaxH3Transformer3DModel": "joint audio-video sequence with token tags and index sets: inputs not built yet",
     "SanaWMTransformer3DModel": "world model: camera conditions and chunked causal attention: inputs not built yet",
     "SanaWMLTX2RefinerTransformer3DModel": "refiner taking caller-made video RoPE tables and a KV cache: inputs not "
@@ -678,6 +687,27 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = [torch.randn(BATCH, text_tokens, int(config["text_encoder_dim"]), generator=generator,
                                  dtype=torch.float64)
                      for _ in range(int(config["num_layers"]) + int(config["num_single_layers"]))]
+        elif parameter_name == "timesteps" and name == "HiDreamImageTransformer2DModel":
+            value = times
+        elif parameter_name == "encoder_hidden_states_t5" and config.get("llama_layers"):
+            value = torch.randn(BATCH, text_tokens, int(config["caption_channels"][0]), generator=generator,
+                                dtype=torch.float64)
+        elif parameter_name == "encoder_hidden_states_llama3":
+            # one [B, L, D] per Llama-3 layer, indexed by the layer numbers llama_layers names
+            layers = max(config["llama_layers"]) + 1
+            value = torch.randn(layers, BATCH, text_tokens, int(config["caption_channels"][1]), generator=generator,
+                                dtype=torch.float64)
+        elif parameter_name == "pooled_embeds":
+            value = torch.randn(BATCH, int(config["text_emb_dim"]), generator=generator, dtype=torch.float64)
+        elif parameter_name == "audio_hidden_states" and config.get("audio_in_channels"):
+            value = torch.randn(BATCH, AUDIO_TOKENS, int(config["audio_in_channels"]), generator=generator,
+                                dtype=torch.float64)
+        elif parameter_name == "audio_encoder_hidden_states" and config.get("audio_in_channels"):
+            value = values["encoder_hidden_states"]
+        elif parameter_name == "audio_encoder_attention_mask" and entry.mask and config.get("audio_in_channels"):
+            value = _mask(entry, text_tokens)
+        elif parameter_name == "audio_num_frames" and config.get("audio_in_channels"):
+            value = AUDIO_TOKENS
         elif parameter_name == "r_timestep":
             value = times * torch.as_tensor(rng.uniform(0.0, 1.0, BATCH))  # the flow map's earlier time, r <= t
             value = value[:, None].expand(BATCH, entry.frames // pt) if entry.per_frame_time else value
