@@ -1,7 +1,8 @@
 """Audit every claim of docs/claims.md on the built-in reference and torch implementation: worst-case searches for bounds,
 fitted exponents for rates, verdicts, and a report folder (report.json, report.md, PNG plots).
 
-Modes: --quick (about 25 s on 2 cores), the default (about 4 minutes), --thorough (about 20 minutes).
+Modes: --quick (15-25 s on 2 idle cores), the default (about 23 minutes on 2 cores: docs/audit/default/run.json),
+--thorough (5x the default's search budgets; not timed for this release).
 Each claim runs in shards (batches of grid cases and of search examples, its rate series) on local worker
 processes (--workers) or on a dask.distributed cluster (--scheduler tcp://host:8786, or local:N for a LocalCluster
 of N workers; pip install "ditcheck[distributed]"). Results are deterministic for a given mode and --seed, whatever
@@ -62,8 +63,8 @@ def audit(claims: Sequence[Claim], mode: Mode, seed: int, workers: int = 1,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = HOW_TO_READ
     modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--quick", action="store_true", help="small search budgets: about 25 s on 2 cores")
-    modes.add_argument("--thorough", action="store_true", help="5x the default search budgets, larger rate grids: about 20 minutes on 2 cores")
+    modes.add_argument("--quick", action="store_true", help="small search budgets: 15-25 s on 2 idle cores")
+    modes.add_argument("--thorough", action="store_true", help="5x the default search budgets, larger rate grids: several times the default's wall time")
     add_list_option(parser, "--claims", metavar="ID,ID", help="claim ids to audit (default: all registered claims)")
     add_seed_option(parser, "every search and measurement")
     parser.add_argument("--workers", type=int, default=None, metavar="N",

@@ -8,8 +8,13 @@ Two steps, both ``python -m ditcheck.audit.readme``:
 * ``write README.md DIR [DIR ...]``: replaces each block ``<!-- audit-run:NAME:begin -->`` ...
   ``<!-- audit-run:NAME:end -->`` of the README (NAME = the folder's name) with :func:`run_block` of that folder.
 
+* ``claims docs/claims.md DIR [DIR ...]``: replaces each block ``<!-- audit-claim:ID:begin -->`` ...
+  ``<!-- audit-claim:ID:end -->`` of docs/claims.md with :func:`claim_line` of claim ID from the first DIR whose
+  report has it (the default run, then the quick run for a claim added after the default run).
+
 ``tests/test_audit_readme.py`` checks that every block of the README equals what :func:`run_block` generates from
-the committed folder (docs/audit/default, docs/audit/quick), so a README number is always one run's number.
+the committed folder (docs/audit/default, docs/audit/quick), and every claim's block of docs/claims.md what
+:func:`claim_line` generates from docs/audit/default, so an audit number in either is always one run's number.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Any
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.formats import FLOAT64
 
-__all__ = ["run_block", "block_pattern", "replace_blocks", "record_run", "main"]
+__all__ = ["run_block", "block_pattern", "replace_blocks", "claim_line", "claim_block_pattern", "claim_source",
+           "replace_claim_blocks", "record_run", "main"]
 
 
 def _cell(text: str) -> str:
@@ -92,6 +98,52 @@ def replace_blocks(readme: str, folders: Sequence[Path]) -> str:
     return readme
 
 
+def claim_line(folder: Path, claim_id: str, shown: str | None = None) -> str:
+    """One claim's verdict and worst ratio / error / exponents in the committed run ``folder``, for docs/claims.md."""
+    folder = Path(folder)
+    shown = f"docs/audit/{folder.name}" if shown is None else shown
+    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    claim = next((c for c in report["claims"] if c["id"] == claim_id), None)
+    if claim is None:
+        raise InvalidArgumentError("claim_id", f"a claim of {shown}/report.json", repr(claim_id))
+    worst = _worst(claim)
+    return (f"**Committed run** (`{report['command']}`, `{shown}/report.json`, generated): {claim['verdict']}"
+            + (f", {' '.join(worst.split())}." if worst else "."))
+
+
+def claim_block_pattern(claim_id: str) -> re.Pattern[str]:
+    """The block of claim ``claim_id`` in docs/claims.md: its begin marker, the generated line, its end marker."""
+    name = re.escape(claim_id)
+    return re.compile(rf"(<!-- audit-claim:{name}:begin -->\n)(.*?)(\n<!-- audit-claim:{name}:end -->)", re.DOTALL)
+
+
+def claim_source(folders: Sequence[Path], claim_id: str) -> Path:
+    """The first of ``folders`` whose report has claim ``claim_id`` (the run docs/claims.md quotes for it)."""
+    for folder in folders:
+        report = json.loads((Path(folder) / "report.json").read_text(encoding="utf-8"))
+        if any(c["id"] == claim_id for c in report["claims"]):
+            return Path(folder)
+    raise InvalidArgumentError("claim_id", f"a claim of one of the runs {[str(f) for f in folders]}", repr(claim_id))
+
+
+def replace_claim_blocks(text: str, folders: Path | Sequence[Path]) -> str:
+    """``text`` (docs/claims.md) with every claim's block regenerated from the first of ``folders`` that ran it; a
+    claim of the runs without a block is an error."""
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    ids: list[str] = []
+    for folder in folders:
+        for claim in json.loads((folder / "report.json").read_text(encoding="utf-8"))["claims"]:
+            if claim["id"] not in ids:
+                ids.append(claim["id"])
+    for cid in ids:
+        pattern = claim_block_pattern(cid)
+        if not pattern.search(text):
+            raise InvalidArgumentError("claims", f"a block <!-- audit-claim:{cid}:begin/end -->", "no such markers")
+        line = claim_line(claim_source(folders, cid), cid)
+        text = pattern.sub(lambda m, line=line: m.group(1) + line + m.group(3), text)
+    return text
+
+
 def record_run(folder: Path, audit_args: Sequence[str]) -> dict[str, Any]:
     """Run ``ditcheck audit --out folder --no-plots *audit_args`` and write folder/run.json (wall time and load)."""
     folder = Path(folder)
@@ -119,10 +171,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     write = commands.add_parser("write", help="regenerate the README's audit blocks from committed runs")
     write.add_argument("readme", type=Path)
     write.add_argument("folders", type=Path, nargs="+")
+    claims = commands.add_parser("claims", help="regenerate docs/claims.md's per-claim lines from a committed run")
+    claims.add_argument("claims_md", type=Path)
+    claims.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.command == "run":
         extra = [a for a in args.audit_args if a != "--"]
         print(record_run(args.folder, extra))
+        return 0
+    if args.command == "claims":
+        args.claims_md.write_text(replace_claim_blocks(args.claims_md.read_text(encoding="utf-8"), args.folders),
+                                  encoding="utf-8")
         return 0
     args.readme.write_text(replace_blocks(args.readme.read_text(encoding="utf-8"), args.folders), encoding="utf-8")
     return 0
