@@ -319,6 +319,18 @@ ENTRIES: dict[str, ZooEntry] = {
              num_attention_heads=2, caption_channels=[12, 10], text_emb_dim=10, num_routed_experts=2,
              num_activated_experts=1, axes_dims_rope=(2, 2, 4), max_resolution=(16, 16), llama_layers=[0, 1]),
         "image", note="T5 states and two Llama-3 layers' states given; a 2-expert MoE routing top-1"),
+    "GlmImageTransformer2DModel": ZooEntry(
+        dict(patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+             text_embed_dim=12, time_embed_dim=16, condition_dim=4, prior_vq_quantizer_codebook_size=16),
+        "image", note="prior VQ token ids (one per latent patch, drawn uniformly) given as its autoregressive stage "
+                      "would; none dropped"),
+    "Ideogram4Transformer2DModel": ZooEntry(
+        dict(in_channels=8, num_layers=1, attention_head_dim=16, num_attention_heads=2, intermediate_size=32,
+             adaln_dim=16, llm_features_dim=12, mrope_section=(4, 2, 2)),
+        "tokens", time_scale=1.0, size=4,
+        note="one packed sequence per sample: text tokens (indicator 3, origin positions) then image tokens "
+             "(indicator 2, positions from the model's IMAGE_POSITION_OFFSET), one segment; output over the whole "
+             "sequence"),
 }
 
 #: classes whose diffusers code raises in float64 (measured): the float32 timestep sinusoid reaches a float64 Linear
@@ -376,11 +388,8 @@ PENDING: dict[str, str] = {
                                    "built yet",
     "CosmosTransformer3DModel": "float64 raises (vector_norm with dtype=float32 on float64 input) and the float32 run "
                                 "mixes dtypes at the tiny config: not resolved yet",
-    "GlmImageTransformer2DModel": "takes prior VQ token ids from its autoregressive stage: inputs not built yet",
     "HunyuanVideoFramepackTransformer3DModel": "needs the sampler's history latents (clean, 2x, 4x) and their "
                                                "frame indices on every call: inputs not built yet",
-    "Ideogram4Transformer2DModel": "a packed sequence with position ids, segment ids and an indicator: inputs not "
-                                   "built yet",
     "JoyImageEditPlusTransformer3DModel": "edit model with per-sample shape lists of several images: inputs not "
                                           "built yet",
     "MiniMaxH3Transformer3DModel": "joint audio-video sequence with token tags and index sets: inputs not built yet",
@@ -468,7 +477,8 @@ def _config(model: nn.Module) -> dict[str, Any]:
 
 #: the config keys giving the width of the text states, in the order they are looked for
 TEXT_DIM_KEYS = ("joint_attention_dim", "caption_channels", "text_embed_dim", "text_dim", "cap_feat_dim",
-                 "text_in_dim", "context_in_dim", "text_hidden_dim", "in_text_dim", "cross_attention_dim")
+                 "text_in_dim", "context_in_dim", "text_hidden_dim", "in_text_dim", "llm_features_dim",
+                 "cross_attention_dim")
 
 
 def _text_dim(config: Mapping[str, Any]) -> int:
@@ -510,6 +520,8 @@ def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: t
     else:
         pt, ph, pw = _patch(config)
         tokens = (frames if name.startswith("LTX") else 1) * (size // ph) * (size // pw) // pt
+        if name == "Ideogram4Transformer2DModel":
+            tokens += TEXT_TOKENS  # the packed sequence holds the text positions too (masked out inside)
         shape = (BATCH, tokens, channels)
     return torch.randn(shape, generator=generator, dtype=torch.float64)
 
@@ -541,6 +553,22 @@ def _rope_inputs(name: str, model: nn.Module, entry: ZooEntry, config: Mapping[s
         grid_t, grid_h, grid_w = pos.reshape(-1, 3).transpose(0, 1).reshape(3, 1, -1).contiguous()
         return (freqs_t, freqs_h, freqs_w), (grid_t, grid_h, grid_w)
     return None
+
+
+def _ideogram_sequence(entry: ZooEntry, text_tokens: int, ph: int, pw: int) -> dict[str, torch.Tensor]:
+    """Ideogram 4's packed sequence: text at the origin (indicator 3), then the image grid (indicator 2) at
+    positions offset by the module's IMAGE_POSITION_OFFSET, every token in segment 0."""
+    from diffusers.models.transformers import transformer_ideogram4 as module
+
+    rows, cols = entry.size // ph, entry.size // pw
+    offset = getattr(module, "IMAGE_POSITION_OFFSET", 65536)
+    grid = torch.stack(torch.meshgrid(torch.zeros(1, dtype=torch.long), torch.arange(rows), torch.arange(cols),
+                                      indexing="ij"), -1).reshape(-1, 3) + offset
+    positions = torch.cat([torch.zeros(text_tokens, 3, dtype=torch.long), grid])
+    indicator = torch.cat([torch.full((text_tokens,), module.LLM_TOKEN_INDICATOR),
+                           torch.full((rows * cols,), module.OUTPUT_IMAGE_INDICATOR)])
+    return {"position_ids": positions.expand(BATCH, -1, -1), "indicator": indicator.expand(BATCH, -1),
+            "segment_ids": torch.zeros(BATCH, text_tokens + rows * cols, dtype=torch.long)}
 
 
 def _resize_crop_region(grid: tuple[int, int], base_width: int, base_height: int | None = None) -> tuple:
@@ -599,8 +627,9 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
         elif parameter_name == "encoder_hidden_states":
             # Krea2 takes every text-encoder layer's states, [B, L, layers, D]
             layers = (int(config["num_text_layers"]),) if config.get("num_text_layers") else ()
-            value = torch.randn(BATCH, text_tokens, *layers, _text_dim(config), generator=generator,
-                                dtype=torch.float64)
+            # Ideogram 4 takes text features at every position of its packed sequence (masked inside)
+            length = values["hidden_states"].shape[1] if name == "Ideogram4Transformer2DModel" else text_tokens
+            value = torch.randn(BATCH, length, *layers, _text_dim(config), generator=generator, dtype=torch.float64)
         elif parameter_name == "encoder_hidden_states_t5" and config.get("cross_attention_dim_t5"):
             value = torch.randn(BATCH, int(config["text_len_t5"]), int(config["cross_attention_dim_t5"]),
                                 generator=generator, dtype=torch.float64)
@@ -687,6 +716,13 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = [torch.randn(BATCH, text_tokens, int(config["text_encoder_dim"]), generator=generator,
                                  dtype=torch.float64)
                      for _ in range(int(config["num_layers"]) + int(config["num_single_layers"]))]
+        elif parameter_name in ("position_ids", "segment_ids", "indicator") and name == "Ideogram4Transformer2DModel":
+            value = _ideogram_sequence(entry, text_tokens, ph, pw)[parameter_name]
+        elif parameter_name == "prior_token_id":
+            tokens = (entry.size // ph) * (entry.size // pw)
+            value = torch.as_tensor(rng.integers(0, int(config["prior_vq_quantizer_codebook_size"]), (BATCH, tokens)))
+        elif parameter_name == "prior_token_drop":
+            value = torch.zeros(BATCH, dtype=torch.bool)
         elif parameter_name == "timesteps" and name == "HiDreamImageTransformer2DModel":
             value = times
         elif parameter_name == "encoder_hidden_states_t5" and config.get("llama_layers"):
