@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ditcheck.reference.components import rms_norm
 from ditcheck.reference.layer_rounding import (BOUND_PRECISION, dot_product_rounding_bound, gelu_rounding_bound,
                                                layer_norm_rounding_bound, linear_rounding_bound,
-                                               pos_embed_rounding_bound, silu_rounding_bound,
-                                               timestep_embedding_rounding_bound)
+                                               pos_embed_rounding_bound, rms_norm_rounding_bound,
+                                               silu_rounding_bound, timestep_embedding_rounding_bound)
 from ditcheck.reference.layers import gelu, layer_norm, linear, patchify, silu
 
 from .certified import require_contains, require_within
@@ -32,6 +33,7 @@ __all__ = [
     "LayerCase",
     "linear_cases",
     "layer_norm_cases",
+    "rms_norm_cases",
     "gelu_cases",
     "silu_cases",
     "modulate_cases",
@@ -48,6 +50,7 @@ __all__ = [
     "check_ball_contains_mp",
     "check_linear_rounding",
     "check_layer_norm_rounding",
+    "check_rms_norm_rounding",
     "check_gelu_rounding",
     "check_silu_rounding",
     "check_modulate_identities",
@@ -113,6 +116,15 @@ def layer_norm_cases(draw: st.DrawFn, max_rows: int = 4, max_features: int = 32)
     return LayerCase.of({"eps": draw(st.sampled_from([1e-6, 1e-5, 1e-3]))},
                         x=draw(array_specs(draw(_leading_shapes(max_rows)) + (features,))),
                         weight=draw(_optional(_weights((features,)))), bias=draw(_optional(_weights((features,)))))
+
+
+@st.composite
+def rms_norm_cases(draw: st.DrawFn, max_rows: int = 4, max_features: int = 32) -> LayerCase:
+    """x [..., D] from every value family, an optional gain (RMSNorm's usual affine) and eps."""
+    features = draw(st.integers(1, max_features))
+    return LayerCase.of({"eps": draw(st.sampled_from([1e-6, 1e-5, 1e-3]))},
+                        x=draw(array_specs(draw(_leading_shapes(max_rows)) + (features,))),
+                        weight=draw(_optional(_weights((features,)))))
 
 
 @st.composite
@@ -293,6 +305,14 @@ def check_layer_norm_rounding(implementation: Callable[..., np.ndarray], case: L
     ball = layer_norm(**inputs, precision=_BOUNDS)
     bound = layer_norm_rounding_bound(**inputs)
     require_within(ball, implementation(**inputs), bound, "layer-norm-rounding", "layer_norm", case=case)
+
+
+def check_rms_norm_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:
+    """float64 RMSNorm within rms_norm_rounding_bound of the certified rms_norm (variance computed exactly)."""
+    inputs = case.inputs()
+    ball = rms_norm(**inputs, precision=_BOUNDS)
+    bound = rms_norm_rounding_bound(**inputs)
+    require_within(ball, implementation(**inputs), bound, "rms-norm-rounding", "rms_norm", case=case)
 
 
 def check_gelu_rounding(implementation: Callable[..., np.ndarray], case: LayerCase) -> None:

@@ -151,6 +151,46 @@ def test_layer_norm_bound_is_informative() -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# RMSNorm
+
+
+def numpy_rms_norm(mean_divisor_offset: int = 0, eps_placement: str = "inside",
+                   centred: bool = False) -> Callable[..., np.ndarray]:
+    """A NumPy float64 RMSNorm, x / sqrt(mean(x^2) + eps) * w; the keywords plant the classic bugs."""
+
+    def rms_norm(x: np.ndarray, weight: np.ndarray | None = None, eps: float = 1e-6) -> np.ndarray:
+        x = x - x.mean(axis=-1, keepdims=True) if centred else x
+        mean_square = np.sum(x * x, axis=-1, keepdims=True) / (x.shape[-1] - mean_divisor_offset)
+        out = x / (np.sqrt(mean_square) + eps) if eps_placement == "outside" else x / np.sqrt(mean_square + eps)
+        return out if weight is None else out * weight
+
+    return rms_norm
+
+
+@given(props.rms_norm_cases())
+def test_rms_norm_within_rounding_bound(case: props.LayerCase) -> None:
+    props.check_rms_norm_rounding(numpy_rms_norm(), case)
+
+
+@given(props.rms_norm_cases())
+def test_torch_rms_norm_within_rounding_bound(case: props.LayerCase) -> None:
+    def torch_rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+        tensor = torch.from_numpy(x)
+        gain = None if weight is None else torch.from_numpy(weight)
+        return torch.nn.functional.rms_norm(tensor, (x.shape[-1],), gain, eps).numpy()
+
+    props.check_rms_norm_rounding(torch_rms_norm, case)
+
+
+@pytest.mark.parametrize("planted", [dict(mean_divisor_offset=1), dict(eps_placement="outside"), dict(centred=True)],
+                         ids=["unbiased-mean", "eps-outside-sqrt", "centred-like-layer-norm"])
+def test_planted_rms_norm_bugs_are_caught(planted: dict[str, Any]) -> None:
+    cases = props.rms_norm_cases(max_features=16).filter(lambda case: case.arrays()["x"].shape[-1] > 1)
+    expect_caught(lambda case: props.check_rms_norm_rounding(numpy_rms_norm(**planted), case), cases,
+                  claim="rms-norm-rounding")
+
+
+# ----------------------------------------------------------------------------------------
 # GELU and SiLU
 
 
