@@ -67,8 +67,8 @@ WEIGHT_SCALE = 0.3
 class ZooEntry:
     """A class in scope: its tiny configuration and how its inputs are laid out.
 
-    latent: "image" [B, C, H, W], "video" [B, C, F, H, W], "video-last" [B, F, H, W, C] or "tokens" [B, L, C]
-    (packed patches, Flux / LTX).
+    latent: "image" [B, C, H, W], "video" [B, C, F, H, W], "video-last" [B, F, H, W, C], "tokens" [B, L, C]
+    (packed patches, Flux / LTX), "patches" [B, N, C, pt, ph, pw] or "list" (one [C, 1, H, W] per sample).
     time_scale: timesteps are drawn in [0, time_scale) (1000 for DDPM-style indices; 1 where the model scales t
     itself, as Flux multiplies t and guidance by 1000). mask: the dtype of the text mask the model takes
     ("float": 1 keep / 0 pad, "bool": True keeps), None when the forward has none. note: why the config is so.
@@ -331,6 +331,17 @@ ENTRIES: dict[str, ZooEntry] = {
         note="one packed sequence per sample: text tokens (indicator 3, origin positions) then image tokens "
              "(indicator 2, positions from the model's IMAGE_POSITION_OFFSET), one segment; output over the whole "
              "sequence"),
+    "CosmosTransformer3DModel": ZooEntry(
+        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, num_layers=1,
+             text_embed_dim=12, adaln_lora_dim=8, max_size=(4, 16, 16), patch_size=(1, 2, 2),
+             encoder_hidden_states_channels=12, crossattn_proj_in_channels=12, concat_padding_mask=False),
+        "video", time_scale=1.0, note="adaLN-LoRA modulation, learnable extra position embedding; no padding mask "
+                                      "channel; raises in float64 (FLOAT64_RAISES)"),
+    "JoyImageEditPlusTransformer3DModel": ZooEntry(
+        dict(patch_size=[1, 2, 2], in_channels=4, hidden_size=16, num_attention_heads=2, text_dim=12, num_layers=1,
+             rope_dim_list=[2, 2, 4]),
+        "patches", mask="float", frames=1,
+        note="pre-patchified [B, N, C, pt, ph, pw] target latents alone (no reference images), shape_list given"),
 }
 
 #: classes whose diffusers code raises in float64 (measured): the float32 timestep sinusoid reaches a float64 Linear
@@ -339,6 +350,8 @@ FLOAT64_RAISES: dict[str, str] = {
     "MotifVideoTransformer3DModel": "MotifVideoTimeEmbedding casts the float32 sinusoid only to float16 / bfloat16",
     "Kandinsky5Transformer3DModel": "Kandinsky5TimeEmbeddings feeds its float32 sinusoid to a Linear of the "
                                     "model's dtype",
+    "CosmosTransformer3DModel": "its RMS normalisation of the time embedding calls vector_norm(dtype=float32), "
+                                "which refuses float64 input",
 }
 
 #: DiTTransformer2DModel's tiny build (``diffusers:DiTTransformer2DModel`` on the command line): validated by its own
@@ -386,12 +399,8 @@ OUT_OF_SCOPE: dict[str, str] = {
 PENDING: dict[str, str] = {
     "BriaFibo2Transformer2DModel": "gist-token text perceiver with context latents per injection layer: inputs not "
                                    "built yet",
-    "CosmosTransformer3DModel": "float64 raises (vector_norm with dtype=float32 on float64 input) and the float32 run "
-                                "mixes dtypes at the tiny config: not resolved yet",
     "HunyuanVideoFramepackTransformer3DModel": "needs the sampler's history latents (clean, 2x, 4x) and their "
                                                "frame indices on every call: inputs not built yet",
-    "JoyImageEditPlusTransformer3DModel": "edit model with per-sample shape lists of several images: inputs not "
-                                          "built yet",
     "MiniMaxH3Transformer3DModel": "joint audio-video sequence with token tags and index sets: inputs not built yet",
     "SanaWMTransformer3DModel": "world model: camera conditions and chunked causal attention: inputs not built yet",
     "SanaWMLTX2RefinerTransformer3DModel": "refiner taking caller-made video RoPE tables and a KV cache: inputs not "
@@ -512,6 +521,9 @@ def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: t
     size, frames = entry.size, entry.frames
     if entry.latent == "video-last":
         shape = (BATCH, frames, size, size, channels)
+    elif entry.latent == "patches":
+        pt, ph, pw = _patch(config)
+        shape = (BATCH, (frames // pt) * (size // ph) * (size // pw), channels, pt, ph, pw)
     elif entry.latent == "image":
         shape = (BATCH, channels, size, size)
     elif entry.latent == "video":
@@ -718,6 +730,8 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                      for _ in range(int(config["num_layers"]) + int(config["num_single_layers"]))]
         elif parameter_name in ("position_ids", "segment_ids", "indicator") and name == "Ideogram4Transformer2DModel":
             value = _ideogram_sequence(entry, text_tokens, ph, pw)[parameter_name]
+        elif parameter_name == "shape_list":
+            value = [[(entry.frames // pt, entry.size // ph, entry.size // pw)]] * BATCH
         elif parameter_name == "prior_token_id":
             tokens = (entry.size // ph) * (entry.size // pw)
             value = torch.as_tensor(rng.integers(0, int(config["prior_vq_quantizer_codebook_size"]), (BATCH, tokens)))
@@ -791,7 +805,9 @@ def _expected_output_shape(name: str, entry: ZooEntry, config: Mapping[str, Any]
         return None
     channels = int(channels) * (2 if config.get("learn_sigma") else 1)
     shape = list(latents.shape)
-    if entry.latent == "video-last":
+    if entry.latent == "patches":
+        shape[2] = channels
+    elif entry.latent == "video-last":
         shape[-1] = channels
     elif entry.latent == "tokens":
         pt, ph, pw = _patch(config)
