@@ -342,6 +342,14 @@ ENTRIES: dict[str, ZooEntry] = {
              rope_dim_list=[2, 2, 4]),
         "patches", mask="float", frames=1,
         note="pre-patchified [B, N, C, pt, ph, pw] target latents alone (no reference images), shape_list given"),
+    "HunyuanVideoFramepackTransformer3DModel": ZooEntry(
+        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+             num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=12,
+             pooled_projection_dim=10, rope_axes_dim=(2, 2, 4), has_image_proj=True, image_proj_dim=12,
+             has_clean_x_embedder=True),
+        "video", mask="bool", note="one section of vanilla sampling as the pipeline lays it out: history sizes "
+                                   "(16, 2, 1) frames at 4x, 2x, 1x, a prefix frame, then the 2-frame window; image "
+                                   "embeddings given"),
 }
 
 #: classes whose diffusers code raises in float64 (measured): the float32 timestep sinusoid reaches a float64 Linear
@@ -399,8 +407,6 @@ OUT_OF_SCOPE: dict[str, str] = {
 PENDING: dict[str, str] = {
     "BriaFibo2Transformer2DModel": "gist-token text perceiver with context latents per injection layer: inputs not "
                                    "built yet",
-    "HunyuanVideoFramepackTransformer3DModel": "needs the sampler's history latents (clean, 2x, 4x) and their "
-                                               "frame indices on every call: inputs not built yet",
     "MiniMaxH3Transformer3DModel": "joint audio-video sequence with token tags and index sets: inputs not built yet",
     "SanaWMTransformer3DModel": "world model: camera conditions and chunked causal attention: inputs not built yet",
     "SanaWMLTX2RefinerTransformer3DModel": "refiner taking caller-made video RoPE tables and a KV cache: inputs not "
@@ -567,6 +573,25 @@ def _rope_inputs(name: str, model: nn.Module, entry: ZooEntry, config: Mapping[s
     return None
 
 
+#: the history inputs of HunyuanVideo Framepack (its pipeline's vanilla layout, history sizes 16, 2, 1)
+FRAMEPACK_HISTORY = ("indices_latents", "latents_clean", "indices_latents_clean", "latents_history_2x",
+                     "indices_latents_history_2x", "latents_history_4x", "indices_latents_history_4x")
+
+
+def _framepack_history(entry: ZooEntry, config: Mapping[str, Any], generator: torch.Generator) -> dict[str, Any]:
+    """Frame indices [prefix 1 | 4x 16 | 2x 2 | 1x 1 | window F] and the history latents, as the pipeline splits them."""
+    channels, size = int(config["in_channels"]), entry.size
+    indices = torch.arange(0, 1 + 16 + 2 + 1 + entry.frames)
+    prefix, four, two, one, window = indices.split([1, 16, 2, 1, entry.frames])
+
+    def latents(frames: int) -> torch.Tensor:
+        return torch.randn(BATCH, channels, frames, size, size, generator=generator, dtype=torch.float64)
+
+    return {"indices_latents": window, "latents_clean": latents(2), "indices_latents_clean": torch.cat([prefix, one]),
+            "latents_history_2x": latents(2), "indices_latents_history_2x": two,
+            "latents_history_4x": latents(16), "indices_latents_history_4x": four}
+
+
 def _ideogram_sequence(entry: ZooEntry, text_tokens: int, ph: int, pw: int) -> dict[str, torch.Tensor]:
     """Ideogram 4's packed sequence: text at the origin (indicator 3), then the image grid (indicator 2) at
     positions offset by the module's IMAGE_POSITION_OFFSET, every token in segment 0."""
@@ -623,6 +648,7 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                       or TEXT_TOKENS)
     pt, ph, pw = _patch(config)
     values: dict[str, Any] = {}
+    history: dict[str, Any] = {}
     parameters = dict(inspect.signature(model.forward).parameters)
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters.values()):
         # a fork's forward(*args, **kwargs) passing through: the diffusers class's own signature names the inputs
@@ -656,6 +682,9 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
         elif parameter_name == "image_embeds" and config.get("has_image_proj"):
             value = torch.randn(BATCH, text_tokens, int(config["image_proj_dim"]), generator=generator,
                                 dtype=torch.float64)
+        elif parameter_name in FRAMEPACK_HISTORY and config.get("has_clean_x_embedder"):
+            history = history or _framepack_history(entry, config, generator)
+            value = history[parameter_name]
         elif parameter_name == "indices_latents":
             value = torch.arange(entry.frames // pt)
         elif parameter_name == "visual_rope_pos":
