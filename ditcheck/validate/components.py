@@ -961,7 +961,8 @@ def _heads(x: Any, heads: int) -> Any:
 _PROCESSORS = ("FluxAttnProcessor", "JointAttnProcessor2_0", "AttnProcessor2_0", "AttnProcessor", "WanAttnProcessor",
                "SanaLinearAttnProcessor2_0", "SanaAttnProcessor2_0", "CogVideoXAttnProcessor2_0",
                "HunyuanVideoAttnProcessor2_0", "LTXVideoAttnProcessor", "HunyuanAttnProcessor2_0",
-               "AuraFlowAttnProcessor2_0", "Lumina2AttnProcessor2_0", "AllegroAttnProcessor2_0")
+               "AuraFlowAttnProcessor2_0", "Lumina2AttnProcessor2_0", "AllegroAttnProcessor2_0",
+               "MochiAttnProcessor2_0")
 #: processors computing softmax attention like AttnProcessor2_0 (Sana's cross-attention is the same mathematics)
 _PLAIN_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "SanaAttnProcessor2_0")
 
@@ -988,6 +989,8 @@ def _attention_knobs(call: RecordedCall) -> dict[str, Any]:
         knobs.update(token_order="text-first", rope_pairing="interleaved")
     elif processor in ("HunyuanAttnProcessor2_0", "Lumina2AttnProcessor2_0"):
         knobs.update(rope_pairing="interleaved")
+    elif processor == "MochiAttnProcessor2_0":
+        knobs.update(token_order="image-first", rope_pairing="interleaved")
     elif processor == "AllegroAttnProcessor2_0":
         knobs.update(rope_pairing="half")
     elif processor == "AuraFlowAttnProcessor2_0":
@@ -1365,6 +1368,46 @@ def _eval_lumina2_attention(call: RecordedCall, xp: Precision, knobs: Mapping[st
     else:
         out = attention.generic(xp, q, k, v, scale, attn_mask, "zero")
     return [_projected(call, xp, module.to_out[0], merge_heads(out))]
+
+
+def _eval_mochi_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """MochiAttnProcessor2_0: per sample, one attention over [image, the valid text tokens] (the mask drops padded
+    prompt tokens as keys and queries; their outputs are zero, the valid ones compacted to the front), per-head QK
+    RMSNorm, RoPE (cos, sin) [L, H, Dh/2] (per-head learned frequencies) on the image q and k, float32 inside."""
+    module = call.module
+    hidden, context = _x(xp, call.arg("hidden_states")), _x(xp, call.arg("encoder_hidden_states"))
+    heads = module.heads
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    across = knobs["qk_norm"] == "across-heads"
+
+    def stream(source: Any, projections: Sequence[str], norms: Sequence[str]) -> list[Any]:
+        q, k = (_apply_norm(call, xp, getattr(module, norm, None), _linear(call, xp, getattr(module, proj), source),
+                            heads, across, dtype) for proj, norm in zip(projections[:2], norms))
+        return [q, k, _linear(call, xp, getattr(module, projections[2]), source)]
+
+    q, k, v = (np.reshape(t, np.shape(t)[:2] + (heads, -1)) for t in
+               stream(hidden, ("to_q", "to_k", "to_v"), ("norm_q", "norm_k")))
+    rope = call.arg("image_rotary_emb")
+    if rope is not None:
+        cos, sin = (_x(xp, np.repeat(np.asarray(t), 2, axis=-1)) for t in rope)  # [L, H, Dh]
+        q, k = (C.apply_rope.generic(xp, t, cos, sin, knobs["rope_pairing"]) for t in (q, k))
+    q, k, v = (np.swapaxes(t, 1, 2) for t in (q, k, v))
+    eq, ek, ev = (_heads(t, heads) for t in stream(context, ("add_q_proj", "add_k_proj", "add_v_proj"),
+                                                   ("norm_added_q", "norm_added_k")))
+    mask = np.asarray(call.arg("attention_mask")).astype(bool)
+    if knobs.get("mask") == "ignored":
+        mask = np.ones_like(mask)
+    image_tokens, text_tokens = np.shape(hidden)[1], np.shape(context)[1]
+    outputs = []
+    for index in range(np.shape(hidden)[0]):
+        valid = np.flatnonzero(mask[index])
+        parts = [np.concatenate([a[index], b[index][:, valid]], axis=1) for a, b in ((q, eq), (k, ek), (v, ev))]
+        out = _scaled_attention(xp, *(p[None] for p in parts), knobs["scale"], None, knobs.get("_prescale", True))[0]
+        padding = np.zeros(np.shape(out)[:1] + (image_tokens + text_tokens - np.shape(out)[1],) + np.shape(out)[2:])
+        outputs.append(np.concatenate([out, xp.asarray(padding)], axis=1))
+    merged = merge_heads(np.stack(outputs))
+    return [_projected(call, xp, module.to_out[0], merged[:, :image_tokens]),
+            _projected(call, xp, getattr(module, "to_add_out", None), merged[:, image_tokens:])]
 
 
 def _eval_sana_linear_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2178,6 +2221,12 @@ _REGISTRY: dict[str, Component] = {
     "WanAttention": Component("attention (Wan)", _eval_wan_attention, _attention_knobs, _attention_alternatives,
                               naive_variants=lambda call: [{"_prescale": False}],
                               observed=_projection_inputs_or_outputs("to_out")),
+    "MochiAttention": Component("attention (Mochi: valid prompt tokens only)", _eval_mochi_attention, _attention_knobs,
+                                _attention_alternatives, naive_variants=lambda call: [{"_prescale": False}],
+                                observed=_projection_inputs_or_outputs("to_out", "to_add_out"),
+                                float32_inside=lambda call: call.arg("image_rotary_emb") is not None),
+    "MochiRMSNorm": Component("RMS norm (Mochi: float32 variance)", _eval_rms_norm, _rms_knobs, _rms_alternatives,
+                              float32_inside=lambda call: True),
     "LTXAttention": Component("attention (LTX-Video)", _eval_ltx_attention, _attention_knobs, _attention_alternatives,
                               naive_variants=lambda call: [{"_prescale": False}],
                               observed=_projection_inputs_or_outputs("to_out"), float32_inside=_applies_rope),

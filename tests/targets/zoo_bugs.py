@@ -31,6 +31,7 @@ from diffusers.models.attention_processor import (AllegroAttnProcessor2_0, CogVi
 from diffusers.models.embeddings import apply_rotary_emb, get_3d_rotary_pos_embed, get_timestep_embedding
 from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0
 from diffusers.models.transformers.transformer_lumina2 import Lumina2AttnProcessor2_0
+from diffusers.models.transformers.transformer_mochi import MochiAttnProcessor2_0
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
 from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed
@@ -678,3 +679,24 @@ def _pixart_final_scale_shift_swapped(seed: int) -> Built:
 ZOO_BUGS["pixart-final-scale-shift-swapped"] = PlantedBug(
     "pixart", "an adaLN chunk order read the other way in the final layer ((scale, shift) where PixArt uses (shift, "
     "scale))", _pixart_final_scale_shift_swapped, "PixArtTransformer2DModel", "inline", {"order": ("scale", "shift")})
+ZOO_MODELS["mochi"] = zoo_built("MochiTransformer3DModel")
+
+
+class MaskIgnoringMochiProcessor(MochiAttnProcessor2_0):
+    """Mochi's processor treating every prompt token as valid (the padding attended to and attending)."""
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                 attention_mask: torch.Tensor, image_rotary_emb: Any = None) -> Any:
+        return super().__call__(attn, hidden_states, encoder_hidden_states, torch.ones_like(attention_mask),
+                                image_rotary_emb)
+
+
+def _mochi_prompt_mask_ignored(seed: int) -> Built:
+    model, kwargs = ZOO_MODELS["mochi"](seed)
+    model.transformer_blocks[0].attn1.processor = MaskIgnoringMochiProcessor()
+    return model, kwargs
+
+
+ZOO_BUGS["mochi-prompt-mask-ignored"] = PlantedBug(
+    "mochi", "a prompt-padding mask silently ignored (diffusers#8673's kind)", _mochi_prompt_mask_ignored,
+    "transformer_blocks.0.attn1", "inline", {"mask": "ignored"})
