@@ -33,6 +33,7 @@ HEAVY = {"HunyuanVideo15Transformer3DModel": "a fixed 2048-wide glyph-text proje
 KNOWN_ENGINE_GAPS = {
     ("ZImageTransformer2DModel", "float64"): "Z-Image's own TimestepEmbedder computes its sinusoid in float32: "
                                              "reported inline, explained by compute_format='float32'",
+    ("BriaFibo2Transformer2DModel", "float64"): "the same TimestepEmbedder (float32 sinusoid) as Z-Image",
 }
 
 

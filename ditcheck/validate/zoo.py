@@ -350,6 +350,13 @@ ENTRIES: dict[str, ZooEntry] = {
         "video", mask="bool", note="one section of vanilla sampling as the pipeline lays it out: history sizes "
                                    "(16, 2, 1) frames at 4x, 2x, 1x, a prefix frame, then the 2-frame window; image "
                                    "embeddings given"),
+    "BriaFibo2Transformer2DModel": ZooEntry(
+        dict(in_channels=4, patch_size=2, dim=16, n_layers=2, n_refiner_layers=1, n_heads=2, cap_feat_dim=12,
+             injection_layer_ids=(1,), perceiver_num_layers=1, min_num_gist_tokens=2, max_num_gist_tokens=4,
+             gist_step=2, gist_min_text_len=2, gist_max_text_len=8, axes_dims=(2, 2, 4), axes_lens=(64, 16, 16)),
+        "image", time_scale=1.0,
+        note="text bundles [B, 1 + injections, L, D] (the perceiver's, then block 1's); no context images; no text "
+             "mask: a [B, L] one raises at this size (its length meets the 2 gist tokens' in SDPA; not investigated)"),
 }
 
 #: classes whose diffusers code raises in float64 (measured): the float32 timestep sinusoid reaches a float64 Linear
@@ -405,8 +412,6 @@ OUT_OF_SCOPE: dict[str, str] = {
 #: 2-D/3-D DiT denoisers in scope whose inputs ditcheck does not build yet (``validate`` refuses them with the reason;
 #: the coverage table lists them): each needs conditioning a pipeline makes from another stage or sampler state
 PENDING: dict[str, str] = {
-    "BriaFibo2Transformer2DModel": "gist-token text perceiver with context latents per injection layer: inputs not "
-                                   "built yet",
     "MiniMaxH3Transformer3DModel": "joint audio-video sequence with token tags and index sets: inputs not built yet",
     "SanaWMTransformer3DModel": "world model: camera conditions and chunked causal attention: inputs not built yet",
     "SanaWMLTX2RefinerTransformer3DModel": "refiner taking caller-made video RoPE tables and a KV cache: inputs not "
@@ -664,7 +669,8 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = _latents(name, entry, config, generator)
         elif parameter_name == "encoder_hidden_states":
             # Krea2 takes every text-encoder layer's states, [B, L, layers, D]
-            layers = (int(config["num_text_layers"]),) if config.get("num_text_layers") else ()
+            layers = (int(config["num_text_layers"]),) if config.get("num_text_layers") else \
+                (1 + len(config["injection_layer_ids"]),) if config.get("injection_layer_ids") else ()
             # Ideogram 4 takes text features at every position of its packed sequence (masked inside)
             length = values["hidden_states"].shape[1] if name == "Ideogram4Transformer2DModel" else text_tokens
             value = torch.randn(BATCH, length, *layers, _text_dim(config), generator=generator, dtype=torch.float64)
