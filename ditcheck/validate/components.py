@@ -1563,6 +1563,47 @@ def _observed_hunyuan_video_single_block(call: RecordedCall) -> list[np.ndarray]
             *call.outputs]
 
 
+def _aura_block_names(call: RecordedCall) -> list[str]:
+    text = hasattr(call.module, "norm1_context")
+    return ["norm1", "attn", "norm2", "ff"] + (["norm1_context", "norm2_context", "ff_context"] if text else [])
+
+
+def _eval_aura_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """AuraFlow joint / single block glue: norm2's input x + gate_msa attn; ff's input norm2(...)(1 + scale_mlp) +
+    shift_mlp; out = x + gate_mlp ff, the MLP residual taken from the block's input x (AuraFlow), not from
+    x + gate_msa attn (SD3; knob mlp_residual). Returns [norm2 in, ff in, (context's two,) (text out,) image out]."""
+    children = _needed_children(call, _aura_block_names(call))
+    out = _children_out(call, children, xp)
+    expected: list[Any] = []
+
+    def stream(x: Any, norm1: str, attention_index: int, norm2: str, ff: str) -> Any:
+        gate_msa, shift_mlp, scale_mlp, gate_mlp = (out(norm1, i)[:, None, :] for i in range(1, 5))
+        attended = x + gate_msa * out("attn", attention_index)
+        expected.extend([attended, out(norm2) * (1 + scale_mlp) + shift_mlp])
+        return (x if knobs["mlp_residual"] == "block-input" else attended) + gate_mlp * out(ff)
+
+    image = stream(_x(xp, call.arg("hidden_states")), "norm1", 0, "norm2", "ff")
+    if "norm1_context" in children:
+        expected.append(stream(_x(xp, call.arg("encoder_hidden_states")), "norm1_context", 1, "norm2_context",
+                               "ff_context"))
+    return expected + [image]
+
+
+def _observed_aura_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, _aura_block_names(call))
+    names = ["norm2", "ff"] + (["norm2_context", "ff_context"] if "norm1_context" in children else [])
+    return [_first_array(children[name].kept_inputs) for name in names] + list(call.outputs)
+
+
+def _eval_aura_feed_forward(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """AuraFlowFeedForward: out_projection's input silu(linear_1 x) * linear_2 x (the gate is the first projection;
+    knob gate: which projection goes through silu)."""
+    children = _needed_children(call, ["linear_1", "linear_2", "out_projection"])
+    first, second = (_x(xp, children[name].kept_outputs[0]) for name in ("linear_1", "linear_2"))
+    gate, value = (first, second) if knobs["gate"] == "linear_1" else (second, first)
+    return [silu.generic(xp, gate) * value]
+
+
 def _sana_block_names(call: RecordedCall) -> list[str]:
     return ["norm1", "attn1"] + (["attn2"] if call.module.attn2 is not None else []) + ["norm2", "ff"]
 
@@ -2238,6 +2279,16 @@ _REGISTRY: dict[str, Component] = {
         "single-stream block glue (HunyuanVideo)", _eval_hunyuan_video_single_block,
         lambda call: {"token_order": "image-first"}, lambda call: {"token_order": ["text-first"]},
         observed=_observed_hunyuan_video_single_block),
+    "AuraFlowJointTransformerBlock": Component(
+        "dual-stream block glue (AuraFlow)", _eval_aura_block, lambda call: {"mlp_residual": "block-input"},
+        lambda call: {"mlp_residual": ["after-attention"]}, observed=_observed_aura_block),
+    "AuraFlowSingleTransformerBlock": Component(
+        "block glue (AuraFlow)", _eval_aura_block, lambda call: {"mlp_residual": "block-input"},
+        lambda call: {"mlp_residual": ["after-attention"]}, observed=_observed_aura_block),
+    "AuraFlowFeedForward": Component(
+        "gated feed-forward (AuraFlow)", _eval_aura_feed_forward, lambda call: {"gate": "linear_1"},
+        lambda call: {"gate": ["linear_2"]},
+        observed=lambda call: [_first_array(_needed_children(call, ["out_projection"])["out_projection"].kept_inputs)]),
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
                                      _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),

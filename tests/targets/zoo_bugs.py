@@ -700,3 +700,32 @@ def _mochi_prompt_mask_ignored(seed: int) -> Built:
 ZOO_BUGS["mochi-prompt-mask-ignored"] = PlantedBug(
     "mochi", "a prompt-padding mask silently ignored (diffusers#8673's kind)", _mochi_prompt_mask_ignored,
     "transformer_blocks.0.attn1", "inline", {"mask": "ignored"})
+
+
+def _aura_flow_feed_forward_gate_swapped(seed: int) -> Built:
+    """AuraFlowFeedForward gating with the second projection (silu(linear_2 x) * linear_1 x): the FeedForward form."""
+    model, kwargs = ZOO_MODELS["aura-flow"](seed)
+    patch(model.joint_transformer_blocks[0].ff,
+          lambda self, x: self.out_projection(F.silu(self.linear_2(x)) * self.linear_1(x)))
+    return model, kwargs
+
+
+def _aura_flow_sd3_style_mlp_residual(seed: int) -> Built:
+    """An AuraFlow port adding the MLP branch to x + gate_msa attn (SD3's block) where AuraFlow adds it to x."""
+    model, kwargs = ZOO_MODELS["aura-flow"](seed)
+
+    def forward(self: Any, hidden_states: torch.Tensor, temb: torch.Tensor, attention_kwargs: Any = None) -> Any:
+        norm, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.norm1(hidden_states, emb=temb)
+        hidden_states = hidden_states + gate_msa.unsqueeze(1) * self.attn(hidden_states=norm)
+        norm = self.norm2(hidden_states) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        return hidden_states + gate_mlp.unsqueeze(1) * self.ff(norm)
+    patch(model.single_transformer_blocks[0], forward)
+    return model, kwargs
+
+
+ZOO_BUGS["aura-flow-feed-forward-gate-swapped"] = PlantedBug(
+    "aura-flow", "a gated feed-forward's gate and value crossed (the FeedForward form)",
+    _aura_flow_feed_forward_gate_swapped, "joint_transformer_blocks.0.ff", "inline", {"gate": "linear_2"})
+ZOO_BUGS["aura-flow-sd3-style-mlp-residual"] = PlantedBug(
+    "aura-flow", "a block's residual wiring taken from another architecture (SD3's, in an AuraFlow port)",
+    _aura_flow_sd3_style_mlp_residual, "single_transformer_blocks.0", "inline", {"mlp_residual": "after-attention"})
