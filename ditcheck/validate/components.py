@@ -1604,6 +1604,53 @@ def _eval_aura_feed_forward(call: RecordedCall, xp: Precision, knobs: Mapping[st
     return [silu.generic(xp, gate) * value]
 
 
+_LUMINA_BLOCK = ["norm1", "attn", "norm2", "ffn_norm1", "feed_forward", "ffn_norm2"]
+
+
+def _eval_lumina2_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Lumina2TransformerBlock glue (sandwich norms, tanh gates): h1 = x + tanh(gate_msa) norm2(attn) (ffn_norm1's
+    input); feed_forward's input ffn_norm1(h1)(1 + scale_mlp); out = h1 + tanh(gate_mlp) ffn_norm2(mlp). Without
+    modulation (refiner blocks) the gates are 1 and the scale 0. Knob gate_activation: tanh or identity."""
+    out = _children_out(call, _needed_children(call, _LUMINA_BLOCK), xp)
+    x = _x(xp, call.arg("hidden_states"))
+
+    def gate(value: Any) -> Any:
+        return C.activation.generic(xp, value[:, None, :], "identity") if knobs["gate_activation"] == "identity" \
+            else xp.tanh(value[:, None, :])
+    if call.module.modulation:
+        after_attention = x + gate(out("norm1", 1)) * out("norm2")
+        mlp_in = out("ffn_norm1") * (1 + out("norm1", 2)[:, None, :])
+        return [after_attention, mlp_in, after_attention + gate(out("norm1", 3)) * out("ffn_norm2")]
+    after_attention = x + out("norm2")
+    return [after_attention, after_attention + out("ffn_norm2")]
+
+
+def _observed_lumina2_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, _LUMINA_BLOCK)
+    observed = [_first_array(children["ffn_norm1"].kept_inputs)]
+    if call.module.modulation:
+        observed.append(_first_array(children["feed_forward"].kept_inputs))
+    return observed + [call.outputs[0]]
+
+
+def _eval_lumina_norm_zero(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """LuminaRMSNormZero: (norm(x)(1 + scale_msa), gate_msa, scale_mlp, gate_mlp), four chunks of linear(silu(emb))."""
+    chunks, normed = _adaln_parts(call, xp, knobs, lambda: _x(xp, call.arg("emb")), "rms")
+    return [normed * (1 + chunks["scale_msa"][:, None]), chunks["gate_msa"], chunks["scale_mlp"], chunks["gate_mlp"]]
+
+
+_LUMINA_NORM_ORDER = ("scale_msa", "gate_msa", "scale_mlp", "gate_mlp")
+
+
+def _eval_lumina_feed_forward(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """LuminaFeedForward (SwiGLU over two projections): linear_2's input silu(linear_1 x) * linear_3 x (knob gate)."""
+    children = _needed_children(call, ["linear_1", "linear_2", "linear_3"])
+    first, third = (_x(xp, children[name].kept_outputs[0]) for name in ("linear_1", "linear_3"))
+    if knobs["gate"] == "linear_1":  # the silu child's recorded output (FP32SiLU computes in float32 by design)
+        return [_recorded_or(call, xp, getattr(call.module, "silu", None), lambda: silu.generic(xp, first)) * third]
+    return [silu.generic(xp, third) * first]
+
+
 def _sana_block_names(call: RecordedCall) -> list[str]:
     return ["norm1", "attn1"] + (["attn2"] if call.module.attn2 is not None else []) + ["norm2", "ff"]
 
@@ -2190,6 +2237,8 @@ _REGISTRY: dict[str, Component] = {
                       lambda call: {"activation": _activation_name(call.module)},
                       lambda call: {"activation": _other(_activation_name(call.module), _GELU_NAMES)}),
     "SiLU": Component("activation", _eval_activation, lambda call: {"activation": "silu"}),
+    "FP32SiLU": Component("activation (float32)", _eval_activation, lambda call: {"activation": "silu"},
+                          float32_inside=lambda call: True),
     "ReLU": Component("activation", _eval_activation, lambda call: {"activation": "relu"}),
     "Embedding": Component("embedding", _eval_embedding),
     "Conv2d": Component("patch convolution", _eval_conv, apriori=_conv_apriori),
@@ -2289,6 +2338,18 @@ _REGISTRY: dict[str, Component] = {
         "gated feed-forward (AuraFlow)", _eval_aura_feed_forward, lambda call: {"gate": "linear_1"},
         lambda call: {"gate": ["linear_2"]},
         observed=lambda call: [_first_array(_needed_children(call, ["out_projection"])["out_projection"].kept_inputs)]),
+    "Lumina2TransformerBlock": Component(
+        "block glue (Lumina2: sandwich norms, tanh gates)", _eval_lumina2_block,
+        lambda call: {"gate_activation": "tanh"}, lambda call: {"gate_activation": ["identity"]},
+        observed=_observed_lumina2_block),
+    "LuminaRMSNormZero": Component(
+        "RMS adaLN-Zero (Lumina)", _eval_lumina_norm_zero, lambda call: {"order": _LUMINA_NORM_ORDER, "eps": 1e-5},
+        lambda call: {"order": [tuple(p) for p in itertools.permutations(_LUMINA_NORM_ORDER)
+                                if tuple(p) != _LUMINA_NORM_ORDER]}),
+    "LuminaFeedForward": Component(
+        "gated feed-forward (Lumina)", _eval_lumina_feed_forward, lambda call: {"gate": "linear_1"},
+        lambda call: {"gate": ["linear_3"]},
+        observed=lambda call: [_first_array(_needed_children(call, ["linear_2"])["linear_2"].kept_inputs)]),
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
                                      _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),

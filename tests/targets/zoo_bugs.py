@@ -729,3 +729,25 @@ ZOO_BUGS["aura-flow-feed-forward-gate-swapped"] = PlantedBug(
 ZOO_BUGS["aura-flow-sd3-style-mlp-residual"] = PlantedBug(
     "aura-flow", "a block's residual wiring taken from another architecture (SD3's, in an AuraFlow port)",
     _aura_flow_sd3_style_mlp_residual, "single_transformer_blocks.0", "inline", {"mlp_residual": "after-attention"})
+
+
+def _lumina2_gates_without_tanh(seed: int) -> Built:
+    """A Lumina2 port gating with the raw chunks where Lumina2 squashes them with tanh (DiT-style gates)."""
+    model, kwargs = ZOO_MODELS["lumina2"](seed)
+
+    def forward(self: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor, image_rotary_emb: Any,
+                temb: Any = None) -> torch.Tensor:
+        norm, gate_msa, scale_mlp, gate_mlp = self.norm1(hidden_states, temb)
+        attn = self.attn(hidden_states=norm, encoder_hidden_states=norm, attention_mask=attention_mask,
+                         image_rotary_emb=image_rotary_emb)
+        hidden_states = hidden_states + gate_msa.unsqueeze(1) * self.norm2(attn)
+        mlp = self.feed_forward(self.ffn_norm1(hidden_states) * (1 + scale_mlp.unsqueeze(1)))
+        return hidden_states + gate_mlp.unsqueeze(1) * self.ffn_norm2(mlp)
+    assert model.layers[0].modulation
+    patch(model.layers[0], forward)
+    return model, kwargs
+
+
+ZOO_BUGS["lumina2-gates-without-tanh"] = PlantedBug(
+    "lumina2", "a gate convention taken from another architecture (raw DiT gates where Lumina2 applies tanh)",
+    _lumina2_gates_without_tanh, "layers.0", "inline", {"gate_activation": "identity"})
