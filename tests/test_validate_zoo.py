@@ -1,4 +1,4 @@
-"""ditcheck.validate.zoo: every diffusers transformer class in scope, built tiny by name, validated component by component.
+"""ditcheck.validate.zoo: every diffusers transformer class in scope, built tiny by name, checked by components.
 
 Clean random-weight models conform in float32 and float64 (float32 islands of a float64 run reported apart, exit 0);
 out-of-scope classes, unknown names and non-modules are typed errors; a target that raises, returns a wrong shape
@@ -174,7 +174,8 @@ def test_planted_adaln_continuous_chunk_order_is_caught_and_diagnosed() -> None:
     norm.forward = functools.partial(forward, norm)
     report = dit(model, examples=1, weights="model")
     assert not report.ok and report.exit_code == 1
-    assert report.first_divergence == "norm_out (AdaLayerNormContinuous) at inline code in AdaLayerNormContinuous.forward"
+    assert report.first_divergence == \
+        "norm_out (AdaLayerNormContinuous) at inline code in AdaLayerNormContinuous.forward"
     assert report.diagnosis and all(entry["where"] == "norm_out" for entry in report.diagnosis), str(report)
     assert "diagnosis" in str(report)
 

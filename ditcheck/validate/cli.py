@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from typing import Any
 
@@ -128,7 +129,14 @@ class AttentionTarget:
 
 
 class DiTTarget:
-    """``ditcheck validate dit``: a whole DiT, activation by activation, with a convention diagnosis."""
+    """``ditcheck validate dit``: a whole DiT, activation by activation, with a convention diagnosis.
+
+    The original layout and diffusers' DiTTransformer2DModel are compared with the whole-model reference; every
+    other diffusers transformer class (PixArt, SD3, Flux, Wan, CogVideoX, HunyuanVideo, ...; an instance, a
+    subclass or a factory of one, or diffusers:CLASS, built with a documented tiny configuration) component by
+    component, with inputs built from its config and forward signature (ditcheck.validate.zoo). --heads,
+    --learn-sigma and --set apply to the original layout and DiTTransformer2DModel only.
+    """
 
     HELP = ("a DiT nn.Module (original layout or a diffusers transformer class), a factory of one, or "
             "diffusers:CLASS (built tiny)")
@@ -169,7 +177,6 @@ class DiTTarget:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         import ast
-        import inspect
 
         import torch
 
@@ -230,7 +237,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="validate_target", required=False, metavar="{" + ",".join(TARGETS) + "}")
     for name in TARGETS:
         command = _target_command(name)
-        command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.__doc__,
+        description = inspect.cleandoc(command.__doc__ or "")
+        command.add_arguments(sub.add_parser(name, help=command.HELP, description=description,
                                              formatter_class=argparse.RawDescriptionHelpFormatter))
 
 

@@ -36,7 +36,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,8 +44,12 @@ from torch import nn
 
 from ditcheck.reference.errors import InvalidArgumentError
 
-__all__ = ["TINY_CONFIGS", "FLOAT64_RAISES", "DIT_TINY_CONFIG", "PENDING", "OUT_OF_SCOPE", "ZOO_CONVENTIONS", "DEFAULT_ZOO_EXAMPLES", "ZooEntry", "ENTRIES",
-           "diffusers_transformer_classes", "diffusers_class_name", "resolve_target", "dispatches_here", "build_model", "build_inputs", "randomise_weights",
+if TYPE_CHECKING:
+    from .report import Report
+
+__all__ = ["TINY_CONFIGS", "FLOAT64_RAISES", "DIT_TINY_CONFIG", "PENDING", "OUT_OF_SCOPE", "ZOO_CONVENTIONS",
+           "DEFAULT_ZOO_EXAMPLES", "ZooEntry", "ENTRIES", "diffusers_transformer_classes", "diffusers_class_name",
+           "resolve_target", "dispatches_here", "build_model", "build_inputs", "randomise_weights",
            "validate", "CoverageRow", "coverage_row", "coverage_table"]
 
 #: conventions the zoo path accepts: each component is checked against diffusers' own conventions
@@ -115,12 +119,14 @@ ENTRIES: dict[str, ZooEntry] = {
         dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2, sample_size=8, hidden_size=16,
              num_layers=4, cross_attention_dim=12, cross_attention_dim_t5=16, pooled_projection_dim=10, text_len=5,
              text_len_t5=6),
-        "image", mask="float", note="long skips need an even depth >= 4 (pushes = pops); AttentionPooling has 8 heads; 2-D RoPE built as the pipeline does"),
+        "image", mask="float", note="long skips need an even depth >= 4 (pushes = pops); AttentionPooling has 8 "
+                                    "heads; 2-D RoPE built as the pipeline does"),
     "CogVideoXTransformer3DModel": ZooEntry(
         dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=8,
              text_embed_dim=12, num_layers=1, sample_width=8, sample_height=8, sample_frames=5, patch_size=2,
              temporal_compression_ratio=4, max_text_seq_length=5, use_rotary_positional_embeddings=True),
-        "video", note="CogVideoX 1.0 with 3-D RoPE (built as the pipeline does); latents [B, F, C, H, W]; head_dim 16 for the 3-D RoPE split (4, 6, 6)"),
+        "video", note="CogVideoX 1.0 with 3-D RoPE (built as the pipeline does); latents [B, F, C, H, W]; head_dim 16 "
+                      "for the 3-D RoPE split (4, 6, 6)"),
     "HunyuanVideoTransformer3DModel": ZooEntry(
         dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
              num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=12,
@@ -144,7 +150,8 @@ ENTRIES: dict[str, ZooEntry] = {
     "MochiTransformer3DModel": ZooEntry(
         dict(patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=1, pooled_projection_dim=10,
              in_channels=4, text_embed_dim=16, time_embed_dim=16, max_sequence_length=5),
-        "video", mask="bool", note="asymmetric joint attention, SwiGLU, learned RoPE mixing; the text pool has 8 heads"),
+        "video", mask="bool", note="asymmetric joint attention, SwiGLU, learned RoPE mixing; the text pool has 8 "
+                                   "heads"),
     "AllegroTransformer3DModel": ZooEntry(
         dict(patch_size=2, patch_size_t=1, num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
              num_layers=1, cross_attention_dim=24, sample_height=8, sample_width=8, sample_frames=2,
@@ -584,7 +591,8 @@ FRAMEPACK_HISTORY = ("indices_latents", "latents_clean", "indices_latents_clean"
 
 
 def _framepack_history(entry: ZooEntry, config: Mapping[str, Any], generator: torch.Generator) -> dict[str, Any]:
-    """Frame indices [prefix 1 | 4x 16 | 2x 2 | 1x 1 | window F] and the history latents, as the pipeline splits them."""
+    """Frame indices [prefix 1 | 4x 16 | 2x 2 | 1x 1 | window F] and the history latents, as the pipeline splits
+    them."""
     channels, size = int(config["in_channels"]), entry.size
     indices = torch.arange(0, 1 + 16 + 2 + 1 + entry.frames)
     prefix, four, two, one, window = indices.split([1, 16, 2, 1, entry.frames])
@@ -918,7 +926,7 @@ def dispatches_here(model: Any) -> bool:
 def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAULT_ZOO_EXAMPLES, seed: int = 0,
              dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
              diagnose: bool = True, timeout: float | None = None, target: str | None = None,
-             strict_precision: bool = False) -> Any:
+             strict_precision: bool = False) -> Report:
     """Validate a diffusers transformer (instance, class, "diffusers:ClassName" or a zero-argument factory).
 
     Each of ``examples`` examples draws fresh weights (``weights="random"``: every parameter, adaLN-Zero and gates
@@ -983,7 +991,7 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
                 report.loaded = False
                 report.checks.append(Check("inputs", False, message=str(error)))
                 return report
-            kwargs = {k: v.to(run_device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            kwargs = {k: _to_device(v, run_device) for k, v in kwargs.items()}
             outputs: list[Any] = []
             handle = module.register_forward_hook(lambda m, a, out: outputs.append(out))
             try:
@@ -1049,7 +1057,16 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     return report
 
 
-def _fill_report(report: Any, summaries: Mapping[str, _ClassSummary], failing: Mapping[str, Any], first_failure: Any,
+def _to_device(value: Any, device: torch.device) -> Any:
+    """A tensor, or the tensors of a list / tuple (RoPE tables, per-sample latents), on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def _fill_report(report: Report, summaries: Mapping[str, _ClassSummary], failing: Mapping[str, Any], first_failure: Any,
                  call_errors: Sequence[str], output_problems: Sequence[str], returned: int, examples: int,
                  strict_precision: bool, diagnose: bool) -> None:
     """Checks per component class and per localised fault, the first divergence, the diagnosis, the output checks."""
