@@ -208,3 +208,23 @@ def test_validate_all_takes_a_class_name_as_target() -> None:
     outcome = run_target(TargetSpec("dit", "diffusers:SanaTransformer2DModel", {"examples": 1}))
     assert outcome.exit_code == 0 and "CONFORMS" in outcome.text, outcome.text
     assert run_target(TargetSpec("dit", "diffusers:PriorTransformer")).exit_code == 2
+
+
+def test_every_exported_class_is_in_the_readme_table() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("### diffusers transformer coverage")
+    section = readme[start:readme.index("### Scheduler coverage", start)]
+    listed = set(re.findall(r"^\| (\w+) \|", section, flags=re.M))
+    assert set(zoo.diffusers_transformer_classes()) <= listed
+
+
+def test_coverage_table_rows() -> None:
+    table = zoo.coverage_table(["PriorTransformer", "ZImageTransformer2DModel", "LatteTransformer3DModel"],
+                               ("float32",), examples=1)
+    lines = table.splitlines()
+    assert len(lines) == 5 and lines[0].startswith("| class | built | float32 |")
+    assert "| PriorTransformer | no: out of scope: a CLIP-embedding prior" in lines[2]
+    assert "| LatteTransformer3DModel | yes | conforms |" in lines[4] and "BasicTransformerBlock" in lines[4]
