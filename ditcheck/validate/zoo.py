@@ -85,6 +85,8 @@ class ZooEntry:
     channels: int | None = None
     #: the forward takes one timestep per latent frame, [B, F]
     per_frame_time: bool = False
+    #: the forward takes one timestep per latent token, [B, L] (the sample's t repeated)
+    per_token_time: bool = False
     #: the output holds the text tokens too: the prediction is its last L tokens (as the pipeline slices it)
     output_suffix: bool = False
     mask: str | None = None
@@ -364,6 +366,13 @@ ENTRIES: dict[str, ZooEntry] = {
         "image", time_scale=1.0,
         note="text bundles [B, 1 + injections, L, D] (the perceiver's, then block 1's); no context images; no text "
              "mask: a [B, L] one raises at this size (its length meets the 2 gist tokens' in SDPA; not investigated)"),
+    "SanaWMLTX2RefinerTransformer3DModel": ZooEntry(
+        dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+             cross_attention_dim=16, audio_in_channels=6, audio_out_channels=6, audio_num_attention_heads=2,
+             audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=1, caption_channels=12),
+        "tokens", mask="float", size=4, per_token_time=True,
+        note="one bidirectional window without KV cache: sigma x 1000 per token as the refiner pipeline passes it; "
+             "video RoPE from the model's build_rotary_emb_for_absolute_positions (frames 0..F-1, 24 fps)"),
 }
 
 #: classes whose diffusers code raises in float64 (measured): the float32 timestep sinusoid reaches a float64 Linear
@@ -421,8 +430,6 @@ OUT_OF_SCOPE: dict[str, str] = {
 PENDING: dict[str, str] = {
     "MiniMaxH3Transformer3DModel": "joint audio-video sequence with token tags and index sets: inputs not built yet",
     "SanaWMTransformer3DModel": "world model: camera conditions and chunked causal attention: inputs not built yet",
-    "SanaWMLTX2RefinerTransformer3DModel": "refiner taking caller-made video RoPE tables and a KV cache: inputs not "
-                                           "built yet",
     "WanAnimateTransformer3DModel": "needs pose latents and face pixels for its motion and face encoders: inputs not "
                                     "built yet",
 }
@@ -549,7 +556,7 @@ def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: t
             (BATCH, channels, frames, size, size)
     else:
         pt, ph, pw = _patch(config)
-        tokens = (frames if name.startswith("LTX") else 1) * (size // ph) * (size // pw) // pt
+        tokens = (frames if "LTX" in name else 1) * (size // ph) * (size // pw) // pt  # LTX layouts pack video
         if name == "Ideogram4Transformer2DModel":
             tokens += TEXT_TOKENS  # the packed sequence holds the text positions too (masked out inside)
         shape = (BATCH, tokens, channels)
@@ -707,7 +714,12 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
         elif parameter_name == "text_rope_pos":
             value = torch.arange(text_tokens)
         elif parameter_name == "timestep":
-            value = times[:, None].expand(BATCH, entry.frames // pt) if entry.per_frame_time else times
+            value = times[:, None].expand(BATCH, entry.frames // pt) if entry.per_frame_time else \
+                times[:, None].expand(BATCH, values["hidden_states"].shape[1]) if entry.per_token_time else times
+        elif parameter_name == "video_rotary_emb" and hasattr(model, "build_rotary_emb_for_absolute_positions"):
+            value = model.build_rotary_emb_for_absolute_positions(
+                batch_size=BATCH, frame_positions=list(range(entry.frames // pt)), height=entry.size // ph,
+                width=entry.size // pw, device=torch.device("cpu"), fps=24.0)
         elif parameter_name == "guidance" and config.get("guidance_embeds"):
             # a guidance scale (Flux multiplies it by 1000 inside, as it does t)
             value = torch.as_tensor(rng.uniform(1.0, 8.0, BATCH), dtype=torch.float64)
