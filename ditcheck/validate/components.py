@@ -1651,6 +1651,43 @@ def _eval_lumina_feed_forward(call: RecordedCall, xp: Precision, knobs: Mapping[
     return [silu.generic(xp, third) * first]
 
 
+def _hunyuan_dit_block_names(call: RecordedCall) -> list[str]:
+    skip = ["skip_norm", "skip_linear"] if call.module.skip_linear is not None else []
+    return skip + ["norm1", "attn1", "norm2", "attn2", "norm3", "ff"]
+
+
+def _eval_hunyuan_dit_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """HunyuanDiTBlock glue: with a long skip, skip_norm's input [x, skip] (knob skip_order) and norm1 fed skip_linear's
+    output; h1 = h + attn1 (norm2's input); h2 = h1 + attn2 (norm3's input); out = h2 + ff."""
+    children = _needed_children(call, _hunyuan_dit_block_names(call))
+    out = _children_out(call, children, xp)
+    hidden = _x(xp, call.arg("hidden_states"))
+    expected = []
+    if "skip_linear" in children:
+        skip = _x(xp, call.arg("skip"))
+        expected.append(np.concatenate([hidden, skip] if knobs["skip_order"] == "hidden-first" else [skip, hidden],
+                                       axis=-1))
+        hidden = out("skip_linear")
+    expected.append(hidden)
+    hidden = hidden + out("attn1")
+    expected.append(hidden)
+    hidden = hidden + out("attn2")
+    expected.append(hidden)
+    return expected + [hidden + out("ff")]
+
+
+def _observed_hunyuan_dit_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, _hunyuan_dit_block_names(call))
+    names = (["skip_norm"] if "skip_norm" in children else []) + ["norm1", "norm2", "norm3"]
+    return [_first_array(children[name].kept_inputs) for name in names] + [call.outputs[0]]
+
+
+def _eval_adaln_shift(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """AdaLayerNormShift (HunyuanDiT): norm(x) + linear(silu(emb)), the shift broadcast over the tokens."""
+    children = _needed_children(call, ["norm", "linear"])
+    return [_x(xp, children["norm"].kept_outputs[0]) + _x(xp, children["linear"].kept_outputs[0])[:, None, :]]
+
+
 def _sana_block_names(call: RecordedCall) -> list[str]:
     return ["norm1", "attn1"] + (["attn2"] if call.module.attn2 is not None else []) + ["norm2", "ff"]
 
@@ -2350,6 +2387,10 @@ _REGISTRY: dict[str, Component] = {
         "gated feed-forward (Lumina)", _eval_lumina_feed_forward, lambda call: {"gate": "linear_1"},
         lambda call: {"gate": ["linear_3"]},
         observed=lambda call: [_first_array(_needed_children(call, ["linear_2"])["linear_2"].kept_inputs)]),
+    "HunyuanDiTBlock": Component("block glue (HunyuanDiT: long skips, residuals)", _eval_hunyuan_dit_block,
+                                 lambda call: {"skip_order": "hidden-first"},
+                                 lambda call: {"skip_order": ["skip-first"]}, observed=_observed_hunyuan_dit_block),
+    "AdaLayerNormShift": Component("adaLN shift (HunyuanDiT)", _eval_adaln_shift),
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
                                      _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),

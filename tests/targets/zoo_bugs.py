@@ -751,3 +751,32 @@ def _lumina2_gates_without_tanh(seed: int) -> Built:
 ZOO_BUGS["lumina2-gates-without-tanh"] = PlantedBug(
     "lumina2", "a gate convention taken from another architecture (raw DiT gates where Lumina2 applies tanh)",
     _lumina2_gates_without_tanh, "layers.0", "inline", {"gate_activation": "identity"})
+
+
+def _hunyuan_dit_long_skip_reversed(seed: int) -> Built:
+    """A HunyuanDiT port joining a long skip as [skip, x] where the checkpoint's skip_linear expects [x, skip]."""
+    model, kwargs = ZOO_MODELS["hunyuan-dit"](seed)
+    block = next(b for b in model.blocks if b.skip_linear is not None)
+
+    def forward(hidden_states: torch.Tensor, encoder_hidden_states: Any = None, temb: Any = None,
+                image_rotary_emb: Any = None, skip: Any = None) -> torch.Tensor:
+        hidden = block.skip_linear(block.skip_norm(torch.cat([skip, hidden_states], dim=-1)))
+        norm = block.norm1(hidden, temb)
+        hidden = hidden + block.attn1(norm, image_rotary_emb=image_rotary_emb)
+        hidden = hidden + block.attn2(block.norm2(hidden), encoder_hidden_states=encoder_hidden_states,
+                                      image_rotary_emb=image_rotary_emb)
+        return hidden + block.ff(block.norm3(hidden))
+    block.forward = forward
+    return model, kwargs
+
+
+def _first_skip_block() -> str:
+    """HunyuanDiT2DModel gives block i a long skip when i > num_layers // 2 (read from the zoo's tiny config)."""
+    from ditcheck.validate import zoo
+
+    return f"blocks.{zoo.TINY_CONFIGS['HunyuanDiT2DModel']['num_layers'] // 2 + 1}"
+
+
+ZOO_BUGS["hunyuan-dit-long-skip-reversed"] = PlantedBug(
+    "hunyuan-dit", "a long skip joined in the other order ([skip, x] for [x, skip])", _hunyuan_dit_long_skip_reversed,
+    _first_skip_block(), "inline", {"skip_order": "skip-first"})
