@@ -429,7 +429,9 @@ OUT_OF_SCOPE: dict[str, str] = {
 #: the coverage table lists them): each needs conditioning a pipeline makes from another stage or sampler state
 PENDING: dict[str, str] = {
     "MiniMaxH3Transformer3DModel": "joint audio-video sequence with token tags and index sets: inputs not built yet",
-    "SanaWMTransformer3DModel": "world model: camera conditions and chunked causal attention: inputs not built yet",
+    "SanaWMTransformer3DModel": "world model: per-frame adaLN inputs in its own layout, a required text mask "
+                                "(`mask`), optional camera conditions and chunked causal attention: inputs not built "
+                                "yet (a tiny run with [B, F] timesteps raised reshaping them)",
     "WanAnimateTransformer3DModel": "needs pose latents and face pixels for its motion and face encoders: inputs not "
                                     "built yet",
 }
