@@ -58,6 +58,18 @@ DEFAULT_ARB_BITS = 128
 UNIT_ROUNDOFF = formats.FLOAT64.unit_roundoff  # of float64, the Float64 precision's format
 
 
+@functools.cache
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (tens of ms)
+
+    return ThreadpoolController()
+
+
+def _single_thread_blas() -> Any:
+    """A context in which BLAS (NumPy's OpenBLAS) runs on one thread; the previous limits come back on exit."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def _frompyfunc(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Elementwise application of a scalar function to an object array (or scalar)."""
     return np.frompyfunc(fn, 1, 1)
@@ -102,6 +114,17 @@ class Precision:
         return self.sum(x, axis=axis, keepdims=keepdims) / count
 
     def matmul(self, a: Any, b: Any) -> Any:
+        if np.ndim(a) > 2 and np.ndim(b) == 2:
+            # [..., M, K] @ [K, N] as one [(...) M, K] GEMM: NumPy runs a stack as one BLAS call per slice,
+            # measured 1.5x the CPU time for a DiT-XL/2 linear (4 x 256 tokens, 1152 -> 4608)
+            a = np.asarray(a)
+            return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (np.shape(b)[-1],))
+        if np.ndim(a) > 2 or np.ndim(b) > 2:
+            # a stack of small GEMMs (attention per head): one BLAS thread each. Measured for DiT-XL/2's
+            # logits (64 x [256, 72] @ [72, 256]) on 2 cores: 0.54 CPU s with OpenBLAS's 2 threads (their
+            # start-up and spinning dominate), 0.023 s with one.
+            with _single_thread_blas():
+                return np.matmul(a, b)
         return np.matmul(a, b)
 
     def shift(self, x: Any, axis: int) -> np.ndarray:

@@ -245,3 +245,19 @@ def test_no_false_alarm_over_ten_seeds_on_clean_targets(name: str) -> None:
         worst = max([worst] + [check.ratio for check in report.checks if check.ratio is not None])
     print(f"{name}: worst error/tolerance {worst:.3g} over seeds {list(FALSE_ALARM_SEEDS)}")
     assert not alarms, alarms
+
+
+def test_block_by_block_a_hang_between_two_hooks_is_a_timed_out_call() -> None:
+    """The time-out bounds the target's own work between hooked submodules (the comparison runs meanwhile in the
+    caller's thread and is not counted): a block that never returns is reported, not waited for."""
+    import threading
+
+    model = forks.original_style()
+    release = threading.Event()
+    model.blocks[1].register_forward_pre_hook(lambda *_: release.wait())
+    try:
+        report = dit(model, examples=2, stream=True, timeout=5.0)
+    finally:
+        release.set()  # let the abandoned daemon thread finish
+    assert not report.loaded and report.exit_code == 2, str(report)
+    assert "timed out after 5 s" in str(report)

@@ -76,9 +76,10 @@ class _Aborted(Exception):
 
 def _naive(module: nn.Module, params: dict[str, np.ndarray], prefix: str, dtype: torch.dtype,
            device: torch.device) -> nn.Module:
+    """``module`` (built on the meta device: no random init to pay for) holding ``params`` under ``prefix`` in dtype."""
     state = {name.removeprefix(prefix): torch.as_tensor(value, dtype=dtype, device=device)
              for name, value in params.items() if name.startswith(prefix)}
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=True)
     return module.eval()
 
 
@@ -227,17 +228,17 @@ class StreamingComparison:
             params |= self._params("y_embedder.")
         pos = params["pos_embed"]
         x_ref = patchify(x, params["x_embedder.proj.weight"], params["x_embedder.proj.bias"], config.patch_size)
-        x_naive = _naive(PatchEmbed(config, device=device, dtype=dtype), params, "x_embedder.", dtype, device)(self._x)
+        x_naive = _naive(PatchEmbed(config, device="meta", dtype=dtype), params, "x_embedder.", dtype, device)(self._x)
         self._known["x_embedder"] = (x_ref, x_naive.double().cpu().numpy())
         t_ref = timestep_embedder(t, params, config)
-        t_naive = _naive(TimestepEmbedder(config, device=device, dtype=dtype), params, "t_embedder.", dtype,
+        t_naive = _naive(TimestepEmbedder(config, device="meta", dtype=dtype), params, "t_embedder.", dtype,
                          device)(self._t)
         self._known["t_embedder"] = (t_ref, t_naive.double().cpu().numpy())
         c_ref, c_naive = t_ref, t_naive
         if config.num_classes and self._y is not None:
             labels = self._y.detach().cpu().numpy()
             y_ref = params["y_embedder.embedding_table.weight"][labels]
-            y_naive = _naive(LabelEmbedder(config, device=device, dtype=dtype), params, "y_embedder.", dtype,
+            y_naive = _naive(LabelEmbedder(config, device="meta", dtype=dtype), params, "y_embedder.", dtype,
                              device)(self._y)
             self._known["y_embedder"] = (y_ref, y_naive.double().cpu().numpy())
             c_ref, c_naive = c_ref + y_ref, c_naive + y_naive
@@ -256,7 +257,7 @@ class StreamingComparison:
             tokens_ref, tokens_naive = self._tokens
             c_ref, c_naive = self._c
             record = dit_block_intermediates(tokens_ref, c_ref, params, prefix, self.config)
-            block = _naive(DiTBlock(self.config, sdpa_attention, device=self.device, dtype=self.dtype), params,
+            block = _naive(DiTBlock(self.config, sdpa_attention, device="meta", dtype=self.dtype), params,
                            prefix + ".", self.dtype, self.device)
             subs = {"adaLN_modulation": f"{prefix}.adaLN_modulation", "norm1": f"{prefix}.norm1",
                     "attn": f"{prefix}.attn", "norm2": f"{prefix}.norm2", "mlp": f"{prefix}.mlp"}
@@ -275,7 +276,7 @@ class StreamingComparison:
         tokens_ref, tokens_naive = self._tokens
         c_ref, c_naive = self._c
         self._final_ref = final_layer_intermediates(tokens_ref, c_ref, params, self.config)
-        final = _naive(FinalLayer(self.config, device=self.device, dtype=self.dtype), params, "final_layer.",
+        final = _naive(FinalLayer(self.config, device="meta", dtype=self.dtype), params, "final_layer.",
                        self.dtype, self.device)
         out, seen = _run_recording(final, {"adaLN_modulation": "final_layer.adaLN_modulation",
                                            "norm_final": "final_layer.norm_final"}, tokens_naive, c_naive)
