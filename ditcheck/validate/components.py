@@ -1713,6 +1713,22 @@ def _eval_sana_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]
     return expected
 
 
+def _eval_allegro_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """AllegroTransformerBlock glue (PixArt's adaLN-single block): chunks of table + temb; attn1's input modulated
+    norm1(x); h1 = x + gate_msa attn1 (attn2's input); h2 = h1 + attn2 (norm2's input); ff's input modulated
+    norm2(h2); out = h2 + gate_mlp ff."""
+    out = _children_out(call, _needed_children(call, _sana_block_names(call)), xp)
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb")), knobs["order"])
+    x = _x(xp, call.arg("hidden_states"))
+    expected = [out("norm1") * (1 + chunks["scale_msa"]) + chunks["shift_msa"]]
+    hidden = x + chunks["gate_msa"] * out("attn1")
+    if call.module.attn2 is not None:
+        expected.append(hidden)
+        hidden = out("attn2") + hidden
+    expected += [hidden, out("norm2") * (1 + chunks["scale_mlp"]) + chunks["shift_mlp"]]
+    return expected + [hidden + chunks["gate_mlp"] * out("ff")]
+
+
 def _observed_sana_block(call: RecordedCall) -> list[np.ndarray]:
     children = _needed_children(call, _sana_block_names(call))
     names = ["attn1"] + (["attn2"] if "attn2" in children else []) + ["norm2", "ff"]
@@ -1838,6 +1854,45 @@ def _eval_wan_rope(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) 
     cos, sin = C.rope_frequencies.generic(xp, _x(xp, positions), tuple(knobs["axes_dims"]), knobs["theta"],
                                           knobs["pairing"])
     return [np.reshape(t, (1, np.shape(t)[0], 1, np.shape(t)[1])) for t in (cos, sin)]
+
+
+def _eval_ltx_rope(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """LTXVideoRotaryPosEmbed: positions g in [0, 1] per axis (grid x interpolation scale x patch / base size, or the
+    caller's video_coords / base), frequencies (pi/2) theta^linspace(0, 1, dim // 6), angles f (2 g - 1) laid out
+    frequency-major over the three axes, each repeated to a pair, the dim % 6 leading channels padded (cos 1, sin 0)."""
+    module = call.module
+    batch = np.shape(call.arg("hidden_states"))[0]
+    coords = call.arg("video_coords")
+    if coords is not None:
+        coords = np.asarray(coords, dtype=np.float64)
+        bases = np.array([module.base_num_frames, module.base_height, module.base_width], dtype=np.float64)
+        grid = np.stack([coords[:, i] / bases[i] for i in range(3)], axis=-1)
+    else:
+        frames, height, width = (int(call.arg(name)) for name in ("num_frames", "height", "width"))
+        grid = np.broadcast_to(C.rope_grid_positions((frames, height, width)), (batch, frames * height * width, 3))
+        scale = call.arg("rope_interpolation_scale")
+        if scale is not None:
+            factors = [float(np.asarray(scale[0]).reshape(-1)[0]) * module.patch_size_t / module.base_num_frames,
+                       float(scale[1]) * module.patch_size / module.base_height,
+                       float(scale[2]) * module.patch_size / module.base_width]
+            grid = grid * np.asarray(factors)
+    count = module.dim // 6
+    exponents = xp.asarray(np.linspace(0.0, 1.0, count)) if count > 1 else xp.asarray(np.zeros(count))
+    theta = xp.const(knobs["theta"])
+    frequencies = xp.exp(exponents * xp.log(theta)) * (xp.pi() / 2)
+    angles = frequencies[None, None, None, :] * (2 * _x(xp, grid)[..., None] - 1)       # [B, L, 3, F]
+    angles = np.reshape(np.swapaxes(angles, -1, -2), (batch, -1, 3 * count))
+    cos, sin = xp.cos(angles), xp.sin(angles)
+    if knobs["pairing"] == "half":
+        cos, sin = np.concatenate([cos, cos], axis=-1), np.concatenate([sin, sin], axis=-1)
+    else:
+        cos, sin = np.repeat(cos, 2, axis=-1), np.repeat(sin, 2, axis=-1)
+    pad = module.dim % 6
+    if pad:
+        shape = np.shape(cos)[:-1] + (pad,)
+        cos = np.concatenate([xp.asarray(np.ones(shape)), cos], axis=-1)
+        sin = np.concatenate([xp.asarray(np.zeros(shape)), sin], axis=-1)
+    return [cos, sin]
 
 
 def _wan_rope_knobs(call: RecordedCall) -> dict[str, Any]:
@@ -2391,11 +2446,18 @@ _REGISTRY: dict[str, Component] = {
                                  lambda call: {"skip_order": "hidden-first"},
                                  lambda call: {"skip_order": ["skip-first"]}, observed=_observed_hunyuan_dit_block),
     "AdaLayerNormShift": Component("adaLN shift (HunyuanDiT)", _eval_adaln_shift),
+    "AllegroTransformerBlock": Component("Allegro block glue (scale-shift table, gates, residuals)",
+                                         _eval_allegro_block, _block_order_knobs, _block_order_alternatives,
+                                         observed=_observed_sana_block),
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
                                      _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),
     "WanRotaryPosEmbed": Component("RoPE tables (Wan, 3-D)", _eval_wan_rope, _wan_rope_knobs, _wan_rope_alternatives,
                                    float32_inside=lambda call: True),  # tables computed, then stored .float()
+    "LTXVideoRotaryPosEmbed": Component(
+        "RoPE tables (LTX-Video)", _eval_ltx_rope, lambda call: {"theta": float(call.module.theta), "pairing": "interleaved"},
+        lambda call: {"theta": _other(float(call.module.theta), (10000.0, 256.0)), "pairing": ["half"]},
+        float32_inside=lambda call: True),
     "WanTimeTextImageEmbedding": Component("Wan condition embedder wiring", _eval_wan_condition,
                                            observed=_WAN_CONDITION_OBSERVED),
     "SanaTransformerBlock": Component("Sana block glue (scale-shift table, gates, residuals)", _eval_sana_block,

@@ -780,3 +780,28 @@ def _first_skip_block() -> str:
 ZOO_BUGS["hunyuan-dit-long-skip-reversed"] = PlantedBug(
     "hunyuan-dit", "a long skip joined in the other order ([skip, x] for [x, skip])", _hunyuan_dit_long_skip_reversed,
     _first_skip_block(), "inline", {"skip_order": "skip-first"})
+
+
+def _ltx_rope_tables_half_split(seed: int) -> Built:
+    """LTX-Video's RoPE tables laid out for half-split pairs (c0 c1 ... c0 c1 ...) where LTX repeats each angle
+    in place (c0 c0 c1 c1 ...): a table builder ported from a rotate_half model."""
+    model, kwargs = ZOO_MODELS["ltx-video"](seed)
+    rope = model.rope
+    original = type(rope).forward.__get__(rope)
+
+    def forward(hidden_states: torch.Tensor, num_frames: Any = None, height: Any = None, width: Any = None,
+                rope_interpolation_scale: Any = None, video_coords: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = rope.dim % 6
+
+        def half(table: torch.Tensor) -> torch.Tensor:
+            angles = table[..., pad:][..., 0::2]
+            return torch.cat([table[..., :pad], angles, angles], dim=-1)
+        cos, sin = original(hidden_states, num_frames, height, width, rope_interpolation_scale, video_coords)
+        return half(cos), half(sin)
+    rope.forward = forward
+    return model, kwargs
+
+
+ZOO_BUGS["ltx-rope-tables-half-split"] = PlantedBug(
+    "ltx-video", "RoPE tables built for the other pairing (half-split layout)", _ltx_rope_tables_half_split, "rope",
+    "mismatch", {"pairing": "half"})
