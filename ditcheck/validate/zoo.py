@@ -73,8 +73,10 @@ class ZooEntry:
 
     latent: "image" [B, C, H, W], "video" [B, C, F, H, W], "video-last" [B, F, H, W, C], "tokens" [B, L, C]
     (packed patches, Flux / LTX), "patches" [B, N, C, pt, ph, pw] or "list" (one [C, 1, H, W] per sample).
-    time_scale: timesteps are drawn in [0, time_scale) (1000 for DDPM-style indices; 1 where the model scales t
-    itself, as Flux multiplies t and guidance by 1000). mask: the dtype of the text mask the model takes
+    time_scale: timesteps are drawn in [0, time_scale), as the class's pipeline passes t (1000: DDPM indices or
+    FlowMatch timesteps sigma x 1000; 1: where the pipeline divides by 1000 and the model scales t itself, as Flux
+    multiplies t and guidance by 1000; read off the diffusers 0.42.1 pipelines). mask: the dtype of the text mask the
+    model takes
     ("float": 1 keep / 0 pad, "bool": True keeps), None when the forward has none. note: why the config is so.
     """
 
@@ -257,7 +259,8 @@ ENTRIES: dict[str, ZooEntry] = {
         "image", note="text given as [B, L, D] with per-sample lengths"),
     "PRXTransformer2DModel": ZooEntry(
         dict(in_channels=4, patch_size=2, context_in_dim=12, hidden_size=16, num_heads=2, depth=1, axes_dim=[4, 4]),
-        "image", mask="bool", note="text as context tokens with an attention mask"),
+        "image", time_scale=1.0, mask="bool",
+        note="text as context tokens with an attention mask; t in [0, 1] (its pipeline divides by 1000)"),
     "Flux3Transformer2DModel": ZooEntry(
         dict(in_channels=8, cond_in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=16,
              num_attention_heads=2, joint_attention_dim=12, timestep_channels=16, axes_dims_rope=(4, 4, 4, 4)),
