@@ -376,6 +376,14 @@ ENTRIES: dict[str, ZooEntry] = {
         "tokens", mask="float", size=4, per_token_time=True,
         note="one bidirectional window without KV cache: sigma x 1000 per token as the refiner pipeline passes it; "
              "video RoPE from the model's build_rotary_emb_for_absolute_positions (frames 0..F-1, 24 fps)"),
+    "MiniMaxH3Transformer3DModel": ZooEntry(
+        dict(num_attention_heads=2, attention_head_dim=12, hidden_size=24, num_layers=1, num_refiner_layers=1,
+             ffn_dim=32, in_channels=4, audio_in_channels=6, patch_size=(1, 2, 2), text_dim=12, freq_dim=16,
+             time_embed_hidden_dim=16, time_embed_dim=8, rope_freq_dim=2),
+        "tokens", time_scale=1.0, frames=1, channels=16,
+        note="one packed layout shared by the batch: text, then the video patches [B, N, C p p], then 4 audio "
+             "tokens; two distinct times (video, audio) in [0, 1] indexed per row; RoPE head split 6 x "
+             "rope_freq_dim = head_dim"),
 }
 
 #: classes whose diffusers code raises in float64 (measured): the float32 timestep sinusoid reaches a float64 Linear
@@ -431,7 +439,6 @@ OUT_OF_SCOPE: dict[str, str] = {
 #: 2-D/3-D DiT denoisers in scope whose inputs ditcheck does not build yet (``validate`` refuses them with the reason;
 #: the coverage table lists them): each needs conditioning a pipeline makes from another stage or sampler state
 PENDING: dict[str, str] = {
-    "MiniMaxH3Transformer3DModel": "joint audio-video sequence with token tags and index sets: inputs not built yet",
     "SanaWMTransformer3DModel": "world model: per-frame adaLN inputs in its own layout, a required text mask "
                                 "(`mask`), optional camera conditions and chunked causal attention: inputs not built "
                                 "yet (a tiny run with [B, F] timesteps raised reshaping them)",
@@ -617,6 +624,28 @@ def _framepack_history(entry: ZooEntry, config: Mapping[str, Any], generator: to
             "latents_history_4x": latents(16), "indices_latents_history_4x": four}
 
 
+#: the packed-sequence inputs of MiniMax-H3 (one layout shared by the batch)
+MINIMAX_SEQUENCE = ("timestep_indices", "token_tags", "position_ids", "video_indices", "audio_indices",
+                    "text_indices")
+
+
+def _minimax_sequence(text_tokens: int, rows: int, cols: int) -> dict[str, torch.Tensor]:
+    """MiniMax-H3's packed rows [text | video grid | audio]: modality tags (0 video, 1 text, 2 audio), each row's
+    index into the two distinct times (0: video and text, 1: audio), (t, h, w) positions (the video grid; text and
+    audio at the origin) and each modality's row positions."""
+    video = rows * cols
+    total = text_tokens + video + AUDIO_TOKENS
+    grid = torch.stack(torch.meshgrid(torch.zeros(1, dtype=torch.long), torch.arange(rows), torch.arange(cols),
+                                      indexing="ij"), -1).reshape(-1, 3)
+    return {"token_tags": torch.cat([torch.ones(text_tokens), torch.zeros(video),
+                                     torch.full((AUDIO_TOKENS,), 2)]).long(),
+            "timestep_indices": torch.cat([torch.zeros(text_tokens + video), torch.ones(AUDIO_TOKENS)]).long(),
+            "position_ids": torch.cat([torch.zeros(text_tokens, 3, dtype=torch.long), grid,
+                                       torch.zeros(AUDIO_TOKENS, 3, dtype=torch.long)]),
+            "text_indices": torch.arange(text_tokens), "video_indices": torch.arange(text_tokens, text_tokens + video),
+            "audio_indices": torch.arange(text_tokens + video, total)}
+
+
 def _ideogram_sequence(entry: ZooEntry, text_tokens: int, ph: int, pw: int) -> dict[str, torch.Tensor]:
     """Ideogram 4's packed sequence: text at the origin (indicator 3), then the image grid (indicator 2) at
     positions offset by the module's IMAGE_POSITION_OFFSET, every token in segment 0."""
@@ -718,6 +747,8 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = [torch.arange(entry.frames // pt), torch.arange(entry.size // ph), torch.arange(entry.size // pw)]
         elif parameter_name == "text_rope_pos":
             value = torch.arange(text_tokens)
+        elif parameter_name == "timestep" and name == "MiniMaxH3Transformer3DModel":
+            value = times  # not per sample: the packed sequence's two distinct times (video and text, audio)
         elif parameter_name == "timestep":
             value = times[:, None].expand(BATCH, entry.frames // pt) if entry.per_frame_time else \
                 times[:, None].expand(BATCH, values["hidden_states"].shape[1]) if entry.per_token_time else times
@@ -788,6 +819,8 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = [torch.randn(BATCH, text_tokens, int(config["text_encoder_dim"]), generator=generator,
                                  dtype=torch.float64)
                      for _ in range(int(config["num_layers"]) + int(config["num_single_layers"]))]
+        elif parameter_name in MINIMAX_SEQUENCE and name == "MiniMaxH3Transformer3DModel":
+            value = _minimax_sequence(text_tokens, entry.size // ph, entry.size // pw)[parameter_name]
         elif parameter_name in ("position_ids", "segment_ids", "indicator") and name == "Ideogram4Transformer2DModel":
             value = _ideogram_sequence(entry, text_tokens, ph, pw)[parameter_name]
         elif parameter_name == "shape_list":
