@@ -1895,6 +1895,27 @@ def _eval_ltx_rope(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) 
     return [cos, sin]
 
 
+def _eval_hunyuan_video_rope(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """HunyuanVideoRotaryPosEmbed: rope_frequencies over the (frame, row, column) patch grid, axis split rope_dim,
+    theta 256, interleaved pairs; (cos, sin) [L, Dh] (float32 tables)."""
+    module = call.module
+    _, _, frames, height, width = np.shape(call.arg("hidden_states"))
+    positions = C.rope_grid_positions((frames // module.patch_size_t, height // module.patch_size,
+                                       width // module.patch_size))
+    return list(C.rope_frequencies.generic(xp, _x(xp, positions), tuple(knobs["axes_dims"]), knobs["theta"],
+                                           knobs["pairing"]))
+
+
+def _hunyuan_video_rope_knobs(call: RecordedCall) -> dict[str, Any]:
+    return {"axes_dims": tuple(call.module.rope_dim), "theta": float(call.module.theta), "pairing": "interleaved"}
+
+
+def _hunyuan_video_rope_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    knobs = _hunyuan_video_rope_knobs(call)
+    splits = sorted({p for p in itertools.permutations(knobs["axes_dims"]) if p != knobs["axes_dims"]})
+    return {"axes_dims": splits, "theta": _other(knobs["theta"], (256.0, 10000.0)), "pairing": ["half"]}
+
+
 def _wan_rope_knobs(call: RecordedCall) -> dict[str, Any]:
     module = call.module
     return {"axes_dims": (module.t_dim, module.h_dim, module.w_dim), "theta": 10000.0, "pairing": "interleaved"}
@@ -2458,6 +2479,9 @@ _REGISTRY: dict[str, Component] = {
         "RoPE tables (LTX-Video)", _eval_ltx_rope, lambda call: {"theta": float(call.module.theta), "pairing": "interleaved"},
         lambda call: {"theta": _other(float(call.module.theta), (10000.0, 256.0)), "pairing": ["half"]},
         float32_inside=lambda call: True),
+    "HunyuanVideoRotaryPosEmbed": Component(
+        "RoPE tables (HunyuanVideo, 3-D)", _eval_hunyuan_video_rope, _hunyuan_video_rope_knobs,
+        _hunyuan_video_rope_alternatives, float32_inside=lambda call: True),
     "WanTimeTextImageEmbedding": Component("Wan condition embedder wiring", _eval_wan_condition,
                                            observed=_WAN_CONDITION_OBSERVED),
     "SanaTransformerBlock": Component("Sana block glue (scale-shift table, gates, residuals)", _eval_sana_block,
@@ -2523,7 +2547,9 @@ _REGISTRY: dict[str, Component] = {
         "timestep embedder (DiT)", _eval_dit_timestep_embedder, _dit_timestep_knobs,
         lambda call: {"flip_sin_to_cos": [not _dit_timestep_knobs(call)["flip_sin_to_cos"]],
                       "downscale_freq_shift": _other(_dit_timestep_knobs(call)["downscale_freq_shift"], (0.0, 1.0)),
-                      "time_scale": _other(_dit_timestep_knobs(call)["time_scale"], (1.0, 1000.0))}),
+                      "time_scale": _other(_dit_timestep_knobs(call)["time_scale"], (1.0, 1000.0))},
+        # the original DiT (and Z-Image's copy) builds its frequencies with dtype=torch.float32: a float32 island
+        float32_inside=lambda call: True),
     "timm.Mlp": Component("MLP", _eval_timm_mlp, lambda call: {"activation": _activation_name(call.module.act)},
                           lambda call: {"activation": _other(_activation_name(call.module.act), _GELU_NAMES)}),
 }
