@@ -384,19 +384,33 @@ def test_kernel_bugs_are_caught_on_other_seeds(name: str, seed: int) -> None:
     assert any(check.startswith(bug.fails) for check in failing(report)), str(report)
 
 
+def real_module_targets() -> dict[str, tuple]:
+    """diffusers' two processors and, when timm is installed, timm's Attention (fused and manual), in float32 and
+    float16: (target, validate.attention options)."""
+    real = real_attention()
+    targets = {f"diffusers_{processor}_{dtype}": (real.diffusers_processor(processor), {"layout": "blhd",
+                                                                                        "dtype": dtype})
+               for processor in ("AttnProcessor2_0", "AttnProcessor") for dtype in ("float32", "float16")}
+    if importlib.util.find_spec("timm") is not None:
+        targets.update({f"timm_{'fused' if fused else 'manual'}_{dtype}": (
+            real.timm_attention(fused), {"layout": "blhd", "dtype": dtype, "self_attention": True})
+            for fused in (True, False) for dtype in ("float32", "float16")})
+    return targets
+
+
 @pytest.mark.audit
 def test_kernel_bug_sweep_and_false_alarms_over_20_seeds() -> None:
-    """Every issue-14 bug caught on 20 of 20 seeds; 0 failing checks on the clean kernels (the README's figures).
-    3 examples per family: the structural, long and tile-boundary inputs this issue added (the short draws are
-    those of the older sweeps)."""
+    """Every issue-14 bug caught on 20 of 20 seeds; 0 failing checks on the clean kernels and the real modules
+    (the README's figures; timm's modules when timm is installed). 3 examples per family: the structural, long
+    and tile-boundary inputs this issue added (the short draws are those of the older sweeps)."""
     missed = [(name, seed) for name in ISSUE_14_BUGS for seed in range(20)
               if not any(c.startswith(pb.BUGS[name].fails)
                          for c in failing(attention(pb.BUGS[name].target, seed=seed, examples=KERNEL_EXAMPLES,
                                                     **pb.BUGS[name].options)))]
-    alarms = [(name, seed, failing(report)) for name in sorted(set(pb.CLEAN_KERNELS) - {FLASH_BF16})
-              for seed in range(20)
-              for report in [attention(pb.CLEAN_KERNELS[name][0], seed=seed, examples=KERNEL_EXAMPLES,
-                                       **pb.CLEAN_KERNELS[name][1])]
+    clean = {**{name: pb.CLEAN_KERNELS[name] for name in set(pb.CLEAN_KERNELS) - {FLASH_BF16}},
+             **real_module_targets()}
+    alarms = [(name, seed, failing(report)) for name in sorted(clean) for seed in range(20)
+              for report in [attention(clean[name][0], seed=seed, examples=KERNEL_EXAMPLES, **clean[name][1])]
               if not report.ok]
     assert missed == [] and alarms == []
 
