@@ -1688,6 +1688,63 @@ def _eval_adaln_shift(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any
     return [_x(xp, children["norm"].kept_outputs[0]) + _x(xp, children["linear"].kept_outputs[0])[:, None, :]]
 
 
+def _mochi_gate(xp: Precision, value: Any, knobs: Mapping[str, Any]) -> Any:
+    return value[:, None, :] if knobs["gate_activation"] == "identity" else xp.tanh(value[:, None, :])
+
+
+def _eval_mochi_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """MochiTransformerBlock glue, per stream: norm2's scale tanh(gate_msa), h1 = x + norm2(attn) (norm3's input),
+    norm3's scale 1 + scale_mlp, norm4's scale tanh(gate_mlp), out = h1 + norm4(ff). Knob gate_activation."""
+    module = call.module
+    text = not module.context_pre_only
+    names = ["norm1", "norm2", "norm3", "norm4"] + (["norm1_context", "norm2_context", "norm3_context",
+                                                     "norm4_context"] if text else [])
+    out = _children_out(call, _needed_children(call, names), xp)
+    expected: list[Any] = []
+
+    def stream(x: Any, suffix: str) -> Any:
+        gate_msa, scale_mlp, gate_mlp = (out(f"norm1{suffix}", i) for i in (1, 2, 3))
+        after_attention = x + out(f"norm2{suffix}")
+        expected.extend([_mochi_gate(xp, gate_msa, knobs), after_attention, 1 + scale_mlp[:, None, :],
+                         _mochi_gate(xp, gate_mlp, knobs)])
+        return after_attention + out(f"norm4{suffix}")
+    image = stream(_x(xp, call.arg("hidden_states")), "")
+    context = stream(_x(xp, call.arg("encoder_hidden_states")), "_context") if text else \
+        _x(xp, call.arg("encoder_hidden_states"))
+    return expected + [image, context]
+
+
+def _observed_mochi_block(call: RecordedCall) -> list[np.ndarray]:
+    text = not call.module.context_pre_only
+    suffixes = ["", "_context"] if text else [""]
+    children = _needed_children(call, [f"norm{i}{s}" for s in suffixes for i in (2, 3, 4)])
+    observed = []
+    for suffix in suffixes:
+        observed += [children[f"norm2{suffix}"].kept_inputs["scale"],
+                     children[f"norm3{suffix}"].kept_inputs["hidden_states"],
+                     children[f"norm3{suffix}"].kept_inputs["scale"], children[f"norm4{suffix}"].kept_inputs["scale"]]
+    return observed + list(call.outputs)
+
+
+def _eval_mochi_modulated_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """MochiModulatedRMSNorm: norm(x) * scale (float32 inside), the scale given by the caller."""
+    normed = _x(xp, _needed_children(call, ["norm"])["norm"].kept_outputs[0])
+    scale = call.arg("scale")
+    return [normed if scale is None else normed * _x(xp, scale)]
+
+
+def _eval_mochi_norm_zero(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """MochiRMSNormZero: (norm(x)(1 + scale_msa), gate_msa, scale_mlp, gate_mlp), float32 inside."""
+    chunks, normed = _adaln_parts(call, xp, knobs, lambda: _x(xp, call.arg("emb")), "rms")
+    return [normed * (1 + chunks["scale_msa"][:, None]), chunks["gate_msa"], chunks["scale_mlp"], chunks["gate_mlp"]]
+
+
+def _eval_mochi_norm_continuous(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """MochiLayerNormContinuous: its modulated norm fed scale 1 + linear_1(silu(cond))."""
+    linear_1 = _x(xp, _needed_children(call, ["linear_1"])["linear_1"].kept_outputs[0])
+    return [1 + linear_1[:, None, :]]
+
+
 def _sana_block_names(call: RecordedCall) -> list[str]:
     return ["norm1", "attn1"] + (["attn2"] if call.module.attn2 is not None else []) + ["norm2", "ff"]
 
@@ -2470,6 +2527,20 @@ _REGISTRY: dict[str, Component] = {
     "AllegroTransformerBlock": Component("Allegro block glue (scale-shift table, gates, residuals)",
                                          _eval_allegro_block, _block_order_knobs, _block_order_alternatives,
                                          observed=_observed_sana_block),
+    "MochiTransformerBlock": Component(
+        "block glue (Mochi: modulated sandwich norms, tanh gates)", _eval_mochi_block,
+        lambda call: {"gate_activation": "tanh"}, lambda call: {"gate_activation": ["identity"]},
+        observed=_observed_mochi_block, float32_inside=lambda call: True),  # 1 + scale_mlp.to(torch.float32)
+    "MochiModulatedRMSNorm": Component("modulated RMS norm (Mochi)", _eval_mochi_modulated_norm,
+                                       float32_inside=lambda call: True),
+    "MochiRMSNormZero": Component(
+        "RMS adaLN-Zero (Mochi)", _eval_mochi_norm_zero, lambda call: {"order": _LUMINA_NORM_ORDER, "eps": 1e-5},
+        lambda call: {"order": [tuple(p) for p in itertools.permutations(_LUMINA_NORM_ORDER)
+                                if tuple(p) != _LUMINA_NORM_ORDER]}, float32_inside=lambda call: True),
+    "MochiLayerNormContinuous": Component(
+        "continuous norm (Mochi)", _eval_mochi_norm_continuous,
+        observed=lambda call: [_needed_children(call, ["norm"])["norm"].kept_inputs["scale"]],
+        float32_inside=lambda call: True),  # 1 + scale.to(torch.float32)
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
                                      _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),
