@@ -29,12 +29,9 @@ logging.getLogger("diffusers").setLevel(logging.ERROR)
 HEAVY = {"HunyuanVideo15Transformer3DModel": "a fixed 2048-wide glyph-text projection (4.2M parameters)"}
 
 
-#: (class, dtype) runs the component engine does not model yet, with what it reports (measured)
-KNOWN_ENGINE_GAPS = {
-    ("ZImageTransformer2DModel", "float64"): "Z-Image's own TimestepEmbedder computes its sinusoid in float32: "
-                                             "reported inline, explained by compute_format='float32'",
-    ("BriaFibo2Transformer2DModel", "float64"): "the same TimestepEmbedder (float32 sinusoid) as Z-Image",
-}
+#: (class, dtype) runs the component engine does not model yet, with what it reports (measured); empty since the
+#: engine treats the structure-recognised TimestepEmbedder (Z-Image, Bria-Fibo2) as a float32 island
+KNOWN_ENGINE_GAPS: dict[tuple[str, str], str] = {}
 
 
 def _params() -> list[Any]:
