@@ -805,3 +805,27 @@ def _ltx_rope_tables_half_split(seed: int) -> Built:
 ZOO_BUGS["ltx-rope-tables-half-split"] = PlantedBug(
     "ltx-video", "RoPE tables built for the other pairing (half-split layout)", _ltx_rope_tables_half_split, "rope",
     "mismatch", {"pairing": "half"})
+
+
+def _mochi_gates_without_tanh(seed: int) -> Built:
+    """A Mochi port scaling both branches by the raw gates (DiT-style) where Mochi feeds tanh(gate) to its modulated
+    norms (the tiny model's block is the last one: text pre-only)."""
+    model, kwargs = ZOO_MODELS["mochi"](seed)
+    block = model.transformer_blocks[0]
+    assert block.context_pre_only
+
+    def forward(self: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, temb: torch.Tensor,
+                encoder_attention_mask: torch.Tensor, image_rotary_emb: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        norm, gate_msa, scale_mlp, gate_mlp = self.norm1(hidden_states, temb)
+        attn, _ = self.attn1(hidden_states=norm, encoder_hidden_states=self.norm1_context(encoder_hidden_states, temb),
+                             image_rotary_emb=image_rotary_emb, attention_mask=encoder_attention_mask)
+        hidden_states = hidden_states + self.norm2(attn, gate_msa.unsqueeze(1))
+        ff = self.ff(self.norm3(hidden_states, (1 + scale_mlp.unsqueeze(1).to(torch.float32))))
+        return hidden_states + self.norm4(ff, gate_mlp.unsqueeze(1)), encoder_hidden_states
+    patch(block, forward)
+    return model, kwargs
+
+
+ZOO_BUGS["mochi-gates-without-tanh"] = PlantedBug(
+    "mochi", "a gate convention taken from another architecture (a raw gate where Mochi applies tanh)",
+    _mochi_gates_without_tanh, "transformer_blocks.0", "inline", {"gate_activation": "identity"})
