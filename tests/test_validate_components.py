@@ -595,7 +595,7 @@ def run_zoo(built: Built, dtype: torch.dtype) -> ComponentReport:
 def test_zoo_clean_model_conforms_over_five_seeds(name: str, dtype: torch.dtype) -> None:
     """0 false alarms over 5 seeds, nothing unsupported, every attention call checked. Module calls recognised /
     all calls (float32, seed 0): wan 39/39, sana 39/39, cogvideox 37/37, sd35 84/84, flux-guidance 70/70, pixart 52/52,
-    hunyuan-video 92/99 (token refiner, patch and condition embedders not yet), ltx-video 38/39,
+    hunyuan-video 95/99 (token refiner wrapper, condition embedder, model glue not yet), ltx-video 38/39,
     hunyuan-dit 124/127 (its embedders not yet), lumina2 69/73, aura-flow 59/62,
     allegro 34/35, mochi 49/53 (its RoPE tables and embedders not yet)."""
     for seed in range(5):

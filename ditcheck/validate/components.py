@@ -1745,6 +1745,27 @@ def _eval_mochi_norm_continuous(call: RecordedCall, xp: Precision, knobs: Mappin
     return [1 + linear_1[:, None, :]]
 
 
+def _eval_hunyuan_video_patch_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """HunyuanVideoPatchEmbed: proj's [B, D, F, H, W] grid flattened to tokens [B, F H W, D] (frame, row, column)."""
+    grid = _x(xp, _needed_children(call, ["proj"])["proj"].kept_outputs[0])
+    return [np.swapaxes(np.reshape(grid, np.shape(grid)[:2] + (-1,)), 1, 2)]
+
+
+def _eval_hunyuan_video_ada_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """HunyuanVideoAdaNorm: (gate_msa, gate_mlp)[:, None], the two chunks of linear(silu(temb)) in ``order``."""
+    projected = _x(xp, _needed_children(call, ["linear"])["linear"].kept_outputs[0])
+    width = np.shape(projected)[-1] // 2
+    chunks = {name: projected[:, None, i * width:(i + 1) * width] for i, name in enumerate(knobs["order"])}
+    return [chunks["gate_msa"], chunks["gate_mlp"]]
+
+
+def _eval_hunyuan_video_refiner_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """HunyuanVideoIndividualTokenRefinerBlock glue: h1 = x + gate_msa attn (norm2's input); out = h1 + gate_mlp ff."""
+    out = _children_out(call, _needed_children(call, ["attn", "norm_out", "norm2", "ff"]), xp)
+    after_attention = _x(xp, call.arg("hidden_states")) + out("attn") * out("norm_out", 0)
+    return [after_attention, after_attention + out("ff") * out("norm_out", 1)]
+
+
 def _sana_block_names(call: RecordedCall) -> list[str]:
     return ["norm1", "attn1"] + (["attn2"] if call.module.attn2 is not None else []) + ["norm2", "ff"]
 
@@ -2541,6 +2562,13 @@ _REGISTRY: dict[str, Component] = {
         "continuous norm (Mochi)", _eval_mochi_norm_continuous,
         observed=lambda call: [_needed_children(call, ["norm"])["norm"].kept_inputs["scale"]],
         float32_inside=lambda call: True),  # 1 + scale.to(torch.float32)
+    "HunyuanVideoPatchEmbed": Component("patch embedding (HunyuanVideo)", _eval_hunyuan_video_patch_embed),
+    "HunyuanVideoAdaNorm": Component("gates (HunyuanVideo refiner)", _eval_hunyuan_video_ada_norm,
+                                     lambda call: {"order": ("gate_msa", "gate_mlp")},
+                                     lambda call: {"order": [("gate_mlp", "gate_msa")]}),
+    "HunyuanVideoIndividualTokenRefinerBlock": Component(
+        "token refiner block glue (HunyuanVideo)", _eval_hunyuan_video_refiner_block,
+        observed=lambda call: [_first_array(_needed_children(call, ["norm2"])["norm2"].kept_inputs), call.outputs[0]]),
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
                                      _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),
