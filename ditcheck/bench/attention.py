@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -378,8 +379,13 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--clock thread measures the main thread only: use it with --threads 1")
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
     peak = matmul_peak(clock=clock)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     print(f"ditcheck bench attention: D={args.dim}, H={args.heads}, R={args.radius}, eps={args.eps}, float32, "
-          f"{torch.get_num_threads()} threads, {args.clock} clock", flush=True)
+          f"{torch.get_num_threads()} threads, {args.clock} clock, load average {load:.1f} on {os.cpu_count()} cores",
+          flush=True)
+    if load > (os.cpu_count() or 1) and args.clock == "wall":
+        print("  the machine is loaded: wall times include other processes (and OpenMP threads spinning for preempted "
+              "partners); --threads 1 --clock thread measures this process's CPU time", flush=True)
     rows = bench_attention(lengths, dim=args.dim, heads=args.heads, radius=args.radius, eps=args.eps,
                            repeats=args.repeats, num_features=args.num_features, backends=backends, seed=args.seed,
                            chunk_size=args.chunk_size, verbose=True, clock=clock)
