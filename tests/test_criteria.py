@@ -239,3 +239,174 @@ def test_cli_help_lists_criteria(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "criteria" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------
+# Every diffusers transformer class: one row per scaled_dot_product_attention call
+
+
+class _SDPACapture(torch.overrides.TorchFunctionMode):
+    """The test's own record of every SDPA call (query, key, value, mask, causal, scale), independent of the analyser."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict[str, Any]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+            call = {**dict(zip(names, args)), **kwargs}
+            self.calls.append({k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in call.items()})
+        return func(*args, **kwargs)
+
+
+def check_call_rows_recomputed(rows: Any, captured: list[dict[str, Any]]) -> None:
+    """Each row equals a direct float64 recomputation from the q, k, v, mask and scale its SDPA call received.
+
+    R over the pairs that enter the softmax (a bool mask's True, an additive mask above -1e4), per head; B =
+    sqrt(d scale) max(|q|, |k|); thresholds sqrt(ln Lk), ln Lk; degree plumbing_degree(R); rank C(d + g, g); exact
+    FLOPs H Lq Lk (2 d + 2 dv + 10). Tolerance on R: the two float64 evaluations of each logit (different summation
+    orders) differ by at most 2 gamma_d scale sum_t |q_t k_t| <= 2 gamma_d scale d max|q| max|k| (gamma from the
+    reference's rounding model); the maxima of |q|, |k| are exact copies.
+    """
+    from reference.rounding import gamma
+
+    assert len(rows) == len(captured)
+    for row, call in zip(rows, captured):
+        q, k = call["query"].double(), call["key"].double()
+        if k.shape[-3] != q.shape[-3]:
+            k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+        d, heads, lq, lk = q.shape[-1], q.shape[-3], q.shape[-2], k.shape[-2]
+        scale = call.get("scale") or 1 / math.sqrt(d)
+        logits = scale * torch.einsum("...qd,...kd->...qk", q, k)
+        mask = call.get("attn_mask")
+        if mask is not None:
+            keep = mask if mask.dtype == torch.bool else mask > -1e4
+            logits = logits.masked_fill(~keep.broadcast_to(logits.shape), 0.0)
+        radius = logits.abs().transpose(0, -3).reshape(heads, -1).amax(dim=1)
+        max_q, max_k = float(q.abs().max()), float(k.abs().max())
+        tolerance = 2 * float(gamma(d)) * scale * d * max_q * max_k
+        assert (row.heads, row.head_dim, row.query_length, row.key_length) == (heads, d, lq, lk)
+        assert row.scale == scale and row.max_query == max_q and row.max_key == max_k
+        assert np.allclose(row.radius_per_head, radius.numpy(), rtol=0, atol=tolerance)
+        entry_bound = math.sqrt(d * scale) * max(max_q, max_k)
+        assert row.entry_bound == pytest.approx(entry_bound, rel=1e-14), "B: the scale folded in as sqrt(d scale)"
+        assert row.threshold == pytest.approx(math.sqrt(math.log(lk)), rel=1e-14)
+        assert row.below_threshold == (entry_bound < row.threshold) and row.logit_below == (row.radius < math.log(lk))
+        try:
+            degree: int | None = plumbing_degree(row.radius, row.eps)
+        except InvalidArgumentError:
+            degree = None
+        assert row.degree == degree
+        assert row.rank == (None if degree is None else math.comb(d + degree, degree))
+        dv = call["value"].shape[-1]
+        assert row.flops_exact == heads * lq * lk * (2 * d + 2 * dv + 10)
+
+
+ZOO_CLASSES = ["FluxTransformer2DModel", "WanTransformer3DModel", "PixArtTransformer2DModel"]
+
+
+def _zoo_case(name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    zoo = pytest.importorskip("ditcheck.validate.zoo")
+    pytest.importorskip("diffusers")
+    model = zoo.build_model(name, torch.float32, seed=0)
+    _, kwargs = zoo.build_inputs(model, seed=0)
+    return model, kwargs
+
+
+@pytest.mark.parametrize("name", ZOO_CLASSES)
+def test_every_attention_call_of_a_diffusers_class_is_measured(name: str) -> None:
+    """Flux (joint + single-stream, RoPE, QK-norm), Wan (self + cross), PixArt (cross-attention with a padding mask):
+    one row per SDPA call, each recomputed from what that call received."""
+    model, kwargs = _zoo_case(name)
+    with _SDPACapture() as capture:
+        analysis = criteria.analyse_calls(model, degree_fn=plumbing_degree, **kwargs)
+    check_call_rows_recomputed(analysis.rows, capture.calls)
+    assert all(row.layout == "sdpa" and "attn" in row.name for row in analysis.rows) and not analysis.unmeasured
+    if name == "PixArtTransformer2DModel":  # the cross-attention calls get the text padding mask
+        assert [row.mask for row in analysis.rows] == ["none", "additive"] * 2
+
+
+def _fold_scale_not_its_root(analyse_calls):
+    """B = sqrt(d) scale max|q, k|: the scale folded into q and k whole instead of as sqrt(scale) on each side."""
+    def planted(*args, **kwargs):
+        result = analyse_calls(*args, **kwargs)
+        rows = tuple(dataclasses.replace(c, entry_bound=math.sqrt(c.head_dim) * c.scale * max(c.max_query, c.max_key))
+                     for c in result.rows)
+        return dataclasses.replace(result, rows=rows)
+    return planted
+
+
+def test_planted_wrong_scale_folding_is_caught() -> None:
+    model, kwargs = _zoo_case("FluxTransformer2DModel")
+    with _SDPACapture() as capture:
+        analysis = _fold_scale_not_its_root(criteria.analyse_calls)(model, degree_fn=plumbing_degree, **kwargs)
+    with pytest.raises(AssertionError, match="sqrt\\(d scale\\)"):
+        check_call_rows_recomputed(analysis.rows, capture.calls)
+
+
+class ScaledSDPA(torch.nn.Module):
+    """An attention whose SDPA call passes a scale of its own (0.3, not 1/sqrt(4)), with a boolean mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_qkv, self.to_out = torch.nn.Linear(8, 24), torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.to_qkv(x).reshape(*x.shape[:2], 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
+        return self.to_out(out.transpose(1, 2).reshape(x.shape))
+
+
+def test_sdpa_scale_argument_and_mask_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scale SDPA gets is the one folded in; a planted reader that ignores it (SDPA's default) is caught."""
+    torch.manual_seed(2)
+    layer = ScaledSDPA().double()
+    x, mask = torch.randn(2, 5, 8, dtype=torch.float64), torch.rand(2, 1, 5, 5) > 0.3
+    with _SDPACapture() as capture:
+        [row] = criteria.analyse_calls(layer, x, mask, degree_fn=plumbing_degree).rows
+    check_call_rows_recomputed([row], capture.calls)
+    assert row.scale == 0.3 and row.mask == "bool" and row.name == "ScaledSDPA"
+    tokens = capture.calls[0]["value"].transpose(1, 2).reshape(2, 5, 8)
+    assert row.max_value_output == pytest.approx(float((tokens @ layer.to_out.weight.detach().T).abs().max()), rel=1e-12)
+    monkeypatch.setattr(criteria, "sdpa_scale", lambda scale, d: (1 / math.sqrt(d), "planted: scale ignored"))
+    with _SDPACapture() as capture:
+        rows = criteria.analyse_calls(layer, x, mask, degree_fn=plumbing_degree).rows
+    with pytest.raises(AssertionError):
+        check_call_rows_recomputed(rows, capture.calls)
+
+
+def test_cli_measures_a_diffusers_class_by_name_and_a_factory(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("diffusers")
+    out = tmp_path / "flux.json"
+    assert main(["criteria", "--model", "diffusers:FluxTransformer2DModel", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [row["name"] for row in report["layers"]] == ["transformer_blocks.0.attn", "single_transformer_blocks.0.attn"]
+    assert all(row["layout"] == "sdpa" and row["max_value_output"] is None for row in report["layers"])
+    assert "of 2 attention calls have B below sqrt(ln L); 2 have R below ln L" in capsys.readouterr().out
+    path = tmp_path / "user_flux.py"
+    path.write_text("from diffusers import FluxTransformer2DModel\nfrom ditcheck.validate.zoo import TINY_CONFIGS\n\n"
+                    "def make():\n    return FluxTransformer2DModel(**TINY_CONFIGS['FluxTransformer2DModel'])\n")
+    assert main(["criteria", "--model", f"{path}:make", "--weights", "random", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["layers"] == report["layers"]  # the same draw as diffusers:CLASS, seed 0
+
+
+def test_weights_model_keeps_diffusers_initialisation() -> None:
+    pytest.importorskip("diffusers")
+    random, own = (criteria_command.zoo_model("WanTransformer3DModel", weights=w) for w in ("random", "model"))
+    gate = "blocks.0.scale_shift_table"
+    assert not torch.equal(random.state_dict()[gate], own.state_dict()[gate])
+
+
+def test_bad_zoo_specs_are_typed_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("diffusers")
+    for spec in ("diffusers:NoSuchTransformer", "diffusers:SanaWMTransformer3DModel"):  # unknown; pending inputs
+        assert main(["criteria", "--model", spec]) == 2
+        assert "argument 'model'" in capsys.readouterr().err
+    assert main(["criteria", "--weights", "model"]) == 2
+    assert "argument 'weights'" in capsys.readouterr().err
+    with pytest.raises(InvalidArgumentError) as info:
+        criteria.analyse_calls(torch.nn.Linear(2, 2), torch.zeros(2))
+    assert info.value.argument == "model"

@@ -28,7 +28,10 @@ What is measured here, per attention layer, while the model runs on a batch (for
 
 Attention layers are found by layout: modules with a ``qkv`` Linear and a ``proj`` Linear
 (facebookresearch/DiT, timm, ditcheck.models.dit) or with ``to_q``/``to_k``/``to_v`` Linears and
-``to_out[0]`` (diffusers Attention). Without --model the command runs ditcheck.models.dit.DiT with
+``to_out[0]`` (diffusers Attention). :func:`analyse_calls` needs no layout: it captures every
+``scaled_dot_product_attention`` call (q, k and scale as they enter the softmax, after any joint concatenation,
+RoPE or QK-norm) and gives one row per call; ``ditcheck criteria`` uses it for every diffusers transformer class
+``ditcheck validate dit`` builds. Without --model the command runs ditcheck.models.dit.DiT with
 random weights (reference.dit.random_dit_params; nothing is downloaded). The certified degree
 costs from 0.1 s to tens of seconds per layer (more for larger R); when no degree up to the
 certified maximum reaches eps, the table shows "-" and says why.
@@ -36,6 +39,7 @@ certified maximum reaches eps, the table shows "-" and says why.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from ditcheck import bounds
 from ditcheck.fast_attention.attention import EXP_FLOPS, predicted_cost
@@ -56,6 +61,10 @@ __all__ = [
     "DegreeFunction",
     "certified_degree",
     "analyse",
+    "PADDING_BIAS",
+    "sdpa_scale",
+    "CallAnalysis",
+    "analyse_calls",
     "flops",
     "criteria_table",
     "print_criteria",
@@ -105,6 +114,9 @@ class LayerCriteria:
     entry_bound_folded: float = math.nan
     logit_threshold: float | None = None
     logit_below: bool | None = None
+    #: per call (analyse_calls): the mask SDPA got ("none", "bool", "additive", "+causal") and the calling class
+    mask: str = ""
+    module: str = ""
 
 
 @dataclass
@@ -154,13 +166,17 @@ def attention_scale(layer: AttentionLayer, head_dim: int) -> tuple[float, str]:
     return float(scale), "module.scale"
 
 
-def flops(query_length: int, key_length: int, head_dim: int, heads: int, rank: int | None
-          ) -> tuple[float, float | None]:
-    """(exact, polynomial) FLOPs of one layer for one sample: ``attention.predicted_cost`` times heads (poly None without a rank)."""
-    exact = float(predicted_cost("exact", query_length, key_length, head_dim, head_dim))
+def flops(query_length: int, key_length: int, head_dim: int, heads: int, rank: int | None,
+          value_dim: int | None = None) -> tuple[float, float | None]:
+    """(exact, polynomial) FLOPs of one layer for one sample: ``attention.predicted_cost`` times heads (poly None without a rank).
+
+    ``value_dim`` defaults to ``head_dim``.
+    """
+    value_dim = head_dim if value_dim is None else value_dim
+    exact = float(predicted_cost("exact", query_length, key_length, head_dim, value_dim))
     if rank is None:
         return heads * exact, None
-    return heads * exact, heads * float(predicted_cost("poly", query_length, key_length, head_dim, head_dim, rank))
+    return heads * exact, heads * float(predicted_cost("poly", query_length, key_length, head_dim, value_dim, rank))
 
 
 class _Recorder:
@@ -287,6 +303,244 @@ def analyse(model: nn.Module, *args: Any, eps: float = 1e-4, kind: str = "chebys
 
 
 # ----------------------------------------------------------------------------------------
+# Every softmax-attention call, captured where q and k enter the attention core
+
+
+#: An additive mask entry at or below this is padding, not part of the logit: diffusers' pipelines pad with
+#: (1 - mask) x -10000, and exp(-1e4) is 0 in every float format (float64 underflows below e^-745), so such a pair
+#: takes no part in the softmax while its logit stays below 1e4 - 745 in magnitude.
+PADDING_BIAS = -1e4
+
+_SDPA_PARAMETERS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def sdpa_scale(scale: float | None, head_dim: int) -> tuple[float, str]:
+    """(the logit scale of one scaled_dot_product_attention call, where it comes from): its ``scale`` argument, else
+    SDPA's default 1/sqrt(d) with d the query's head dim."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim), "SDPA default 1/sqrt(d) (no scale passed)"
+    return float(scale), "SDPA scale argument"
+
+
+def _heads_layout(x: Tensor) -> Tensor:
+    """SDPA's (N, ..., L, E) as [N', H, L, E] float64: the dims before the last three flattened, H = 1 for 3-D."""
+    x = x.detach().double()
+    return x.unsqueeze(-3).reshape(-1, 1, *x.shape[-2:]) if x.ndim == 3 else x.reshape(-1, *x.shape[-3:])
+
+
+def _kept_pairs(call: dict[str, Any], shape: tuple[int, ...]) -> Tensor | None:
+    """bool ``shape`` = [N', H, Lq, Lk] of the (query, key) pairs whose logit enters the softmax (None: every pair).
+
+    SDPA broadcasts the mask against (N, ..., Lq, Lk), the query's leading dims: broadcast there, then flattened
+    as :func:`_heads_layout` flattens the query.
+    """
+    query, mask = call["query"], call.get("attn_mask")
+    full = (*query.shape[:-2], shape[-2], shape[-1])
+    keep = None
+    if mask is not None:
+        mask = mask.detach()
+        keep = (mask if mask.dtype == torch.bool else mask > PADDING_BIAS).broadcast_to(full).reshape(shape)
+    if call.get("is_causal"):  # SDPA's is_causal: query i sees keys j <= i (top-left aligned)
+        lower = torch.ones(shape[-2:], dtype=torch.bool, device=query.device).tril()
+        keep = lower.broadcast_to(shape) if keep is None else keep & lower
+    return keep
+
+
+def _mask_kind(mask: Tensor | None, causal: bool) -> str:
+    kinds = [] if mask is None else ["bool" if mask.dtype == torch.bool else "additive"]
+    return "+".join(kinds + (["causal"] if causal else [])) or "none"
+
+
+def _output_projection(module: nn.Module | None, width: int) -> nn.Linear | None:
+    """The module's single output projection taking ``width`` = heads x value dim, else None.
+
+    None for joint attention (a ``to_add_out`` too: which tokens each projection takes is the processor's split)
+    and for attention whose output is projected outside it (Flux single-stream: pre_only).
+    """
+    if module is None or hasattr(module, "to_add_out") and getattr(module, "to_add_out") is not None:
+        return None
+    for name in ("to_out", "proj", "out_proj"):
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, (nn.ModuleList, nn.Sequential)) and len(candidate):
+            candidate = candidate[0]
+        if isinstance(candidate, nn.Linear) and candidate.in_features == width:
+            return candidate
+    return None
+
+
+@dataclass
+class _CallStats:
+    """What one SDPA call contributes to its row; computed at the call (the tensors are not kept)."""
+
+    name: str
+    module: str
+    heads: int
+    head_dim: int
+    value_dim: int
+    query_length: int
+    key_length: int
+    scale: float
+    scale_source: str
+    radius_per_head: tuple[float, ...]
+    max_query: float
+    max_key: float
+    max_value_output: float
+    mask: str
+
+
+def _call_stats(name: str, module: nn.Module | None, call: dict[str, Any]) -> _CallStats:
+    q, k, v = (_heads_layout(call[part]) for part in ("query", "key", "value"))
+    heads, head_dim = q.shape[1], q.shape[-1]
+    if k.shape[1] != heads:  # grouped-query attention (enable_gqa): query head h reads key/value head h // group
+        k, v = (x.repeat_interleave(heads // x.shape[1], dim=1) for x in (k, v))
+    scale, source = sdpa_scale(call.get("scale"), head_dim)
+    shape = (q.shape[0], heads, q.shape[2], k.shape[2])
+    keep = _kept_pairs(call, shape)
+    radius = []
+    for h in range(heads):
+        logits = (scale * q[:, h] @ k[:, h].transpose(-1, -2)).abs()
+        if keep is not None:
+            logits = logits.masked_fill(~keep[:, h], 0.0)
+        radius.append(float(logits.amax()) if logits.numel() else 0.0)
+    projection = _output_projection(module, heads * v.shape[-1])
+    value_output = math.nan
+    if projection is not None:
+        tokens = v.transpose(1, 2).reshape(v.shape[0], v.shape[2], heads * v.shape[-1])
+        value_output = float((tokens @ projection.weight.detach().double().T).abs().max())
+    return _CallStats(name, "" if module is None else type(module).__name__, heads, head_dim, v.shape[-1],
+                      shape[2], shape[3], scale, source, tuple(radius), float(q.abs().max()), float(k.abs().max()),
+                      value_output, _mask_kind(call.get("attn_mask"), bool(call.get("is_causal"))))
+
+
+class _AttentionCallRecorder(TorchFunctionMode):
+    """Sees every torch.nn.functional.scaled_dot_product_attention call and the module stack it is made from."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.stack: list[tuple[str, nn.Module]] = []
+        self.calls: list[_CallStats] = []
+        self.ran: dict[str, nn.Module] = {}
+        self.measured: set[str] = set()
+        self.handles: list[Any] = []
+        for name, module in model.named_modules():
+            self.handles.append(module.register_forward_pre_hook(self._enter(name)))
+            self.handles.append(module.register_forward_hook(self._leave, always_call=True))
+
+    def _enter(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, _args: Any) -> None:
+            self.stack.append((name, module))
+            self.ran.setdefault(name, module)
+        return hook
+
+    def _leave(self, _module: nn.Module, _args: Any, _output: Any) -> None:
+        if self.stack:
+            self.stack.pop()
+
+    def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            call = dict(zip(_SDPA_PARAMETERS, args))
+            call.update(kwargs)
+            name, module = self.stack[-1] if self.stack else ("", None)
+            self.measured.update(n for n, _ in self.stack)
+            self.calls.append(_call_stats(name, module, call))
+        return func(*args, **kwargs)
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@dataclass(frozen=True)
+class CallAnalysis:
+    """:func:`analyse_calls`' answer: one row per attention call, and the attention modules it could not measure."""
+
+    rows: tuple[LayerCriteria, ...]
+    #: "name (Class)" of modules whose class name says attention that ran without calling SDPA (linear attention,
+    #: flex attention, a hand-written softmax): not measured
+    unmeasured: tuple[str, ...]
+
+
+def _is_attention_module(module: nn.Module) -> bool:
+    return "Attention" in type(module).__name__ or "Attn" in type(module).__name__
+
+
+def _criteria(stats: _CallStats, eps: float, degree_fn: DegreeFunction) -> LayerCriteria:
+    """The LD6 row of one call (the definitions of _Recorder.result, with the value dim of the call)."""
+    radius = max(stats.radius_per_head)
+    threshold = float(bounds.ld6_threshold(stats.key_length)) if stats.key_length >= 2 else None
+    logit_threshold = None if threshold is None else threshold * threshold
+    folded = math.sqrt(stats.scale) * max(stats.max_query, stats.max_key)  # logits = Q' K'^T
+    entry_bound = math.sqrt(stats.head_dim) * folded  # Alman-Song: logits = Q K^T / d
+    degree, rank, note = None, None, ""
+    try:
+        degree = int(degree_fn(radius, eps))
+    except InvalidArgumentError as error:  # no certified degree for this (R, eps): report it, do not guess
+        note = str(error)
+    if degree is not None:
+        rank = int(bounds.feature_rank(stats.head_dim, degree))
+    exact, poly = flops(stats.query_length, stats.key_length, stats.head_dim, stats.heads, rank, stats.value_dim)
+    return LayerCriteria(stats.name, "sdpa", stats.heads, stats.head_dim, stats.query_length, stats.key_length,
+                         stats.scale, stats.scale_source, stats.radius_per_head, radius, stats.max_query,
+                         stats.max_key, stats.max_value_output, threshold,
+                         None if threshold is None else entry_bound < threshold, eps, degree, rank, exact, poly,
+                         None if poly is None else exact / poly, note, entry_bound, folded, logit_threshold,
+                         None if logit_threshold is None else radius < logit_threshold, stats.mask, stats.module)
+
+
+def analyse_calls(model: nn.Module, *args: Any, eps: float = 1e-4, kind: str = "chebyshev",
+                  degree_fn: DegreeFunction | None = None, **kwargs: Any) -> CallAnalysis:
+    """Run ``model(*args, **kwargs)`` once without gradients; one LD6 row per softmax-attention call it makes.
+
+    Every call of ``torch.nn.functional.scaled_dot_product_attention`` is captured (a TorchFunctionMode) with the
+    query, key and scale that actually enter the softmax, whatever the processor did before (joint text-image
+    concatenation, RoPE, QK-norm, a scale of its own): no per-architecture code. Row names are the innermost module
+    making the call (``#i`` when it calls several times, e.g. once per sample). The quantities are those of
+    :func:`analyse` (module docstring), with these call-level conventions: ``scale`` is SDPA's ``scale`` argument,
+    else its default 1/sqrt(d); grouped-query keys are read per query head; R is over the (query, key) pairs that
+    enter the softmax: those a boolean mask keeps, those an additive mask does not pad out (an entry
+    <= :data:`PADDING_BIAS`; a finite bias above it is added to the logit, not part of Q K^T, and not in R), those
+    ``is_causal`` keeps; B is over all entries of Q and K; max|OV| uses the calling module's single output
+    projection and is NaN where there is none (joint attention with a ``to_add_out``, Flux's single-stream blocks).
+    """
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps < 1):
+        raise InvalidArgumentError("eps", "a relative error in (0, 1)", repr(eps))
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError("model", "a torch.nn.Module", type(model).__name__)
+    degree_fn = certified_degree(kind) if degree_fn is None else degree_fn
+    recorder = _AttentionCallRecorder(model)
+    try:
+        with torch.no_grad(), recorder:
+            model(*args, **kwargs)
+    finally:
+        recorder.remove()
+    unmeasured = tuple(f"{name} ({type(module).__name__}{_processor(module)})" for name, module in recorder.ran.items()
+                       if _is_attention_module(module) and name not in recorder.measured)
+    if not recorder.calls:
+        raise InvalidArgumentError("model", "a forward that calls torch.nn.functional.scaled_dot_product_attention",
+                                   f"{type(model).__name__}: no such call" +
+                                   (f" (attention modules run without it: {', '.join(unmeasured)})" if unmeasured
+                                    else ""))
+    counts: dict[str, int] = {}
+    for stats in recorder.calls:
+        counts[stats.name] = counts.get(stats.name, 0) + 1
+    seen: dict[str, int] = {}
+    rows = []
+    for stats in recorder.calls:
+        name = stats.name or type(model).__name__
+        if counts[stats.name] > 1:
+            seen[stats.name] = seen.get(stats.name, 0) + 1
+            name = f"{name}#{seen[stats.name]}"
+        rows.append(_criteria(dataclasses.replace(stats, name=name), eps, degree_fn))
+    return CallAnalysis(tuple(rows), unmeasured)
+
+
+def _processor(module: nn.Module) -> str:
+    processor = getattr(module, "processor", None)
+    return "" if processor is None else f", {type(processor).__name__}"
+
+
+# ----------------------------------------------------------------------------------------
 # Output
 
 
@@ -308,6 +562,9 @@ def criteria_table(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency
     table = Table(title=title)
     columns = ("layer", "L", "H x d", "scale", "B", "sqrt(ln L)", "B below", "R", "ln L", "R below", "max|Q|",
                "max|K|", "max|OV|", "g", "r", "exact FLOP", "poly FLOP", "speed-up")
+    masks = any(c.mask for c in layers)
+    if masks:
+        columns = (*columns, "mask")
     for column in columns:
         table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=True)
     for c in layers:
@@ -317,10 +574,11 @@ def criteria_table(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency
                       "-" if c.threshold is None else f"{c.threshold:.3g}", verdict[c.below_threshold],
                       f"{c.radius:.3g}", "-" if c.logit_threshold is None else f"{c.logit_threshold:.3g}",
                       verdict[c.logit_below], f"{c.max_query:.3g}",
-                      f"{c.max_key:.3g}", f"{c.max_value_output:.3g}", "-" if c.degree is None else str(c.degree),
+                      f"{c.max_key:.3g}", "-" if math.isnan(c.max_value_output) else f"{c.max_value_output:.3g}",
+                      "-" if c.degree is None else str(c.degree),
                       "-" if c.rank is None else _si(c.rank), _si(c.flops_exact),
                       "-" if c.flops_poly is None else _si(c.flops_poly),
-                      "-" if c.speedup is None else f"{c.speedup:.3g}x")
+                      "-" if c.speedup is None else f"{c.speedup:.3g}x", *((c.mask,) if masks else ()))
     return table
 
 
@@ -340,6 +598,10 @@ def print_criteria(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency
           f"FLOP per sample: exact Lq Lk (4 d + {EXP_FLOPS:g}) per head (one exp counted as {EXP_FLOPS:g} flops); "
           "poly (Lq + Lk) r + 2 (Lq + Lk) r (d + 1) per head;\n"
           "speed-up = exact / poly, a predicted FLOP ratio, not a measured time.")
+    if any(c.layout == "sdpa" for c in layers):
+        print("One row per scaled_dot_product_attention call (name#i: the i-th call of that module), with the q, k and\n"
+              "scale that enter it; R over the pairs the mask keeps (mask column); max|OV| '-': joint attention or an\n"
+              "output projection outside the attention module.")
     for c in layers:
         if c.degree is None:
             print(f"{c.name}: no certified degree for R = {c.radius:.3g}, eps = {c.eps:g} ({c.degree_note})")
