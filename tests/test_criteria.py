@@ -410,3 +410,22 @@ def test_bad_zoo_specs_are_typed_errors(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(InvalidArgumentError) as info:
         criteria.analyse_calls(torch.nn.Linear(2, 2), torch.zeros(2))
     assert info.value.argument == "model"
+
+
+def test_sdpa_inside_multi_head_attention_forward_is_measured() -> None:
+    """nn.MultiheadAttention calls SDPA from inside F.multi_head_attention_forward (HunyuanDiT's pooler does too),
+    where the mode that intercepted the outer function is off: still one row, equal to a recomputation from in_proj."""
+    torch.manual_seed(3)
+    layer = torch.nn.MultiheadAttention(8, 2, batch_first=True).double().eval()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    [row] = criteria.analyse_calls(layer, x, x, x, need_weights=False, degree_fn=plumbing_degree).rows
+    with torch.no_grad():
+        q, k, v = (torch.nn.functional.linear(x, w, b).reshape(2, 5, 2, 4).transpose(1, 2) for w, b in
+                   zip(layer.in_proj_weight.chunk(3), layer.in_proj_bias.chunk(3)))
+        radius = (q @ k.transpose(-1, -2) / 2).abs().amax(dim=(0, 2, 3))
+        value_output = float((v.transpose(1, 2).reshape(2, 5, 8) @ layer.out_proj.weight.T).abs().max())
+    assert row.name == "MultiheadAttention" and (row.heads, row.head_dim, row.key_length) == (2, 4, 5)
+    assert np.allclose(row.radius_per_head, radius.numpy(), rtol=1e-12, atol=0)
+    assert row.max_query == pytest.approx(float(q.abs().max()), rel=1e-12)
+    assert row.max_value_output == pytest.approx(value_output, rel=1e-12)
+    assert torch.nn.functional.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention  # restored

@@ -436,14 +436,32 @@ class _AttentionCallRecorder(TorchFunctionMode):
         if self.stack:
             self.stack.pop()
 
+    def _record(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        call = dict(zip(_SDPA_PARAMETERS, args))
+        call.update(kwargs)
+        name, module = self.stack[-1] if self.stack else ("", None)
+        self.measured.update(n for n, _ in self.stack)
+        self.calls.append(_call_stats(name, module, call))
+
     def __torch_function__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if func is torch.nn.functional.scaled_dot_product_attention:
-            call = dict(zip(_SDPA_PARAMETERS, args))
-            call.update(kwargs)
-            name, module = self.stack[-1] if self.stack else ("", None)
-            self.measured.update(n for n, _ in self.stack)
-            self.calls.append(_call_stats(name, module, call))
+            self._record(args, kwargs)
+        elif func is torch.nn.functional.multi_head_attention_forward:
+            # the mode is off while a function it intercepted runs, so the SDPA call inside (nn.MultiheadAttention,
+            # HunyuanDiT's pooler) would go unseen: F's module-level name is what that body looks up, so it is
+            # pointed at a recording wrapper for this one call
+            original = torch.nn.functional.scaled_dot_product_attention
+
+            def recording(*inner_args: Any, **inner_kwargs: Any) -> Any:
+                self._record(inner_args, inner_kwargs)
+                return original(*inner_args, **inner_kwargs)
+
+            torch.nn.functional.scaled_dot_product_attention = recording
+            try:
+                return func(*args, **kwargs)
+            finally:
+                torch.nn.functional.scaled_dot_product_attention = original
         return func(*args, **kwargs)
 
     def remove(self) -> None:
@@ -494,7 +512,8 @@ def analyse_calls(model: nn.Module, *args: Any, eps: float = 1e-4, kind: str = "
 
     Every call of ``torch.nn.functional.scaled_dot_product_attention`` is captured (a TorchFunctionMode) with the
     query, key and scale that actually enter the softmax, whatever the processor did before (joint text-image
-    concatenation, RoPE, QK-norm, a scale of its own): no per-architecture code. Row names are the innermost module
+    concatenation, RoPE, QK-norm, a scale of its own): no per-architecture code; the call made inside
+    ``F.multi_head_attention_forward`` (nn.MultiheadAttention) too. Row names are the innermost module
     making the call (``#i`` when it calls several times, e.g. once per sample). The quantities are those of
     :func:`analyse` (module docstring), with these call-level conventions: ``scale`` is SDPA's ``scale`` argument,
     else its default 1/sqrt(d); grouped-query keys are read per query head; R is over the (query, key) pairs that
