@@ -278,7 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=2, metavar="N",
                         help="batch size of the random inputs (default 2; --input-shape overrides it)")
     parser.add_argument("--time", type=float, default=None, metavar="T",
-                        help="diffusion timestep fed to the model (default: half the model config's "
+                        help="diffusion timestep fed to a DiT-layout model (default: half the model config's "
                              f"num_train_timesteps, else {DEFAULT_TIME:g})")
     parser.add_argument("--model", default=None, metavar="MODULE:ATTR",
                         help="analyse this module instead: diffusers:CLASS (any diffusers transformer class "
@@ -290,11 +290,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "diffusers:CLASS); model: the module's own weights (default for an instance or factory; "
                              "for diffusers:CLASS, diffusers' own initialisation)")
     parser.add_argument("--input-shape", default=None, metavar="N,C,H,W",
-                        help="with --model: shape of the random input x (comma-separated); the module is called as "
+                        help="with --model in the DiT layout: shape of the random input x (comma-separated); the module is called as "
                              "module(x, t) (default: (batch, in_channels, sample_size, sample_size) from the model's "
                              "config)")
     parser.add_argument("--label", type=int, default=None, metavar="Y",
-                        help="with --model: also pass class labels y = Y, as module(x, t, y) (default 0 for a "
+                        help="with --model in the DiT layout: also pass class labels y = Y, as module(x, t, y) (default 0 for a "
                              "class-conditional config: num_embeds_ada_norm or num_classes; else no label)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the per-layer results as JSON")
 
