@@ -304,7 +304,7 @@ def check_call_rows_recomputed(rows: Any, captured: list[dict[str, Any]]) -> Non
         assert row.flops_exact == heads * lq * lk * (2 * d + 2 * dv + 10)
 
 
-ZOO_CLASSES = ["FluxTransformer2DModel", "WanTransformer3DModel", "PixArtTransformer2DModel"]
+ZOO_CLASSES = ["FluxTransformer2DModel", "SD3Transformer2DModel", "WanTransformer3DModel", "PixArtTransformer2DModel"]
 
 
 def _zoo_case(name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -317,7 +317,8 @@ def _zoo_case(name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 @pytest.mark.parametrize("name", ZOO_CLASSES)
 def test_every_attention_call_of_a_diffusers_class_is_measured(name: str) -> None:
-    """Flux (joint + single-stream, RoPE, QK-norm), Wan (self + cross), PixArt (cross-attention with a padding mask):
+    """Flux (joint + single-stream, RoPE, QK-norm), SD3.5 (joint, RMS QK-norm, dual attention), Wan (self + cross),
+    PixArt (cross-attention with a padding mask):
     one row per SDPA call, each recomputed from what that call received."""
     model, kwargs = _zoo_case(name)
     with _SDPACapture() as capture:
@@ -429,3 +430,13 @@ def test_sdpa_inside_multi_head_attention_forward_is_measured() -> None:
     assert row.max_query == pytest.approx(float(q.abs().max()), rel=1e-12)
     assert row.max_value_output == pytest.approx(value_output, rel=1e-12)
     assert torch.nn.functional.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention  # restored
+
+
+def test_planted_padding_counted_in_the_logit_range_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PixArt pads the text with an additive -10000: a reader that keeps only -inf entries out counts padding keys."""
+    model, kwargs = _zoo_case("PixArtTransformer2DModel")
+    monkeypatch.setattr(criteria, "PADDING_BIAS", -math.inf)
+    with _SDPACapture() as capture:
+        rows = criteria.analyse_calls(model, degree_fn=plumbing_degree, **kwargs).rows
+    with pytest.raises(AssertionError):
+        check_call_rows_recomputed(rows, capture.calls)
