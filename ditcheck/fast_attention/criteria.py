@@ -249,27 +249,11 @@ class _Recorder:
         if self.radius is None:
             raise InvalidArgumentError("model", f"a forward pass that calls attention layer {self.layer.name!r}",
                                        "a run in which it was never called")
-        per_head = tuple(float(r) for r in self.radius)
-        radius = max(per_head)
         query_length, key_length = self.lengths
-        threshold = float(bounds.ld6_threshold(key_length)) if key_length >= 2 else None
-        logit_threshold = None if threshold is None else threshold * threshold
-        folded = math.sqrt(self.scale) * max(self.max_query, self.max_key)  # logits = Q' K'^T
-        entry_bound = math.sqrt(self.head_dim) * folded  # Alman-Song: logits = Q K^T / d
-        degree, rank, note = None, None, ""
-        try:
-            degree = int(degree_fn(radius, eps))
-        except InvalidArgumentError as error:  # no certified degree for this (R, eps): report it, do not guess
-            note = str(error)
-        if degree is not None:
-            rank = int(bounds.feature_rank(self.head_dim, degree))
-        exact, poly = flops(query_length, key_length, self.head_dim, self.layer.heads, rank)
-        return LayerCriteria(self.layer.name, self.layer.layout, self.layer.heads, self.head_dim, query_length,
-                             key_length, self.scale, self.scale_source, per_head, radius, self.max_query, self.max_key,
-                             self.max_value_output, threshold, None if threshold is None else entry_bound < threshold,
-                             eps, degree, rank, exact, poly, None if poly is None else exact / poly, note,
-                             entry_bound, folded, logit_threshold,
-                             None if logit_threshold is None else radius < logit_threshold)
+        stats = _CallStats(self.layer.name, "", self.layer.heads, self.head_dim, self.head_dim, query_length,
+                           key_length, self.scale, self.scale_source, tuple(float(r) for r in self.radius),
+                           self.max_query, self.max_key, self.max_value_output, "")
+        return _criteria(stats, eps, degree_fn, layout=self.layer.layout)
 
 
 def certified_degree(kind: str = "chebyshev") -> DegreeFunction:
@@ -483,8 +467,8 @@ def _is_attention_module(module: nn.Module) -> bool:
     return "Attention" in type(module).__name__ or "Attn" in type(module).__name__
 
 
-def _criteria(stats: _CallStats, eps: float, degree_fn: DegreeFunction) -> LayerCriteria:
-    """The LD6 row of one call (the definitions of _Recorder.result, with the value dim of the call)."""
+def _criteria(stats: _CallStats, eps: float, degree_fn: DegreeFunction, layout: str = "sdpa") -> LayerCriteria:
+    """The LD6 row of one layer or call (the definitions of the module docstring)."""
     radius = max(stats.radius_per_head)
     threshold = float(bounds.ld6_threshold(stats.key_length)) if stats.key_length >= 2 else None
     logit_threshold = None if threshold is None else threshold * threshold
@@ -498,7 +482,7 @@ def _criteria(stats: _CallStats, eps: float, degree_fn: DegreeFunction) -> Layer
     if degree is not None:
         rank = int(bounds.feature_rank(stats.head_dim, degree))
     exact, poly = flops(stats.query_length, stats.key_length, stats.head_dim, stats.heads, rank, stats.value_dim)
-    return LayerCriteria(stats.name, "sdpa", stats.heads, stats.head_dim, stats.query_length, stats.key_length,
+    return LayerCriteria(stats.name, layout, stats.heads, stats.head_dim, stats.query_length, stats.key_length,
                          stats.scale, stats.scale_source, stats.radius_per_head, radius, stats.max_query,
                          stats.max_key, stats.max_value_output, threshold,
                          None if threshold is None else entry_bound < threshold, eps, degree, rank, exact, poly,

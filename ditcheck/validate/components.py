@@ -64,7 +64,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -732,13 +732,7 @@ def _block_children(call: RecordedCall) -> dict[str, RecordedCall]:
         raise Unsupported("BasicTransformerBlock with pos_embed, chunked feed-forward or cross_attention_kwargs")
     names = ["norm1", "attn1", "ff"] + (["attn2", "norm2"] if module.attn2 is not None else []) + \
         (["norm3"] if module.norm_type == "ada_norm_zero" else ["norm2"])
-    children = {}
-    for name in names:
-        child = call.child(getattr(module, name))
-        if child is None:
-            raise Unsupported(f"its {name} did not run as a hooked child")
-        children[name] = child
-    return children
+    return _needed_children(call, names)
 
 
 def _eval_basic_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -806,6 +800,7 @@ def _block_order_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
 
 
 def _needed_children(call: RecordedCall, names: Sequence[str]) -> dict[str, RecordedCall]:
+    """The recorded calls of the submodules ``names`` of ``call.module`` (Unsupported if one did not run hooked)."""
     children = {}
     for name in names:
         child = call.child(getattr(call.module, name, None))
@@ -813,6 +808,14 @@ def _needed_children(call: RecordedCall, names: Sequence[str]) -> dict[str, Reco
             raise Unsupported(f"its {name} did not run as a hooked child")
         children[name] = child
     return children
+
+
+def _hooked_blocks(call: RecordedCall, blocks: Iterable[nn.Module]) -> list[RecordedCall]:
+    """The recorded call of every block of a model's block list, in order (Unsupported if one did not run hooked)."""
+    recorded = [call.child(block) for block in blocks]
+    if any(block is None for block in recorded):
+        raise Unsupported("a block did not run as a hooked child")
+    return recorded  # type: ignore[return-value]
 
 
 def _dual_stream_names(call: RecordedCall) -> list[str]:
@@ -2054,9 +2057,7 @@ def _wan_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], li
     if np.ndim(call.arg("timestep")) != 1 or call.arg("encoder_hidden_states_image") is not None:
         raise Unsupported("per-token timesteps (Wan 2.2 TI2V) or image conditioning")
     children = _needed_children(call, ["rope", "patch_embedding", "condition_embedder", "norm_out", "proj_out"])
-    blocks = [call.child(block) for block in module.blocks]
-    if any(block is None for block in blocks):
-        raise Unsupported("a block did not run as a hooked child")
+    blocks = _hooked_blocks(call, module.blocks)
     return children, blocks
 
 
@@ -2104,9 +2105,7 @@ def _pixart_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall],
     if module.caption_projection is None or call.arg("attention_mask") is not None or call.arg("added_cond_kwargs"):
         raise Unsupported("PixArt without caption projection, or with a self-attention mask or size conditions")
     children = _needed_children(call, ["pos_embed", "adaln_single", "caption_projection", "norm_out", "proj_out"])
-    blocks = [call.child(block) for block in module.transformer_blocks]
-    if any(block is None for block in blocks):
-        raise Unsupported("a block did not run as a hooked child")
+    blocks = _hooked_blocks(call, module.transformer_blocks)
     return children, blocks
 
 
@@ -2157,9 +2156,7 @@ def _sd3_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], li
             call.arg("joint_attention_kwargs"):
         raise Unsupported("SD3 with skipped layers, ControlNet residuals or joint_attention_kwargs")
     children = _needed_children(call, ["pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out"])
-    blocks = [call.child(block) for block in module.transformer_blocks]
-    if any(block is None for block in blocks):
-        raise Unsupported("a block did not run as a hooked child")
+    blocks = _hooked_blocks(call, module.transformer_blocks)
     return children, blocks
 
 
@@ -2217,9 +2214,7 @@ def _cogvideox_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCal
         raise Unsupported("CogVideoX 1.5 3-D patches, ofs embedding or timestep_cond")
     children = _needed_children(call, ["time_proj", "time_embedding", "patch_embed", "norm_final", "norm_out",
                                        "proj_out"])
-    blocks = [call.child(block) for block in module.transformer_blocks]
-    if any(block is None for block in blocks):
-        raise Unsupported("a block did not run as a hooked child")
+    blocks = _hooked_blocks(call, module.transformer_blocks)
     return children, blocks
 
 
@@ -2264,9 +2259,7 @@ def _sana_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], l
         raise Unsupported("Sana with guidance embedding, ControlNet residuals or a self-attention mask")
     children = _needed_children(call, ["patch_embed", "time_embed", "caption_projection", "caption_norm", "norm_out",
                                        "proj_out"])
-    blocks = [call.child(block) for block in module.transformer_blocks]
-    if any(block is None for block in blocks):
-        raise Unsupported("a block did not run as a hooked child")
+    blocks = _hooked_blocks(call, module.transformer_blocks)
     return children, blocks
 
 
