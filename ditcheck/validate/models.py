@@ -278,13 +278,7 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
             out, seen = capture(model, layout.hooks, lambda: layout.call(model, x, t, y), timeout,
                                 float64=dtype == torch.float64)
             returned += 1
-            if not isinstance(out, torch.Tensor):
-                raise TargetError("output", "a tensor", type(out).__name__)
-            expected_shape = (len(example.times), layout.output_channels, *config.latent_size)
-            if tuple(out.shape) != expected_shape:
-                raise TargetError("output", f"shape {expected_shape}", str(tuple(out.shape)))
-            if out.dtype != dtype:
-                raise TargetError("output", f"dtype {dtype}", str(out.dtype))
+            _require_output(out, (len(example.times), layout.output_channels, *config.latent_size), dtype)
         except TargetError as error:
             failures.append(error.describe())
             if isinstance(error, TargetTimeoutError):
@@ -310,6 +304,16 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
                       dtype, device, timeout)
 
 
+def _require_output(out: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """TargetError unless the target returned a tensor of ``shape`` and ``dtype`` (a failed call, never a crash)."""
+    if not isinstance(out, torch.Tensor):
+        raise TargetError("output", "a tensor", type(out).__name__)
+    if tuple(out.shape) != shape:
+        raise TargetError("output", f"shape {shape}", str(tuple(out.shape)))
+    if out.dtype != dtype:
+        raise TargetError("output", f"dtype {dtype}", str(out.dtype))
+
+
 def _validate_streaming(model: nn.Module, layout: Layout, config: DiTConfig, report: Report, examples: int,
                         seed: int, dtype: torch.dtype, device: torch.device, weights: str, timeout: float,
                         strict_precision: bool) -> None:
@@ -328,13 +332,7 @@ def _validate_streaming(model: nn.Module, layout: Layout, config: DiTConfig, rep
                 randomise_weights(model, layout, config, example.param_seed)
             out = stream.run(x, t, y, timeout)
             returned += 1
-            if not isinstance(out, torch.Tensor):
-                raise TargetError("output", "a tensor", type(out).__name__)
-            expected_shape = (len(example.times), layout.output_channels, *config.latent_size)
-            if tuple(out.shape) != expected_shape:
-                raise TargetError("output", f"shape {expected_shape}", str(tuple(out.shape)))
-            if out.dtype != dtype:
-                raise TargetError("output", f"dtype {dtype}", str(out.dtype))
+            _require_output(out, (len(example.times), layout.output_channels, *config.latent_size), dtype)
         except TargetError as error:
             failures.append(error.describe())
             if isinstance(error, TargetTimeoutError):
