@@ -1,7 +1,7 @@
 """Audit every claim of docs/claims.md on the built-in reference and torch implementation: worst-case searches for bounds,
 fitted exponents for rates, verdicts, and a report folder (report.json, report.md, PNG plots).
 
-Modes: --quick (15-25 s on 2 idle cores), the default (about 23 minutes on 2 cores: docs/audit/default/run.json),
+Modes: --quick (about 18 s on 2 idle cores), the default (about 4.5 minutes on 2 idle cores: docs/audit/default/run.json),
 --thorough (5x the default's search budgets; not timed for this release).
 Each claim runs in shards (batches of grid cases and of search examples, its rate series) on local worker
 processes (--workers) or on a dask.distributed cluster (--scheduler tcp://host:8786, or local:N for a LocalCluster
