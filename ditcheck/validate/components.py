@@ -1495,18 +1495,25 @@ def _wan_block_names(call: RecordedCall) -> list[str]:
     return ["norm1", "attn1", "norm2", "attn2", "norm3", "ffn"]
 
 
+def _modulated_self_cross_mlp(x: Any, chunks: Mapping[str, Any], self_norm: Any, self_attn: Any, cross_attn: Any,
+                              mlp_norm: Any, mlp: Any) -> list[Any]:
+    """The Wan / LTX block glue given its children's outputs and the six named modulation chunks: [self-attention
+    input, h1 = x + gate_msa attn1, h2 = h1 + attn2, MLP input, h2 + gate_mlp MLP] (the order the observed lists use)."""
+    first = self_norm * (1 + chunks["scale_msa"]) + chunks["shift_msa"]
+    after_self = x + self_attn * chunks["gate_msa"]
+    after_cross = after_self + cross_attn
+    mlp_in = mlp_norm * (1 + chunks["scale_mlp"]) + chunks["shift_mlp"]
+    return [first, after_self, after_cross, mlp_in, after_cross + mlp * chunks["gate_mlp"]]
+
+
 def _eval_wan_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
     """WanTransformerBlock glue (float32 by design: table + temb.float(), norms on hidden.float()), given its children:
     attn1 in = norm1(x)(1 + scale_msa) + shift_msa; h1 = x + gate_msa attn1 (norm2's input); h2 = h1 + attn2 (norm3's
     input); ffn in = norm3(h2)(1 + scale_mlp) + shift_mlp; out = h2 + gate_mlp ffn (Wan's c_* chunks are the *_mlp)."""
     out = _children_out(call, _needed_children(call, _wan_block_names(call)), xp)
     chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb")), knobs["order"])
-    x = _x(xp, call.arg("hidden_states"))
-    first = out("norm1") * (1 + chunks["scale_msa"]) + chunks["shift_msa"]
-    after_self = x + out("attn1") * chunks["gate_msa"]
-    after_cross = after_self + out("attn2")
-    mlp_in = out("norm3") * (1 + chunks["scale_mlp"]) + chunks["shift_mlp"]
-    return [first, after_self, after_cross, mlp_in, after_cross + out("ffn") * chunks["gate_mlp"]]
+    return _modulated_self_cross_mlp(_x(xp, call.arg("hidden_states")), chunks, out("norm1"), out("attn1"),
+                                     out("attn2"), out("norm3"), out("ffn"))
 
 
 def _observed_wan_block(call: RecordedCall) -> list[np.ndarray]:
@@ -1524,12 +1531,8 @@ def _eval_ltx_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     count, width = np.shape(table)
     ada = table[None, None] + np.reshape(temb, (np.shape(temb)[0], np.shape(temb)[1], count, width))
     chunks = {name: ada[:, :, i] for i, name in enumerate(knobs["order"])}
-    x = _x(xp, call.arg("hidden_states"))
-    first = out("norm1") * (1 + chunks["scale_msa"]) + chunks["shift_msa"]
-    after_self = x + out("attn1") * chunks["gate_msa"]
-    after_cross = after_self + out("attn2")
-    mlp_in = out("norm2") * (1 + chunks["scale_mlp"]) + chunks["shift_mlp"]
-    return [first, after_self, after_cross, mlp_in, after_cross + out("ff") * chunks["gate_mlp"]]
+    return _modulated_self_cross_mlp(_x(xp, call.arg("hidden_states")), chunks, out("norm1"), out("attn1"),
+                                     out("attn2"), out("norm2"), out("ff"))
 
 
 def _observed_ltx_block(call: RecordedCall) -> list[np.ndarray]:
