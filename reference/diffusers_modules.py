@@ -1,0 +1,154 @@
+"""The diffusers modules PixArt and SD3 share, read off a state dict: Linear, PatchEmbed, the timestep embedder, Attention.
+
+Every function takes the Precision ``xp``, the model's parameters ``params`` (state-dict name -> float64 array)
+and the module's qualified name ``prefix`` ("transformer_blocks.0.attn"), so a whole-model reference reads like
+the diffusers forward it mirrors (diffusers 0.42.1: models/embeddings.py, attention_processor.py,
+attention.py). The mathematics is that of :mod:`ditcheck.reference.layers`, :mod:`~ditcheck.reference.components`
+and :mod:`~ditcheck.reference.attention`; this module only names the parameters and fixes diffusers' conventions
+(docs/conventions.md): [B, L, H Dh] tokens split into heads as ``view(B, L, H, Dh).transpose(1, 2)``, the SDPA
+scale 1/sqrt(Dh), the QK-norm after the head split, and the PatchEmbed table stored in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .attention import attention, merge_heads, split_heads
+from .components import feed_forward, joint_attention, rms_norm, round_to_format, timestep_mlp
+from .errors import InvalidArgumentError, ShapeError
+from .layers import linear, patchify, pos_embed_2d, timestep_embedding
+from .precision import Precision
+
+__all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
+           "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
+           "TIMESTEP_CHANNELS"]
+
+#: diffusers Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0) in PixArt and SD3
+TIMESTEP_CHANNELS = 256
+
+
+def parameter(xp: Precision, params: Mapping[str, Any], name: str) -> Any:
+    """The state-dict entry ``name`` in xp's arrays; a missing one raises InvalidArgumentError naming ``params``."""
+    if name not in params:
+        raise InvalidArgumentError("params", f"the state-dict entry {name!r}", "a state dict without it")
+    return xp.asarray(np.asarray(params[name], dtype=np.float64))
+
+
+def optional_parameter(xp: Precision, params: Mapping[str, Any], name: str) -> Any:
+    """The entry ``name`` in xp's arrays, or None when the module has none (a Linear without bias, a norm without affine)."""
+    return parameter(xp, params, name) if name in params else None
+
+
+def linear_module(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any) -> Any:
+    """torch Linear ``prefix``: x W^T + b with W = params[prefix.weight], b = params[prefix.bias] if present."""
+    return linear.generic(xp, x, parameter(xp, params, f"{prefix}.weight"), optional_parameter(xp, params, f"{prefix}.bias"))
+
+
+def patch_embed(xp: Precision, params: Mapping[str, Any], prefix: str, latent: Any, patch_size: int,
+                base_size: float, interpolation_scale: float, max_size: int | None = None) -> Any:
+    """diffusers PatchEmbed: Conv2d patches [B, (H/p)(W/p), D] + the 2-D sin-cos table (embeddings.py PatchEmbed).
+
+    The table is diffusers' get_2d_sincos_pos_embed(D, grid, base_size, interpolation_scale) stored with
+    ``.float()``: float32 whatever the model's dtype, so it is rounded to float32 here too (a float64 model
+    carries that rounding; the component check reports it as a float32 island). With ``max_size`` (SD3) the
+    table is max_size x max_size and the centred (H/p) x (W/p) window is cropped; a persistent table
+    (``prefix.pos_embed`` in the state dict, SD3) is read from it, as a checkpoint sets it.
+    """
+    tokens = patchify.generic(xp, latent, parameter(xp, params, f"{prefix}.proj.weight"),
+                              optional_parameter(xp, params, f"{prefix}.proj.bias"), patch_size)
+    rows, cols = np.shape(latent)[-2] // patch_size, np.shape(latent)[-1] // patch_size
+    width = np.shape(tokens)[-1]
+    grid = (rows, cols) if max_size is None else (max_size, max_size)
+    if f"{prefix}.pos_embed" in params:
+        table = np.reshape(parameter(xp, params, f"{prefix}.pos_embed"), (-1, width))
+    else:
+        exact = pos_embed_2d.generic(xp, width, grid, 10000, base_size, interpolation_scale)
+        table = xp.asarray(round_to_format(np.asarray(xp.to_float(exact), dtype=np.float64), "float32"))
+    if max_size is not None:
+        if rows > max_size or cols > max_size:
+            raise ShapeError("hidden_states", f"at most {max_size} patches per side (pos_embed_max_size)",
+                             str(np.shape(latent)))
+        top, left = (max_size - rows) // 2, (max_size - cols) // 2
+        table = np.reshape(np.reshape(table, (max_size, max_size, width))[top:top + rows, left:left + cols],
+                           (rows * cols, width))
+    return tokens + table[None]
+
+
+def timestep_embedder(xp: Precision, params: Mapping[str, Any], prefix: str, timestep: Any) -> Any:
+    """diffusers Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0) then TimestepEmbedding (linear_1, SiLU, linear_2).
+
+    The sinusoid is [cos(t f), sin(t f)], f_i = 10000^(-i/128), as given t (no rescaling).
+    """
+    features = timestep_embedding.generic(xp, timestep, TIMESTEP_CHANNELS, 10000, True, 0.0)
+    return timestep_mlp.generic(xp, features, parameter(xp, params, f"{prefix}.linear_1.weight"),
+                                parameter(xp, params, f"{prefix}.linear_1.bias"),
+                                parameter(xp, params, f"{prefix}.linear_2.weight"),
+                                parameter(xp, params, f"{prefix}.linear_2.bias"), "silu")
+
+
+def text_projection(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, act: str) -> Any:
+    """diffusers PixArtAlphaTextProjection: linear_2(act(linear_1 x)), act 'gelu-tanh' (PixArt captions) or 'silu' (SD3 pooled)."""
+    return timestep_mlp.generic(xp, x, parameter(xp, params, f"{prefix}.linear_1.weight"),
+                                parameter(xp, params, f"{prefix}.linear_1.bias"),
+                                parameter(xp, params, f"{prefix}.linear_2.weight"),
+                                parameter(xp, params, f"{prefix}.linear_2.bias"), act)
+
+
+def feed_forward_module(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any,
+                        activation_fn: str = "gelu-approximate") -> Any:
+    """diffusers FeedForward: net.2(act(net.0.proj x)); 'gelu-approximate' is GELU(approximate='tanh'), dropout the identity."""
+    return feed_forward.generic(xp, x, parameter(xp, params, f"{prefix}.net.0.proj.weight"),
+                                optional_parameter(xp, params, f"{prefix}.net.0.proj.bias"),
+                                parameter(xp, params, f"{prefix}.net.2.weight"),
+                                optional_parameter(xp, params, f"{prefix}.net.2.bias"), activation_fn)
+
+
+def _heads(xp: Precision, params: Mapping[str, Any], norm: str, x: Any, heads: int, eps: float) -> Any:
+    """[B, L, H Dh] -> [B, H, L, Dh], then the RMS QK-norm ``norm`` over each head's Dh channels when the model has one."""
+    split = split_heads(x, heads)
+    if f"{norm}.weight" not in params:
+        return split
+    return rms_norm.generic(xp, split, parameter(xp, params, f"{norm}.weight"), None, eps)
+
+
+def attention_module(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, heads: int,
+                     context: Any = None, mask: Any = None, eps: float = 1e-6) -> Any:
+    """diffusers Attention with AttnProcessor2_0 (or JointAttnProcessor2_0 without a context): self- or cross-attention.
+
+    q = to_q(x), k = to_k(c), v = to_v(c) with c = context or x, split into heads, norm_q / norm_k (RMSNorm per
+    head) when present, softmax(q k^T / sqrt(Dh) + mask) v, heads merged, to_out.0. ``mask``: an additive float
+    bias broadcast to [B, H, Lq, Lk] (PixArt's [B, 1, 1, Lk] caption bias) or None.
+    """
+    source = x if context is None else context
+    q = _heads(xp, params, f"{prefix}.norm_q", linear_module(xp, params, f"{prefix}.to_q", x), heads, eps)
+    k = _heads(xp, params, f"{prefix}.norm_k", linear_module(xp, params, f"{prefix}.to_k", source), heads, eps)
+    v = split_heads(linear_module(xp, params, f"{prefix}.to_v", source), heads)
+    out = attention.generic(xp, q, k, v, scale=None, mask=mask)
+    return linear_module(xp, params, f"{prefix}.to_out.0", merge_heads(out))
+
+
+def joint_attention_module(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, context: Any, heads: int,
+                           eps: float = 1e-6) -> tuple[Any, Any | None]:
+    """diffusers Attention with JointAttnProcessor2_0 (SD3's MMDiT attention, Esser et al. 2024, fig. 2).
+
+    Image stream q, k, v = to_q/k/v(x), text stream add_q/k/v_proj(context), each split into heads and
+    RMS-normed per head (norm_q/k, norm_added_q/k) when present; one attention over the tokens [image, text];
+    returns (to_out.0(image part), to_add_out(text part)), the text part None when the module has no
+    to_add_out (context_pre_only: the last block discards it).
+    """
+    q = _heads(xp, params, f"{prefix}.norm_q", linear_module(xp, params, f"{prefix}.to_q", x), heads, eps)
+    k = _heads(xp, params, f"{prefix}.norm_k", linear_module(xp, params, f"{prefix}.to_k", x), heads, eps)
+    v = split_heads(linear_module(xp, params, f"{prefix}.to_v", x), heads)
+    q_text = _heads(xp, params, f"{prefix}.norm_added_q", linear_module(xp, params, f"{prefix}.add_q_proj", context),
+                    heads, eps)
+    k_text = _heads(xp, params, f"{prefix}.norm_added_k", linear_module(xp, params, f"{prefix}.add_k_proj", context),
+                    heads, eps)
+    v_text = split_heads(linear_module(xp, params, f"{prefix}.add_v_proj", context), heads)
+    image, text = joint_attention.generic(xp, q, k, v, q_text, k_text, v_text, order="ab")
+    image = linear_module(xp, params, f"{prefix}.to_out.0", merge_heads(image))
+    if f"{prefix}.to_add_out.weight" not in params:
+        return image, None
+    return image, linear_module(xp, params, f"{prefix}.to_add_out", merge_heads(text))

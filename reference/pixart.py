@@ -1,0 +1,140 @@
+"""PixArt-alpha's denoiser (diffusers PixArtTransformer2DModel) as a reference forward in any precision.
+
+Read top to bottom as diffusers 0.42.1 models/transformers/pixart_transformer_2d.py runs it (Chen et al. 2023,
+PixArt-alpha, arXiv:2310.00426, sec. 2.3 and fig. 4):
+
+1. the caption mask (1 keep / 0 pad) becomes the additive bias (1 - mask) x -10000 over the caption keys;
+2. PatchEmbed: patch tokens + the sin-cos table (stored in float32, see diffusers_modules.patch_embed);
+3. adaLN-single: t -> Timesteps(256) -> TimestepEmbedding = e (embedded_timestep); t_mod = linear(silu(e)) [B, 6D],
+   shared by every block;
+4. the caption projected by PixArtAlphaTextProjection (GELU tanh);
+5. each BasicTransformerBlock(norm_type="ada_norm_single"): (shift, scale, gate)_(msa, mlp) = table + t_mod
+   (chunk order of ADALN_ZERO_ORDER); x += gate_msa attn1(LN(x)(1 + scale_msa) + shift_msa);
+   x += attn2(x, caption, caption bias) (no norm before the cross-attention, as in PixArt);
+   x += gate_mlp ff(LN(x)(1 + scale_mlp) + shift_mlp);
+6. the output layer: (shift, scale) = table + e (shift first, unlike AdaLayerNormContinuous), LN(x)(1 + scale) +
+   shift, proj_out, unpatchify "nhwpqc->nchpwq".
+
+Every operation runs in ``xp`` (Float64, reference.native.Native("float32" | "longdouble"), Mp, Arb); the LayerNorms
+have no affine parameters unless the state dict holds them (norm_elementwise_affine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .components import ADALN_ZERO_ORDER, scale_shift_table_chunks
+from .diffusers_modules import (attention_module, feed_forward_module, linear_module, optional_parameter, parameter,
+                                patch_embed, text_projection, timestep_embedder)
+from .errors import InvalidArgumentError, ShapeError
+from .layers import layer_norm, silu, unpatchify
+from .precision import Precision, require_positive_int, resolve_precision
+
+__all__ = ["pixart_forward", "pixart_block", "caption_mask_bias", "PIXART_MASK_BIAS", "PIXART_OUTPUT_ORDER"]
+
+#: diffusers' additive bias for a masked caption token: (1 - mask) x -10000 (not -inf: its weight is e^-10000)
+PIXART_MASK_BIAS = -10000.0
+#: the output layer's two chunks of table + embedded timestep: shift first (PixArt's T2IFinalLayer)
+PIXART_OUTPUT_ORDER = ("shift", "scale")
+
+
+def caption_mask_bias(mask: Any) -> np.ndarray | None:
+    """A [B, L] keep-mask (1 keep, 0 pad; bool or float) as diffusers' additive bias (1 - mask) x -10000, shaped [B, 1, 1, L].
+
+    The values 0 and -10000 are exact in every format; the heads and query axes broadcast, as the
+    [B, 1, L] bias does after Attention.prepare_attention_mask. A mask that is already a bias (not 2-D)
+    is used as given, broadcast over the heads.
+    """
+    if mask is None:
+        return None
+    values = np.asarray(mask, dtype=np.float64)
+    if values.ndim == 2:
+        return ((1.0 - values) * PIXART_MASK_BIAS)[:, None, None, :]
+    if values.ndim == 3:
+        return values[:, None, :, :]
+    raise ShapeError("encoder_attention_mask", "a [B, L] keep-mask or a [B, 1, L] additive bias", str(values.shape))
+
+
+def pixart_block(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, caption: Any, t_mod: Any,
+                 heads: int, eps: float = 1e-6, self_mask: Any = None, caption_mask: Any = None) -> Any:
+    """diffusers BasicTransformerBlock(norm_type="ada_norm_single") (attention.py): PixArt's block, adaLN-single modulation."""
+    chunks = scale_shift_table_chunks.generic(xp, parameter(xp, params, f"{prefix}.scale_shift_table"), t_mod,
+                                              ADALN_ZERO_ORDER)
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (chunks[name][:, None, :]
+                                                                      for name in ADALN_ZERO_ORDER)
+
+    def norm(name: str, h: Any) -> Any:
+        return layer_norm.generic(xp, h, optional_parameter(xp, params, f"{prefix}.{name}.weight"),
+                                  optional_parameter(xp, params, f"{prefix}.{name}.bias"), eps)
+
+    attn_input = norm("norm1", x) * (1 + scale_msa) + shift_msa
+    x = gate_msa * attention_module(xp, params, f"{prefix}.attn1", attn_input, heads, mask=self_mask) + x
+    if f"{prefix}.attn2.to_q.weight" in params:
+        x = attention_module(xp, params, f"{prefix}.attn2", x, heads, context=caption, mask=caption_mask) + x
+    ff_input = norm("norm2", x) * (1 + scale_mlp) + shift_mlp
+    return gate_mlp * feed_forward_module(xp, params, f"{prefix}.ff", ff_input, "gelu-approximate") + x
+
+
+def _config_int(config: Mapping[str, Any], key: str) -> int:
+    if key not in config:
+        raise InvalidArgumentError("config", f"a PixArtTransformer2DModel config with {key!r}", repr(sorted(config)))
+    return require_positive_int(config[key], f"config[{key!r}]")
+
+
+def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mapping[str, Any],
+                   inputs: Mapping[str, Any], record: dict[str, Any] | None = None) -> Any:
+    """PixArtTransformer2DModel.forward (diffusers 0.42.1 pixart_transformer_2d.py; PixArt-alpha, arXiv:2310.00426) in ``xp``.
+
+    params: state-dict name -> float64 array; config: dict(model.config); inputs: the forward's keyword
+    arguments (hidden_states [B, C, H, W], encoder_hidden_states [B, L, caption_channels], timestep [B],
+    encoder_attention_mask [B, L] or None, attention_mask [B, T] or None) as float64 arrays. ``record``: each
+    block's output stored under "transformer_blocks.i". Returns the output [B, out_channels, H, W] in xp.
+    """
+    xp = resolve_precision(xp)
+    if config.get("norm_type", "ada_norm_single") != "ada_norm_single":
+        raise InvalidArgumentError("config", "norm_type 'ada_norm_single' (the only one PixArt implements)",
+                                   repr(config.get("norm_type")))
+    if config.get("use_additional_conditions") or inputs.get("added_cond_kwargs"):
+        raise InvalidArgumentError("config", "use_additional_conditions False (size and aspect-ratio conditions are "
+                                   "not modelled)", repr(config.get("use_additional_conditions")))
+    if config.get("activation_fn", "gelu-approximate") != "gelu-approximate":
+        raise InvalidArgumentError("config", "activation_fn 'gelu-approximate'", repr(config.get("activation_fn")))
+    heads = _config_int(config, "num_attention_heads")
+    patch = _config_int(config, "patch_size")
+    sample_size = _config_int(config, "sample_size")
+    in_channels = _config_int(config, "in_channels")
+    out_channels = require_positive_int(config.get("out_channels") or in_channels, "config['out_channels']")
+    eps = float(config.get("norm_eps", 1e-6))
+    interpolation_scale = config.get("interpolation_scale") or max(sample_size // 64, 1)
+    with xp.context():
+        latent = xp.asarray(np.asarray(inputs["hidden_states"], dtype=np.float64))
+        caption = xp.asarray(np.asarray(inputs["encoder_hidden_states"], dtype=np.float64))
+        timestep = xp.asarray(np.asarray(inputs["timestep"], dtype=np.float64).reshape(-1))
+        height, width = np.shape(latent)[-2:]
+        # 1. masks -> additive biases (self-attention mask too, though PixArt's pipelines pass none)
+        self_mask = caption_mask_bias(inputs.get("attention_mask"))
+        caption_mask = caption_mask_bias(inputs.get("encoder_attention_mask"))
+        # 2. patches + the float32 sin-cos table; base size = sample_size / p
+        x = patch_embed(xp, params, "pos_embed", latent, patch, sample_size // patch, interpolation_scale)
+        # 3. adaLN-single: the embedded timestep e and the blocks' shared modulation linear(silu(e))
+        embedded = timestep_embedder(xp, params, "adaln_single.emb.timestep_embedder", timestep)
+        t_mod = linear_module(xp, params, "adaln_single.linear", silu.generic(xp, embedded))
+        # 4. the caption projection
+        if "caption_projection.linear_1.weight" in params:
+            caption = text_projection(xp, params, "caption_projection", caption, "gelu-tanh")
+        # 5. the blocks
+        for index in range(_config_int(config, "num_layers")):
+            name = f"transformer_blocks.{index}"
+            x = pixart_block(xp, params, name, x, caption, t_mod, heads, eps, self_mask, caption_mask)
+            if record is not None:
+                record[name] = x
+        # 6. the output layer: (shift, scale) = table + e, then proj_out and unpatchify
+        table = parameter(xp, params, "scale_shift_table")
+        chunks = {name: table[None, i, :] + embedded for i, name in enumerate(PIXART_OUTPUT_ORDER)}
+        normed = layer_norm.generic(xp, x, None, None, 1e-6)
+        x = normed * (1 + chunks["scale"][:, None, :]) + chunks["shift"][:, None, :]
+        x = linear_module(xp, params, "proj_out", x)
+        return unpatchify.generic(xp, x, patch, out_channels, (height // patch, width // patch))
