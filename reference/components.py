@@ -19,7 +19,7 @@ import numpy as np
 
 from .attention import attention
 from .errors import InvalidArgumentError, ShapeError
-from .layers import gelu, layer_norm, linear, silu
+from .layers import _norm_features, _normalised, gelu, layer_norm, linear, silu
 from .precision import Precision, reference_function, require_positive_int, require_real
 
 __all__ = [
@@ -132,12 +132,7 @@ def rms_norm(xp: Precision, x: Any, weight: Any = None, bias: Any = None, eps: f
     torch.nn.RMSNorm computes the variance in the input's dtype; its eps=None means finfo(dtype).eps.
     """
     eps = require_real(eps, "eps", low=0.0)
-    if np.ndim(x) < 1:
-        raise ShapeError("x", "an array with at least one axis", "a scalar")
-    features = np.shape(x)[-1]
-    for name, value in (("weight", weight), ("bias", bias)):
-        if value is not None and np.shape(value) != (features,):
-            raise ShapeError(name, f"shape ({features},), one value per feature of x's last axis", str(np.shape(value)))
+    features = _norm_features(x, weight, bias)
     if variance_format is None:
         variance = xp.mean(x * x, axis=-1, keepdims=True)
     else:
@@ -149,12 +144,7 @@ def rms_norm(xp: Precision, x: Any, weight: Any = None, bias: Any = None, eps: f
         total = np.sum(squares.astype(np.float32 if variance_format == "float32" else np.float64), axis=-1,
                        keepdims=True)
         variance = xp.asarray(round_to_format(round_to_format(total, variance_format) / features, variance_format))
-    out = x / xp.sqrt(variance + xp.const(eps))
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out
+    return _normalised(xp, x, variance, eps, weight, bias)
 
 
 @reference_function(arrays=("x", "weight", "bias"))

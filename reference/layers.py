@@ -79,15 +79,27 @@ def layer_norm(xp: Precision, x: Any, weight: Any = None, bias: Any = None, eps:
     DiT uses eps = 1e-6 without affine parameters; diffusers' DiT uses eps = 1e-5 in the MLP branch.
     """
     eps = require_real(eps, "eps", low=0.0, low_inclusive=False)
+    _norm_features(x, weight, bias)
+    centred = x - xp.mean(x, axis=-1, keepdims=True)
+    variance = xp.mean(centred * centred, axis=-1, keepdims=True)
+    return _normalised(xp, centred, variance, eps, weight, bias)
+
+
+def _norm_features(x: Any, weight: Any, bias: Any) -> int:
+    """F, the size of x's last axis (the one a norm normalises); ShapeError unless x has an axis and the optional
+    affine ``weight`` and ``bias`` hold one value per feature."""
     if np.ndim(x) < 1:
         raise ShapeError("x", "an array with at least one axis", "a scalar")
     features = np.shape(x)[-1]
     for name, value in (("weight", weight), ("bias", bias)):
         if value is not None:
             _require_shape(value, (features,), name, "one value per feature of x's last axis")
-    mean = xp.mean(x, axis=-1, keepdims=True)
-    centred = x - mean
-    variance = xp.mean(centred * centred, axis=-1, keepdims=True)
+    return features
+
+
+def _normalised(xp: Precision, centred: Any, variance: Any, eps: float, weight: Any, bias: Any) -> Any:
+    """centred / sqrt(variance + eps) * weight + bias (weight and bias optional): the tail LayerNorm (centred =
+    x - mean, Ba et al. 2016, eq. 4) and RMSNorm (centred = x, Zhang & Sennrich 2019, eq. 4) share."""
     out = centred / xp.sqrt(variance + xp.const(eps))
     if weight is not None:
         out = out * weight
