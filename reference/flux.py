@@ -1,0 +1,242 @@
+"""FLUX.1 (Black Forest Labs, FLUX.1 model card; diffusers 0.42.1 transformer_flux.py), whole model, readable top to bottom.
+
+``flux_forward(xp, params, config, inputs, record)`` computes what diffusers' FluxTransformer2DModel computes, in
+any :class:`~ditcheck.reference.precision.Precision` (Float64, ``Native("float32")``, ``Native("longdouble")``, mp,
+arb), from ``model.state_dict()`` as float64 NumPy arrays, ``dict(model.config)`` and the forward's keyword inputs
+as float64 NumPy arrays. The conventions that ports get wrong are spelled out where they happen:
+
+* the timestep t in [0, 1) and the guidance scale are multiplied by 1000 inside the model, then embedded with
+  Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0);
+* RoPE angles come from the position ids (text ids first, then image ids), one axis per column, split over the
+  head's channels by ``axes_dims_rope`` with theta 10000, channel pairs (2i, 2i+1) ("interleaved");
+* QK-norm is an RMSNorm over each head's channels (weight [head_dim]), text and image streams with their own;
+* double-stream blocks attend over [text, image] jointly, single-stream blocks run attention and MLP in parallel
+  on the concatenated sequence;
+* norm_out is AdaLayerNormContinuous, whose projection is read (scale, shift), not DiT's (shift, scale).
+
+Every block's output is stored in ``record`` (when a dict) under the diffusers module's name, as the module returns
+it: ``transformer_blocks.i`` and ``single_transformer_blocks.i`` both return (encoder_hidden_states, hidden_states).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .attention import attention, merge_heads, split_heads
+from .components import (ADALN_CONTINUOUS_ORDER, ada_layer_norm_continuous, ada_layer_norm_zero,
+                         ada_layer_norm_zero_single, apply_rope, feed_forward, joint_attention, qk_norm,
+                         rope_frequencies, timestep_mlp)
+from .errors import InvalidArgumentError, ShapeError
+from .layers import gelu, layer_norm, linear, modulate, timestep_embedding
+from .precision import Precision, as_float64_array, convert_params, require_positive_int
+
+__all__ = ["FLUX_ROPE_THETA", "FLUX_TIME_FACTOR", "FLUX_EPS", "flux_rope", "flux_conditioning", "flux_attention",
+           "flux_double_block", "flux_single_block", "flux_forward"]
+
+#: FluxPosEmbed(theta=10000, ...)
+FLUX_ROPE_THETA = 10000.0
+#: FluxTransformer2DModel.forward: timestep * 1000 and guidance * 1000 (the pipeline passes sigma in [0, 1))
+FLUX_TIME_FACTOR = 1000
+#: the eps of every norm in Flux: AdaLayerNormZero(-Single)'s LayerNorm, norm2, QK RMSNorm, norm_out
+FLUX_EPS = 1e-6
+#: Timesteps(num_channels=256, ...) in CombinedTimestep(Guidance)TextProjEmbeddings
+_TIME_CHANNELS = 256
+
+Record = dict[str, Any] | None
+
+
+def _param(params: Mapping[str, Any], name: str) -> Any:
+    if name not in params:
+        raise InvalidArgumentError(f"params[{name!r}]", "an entry of the FluxTransformer2DModel state dict", "missing")
+    return params[name]
+
+
+def _linear(xp: Precision, x: Any, params: Mapping[str, Any], name: str) -> Any:
+    """The torch Linear ``name`` (weight, and bias if the state dict has one) applied to x."""
+    return linear.generic(xp, x, _param(params, f"{name}.weight"), params.get(f"{name}.bias"))
+
+
+def flux_rope(xp: Precision, txt_ids: Any, img_ids: Any, axes_dims: tuple[int, ...]) -> tuple[Any, Any]:
+    """FluxPosEmbed: (cos, sin) [T + L, head_dim] of the ids cat(txt_ids, img_ids), axes_dims_rope split, theta 10000, interleaved."""
+    ids = np.concatenate([txt_ids, img_ids], axis=0)
+    return rope_frequencies.generic(xp, ids, tuple(axes_dims), FLUX_ROPE_THETA, "interleaved")
+
+
+def flux_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, guidance: Any,
+                      pooled_projections: Any) -> Any:
+    """CombinedTimestep(Guidance)TextProjEmbeddings: MLP(sin(1000 t)) [+ MLP(sin(1000 g))] + MLP_silu(pooled)."""
+    prefix = "time_text_embed"
+
+    def embedded(value: Any, embedder: str) -> Any:
+        # x1000 inside the model: t in [0, 1) from the pipeline; a port that forgets it embeds ~0 for every t
+        scaled = value * xp.const(FLUX_TIME_FACTOR)
+        features = timestep_embedding.generic(xp, scaled, _TIME_CHANNELS, flip_sin_to_cos=True,
+                                              downscale_freq_shift=0.0)
+        return timestep_mlp.generic(xp, features, *_mlp_params(params, f"{prefix}.{embedder}"), act="silu")
+
+    temb = embedded(timestep, "timestep_embedder")
+    if guidance is not None:
+        temb = temb + embedded(guidance, "guidance_embedder")
+    # PixArtAlphaTextProjection(act_fn="silu") is the same two-layer MLP as TimestepEmbedding
+    pooled = timestep_mlp.generic(xp, pooled_projections, *_mlp_params(params, f"{prefix}.text_embedder"), act="silu")
+    return temb + pooled
+
+
+def _mlp_params(params: Mapping[str, Any], prefix: str) -> tuple[Any, Any, Any, Any]:
+    return (_param(params, f"{prefix}.linear_1.weight"), _param(params, f"{prefix}.linear_1.bias"),
+            _param(params, f"{prefix}.linear_2.weight"), _param(params, f"{prefix}.linear_2.bias"))
+
+
+def _heads(xp: Precision, x: Any, params: Mapping[str, Any], projection: str, norm: str | None, heads: int) -> Any:
+    """A projection split into heads [N, H, L, Dh], RMS-normalised over each head's channels (Flux's QK-norm)."""
+    projected = _linear(xp, x, params, projection)
+    if norm is not None:
+        projected = qk_norm.generic(xp, projected, _param(params, f"{norm}.weight"), num_heads=heads, eps=FLUX_EPS,
+                                    kind="rms", across_heads=False)
+    return split_heads(projected, heads)
+
+
+def flux_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, context: Any | None,
+                   cos: Any, sin: Any, heads: int) -> Any:
+    """FluxAttnProcessor: per-head QK RMSNorm, RoPE on [text, image] queries and keys, SDPA over them jointly.
+
+    With ``context`` (a double block): returns (image output after to_out.0, text output after to_add_out).
+    Without (a single block, pre_only): the attention output [N, L, H Dh], no output projection.
+    """
+    q, k, v = (_heads(xp, x, params, f"{prefix}.to_{name}", f"{prefix}.norm_{name}" if name != "v" else None, heads)
+               for name in "qkv")
+    if context is None:
+        q, k = apply_rope.generic(xp, q, cos, sin, "interleaved"), apply_rope.generic(xp, k, cos, sin, "interleaved")
+        return merge_heads(attention.generic(xp, q, k, v))
+    cq, ck, cv = (_heads(xp, context, params, f"{prefix}.add_{name}_proj",
+                         f"{prefix}.norm_added_{name}" if name != "v" else None, heads) for name in "qkv")
+    text = np.shape(context)[1]
+    # the RoPE table covers cat(txt_ids, img_ids): its first rows rotate the text stream
+    cq, ck = (apply_rope.generic(xp, t, cos[:text], sin[:text], "interleaved") for t in (cq, ck))
+    q, k = (apply_rope.generic(xp, t, cos[text:], sin[text:], "interleaved") for t in (q, k))
+    context_out, out = joint_attention.generic(xp, cq, ck, cv, q, k, v, order="ab")  # text first, as Flux
+    return (_linear(xp, merge_heads(out), params, f"{prefix}.to_out.0"),
+            _linear(xp, merge_heads(context_out), params, f"{prefix}.to_add_out"))
+
+
+def flux_double_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, context: Any, temb: Any,
+                      cos: Any, sin: Any, heads: int) -> tuple[Any, Any]:
+    """FluxTransformerBlock (MMDiT double stream): adaLN-Zero per stream, joint attention, gated GELU-tanh MLPs.
+
+    Returns (encoder_hidden_states, hidden_states), the module's order.
+    """
+    normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada_layer_norm_zero.generic(
+        xp, hidden, temb, _param(params, f"{prefix}.norm1.linear.weight"),
+        _param(params, f"{prefix}.norm1.linear.bias"), FLUX_EPS)
+    c_normed, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = ada_layer_norm_zero.generic(
+        xp, context, temb, _param(params, f"{prefix}.norm1_context.linear.weight"),
+        _param(params, f"{prefix}.norm1_context.linear.bias"), FLUX_EPS)
+    attn_out, context_attn_out = flux_attention(xp, params, f"{prefix}.attn", normed, c_normed, cos, sin, heads)
+
+    def mlp_branch(x: Any, attn: Any, gate_msa: Any, shift: Any, scale: Any, gate_mlp: Any, ff: str) -> Any:
+        x = x + gate_msa[:, None, :] * attn
+        normed = modulate.generic(xp, layer_norm.generic(xp, x, None, None, FLUX_EPS), shift, scale)
+        out = feed_forward.generic(xp, normed, _param(params, f"{prefix}.{ff}.net.0.proj.weight"),
+                                   _param(params, f"{prefix}.{ff}.net.0.proj.bias"),
+                                   _param(params, f"{prefix}.{ff}.net.2.weight"),
+                                   _param(params, f"{prefix}.{ff}.net.2.bias"), "gelu-approximate")
+        return x + gate_mlp[:, None, :] * out
+
+    hidden = mlp_branch(hidden, attn_out, gate_msa, shift_mlp, scale_mlp, gate_mlp, "ff")
+    context = mlp_branch(context, context_attn_out, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp, "ff_context")
+    return context, hidden
+
+
+def flux_single_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, context: Any, temb: Any,
+                      cos: Any, sin: Any, heads: int) -> tuple[Any, Any]:
+    """FluxSingleTransformerBlock: on x = [text, image], x + gate proj_out([attn(n), gelu_tanh(proj_mlp(n))]), n = adaLN(x).
+
+    Returns (encoder_hidden_states, hidden_states), the module's order.
+    """
+    text = np.shape(context)[1]
+    x = np.concatenate([context, hidden], axis=1)
+    normed, gate = ada_layer_norm_zero_single.generic(xp, x, temb, _param(params, f"{prefix}.norm.linear.weight"),
+                                                      _param(params, f"{prefix}.norm.linear.bias"), FLUX_EPS)
+    mlp_hidden = gelu.generic(xp, _linear(xp, normed, params, f"{prefix}.proj_mlp"), "tanh")
+    attn_out = flux_attention(xp, params, f"{prefix}.attn", normed, None, cos, sin, heads)
+    x = x + gate[:, None, :] * _linear(xp, np.concatenate([attn_out, mlp_hidden], axis=2), params,
+                                       f"{prefix}.proj_out")
+    return x[:, :text], x[:, text:]
+
+
+def _check_config(config: Mapping[str, Any]) -> tuple[int, int, int, tuple[int, ...]]:
+    """(heads, double blocks, single blocks, axes_dims_rope) of a FluxTransformer2DModel config."""
+    heads = require_positive_int(config.get("num_attention_heads"), "config['num_attention_heads']")
+    head_dim = require_positive_int(config.get("attention_head_dim"), "config['attention_head_dim']")
+    layers = config.get("num_layers", 19)
+    single_layers = config.get("num_single_layers", 38)
+    for name, value in (("num_layers", layers), ("num_single_layers", single_layers)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InvalidArgumentError(f"config[{name!r}]", "a non-negative int", repr(value))
+    axes = tuple(config.get("axes_dims_rope") or ())
+    if not axes or sum(axes) != head_dim:
+        raise InvalidArgumentError("config['axes_dims_rope']", f"per-axis RoPE widths summing to attention_head_dim "
+                                   f"= {head_dim}", repr(config.get("axes_dims_rope")))
+    return heads, int(layers), int(single_layers), axes
+
+
+def _ids(value: Any, name: str, axes: int) -> np.ndarray:
+    ids = as_float64_array(value, f"inputs[{name!r}]")
+    if ids.ndim == 3:  # diffusers still accepts the deprecated batched ids and takes the first sample's
+        ids = ids[0]
+    if ids.ndim != 2 or ids.shape[1] != axes:
+        raise ShapeError(f"inputs[{name!r}]", f"shape [tokens, {axes}] (one column per RoPE axis)", str(ids.shape))
+    return ids
+
+
+_UNSUPPORTED_INPUTS = ("joint_attention_kwargs", "controlnet_block_samples", "controlnet_single_block_samples")
+
+
+def flux_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, Any], inputs: Mapping[str, Any],
+                 record: dict[str, Any] | None = None) -> Any:
+    """FluxTransformer2DModel.forward (diffusers transformer_flux.py; BFL FLUX.1): packed tokens [B, L, C_in] -> [B, L, p^2 C_out].
+
+    inputs: hidden_states, encoder_hidden_states, pooled_projections, timestep (t in [0, 1)), img_ids, txt_ids and
+    guidance (when config['guidance_embeds']). IP-adapter / LoRA kwargs and ControlNet residuals are not modelled.
+    """
+    heads, layers, single_layers, axes = _check_config(config)
+    for name in _UNSUPPORTED_INPUTS:
+        if inputs.get(name) is not None:
+            raise InvalidArgumentError(f"inputs[{name!r}]", "None (not modelled by the Flux reference)", "given")
+    guidance = inputs.get("guidance")
+    if bool(config.get("guidance_embeds", False)) != (guidance is not None):
+        raise InvalidArgumentError("inputs['guidance']", "given exactly when config['guidance_embeds'] is true",
+                                   "missing" if guidance is None else "given")
+    with xp.context():
+        params = convert_params(xp, params)
+
+        def array(name: str) -> Any:
+            return xp.asarray(as_float64_array(inputs.get(name), f"inputs[{name!r}]"))
+
+        hidden = _linear(xp, array("hidden_states"), params, "x_embedder")
+        context = _linear(xp, array("encoder_hidden_states"), params, "context_embedder")
+        temb = flux_conditioning(xp, params, array("timestep"), None if guidance is None else array("guidance"),
+                                 array("pooled_projections"))
+        cos, sin = flux_rope(xp, xp.asarray(_ids(inputs.get("txt_ids"), "txt_ids", len(axes))),
+                             xp.asarray(_ids(inputs.get("img_ids"), "img_ids", len(axes))), axes)
+        if np.shape(cos)[0] != np.shape(context)[1] + np.shape(hidden)[1]:
+            raise ShapeError("inputs['img_ids']", "one id row per text and image token",
+                             f"{np.shape(cos)[0]} rows for {np.shape(context)[1]} + {np.shape(hidden)[1]} tokens")
+        for i in range(layers):
+            context, hidden = flux_double_block(xp, params, f"transformer_blocks.{i}", hidden, context, temb, cos, sin,
+                                                heads)
+            if record is not None:
+                record[f"transformer_blocks.{i}"] = (context, hidden)
+        for i in range(single_layers):
+            context, hidden = flux_single_block(xp, params, f"single_transformer_blocks.{i}", hidden, context, temb,
+                                                cos, sin, heads)
+            if record is not None:
+                record[f"single_transformer_blocks.{i}"] = (context, hidden)
+        # AdaLayerNormContinuous reads its projection (scale, shift): the reverse of DiT's final layer
+        hidden = ada_layer_norm_continuous.generic(xp, hidden, temb, _param(params, "norm_out.linear.weight"),
+                                                   _param(params, "norm_out.linear.bias"), eps=FLUX_EPS, norm="layer",
+                                                   order=ADALN_CONTINUOUS_ORDER)
+        return _linear(xp, hidden, params, "proj_out")

@@ -1,0 +1,200 @@
+"""Wan 2.1 text-to-video (Wan Team, arXiv:2503.20314; diffusers 0.42.1 transformer_wan.py), whole model, top to bottom.
+
+``wan_forward(xp, params, config, inputs, record)`` computes what diffusers' WanTransformer3DModel computes, in any
+:class:`~ditcheck.reference.precision.Precision` (Float64, ``Native("float32")``, ``Native("longdouble")``, mp,
+arb), from ``model.state_dict()`` as float64 NumPy arrays, ``dict(model.config)`` and the forward's keyword inputs
+as float64 NumPy arrays. The conventions that ports get wrong are spelled out where they happen:
+
+* the timestep is on the DDPM / FlowMatch scale [0, 1000) and embedded as is, Timesteps(freq_dim,
+  flip_sin_to_cos=True, downscale_freq_shift=0): cos first, then sin;
+* 3-D RoPE: a head's channels split over (frame, row, column) as d - 4 floor(d/6), 2 floor(d/6), 2 floor(d/6)
+  (WanRotaryPosEmbed), theta 10000, channel pairs (2i, 2i+1), on the self-attention only;
+* QK-norm is one RMSNorm across all heads (weight [heads x head_dim]), before the head split;
+* each block's modulation is its learned scale_shift_table [6, D] plus the shared time projection [B, 6, D],
+  read (shift, scale, gate) for self-attention then (shift, scale, gate) for the MLP; diffusers computes it and the
+  LayerNorms in float32 whatever the model dtype (FP32LayerNorm, temb.float()), by design;
+* text enters through cross-attention (LayerNorm with affine parameters first when cross_attn_norm), no gate;
+* the output head is LayerNorm modulated by scale_shift_table [2, D] + temb (read (shift, scale); temb, not its
+  6-way projection), then unpatchify to [B, C, F, H, W].
+
+Every block's output is stored in ``record`` (when a dict) under the diffusers module's name ``blocks.i``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .attention import attention, merge_heads, split_heads
+from .components import (apply_rope, feed_forward, patchify_3d, qk_norm, rope_frequencies, rope_grid_positions,
+                         scale_shift_table_chunks, timestep_mlp, wan_rope_axes)
+from .errors import InvalidArgumentError, ShapeError
+from .layers import layer_norm, linear, modulate, silu, timestep_embedding
+from .precision import Precision, as_float64_array, convert_params, require_positive_int, require_real
+
+__all__ = ["WAN_ROPE_THETA", "WAN_BLOCK_ORDER", "WAN_OUTPUT_ORDER", "wan_rope", "wan_conditioning", "wan_attention",
+           "wan_block", "wan_unpatchify", "wan_forward"]
+
+#: WanRotaryPosEmbed(theta=10000.0)
+WAN_ROPE_THETA = 10000.0
+#: WanTransformerBlock: (scale_shift_table + temb).chunk(6) in this order
+WAN_BLOCK_ORDER = ("shift_msa", "scale_msa", "gate_msa", "c_shift_msa", "c_scale_msa", "c_gate_msa")
+#: WanTransformer3DModel's output head: (scale_shift_table + temb).chunk(2) in this order
+WAN_OUTPUT_ORDER = ("shift", "scale")
+#: FeedForward(activation_fn="gelu-approximate"): net.0 is GELU(proj), net.2 the output Linear
+FFN_PARAMS = ("net.0.proj.weight", "net.0.proj.bias", "net.2.weight", "net.2.bias")
+
+
+def _param(params: Mapping[str, Any], name: str) -> Any:
+    if name not in params:
+        raise InvalidArgumentError(f"params[{name!r}]", "an entry of the WanTransformer3DModel state dict", "missing")
+    return params[name]
+
+
+def _linear(xp: Precision, x: Any, params: Mapping[str, Any], name: str) -> Any:
+    """The torch Linear ``name`` applied to x."""
+    return linear.generic(xp, x, _param(params, f"{name}.weight"), _param(params, f"{name}.bias"))
+
+
+def _mlp_params(params: Mapping[str, Any], prefix: str) -> tuple[Any, Any, Any, Any]:
+    return (_param(params, f"{prefix}.linear_1.weight"), _param(params, f"{prefix}.linear_1.bias"),
+            _param(params, f"{prefix}.linear_2.weight"), _param(params, f"{prefix}.linear_2.bias"))
+
+
+def wan_rope(xp: Precision, grid: tuple[int, int, int], head_dim: int) -> tuple[Any, Any]:
+    """WanRotaryPosEmbed: (cos, sin) [f h w, head_dim] of the patch grid's (frame, row, column), wan_rope_axes split, interleaved."""
+    positions = xp.asarray(rope_grid_positions(grid))
+    return rope_frequencies.generic(xp, positions, wan_rope_axes(head_dim), WAN_ROPE_THETA, "interleaved")
+
+
+def wan_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, text: Any,
+                     freq_dim: int) -> tuple[Any, Any, Any]:
+    """WanTimeTextImageEmbedding (text-to-video): (temb [B, D], timestep_proj [B, 6, D], text [B, T, D]).
+
+    temb = MLP_silu(sinusoid(t)) with t on the [0, 1000) scale, timestep_proj = Linear(silu(temb)) cut into 6
+    rows of D, text = PixArtAlphaTextProjection(gelu-tanh) of the text encoder states.
+    """
+    prefix = "condition_embedder"
+    features = timestep_embedding.generic(xp, timestep, freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0.0)
+    temb = timestep_mlp.generic(xp, features, *_mlp_params(params, f"{prefix}.time_embedder"), act="silu")
+    projected = _linear(xp, silu.generic(xp, temb), params, f"{prefix}.time_proj")
+    timestep_proj = np.reshape(projected, (np.shape(temb)[0], 6, np.shape(temb)[1]))
+    # PixArtAlphaTextProjection(act_fn="gelu_tanh") is the same two-layer MLP as TimestepEmbedding
+    text = timestep_mlp.generic(xp, text, *_mlp_params(params, f"{prefix}.text_embedder"), act="gelu-tanh")
+    return temb, timestep_proj, text
+
+
+def wan_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, context: Any | None,
+                  rope: tuple[Any, Any] | None, heads: int, eps: float) -> Any:
+    """WanAttnProcessor: to_out.0(SDPA(RoPE(RMSNorm_q(q)), RoPE(RMSNorm_k(k)), v)), QK-norm across heads before the split.
+
+    Self-attention (context None) over x with RoPE; cross-attention from x to ``context`` without RoPE.
+    """
+    source = x if context is None else context
+    q = qk_norm.generic(xp, _linear(xp, x, params, f"{prefix}.to_q"), _param(params, f"{prefix}.norm_q.weight"),
+                        num_heads=heads, eps=eps, kind="rms", across_heads=True)
+    k = qk_norm.generic(xp, _linear(xp, source, params, f"{prefix}.to_k"), _param(params, f"{prefix}.norm_k.weight"),
+                        num_heads=heads, eps=eps, kind="rms", across_heads=True)
+    q, k, v = split_heads(q, heads), split_heads(k, heads), split_heads(_linear(xp, source, params, f"{prefix}.to_v"),
+                                                                        heads)
+    if rope is not None:
+        cos, sin = rope
+        q, k = apply_rope.generic(xp, q, cos, sin, "interleaved"), apply_rope.generic(xp, k, cos, sin, "interleaved")
+    return _linear(xp, merge_heads(attention.generic(xp, q, k, v)), params, f"{prefix}.to_out.0")
+
+
+def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, text: Any, timestep_proj: Any,
+              rope: tuple[Any, Any], heads: int, eps: float, cross_attn_norm: bool) -> Any:
+    """WanTransformerBlock: x += gate_msa attn1(mod(LN x)); x += attn2(LN_affine x, text); x += c_gate ffn(mod(LN x))."""
+    table = _param(params, f"{prefix}.scale_shift_table")
+    width = np.shape(hidden)[-1]
+    chunks = scale_shift_table_chunks.generic(xp, np.reshape(table, (6, width)),
+                                              np.reshape(timestep_proj, (np.shape(timestep_proj)[0], 6 * width)),
+                                              WAN_BLOCK_ORDER)
+    normed = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, eps), chunks["shift_msa"],
+                              chunks["scale_msa"])
+    hidden = hidden + wan_attention(xp, params, f"{prefix}.attn1", normed, None, rope, heads, eps) * \
+        chunks["gate_msa"][:, None, :]
+    normed = layer_norm.generic(xp, hidden, _param(params, f"{prefix}.norm2.weight"),
+                                _param(params, f"{prefix}.norm2.bias"), eps) if cross_attn_norm else hidden
+    hidden = hidden + wan_attention(xp, params, f"{prefix}.attn2", normed, text, None, heads, eps)
+    normed = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, eps), chunks["c_shift_msa"],
+                              chunks["c_scale_msa"])
+    ff = feed_forward.generic(xp, normed, *(_param(params, f"{prefix}.ffn.{name}") for name in FFN_PARAMS),
+                              "gelu-approximate")
+    return hidden + ff * chunks["c_gate_msa"][:, None, :]
+
+
+def wan_unpatchify(x: Any, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> Any:
+    """[B, f h w, pt ph pw C] -> [B, C, f pt, h ph, w pw]: tokens in (frame, row, column) order, each patch (pt, ph, pw, C)."""
+    (f, h, w), (pt, ph, pw) = grid, patch
+    batch = np.shape(x)[0]
+    blocks = np.reshape(x, (batch, f, h, w, pt, ph, pw, -1)).transpose(0, 7, 1, 4, 2, 5, 3, 6)
+    return np.reshape(blocks, (batch, np.shape(blocks)[1], f * pt, h * ph, w * pw))
+
+
+def _check_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The WanTransformer3DModel config fields the reference reads; image conditioning (I2V) is not modelled."""
+    for name in ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len"):
+        if config.get(name) is not None:
+            raise InvalidArgumentError(f"config[{name!r}]", "None (image-to-video conditioning is not modelled by the "
+                                       "Wan reference)", repr(config.get(name)))
+    patch = config.get("patch_size", (1, 2, 2))
+    if not isinstance(patch, (tuple, list)) or len(patch) != 3:
+        raise InvalidArgumentError("config['patch_size']", "a triple (pt, ph, pw)", repr(patch))
+    return {"heads": require_positive_int(config.get("num_attention_heads"), "config['num_attention_heads']"),
+            "head_dim": require_positive_int(config.get("attention_head_dim"), "config['attention_head_dim']"),
+            "patch": tuple(require_positive_int(p, f"config['patch_size'][{i}]") for i, p in enumerate(patch)),
+            "freq_dim": require_positive_int(config.get("freq_dim", 256), "config['freq_dim']"),
+            "layers": int(config.get("num_layers", 40)),
+            "eps": require_real(config.get("eps", 1e-6), "config['eps']", low=0.0, low_inclusive=False),
+            "cross_attn_norm": bool(config.get("cross_attn_norm", True)),
+            "rope_max_seq_len": require_positive_int(config.get("rope_max_seq_len", 1024),
+                                                     "config['rope_max_seq_len']")}
+
+
+def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, Any], inputs: Mapping[str, Any],
+                record: dict[str, Any] | None = None) -> Any:
+    """WanTransformer3DModel.forward (diffusers transformer_wan.py; arXiv:2503.20314): video latents [B, C, F, H, W] -> [B, C_out, F, H, W].
+
+    inputs: hidden_states, timestep [B] (one per sample, [0, 1000) scale), encoder_hidden_states. Per-token
+    timesteps [B, L] (Wan 2.2 TI2V), image conditioning and attention_kwargs are not modelled.
+    """
+    cfg = _check_config(config)
+    for name in ("encoder_hidden_states_image", "attention_kwargs"):
+        if inputs.get(name) is not None:
+            raise InvalidArgumentError(f"inputs[{name!r}]", "None (not modelled by the Wan reference)", "given")
+    latents = as_float64_array(inputs.get("hidden_states"), "inputs['hidden_states']")
+    timestep = as_float64_array(inputs.get("timestep"), "inputs['timestep']")
+    if timestep.ndim != 1:
+        raise InvalidArgumentError("inputs['timestep']", "one timestep per sample, shape [B] (per-token timesteps are "
+                                   "not modelled)", str(timestep.shape))
+    if latents.ndim != 5:
+        raise ShapeError("inputs['hidden_states']", "video latents [B, C, F, H, W]", str(latents.shape))
+    grid = tuple(n // p for n, p in zip(latents.shape[2:], cfg["patch"]))
+    if max(grid) > cfg["rope_max_seq_len"]:
+        # diffusers slices a table of rope_max_seq_len positions per axis
+        raise ShapeError("inputs['hidden_states']", f"at most rope_max_seq_len = {cfg['rope_max_seq_len']} patches "
+                         "per axis", str(grid))
+    heads = cfg["heads"]
+    with xp.context():
+        params = convert_params(xp, params)
+        text = xp.asarray(as_float64_array(inputs.get("encoder_hidden_states"), "inputs['encoder_hidden_states']"))
+        rope = wan_rope(xp, grid, cfg["head_dim"])
+        hidden = patchify_3d.generic(xp, xp.asarray(latents), _param(params, "patch_embedding.weight"),
+                                     _param(params, "patch_embedding.bias"), cfg["patch"])
+        temb, timestep_proj, text = wan_conditioning(xp, params, xp.asarray(timestep), text, cfg["freq_dim"])
+        for i in range(cfg["layers"]):
+            hidden = wan_block(xp, params, f"blocks.{i}", hidden, text, timestep_proj, rope, heads, cfg["eps"],
+                               cfg["cross_attn_norm"])
+            if record is not None:
+                record[f"blocks.{i}"] = hidden
+        width = np.shape(hidden)[-1]
+        # the head adds temb itself (not its 6-way projection) to both rows of its table
+        chunks = scale_shift_table_chunks.generic(xp, np.reshape(_param(params, "scale_shift_table"), (2, width)),
+                                                  np.concatenate([temb, temb], axis=-1), WAN_OUTPUT_ORDER)
+        hidden = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, cfg["eps"]), chunks["shift"],
+                                  chunks["scale"])
+        return wan_unpatchify(_linear(xp, hidden, params, "proj_out"), grid, cfg["patch"])
