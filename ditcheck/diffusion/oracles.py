@@ -111,9 +111,6 @@ class Oracle:
         self.energy_evals = 0
         self.score_rows = 0
 
-    def reset_counts(self) -> None:
-        self.score_evals = self.energy_evals = self.score_rows = 0
-
     def counts(self) -> tuple[int, int]:
         """(score_evals, energy_evals) so far."""
         return self.score_evals, self.energy_evals

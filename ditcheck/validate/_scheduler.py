@@ -146,10 +146,6 @@ class SchedulerReport:
     strict_schedule: bool = False
 
     @property
-    def own_config_biased(self) -> bool:
-        return self.configs[0].biased
-
-    @property
     def anything_ran(self) -> bool:
         return any(config.ran for config in self.configs)
 
