@@ -8,7 +8,8 @@ as float64 NumPy arrays. The conventions that ports get wrong are spelled out wh
 * the timestep is on the DDPM / FlowMatch scale [0, 1000) and embedded as is, Timesteps(freq_dim,
   flip_sin_to_cos=True, downscale_freq_shift=0): cos first, then sin;
 * 3-D RoPE: a head's channels split over (frame, row, column) as d - 4 floor(d/6), 2 floor(d/6), 2 floor(d/6)
-  (WanRotaryPosEmbed), theta 10000, channel pairs (2i, 2i+1), on the self-attention only;
+  (WanRotaryPosEmbed), theta 10000, channel pairs (2i, 2i+1), on the self-attention only; its cos / sin tables are
+  float32 numbers in every diffusers Wan (WAN_ROPE_TABLE_FORMAT);
 * QK-norm is one RMSNorm across all heads (weight [heads x head_dim]), before the head split;
 * each block's modulation is its learned scale_shift_table [6, D] plus the shared time projection [B, 6, D],
   read (shift, scale, gate) for self-attention then (shift, scale, gate) for the MLP; diffusers computes it and the
@@ -29,16 +30,22 @@ import numpy as np
 
 from .attention import attention, merge_heads, split_heads
 from .components import (apply_rope, feed_forward, patchify_3d, qk_norm, rope_frequencies, rope_grid_positions,
-                         scale_shift_table_chunks, timestep_mlp, wan_rope_axes)
+                         round_to_format, scale_shift_table_chunks, timestep_mlp, wan_rope_axes)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, linear, modulate, silu, timestep_embedding
-from .precision import Precision, as_float64_array, convert_params, require_positive_int, require_real
+from .precision import (FLOAT64, Precision, as_float64_array, convert_params, require_choice, require_positive_int,
+                        require_real)
 
-__all__ = ["WAN_ROPE_THETA", "WAN_BLOCK_ORDER", "WAN_OUTPUT_ORDER", "wan_rope", "wan_conditioning", "wan_attention",
+__all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "WAN_BLOCK_ORDER", "WAN_OUTPUT_ORDER", "wan_rope", "wan_conditioning", "wan_attention",
            "wan_block", "wan_unpatchify", "wan_forward"]
 
 #: WanRotaryPosEmbed(theta=10000.0)
 WAN_ROPE_THETA = 10000.0
+#: WanRotaryPosEmbed computes its cos / sin tables once, at construction, in float64 and keeps them .float()
+#: (get_1d_rotary_pos_embed): a float32 buffer whatever the model's dtype, so the shipped model's tables are those
+#: values rounded to float32, in a float64 run too (built before any forward, out of Float32AsFloat64's reach;
+#: measured 2.7e-9 on the tiny model's output, 2e4 x its float64 tolerance). None: the exact tables in the precision.
+WAN_ROPE_TABLE_FORMAT: str | None = "float32"
 #: WanTransformerBlock: (scale_shift_table + temb).chunk(6) in this order
 WAN_BLOCK_ORDER = ("shift_msa", "scale_msa", "gate_msa", "c_shift_msa", "c_scale_msa", "c_gate_msa")
 #: WanTransformer3DModel's output head: (scale_shift_table + temb).chunk(2) in this order
@@ -63,10 +70,18 @@ def _mlp_params(params: Mapping[str, Any], prefix: str) -> tuple[Any, Any, Any, 
             _param(params, f"{prefix}.linear_2.weight"), _param(params, f"{prefix}.linear_2.bias"))
 
 
-def wan_rope(xp: Precision, grid: tuple[int, int, int], head_dim: int) -> tuple[Any, Any]:
-    """WanRotaryPosEmbed: (cos, sin) [f h w, head_dim] of the patch grid's (frame, row, column), wan_rope_axes split, interleaved."""
-    positions = xp.asarray(rope_grid_positions(grid))
-    return rope_frequencies.generic(xp, positions, wan_rope_axes(head_dim), WAN_ROPE_THETA, "interleaved")
+def wan_rope(xp: Precision, grid: tuple[int, int, int], head_dim: int,
+             table_format: str | None = WAN_ROPE_TABLE_FORMAT) -> tuple[Any, Any]:
+    """WanRotaryPosEmbed: (cos, sin) [f h w, head_dim] of the patch grid's (frame, row, column), wan_rope_axes split, interleaved.
+
+    table_format 'float32' (diffusers): the float64 tables rounded to float32, constants of the model like its
+    weights; None: the tables evaluated in ``xp``.
+    """
+    axes = wan_rope_axes(head_dim)
+    if table_format is None:
+        return rope_frequencies.generic(xp, xp.asarray(rope_grid_positions(grid)), axes, WAN_ROPE_THETA, "interleaved")
+    tables = rope_frequencies.generic(FLOAT64, rope_grid_positions(grid), axes, WAN_ROPE_THETA, "interleaved")
+    return tuple(xp.asarray(round_to_format(table, table_format)) for table in tables)
 
 
 def wan_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, text: Any,
@@ -156,13 +171,15 @@ def _check_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, Any], inputs: Mapping[str, Any],
-                record: dict[str, Any] | None = None) -> Any:
+                record: dict[str, Any] | None = None, *, rope_table_format: str | None = WAN_ROPE_TABLE_FORMAT) -> Any:
     """WanTransformer3DModel.forward (diffusers transformer_wan.py; arXiv:2503.20314): video latents [B, C, F, H, W] -> [B, C_out, F, H, W].
 
     inputs: hidden_states, timestep [B] (one per sample, [0, 1000) scale), encoder_hidden_states. Per-token
     timesteps [B, L] (Wan 2.2 TI2V), image conditioning and attention_kwargs are not modelled.
+    ``rope_table_format``: see WAN_ROPE_TABLE_FORMAT (None: exact RoPE tables).
     """
     cfg = _check_config(config)
+    require_choice(rope_table_format, (None, "float32", "float16", "bfloat16"), "rope_table_format")
     for name in ("encoder_hidden_states_image", "attention_kwargs"):
         if inputs.get(name) is not None:
             raise InvalidArgumentError(f"inputs[{name!r}]", "None (not modelled by the Wan reference)", "given")
@@ -182,7 +199,7 @@ def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, A
     with xp.context():
         params = convert_params(xp, params)
         text = xp.asarray(as_float64_array(inputs.get("encoder_hidden_states"), "inputs['encoder_hidden_states']"))
-        rope = wan_rope(xp, grid, cfg["head_dim"])
+        rope = wan_rope(xp, grid, cfg["head_dim"], rope_table_format)
         hidden = patchify_3d.generic(xp, xp.asarray(latents), _param(params, "patch_embedding.weight"),
                                      _param(params, "patch_embedding.bias"), cfg["patch"])
         temb, timestep_proj, text = wan_conditioning(xp, params, xp.asarray(timestep), text, cfg["freq_dim"])
