@@ -48,13 +48,16 @@ def linear_module(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any)
 
 
 def patch_embed(xp: Precision, params: Mapping[str, Any], prefix: str, latent: Any, patch_size: int,
-                base_size: float, interpolation_scale: float, max_size: int | None = None) -> Any:
+                base_size: float, interpolation_scale: float, max_size: int | None = None,
+                stored_grid: tuple[int, int] | None = None) -> Any:
     """diffusers PatchEmbed: Conv2d patches [B, (H/p)(W/p), D] + the 2-D sin-cos table (embeddings.py PatchEmbed).
 
-    The table is diffusers' get_2d_sincos_pos_embed(D, grid, base_size, interpolation_scale) stored with
-    ``.float()``: float32 whatever the model's dtype, so it is rounded to float32 here too (a float64 model
-    carries that rounding; the component check reports it as a float32 island). With ``max_size`` (SD3) the
-    table is max_size x max_size and the centred (H/p) x (W/p) window is cropped; a persistent table
+    The table is diffusers' get_2d_sincos_pos_embed(D, grid, base_size, interpolation_scale). The one PatchEmbed
+    builds at construction, for ``stored_grid`` (or max_size x max_size), is stored with ``.float()``: float32
+    whatever the model's dtype, a rounding no float64 run undoes, so it is rounded to float32 here too (the
+    component check reports it as a float32 island). A table for another grid is recomputed in every forward
+    (in float32 as written, an island a float64 run maps to float64) and is kept exact here. With ``max_size``
+    (SD3) the centred (H/p) x (W/p) window of the max_size x max_size table is cropped; a persistent table
     (``prefix.pos_embed`` in the state dict, SD3) is read from it, as a checkpoint sets it.
     """
     tokens = patchify.generic(xp, latent, parameter(xp, params, f"{prefix}.proj.weight"),
@@ -65,8 +68,9 @@ def patch_embed(xp: Precision, params: Mapping[str, Any], prefix: str, latent: A
     if f"{prefix}.pos_embed" in params:
         table = np.reshape(parameter(xp, params, f"{prefix}.pos_embed"), (-1, width))
     else:
-        exact = pos_embed_2d.generic(xp, width, grid, 10000, base_size, interpolation_scale)
-        table = xp.asarray(round_to_format(np.asarray(xp.to_float(exact), dtype=np.float64), "float32"))
+        table = pos_embed_2d.generic(xp, width, grid, 10000, base_size, interpolation_scale)
+        if max_size is not None or grid == stored_grid:
+            table = xp.asarray(round_to_format(np.asarray(xp.to_float(table), dtype=np.float64), "float32"))
     if max_size is not None:
         if rows > max_size or cols > max_size:
             raise ShapeError("hidden_states", f"at most {max_size} patches per side (pos_embed_max_size)",

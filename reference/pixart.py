@@ -4,8 +4,9 @@ Read top to bottom as diffusers 0.42.1 models/transformers/pixart_transformer_2d
 PixArt-alpha, arXiv:2310.00426, sec. 2.3 and fig. 4):
 
 1. the caption mask (1 keep / 0 pad) becomes the additive bias (1 - mask) x -10000 over the caption keys;
-2. PatchEmbed: patch tokens + the sin-cos table (stored in float32, see diffusers_modules.patch_embed);
-3. adaLN-single: t -> Timesteps(256) -> TimestepEmbedding = e (embedded_timestep); t_mod = linear(silu(e)) [B, 6D],
+2. PatchEmbed: patch tokens + the sin-cos table (the stored one in float32, see diffusers_modules.patch_embed);
+3. adaLN-single: t -> Timesteps(256) -> TimestepEmbedding = e (embedded_timestep), plus the embedded resolution
+   and aspect ratio where the model takes them (use_additional_conditions); t_mod = linear(silu(e)) [B, 6D],
    shared by every block;
 4. the caption projected by PixArtAlphaTextProjection (GELU tanh);
 5. each BasicTransformerBlock(norm_type="ada_norm_single"): (shift, scale, gate)_(msa, mlp) = table + t_mod
@@ -33,7 +34,8 @@ from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, silu, unpatchify
 from .precision import Precision, require_positive_int, resolve_precision
 
-__all__ = ["pixart_forward", "pixart_block", "caption_mask_bias", "PIXART_MASK_BIAS", "PIXART_OUTPUT_ORDER"]
+__all__ = ["pixart_forward", "pixart_block", "size_embedding", "caption_mask_bias", "PIXART_MASK_BIAS",
+           "PIXART_OUTPUT_ORDER"]
 
 #: diffusers' additive bias for a masked caption token: (1 - mask) x -10000 (not -inf: its weight is e^-10000)
 PIXART_MASK_BIAS = -10000.0
@@ -56,6 +58,22 @@ def caption_mask_bias(mask: Any) -> np.ndarray | None:
     if values.ndim == 3:
         return values[:, None, :, :]
     raise ShapeError("encoder_attention_mask", "a [B, L] keep-mask or a [B, 1, L] additive bias", str(values.shape))
+
+
+def size_embedding(xp: Precision, params: Mapping[str, Any], prefix: str, conditions: Mapping[str, Any] | None,
+                   batch: int) -> Any:
+    """PixArt-alpha's micro-conditions (PixArtAlphaCombinedTimestepSizeEmbeddings, arXiv:2310.00426 sec. 2.3 / app.):
+    [r_h, r_w, a] concatenated, each of the resolution's two entries and the aspect ratio embedded by Timesteps(256)
+    and its TimestepEmbedding to D/3 channels; added to the embedded timestep."""
+    if not conditions or conditions.get("resolution") is None or conditions.get("aspect_ratio") is None:
+        raise InvalidArgumentError("inputs", "added_cond_kwargs with 'resolution' [B, 2] and 'aspect_ratio' [B, 1] "
+                                   "(use_additional_conditions)", repr(conditions))
+    parts = []
+    for key, embedder in (("resolution", "resolution_embedder"), ("aspect_ratio", "aspect_ratio_embedder")):
+        values = xp.asarray(np.asarray(conditions[key], dtype=np.float64).reshape(-1))
+        embedded = timestep_embedder(xp, params, f"{prefix}.{embedder}", values)
+        parts.append(np.reshape(embedded, (batch, -1)))
+    return np.concatenate(parts, axis=1)
 
 
 def pixart_block(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, caption: Any, t_mod: Any,
@@ -90,16 +108,14 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
 
     params: state-dict name -> float64 array; config: dict(model.config); inputs: the forward's keyword
     arguments (hidden_states [B, C, H, W], encoder_hidden_states [B, L, caption_channels], timestep [B],
-    encoder_attention_mask [B, L] or None, attention_mask [B, T] or None) as float64 arrays. ``record``: each
+    encoder_attention_mask [B, L] or None, attention_mask [B, T] or None, added_cond_kwargs {"resolution" [B, 2],
+    "aspect_ratio" [B, 1]} where use_additional_conditions) as float64 arrays. ``record``: each
     block's output stored under "transformer_blocks.i". Returns the output [B, out_channels, H, W] in xp.
     """
     xp = resolve_precision(xp)
     if config.get("norm_type", "ada_norm_single") != "ada_norm_single":
         raise InvalidArgumentError("config", "norm_type 'ada_norm_single' (the only one PixArt implements)",
                                    repr(config.get("norm_type")))
-    if config.get("use_additional_conditions") or inputs.get("added_cond_kwargs"):
-        raise InvalidArgumentError("config", "use_additional_conditions False (size and aspect-ratio conditions are "
-                                   "not modelled)", repr(config.get("use_additional_conditions")))
     if config.get("activation_fn", "gelu-approximate") != "gelu-approximate":
         raise InvalidArgumentError("config", "activation_fn 'gelu-approximate'", repr(config.get("activation_fn")))
     heads = _config_int(config, "num_attention_heads")
@@ -109,6 +125,9 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
     out_channels = require_positive_int(config.get("out_channels") or in_channels, "config['out_channels']")
     eps = float(config.get("norm_eps", 1e-6))
     interpolation_scale = config.get("interpolation_scale") or max(sample_size // 64, 1)
+    # PixArt-alpha's micro-conditions: diffusers resolves use_additional_conditions=None to sample_size == 128
+    size_conditioned = config.get("use_additional_conditions")
+    size_conditioned = sample_size == 128 if size_conditioned is None else bool(size_conditioned)
     with xp.context():
         latent = xp.asarray(np.asarray(inputs["hidden_states"], dtype=np.float64))
         caption = xp.asarray(np.asarray(inputs["encoder_hidden_states"], dtype=np.float64))
@@ -117,10 +136,15 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
         # 1. masks -> additive biases (self-attention mask too, though PixArt's pipelines pass none)
         self_mask = caption_mask_bias(inputs.get("attention_mask"))
         caption_mask = caption_mask_bias(inputs.get("encoder_attention_mask"))
-        # 2. patches + the float32 sin-cos table; base size = sample_size / p
-        x = patch_embed(xp, params, "pos_embed", latent, patch, sample_size // patch, interpolation_scale)
+        # 2. patches + the sin-cos table (float32 as stored for the sample_size grid); base size = sample_size / p
+        stored = (sample_size // patch, sample_size // patch)
+        x = patch_embed(xp, params, "pos_embed", latent, patch, sample_size // patch, interpolation_scale,
+                        stored_grid=stored)
         # 3. adaLN-single: the embedded timestep e and the blocks' shared modulation linear(silu(e))
         embedded = timestep_embedder(xp, params, "adaln_single.emb.timestep_embedder", timestep)
+        if size_conditioned:
+            embedded = embedded + size_embedding(xp, params, "adaln_single.emb", inputs.get("added_cond_kwargs"),
+                                                 np.shape(timestep)[0])
         t_mod = linear_module(xp, params, "adaln_single.linear", silu.generic(xp, embedded))
         # 4. the caption projection
         if "caption_projection.linear_1.weight" in params:

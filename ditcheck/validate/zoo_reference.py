@@ -1,0 +1,256 @@
+"""Whole-model references for diffusers transformer classes: the target's output and every block's output, end to end.
+
+The component engine (:mod:`ditcheck.validate.components`) recomputes each call of the target from that call's
+*observed* inputs, so an error that arises between hooked calls, or one that is small in every call but
+accumulates, is never seen by it. Here the whole forward is recomputed from the model's weights and inputs alone
+by a reference model (:data:`WHOLE_MODEL_REFERENCES`, ``ditcheck.reference.pixart`` / ``.sd3``), and every
+block's output and the model's output are compared with the target's (docs/conventions.md#tolerances):
+
+* the target runs once with forward hooks on the blocks the reference records (a float64 run under
+  :class:`~ditcheck.validate.dit_precision.Float32AsFloat64`: it measures the mathematics; the float32 islands
+  are the component engine's to report);
+* "exact" is the reference in a format wider than the target's (float64 for float32 targets, x87 long double for
+  float64 ones), the naive same-dtype baseline the same reference with every operation rounded to the target's
+  format, the worst over NumPy's three summation orders and torch's own kernels (components.TorchKernels);
+* each compared tensor conforms when max |target - exact| <= max(2 x max |naive - exact|, 4 ulps of max |exact|)
+  (ditcheck.properties.validation.derive_tolerance, no a-priori bound for a whole model); one check per block
+  ("whole model: transformer_blocks.0", the worst of its tensors: SD3's blocks return (text, image)) and one for
+  the output, the first failing one in execution order being the first divergence.
+
+:func:`compare_whole_model` makes the checks of one example; :func:`add_whole_model_checks` folds them into a
+report over examples (the worst error/tolerance per check); :func:`add_whole_model_example` does both, as
+``zoo.validate`` calls it per example for the registered classes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ditcheck.properties.validation import derive_tolerance
+from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.native import SUMMATION_ORDERS, Native
+from ditcheck.reference.pixart import pixart_forward
+from ditcheck.reference.precision import FLOAT64, Precision
+from ditcheck.reference.sd3 import sd3_forward
+
+from ._target import DEFAULT_TIMEOUT, TargetError, call_isolated
+from .components import TorchKernels
+from .dit_precision import Float32AsFloat64
+from .report import Check, Report
+
+__all__ = ["WHOLE_MODEL_REFERENCES", "CHECK_PREFIX", "reference_inputs", "compare_whole_model",
+           "add_whole_model_checks", "add_whole_model_example"]
+
+#: diffusers class name -> its whole-model reference forward(xp, params, config, inputs, record) (the interface of
+#: ditcheck.reference.pixart.pixart_forward). FluxTransformer2DModel (reference.flux) and WanTransformer3DModel
+#: (reference.wan) are registered here the same way.
+WHOLE_MODEL_REFERENCES: dict[str, Callable[..., Any]] = {
+    "PixArtTransformer2DModel": pixart_forward,
+    "SD3Transformer2DModel": sd3_forward,
+}
+#: every check this module makes is named "<CHECK_PREFIX>: <block or output>"
+CHECK_PREFIX = "whole model"
+
+
+def reference_inputs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The forward's keyword arguments as a reference takes them: floating tensors as float64 NumPy (exact), other
+    tensors (bool masks, integer ids) as NumPy of their dtype, lists, tuples and dicts entry by entry, ``return_dict``
+    dropped."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            return value.double().numpy() if value.is_floating_point() else value.numpy()
+        if isinstance(value, (list, tuple)):
+            return type(value)(convert(v) for v in value)
+        if isinstance(value, dict):  # PixArt's added_cond_kwargs
+            return {key: convert(v) for key, v in value.items()}
+        return value
+    return {name: convert(value) for name, value in kwargs.items() if name != "return_dict"}
+
+
+def _exact_precision(fmt: str) -> Precision:
+    """A format wider than the target's: float64 for float32 targets, x87 long double for float64 ones."""
+    return Native("longdouble") if fmt == "float64" else FLOAT64
+
+
+def _naive_precisions(fmt: str) -> list[Precision]:
+    """The naive same-dtype baselines: NumPy in ``fmt`` in each summation order, and torch's kernels in ``fmt``."""
+    return [Native(fmt, order) for order in SUMMATION_ORDERS] + [TorchKernels(fmt)]
+
+
+def _tensors(value: Any) -> list[Any]:
+    """A block's output as a list of tensors (None kept: SD3's last block returns (None, image))."""
+    return list(value) if isinstance(value, (tuple, list)) else [value]
+
+
+def _model_output(output: Any) -> Any:
+    """The sample a diffusers forward returns: the first entry of a tuple, or ``.sample`` of an output object."""
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    return getattr(output, "sample", output)
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy()
+    return np.asarray(value)
+
+
+def _error(actual: Any, exact: Any) -> float:
+    """max |actual - exact| (in exact's format, so a long double reference keeps its digits); inf when the shapes
+    differ, one side is missing, or the target's values are not finite."""
+    if actual is None or exact is None:
+        return 0.0 if actual is None and exact is None else math.inf
+    actual, exact = np.asarray(actual), np.asarray(exact)
+    if actual.shape != exact.shape:
+        return math.inf
+    if not actual.size:
+        return 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        difference = np.abs(actual.astype(exact.dtype) - exact).astype(np.float64)
+    return math.inf if not np.all(np.isfinite(difference)) else float(np.max(difference))
+
+
+def _magnitude(exact: Any) -> float:
+    return 0.0 if exact is None or not np.size(exact) else float(np.max(np.abs(np.asarray(exact, dtype=np.float64))))
+
+
+def _run_target(module: nn.Module, kwargs: Mapping[str, Any], names: Sequence[str], float64: bool,
+                timeout: float) -> tuple[Any, dict[str, list[np.ndarray | None]]]:
+    """(the output, each named block's first output as float64 arrays) of one hooked call of the target."""
+    seen: dict[str, list[np.ndarray | None]] = {}
+    handles = []
+    for name in names:
+        def hook(_module: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
+            if name not in seen:
+                seen[name] = [_as_array(t) for t in _tensors(output)]
+        try:
+            handles.append(module.get_submodule(name).register_forward_hook(hook))
+        except AttributeError:
+            continue  # a block the target does not have: its check fails (nothing recorded)
+
+    def run() -> Any:
+        # grad mode and torch function modes are per thread: set them in the thread that runs the target
+        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
+            return module(**kwargs)
+    try:
+        output = call_isolated(run, timeout=timeout)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _as_array(_model_output(output)) if isinstance(_model_output(output), torch.Tensor) \
+        else _model_output(output), seen
+
+
+def compare_whole_model(module: nn.Module, kwargs: Mapping[str, Any], dtype: torch.dtype | str, *,
+                        name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:
+    """The whole-model checks of one example: ``module(**kwargs)`` (weights and inputs as given, run in ``dtype``)
+    against its class's reference, one Check per block output ("whole model: transformer_blocks.i") and one for
+    the output ("whole model: output"), in execution order; the first failing one's message says it is the first
+    divergence. A target that raises (or hangs) gives one failed check "whole model: call".
+
+    ``name``: the diffusers class (default: ``type(module).__name__``); it must be in WHOLE_MODEL_REFERENCES. The
+    reference raises InvalidArgumentError (naming config, params or inputs) for a configuration it does not model.
+    """
+    cls = name or type(module).__name__
+    if cls not in WHOLE_MODEL_REFERENCES:
+        raise InvalidArgumentError("name", f"a class with a whole-model reference ({', '.join(WHOLE_MODEL_REFERENCES)})",
+                                   repr(cls))
+    forward = WHOLE_MODEL_REFERENCES[cls]
+    fmt = str(dtype).removeprefix("torch.")
+    if fmt not in ("float32", "float64"):
+        raise InvalidArgumentError("dtype", "float32 or float64 (the formats the tolerance rule models)", fmt)
+    params = {key: value.detach().cpu().double().numpy() for key, value in module.state_dict().items()
+              if value.is_floating_point()}
+    config = dict(getattr(module, "config", {}) or {})
+    inputs = reference_inputs(kwargs)
+    exact_record: dict[str, Any] = {}
+    exact_output = forward(_exact_precision(fmt), params, config, inputs, exact_record)
+    names = list(exact_record)
+    try:
+        output, seen = _run_target(module, kwargs, names, fmt == "float64", timeout)
+    except TargetError as error:
+        return [Check(f"{CHECK_PREFIX}: call", False, message=f"the target raised: {error.describe()}", examples=1)]
+    naive_errors: dict[str, list[float]] = {key: [0.0] * len(_tensors(exact_record[key])) for key in names}
+    naive_errors["output"] = [0.0]
+    for xp in _naive_precisions(fmt):
+        record: dict[str, Any] = {}
+        naive_output = forward(xp, params, config, inputs, record)
+        for key in names:
+            pairs = zip(_tensors(record[key]), _tensors(exact_record[key]))
+            naive_errors[key] = [max(old, _error(n, e)) for old, (n, e) in zip(naive_errors[key], pairs)]
+        naive_errors["output"] = [max(naive_errors["output"][0], _error(naive_output, exact_output))]
+    compared = [(key, seen.get(key, [None] * len(_tensors(exact_record[key]))), _tensors(exact_record[key]))
+                for key in names] + [("output", [output], [exact_output])]
+    checks: list[Check] = []
+    first: str | None = None
+    for key, actual, exact in compared:
+        if len(actual) != len(exact):
+            actual = list(actual) + [None] * (len(exact) - len(actual))
+        rows = []
+        for index, (a, e) in enumerate(zip(actual, exact)):
+            if a is None and e is None:
+                continue
+            tolerance = derive_tolerance(naive_errors[key][index], None, _magnitude(e), fmt)
+            error = _error(a, e)
+            ratio = error / tolerance.value if tolerance.value > 0 else math.inf
+            rows.append((ratio, error, tolerance, index))
+        ratio, error, tolerance, index = max(rows, key=lambda row: row[0])
+        ok = ratio <= 1
+        message = ""
+        if not ok:
+            part = f" (output {index} of {len(exact)})" if len(exact) > 1 else ""
+            message = f"error/tolerance {ratio:.3g}{part}"
+            if first is None:
+                first = key
+                message += "; the first divergence from the whole-model reference"
+        checks.append(Check(f"{CHECK_PREFIX}: {key}", ok, error, tolerance, message, 1, key))
+    return checks
+
+
+def add_whole_model_checks(report: Report, checks: Sequence[Check]) -> None:
+    """Fold one example's whole-model checks into ``report``: per check id the worst error/tolerance over the examples
+    (a check fails when it failed in any example); ``settings["reference"] = "whole model"``; the first failing check
+    in execution order is the first divergence when nothing else named one (the component engine's leaf is more
+    precise and keeps its place)."""
+    report.settings["reference"] = "whole model"
+    existing = {check.id: check for check in report.checks}
+    for check in checks:
+        known = existing.get(check.id)
+        if known is None:
+            report.checks.append(check)
+            existing[check.id] = check
+            continue
+        worse = (check.ratio or (0.0 if check.ok else math.inf)) > (known.ratio or (0.0 if known.ok else math.inf))
+        if worse:
+            known.observed, known.tolerance, known.worst_case = check.observed, check.tolerance, check.worst_case
+            known.message = check.message or known.message
+        known.ok = known.ok and check.ok
+        known.examples += check.examples
+    failing = next((c for c in report.checks if c.id.startswith(f"{CHECK_PREFIX}:") and not c.ok), None)
+    ours = report.first_divergence is None or report.first_divergence.endswith("(whole-model reference)")
+    if failing is not None and ours:
+        report.first_divergence = f"{failing.id.removeprefix(f'{CHECK_PREFIX}: ')} (whole-model reference)"
+
+
+def add_whole_model_example(report: Report, module: nn.Module, kwargs: Mapping[str, Any], dtype: torch.dtype | str, *,
+                            name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """compare_whole_model for one example, folded into ``report`` (add_whole_model_checks); a configuration the
+    reference does not model (or cannot recompute) is a note, never a failure or a crash, as in the component engine."""
+    try:
+        checks = compare_whole_model(module, kwargs, dtype, name=name, timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - a reference that cannot model this target is reported, never raised
+        note = f"whole-model reference not applied: {type(error).__name__}: {error}"
+        if note not in report.notes:
+            report.notes.append(note)
+        return
+    add_whole_model_checks(report, checks)
