@@ -8,11 +8,14 @@ import json
 import logging
 import subprocess
 import sys
+import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis.errors import HypothesisDeprecationWarning
 
 from ditcheck.audit import ClaimResult, registry
 from ditcheck.audit.execute import (DISTRIBUTED_INSTALL, DistributedUnavailableError, SchedulerUnavailableError,
@@ -193,3 +196,31 @@ def test_an_error_mid_run_closes_the_local_cluster(tmp_path: Path) -> None:
         run_audit([registry()[cid] for cid in ("AS6", "GP3", "AS4")], "quick", 0, scheduler="local:1",
                   progress=interrupt)
     assert not _cluster_processes(psutil, before)
+
+
+def test_random_in_strategies_stays_an_error_except_beside_a_dask_event_loop() -> None:
+    """GP2's search (gp_cases / unrolled_cases) draws without touching Python's global random: in the main thread,
+    with Hypothesis's deprecation as an error, the shard runs clean. Only off the main thread (a dask worker's task
+    thread, whose event loop uses the global random) is that one warning ignored; elsewhere it is raised."""
+    from ditcheck.audit.execute import other_threads_own_global_random, registered_claim, shard_task
+
+    search = next(s for s in plan_shards(registry()["GP2"], "quick", 0) if s.part == "search")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HypothesisDeprecationWarning)
+        outcome = shard_task(registered_claim, "GP2", search, "quick", 0)
+        assert outcome.failure is None and not outcome.errors and outcome.found
+        planted = HypothesisDeprecationWarning("Do not use the `random` module inside strategies; instead ...")
+        with pytest.raises(HypothesisDeprecationWarning), other_threads_own_global_random():
+            warnings.warn(planted)  # the main thread: still an error
+        raised: list[BaseException] = []
+
+        def off_main() -> None:
+            try:
+                with other_threads_own_global_random():
+                    warnings.warn(planted)
+            except BaseException as error:  # noqa: BLE001 - recorded for the assertion
+                raised.append(error)
+        worker = threading.Thread(target=off_main)
+        worker.start()
+        worker.join()
+        assert not raised
