@@ -195,40 +195,64 @@ def _default_chunk(rank: int, itemsize: int) -> int:
     return int(min(4096, max(16, 1 << max(0, size.bit_length() - 1))))
 
 
-def _folded_blocks(layout: MonomialLayout, width: int) -> list[tuple[int, int, int]]:
-    """(variable v, first feature, count) of the degree-g blocks contracted without writing them, in layout order.
+def _folded_first(layout: MonomialLayout, width: int) -> int:
+    """First variable of the suffix first..D - 1 whose degree-g blocks are contracted without being written (D: none).
 
-    The degree-g block of v is x_v times the first ``count`` degree-(g - 1) monomials, so
-    [V, 1]^T phi_block(K) = ([V, 1]^T diag(k_v)) phi_(g-1)(K)[:count] and phi_block(Q) contracted with
-    its kv columns is x_v times (kv_block phi_(g-1)(Q)[:count]): the same GEMM flops, but ``width``
-    (= Dv + 1) products per token on each side instead of ``count`` written features. Blocks with
-    count <= 4 width stay written: a folded block costs two more small GEMMs per chunk, which only pays
-    for large blocks (measured at D = 8, g = 4, Dv = 8: folding the 56-, 84- and 120-feature blocks
-    makes poly 1.4x faster; folding the 35-feature one too is slower). They are the layout's tail.
+    The degree-g block of v is x_v times the first count_v degree-(g - 1) monomials, so
+    [V, 1]^T phi_block(K) = ([V, 1]^T diag(k_v)) phi_(g-1)(K)[:count_v] and the query side contracts
+    phi_(g-1)(Q)[:count_v] and multiplies the partial sum by x_v: the same products and sums per term,
+    but width (= Dv + 1) products per token on each side instead of count_v written features. Blocks with
+    count_v >= 3 width are folded (smaller ones cost more in extra GEMM calls than their writing; D = 8,
+    g = 4, Dv = 8: the blocks of v = 4..7, 35 + 56 + 84 + 120 features, and 200 of 495 are written).
     """
-    degree = layout.degree
-    if degree < 1:
-        return []
-    counts = layout.prefix[degree - 1]
-    blocks, position = [], layout.offsets[degree]
-    for v, count in enumerate(counts):
-        if count > 4 * width:
-            blocks.append((v, position, count))
-        position += count
-    return blocks
+    if layout.degree < 1:
+        return layout.dim
+    counts = layout.prefix[layout.degree - 1]
+    first = layout.dim
+    while first > 0 and counts[first - 1] >= 3 * width:
+        first -= 1
+    return first
+
+
+def _fold_tiles(counts: tuple[int, ...], first: int, side: Literal["key", "query"]) -> list[tuple[int, int, int, int]]:
+    """(first variable a, last variable e, first column, stop column) of the GEMMs contracting the folded blocks:
+    rows [V, 1]^T diag(k_v) for v = a..e times the degree-(g - 1) monomials [first column, stop column).
+
+    The folded block of v needs the degree-(g - 1) monomials [0, count_v): a staircase, as counts grow with v.
+    Its rows are stacked so that one GEMM has many of them (MKL's float32 GEMM vectorises over the rows of
+    its left factor: 9 rows ran at 45-50 GFLOP/s on the 2-core EPYC, 18 at ~70, 36 at 80-90, at 512 tokens x 4
+    heads), and it is cut into rectangles so that no product is padded (the counted flops stay the useful
+    ones). Queries (the monomials are GEMM's K): for each v, rows v..D - 1 times columns [count_(v-1), count_v).
+    Keys (the monomials are GEMM's N, where few columns ran slowly): pairs of variables from the top,
+    rows {v - 1, v} times [0, count_(v-1)) and row v times [count_(v-1), count_v). D = 8, g = 4, Dv = 8, one
+    thread, per 512-token chunk of 4 heads: queries 180 us (one GEMM per block 250 us), keys 233 us (252 us).
+    """
+    dim = len(counts)
+    if side == "query":
+        return [(v, dim - 1, counts[v - 1] if v > first else 0, counts[v]) for v in range(first, dim)]
+    tiles, v = [], dim - 1
+    while v >= first:
+        if v - 1 >= first:
+            tiles += [(v - 1, v, 0, counts[v - 1]), (v, v, counts[v - 1], counts[v])]
+            v -= 2
+        else:
+            tiles.append((v, v, 0, counts[v]))
+            v -= 1
+    return tiles
 
 
 def _chunk_plan(heads: int, written: int, itemsize: int, chunk_size: int | None) -> tuple[int, int]:
     """(tokens per chunk, heads per pass) so that the written features of one chunk of all heads of a pass,
-    heads x written x chunk, fill about one L2 cache.
+    heads x written x chunk, fill about two L2 caches (one head's, which its GEMMs read, well inside one).
 
-    Every elementwise product covers all heads of the pass, so they, not one head's features, must stay in L2:
+    Every elementwise product covers all heads of the pass, so they, not one head's features, must stay close:
     measured at H = 4, 235 written features (D = 8, g = 4), one thread, the monomials are written at 5.5
     Gfeatures/s with 512-token chunks (1.9 MB) and 4.9 with 1024 (3.8 MB); below 256 tokens the ~25 dispatches
-    per chunk dominate (3.2 Gfeatures/s at 128). So chunks stay >= 256 tokens and large head counts are split
-    into passes.
+    per chunk dominate (3.2 Gfeatures/s at 128). With 200 written features (1 MiB L2, CPU time, one thread, load
+    ~16) poly attention at L = 32768 took 77 ms with 512-token chunks (1.6 MB), 83 ms with 256 and 80 ms with
+    1024 (minimum of 5). So chunks stay >= 256 tokens and large head counts are split into passes.
     """
-    fit = max(1, _L2_BYTES // max(1, written * itemsize))  # token x head pairs per L2
+    fit = max(1, 2 * _L2_BYTES // max(1, written * itemsize))  # token x head pairs per two L2 caches
     if chunk_size is not None:
         return chunk_size, max(1, min(heads, fit // chunk_size))
     group = heads if heads * 256 <= fit else max(1, fit // 512)
@@ -241,63 +265,92 @@ def _poly_contract_no_grad(q_t: torch.Tensor, k_t: torch.Tensor, values_t: torch
 
     Keys: kv_t = [V, 1]^T phi(K) (Dv + 1 x r) chunk by chunk into contiguous accumulators
     (baddbmm_); queries: kv_t phi(Q) chunk by chunk, divided by its last row at the end. Only the
-    features not folded (``_folded_blocks``) are written, into one cache-sized buffer reused by
+    features not folded (``_folded_first``) are written, into one cache-sized buffer reused by
     every chunk. Folding reorders the same products and sums: per term, as many roundings as
     unfolded (the product with k_v moves from the feature into [V, 1]^T, on the query side from
-    the feature onto the partial sum of its block), so ``poly_attention_rounding_bound`` covers both.
+    the feature onto the partial sum of its block, which ``_fold_tiles`` splits into consecutive
+    pieces), so ``poly_attention_rounding_bound`` covers both. Every per-chunk tensor is a workspace
+    reused by all chunks of one length.
     """
     b, dim, q_len = q_t.shape
     k_len, width = k_t.shape[-1], values_t.shape[-2]
-    blocks = _folded_blocks(layout, width)
-    written = layout.rank - sum(count for _, _, count in blocks)
+    first = _folded_first(layout, width)
+    counts = layout.prefix[layout.degree - 1] if first < dim else ()
+    written = layout.rank - sum(counts[first:])
     chunk_size, group = _chunk_plan(b, written, q_t.element_size(), chunk_size)
     if group < b:
         return torch.cat([_poly_contract_no_grad(q_t[start:start + group], k_t[start:start + group],
                                                  values_t[start:start + group], weights, layout, chunk_size)
                           for start in range(0, b, group)])
-    top = layout.offsets[layout.degree - 1] if blocks else 0  # first degree-(g - 1) monomial
+    top = layout.offsets[layout.degree - 1] if first < dim else 0  # first degree-(g - 1) monomial
     chunk_size = min(chunk_size, max(q_len, k_len))
-    variables = [v for v, _, _ in blocks]
+    folded = dim - first
+    key_tiles = _fold_tiles(counts, first, "key") if folded else []
+    query_tiles = _fold_tiles(counts, first, "query") if folded else []
     buffer = q_t.new_empty((b, written, chunk_size))
     workspaces: dict[int, tuple[MonomialWriter, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def workspace(n: int) -> tuple[MonomialWriter, torch.Tensor, torch.Tensor, torch.Tensor]:
-        # per chunk length (all chunks but the last have one): the writer's views, the products [V, 1]^T diag(k_v)
-        # of the folded blocks (block first, so each block's is contiguous), a query chunk's sums and one block's
-        # partial sums (contiguous: GEMMs and addcmul_ into column slices of [b, Dv + 1, Lq] ran slower)
+        # per chunk length (all chunks but the last have one): the writer's views, the rows [V, 1]^T diag(k_v)
+        # of the folded variables (v first), a query chunk's sums and the folded blocks' partial sums
+        # (contiguous: GEMMs and addcmul_ into column slices of [b, Dv + 1, Lq] ran slower)
         if n not in workspaces:
             workspaces[n] = (MonomialWriter(buffer[:, :, :n], dim, layout.degree),
-                             q_t.new_empty((len(blocks), b, width, n)), q_t.new_empty((b, width, n)),
-                             q_t.new_empty((b, width, n)))
+                             q_t.new_empty((b, folded * width, n)), q_t.new_empty((b, width, n)),
+                             q_t.new_empty((b, folded * width, n)))
         return workspaces[n]
 
     # contiguous accumulators: baddbmm_ into a column slice of one kv matrix runs head by head
     kv_written = q_t.new_zeros((b, width, written))
-    kv_blocks = [q_t.new_zeros((b, width, count)) for _, _, count in blocks]
-    k_folded = k_t[:, variables].transpose(0, 1).unsqueeze(2)  # [blocks, b, 1, Lk]
+    kv_tiles = [q_t.new_zeros((b, (e - a + 1) * width, high - low)) for a, e, low, high in key_tiles]
     for start, stop in _chunks(k_len, chunk_size):
-        writer, scaled, _, _ = workspace(stop - start)
-        features = writer(k_t[:, :, start:stop])
-        values, k_factor = values_t[:, :, start:stop], k_folded[..., start:stop]
+        x, values = k_t[:, :, start:stop], values_t[:, :, start:stop]
+        n = x.shape[-1]
+        writer, scaled, _, _ = workspace(n)
+        features = writer(x)
         kv_written.baddbmm_(values, features.mT)
-        if blocks:
-            torch.mul(values, k_factor, out=scaled)
-            for accumulator, (_, _, count), block_values in zip(kv_blocks, blocks, scaled):
-                accumulator.baddbmm_(block_values, features[:, top:top + count].mT)
+        if folded:
+            torch.mul(values.unsqueeze(1), x[:, first:, None, :], out=scaled.view(b, folded, width, n))
+            for accumulator, (a, e, low, high) in zip(kv_tiles, key_tiles):
+                accumulator.baddbmm_(scaled[:, (a - first) * width:(e - first + 1) * width],
+                                     features[:, top + low:top + high].mT)
     kv_written *= weights[:written]
-    for accumulator, (_, first, count) in zip(kv_blocks, blocks):
-        accumulator *= weights[first:first + count]
+    # the folded blocks as one [b, folded (Dv + 1), count_(D-1)] matrix, weighted, zero beyond each block's count
+    kv_folded = q_t.new_zeros((b, folded * width, counts[-1] if folded else 0))
+    for accumulator, (a, e, low, high) in zip(kv_tiles, key_tiles):
+        kv_folded[:, (a - first) * width:(e - first + 1) * width, low:high] = accumulator
+    if folded:
+        block_weights = weights.new_zeros((folded, counts[-1]))
+        position = written
+        for v in range(first, dim):
+            block_weights[v - first, :counts[v]] = weights[position:position + counts[v]]
+            position += counts[v]
+        kv_folded.view(b, folded, width, counts[-1]).mul_(block_weights[:, None, :])
     sums = q_t.new_empty((b, width, q_len))
     for start, stop in _chunks(q_len, chunk_size):
-        writer, _, o, partial = workspace(stop - start)
-        x = q_t[:, :, start:stop]
+        x, target = q_t[:, :, start:stop], sums[:, :, start:stop]
+        n = x.shape[-1]
+        writer, _, o, partial = workspace(n)
         features = writer(x)
         torch.bmm(kv_written, features, out=o)
-        for (v, _, count), kv_block in zip(blocks, kv_blocks):
-            torch.bmm(kv_block, features[:, top:top + count], out=partial)
-            o.addcmul_(partial, x[:, v:v + 1])
-        sums[:, :, start:stop] = o
+        if folded:
+            for a, _, low, high in query_tiles:  # rows a..D - 1: the first tile has them all
+                rows = (a - first) * width
+                if a == first:
+                    torch.bmm(kv_folded[:, :, low:high], features[:, top + low:top + high], out=partial)
+                else:
+                    partial[:, rows:].baddbmm_(kv_folded[:, rows:, low:high], features[:, top + low:top + high])
+            products = partial.view(b, folded, width, n).mul_(x[:, first:, None, :])
+            o.add_(products.sum(1))
+        target.copy_(o)
     return sums[:, :-1] / sums[:, -1:]
+
+
+def _balanced_factors(q_norm: float, k_norm: float, scale: float) -> tuple[float, float]:
+    """(sqrt(scale) b, sqrt(scale) / b) with b = sqrt(max||k|| / max||q||) (1 if a norm is 0 or not finite)."""
+    finite = 0 < q_norm < math.inf and 0 < k_norm < math.inf
+    balance = math.sqrt(k_norm / q_norm) if finite else 1.0
+    return math.sqrt(scale) * balance, math.sqrt(scale) / balance
 
 
 def poly_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, approximation: ExpApproximation,
@@ -316,18 +369,24 @@ def poly_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, approximat
     layout = monomial_layout(dim, degree)
     rank = layout.rank
     recording = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    with torch.no_grad():
-        q_norm = float(torch.linalg.vector_norm(q, dim=-1).max())
-        k_norm = float(torch.linalg.vector_norm(k, dim=-1).max())
-    balance = math.sqrt(k_norm / q_norm) if q_norm > 0 and k_norm > 0 else 1.0
-    q_factor, k_factor = math.sqrt(scale) * balance, math.sqrt(scale) / balance
     if recording:
+        with torch.no_grad():
+            q_norm = float(torch.linalg.vector_norm(q, dim=-1).max())
+            k_norm = float(torch.linalg.vector_norm(k, dim=-1).max())
+        q_factor, k_factor = _balanced_factors(q_norm, k_norm, scale)
         q_t = (q.reshape(b, q_len, dim) * q_factor).mT
         k_t = (k.reshape(b, k_len, dim) * k_factor).mT
     else:  # tokens last and contiguous, scaled in place: one copy each (clone: contiguous() may return q itself)
         with torch.no_grad():
-            q_t = q.reshape(b, q_len, dim).mT.clone(memory_format=torch.contiguous_format).mul_(q_factor)
-            k_t = k.reshape(b, k_len, dim).mT.clone(memory_format=torch.contiguous_format).mul_(k_factor)
+            q_t = q.reshape(b, q_len, dim).mT.clone(memory_format=torch.contiguous_format)
+            k_t = k.reshape(b, k_len, dim).mT.clone(memory_format=torch.contiguous_format)
+            # squares summed over the D rows of the copies: 0.2 ms per input at L = 32768, H = 4, D = 8, where
+            # vector_norm over the D entries of each token (the original layout) took 0.7 ms
+            q_norm = math.sqrt(float(q_t.square().sum(-2).max()))
+            k_norm = math.sqrt(float(k_t.square().sum(-2).max()))
+            q_factor, k_factor = _balanced_factors(q_norm, k_norm, scale)
+            q_t.mul_(q_factor)
+            k_t.mul_(k_factor)
     # [V, 1]^T (Dv + 1 rows, tokens last) is the left factor of K'^T [V, 1] computed transposed, ([V, 1]^T K'):
     # the skinny dimension Dv + 1 is then GEMM's M, which MKL runs as fast unpadded as padded to 16 (it was N
     # before, where 9 columns ran ~3x slower than 16 and the padding cost 16/9 of the flops)
