@@ -41,7 +41,7 @@ from ditcheck.reference import attention_vjp
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.precision import require_positive_int, require_real
 
-from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, call_isolated
+from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, call_isolated, require_output
 from .report import Check, Failure, Report
 
 __all__ = ["attention", "attention_case_error", "fits_dtype", "draw_examples", "resolve_dtype", "resolve_device",
@@ -569,17 +569,6 @@ def _record(outcome: _Outcome, observed: float, tolerance: Tolerance, case: Atte
         outcome.case, outcome.message, outcome.arrays = case, message, arrays
 
 
-def _as_output(value: Any, expected_shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """The target's return value, or TargetError saying what is wrong with it."""
-    if not isinstance(value, torch.Tensor):
-        raise TargetError("output", "a torch.Tensor", type(value).__name__)
-    if tuple(value.shape) != expected_shape:
-        raise TargetError("output", f"shape {expected_shape}", str(tuple(value.shape)))
-    if value.dtype != dtype:
-        raise TargetError("output", f"dtype {dtype} (the input dtype)", str(value.dtype))
-    return value
-
-
 def _target_mask(case: AttentionCase, mask: np.ndarray | None, dtype: torch.dtype,
                  device: torch.device) -> tuple[dict[str, torch.Tensor], np.ndarray | None]:
     """(the mask keyword argument of the call, the same mask for the reference, additive biases rounded to dtype)."""
@@ -657,7 +646,7 @@ def _run_example(fn: Callable[..., Any], case: AttentionCase, mode: _Mode, devic
         forward.timed_out = isinstance(error, TargetTimeoutError)
         return False, None
     try:
-        out = _as_output(value, expected_shape, dtype)
+        out = require_output(value, expected_shape, dtype)
     except TargetError as error:
         _fail(forward, case, error.describe(), arrays)
         return True, None

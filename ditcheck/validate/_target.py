@@ -6,9 +6,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from ditcheck.loader import LoadError
 
-__all__ = ["TargetError", "TargetTimeoutError", "call_isolated", "DEFAULT_TIMEOUT"]
+__all__ = ["TargetError", "TargetTimeoutError", "call_isolated", "require_output", "DEFAULT_TIMEOUT"]
 
 #: Seconds one call of the target may take before it counts as hung (tiny inputs: real code takes milliseconds).
 DEFAULT_TIMEOUT = 60.0
@@ -53,3 +55,15 @@ def call_isolated(fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_T
         error = outcome["error"]
         raise TargetError("target", "a call that returns", f"raised {type(error).__name__}: {error}") from error
     return outcome["value"]
+
+
+def require_output(value: Any, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """``value`` if the target returned a torch.Tensor of ``shape`` and ``dtype`` (the input dtype); else TargetError
+    saying what is wrong with it (a wrong output is a failed call, never a crash of the validator)."""
+    if not isinstance(value, torch.Tensor):
+        raise TargetError("output", "a torch.Tensor", type(value).__name__)
+    if tuple(value.shape) != shape:
+        raise TargetError("output", f"shape {shape}", str(tuple(value.shape)))
+    if value.dtype != dtype:
+        raise TargetError("output", f"dtype {dtype} (the input dtype)", str(value.dtype))
+    return value

@@ -34,7 +34,7 @@ from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.layers import pos_embed_2d
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
-from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError
+from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, require_output
 from .dit_conversion import diffusers_state_dict, params_from_diffusers
 from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_variants
 from .dit_recognition import CONVENTIONS, Layout, convention_config, recognise
@@ -278,7 +278,7 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
             out, seen = capture(model, layout.hooks, lambda: layout.call(model, x, t, y), timeout,
                                 float64=dtype == torch.float64)
             returned += 1
-            _require_output(out, (len(example.times), layout.output_channels, *config.latent_size), dtype)
+            require_output(out, (len(example.times), layout.output_channels, *config.latent_size), dtype)
         except TargetError as error:
             failures.append(error.describe())
             if isinstance(error, TargetTimeoutError):
@@ -304,16 +304,6 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
                       dtype, device, timeout)
 
 
-def _require_output(out: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    """TargetError unless the target returned a tensor of ``shape`` and ``dtype`` (a failed call, never a crash)."""
-    if not isinstance(out, torch.Tensor):
-        raise TargetError("output", "a tensor", type(out).__name__)
-    if tuple(out.shape) != shape:
-        raise TargetError("output", f"shape {shape}", str(tuple(out.shape)))
-    if out.dtype != dtype:
-        raise TargetError("output", f"dtype {dtype}", str(out.dtype))
-
-
 def _validate_streaming(model: nn.Module, layout: Layout, config: DiTConfig, report: Report, examples: int,
                         seed: int, dtype: torch.dtype, device: torch.device, weights: str, timeout: float,
                         strict_precision: bool) -> None:
@@ -332,7 +322,7 @@ def _validate_streaming(model: nn.Module, layout: Layout, config: DiTConfig, rep
                 randomise_weights(model, layout, config, example.param_seed)
             out = stream.run(x, t, y, timeout)
             returned += 1
-            _require_output(out, (len(example.times), layout.output_channels, *config.latent_size), dtype)
+            require_output(out, (len(example.times), layout.output_channels, *config.latent_size), dtype)
         except TargetError as error:
             failures.append(error.describe())
             if isinstance(error, TargetTimeoutError):
