@@ -21,15 +21,14 @@ path does not run it (it would hold every block's output of the whole model) and
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._target import TargetError, call_isolated
+from ._target import TargetError
 from .components import check_components
-from .dit_precision import Float32AsFloat64
+from .dit_precision import call_target
 from .dit_recognition import Layout
 from .report import Check, Report
 
@@ -57,14 +56,8 @@ def localise_components(model: nn.Module, layout: Layout, tensors: tuple[torch.T
     """
     x, t, y = tensors
     args, kwargs = _call_arguments(layout, x, t, y)
-    float64 = x.dtype == torch.float64
-
-    def run() -> Any:
-        # torch function modes are per thread: set in the thread that runs the target
-        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
-            return check_components(model, args, kwargs)
     try:
-        components = call_isolated(run, timeout=timeout)
+        components = call_target(lambda: check_components(model, args, kwargs), timeout, x.dtype == torch.float64)
     except TargetError as error:
         report.notes.append(f"components: the localisation run failed: {error.describe()}")
         return

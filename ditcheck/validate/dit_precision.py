@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +34,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ._target import TargetError, call_isolated
 
 __all__ = ["Float32AsFloat64", "PromoteMixedFloats", "module_stack", "requests_float32", "Island", "find_islands",
-           "measure_island"]
+           "measure_island", "call_target"]
 
 
 def requests_float32(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -75,6 +76,24 @@ class Float32AsFloat64(_Recording):
             kwargs["dtype"] = torch.float64
         args = tuple(torch.float64 if arg is torch.float32 else arg for arg in args)
         return func(*args, **kwargs)
+
+
+def call_target(call: Callable[[], Any], timeout: float, float64: bool,
+                handles: Iterable[RemovableHandle] = ()) -> Any:
+    """call() in isolation (_target.call_isolated: an exception or a hang is a TargetError) without autograd, under
+    Float32AsFloat64 when ``float64`` (a float64 run measures the mathematics, islands apart); the forward-hook
+    ``handles`` that record the call are removed afterwards, whatever happened.
+
+    Grad mode and torch function modes are per thread: they are set here, in the thread that runs the target.
+    """
+    def run() -> Any:
+        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
+            return call()
+    try:
+        return call_isolated(run, timeout=timeout)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class PromoteMixedFloats(_Recording):
@@ -181,15 +200,7 @@ def measure_island(model: nn.Module, name: str, requests: int, call: Callable[[]
         if "args" not in seen:
             seen["args"], seen["kwargs"] = tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v,
                                                     (args, kwargs))
-    handle = module.register_forward_pre_hook(record, with_kwargs=True)
-
-    def mapped_forward() -> Any:
-        with torch.no_grad(), Float32AsFloat64():
-            return call()
-    try:
-        call_isolated(mapped_forward, timeout=timeout)
-    finally:
-        handle.remove()
+    call_target(call, timeout, True, [module.register_forward_pre_hook(record, with_kwargs=True)])
     if "args" not in seen:
         island.raised = "not called again"
         return island

@@ -6,7 +6,6 @@ properties/validation.py, the naive candidate being ditcheck.models.dit.DiT in t
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,8 +22,7 @@ from ditcheck.properties.validation import FORWARD_FACTOR, Tolerance, derive_tol
 from ditcheck.reference.dit import DiTConfig, dit_intermediates
 
 from ._attention import draw_examples
-from ._target import call_isolated
-from .dit_precision import Float32AsFloat64
+from .dit_precision import call_target
 from .dit_recognition import dit_hooks
 
 __all__ = ["capture", "Example", "draw_dit_examples", "Comparison", "max_abs", "Run", "measure", "tolerances", "score"]
@@ -56,17 +54,7 @@ def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[
                 seen.append((target_name, reference_name, value.detach().to("cpu", torch.float64).numpy()))
 
         handles.append(module.register_forward_hook(hook))
-    def run() -> Any:
-        # grad mode and torch function modes are per thread: set them in the thread that runs the target
-        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
-            return call()
-
-    try:
-        output = call_isolated(run, timeout=timeout)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return output, seen
+    return call_target(call, timeout, float64, handles), seen
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from ditcheck.reference.dit import DiTConfig
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.formats import FLOAT64
 
-from ._target import TargetError, call_isolated
-from .dit_precision import Float32AsFloat64
+from ._target import TargetError
+from .dit_precision import call_target
 
 __all__ = ["Structure", "infer_structure", "head_count_errors", "CONFIG_OVERRIDES"]
 
@@ -114,18 +114,8 @@ def _probe(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor |
             calls[name] = _Call(len(calls), tensors[0] if tensors else None,
                                 value.detach() if isinstance(value, torch.Tensor) else None)
         handles.append(module.register_forward_hook(hook, with_kwargs=True))
-
-    def run() -> Any:
-        with torch.no_grad():
-            if x.dtype == torch.float64:
-                with Float32AsFloat64():
-                    return model(x, t, y) if y is not None else model(x, t)
-            return model(x, t, y) if y is not None else model(x, t)
-    try:
-        output = call_isolated(run, timeout=timeout)
-    finally:
-        for handle in handles:
-            handle.remove()
+    output = call_target(lambda: model(x, t, y) if y is not None else model(x, t), timeout, x.dtype == torch.float64,
+                         handles)
     return calls, output
 
 
