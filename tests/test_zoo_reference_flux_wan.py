@@ -31,9 +31,10 @@ from ditcheck.reference.flux import flux_forward  # noqa: E402
 from ditcheck.reference.native import SUMMATION_ORDERS, Native  # noqa: E402
 from ditcheck.reference.precision import FLOAT64, Precision  # noqa: E402
 from ditcheck.reference.wan import wan_forward  # noqa: E402
-from ditcheck.validate import zoo  # noqa: E402
+from ditcheck.validate import dit, zoo  # noqa: E402
 from ditcheck.validate.components import TorchKernels  # noqa: E402
 from ditcheck.validate.dit_precision import Float32AsFloat64  # noqa: E402
+from ditcheck.validate.zoo_reference import CHECK_PREFIX  # noqa: E402
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
@@ -318,3 +319,30 @@ def test_unmodelled_options_raise_invalid_argument() -> None:
         wan_forward(FLOAT64, params, dict(wan.config), {**inputs, "timestep": np.ones((2, 3))})
     with pytest.raises(InvalidArgumentError, match="params"):
         wan_forward(FLOAT64, {k: v for k, v in params.items() if k != "blocks.0.norm2.bias"}, dict(wan.config), inputs)
+
+
+# ----------------------------------------------------------------------------------------
+# registered in ditcheck.validate.zoo_reference: validate dit runs them
+
+
+def _whole_model_checks(report: Any) -> dict[str, Any]:
+    return {c.id.removeprefix(f"{CHECK_PREFIX}: "): c for c in report.checks if c.id.startswith(f"{CHECK_PREFIX}:")}
+
+
+@pytest.mark.parametrize("fmt", ["float32", "float64"])
+@pytest.mark.parametrize("name", [FLUX, WAN])
+def test_validate_dit_by_name_checks_the_whole_model(name: str, fmt: str) -> None:
+    report = dit(f"diffusers:{name}", dtype=fmt, examples=1)
+    checks = _whole_model_checks(report)
+    expected = {FLUX: ["transformer_blocks.0", "single_transformer_blocks.0", "output"],
+                WAN: ["blocks.0", "output"]}[name]
+    assert list(checks) == expected and all(c.ok for c in checks.values()), str(report)
+    assert report.ok and report.settings["reference"] == "whole model", str(report)
+
+
+def test_validate_dit_names_the_first_block_of_a_planted_flux_bug() -> None:
+    model = _model(FLUX, "float32")
+    _guidance_without_x1000(model)
+    report = dit(model, dtype="float32", examples=1, weights="model")
+    checks = _whole_model_checks(report)
+    assert not report.ok and not checks["transformer_blocks.0"].ok, str(report)

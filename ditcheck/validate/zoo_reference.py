@@ -35,10 +35,12 @@ from torch import nn
 
 from ditcheck.properties.validation import derive_tolerance
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.reference.flux import flux_forward
 from ditcheck.reference.native import SUMMATION_ORDERS, Native
 from ditcheck.reference.pixart import pixart_forward
 from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.sd3 import sd3_forward
+from ditcheck.reference.wan import wan_forward
 
 from ._target import DEFAULT_TIMEOUT, TargetError, call_isolated
 from .components import TorchKernels
@@ -54,6 +56,8 @@ __all__ = ["WHOLE_MODEL_REFERENCES", "CHECK_PREFIX", "reference_inputs", "compar
 WHOLE_MODEL_REFERENCES: dict[str, Callable[..., Any]] = {
     "PixArtTransformer2DModel": pixart_forward,
     "SD3Transformer2DModel": sd3_forward,
+    "FluxTransformer2DModel": flux_forward,
+    "WanTransformer3DModel": wan_forward,
 }
 #: every check this module makes is named "<CHECK_PREFIX>: <block or output>"
 CHECK_PREFIX = "whole model"
