@@ -29,8 +29,7 @@ from ditcheck.reference.sd3 import sd3_forward  # noqa: E402
 from ditcheck.validate import dit, zoo  # noqa: E402
 from ditcheck.validate.dit_precision import Float32AsFloat64  # noqa: E402
 from ditcheck.validate.report import Report  # noqa: E402
-from ditcheck.validate.zoo_reference import (CHECK_PREFIX, WHOLE_MODEL_REFERENCES, compare_whole_model,  # noqa: E402
-                                             reference_inputs)
+from ditcheck.validate.zoo_reference import CHECK_PREFIX, compare_whole_model, reference_inputs  # noqa: E402
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
@@ -287,7 +286,7 @@ def test_a_configuration_the_reference_does_not_model_is_a_note() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", sorted(WHOLE_MODEL_REFERENCES))
+@pytest.mark.parametrize("name", [PIXART, SD3])  # Flux and Wan: tests/test_zoo_reference_flux_wan.py
 def test_no_false_alarm_in_five_seeds(name: str, dtype: torch.dtype) -> None:
     # Measured worst error/tolerance over the 5 seeds: PixArt 0.52 (float32), 0.51 (float64); SD3 0.53, 0.52. The
     # target errs like the naive same-dtype evaluation of the reference (both round the sinusoid's arguments t f),

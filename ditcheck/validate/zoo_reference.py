@@ -6,9 +6,9 @@ accumulates, is never seen by it. Here the whole forward is recomputed from the 
 by a reference model (:data:`WHOLE_MODEL_REFERENCES`, ``ditcheck.reference.pixart`` / ``.sd3``), and every
 block's output and the model's output are compared with the target's (docs/conventions.md#tolerances):
 
-* the target runs once with forward hooks on the blocks the reference records (a float64 run under
-  :class:`~ditcheck.validate.dit_precision.Float32AsFloat64`: it measures the mathematics; the float32 islands
-  are the component engine's to report);
+* the target runs once with forward hooks on the blocks the reference records (dit_precision.call_target: a
+  float64 run under Float32AsFloat64 measures the mathematics; the float32 islands are the component engine's to
+  report);
 * "exact" is the reference in a format wider than the target's (float64 for float32 targets, x87 long double for
   float64 ones), the naive same-dtype baseline the same reference with every operation rounded to the target's
   format, the worst over NumPy's three summation orders and torch's own kernels (components.TorchKernels);
@@ -24,7 +24,6 @@ report over examples (the worst error/tolerance per check); :func:`add_whole_mod
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -42,9 +41,9 @@ from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.sd3 import sd3_forward
 from ditcheck.reference.wan import wan_forward
 
-from ._target import DEFAULT_TIMEOUT, TargetError, call_isolated
+from ._target import DEFAULT_TIMEOUT, TargetError
 from .components import TorchKernels
-from .dit_precision import Float32AsFloat64
+from .dit_precision import call_target
 from .report import Check, Report
 
 __all__ = ["WHOLE_MODEL_REFERENCES", "CHECK_PREFIX", "reference_inputs", "compare_whole_model",
@@ -142,17 +141,8 @@ def _run_target(module: nn.Module, kwargs: Mapping[str, Any], names: Sequence[st
         except AttributeError:
             continue  # a block the target does not have: its check fails (nothing recorded)
 
-    def run() -> Any:
-        # grad mode and torch function modes are per thread: set them in the thread that runs the target
-        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
-            return module(**kwargs)
-    try:
-        output = call_isolated(run, timeout=timeout)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return _as_array(_model_output(output)) if isinstance(_model_output(output), torch.Tensor) \
-        else _model_output(output), seen
+    output = _model_output(call_target(lambda: module(**kwargs), timeout, float64, handles))
+    return _as_array(output) if isinstance(output, torch.Tensor) else output, seen
 
 
 def compare_whole_model(module: nn.Module, kwargs: Mapping[str, Any], dtype: torch.dtype | str, *,
