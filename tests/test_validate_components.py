@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 
 diffusers = pytest.importorskip("diffusers")
-from diffusers import (DiTTransformer2DModel, FluxTransformer2DModel, PixArtTransformer2DModel,  # noqa: E402
-                       SD3Transformer2DModel)
+from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, PixArtTransformer2DModel  # noqa: E402
 from diffusers.models.attention_processor import AttnProcessor2_0  # noqa: E402
 from diffusers.models.embeddings import get_timestep_embedding  # noqa: E402
 from diffusers.models.transformers import transformer_flux  # noqa: E402
 
 from ditcheck.reference.errors import InvalidArgumentError  # noqa: E402
 from ditcheck.validate.components import (ComponentReport, check_components, recognised_classes)  # noqa: E402
+from tests.targets import zoo_bugs  # noqa: E402
+from tests.targets.zoo_bugs import Built, randomise, tiny_sd3  # noqa: E402
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)  # "modules that should be kept in float32: []" on .to()
 
@@ -36,24 +37,13 @@ logging.getLogger("diffusers").setLevel(logging.ERROR)  # "modules that should b
 # Tiny real models (configs from the smallest working ones; weights redrawn so adaLN is not zero)
 
 
-def _randomise(model: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale)
-    return model
-
-
-Built = tuple[torch.nn.Module, dict[str, Any]]
-
-
 def tiny_dit(seed: int, activation_fn: str = "gelu-approximate", scale: float = 0.3) -> Built:
     model = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
                                   num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10,
                                   activation_fn=activation_fn)
     generator = torch.Generator().manual_seed(seed + 100)
-    return _randomise(model, seed, scale), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
-                                                timestep=torch.tensor([3.0, 700.0]), class_labels=torch.tensor([1, 10]))
+    return randomise(model, seed, scale), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+                                               timestep=torch.tensor([3.0, 700.0]), class_labels=torch.tensor([1, 10]))
 
 
 def tiny_pixart(seed: int) -> Built:
@@ -63,20 +53,9 @@ def tiny_pixart(seed: int) -> Built:
     generator = torch.Generator().manual_seed(seed + 100)
     mask = torch.ones(2, 5)
     mask[1, 3:] = 0  # padded caption tokens: PixArt turns this into an additive -10000 bias
-    return _randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
-                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
-                                         timestep=torch.tensor([3.0, 700.0]), encoder_attention_mask=mask)
-
-
-def tiny_sd3(seed: int, qk_norm: str | None = "rms_norm") -> Built:
-    model = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
-                                  num_attention_heads=2, joint_attention_dim=12, caption_projection_dim=16,
-                                  pooled_projection_dim=10, out_channels=4, pos_embed_max_size=8, qk_norm=qk_norm)
-    generator = torch.Generator().manual_seed(seed + 100)
-    return _randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
-                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
-                                         pooled_projections=torch.randn(2, 10, generator=generator),
-                                         timestep=torch.tensor([3.0, 700.0]))
+    return randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+                                        encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
+                                        timestep=torch.tensor([3.0, 700.0]), encoder_attention_mask=mask)
 
 
 def tiny_flux(seed: int) -> Built:
@@ -85,11 +64,11 @@ def tiny_flux(seed: int) -> Built:
                                    pooled_projection_dim=10, axes_dims_rope=(4, 6, 6))
     generator = torch.Generator().manual_seed(seed + 100)
     grid = torch.meshgrid(torch.zeros(1), torch.arange(3.0), torch.arange(3.0), indexing="ij")
-    return _randomise(model, seed), dict(hidden_states=torch.randn(2, 9, 8, generator=generator),
-                                         encoder_hidden_states=torch.randn(2, 4, 12, generator=generator),
-                                         pooled_projections=torch.randn(2, 10, generator=generator),
-                                         timestep=torch.tensor([0.003, 0.7]),
-                                         img_ids=torch.stack(grid, -1).reshape(-1, 3), txt_ids=torch.zeros(4, 3))
+    return randomise(model, seed), dict(hidden_states=torch.randn(2, 9, 8, generator=generator),
+                                        encoder_hidden_states=torch.randn(2, 4, 12, generator=generator),
+                                        pooled_projections=torch.randn(2, 10, generator=generator),
+                                        timestep=torch.tensor([0.003, 0.7]),
+                                        img_ids=torch.stack(grid, -1).reshape(-1, 3), txt_ids=torch.zeros(4, 3))
 
 
 MODELS: dict[str, Callable[[int], Built]] = {"dit": tiny_dit, "pixart": tiny_pixart, "sd3": tiny_sd3,
@@ -576,8 +555,6 @@ def test_report_text_and_dict() -> None:
 
 # ----------------------------------------------------------------------------------------
 # The zoo: Wan, Sana, CogVideoX, SD3.5 (dual attention), Flux with guidance (tests/targets/zoo_bugs.py)
-
-from tests.targets import zoo_bugs  # noqa: E402
 
 
 def run_zoo(built: Built, dtype: torch.dtype) -> ComponentReport:

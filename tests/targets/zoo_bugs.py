@@ -92,17 +92,22 @@ def tiny_cogvideox(seed: int) -> Built:
                                         timestep=torch.tensor([3.0, 700.0]), image_rotary_emb=rotary)
 
 
-def tiny_sd35(seed: int) -> Built:
-    """SD3.5 medium layout: RMSNorm QK-norm, block 0 with dual attention (SD35AdaLayerNormZeroX, attn2)."""
+def tiny_sd3(seed: int, qk_norm: str | None = "rms_norm", dual_attention_layers: tuple[int, ...] = ()) -> Built:
+    """SD3 (MMDiT, joint text-image attention), two blocks; ``dual_attention_layers`` as SD3.5's."""
     model = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
                                   num_attention_heads=2, joint_attention_dim=12, caption_projection_dim=16,
-                                  pooled_projection_dim=10, out_channels=4, pos_embed_max_size=8, qk_norm="rms_norm",
-                                  dual_attention_layers=(0,))
+                                  pooled_projection_dim=10, out_channels=4, pos_embed_max_size=8, qk_norm=qk_norm,
+                                  dual_attention_layers=dual_attention_layers)
     generator = torch.Generator().manual_seed(seed + 100)
     return randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
                                         pooled_projections=torch.randn(2, 10, generator=generator),
                                         timestep=torch.tensor([3.0, 700.0]))
+
+
+def tiny_sd35(seed: int) -> Built:
+    """SD3.5 medium layout: RMSNorm QK-norm, block 0 with dual attention (SD35AdaLayerNormZeroX, attn2)."""
+    return tiny_sd3(seed, "rms_norm", dual_attention_layers=(0,))
 
 
 def tiny_flux_guidance(seed: int) -> Built:
@@ -126,6 +131,17 @@ ZOO_MODELS: dict[str, Callable[[int], Built]] = {"wan": tiny_wan, "sana": tiny_s
 def patch(module: torch.nn.Module, forward: Callable[..., Any]) -> None:
     """Replace one module's forward (an instance attribute: forward hooks still run)."""
     module.forward = functools.partial(forward, module)
+
+
+def with_processor(build: Callable[[int], Built], attention: str, processor: Callable[..., Any],
+                   **options: Any) -> Callable[[int], Built]:
+    """``build``'s model and inputs, its attention module ``attention`` (a dotted submodule name) set to run
+    ``processor(**options)``: a planted processor bug, or with no options a rewritten processor as a control."""
+    def built(seed: int) -> Built:
+        model, kwargs = build(seed)
+        model.get_submodule(attention).set_processor(processor(**options))
+        return model, kwargs
+    return built
 
 
 # ----------------------------------------------------------------------------------------
@@ -258,24 +274,6 @@ def _wan_rope_theta_256(seed: int) -> Built:
     return model, kwargs
 
 
-def _wan_qk_norm_per_head(seed: int) -> Built:
-    model, kwargs = tiny_wan(seed)
-    model.blocks[0].attn1.set_processor(PlantedWanProcessor(qk_per_head=True))
-    return model, kwargs
-
-
-def _cogvideox_rope_half_split(seed: int) -> Built:
-    model, kwargs = tiny_cogvideox(seed)
-    model.transformer_blocks[0].attn1.set_processor(PlantedCogVideoXProcessor(rope_unbind_dim=-2))
-    return model, kwargs
-
-
-def _cogvideox_qk_norm_across_heads(seed: int) -> Built:
-    model, kwargs = tiny_cogvideox(seed)
-    model.transformer_blocks[0].attn1.set_processor(PlantedCogVideoXProcessor(qk_across_heads=True))
-    return model, kwargs
-
-
 def _cogvideox_feed_forward_image_first(seed: int) -> Built:
     """CogVideoXBlock feeding its feed-forward [image, text] and splitting it back as if [text, image]."""
     model, kwargs = tiny_cogvideox(seed)
@@ -292,12 +290,6 @@ def _cogvideox_feed_forward_image_first(seed: int) -> Built:
         ff = self.ff(torch.cat([norm, norm_text], dim=1))
         return hidden_states + gate * ff[:, text:], encoder_hidden_states + text_gate * ff[:, :text]
     patch(model.transformer_blocks[0], forward)
-    return model, kwargs
-
-
-def _sana_mask_ignored(seed: int) -> Built:
-    model, kwargs = tiny_sana(seed)
-    model.transformer_blocks[0].attn2.set_processor(MaskIgnoringSanaProcessor())
     return model, kwargs
 
 
@@ -375,6 +367,14 @@ class PlantedBug:
     explanation: dict[str, Any] | None
 
 
+def processor_bug(architecture: str, modelled_on: str, build: Callable[[int], Built], attention: str,
+                  processor: Callable[..., Any], explanation: dict[str, Any] | None, **options: Any) -> PlantedBug:
+    """A bug planted in the processor of the attention module ``attention`` (with_processor): the first failing
+    finding is that module, as inline code (a processor's own code is not a leaf the engine recomputes)."""
+    return PlantedBug(architecture, modelled_on, with_processor(build, attention, processor, **options), attention,
+                      "inline", explanation)
+
+
 _SCALE_FIRST = ("scale_msa", "shift_msa", "gate_msa", "scale_mlp", "shift_mlp", "gate_mlp")
 
 ZOO_BUGS: dict[str, PlantedBug] = {
@@ -390,21 +390,23 @@ ZOO_BUGS: dict[str, PlantedBug] = {
     "wan-rope-theta-256": PlantedBug(
         "wan", "RoPE theta of another model (HunyuanVideo's 256)", _wan_rope_theta_256, "rope", "mismatch",
         {"theta": 256.0}),
-    "wan-qk-norm-per-head": PlantedBug(
-        "wan", "QK-norm per head where Wan normalises across heads", _wan_qk_norm_per_head, "blocks.0.attn1",
-        "inline", {"qk_norm": "per-head"}),
-    "cogvideox-rope-half-split": PlantedBug(
+    "wan-qk-norm-per-head": processor_bug(
+        "wan", "QK-norm per head where Wan normalises across heads", tiny_wan, "blocks.0.attn1", PlantedWanProcessor,
+        {"qk_norm": "per-head"}, qk_per_head=True),
+    "cogvideox-rope-half-split": processor_bug(
         "cogvideox", "RoPE applied with the other pairing (half-split, Allegro's, where interleaved is expected)",
-        _cogvideox_rope_half_split, "transformer_blocks.0.attn1", "inline", {"rope_pairing": "half"}),
-    "cogvideox-qk-norm-across-heads": PlantedBug(
-        "cogvideox", "QK-norm across heads where the model normalises per head", _cogvideox_qk_norm_across_heads,
-        "transformer_blocks.0.attn1", "inline", {"qk_norm": "across-heads"}),
+        tiny_cogvideox, "transformer_blocks.0.attn1", PlantedCogVideoXProcessor, {"rope_pairing": "half"},
+        rope_unbind_dim=-2),
+    "cogvideox-qk-norm-across-heads": processor_bug(
+        "cogvideox", "QK-norm across heads where the model normalises per head",
+        tiny_cogvideox, "transformer_blocks.0.attn1", PlantedCogVideoXProcessor, {"qk_norm": "across-heads"},
+        qk_across_heads=True),
     "cogvideox-feed-forward-image-first": PlantedBug(
         "cogvideox", "the joint token order crossed ([image, text] in, split as [text, image])",
         _cogvideox_feed_forward_image_first, "transformer_blocks.0", "inline", {"token_order": "image-first"}),
-    "sana-cross-attention-mask-ignored": PlantedBug(
-        "sana", "an attention mask silently ignored (diffusers#8673)", _sana_mask_ignored,
-        "transformer_blocks.0.attn2", "inline", {"mask": "ignored"}),
+    "sana-cross-attention-mask-ignored": processor_bug(
+        "sana", "an attention mask silently ignored (diffusers#8673)",
+        tiny_sana, "transformer_blocks.0.attn2", MaskIgnoringSanaProcessor, {"mask": "ignored"}),
     "sana-glumbconv-gate-first": PlantedBug(
         "sana", "a GLU's gate and value halves crossed (AuraFlow gates with the first half)",
         _sana_glumbconv_gate_first, "transformer_blocks.0.ff", "inline", {"gate_first": True}),
@@ -425,18 +427,9 @@ ZOO_BUGS: dict[str, PlantedBug] = {
 CONTROLS: dict[str, Callable[[int], Built]] = {}
 
 
-def _with_processor(build: Callable[[int], Built], where: Callable[[torch.nn.Module], Any],
-                    processor: Callable[[], Any]) -> Callable[[int], Built]:
-    def built(seed: int) -> Built:
-        model, kwargs = build(seed)
-        where(model).set_processor(processor())
-        return model, kwargs
-    return built
-
-
-CONTROLS["wan-processor-rewrite"] = _with_processor(tiny_wan, lambda m: m.blocks[0].attn1, PlantedWanProcessor)
-CONTROLS["cogvideox-processor-rewrite"] = _with_processor(tiny_cogvideox, lambda m: m.transformer_blocks[0].attn1,
-                                                          PlantedCogVideoXProcessor)
+CONTROLS["wan-processor-rewrite"] = with_processor(tiny_wan, "blocks.0.attn1", PlantedWanProcessor)
+CONTROLS["cogvideox-processor-rewrite"] = with_processor(tiny_cogvideox, "transformer_blocks.0.attn1",
+                                                         PlantedCogVideoXProcessor)
 
 
 # ----------------------------------------------------------------------------------------
@@ -501,26 +494,15 @@ class PlantedLTXProcessor(LTXVideoAttnProcessor):
         return attn.to_out[0](out.transpose(1, 2).flatten(2, 3).to(query.dtype))
 
 
-def _hunyuan_video_mask_ignored(seed: int) -> Built:
-    model, kwargs = ZOO_MODELS["hunyuan-video"](seed)
-    model.transformer_blocks[0].attn.set_processor(MaskIgnoringHunyuanVideoProcessor())
-    return model, kwargs
-
-
-def _ltx_rope_half_split(seed: int) -> Built:
-    model, kwargs = ZOO_MODELS["ltx-video"](seed)
-    model.transformer_blocks[0].attn1.set_processor(PlantedLTXProcessor(half_split=True))
-    return model, kwargs
-
-
-ZOO_BUGS["hunyuan-video-text-mask-ignored"] = PlantedBug(
-    "hunyuan-video", "a boolean text-padding mask silently ignored (diffusers#8673's kind)", _hunyuan_video_mask_ignored,
-    "transformer_blocks.0.attn", "inline", {"mask": "ignored"})
-ZOO_BUGS["ltx-rope-half-split"] = PlantedBug(
-    "ltx-video", "RoPE applied with the other pairing (rotate_half over the full width)", _ltx_rope_half_split,
-    "transformer_blocks.0.attn1", "inline", {"rope_pairing": "half"})
-CONTROLS["ltx-processor-rewrite"] = _with_processor(ZOO_MODELS["ltx-video"], lambda m: m.transformer_blocks[0].attn1,
-                                                    PlantedLTXProcessor)
+ZOO_BUGS["hunyuan-video-text-mask-ignored"] = processor_bug(
+    "hunyuan-video", "a boolean text-padding mask silently ignored (diffusers#8673's kind)",
+    ZOO_MODELS["hunyuan-video"], "transformer_blocks.0.attn", MaskIgnoringHunyuanVideoProcessor, {"mask": "ignored"})
+ZOO_BUGS["ltx-rope-half-split"] = processor_bug(
+    "ltx-video", "RoPE applied with the other pairing (rotate_half over the full width)",
+    ZOO_MODELS["ltx-video"], "transformer_blocks.0.attn1", PlantedLTXProcessor, {"rope_pairing": "half"},
+    half_split=True)
+CONTROLS["ltx-processor-rewrite"] = with_processor(ZOO_MODELS["ltx-video"], "transformer_blocks.0.attn1",
+                                                   PlantedLTXProcessor)
 ZOO_MODELS["hunyuan-dit"] = zoo_built("HunyuanDiT2DModel")
 ZOO_MODELS["aura-flow"] = zoo_built("AuraFlowTransformer2DModel")
 ZOO_MODELS["lumina2"] = zoo_built("Lumina2Transformer2DModel")
@@ -553,12 +535,6 @@ class PlantedHunyuanDiTProcessor(HunyuanAttnProcessor2_0):
         return attn.to_out[0](out.transpose(1, 2).flatten(2))
 
 
-def _hunyuan_dit_qk_norm_across_heads(seed: int) -> Built:
-    model, kwargs = ZOO_MODELS["hunyuan-dit"](seed)
-    model.blocks[0].attn1.set_processor(PlantedHunyuanDiTProcessor(qk_across_heads=True))
-    return model, kwargs
-
-
 def _aura_flow_scale_one_over_head_dim(seed: int) -> Built:
     """AuraFlow passes scale=attn.scale to SDPA: a port storing 1/head_dim there (muP-style) instead of 1/sqrt(head_dim)."""
     model, kwargs = ZOO_MODELS["aura-flow"](seed)
@@ -567,14 +543,15 @@ def _aura_flow_scale_one_over_head_dim(seed: int) -> Built:
     return model, kwargs
 
 
-ZOO_BUGS["hunyuan-dit-qk-norm-across-heads"] = PlantedBug(
-    "hunyuan-dit", "QK-norm across heads where the model normalises per head", _hunyuan_dit_qk_norm_across_heads,
-    "blocks.0.attn1", "inline", {"qk_norm": "across-heads"})
+ZOO_BUGS["hunyuan-dit-qk-norm-across-heads"] = processor_bug(
+    "hunyuan-dit", "QK-norm across heads where the model normalises per head",
+    ZOO_MODELS["hunyuan-dit"], "blocks.0.attn1", PlantedHunyuanDiTProcessor, {"qk_norm": "across-heads"},
+    qk_across_heads=True)
 ZOO_BUGS["aura-flow-scale-one-over-head-dim"] = PlantedBug(
     "aura-flow", "an attention scale of 1/head_dim where 1/sqrt(head_dim) is meant", _aura_flow_scale_one_over_head_dim,
     "joint_transformer_blocks.0.attn", "inline", {"scale": "1/head_dim"})
-CONTROLS["hunyuan-dit-processor-rewrite"] = _with_processor(ZOO_MODELS["hunyuan-dit"], lambda m: m.blocks[0].attn1,
-                                                            PlantedHunyuanDiTProcessor)
+CONTROLS["hunyuan-dit-processor-rewrite"] = with_processor(ZOO_MODELS["hunyuan-dit"], "blocks.0.attn1",
+                                                           PlantedHunyuanDiTProcessor)
 
 
 class MaskIgnoringLumina2Processor(Lumina2AttnProcessor2_0):
@@ -586,15 +563,9 @@ class MaskIgnoringLumina2Processor(Lumina2AttnProcessor2_0):
                                 base_sequence_length)
 
 
-def _lumina2_mask_ignored(seed: int) -> Built:
-    model, kwargs = ZOO_MODELS["lumina2"](seed)
-    model.layers[0].attn.set_processor(MaskIgnoringLumina2Processor())
-    return model, kwargs
-
-
-ZOO_BUGS["lumina2-caption-mask-ignored"] = PlantedBug(
-    "lumina2", "a boolean caption-padding mask silently ignored (diffusers#8673's kind)", _lumina2_mask_ignored,
-    "layers.0.attn", "inline", {"mask": "ignored"})
+ZOO_BUGS["lumina2-caption-mask-ignored"] = processor_bug(
+    "lumina2", "a boolean caption-padding mask silently ignored (diffusers#8673's kind)",
+    ZOO_MODELS["lumina2"], "layers.0.attn", MaskIgnoringLumina2Processor, {"mask": "ignored"})
 ZOO_MODELS["allegro"] = zoo_built("AllegroTransformer3DModel")
 
 
@@ -634,17 +605,12 @@ class PlantedAllegroProcessor(AllegroAttnProcessor2_0):
         return attn.to_out[0](out.transpose(1, 2).flatten(2))
 
 
-def _allegro_rope_interleaved(seed: int) -> Built:
-    model, kwargs = ZOO_MODELS["allegro"](seed)
-    model.transformer_blocks[0].attn1.set_processor(PlantedAllegroProcessor(interleaved=True))
-    return model, kwargs
-
-
-ZOO_BUGS["allegro-rope-interleaved"] = PlantedBug(
+ZOO_BUGS["allegro-rope-interleaved"] = processor_bug(
     "allegro", "RoPE applied with the other pairing (interleaved where Allegro rotates halves)",
-    _allegro_rope_interleaved, "transformer_blocks.0.attn1", "inline", {"rope_pairing": "interleaved"})
-CONTROLS["allegro-processor-rewrite"] = _with_processor(ZOO_MODELS["allegro"], lambda m: m.transformer_blocks[0].attn1,
-                                                        PlantedAllegroProcessor)
+    ZOO_MODELS["allegro"], "transformer_blocks.0.attn1", PlantedAllegroProcessor, {"rope_pairing": "interleaved"},
+    interleaved=True)
+CONTROLS["allegro-processor-rewrite"] = with_processor(ZOO_MODELS["allegro"], "transformer_blocks.0.attn1",
+                                                       PlantedAllegroProcessor)
 ZOO_MODELS["pixart"] = zoo_built("PixArtTransformer2DModel")
 
 
