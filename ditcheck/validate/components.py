@@ -210,6 +210,8 @@ def _to_numpy(value: Any) -> Any:
         return tensor.to(torch.int64).numpy().copy()
     if isinstance(value, (tuple, list)):
         return type(value)(_to_numpy(v) for v in value)
+    if isinstance(value, dict):  # keyword bundles such as PixArt's added_cond_kwargs
+        return {key: _to_numpy(v) for key, v in value.items()}
     return value
 
 
@@ -676,9 +678,30 @@ def _eval_adaln_continuous(call: RecordedCall, xp: Precision, knobs: Mapping[str
 
 
 def _eval_adaln_single(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """diffusers AdaLayerNormSingle: (linear(silu(emb(t, **added_cond_kwargs))), emb(...)); with PixArt's size
+    conditions also the resolution and aspect ratio its emb must receive (its added_cond_kwargs, passed through)."""
     module = call.module
     embedded = _x(xp, call.child_outputs(module.emb)[0])
-    return [_linear(call, xp, module.linear, silu.generic(xp, embedded)), embedded]
+    expected = [_linear(call, xp, module.linear, silu.generic(xp, embedded)), embedded]
+    if _size_conditioned(module.emb):
+        conditions = call.arg("added_cond_kwargs") or {}
+        expected += [_x(xp, conditions.get("resolution")), _x(xp, conditions.get("aspect_ratio"))]
+    return expected
+
+
+def _observed_adaln_single(call: RecordedCall) -> list[np.ndarray]:
+    observed = list(call.outputs)
+    if _size_conditioned(call.module.emb):
+        emb = call.child(call.module.emb)
+        if emb is None:
+            raise Unsupported("its emb did not run as a hooked child")
+        observed += [emb.kept_inputs.get("resolution"), emb.kept_inputs.get("aspect_ratio")]
+    return observed
+
+
+def _size_conditioned(embedder: nn.Module) -> bool:
+    """Whether a PixArtAlphaCombinedTimestepSizeEmbeddings adds the resolution / aspect-ratio embeddings."""
+    return bool(getattr(embedder, "use_additional_conditions", False))
 
 
 def _eval_label_embedding(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -710,10 +733,44 @@ def _eval_sum_of_children(*names: str) -> Evaluate:
     return evaluate
 
 
+def _pixart_size_calls(call: RecordedCall) -> tuple[list[RecordedCall], dict[str, RecordedCall]]:
+    """The size conditions' recorded calls: additional_condition_proj's two (resolution, then aspect ratio, in the
+    order diffusers makes them) and the resolution and aspect-ratio embedders."""
+    module = call.module
+    projections = [c for c in call.children if c.module is module.additional_condition_proj and c.kept_outputs]
+    if len(projections) != 2:
+        raise Unsupported(f"size-condition sinusoid ran {len(projections)} times as a hooked child (2 expected)")
+    return projections, _needed_children(call, ["timestep_embedder", "resolution_embedder", "aspect_ratio_embedder"])
+
+
 def _eval_pixart_combined(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
-    if call.module.use_additional_conditions:
-        raise Unsupported("PixArt size / aspect-ratio conditions")
-    return _eval_sum_of_children("timestep_embedder")(call, xp, knobs)
+    """PixArtAlphaCombinedTimestepSizeEmbeddings (PixArt-alpha's PixArtMS t_block + csize / ar embedders):
+    c = t_emb, plus with use_additional_conditions concat(res_emb.reshape(B, -1), ar_emb.reshape(B, -1)), where
+    res_emb = resolution_embedder(sinusoid(resolution.flatten())) over the (height, width) pairs [B, 2] and ar_emb
+    = aspect_ratio_embedder(sinusoid(aspect_ratio.flatten())) [B, 1], both sinusoids additional_condition_proj.
+    Given the children's outputs; with the conditions, returns [the sinusoid's two inputs, the two embedders' inputs,
+    c] (the order of _observed_pixart_combined): the flattening, which embedder gets which sinusoid, the concat."""
+    if not _size_conditioned(call.module):
+        return _eval_sum_of_children("timestep_embedder")(call, xp, knobs)
+    projections, children = _pixart_size_calls(call)
+    out = _children_out(call, children, xp)
+    batch = int(call.arg("batch_size") or np.shape(out("timestep_embedder"))[0])
+    resolution = np.asarray(call.arg("resolution"), dtype=np.float64)
+    if knobs["resolution_order"] == "width, height":  # each (h, w) pair read the other way round
+        resolution = resolution[..., ::-1]
+    resolution, aspect = _x(xp, np.reshape(resolution, -1)), _x(xp, np.reshape(call.arg("aspect_ratio"), -1))
+    sinusoids = [_x(xp, projection.kept_outputs[0]) for projection in projections]
+    sizes = [np.reshape(out(name), (batch, -1)) for name in knobs["embedders"]]
+    return [resolution, aspect, *sinusoids, out("timestep_embedder") + np.concatenate(sizes, axis=1)]
+
+
+def _observed_pixart_combined(call: RecordedCall) -> list[np.ndarray]:
+    if not _size_conditioned(call.module):
+        return list(call.outputs)
+    projections, children = _pixart_size_calls(call)
+    return [projection.kept_inputs["timesteps"] for projection in projections] + \
+        [_first_array(children[name].kept_inputs) for name in ("resolution_embedder", "aspect_ratio_embedder")] + \
+        [call.outputs[0]]
 
 
 # --- transformer blocks (the inline glue between recorded children) -----------------------
@@ -2105,21 +2162,29 @@ def _observed_wan_model(call: RecordedCall) -> list[np.ndarray]:
 
 def _pixart_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
     module = call.module
-    if module.caption_projection is None or call.arg("attention_mask") is not None or call.arg("added_cond_kwargs"):
-        raise Unsupported("PixArt without caption projection, or with a self-attention mask or size conditions")
-    children = _needed_children(call, ["pos_embed", "adaln_single", "caption_projection", "norm_out", "proj_out"])
+    if call.arg("attention_mask") is not None:
+        raise Unsupported("PixArt with a self-attention mask")
+    # without caption_channels (diffusers' default config) the text states reach the blocks unprojected
+    projected = ["caption_projection"] if module.caption_projection is not None else []
+    children = _needed_children(call, ["pos_embed", "adaln_single", *projected, "norm_out", "proj_out"])
     blocks = _hooked_blocks(call, module.transformer_blocks)
     return children, blocks
 
 
 def _eval_pixart_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
     """PixArtTransformer2DModel's inline code: the caption mask as an additive bias (1 - mask) x -10000 [B, 1, L]; the
-    first block fed pos_embed's tokens, adaln_single's modulation and the projected caption; each next block the
-    previous one's output; the final norm modulated by (shift, scale) = table + embedded timestep; unpatchify
+    first block fed pos_embed's tokens, adaln_single's modulation and the caption (projected when caption_channels
+    is set); adaln_single given the size conditions (added_cond_kwargs) unchanged; each next block the previous one's
+    output; the final norm modulated by (shift, scale) = table + embedded timestep; unpatchify
     "nhwpqc->nchpwq". Returns the values in the order of _observed_pixart_model."""
     children, blocks = _pixart_model_children(call)
     out = _children_out(call, children, xp)
-    expected = [out("pos_embed"), out("adaln_single", 0), out("caption_projection")]
+    text = out("caption_projection") if "caption_projection" in children else \
+        _x(xp, call.arg("encoder_hidden_states"))
+    expected = [out("pos_embed"), out("adaln_single", 0), text]
+    if _size_conditioned(call.module.adaln_single.emb):  # added_cond_kwargs passed on to adaln_single unchanged
+        conditions = call.arg("added_cond_kwargs") or {}
+        expected += [_x(xp, conditions.get("resolution")), _x(xp, conditions.get("aspect_ratio"))]
     mask = call.arg("encoder_attention_mask")
     if mask is not None and np.ndim(mask) == 2:
         expected.append(((1 - _x(xp, mask)) * knobs["mask_bias"])[:, None, :])
@@ -2136,6 +2201,9 @@ def _observed_pixart_model(call: RecordedCall) -> list[np.ndarray]:
     children, blocks = _pixart_model_children(call)
     first = blocks[0].kept_inputs
     observed = [first["hidden_states"], first["timestep"], first["encoder_hidden_states"]]
+    if _size_conditioned(call.module.adaln_single.emb):
+        conditions = children["adaln_single"].kept_inputs.get("added_cond_kwargs") or {}
+        observed += [conditions.get("resolution"), conditions.get("aspect_ratio")]
     mask = call.arg("encoder_attention_mask")
     if mask is not None and np.ndim(mask) == 2:
         observed.append(first["encoder_attention_mask"])
@@ -2473,7 +2541,7 @@ _REGISTRY: dict[str, Component] = {
         "adaLN (continuous)", _eval_adaln_continuous,
         lambda call: {"order": C.ADALN_CONTINUOUS_ORDER, "eps": float(call.module.norm.eps)},
         lambda call: {"order": [("shift", "scale")], "eps": _other(float(call.module.norm.eps), (1e-6, 1e-5))}),
-    "AdaLayerNormSingle": Component("adaLN-single", _eval_adaln_single),
+    "AdaLayerNormSingle": Component("adaLN-single", _eval_adaln_single, observed=_observed_adaln_single),
     "BasicTransformerBlock": Component("transformer block (adaLN-Zero / adaLN-single glue)", _eval_basic_block,
                                        _block_knobs, _block_alternatives, observed=_observed_basic_block),
     "JointTransformerBlock": Component("dual-stream block glue (SD3)", _eval_dual_stream_block,
@@ -2484,7 +2552,13 @@ _REGISTRY: dict[str, Component] = {
                                             observed=_observed_flux_single_block),
     "LabelEmbedding": Component("class embedding", _eval_label_embedding, lambda call: {"null_offset": 0},
                                 lambda call: {"null_offset": [-1]}),
-    "PixArtAlphaCombinedTimestepSizeEmbeddings": Component("t embedding (PixArt)", _eval_pixart_combined),
+    "PixArtAlphaCombinedTimestepSizeEmbeddings": Component(
+        "t embedding (PixArt, with the resolution / aspect-ratio conditions)", _eval_pixart_combined,
+        lambda call: {"embedders": ("resolution_embedder", "aspect_ratio_embedder"),
+                      "resolution_order": "height, width"},
+        lambda call: {"embedders": [("aspect_ratio_embedder", "resolution_embedder")],
+                      "resolution_order": ["width, height"]},
+        observed=_observed_pixart_combined),
     "CombinedTimestepLabelEmbeddings": Component("t + label embedding", _eval_sum_of_children(
         "timestep_embedder", "class_embedder")),
     "CombinedTimestepTextProjEmbeddings": Component("t + pooled text embedding", _eval_sum_of_children(
