@@ -298,7 +298,7 @@ def _print_report(rows: Sequence[Row], peak: float, costs: dict[str, float] | No
     print(f"log-log slope of time vs L (L >= 4096 where measured): {slopes}")
     if "poly" in backends and "exact" in backends:
         crossover = crossover_length(rows)
-        print(f"measured crossover (poly faster than exact): "
+        print("measured crossover (poly faster than exact): "
               + (f"L ~ {crossover:.0f}" if crossover else "not within the measured L"))
     if "poly" in backends:
         best = max(r.gflops for r in rows if r.backend == "poly")
