@@ -245,13 +245,20 @@ class RecordedCall:
     finding: ComponentFinding | None = None
     kept_inputs: dict[str, Any] = field(default_factory=dict)
     kept_outputs: list[np.ndarray] = field(default_factory=list)
+    #: float64 copies of the parameters read while this call is compared (the exact, naive and knob evaluations read
+    #: the same weights: converting a real-width weight once, not once per evaluation)
+    params: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
 
     def param(self, name: str, module: nn.Module | None = None) -> np.ndarray | None:
         """A parameter or buffer of ``module`` (default: this call's module) as float64 NumPy, None if absent."""
-        value = getattr(self.module if module is None else module, name, None)
+        owner = self.module if module is None else module
+        value = getattr(owner, name, None)
         if value is None:
             return None
-        return _to_numpy(value)
+        key = (id(owner), name)
+        if key not in self.params:
+            self.params[key] = _to_numpy(value)
+        return self.params[key]
 
     def child(self, module: nn.Module | None) -> RecordedCall | None:
         """This call's first direct child call of ``module`` whose outputs were kept (None if there is none)."""
@@ -3003,9 +3010,10 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
                                           message=f"could not recompute: {type(error).__name__}: {error}")
             _localise(call, result)
             call.finding.__dict__.update(result.__dict__)
-        # free what the parent no longer needs: inputs and grandchildren
+        # free what the parent no longer needs: inputs, parameter copies and grandchildren
         call.inputs = {}
         call.outputs = []
+        call.params = {}
         for child in call.children:
             child.kept_outputs, child.kept_inputs = [], {}
             child.children = []
