@@ -1,4 +1,4 @@
-"""The diffusers modules PixArt and SD3 share, read off a state dict: Linear, PatchEmbed, the timestep embedder, Attention.
+"""The diffusers modules the whole-model references (PixArt, SD3, Flux, Wan) share, read off a state dict: Linear, PatchEmbed, the timestep embedder, Attention.
 
 Every function takes the Precision ``xp``, the model's parameters ``params`` (state-dict name -> float64 array)
 and the module's qualified name ``prefix`` ("transformer_blocks.0.attn"), so a whole-model reference reads like
@@ -20,7 +20,7 @@ from .attention import attention, merge_heads, split_heads
 from .components import feed_forward, joint_attention, rms_norm, round_to_format, timestep_mlp
 from .errors import InvalidArgumentError, ShapeError
 from .layers import linear, patchify, pos_embed_2d, timestep_embedding
-from .precision import Precision
+from .precision import Precision, as_float64_array
 
 __all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
            "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
@@ -31,10 +31,11 @@ TIMESTEP_CHANNELS = 256
 
 
 def parameter(xp: Precision, params: Mapping[str, Any], name: str) -> Any:
-    """The state-dict entry ``name`` in xp's arrays; a missing one raises InvalidArgumentError naming ``params``."""
+    """The state-dict entry ``name`` (float64 values) in xp's arrays; a missing or non-finite one raises
+    InvalidArgumentError naming ``params[name]``."""
     if name not in params:
-        raise InvalidArgumentError("params", f"the state-dict entry {name!r}", "a state dict without it")
-    return xp.asarray(np.asarray(params[name], dtype=np.float64))
+        raise InvalidArgumentError(f"params[{name!r}]", "an entry of the model's state dict", "missing")
+    return xp.asarray(as_float64_array(params[name], f"params[{name!r}]"))
 
 
 def optional_parameter(xp: Precision, params: Mapping[str, Any], name: str) -> Any:
@@ -81,12 +82,14 @@ def patch_embed(xp: Precision, params: Mapping[str, Any], prefix: str, latent: A
     return tokens + table[None]
 
 
-def timestep_embedder(xp: Precision, params: Mapping[str, Any], prefix: str, timestep: Any) -> Any:
-    """diffusers Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0) then TimestepEmbedding (linear_1, SiLU, linear_2).
+def timestep_embedder(xp: Precision, params: Mapping[str, Any], prefix: str, timestep: Any,
+                      channels: int = TIMESTEP_CHANNELS) -> Any:
+    """diffusers Timesteps(channels, flip_sin_to_cos=True, downscale_freq_shift=0) then TimestepEmbedding (linear_1,
+    SiLU, linear_2).
 
-    The sinusoid is [cos(t f), sin(t f)], f_i = 10000^(-i/128), as given t (no rescaling).
+    The sinusoid is [cos(t f), sin(t f)], f_i = 10000^(-i/(channels/2)), as given t (no rescaling).
     """
-    features = timestep_embedding.generic(xp, timestep, TIMESTEP_CHANNELS, 10000, True, 0.0)
+    features = timestep_embedding.generic(xp, timestep, channels, 10000, True, 0.0)
     return timestep_mlp.generic(xp, features, parameter(xp, params, f"{prefix}.linear_1.weight"),
                                 parameter(xp, params, f"{prefix}.linear_1.bias"),
                                 parameter(xp, params, f"{prefix}.linear_2.weight"),

@@ -27,11 +27,12 @@ import numpy as np
 
 from .attention import attention, merge_heads, split_heads
 from .components import (ADALN_CONTINUOUS_ORDER, ada_layer_norm_continuous, ada_layer_norm_zero,
-                         ada_layer_norm_zero_single, apply_rope, feed_forward, joint_attention, qk_norm,
-                         rope_frequencies, timestep_mlp)
+                         ada_layer_norm_zero_single, apply_rope, joint_attention, qk_norm,
+                         rope_frequencies)
+from .diffusers_modules import feed_forward_module, linear_module, parameter, text_projection, timestep_embedder
 from .errors import InvalidArgumentError, ShapeError
-from .layers import gelu, layer_norm, linear, modulate, timestep_embedding
-from .precision import Precision, as_float64_array, convert_params, require_positive_int
+from .layers import gelu, layer_norm, modulate
+from .precision import Precision, as_float64_array, require_positive_int
 
 __all__ = ["FLUX_ROPE_THETA", "FLUX_TIME_FACTOR", "FLUX_EPS", "flux_rope", "flux_conditioning", "flux_attention",
            "flux_double_block", "flux_single_block", "flux_forward"]
@@ -42,21 +43,7 @@ FLUX_ROPE_THETA = 10000.0
 FLUX_TIME_FACTOR = 1000
 #: the eps of every norm in Flux: AdaLayerNormZero(-Single)'s LayerNorm, norm2, QK RMSNorm, norm_out
 FLUX_EPS = 1e-6
-#: Timesteps(num_channels=256, ...) in CombinedTimestep(Guidance)TextProjEmbeddings
-_TIME_CHANNELS = 256
-
 Record = dict[str, Any] | None
-
-
-def _param(params: Mapping[str, Any], name: str) -> Any:
-    if name not in params:
-        raise InvalidArgumentError(f"params[{name!r}]", "an entry of the FluxTransformer2DModel state dict", "missing")
-    return params[name]
-
-
-def _linear(xp: Precision, x: Any, params: Mapping[str, Any], name: str) -> Any:
-    """The torch Linear ``name`` (weight, and bias if the state dict has one) applied to x."""
-    return linear.generic(xp, x, _param(params, f"{name}.weight"), params.get(f"{name}.bias"))
 
 
 def flux_rope(xp: Precision, txt_ids: Any, img_ids: Any, axes_dims: tuple[int, ...]) -> tuple[Any, Any]:
@@ -72,29 +59,20 @@ def flux_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, g
 
     def embedded(value: Any, embedder: str) -> Any:
         # x1000 inside the model: t in [0, 1) from the pipeline; a port that forgets it embeds ~0 for every t
-        scaled = value * xp.const(FLUX_TIME_FACTOR)
-        features = timestep_embedding.generic(xp, scaled, _TIME_CHANNELS, flip_sin_to_cos=True,
-                                              downscale_freq_shift=0.0)
-        return timestep_mlp.generic(xp, features, *_mlp_params(params, f"{prefix}.{embedder}"), act="silu")
+        return timestep_embedder(xp, params, f"{prefix}.{embedder}", value * xp.const(FLUX_TIME_FACTOR))
 
     temb = embedded(timestep, "timestep_embedder")
     if guidance is not None:
         temb = temb + embedded(guidance, "guidance_embedder")
-    # PixArtAlphaTextProjection(act_fn="silu") is the same two-layer MLP as TimestepEmbedding
-    pooled = timestep_mlp.generic(xp, pooled_projections, *_mlp_params(params, f"{prefix}.text_embedder"), act="silu")
+    pooled = text_projection(xp, params, f"{prefix}.text_embedder", pooled_projections, "silu")
     return temb + pooled
-
-
-def _mlp_params(params: Mapping[str, Any], prefix: str) -> tuple[Any, Any, Any, Any]:
-    return (_param(params, f"{prefix}.linear_1.weight"), _param(params, f"{prefix}.linear_1.bias"),
-            _param(params, f"{prefix}.linear_2.weight"), _param(params, f"{prefix}.linear_2.bias"))
 
 
 def _heads(xp: Precision, x: Any, params: Mapping[str, Any], projection: str, norm: str | None, heads: int) -> Any:
     """A projection split into heads [N, H, L, Dh], RMS-normalised over each head's channels (Flux's QK-norm)."""
-    projected = _linear(xp, x, params, projection)
+    projected = linear_module(xp, params, projection, x)
     if norm is not None:
-        projected = qk_norm.generic(xp, projected, _param(params, f"{norm}.weight"), num_heads=heads, eps=FLUX_EPS,
+        projected = qk_norm.generic(xp, projected, parameter(xp, params, f"{norm}.weight"), num_heads=heads, eps=FLUX_EPS,
                                     kind="rms", across_heads=False)
     return split_heads(projected, heads)
 
@@ -118,8 +96,8 @@ def flux_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any
     cq, ck = (apply_rope.generic(xp, t, cos[:text], sin[:text], "interleaved") for t in (cq, ck))
     q, k = (apply_rope.generic(xp, t, cos[text:], sin[text:], "interleaved") for t in (q, k))
     context_out, out = joint_attention.generic(xp, cq, ck, cv, q, k, v, order="ab")  # text first, as Flux
-    return (_linear(xp, merge_heads(out), params, f"{prefix}.to_out.0"),
-            _linear(xp, merge_heads(context_out), params, f"{prefix}.to_add_out"))
+    return (linear_module(xp, params, f"{prefix}.to_out.0", merge_heads(out)),
+            linear_module(xp, params, f"{prefix}.to_add_out", merge_heads(context_out)))
 
 
 def flux_double_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, context: Any, temb: Any,
@@ -129,20 +107,17 @@ def flux_double_block(xp: Precision, params: Mapping[str, Any], prefix: str, hid
     Returns (encoder_hidden_states, hidden_states), the module's order.
     """
     normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada_layer_norm_zero.generic(
-        xp, hidden, temb, _param(params, f"{prefix}.norm1.linear.weight"),
-        _param(params, f"{prefix}.norm1.linear.bias"), FLUX_EPS)
+        xp, hidden, temb, parameter(xp, params, f"{prefix}.norm1.linear.weight"),
+        parameter(xp, params, f"{prefix}.norm1.linear.bias"), FLUX_EPS)
     c_normed, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = ada_layer_norm_zero.generic(
-        xp, context, temb, _param(params, f"{prefix}.norm1_context.linear.weight"),
-        _param(params, f"{prefix}.norm1_context.linear.bias"), FLUX_EPS)
+        xp, context, temb, parameter(xp, params, f"{prefix}.norm1_context.linear.weight"),
+        parameter(xp, params, f"{prefix}.norm1_context.linear.bias"), FLUX_EPS)
     attn_out, context_attn_out = flux_attention(xp, params, f"{prefix}.attn", normed, c_normed, cos, sin, heads)
 
     def mlp_branch(x: Any, attn: Any, gate_msa: Any, shift: Any, scale: Any, gate_mlp: Any, ff: str) -> Any:
         x = x + gate_msa[:, None, :] * attn
         normed = modulate.generic(xp, layer_norm.generic(xp, x, None, None, FLUX_EPS), shift, scale)
-        out = feed_forward.generic(xp, normed, _param(params, f"{prefix}.{ff}.net.0.proj.weight"),
-                                   _param(params, f"{prefix}.{ff}.net.0.proj.bias"),
-                                   _param(params, f"{prefix}.{ff}.net.2.weight"),
-                                   _param(params, f"{prefix}.{ff}.net.2.bias"), "gelu-approximate")
+        out = feed_forward_module(xp, params, f"{prefix}.{ff}", normed)
         return x + gate_mlp[:, None, :] * out
 
     hidden = mlp_branch(hidden, attn_out, gate_msa, shift_mlp, scale_mlp, gate_mlp, "ff")
@@ -158,12 +133,12 @@ def flux_single_block(xp: Precision, params: Mapping[str, Any], prefix: str, hid
     """
     text = np.shape(context)[1]
     x = np.concatenate([context, hidden], axis=1)
-    normed, gate = ada_layer_norm_zero_single.generic(xp, x, temb, _param(params, f"{prefix}.norm.linear.weight"),
-                                                      _param(params, f"{prefix}.norm.linear.bias"), FLUX_EPS)
-    mlp_hidden = gelu.generic(xp, _linear(xp, normed, params, f"{prefix}.proj_mlp"), "tanh")
+    normed, gate = ada_layer_norm_zero_single.generic(xp, x, temb, parameter(xp, params, f"{prefix}.norm.linear.weight"),
+                                                      parameter(xp, params, f"{prefix}.norm.linear.bias"), FLUX_EPS)
+    mlp_hidden = gelu.generic(xp, linear_module(xp, params, f"{prefix}.proj_mlp", normed), "tanh")
     attn_out = flux_attention(xp, params, f"{prefix}.attn", normed, None, cos, sin, heads)
-    x = x + gate[:, None, :] * _linear(xp, np.concatenate([attn_out, mlp_hidden], axis=2), params,
-                                       f"{prefix}.proj_out")
+    x = x + gate[:, None, :] * linear_module(xp, params, f"{prefix}.proj_out",
+                                             np.concatenate([attn_out, mlp_hidden], axis=2))
     return x[:, :text], x[:, text:]
 
 
@@ -211,13 +186,12 @@ def flux_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, 
         raise InvalidArgumentError("inputs['guidance']", "given exactly when config['guidance_embeds'] is true",
                                    "missing" if guidance is None else "given")
     with xp.context():
-        params = convert_params(xp, params)
 
         def array(name: str) -> Any:
             return xp.asarray(as_float64_array(inputs.get(name), f"inputs[{name!r}]"))
 
-        hidden = _linear(xp, array("hidden_states"), params, "x_embedder")
-        context = _linear(xp, array("encoder_hidden_states"), params, "context_embedder")
+        hidden = linear_module(xp, params, "x_embedder", array("hidden_states"))
+        context = linear_module(xp, params, "context_embedder", array("encoder_hidden_states"))
         temb = flux_conditioning(xp, params, array("timestep"), None if guidance is None else array("guidance"),
                                  array("pooled_projections"))
         cos, sin = flux_rope(xp, xp.asarray(_ids(inputs.get("txt_ids"), "txt_ids", len(axes))),
@@ -236,7 +210,7 @@ def flux_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, 
             if record is not None:
                 record[f"single_transformer_blocks.{i}"] = (context, hidden)
         # AdaLayerNormContinuous reads its projection (scale, shift): the reverse of DiT's final layer
-        hidden = ada_layer_norm_continuous.generic(xp, hidden, temb, _param(params, "norm_out.linear.weight"),
-                                                   _param(params, "norm_out.linear.bias"), eps=FLUX_EPS, norm="layer",
+        hidden = ada_layer_norm_continuous.generic(xp, hidden, temb, parameter(xp, params, "norm_out.linear.weight"),
+                                                   parameter(xp, params, "norm_out.linear.bias"), eps=FLUX_EPS, norm="layer",
                                                    order=ADALN_CONTINUOUS_ORDER)
-        return _linear(xp, hidden, params, "proj_out")
+        return linear_module(xp, params, "proj_out", hidden)

@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 
 from .attention import attention, merge_heads, split_heads
-from .components import (apply_rope, feed_forward, patchify_3d, qk_norm, rope_frequencies, rope_grid_positions,
-                         round_to_format, scale_shift_table_chunks, timestep_mlp, wan_rope_axes)
+from .components import (apply_rope, patchify_3d, qk_norm, rope_frequencies, rope_grid_positions,
+                         round_to_format, scale_shift_table_chunks, wan_rope_axes)
+from .diffusers_modules import feed_forward_module, linear_module, parameter, text_projection, timestep_embedder
 from .errors import InvalidArgumentError, ShapeError
-from .layers import layer_norm, linear, modulate, silu, timestep_embedding
-from .precision import (FLOAT64, Precision, as_float64_array, convert_params, require_choice, require_positive_int,
+from .layers import layer_norm, modulate, silu
+from .precision import (FLOAT64, Precision, as_float64_array, require_choice, require_positive_int,
                         require_real)
 
 __all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "WAN_BLOCK_ORDER", "WAN_OUTPUT_ORDER", "wan_rope", "wan_conditioning", "wan_attention",
@@ -50,24 +51,6 @@ WAN_ROPE_TABLE_FORMAT: str | None = "float32"
 WAN_BLOCK_ORDER = ("shift_msa", "scale_msa", "gate_msa", "c_shift_msa", "c_scale_msa", "c_gate_msa")
 #: WanTransformer3DModel's output head: (scale_shift_table + temb).chunk(2) in this order
 WAN_OUTPUT_ORDER = ("shift", "scale")
-#: FeedForward(activation_fn="gelu-approximate"): net.0 is GELU(proj), net.2 the output Linear
-FFN_PARAMS = ("net.0.proj.weight", "net.0.proj.bias", "net.2.weight", "net.2.bias")
-
-
-def _param(params: Mapping[str, Any], name: str) -> Any:
-    if name not in params:
-        raise InvalidArgumentError(f"params[{name!r}]", "an entry of the WanTransformer3DModel state dict", "missing")
-    return params[name]
-
-
-def _linear(xp: Precision, x: Any, params: Mapping[str, Any], name: str) -> Any:
-    """The torch Linear ``name`` applied to x."""
-    return linear.generic(xp, x, _param(params, f"{name}.weight"), _param(params, f"{name}.bias"))
-
-
-def _mlp_params(params: Mapping[str, Any], prefix: str) -> tuple[Any, Any, Any, Any]:
-    return (_param(params, f"{prefix}.linear_1.weight"), _param(params, f"{prefix}.linear_1.bias"),
-            _param(params, f"{prefix}.linear_2.weight"), _param(params, f"{prefix}.linear_2.bias"))
 
 
 def wan_rope(xp: Precision, grid: tuple[int, int, int], head_dim: int,
@@ -92,12 +75,10 @@ def wan_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, te
     rows of D, text = PixArtAlphaTextProjection(gelu-tanh) of the text encoder states.
     """
     prefix = "condition_embedder"
-    features = timestep_embedding.generic(xp, timestep, freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0.0)
-    temb = timestep_mlp.generic(xp, features, *_mlp_params(params, f"{prefix}.time_embedder"), act="silu")
-    projected = _linear(xp, silu.generic(xp, temb), params, f"{prefix}.time_proj")
+    temb = timestep_embedder(xp, params, f"{prefix}.time_embedder", timestep, channels=freq_dim)
+    projected = linear_module(xp, params, f"{prefix}.time_proj", silu.generic(xp, temb))
     timestep_proj = np.reshape(projected, (np.shape(temb)[0], 6, np.shape(temb)[1]))
-    # PixArtAlphaTextProjection(act_fn="gelu_tanh") is the same two-layer MLP as TimestepEmbedding
-    text = timestep_mlp.generic(xp, text, *_mlp_params(params, f"{prefix}.text_embedder"), act="gelu-tanh")
+    text = text_projection(xp, params, f"{prefix}.text_embedder", text, "gelu-tanh")
     return temb, timestep_proj, text
 
 
@@ -108,22 +89,22 @@ def wan_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any,
     Self-attention (context None) over x with RoPE; cross-attention from x to ``context`` without RoPE.
     """
     source = x if context is None else context
-    q = qk_norm.generic(xp, _linear(xp, x, params, f"{prefix}.to_q"), _param(params, f"{prefix}.norm_q.weight"),
+    q = qk_norm.generic(xp, linear_module(xp, params, f"{prefix}.to_q", x), parameter(xp, params, f"{prefix}.norm_q.weight"),
                         num_heads=heads, eps=eps, kind="rms", across_heads=True)
-    k = qk_norm.generic(xp, _linear(xp, source, params, f"{prefix}.to_k"), _param(params, f"{prefix}.norm_k.weight"),
+    k = qk_norm.generic(xp, linear_module(xp, params, f"{prefix}.to_k", source), parameter(xp, params, f"{prefix}.norm_k.weight"),
                         num_heads=heads, eps=eps, kind="rms", across_heads=True)
-    q, k, v = split_heads(q, heads), split_heads(k, heads), split_heads(_linear(xp, source, params, f"{prefix}.to_v"),
+    q, k, v = split_heads(q, heads), split_heads(k, heads), split_heads(linear_module(xp, params, f"{prefix}.to_v", source),
                                                                         heads)
     if rope is not None:
         cos, sin = rope
         q, k = apply_rope.generic(xp, q, cos, sin, "interleaved"), apply_rope.generic(xp, k, cos, sin, "interleaved")
-    return _linear(xp, merge_heads(attention.generic(xp, q, k, v)), params, f"{prefix}.to_out.0")
+    return linear_module(xp, params, f"{prefix}.to_out.0", merge_heads(attention.generic(xp, q, k, v)))
 
 
 def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, text: Any, timestep_proj: Any,
               rope: tuple[Any, Any], heads: int, eps: float, cross_attn_norm: bool) -> Any:
     """WanTransformerBlock: x += gate_msa attn1(mod(LN x)); x += attn2(LN_affine x, text); x += c_gate ffn(mod(LN x))."""
-    table = _param(params, f"{prefix}.scale_shift_table")
+    table = parameter(xp, params, f"{prefix}.scale_shift_table")
     width = np.shape(hidden)[-1]
     chunks = scale_shift_table_chunks.generic(xp, np.reshape(table, (6, width)),
                                               np.reshape(timestep_proj, (np.shape(timestep_proj)[0], 6 * width)),
@@ -132,13 +113,12 @@ def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any
                               chunks["scale_msa"])
     hidden = hidden + wan_attention(xp, params, f"{prefix}.attn1", normed, None, rope, heads, eps) * \
         chunks["gate_msa"][:, None, :]
-    normed = layer_norm.generic(xp, hidden, _param(params, f"{prefix}.norm2.weight"),
-                                _param(params, f"{prefix}.norm2.bias"), eps) if cross_attn_norm else hidden
+    normed = layer_norm.generic(xp, hidden, parameter(xp, params, f"{prefix}.norm2.weight"),
+                                parameter(xp, params, f"{prefix}.norm2.bias"), eps) if cross_attn_norm else hidden
     hidden = hidden + wan_attention(xp, params, f"{prefix}.attn2", normed, text, None, heads, eps)
     normed = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, eps), chunks["c_shift_msa"],
                               chunks["c_scale_msa"])
-    ff = feed_forward.generic(xp, normed, *(_param(params, f"{prefix}.ffn.{name}") for name in FFN_PARAMS),
-                              "gelu-approximate")
+    ff = feed_forward_module(xp, params, f"{prefix}.ffn", normed)
     return hidden + ff * chunks["c_gate_msa"][:, None, :]
 
 
@@ -197,11 +177,10 @@ def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, A
                          "per axis", str(grid))
     heads = cfg["heads"]
     with xp.context():
-        params = convert_params(xp, params)
         text = xp.asarray(as_float64_array(inputs.get("encoder_hidden_states"), "inputs['encoder_hidden_states']"))
         rope = wan_rope(xp, grid, cfg["head_dim"], rope_table_format)
-        hidden = patchify_3d.generic(xp, xp.asarray(latents), _param(params, "patch_embedding.weight"),
-                                     _param(params, "patch_embedding.bias"), cfg["patch"])
+        hidden = patchify_3d.generic(xp, xp.asarray(latents), parameter(xp, params, "patch_embedding.weight"),
+                                     parameter(xp, params, "patch_embedding.bias"), cfg["patch"])
         temb, timestep_proj, text = wan_conditioning(xp, params, xp.asarray(timestep), text, cfg["freq_dim"])
         for i in range(cfg["layers"]):
             hidden = wan_block(xp, params, f"blocks.{i}", hidden, text, timestep_proj, rope, heads, cfg["eps"],
@@ -210,8 +189,8 @@ def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, A
                 record[f"blocks.{i}"] = hidden
         width = np.shape(hidden)[-1]
         # the head adds temb itself (not its 6-way projection) to both rows of its table
-        chunks = scale_shift_table_chunks.generic(xp, np.reshape(_param(params, "scale_shift_table"), (2, width)),
+        chunks = scale_shift_table_chunks.generic(xp, np.reshape(parameter(xp, params, "scale_shift_table"), (2, width)),
                                                   np.concatenate([temb, temb], axis=-1), WAN_OUTPUT_ORDER)
         hidden = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, cfg["eps"]), chunks["shift"],
                                   chunks["scale"])
-        return wan_unpatchify(_linear(xp, hidden, params, "proj_out"), grid, cfg["patch"])
+        return wan_unpatchify(linear_module(xp, params, "proj_out", hidden), grid, cfg["patch"])
