@@ -2271,18 +2271,38 @@ def _observed_sd3_model(call: RecordedCall) -> list[np.ndarray]:
 
 
 def _eval_cogvideox_patch_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
-    """CogVideoXPatchEmbed (per-frame 2-D patches, RoPE models: no positional table): [text_proj(text), image tokens],
-    image tokens in (frame, row, column) order from proj's per-frame outputs [B F, D, h, w]."""
+    """CogVideoXPatchEmbed (per-frame 2-D patches): [text_proj(text), image tokens], image tokens in (frame, row,
+    column) order from proj's per-frame outputs [B F, D, h, w]; with use_positional_embeddings (CogVideoX-2b, the
+    default config; the RoPE models have none) plus the joint sin-cos table (_cogvideox_positions)."""
     module = call.module
-    if module.patch_size_t is not None or module.use_positional_embeddings or module.use_learned_positional_embeddings:
-        raise Unsupported("CogVideoXPatchEmbed with 3-D patches or a positional table")
+    if module.patch_size_t is not None or module.use_learned_positional_embeddings:
+        raise Unsupported("CogVideoXPatchEmbed with 3-D patches or a learned positional table")
     children = _needed_children(call, ["text_proj", "proj"])
     batch, frames = np.shape(call.arg("image_embeds"))[:2]
     grid = _x(xp, children["proj"].kept_outputs[0])
-    channels = np.shape(grid)[1]
+    channels, height, width = np.shape(grid)[1:]
     image = np.reshape(grid, (batch, frames, channels, -1)).transpose(0, 1, 3, 2).reshape(batch, -1, channels)
     text = _x(xp, children["text_proj"].kept_outputs[0])
-    return [np.concatenate([text, image] if knobs["token_order"] == "text-first" else [image, text], axis=1)]
+    embeds = np.concatenate([text, image] if knobs["token_order"] == "text-first" else [image, text], axis=1)
+    if module.use_positional_embeddings and knobs["positional_table"]:
+        embeds = embeds + _cogvideox_positions(xp, module, np.shape(text)[1], frames, height, width)[None]
+    return [embeds]
+
+
+def _cogvideox_positions(xp: Precision, module: nn.Module, text_tokens: int, frames: int, height: int,
+                         width: int) -> Any:
+    """CogVideoXPatchEmbed's joint table [L + F h w, D]: zeros at the L text positions, then diffusers'
+    get_3d_sincos_pos_embed per image token (frame, row, column): [1-D sin-cos of frame / temporal_interpolation_scale
+    over D/4 channels | 2-D sin-cos table (columns, then rows) of positions / spatial_interpolation_scale over 3D/4]
+    (the 1-D table [sin, cos] of pos x 10000^(-k/(D/8)) is timestep_embedding without flip or shift)."""
+    dim = module.embed_dim
+    spatial = pos_embed_2d.generic(xp, 3 * dim // 4, (height, width), 10000, None,
+                                   float(module.spatial_interpolation_scale))
+    times = xp.asarray(np.arange(frames, dtype=np.float64)) / xp.const(float(module.temporal_interpolation_scale))
+    temporal = timestep_embedding.generic(xp, times, dim // 4, 10000, False, 0.0)
+    table = np.concatenate([np.repeat(temporal[:, None, :], height * width, axis=1),
+                            np.repeat(spatial[None], frames, axis=0)], axis=-1).reshape(-1, dim)
+    return np.concatenate([xp.asarray(np.zeros((text_tokens, dim))), table], axis=0)
 
 
 def _cogvideox_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
@@ -2691,9 +2711,12 @@ _REGISTRY: dict[str, Component] = {
     "SD3Transformer2DModel": Component(
         "SD3 model glue (timestep as given, block wiring, unpatchify)", _eval_sd3_model,
         lambda call: {"timestep_scale": 1.0}, lambda call: {"timestep_scale": [1000.0]}, observed=_observed_sd3_model),
-    "CogVideoXPatchEmbed": Component("patch embedding (CogVideoX: [text, image] tokens)", _eval_cogvideox_patch_embed,
-                                     lambda call: {"token_order": "text-first"},
-                                     lambda call: {"token_order": ["image-first"]}),
+    "CogVideoXPatchEmbed": Component(
+        "patch embedding (CogVideoX: [text, image] tokens, sin-cos table)", _eval_cogvideox_patch_embed,
+        lambda call: {"token_order": "text-first", "positional_table": True},
+        lambda call: {"token_order": ["image-first"], "positional_table": [False]},
+        # diffusers builds the table from float32 grid positions (torch.arange(..., float32) / scale)
+        float32_inside=lambda call: bool(call.module.use_positional_embeddings)),
     "CogVideoXTransformer3DModel": Component("CogVideoX model glue (stream split, block wiring, unpatchify)",
                                              _eval_cogvideox_model, observed=_observed_cogvideox_model),
     "SanaTransformer2DModel": Component(
