@@ -991,6 +991,7 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, call_isolated
     from .components import check_components
     from .report import Check, Report
+    from .zoo_reference import WHOLE_MODEL_REFERENCES, add_whole_model_example
 
     examples, seed, timeout = require_run_settings(examples, seed, DEFAULT_TIMEOUT if timeout is None else timeout)
     if convention not in ZOO_CONVENTIONS:
@@ -1095,6 +1096,8 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
                     output_problems.append(f"example {index}: shape {tuple(out.shape)}, expected {expected}")
                 elif not bool(torch.isfinite(out).all()):
                     output_problems.append(f"example {index}: {int((~torch.isfinite(out)).sum())} non-finite values")
+            if name in WHOLE_MODEL_REFERENCES:  # the whole forward, each block's output too, against its reference
+                add_whole_model_example(report, module, kwargs, run_dtype, name=name, timeout=timeout)
     finally:
         module.train(was_training)
     _fill_report(report, summaries, failing, first_failure, call_errors, output_problems, returned, examples,
