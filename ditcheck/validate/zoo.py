@@ -1191,6 +1191,7 @@ class CoverageRow:
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # dtype -> this process's CPU time
     components: str = ""
     block_reference: str = ""
+    whole_model: str = ""  # "2 blocks + output" where a whole-model reference ran (zoo_reference), else "no"
 
 
 def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), examples: int = DEFAULT_ZOO_EXAMPLES,
@@ -1198,14 +1199,17 @@ def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), exam
     """Build and validate one class in each dtype (wall and CPU time measured per dtype).
 
     The block-reference column lists the transformer-block classes whose inline code (modulation, gates, residuals,
-    joins) the engine recomputed from their children's recorded outputs in these runs.
+    joins) the engine recomputed from their children's recorded outputs in these runs; the whole-model column counts
+    the block outputs the whole-model reference (ditcheck.validate.zoo_reference) compared, besides the output.
     """
+    from .zoo_reference import CHECK_PREFIX
+
     if name == "DiTTransformer2DModel":
         return _dit_coverage_row(dtypes, examples, seed)
     if name not in ENTRIES:
         return CoverageRow(name, OUT_OF_SCOPE.get(name) or PENDING.get(name) or "not a class diffusers exports")
     results, seconds, cpu = {}, {}, {}
-    components, blocks = "", set()
+    components, blocks, whole_model = "", set(), "no"
     built = True
     for fmt in dtypes:
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -1228,8 +1232,11 @@ def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), exam
         components = report.settings.get("components", "").replace(" calls recomputed", "").replace(" of ", " / ")
         blocks |= {c.id.split(" (")[0] for c in report.checks
                    if c.observed is not None and c.id.split(" (")[0].endswith("Block")}
+        compared = [c.id for c in report.checks if c.id.startswith(CHECK_PREFIX) and c.observed is not None]
+        if compared:
+            whole_model = f"{sum(not i.endswith(': output') for i in compared)} blocks + output"
     return CoverageRow(name, "in scope", built, results, seconds, cpu, components,
-                       ", ".join(sorted(blocks)) if blocks else "no")
+                       ", ".join(sorted(blocks)) if blocks else "no", whole_model)
 
 
 def _dit_coverage_row(dtypes: Sequence[str], examples: int, seed: int) -> CoverageRow:
@@ -1248,7 +1255,7 @@ def _dit_coverage_row(dtypes: Sequence[str], examples: int, seed: int) -> Covera
             (f" ({islands} island findings)" if islands else "")
         checks = f"{len(report.checks)} activation checks (whole model)"
     return CoverageRow("DiTTransformer2DModel", "in scope", True, results, seconds, cpu, checks,
-                       "whole-model reference (every block)")
+                       "DiT blocks (inside the whole-model reference)", "every block + output")
 
 
 def coverage_table(names: Sequence[str] | None = None, dtypes: Sequence[str] = ("float32", "float64"),
@@ -1258,16 +1265,16 @@ def coverage_table(names: Sequence[str] | None = None, dtypes: Sequence[str] = (
     diffusers_transformer_classes()  # import every transformer module before any timing (the first row paid ~8 s)
     validate("diffusers:SD3Transformer2DModel", examples=1)  # and the engine's own first-call costs
     lines = ["| class | built | " + " | ".join(f"{d}" for d in dtypes) + " | components recognised / calls | "
-             "inline code by a block reference | wall (CPU) time " + " / ".join(dtypes) + " |",
-             "|---|---|" + "---|" * len(dtypes) + "---|---|---|"]
+             "inline code by a block reference | whole-model reference | wall (CPU) time " + " / ".join(dtypes) + " |",
+             "|---|---|" + "---|" * len(dtypes) + "---|---|---|---|"]
     for name in names:
         row = coverage_row(name, dtypes, examples)
         if row.scope != "in scope":
             label = row.scope if name in PENDING else f"out of scope: {row.scope}"
-            lines.append(f"| {name} | no: {label} |" + " |" * (len(dtypes) + 3))
+            lines.append(f"| {name} | no: {label} |" + " |" * (len(dtypes) + 4))
             continue
         times = " / ".join(f"{row.seconds[d]:.1f} s ({row.cpu_seconds[d]:.1f} s)" if d in row.seconds else "-"
                            for d in dtypes)
         lines.append(f"| {name} | {'yes' if row.built else 'no'} | " + " | ".join(row.results.get(d, "-")
-                     for d in dtypes) + f" | {row.components} | {row.block_reference} | {times} |")
+                     for d in dtypes) + f" | {row.components} | {row.block_reference} | {row.whole_model} | {times} |")
     return "\n".join(lines)
