@@ -219,9 +219,14 @@ def test_every_exported_class_is_in_the_readme_table() -> None:
 
 
 def test_coverage_table_rows() -> None:
-    table = zoo.coverage_table(["PriorTransformer", "ZImageTransformer2DModel", "LatteTransformer3DModel"],
-                               ("float32",), examples=1)
+    import re
+
+    table = zoo.coverage_table(["PriorTransformer", "ZImageTransformer2DModel", "LatteTransformer3DModel",
+                                "SD3Transformer2DModel"], ("float32",), examples=1)
     lines = table.splitlines()
-    assert len(lines) == 5 and lines[0].startswith("| class | built | float32 |")
+    assert len(lines) == 6 and lines[0].startswith("| class | built | float32 |")
+    assert "whole-model reference" in lines[0] and all(line.count("|") == lines[0].count("|") for line in lines)
     assert "| PriorTransformer | no: out of scope: a CLIP-embedding prior" in lines[2]
     assert "| LatteTransformer3DModel | yes | conforms |" in lines[4] and "BasicTransformerBlock" in lines[4]
+    assert "| no |" in lines[4] and re.search(r"\| SD3Transformer2DModel \| yes \| conforms \|.*\| 2 blocks \+ output \|",
+                                              lines[5]), lines[5]
