@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -83,8 +84,8 @@ class ZooEntry:
     config: Mapping[str, Any]
     latent: str
     time_scale: float = 1000.0
-    #: latent channels when the config does not state them as in_channels (None: in_channels)
-    channels: int | None = None
+    #: latent channels when the config does not state them as in_channels, as a rule of the config (None: in_channels)
+    channels: Callable[[Mapping[str, Any]], int] | None = None
     #: the forward takes one timestep per latent frame, [B, F]
     per_frame_time: bool = False
     #: the forward takes one timestep per latent token, [B, L] (the sample's t repeated)
@@ -251,7 +252,8 @@ ENTRIES: dict[str, ZooEntry] = {
     "Kandinsky6SRTransformer3DModel": ZooEntry(
         dict(in_visual_dim=4, out_visual_dim=4, time_dim=16, patch_size=(1, 1, 1), model_dim=16, ff_dim=32,
              num_visual_blocks=1, axes_dims=(4, 6, 6)),
-        "video-last", channels=9, note="super-resolution denoiser: [B, F, H, W, 2C + 1] (noisy latents, the "
+        "video-last", channels=lambda config: 2 * int(config["in_visual_dim"]) + 1,
+        note="super-resolution denoiser: [B, F, H, W, 2C + 1] (noisy latents, the "
                                        "low-resolution condition and the anchor mask), timestep only"),
     "ErnieImageTransformer2DModel": ZooEntry(
         dict(hidden_size=16, num_attention_heads=2, num_layers=1, ffn_hidden_size=32, in_channels=4, out_channels=4,
@@ -380,7 +382,8 @@ ENTRIES: dict[str, ZooEntry] = {
         dict(num_attention_heads=2, attention_head_dim=12, hidden_size=24, num_layers=1, num_refiner_layers=1,
              ffn_dim=32, in_channels=4, audio_in_channels=6, patch_size=(1, 2, 2), text_dim=12, freq_dim=16,
              time_embed_hidden_dim=16, time_embed_dim=8, rope_freq_dim=2),
-        "tokens", time_scale=1.0, frames=1, channels=16,
+        "tokens", time_scale=1.0, frames=1,
+        channels=lambda config: int(config["in_channels"]) * math.prod(_patch(config)),
         note="one packed layout shared by the batch: text, then the video patches [B, N, C p p], then 4 audio "
              "tokens; two distinct times (video, audio) in [0, 1] indexed per row; RoPE head split 6 x "
              "rope_freq_dim = head_dim"),
@@ -553,8 +556,19 @@ def _patch(config: Mapping[str, Any]) -> tuple[int, int, int]:
 FRAMES_FIRST = ("CogVideoXTransformer3DModel", "ConsisIDTransformer3DModel", "AnyFlowTransformer3DModel")
 
 
-def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: torch.Generator) -> torch.Tensor:
-    channels = entry.channels or int(config.get("in_channels") or config.get("in_visual_dim") or 4)
+def _entry_at(entry: ZooEntry, config: Mapping[str, Any]) -> ZooEntry:
+    """The entry's input layout at this model's configuration: as many latent frames as a fixed temporal position
+    table has rows (config video_length: Latte adds its whole table to the frames)."""
+    if entry.latent == "video" and config.get("video_length"):
+        return dataclasses.replace(entry, frames=int(config["video_length"]))
+    return entry
+
+
+def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: torch.Generator,
+             width: int | None = None) -> torch.Tensor:
+    """Random latents of the class's layout; ``width``: an "image" latent's width (default: square, entry.size)."""
+    channels = entry.channels(config) if entry.channels else int(config.get("in_channels") or
+                                                                 config.get("in_visual_dim") or 4)
     size, frames = entry.size, entry.frames
     if entry.latent == "video-last":
         shape = (BATCH, frames, size, size, channels)
@@ -562,7 +576,7 @@ def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: t
         pt, ph, pw = _patch(config)
         shape = (BATCH, (frames // pt) * (size // ph) * (size // pw), channels, pt, ph, pw)
     elif entry.latent == "image":
-        shape = (BATCH, channels, size, size)
+        shape = (BATCH, channels, size, width or size)
     elif entry.latent == "video":
         shape = (BATCH, frames, channels, size, size) if name in FRAMES_FIRST else \
             (BATCH, channels, frames, size, size)
@@ -662,6 +676,29 @@ def _ideogram_sequence(entry: ZooEntry, text_tokens: int, ph: int, pw: int) -> d
             "segment_ids": torch.zeros(BATCH, text_tokens + rows * cols, dtype=torch.long)}
 
 
+#: pixels per latent pixel of the image VAEs the 2-D pipelines decode with (4 downsamplings): the pipelines' height and
+#: width are latent sizes x 8
+VAE_SCALE = 8
+
+
+def _size_conditioned(model: nn.Module, config: Mapping[str, Any]) -> bool:
+    """Whether the forward needs PixArt-alpha's micro-conditions (added_cond_kwargs resolution and aspect ratio):
+    config use_additional_conditions, which diffusers resolves to sample_size == 128 when it is None (the model keeps
+    the resolved value as an attribute)."""
+    flag = getattr(model, "use_additional_conditions", None)
+    if flag is None:
+        flag = config.get("use_additional_conditions")
+    return bool(config.get("sample_size") == 128 if flag is None else flag)
+
+
+def _size_conditions(latents: torch.Tensor) -> dict[str, torch.Tensor]:
+    """PixArt-alpha's micro-conditions as its pipeline makes them from the image size: resolution [B, 2] = (height,
+    width) in pixels and aspect_ratio [B, 1] = height / width (pipeline_pixart_alpha, "Prepare micro-conditions")."""
+    height, width = (VAE_SCALE * int(n) for n in latents.shape[-2:])
+    return {"resolution": torch.tensor([[float(height), float(width)]] * BATCH, dtype=torch.float64),
+            "aspect_ratio": torch.tensor([[height / width]] * BATCH, dtype=torch.float64)}
+
+
 def _resize_crop_region(grid: tuple[int, int], base_width: int, base_height: int | None = None) -> tuple:
     """diffusers pipelines' get_resize_crop_region_for_grid: the crop of a base-size grid the latent grid covers."""
     height, width = grid
@@ -688,8 +725,8 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
     A required forward parameter ditcheck cannot build raises InvalidArgumentError naming it.
     """
     name = name or diffusers_class_name(model) or type(model).__name__
-    entry = _entry(name)
     config = _config(model)
+    entry = _entry_at(_entry(name), config)
     if dtype is None:
         first = next((p for p in model.parameters() if p.is_floating_point()), None)
         dtype = first.dtype if first is not None else torch.float32
@@ -710,12 +747,16 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                     None)
         if base is not None:
             parameters = {**dict(list(inspect.signature(base.forward).parameters.items())[1:]), **parameters}
+    # with (height, width) conditions a non-square image makes their order observable: (h, w) vs (w, h)
+    size_conditioned = entry.latent == "image" and "added_cond_kwargs" in parameters and \
+        _size_conditioned(model, config)
+    image_width = entry.size + 2 * pw if size_conditioned else entry.size
     for parameter_name, parameter in parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         value: Any = None
         if parameter_name == "hidden_states":
-            value = _latents(name, entry, config, generator)
+            value = _latents(name, entry, config, generator, image_width)
         elif parameter_name == "encoder_hidden_states":
             # Krea2 takes every text-encoder layer's states, [B, L, layers, D]
             layers = (int(config["num_text_layers"]),) if config.get("num_text_layers") else \
@@ -870,6 +911,11 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = torch.cat([torch.zeros(text_tokens, 3), image_ids.reshape(rows * cols, 3)])
         elif parameter_name == "encoder_mask" and entry.mask:
             value = _mask(entry, text_tokens)
+        elif parameter_name == "padding_mask" and config.get("concat_padding_mask"):
+            # the Cosmos pipelines' zeros(1, 1, height, width) in pixels (resized to the latent grid inside)
+            value = torch.zeros(1, 1, VAE_SCALE * entry.size, VAE_SCALE * entry.size, dtype=torch.float64)
+        elif parameter_name == "added_cond_kwargs" and size_conditioned:
+            value = _size_conditions(values["hidden_states"])
         elif parameter_name == "return_dict":
             value = False
         if value is None:
@@ -881,7 +927,8 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
     cast = (lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and
             v.dtype == torch.float64 else v)
     values = {k: (type(v)(cast(t) for t in v) if isinstance(v, list) or (isinstance(v, tuple) and
-                                                                         name == "HunyuanDiT2DModel") else cast(v))
+                                                                         name == "HunyuanDiT2DModel") else
+                  {key: cast(t) for key, t in v.items()} if isinstance(v, dict) else cast(v))
               for k, v in values.items()}
     return (), values
 
@@ -1116,6 +1163,8 @@ def _to_device(value: Any, device: torch.device) -> Any:
         return value.to(device)
     if isinstance(value, (list, tuple)):
         return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):  # PixArt's added_cond_kwargs
+        return {key: _to_device(v, device) for key, v in value.items()}
     return value
 
 
