@@ -133,6 +133,16 @@ def test_cosmos_default_gets_the_pipelines_padding_mask() -> None:
     assert "padding_mask" not in tiny  # concat_padding_mask=False
 
 
+def test_framepack_default_gets_the_required_image_embeds() -> None:
+    """Framepack's forward requires image_embeds; at the default config (has_image_proj False) they are still given
+    at image_proj_dim, so that a run reports the class's own behaviour instead of "no rule for image_embeds"."""
+    with torch.device("meta"):
+        model = diffusers.HunyuanVideoFramepackTransformer3DModel(num_layers=1, num_single_layers=1)
+    assert not model.config.has_image_proj
+    _, kwargs = zoo.build_inputs(model)
+    assert kwargs["image_embeds"].shape[::2] == (zoo.BATCH, model.config.image_proj_dim)
+
+
 # --- the newly modelled components at the real width, with planted bugs ---------------------------------------------
 
 

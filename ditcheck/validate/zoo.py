@@ -775,7 +775,11 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                                                          config.get("in_text_dim2")):
             width = int(config.get("pooled_projection_dim") or config["in_text_dim2"])
             value = torch.randn(BATCH, width, generator=generator, dtype=torch.float64)
-        elif parameter_name == "image_embeds" and config.get("has_image_proj"):
+        elif parameter_name == "image_embeds" and (config.get("has_image_proj") or
+                                                  (parameter.default is inspect.Parameter.empty and
+                                                   config.get("image_proj_dim"))):
+            # Framepack's forward requires them even when has_image_proj is off (its default; the released
+            # checkpoints turn it on): given at image_proj_dim, the target's own behaviour is then what is reported
             value = torch.randn(BATCH, text_tokens, int(config["image_proj_dim"]), generator=generator,
                                 dtype=torch.float64)
         elif parameter_name in FRAMEPACK_HISTORY and config.get("has_clean_x_embedder"):
