@@ -378,6 +378,26 @@ ENTRIES: dict[str, ZooEntry] = {
         "tokens", mask="float", size=4, per_token_time=True,
         note="one bidirectional window without KV cache: sigma x 1000 per token as the refiner pipeline passes it; "
              "video RoPE from the model's build_rotary_emb_for_absolute_positions (frames 0..F-1, 24 fps)"),
+    "WanAnimateTransformer3DModel": ZooEntry(
+        dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=12, latent_channels=4,
+             out_channels=4, text_dim=12, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32, image_dim=12,
+             motion_encoder_channel_sizes={"4": 8, "8": 8}, motion_encoder_size=8, motion_style_dim=16,
+             motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
+             inject_face_latents_blocks=1, motion_encoder_batch_size=8),
+        "video", frames=3,
+        note="one animation segment as the pipeline lays it out: [B, 2C + 4, 1 + T, H, W] (noisy latents and the "
+             "reference / previous-segment latents), pose latents [B, C, T, H, W], face pixels in [-1, 1] "
+             "[B, 3, 4(T - 1) + 1, s, s] at s = motion_encoder_size (8: one blurred down-sampling block; the face "
+             "encoder's two stride-2 convolutions bring them to T frames), CLIP image states at image_dim; face "
+             "adapter after block 0; the motion encoder's QR runs in float32 by design"),
+    "SanaWMTransformer3DModel": ZooEntry(
+        dict(in_channels=4, num_layers=2, hidden_size=16, num_attention_heads=2, softmax_every_n=2,
+             linear_head_dim=8, caption_channels=12),
+        "video", per_frame_time=True, mask="float", frames=3,
+        note="world model without camera control (camera_conditions, chunk_plucker, pos embeds optional: none "
+             "given): block 0 gated-delta-net linear attention, block 1 softmax (softmax_every_n=2); per-frame t "
+             "[B, 1, F] with the anchor frame 0 pinned to t = 0, text [B, 1, L, D] and its mask, as the pipeline "
+             "passes them"),
     "MiniMaxH3Transformer3DModel": ZooEntry(
         dict(num_attention_heads=2, attention_head_dim=12, hidden_size=24, num_layers=1, num_refiner_layers=1,
              ffn_dim=32, in_channels=4, audio_in_channels=6, patch_size=(1, 2, 2), text_dim=12, freq_dim=16,
@@ -442,11 +462,6 @@ OUT_OF_SCOPE: dict[str, str] = {
 #: 2-D/3-D DiT denoisers in scope whose inputs ditcheck does not build yet (``validate`` refuses them with the reason;
 #: the coverage table lists them): each needs conditioning a pipeline makes from another stage or sampler state
 PENDING: dict[str, str] = {
-    "SanaWMTransformer3DModel": "world model: per-frame adaLN inputs in its own layout, a required text mask "
-                                "(`mask`), optional camera conditions and chunked causal attention: inputs not built "
-                                "yet (a tiny run with [B, F] timesteps raised reshaping them)",
-    "WanAnimateTransformer3DModel": "needs pose latents and face pixels for its motion and face encoders: inputs not "
-                                    "built yet",
 }
 
 
@@ -681,6 +696,11 @@ def _ideogram_sequence(entry: ZooEntry, text_tokens: int, ph: int, pw: int) -> d
 VAE_SCALE = 8
 
 
+#: frames per latent frame of the Wan VAE (the Wan pipelines' vae_scale_factor_temporal): a segment of T latent
+#: frames is 4 (T - 1) + 1 pixel frames
+VAE_SCALE_TEMPORAL = 4
+
+
 def _size_conditioned(model: nn.Module, config: Mapping[str, Any]) -> bool:
     """Whether the forward needs PixArt-alpha's micro-conditions (added_cond_kwargs resolution and aspect ratio):
     config use_additional_conditions, which diffusers resolves to sample_size == 128 when it is None (the model keeps
@@ -763,7 +783,10 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                 (1 + len(config["injection_layer_ids"]),) if config.get("injection_layer_ids") else ()
             # Ideogram 4 takes text features at every position of its packed sequence (masked inside)
             length = values["hidden_states"].shape[1] if name == "Ideogram4Transformer2DModel" else text_tokens
-            value = torch.randn(BATCH, length, *layers, _text_dim(config), generator=generator, dtype=torch.float64)
+            # SANA-WM takes the pipeline's [B, 1, L, D] (one text "frame")
+            lead = (1,) if name == "SanaWMTransformer3DModel" else ()
+            value = torch.randn(BATCH, *lead, length, *layers, _text_dim(config), generator=generator,
+                                dtype=torch.float64)
         elif parameter_name == "encoder_hidden_states_t5" and config.get("cross_attention_dim_t5"):
             value = torch.randn(BATCH, int(config["text_len_t5"]), int(config["cross_attention_dim_t5"]),
                                 generator=generator, dtype=torch.float64)
@@ -794,6 +817,10 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = torch.arange(text_tokens)
         elif parameter_name == "timestep" and name == "MiniMaxH3Transformer3DModel":
             value = times  # not per sample: the packed sequence's two distinct times (video and text, audio)
+        elif parameter_name == "timestep" and name == "SanaWMTransformer3DModel":
+            # SanaWMPipeline: t per latent frame [B, 1, F], the first (the encoded conditioning frame) pinned to 0
+            value = times[:, None, None].repeat(1, 1, entry.frames // pt)
+            value[:, :, 0] = 0.0
         elif parameter_name == "timestep":
             value = times[:, None].expand(BATCH, entry.frames // pt) if entry.per_frame_time else \
                 times[:, None].expand(BATCH, values["hidden_states"].shape[1]) if entry.per_token_time else times
@@ -847,6 +874,21 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                                 dtype=torch.float64)
         elif parameter_name == "encoder_attention_mask_2" and entry.mask and config.get("text_embed_2_dim"):
             value = _mask(entry, text_tokens)
+        elif parameter_name == "encoder_hidden_states_image" and config.get("image_dim"):
+            # the reference image's CLIP hidden states (the Wan image-to-video / Animate pipelines' image_embeds)
+            value = torch.randn(BATCH, text_tokens, int(config["image_dim"]), generator=generator,
+                                dtype=torch.float64)
+        elif parameter_name == "pose_hidden_states":
+            # Wan Animate's pose-video latents: one frame fewer than hidden_states (no reference frame)
+            channels = int(config.get("latent_channels") or (int(config["in_channels"]) - 4) // 2)
+            value = torch.randn(BATCH, channels, entry.frames // pt - 1, entry.size, entry.size, generator=generator,
+                                dtype=torch.float64)
+        elif parameter_name == "face_pixel_values" and config.get("motion_encoder_size"):
+            # the face video segment in pixels, [-1, 1] (VideoProcessor.preprocess_video), RGB at the motion encoder's
+            # resolution: VAE_SCALE_TEMPORAL (T - 1) + 1 frames for T pose-latent frames, as the pipeline cuts it
+            side = int(config["motion_encoder_size"])
+            frames = VAE_SCALE_TEMPORAL * (entry.frames // pt - 2) + 1
+            value = torch.rand(BATCH, 3, frames, side, side, generator=generator, dtype=torch.float64) * 2.0 - 1.0
         elif parameter_name == "image_embeds" and config.get("image_embed_dim"):
             value = torch.randn(BATCH, text_tokens, int(config["image_embed_dim"]), generator=generator,
                                 dtype=torch.float64)
