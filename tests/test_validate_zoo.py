@@ -96,6 +96,28 @@ def test_inputs_follow_config_and_signature() -> None:
     assert mask[0].all() and not mask[1, -zoo.MASKED_TOKENS:].any()
 
 
+def test_wan_animate_and_sana_wm_inputs_follow_their_pipelines() -> None:
+    """Wan Animate: pose latents one frame short of hidden_states, face pixels in [-1, 1] at motion_encoder_size with
+    4 (T - 1) + 1 frames for T pose frames; SANA-WM: t [B, 1, F] with the anchor frame at 0, text [B, 1, L, D]."""
+    animate = zoo.build_model("WanAnimateTransformer3DModel")
+    config = animate.config
+    _, kwargs = zoo.build_inputs(animate, seed=0)
+    batch, channels, frames, height, width = kwargs["hidden_states"].shape
+    assert channels == 2 * config.latent_channels + 4
+    assert kwargs["pose_hidden_states"].shape == (batch, config.latent_channels, frames - 1, height, width)
+    face = kwargs["face_pixel_values"]
+    side = config.motion_encoder_size
+    assert face.shape == (batch, 3, 4 * (frames - 2) + 1, side, side) and face.abs().max() <= 1
+    assert kwargs["encoder_hidden_states_image"].shape[-1] == config.image_dim
+    world = zoo.build_model("SanaWMTransformer3DModel")
+    _, kwargs = zoo.build_inputs(world, seed=0)
+    frames = kwargs["hidden_states"].shape[2]
+    t = kwargs["timestep"]
+    assert t.shape == (zoo.BATCH, 1, frames) and not t[:, :, 0].any() and (t[:, :, 1:] > 0).all()
+    assert t[0, 0, 1] != t[1, 0, 1] and kwargs["encoder_hidden_states"].shape[:2] == (zoo.BATCH, 1)
+    assert "camera_conditions" not in kwargs and kwargs["encoder_attention_mask"].shape == (zoo.BATCH, zoo.TEXT_TOKENS)
+
+
 def test_bad_names_and_non_modules_are_typed_errors() -> None:
     with pytest.raises(InvalidArgumentError, match="model"):
         dit("diffusers:NoSuchTransformer")
