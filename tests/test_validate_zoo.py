@@ -171,6 +171,27 @@ def test_wrong_outputs_are_failed_checks(forward: Any, message: str) -> None:
     assert output and not output[0].ok and message in output[0].message, str(report)
 
 
+def _slow_submodules(model: torch.nn.Module, seconds: float, names: list[str]) -> torch.nn.Module:
+    """Each named submodule sleeps ``seconds`` before it runs (a slow model that keeps making progress)."""
+    import time
+
+    for name in names:
+        model.get_submodule(name).register_forward_pre_hook(lambda module, args: time.sleep(seconds))
+    return model
+
+
+def test_time_out_counts_from_the_last_progress_not_from_the_start() -> None:
+    """A full-size model is slow, not hung: four submodule calls of 0.3 s each (1.2 s in all, twice over with the
+    whole-model reference) pass a 0.6 s time-out; one 3 s stall with no submodule call finishing is a failed call."""
+    slow = ["pos_embed", "time_text_embed", "context_embedder", "proj_out"]
+    report = dit(_slow_submodules(zoo.build_model("SD3Transformer2DModel"), 0.3, slow), examples=1,
+                 weights="model", timeout=0.6)
+    assert report.ok, str(report)
+    stalled = _slow_submodules(zoo.build_model("SD3Transformer2DModel"), 3.0, ["proj_out"])
+    report = dit(stalled, examples=1, weights="model", timeout=0.6)
+    assert not report.ok and report.exit_code == 2 and "without progress" in str(report), str(report)
+
+
 def test_instance_and_factory_dispatch_and_the_callers_model_is_untouched() -> None:
     model = zoo.build_model("LTXVideoTransformer3DModel")
     before = {k: v.clone() for k, v in model.state_dict().items()}

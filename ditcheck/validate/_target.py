@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 
 from ditcheck.loader import LoadError
 
-__all__ = ["TargetError", "TargetTimeoutError", "call_isolated", "require_output", "DEFAULT_TIMEOUT"]
+__all__ = ["TargetError", "TargetTimeoutError", "Heartbeat", "call_isolated", "require_output", "DEFAULT_TIMEOUT"]
 
 #: Seconds one call of the target may take before it counts as hung (tiny inputs: real code takes milliseconds).
 DEFAULT_TIMEOUT = 60.0
@@ -33,10 +34,25 @@ class TargetTimeoutError(TargetError):
     """A call of the target ran past its time-out (it may still be running: later calls are not made)."""
 
 
-def call_isolated(fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> Any:
+class Heartbeat:
+    """When a long call last made progress (a submodule call of the target finishing), so that a time-out means
+    "no progress for this long", not "longer than this in total": validating a full-size model recomputes every
+    submodule call as it finishes and runs for minutes without being hung."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self, *_: Any) -> None:
+        """Record progress now (usable as a forward hook: extra arguments are ignored)."""
+        self.last = time.monotonic()
+
+
+def call_isolated(fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT,
+                  heartbeat: Heartbeat | None = None, **kwargs: Any) -> Any:
     """fn(*args, **kwargs); an exception or a call running past ``timeout`` seconds raises TargetError.
 
-    A hung call cannot be killed from Python: it is left running in a daemon thread and reported.
+    ``heartbeat``: ``fn`` beats it as it makes progress, and the time-out counts from the last beat instead of
+    from the start. A hung call cannot be killed from Python: it is left running in a daemon thread and reported.
     """
     outcome: dict[str, Any] = {}
 
@@ -46,11 +62,18 @@ def call_isolated(fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_T
         except BaseException as error:  # the target's failure is data here, reported to the user
             outcome["error"] = error
 
+    progress = heartbeat or Heartbeat()  # never beaten: the call's total time
+    progress.beat()
     worker = threading.Thread(target=run, daemon=True, name="ditcheck-target")
     worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise TargetTimeoutError("target", f"a call returning within {timeout:g} s", f"timed out after {timeout:g} s")
+    while worker.is_alive():
+        remaining = progress.last + timeout - time.monotonic()
+        if remaining <= 0:
+            expected, got = ((f"a call progressing at least every {timeout:g} s", f"timed out after {timeout:g} s "
+                              "without progress") if heartbeat else
+                             (f"a call returning within {timeout:g} s", f"timed out after {timeout:g} s"))
+            raise TargetTimeoutError("target", expected, got)
+        worker.join(remaining)
     if "error" in outcome:
         error = outcome["error"]
         raise TargetError("target", "a call that returns", f"raised {type(error).__name__}: {error}") from error

@@ -2977,13 +2977,14 @@ def _bound_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
 
 def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwargs: Mapping[str, Any] | None = None,
                      *, dtype: torch.dtype | None = None, strict_precision: bool = False,
-                     skip: Sequence[str] = ()) -> ComponentReport:
+                     skip: Sequence[str] = (), progress: Callable[[], None] | None = None) -> ComponentReport:
     """Run ``model(*call_args, **call_kwargs)`` once and check every recognised submodule call against the reference.
 
     ``dtype``: convert the model (in place, ``model.to(dtype)``) and every floating tensor argument to it
     first; None runs as given. The report's dtype is the run's (that of the model's first floating
     parameter). ``strict_precision``: float32 islands in a float64 run fail the report. ``skip``: qualified
-    module names not to check (still run). The model is put in eval mode (dropout off) for the run and
+    module names not to check (still run). ``progress``: called as each submodule call has been checked (a
+    heartbeat for time-outs, _target.Heartbeat.beat). The model is put in eval mode (dropout off) for the run and
     restored; it is never called more than once. A target that raises is a finding with status ``error``,
     never an exception. Returns a :class:`ComponentReport`; its ``failures`` are the localised faults.
     """
@@ -3040,6 +3041,8 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
         for child in call.children:
             child.kept_outputs, child.kept_inputs = [], {}
             child.children = []
+        if progress is not None:
+            progress()
 
     handles = []
     for module in names:

@@ -37,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 from torch.utils._pytree import tree_flatten, tree_map
 
-from ._target import TargetError, call_isolated
+from ._target import Heartbeat, TargetError, call_isolated
 
 __all__ = ["Float32AsFloat64", "PromoteMixedFloats", "module_stack", "requests_float32", "Island", "find_islands",
            "measure_island", "call_target"]
@@ -79,10 +79,11 @@ class Float32AsFloat64(_Recording):
 
 
 def call_target(call: Callable[[], Any], timeout: float, float64: bool,
-                handles: Iterable[RemovableHandle] = ()) -> Any:
+                handles: Iterable[RemovableHandle] = (), heartbeat: Heartbeat | None = None) -> Any:
     """call() in isolation (_target.call_isolated: an exception or a hang is a TargetError) without autograd, under
     Float32AsFloat64 when ``float64`` (a float64 run measures the mathematics, islands apart); the forward-hook
-    ``handles`` that record the call are removed afterwards, whatever happened.
+    ``handles`` that record the call are removed afterwards, whatever happened. ``heartbeat``: the time-out counts
+    from its last beat (see call_isolated).
 
     Grad mode and torch function modes are per thread: they are set here, in the thread that runs the target.
     """
@@ -90,7 +91,7 @@ def call_target(call: Callable[[], Any], timeout: float, float64: bool,
         with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
             return call()
     try:
-        return call_isolated(run, timeout=timeout)
+        return call_isolated(run, timeout=timeout, heartbeat=heartbeat)
     finally:
         for handle in handles:
             handle.remove()

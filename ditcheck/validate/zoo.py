@@ -1081,7 +1081,7 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     or non-finite output is a failed check.
     """
     from ._attention import require_run_settings, resolve_device, resolve_dtype
-    from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, call_isolated
+    from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
     from .components import check_components
     from .report import Check, Report
     from .zoo_reference import WHOLE_MODEL_REFERENCES, add_whole_model_example
@@ -1139,8 +1139,10 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
             outputs: list[Any] = []
             handle = module.register_forward_hook(lambda m, a, out: outputs.append(out))
             try:
+                # the time-out counts from the last submodule call checked: a full-size model is slow, not hung
+                heartbeat = Heartbeat()
                 components = call_isolated(check_components, module, (), kwargs, strict_precision=strict_precision,
-                                           timeout=timeout)
+                                           progress=heartbeat.beat, timeout=timeout, heartbeat=heartbeat)
             except TargetTimeoutError as error:
                 call_errors.append(error.describe())
                 break  # a hung call may still be running: make no more

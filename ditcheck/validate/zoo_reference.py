@@ -41,7 +41,7 @@ from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.sd3 import sd3_forward
 from ditcheck.reference.wan import wan_forward
 
-from ._target import DEFAULT_TIMEOUT, TargetError
+from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError
 from .components import TorchKernels
 from .dit_precision import call_target
 from .report import Check, Report
@@ -141,7 +141,10 @@ def _run_target(module: nn.Module, kwargs: Mapping[str, Any], names: Sequence[st
         except AttributeError:
             continue  # a block the target does not have: its check fails (nothing recorded)
 
-    output = _model_output(call_target(lambda: module(**kwargs), timeout, float64, handles))
+    # the time-out counts from the last submodule call to finish: a full-size model is slow, not hung
+    heartbeat = Heartbeat()
+    handles += [submodule.register_forward_hook(heartbeat.beat) for submodule in module.modules()]
+    output = _model_output(call_target(lambda: module(**kwargs), timeout, float64, handles, heartbeat))
     return _as_array(output) if isinstance(output, torch.Tensor) else output, seen
 
 
