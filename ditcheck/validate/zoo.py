@@ -1331,7 +1331,8 @@ def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), exam
                    if c.observed is not None and c.id.split(" (")[0].endswith("Block")}
         compared = [c.id for c in report.checks if c.id.startswith(CHECK_PREFIX) and c.observed is not None]
         if compared:
-            whole_model = f"{sum(not i.endswith(': output') for i in compared)} blocks + output"
+            blocks_compared = sum(not i.endswith(": output") for i in compared)
+            whole_model = f"{blocks_compared} block{'s' if blocks_compared != 1 else ''} + output"
     return CoverageRow(name, "in scope", built, results, seconds, cpu, components,
                        ", ".join(sorted(blocks)) if blocks else "no", whole_model)
 
