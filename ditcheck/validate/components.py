@@ -2119,13 +2119,20 @@ def _eval_wan_condition(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
     return _WAN_CONDITION_EVAL(call, xp, knobs)
 
 
+def _glue_parts(call: RecordedCall, children: Sequence[str], blocks: nn.ModuleList,
+                unsupported: str | None = None) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
+    """A model-glue check's inputs: the recorded children it reads and the model's hooked blocks in call order.
+    ``unsupported``: why this call's configuration is not modelled (raises Unsupported), None when it is."""
+    if unsupported is not None:
+        raise Unsupported(unsupported)
+    return _needed_children(call, list(children)), _hooked_blocks(call, blocks)
+
+
 def _wan_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
-    module = call.module
-    if np.ndim(call.arg("timestep")) != 1 or call.arg("encoder_hidden_states_image") is not None:
-        raise Unsupported("per-token timesteps (Wan 2.2 TI2V) or image conditioning")
-    children = _needed_children(call, ["rope", "patch_embedding", "condition_embedder", "norm_out", "proj_out"])
-    blocks = _hooked_blocks(call, module.blocks)
-    return children, blocks
+    modelled = np.ndim(call.arg("timestep")) == 1 and call.arg("encoder_hidden_states_image") is None
+    return _glue_parts(call, ["rope", "patch_embedding", "condition_embedder", "norm_out", "proj_out"],
+                       call.module.blocks, None if modelled else "per-token timesteps (Wan 2.2 TI2V) or image "
+                       "conditioning")
 
 
 def _eval_wan_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2169,13 +2176,11 @@ def _observed_wan_model(call: RecordedCall) -> list[np.ndarray]:
 
 def _pixart_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
     module = call.module
-    if call.arg("attention_mask") is not None:
-        raise Unsupported("PixArt with a self-attention mask")
     # without caption_channels (diffusers' default config) the text states reach the blocks unprojected
     projected = ["caption_projection"] if module.caption_projection is not None else []
-    children = _needed_children(call, ["pos_embed", "adaln_single", *projected, "norm_out", "proj_out"])
-    blocks = _hooked_blocks(call, module.transformer_blocks)
-    return children, blocks
+    return _glue_parts(call, ["pos_embed", "adaln_single", *projected, "norm_out", "proj_out"],
+                       module.transformer_blocks,
+                       None if call.arg("attention_mask") is None else "PixArt with a self-attention mask")
 
 
 def _eval_pixart_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2229,13 +2234,34 @@ def _unpatchify_2d(tokens: Any, height: int, width: int, patch: int) -> Any:
 
 
 def _sd3_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
-    module = call.module
-    if call.arg("skip_layers") is not None or call.arg("block_controlnet_hidden_states") is not None or \
-            call.arg("joint_attention_kwargs"):
-        raise Unsupported("SD3 with skipped layers, ControlNet residuals or joint_attention_kwargs")
-    children = _needed_children(call, ["pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out"])
-    blocks = _hooked_blocks(call, module.transformer_blocks)
-    return children, blocks
+    modelled = call.arg("skip_layers") is None and call.arg("block_controlnet_hidden_states") is None and \
+        not call.arg("joint_attention_kwargs")
+    return _glue_parts(call, ["pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out"],
+                       call.module.transformer_blocks,
+                       None if modelled else "SD3 with skipped layers, ControlNet residuals or joint_attention_kwargs")
+
+
+def _two_stream_chain(xp: Precision, blocks: Sequence[RecordedCall], temb: Any, streams: tuple[int, int]) -> list[Any]:
+    """What a two-stream model's inline code feeds its blocks after the first: block i + 1 gets block i's outputs
+    ``streams`` (the indices of its (image, text) outputs: SD3 returns (text, image), CogVideoX (image, text)), and
+    every block gets temb. In the order of _two_stream_block_inputs."""
+    expected: list[Any] = []
+    for index in range(len(blocks)):
+        if index:
+            previous = blocks[index - 1].kept_outputs
+            expected += [_x(xp, previous[i]) for i in streams]
+        expected.append(temb)
+    return expected
+
+
+def _two_stream_block_inputs(blocks: Sequence[RecordedCall]) -> list[np.ndarray]:
+    """The (hidden_states, encoder_hidden_states) each block after the first received, and every block's temb."""
+    observed: list[np.ndarray] = []
+    for index, block in enumerate(blocks):
+        if index:
+            observed += [block.kept_inputs["hidden_states"], block.kept_inputs["encoder_hidden_states"]]
+        observed.append(block.kept_inputs["temb"])
+    return observed
 
 
 def _eval_sd3_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2246,11 +2272,7 @@ def _eval_sd3_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     out = _children_out(call, children, xp)
     temb = out("time_text_embed")
     expected = [_x(xp, call.arg("timestep")) * knobs["timestep_scale"], out("pos_embed"), out("context_embedder")]
-    for index, block in enumerate(blocks):
-        if index:
-            previous = blocks[index - 1].kept_outputs
-            expected += [_x(xp, previous[1]), _x(xp, previous[0])]
-        expected.append(temb)
+    expected += _two_stream_chain(xp, blocks, temb, (1, 0))
     expected += [_x(xp, blocks[-1].kept_outputs[-1]), temb]
     height, width = np.shape(call.arg("hidden_states"))[-2:]
     expected.append(_unpatchify_2d(out("proj_out"), height, width, call.module.config.patch_size))
@@ -2261,11 +2283,7 @@ def _observed_sd3_model(call: RecordedCall) -> list[np.ndarray]:
     children, blocks = _sd3_model_children(call)
     first = blocks[0].kept_inputs
     observed = [children["time_text_embed"].kept_inputs["timestep"], first["hidden_states"],
-                first["encoder_hidden_states"]]
-    for index, block in enumerate(blocks):
-        if index:
-            observed += [block.kept_inputs["hidden_states"], block.kept_inputs["encoder_hidden_states"]]
-        observed.append(block.kept_inputs["temb"])
+                first["encoder_hidden_states"], *_two_stream_block_inputs(blocks)]
     norm = children["norm_out"].kept_inputs
     return observed + [norm["x"], norm["conditioning_embedding"], call.outputs[0]]
 
@@ -2307,13 +2325,10 @@ def _cogvideox_positions(xp: Precision, module: nn.Module, text_tokens: int, fra
 
 def _cogvideox_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
     module = call.module
-    if module.config.patch_size_t is not None or module.ofs_embedding is not None or \
-            call.arg("timestep_cond") is not None:
-        raise Unsupported("CogVideoX 1.5 3-D patches, ofs embedding or timestep_cond")
-    children = _needed_children(call, ["time_proj", "time_embedding", "patch_embed", "norm_final", "norm_out",
-                                       "proj_out"])
-    blocks = _hooked_blocks(call, module.transformer_blocks)
-    return children, blocks
+    modelled = module.config.patch_size_t is None and module.ofs_embedding is None and call.arg("timestep_cond") is None
+    return _glue_parts(call, ["time_proj", "time_embedding", "patch_embed", "norm_final", "norm_out", "proj_out"],
+                       module.transformer_blocks,
+                       None if modelled else "CogVideoX 1.5 3-D patches, ofs embedding or timestep_cond")
 
 
 def _eval_cogvideox_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2325,10 +2340,7 @@ def _eval_cogvideox_model(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     text_tokens = np.shape(call.arg("encoder_hidden_states"))[1]
     joined, temb = out("patch_embed"), out("time_embedding")
     expected = [out("time_proj"), joined[:, text_tokens:], joined[:, :text_tokens]]
-    for index, block in enumerate(blocks):
-        if index:
-            expected += [_x(xp, v) for v in blocks[index - 1].kept_outputs[:2]]
-        expected.append(temb)
+    expected += _two_stream_chain(xp, blocks, temb, (0, 1))
     expected += [_x(xp, blocks[-1].kept_outputs[0]), out("norm_final"), temb]
     batch, frames, _, height, width = np.shape(call.arg("hidden_states"))
     patch = call.module.config.patch_size
@@ -2341,24 +2353,17 @@ def _observed_cogvideox_model(call: RecordedCall) -> list[np.ndarray]:
     children, blocks = _cogvideox_model_children(call)
     first = blocks[0].kept_inputs
     observed = [_first_array(children["time_embedding"].kept_inputs), first["hidden_states"],
-                first["encoder_hidden_states"]]
-    for index, block in enumerate(blocks):
-        if index:
-            observed += [block.kept_inputs["hidden_states"], block.kept_inputs["encoder_hidden_states"]]
-        observed.append(block.kept_inputs["temb"])
+                first["encoder_hidden_states"], *_two_stream_block_inputs(blocks)]
     norm = children["norm_out"].kept_inputs
     return observed + [_first_array(children["norm_final"].kept_inputs), norm["x"], norm["temb"], call.outputs[0]]
 
 
 def _sana_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
-    module = call.module
-    if call.arg("guidance") is not None or call.arg("controlnet_block_samples") is not None or \
-            call.arg("attention_mask") is not None:
-        raise Unsupported("Sana with guidance embedding, ControlNet residuals or a self-attention mask")
-    children = _needed_children(call, ["patch_embed", "time_embed", "caption_projection", "caption_norm", "norm_out",
-                                       "proj_out"])
-    blocks = _hooked_blocks(call, module.transformer_blocks)
-    return children, blocks
+    modelled = all(call.arg(name) is None for name in ("guidance", "controlnet_block_samples", "attention_mask"))
+    return _glue_parts(call, ["patch_embed", "time_embed", "caption_projection", "caption_norm", "norm_out",
+                              "proj_out"], call.module.transformer_blocks,
+                       None if modelled else "Sana with guidance embedding, ControlNet residuals or a self-attention "
+                       "mask")
 
 
 def _eval_sana_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
