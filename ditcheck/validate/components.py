@@ -1289,6 +1289,22 @@ def _allegro_rope(xp: Precision, x: Any, rope: Any, pairing: str) -> Any:
     return np.concatenate(rotated, axis=-1)
 
 
+def _across_heads_query_key(call: RecordedCall, xp: Precision,
+                            knobs: Mapping[str, Any]) -> tuple[Any, Any, Any, dict[str, Any], Any]:
+    """The start Wan's and LTX's attention share: q = norm_q(to_q(x)), k = norm_k(to_k(source)) with one RMSNorm
+    across all heads (before the head split), source the text for cross-attention, else x. Returns (source, q, k,
+    the knobs with that QK-norm placement as the native one, the output dtype)."""
+    module = call.module
+    hidden = _x(xp, call.arg("hidden_states"))
+    context = _x(xp, call.arg("encoder_hidden_states"))
+    source = hidden if context is None else context
+    dtype = call.output_dtypes[0] if call.output_dtypes else None
+    knobs = {**knobs, "_native_qk_norm": "across-heads"}
+    query = _tokens_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), module.heads, knobs, dtype)
+    key = _tokens_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, source), module.heads, knobs, dtype)
+    return source, query, key, knobs, dtype
+
+
 def _eval_wan_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
     """WanAttention + WanAttnProcessor: RMSNorm QK-norm across all heads (before the head split), RoPE on the
     self-attention's q and k (interleaved pairs, Wan's own apply_rotary_emb, in the input's dtype), SDPA."""
@@ -1297,14 +1313,8 @@ def _eval_wan_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
         raise Unsupported("Wan image-to-video added key/value projections")
     if getattr(module, "fused_projections", False):
         raise Unsupported("fused QKV projections")
-    hidden = _x(xp, call.arg("hidden_states"))
-    context = _x(xp, call.arg("encoder_hidden_states"))
-    source = hidden if context is None else context
+    source, query, key, knobs, dtype = _across_heads_query_key(call, xp, knobs)
     heads = module.heads
-    dtype = call.output_dtypes[0] if call.output_dtypes else None
-    knobs = {**knobs, "_native_qk_norm": "across-heads"}
-    query = _tokens_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), heads, knobs, dtype)
-    key = _tokens_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, source), heads, knobs, dtype)
     q, k, v = _heads(query, heads), _heads(key, heads), _heads(_linear(call, xp, module.to_v, source), heads)
     rope = call.arg("rotary_emb")
     if rope is not None:
@@ -1366,14 +1376,8 @@ def _eval_ltx_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
     """LTXAttention + LTXVideoAttnProcessor: RMSNorm QK-norm across heads, RoPE over all H*Dh channels (interleaved
     pairs, float32 inside; tables [B, L, H*Dh] from the model's LTXVideoRotaryPosEmbed), SDPA with the additive mask."""
     module = call.module
-    hidden = _x(xp, call.arg("hidden_states"))
-    context = _x(xp, call.arg("encoder_hidden_states"))
-    source = hidden if context is None else context
+    source, query, key, knobs, dtype = _across_heads_query_key(call, xp, knobs)
     heads = module.heads
-    dtype = call.output_dtypes[0] if call.output_dtypes else None
-    knobs = {**knobs, "_native_qk_norm": "across-heads"}
-    query = _tokens_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), heads, knobs, dtype)
-    key = _tokens_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, source), heads, knobs, dtype)
     rope = call.arg("image_rotary_emb")
     if rope is not None:
         cos, sin = (_x(xp, t) for t in rope)
