@@ -181,26 +181,24 @@ def _planted(embedder: torch.nn.Module, bug: str) -> None:
     embedder.forward = forward
 
 
-def test_resolution_read_as_width_height_is_caught(pixart: torch.nn.Module, adaln_call: Any) -> None:
-    """A fork embedding each (h, w) pair as (w, h): the sinusoid's input differs from resolution.flatten() (the
-    image is not square), an inline fault of the combined embedder explained by resolution_order."""
-    module = _adaln_single(pixart, 3)
-    _planted(module.emb, "width, height")
+@pytest.mark.parametrize(("seed", "planted", "explanation"), [
+    (3, "width, height", {"resolution_order": "width, height"}),  # each (h, w) pair embedded as (w, h)
+    (4, "aspect ratio ignored", None),  # no knob explains it: the error itself must be far above tolerance
+], ids=["resolution-read-as-width-height", "aspect-ratio-ignored"])
+def test_planted_size_condition_bugs_are_caught(pixart: torch.nn.Module, adaln_call: Any, seed: int, planted: str,
+                                                explanation: dict[str, str] | None) -> None:
+    """A fork's size conditioning: the sinusoid's input differs from resolution.flatten() (the image is not square)
+    or the aspect ratio never reaches the sum; an inline fault of the combined embedder either way."""
+    module = _adaln_single(pixart, seed)
+    _planted(module.emb, planted)
     report = check_components(module, (), adaln_call)
     assert not report.ok
     first = report.failures[0]
     assert first.cls == "PixArtAlphaCombinedTimestepSizeEmbeddings" and first.status == "inline", str(report)
-    assert {"resolution_order": "width, height"} in first.explanations, str(report)
-
-
-def test_aspect_ratio_ignored_is_caught(pixart: torch.nn.Module, adaln_call: Any) -> None:
-    module = _adaln_single(pixart, 4)
-    _planted(module.emb, "aspect ratio ignored")
-    report = check_components(module, (), adaln_call)
-    assert not report.ok
-    first = report.failures[0]
-    assert first.cls == "PixArtAlphaCombinedTimestepSizeEmbeddings" and first.status == "inline", str(report)
-    assert first.error is not None and first.error > 10 * first.tolerance.value
+    if explanation is not None:
+        assert explanation in first.explanations, str(report)
+    else:
+        assert first.error is not None and first.error > 10 * first.tolerance.value
 
 
 def test_clean_planted_forward_conforms(pixart: torch.nn.Module, adaln_call: Any) -> None:
