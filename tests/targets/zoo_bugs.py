@@ -367,10 +367,18 @@ class PlantedBug:
     explanation: dict[str, Any] | None
 
 
+#: The rewritten processors with no bug planted (controls: they must conform), one per architecture whose bugs
+#: switch an option of a rewrite (processor_bug registers it)
+CONTROLS: dict[str, Callable[[int], Built]] = {}
+
+
 def processor_bug(architecture: str, modelled_on: str, build: Callable[[int], Built], attention: str,
                   processor: Callable[..., Any], explanation: dict[str, Any] | None, **options: Any) -> PlantedBug:
     """A bug planted in the processor of the attention module ``attention`` (with_processor): the first failing
-    finding is that module, as inline code (a processor's own code is not a leaf the engine recomputes)."""
+    finding is that module, as inline code (a processor's own code is not a leaf the engine recomputes). When
+    ``options`` switch the bug on in a rewritten processor, the same rewrite with none is the architecture's control."""
+    if options:
+        CONTROLS.setdefault(f"{architecture}-processor-rewrite", with_processor(build, attention, processor))
     return PlantedBug(architecture, modelled_on, with_processor(build, attention, processor, **options), attention,
                       "inline", explanation)
 
@@ -423,13 +431,6 @@ ZOO_BUGS: dict[str, PlantedBug] = {
         _flux_guidance_unscaled, "FluxTransformer2DModel", "inline", {"guidance_scale": 1.0}),
 }
 
-#: The rewritten processors with no bug planted (controls: they must conform)
-CONTROLS: dict[str, Callable[[int], Built]] = {}
-
-
-CONTROLS["wan-processor-rewrite"] = with_processor(tiny_wan, "blocks.0.attn1", PlantedWanProcessor)
-CONTROLS["cogvideox-processor-rewrite"] = with_processor(tiny_cogvideox, "transformer_blocks.0.attn1",
-                                                         PlantedCogVideoXProcessor)
 
 
 # ----------------------------------------------------------------------------------------
@@ -501,8 +502,6 @@ ZOO_BUGS["ltx-rope-half-split"] = processor_bug(
     "ltx-video", "RoPE applied with the other pairing (rotate_half over the full width)",
     ZOO_MODELS["ltx-video"], "transformer_blocks.0.attn1", PlantedLTXProcessor, {"rope_pairing": "half"},
     half_split=True)
-CONTROLS["ltx-processor-rewrite"] = with_processor(ZOO_MODELS["ltx-video"], "transformer_blocks.0.attn1",
-                                                   PlantedLTXProcessor)
 ZOO_MODELS["hunyuan-dit"] = zoo_built("HunyuanDiT2DModel")
 ZOO_MODELS["aura-flow"] = zoo_built("AuraFlowTransformer2DModel")
 ZOO_MODELS["lumina2"] = zoo_built("Lumina2Transformer2DModel")
@@ -550,8 +549,6 @@ ZOO_BUGS["hunyuan-dit-qk-norm-across-heads"] = processor_bug(
 ZOO_BUGS["aura-flow-scale-one-over-head-dim"] = PlantedBug(
     "aura-flow", "an attention scale of 1/head_dim where 1/sqrt(head_dim) is meant", _aura_flow_scale_one_over_head_dim,
     "joint_transformer_blocks.0.attn", "inline", {"scale": "1/head_dim"})
-CONTROLS["hunyuan-dit-processor-rewrite"] = with_processor(ZOO_MODELS["hunyuan-dit"], "blocks.0.attn1",
-                                                           PlantedHunyuanDiTProcessor)
 
 
 class MaskIgnoringLumina2Processor(Lumina2AttnProcessor2_0):
@@ -609,8 +606,6 @@ ZOO_BUGS["allegro-rope-interleaved"] = processor_bug(
     "allegro", "RoPE applied with the other pairing (interleaved where Allegro rotates halves)",
     ZOO_MODELS["allegro"], "transformer_blocks.0.attn1", PlantedAllegroProcessor, {"rope_pairing": "interleaved"},
     interleaved=True)
-CONTROLS["allegro-processor-rewrite"] = with_processor(ZOO_MODELS["allegro"], "transformer_blocks.0.attn1",
-                                                       PlantedAllegroProcessor)
 ZOO_MODELS["pixart"] = zoo_built("PixArtTransformer2DModel")
 
 
