@@ -31,7 +31,7 @@ from .components import ADALN_ZERO_ORDER, scale_shift_table_chunks
 from .diffusers_modules import (attention_module, feed_forward_module, linear_module, optional_parameter, parameter,
                                 patch_embed, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
-from .layers import layer_norm, silu, unpatchify
+from .layers import layer_norm, modulate, silu, unpatchify
 from .precision import Precision, require_positive_int, resolve_precision
 
 __all__ = ["pixart_forward", "pixart_block", "size_embedding", "caption_mask_bias", "PIXART_MASK_BIAS",
@@ -81,18 +81,17 @@ def pixart_block(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, 
     """diffusers BasicTransformerBlock(norm_type="ada_norm_single") (attention.py): PixArt's block, adaLN-single modulation."""
     chunks = scale_shift_table_chunks.generic(xp, parameter(xp, params, f"{prefix}.scale_shift_table"), t_mod,
                                               ADALN_ZERO_ORDER)
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (chunks[name][:, None, :]
-                                                                      for name in ADALN_ZERO_ORDER)
+    gate_msa, gate_mlp = chunks["gate_msa"][:, None, :], chunks["gate_mlp"][:, None, :]
 
     def norm(name: str, h: Any) -> Any:
         return layer_norm.generic(xp, h, optional_parameter(xp, params, f"{prefix}.{name}.weight"),
                                   optional_parameter(xp, params, f"{prefix}.{name}.bias"), eps)
 
-    attn_input = norm("norm1", x) * (1 + scale_msa) + shift_msa
+    attn_input = modulate.generic(xp, norm("norm1", x), chunks["shift_msa"], chunks["scale_msa"])
     x = gate_msa * attention_module(xp, params, f"{prefix}.attn1", attn_input, heads, mask=self_mask) + x
     if f"{prefix}.attn2.to_q.weight" in params:
         x = attention_module(xp, params, f"{prefix}.attn2", x, heads, context=caption, mask=caption_mask) + x
-    ff_input = norm("norm2", x) * (1 + scale_mlp) + shift_mlp
+    ff_input = modulate.generic(xp, norm("norm2", x), chunks["shift_mlp"], chunks["scale_mlp"])
     return gate_mlp * feed_forward_module(xp, params, f"{prefix}.ff", ff_input, "gelu-approximate") + x
 
 
@@ -159,6 +158,6 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
         table = parameter(xp, params, "scale_shift_table")
         chunks = {name: table[None, i, :] + embedded for i, name in enumerate(PIXART_OUTPUT_ORDER)}
         normed = layer_norm.generic(xp, x, None, None, 1e-6)
-        x = normed * (1 + chunks["scale"][:, None, :]) + chunks["shift"][:, None, :]
+        x = modulate.generic(xp, normed, chunks["shift"], chunks["scale"])
         x = linear_module(xp, params, "proj_out", x)
         return unpatchify.generic(xp, x, patch, out_channels, (height // patch, width // patch))

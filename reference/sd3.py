@@ -29,18 +29,13 @@ from .components import (ADALN_CONTINUOUS_ORDER, ADALN_ZERO_ORDER, SD35_ADALN_ZE
 from .diffusers_modules import (attention_module, feed_forward_module, joint_attention_module, linear_module,
                                 parameter, patch_embed, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError
-from .layers import layer_norm, unpatchify
+from .layers import layer_norm, modulate, unpatchify
 from .precision import Precision, require_positive_int, resolve_precision
 
 __all__ = ["sd3_forward", "sd3_block", "SD3_NORM_EPS"]
 
 #: every LayerNorm of SD3 (adaLN-Zero, the blocks' norm2, AdaLayerNormContinuous) and the QK RMSNorms: eps = 1e-6
 SD3_NORM_EPS = 1e-6
-
-
-def _modulate(x: Any, shift: Any, scale: Any) -> Any:
-    """x (1 + scale) + shift, the [B, D] chunks broadcast over the tokens of x [B, T, D]."""
-    return x * (1 + scale[:, None, :]) + shift[:, None, :]
 
 
 def _adaln_zero(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, c: Any,
@@ -69,23 +64,24 @@ def sd3_block(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, tex
         text_input = _continuous(xp, params, f"{prefix}.norm1_context", text, c)
     else:
         text_normed, text_chunks = _adaln_zero(xp, params, f"{prefix}.norm1_context", text, c, ADALN_ZERO_ORDER)
-        text_input = _modulate(text_normed, text_chunks["shift_msa"], text_chunks["scale_msa"])
-    image_attn, text_attn = joint_attention_module(xp, params, f"{prefix}.attn",
-                                                   _modulate(normed, chunks["shift_msa"], chunks["scale_msa"]),
-                                                   text_input, heads, SD3_NORM_EPS)
+        text_input = modulate.generic(xp, text_normed, text_chunks["shift_msa"], text_chunks["scale_msa"])
+    image_input = modulate.generic(xp, normed, chunks["shift_msa"], chunks["scale_msa"])
+    image_attn, text_attn = joint_attention_module(xp, params, f"{prefix}.attn", image_input, text_input, heads,
+                                                   SD3_NORM_EPS)
     x = x + chunks["gate_msa"][:, None, :] * image_attn
     if dual:  # SD3.5: a second self-attention of the image tokens, its input modulated from norm1's LayerNorm
         second = attention_module(xp, params, f"{prefix}.attn2",
-                                  _modulate(normed, chunks["shift_msa2"], chunks["scale_msa2"]), heads,
+                                  modulate.generic(xp, normed, chunks["shift_msa2"], chunks["scale_msa2"]), heads,
                                   eps=SD3_NORM_EPS)
         x = x + chunks["gate_msa2"][:, None, :] * second
-    ff_input = _modulate(layer_norm.generic(xp, x, None, None, SD3_NORM_EPS), chunks["shift_mlp"], chunks["scale_mlp"])
+    ff_input = modulate.generic(xp, layer_norm.generic(xp, x, None, None, SD3_NORM_EPS), chunks["shift_mlp"],
+                                chunks["scale_mlp"])
     x = x + chunks["gate_mlp"][:, None, :] * feed_forward_module(xp, params, f"{prefix}.ff", ff_input)
     if context_pre_only:
         return None, x
     text = text + text_chunks["gate_msa"][:, None, :] * text_attn
-    text_ff_input = _modulate(layer_norm.generic(xp, text, None, None, SD3_NORM_EPS), text_chunks["shift_mlp"],
-                              text_chunks["scale_mlp"])
+    text_ff_input = modulate.generic(xp, layer_norm.generic(xp, text, None, None, SD3_NORM_EPS),
+                                     text_chunks["shift_mlp"], text_chunks["scale_mlp"])
     text = text + text_chunks["gate_mlp"][:, None, :] * feed_forward_module(xp, params, f"{prefix}.ff_context",
                                                                           text_ff_input)
     return text, x
