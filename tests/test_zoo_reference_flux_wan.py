@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,23 +25,22 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers.models.transformers import transformer_flux  # noqa: E402
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed  # noqa: E402
 
-from ditcheck.properties.validation import derive_tolerance  # noqa: E402
 from ditcheck.reference.errors import InvalidArgumentError  # noqa: E402
 from ditcheck.reference.flux import flux_forward  # noqa: E402
-from ditcheck.reference.native import SUMMATION_ORDERS, Native  # noqa: E402
-from ditcheck.reference.precision import FLOAT64, Precision  # noqa: E402
+from ditcheck.reference.native import Native  # noqa: E402
+from ditcheck.reference.precision import FLOAT64  # noqa: E402
 from ditcheck.reference.wan import wan_forward  # noqa: E402
 from ditcheck.validate import dit, zoo  # noqa: E402
-from ditcheck.validate.components import TorchKernels  # noqa: E402
 from ditcheck.validate.dit_precision import Float32AsFloat64  # noqa: E402
+from ditcheck.validate import zoo_reference  # noqa: E402
+from ditcheck.validate.report import Check  # noqa: E402
 from ditcheck.validate.zoo_reference import CHECK_PREFIX  # noqa: E402
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 FLUX, WAN = "FluxTransformer2DModel", "WanTransformer3DModel"
-FORWARDS: dict[str, Callable[..., Any]] = {FLUX: flux_forward, WAN: wan_forward}
+FORWARDS = {FLUX: flux_forward, WAN: wan_forward}
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-BLOCK_PREFIXES = ("transformer_blocks.", "single_transformer_blocks.", "blocks.")
 
 
 def _model(name: str, fmt: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
@@ -61,74 +60,20 @@ def _as_numpy(value: Any) -> Any:
     return value
 
 
-def _tensors(value: Any) -> tuple[np.ndarray, ...]:
-    """A block output (tensor, or tuple in the module's return order) as float64 arrays."""
-    items = value if isinstance(value, tuple) else (value,)
-    return tuple(np.asarray(_as_numpy(v) if isinstance(v, torch.Tensor) else v, dtype=np.float64) for v in items)
-
-
-def _run_target(model: torch.nn.Module, kwargs: dict[str, Any], fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """The model's output and every block's output (forward hooks), the float64 run under Float32AsFloat64."""
-    blocks: dict[str, Any] = {}
-    handles = [module.register_forward_hook(functools.partial(lambda n, m, a, out: blocks.__setitem__(n, _tensors(out)),
-                                                              name))
-               for name, module in model.named_modules() if name.startswith(BLOCK_PREFIXES) and name.count(".") == 1]
-    try:
-        with torch.no_grad():
-            if fmt == "float64":
-                with Float32AsFloat64():
-                    output = model(**kwargs, return_dict=False)[0]
-            else:
-                output = model(**kwargs, return_dict=False)[0]
-    finally:
-        for handle in handles:
-            handle.remove()
-    return _as_numpy(output), blocks
-
-
-def _reference(name: str, model: torch.nn.Module, kwargs: dict[str, Any], xp: Precision,
-               **knobs: Any) -> tuple[np.ndarray, dict[str, Any], Any]:
-    """The registered reference in ``xp``: (output, block outputs) as float64, and the raw output (its dtype)."""
-    params = {k: _as_numpy(v) for k, v in model.state_dict().items()}
-    inputs = {k: _as_numpy(v) for k, v in kwargs.items() if k != "return_dict"}
-    record: dict[str, Any] = {}
-    raw = FORWARDS[name](xp, params, dict(model.config), inputs, record, **knobs)
-    return np.asarray(raw, dtype=np.float64), {k: _tensors(v) for k, v in record.items()}, raw
-
-
-def _error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a - b), initial=0.0))
-
-
-def _compare(name: str, model: torch.nn.Module, fmt: str, seed: int = 0, **knobs: Any) -> list[tuple[str, float, float]]:
-    """(tensor name, |target - exact|, derived tolerance) for every block output in execution order, then the output."""
+def _checks(name: str, model: torch.nn.Module, fmt: str, seed: int = 0) -> list[Check]:
+    """The product's whole-model checks of the zoo's example ``seed``: compare_whole_model, one per block in execution
+    order ("whole model: <block>", the worst of its tensors), then the output."""
     _, kwargs = zoo.build_inputs(model, seed, TORCH_DTYPES[fmt], name=name)
-    kwargs.pop("return_dict", None)
-    output, blocks = _run_target(model, kwargs, fmt)
-    exact_xp = Native("longdouble") if fmt == "float64" else FLOAT64
-    exact_output, exact_blocks, _ = _reference(name, model, kwargs, exact_xp, **knobs)
-    naives = [_reference(name, model, kwargs, xp, **knobs) for xp in [Native(fmt, order) for order in SUMMATION_ORDERS] +
-              [TorchKernels(fmt)]]
-    assert list(blocks) == list(exact_blocks), "the reference records exactly the model's blocks, in its order"
-    rows = []
-    for block, exact in [*exact_blocks.items(), ("output", (exact_output,))]:
-        target = blocks[block] if block != "output" else (output,)
-        naive = [n[1][block] if block != "output" else (n[0],) for n in naives]
-        assert [t.shape for t in target] == [e.shape for e in exact], block
-        for i, (t, e) in enumerate(zip(target, exact)):
-            naive_error = max(_error(n[i], e) for n in naive)
-            tolerance = derive_tolerance(naive_error, None, float(np.max(np.abs(e))), fmt).value
-            rows.append((f"{block}[{i}]" if len(exact) > 1 else block, _error(t, e), tolerance))
-    return rows
+    return zoo_reference.compare_whole_model(model, kwargs, TORCH_DTYPES[fmt], name=name)
 
 
-def _first_failure(rows: list[tuple[str, float, float]]) -> tuple[str, float] | None:
-    """(tensor name, error / tolerance) of the first tensor out of tolerance, None if all conform."""
-    return next(((name, error / tolerance) for name, error, tolerance in rows if not error <= tolerance), None)
+def _ratio(check: Check) -> float:
+    return check.observed / check.tolerance.value
 
 
-def _worst(rows: list[tuple[str, float, float]]) -> float:
-    return max(error / tolerance for _, error, tolerance in rows)
+def _first_failure(checks: list[Check]) -> tuple[str, float] | None:
+    """(block or "output", error / tolerance) of the first check out of tolerance, None if all conform."""
+    return next(((c.id.removeprefix(f"{CHECK_PREFIX}: "), _ratio(c)) for c in checks if not c.ok), None)
 
 
 # ----------------------------------------------------------------------------------------
@@ -144,12 +89,11 @@ def test_reference_matches_diffusers_model(name: str, fmt: str) -> None:
     # baselines Flux float32 had 4 false alarms in seeds 5-30 (worst 1.46): torch's exp / sin / GEMM round differently
     # from NumPy's, and the target's error is then close to the torch-kernel naive's (ratio 0.50-0.51 on all 26).
     model = _model(name, fmt)
-    rows = _compare(name, model, fmt)
-    assert _first_failure(rows) is None, rows
-    expected = {FLUX: {"transformer_blocks.0[0]", "transformer_blocks.0[1]", "single_transformer_blocks.0[0]",
-                       "single_transformer_blocks.0[1]", "output"},
-                WAN: {"blocks.0", "output"}}[name]
-    assert {row[0] for row in rows} == expected
+    checks = _checks(name, model, fmt)
+    assert _first_failure(checks) is None, [str(c) for c in checks]
+    expected = {FLUX: ["transformer_blocks.0", "single_transformer_blocks.0", "output"],
+                WAN: ["blocks.0", "output"]}[name]
+    assert [c.id.removeprefix(f"{CHECK_PREFIX}: ") for c in checks] == expected
 
 
 @pytest.mark.parametrize("name", [FLUX, WAN])
@@ -157,25 +101,26 @@ def test_reference_keeps_the_format_it_is_evaluated_in(name: str) -> None:
     # a float64 constant or table leaking into Native("float32") would make the naive baseline too accurate
     model = _model(name, "float32")
     _, kwargs = zoo.build_inputs(model, 0, torch.float32, name=name)
+    params = {k: _as_numpy(v) for k, v in model.state_dict().items()}
+    inputs = {k: _as_numpy(v) for k, v in kwargs.items() if k != "return_dict"}
     for xp, dtype in ((Native("float32"), np.float32), (Native("longdouble"), np.longdouble), (FLOAT64, np.float64)):
-        _, record, raw = _reference(name, model, kwargs, xp)
-        assert raw.dtype == dtype
-    assert record  # the last run recorded its blocks
+        assert FORWARDS[name](xp, params, dict(model.config), inputs).dtype == dtype
 
 
-def test_wan_float32_rope_tables_are_the_shipped_model() -> None:
+def test_wan_float32_rope_tables_are_the_shipped_model(monkeypatch: pytest.MonkeyPatch) -> None:
     # WanRotaryPosEmbed keeps its tables .float() from construction on, so a float64 Wan uses float32-rounded RoPE
     # tables (reference.wan.WAN_ROPE_TABLE_FORMAT): against exact tables it is out of tolerance at its first block
     # (measured 5.7e-9 vs 1.8e-13, ratio 3.2e4) ...
+    monkeypatch.setitem(zoo_reference.WHOLE_MODEL_REFERENCES, WAN, functools.partial(wan_forward, rope_table_format=None))
     model = _model(WAN, "float64")
-    failure = _first_failure(_compare(WAN, model, "float64", rope_table_format=None))
+    failure = _first_failure(_checks(WAN, model, "float64"))
     assert failure is not None and failure[0] == "blocks.0" and failure[1] > 100, failure
     # ... and that is all of it: the tables built again inside Float32AsFloat64 (float64 buffers) match exact tables
     config = model.config
     with Float32AsFloat64():
         model.rope = WanRotaryPosEmbed(config.attention_head_dim, config.patch_size, config.rope_max_seq_len)
     assert model.rope.freqs_cos.dtype == torch.float64
-    assert _first_failure(_compare(WAN, model, "float64", rope_table_format=None)) is None
+    assert _first_failure(_checks(WAN, model, "float64")) is None
 
 
 # ----------------------------------------------------------------------------------------
@@ -223,19 +168,19 @@ def _perturb(model: torch.nn.Module, block: str, relative: float = 1e-3) -> None
 
 @pytest.mark.parametrize("fmt", ["float32", "float64"])
 def test_flux_guidance_without_x1000_caught_at_first_block(fmt: str) -> None:
-    # measured error / tolerance at transformer_blocks.0[0]: float32 1.5e4, float64 5.8e12
+    # measured error / tolerance at transformer_blocks.0 (compare_whole_model): float32 1.7e4, float64 1.2e13
     model = _model(FLUX, fmt)
     _guidance_without_x1000(model)
-    failure = _first_failure(_compare(FLUX, model, fmt))
-    assert failure is not None and failure[0].startswith("transformer_blocks.0"), failure
+    failure = _first_failure(_checks(FLUX, model, fmt))
+    assert failure is not None and failure[0] == "transformer_blocks.0", failure
 
 
 @pytest.mark.parametrize("fmt", ["float32", "float64"])
 def test_flux_half_split_rope_caught_at_first_block(fmt: str, flux_half_split_rope: None) -> None:
     # measured error / tolerance at transformer_blocks.0[0]: float32 6.3e2, float64 2.4e11
     model = _model(FLUX, fmt)
-    failure = _first_failure(_compare(FLUX, model, fmt))
-    assert failure is not None and failure[0].startswith("transformer_blocks.0"), failure
+    failure = _first_failure(_checks(FLUX, model, fmt))
+    assert failure is not None and failure[0] == "transformer_blocks.0", failure
 
 
 @pytest.mark.parametrize("fmt", ["float32", "float64"])
@@ -244,7 +189,7 @@ def test_wan_sin_cos_swapped_caught_at_first_block(fmt: str) -> None:
     # measured error / tolerance at blocks.0: float32 2.4e5, float64 6.5e13
     model = _model(WAN, fmt)
     model.condition_embedder.timesteps_proj.flip_sin_to_cos = False
-    failure = _first_failure(_compare(WAN, model, fmt))
+    failure = _first_failure(_checks(WAN, model, fmt))
     assert failure is not None and failure[0] == "blocks.0", failure
 
 
@@ -254,8 +199,7 @@ def test_wan_scale_shift_swapped_in_one_block_caught_there(fmt: str) -> None:
     # measured error / tolerance at blocks.1: float32 1.6e5, float64 4.6e13
     model = _model(WAN, fmt, num_layers=2)
     _swap_scale_shift(model, 1)
-    rows = _compare(WAN, model, fmt)
-    failure = _first_failure(rows)
+    failure = _first_failure(_checks(WAN, model, fmt))
     assert failure is not None and failure[0] == "blocks.1", failure
 
 
@@ -270,8 +214,8 @@ def test_subtle_perturbation_of_one_block_caught_there(name: str, block: str, ov
     # Flux float32 15, float64 1.1e10; Wan float32 2.7e2, float64 8.5e10
     model = _model(name, fmt, **overrides)
     _perturb(model, block)
-    failure = _first_failure(_compare(name, model, fmt))
-    assert failure is not None and failure[0].startswith(block), failure
+    failure = _first_failure(_checks(name, model, fmt))
+    assert failure is not None and failure[0] == block, failure
 
 
 # ----------------------------------------------------------------------------------------
@@ -283,13 +227,10 @@ def test_subtle_perturbation_of_one_block_caught_there(name: str, block: str, ov
 def test_no_false_alarms_over_seeds(name: str, fmt: str) -> None:
     # seeds 1-5 (weights and inputs); measured worst error / tolerance over them: Flux float32 0.50, float64 0.50;
     # Wan float32 0.55, float64 0.50. Over seeds 6-30: Flux 0.51 / 0.52, Wan 0.52 / 0.53 (float32 / float64)
-    worst = []
     for seed in range(1, 6):
         model = _model(name, fmt, seed)
-        rows = _compare(name, model, fmt, seed)
-        assert _first_failure(rows) is None, (seed, rows)
-        worst.append(_worst(rows))
-    assert max(worst) <= 1.0
+        checks = _checks(name, model, fmt, seed)
+        assert _first_failure(checks) is None, (seed, [str(c) for c in checks])
 
 
 # ----------------------------------------------------------------------------------------
