@@ -228,7 +228,8 @@ def measurement(args: argparse.Namespace) -> Measurement:
         per_call = zoo.diffusers_class_name(module) in zoo.ENTRIES or not find_attention_layers(module)
         return Measurement(module, tuple(loaded[1]), dict(loaded[2]) if len(loaded) == 3 else {}, label, per_call,
                            "the (module, args, kwargs) your factory returned")
-    loaded = _weights(loaded, weights, args.seed)
+    if name is None:  # a class name's model has its weights from zoo_model already (the same seeded draw)
+        loaded = _weights(loaded, weights, args.seed)
     if zoo.diffusers_class_name(loaded) in zoo.ENTRIES:
         loaded.eval()
         _, kwargs = zoo.build_inputs(loaded, args.seed)  # typed error naming a forward parameter it cannot build

@@ -22,21 +22,17 @@ diffusers = pytest.importorskip("diffusers")
 
 from ditcheck.validate import dit  # noqa: E402
 from ditcheck.validate import zoo  # noqa: E402
+from ditcheck.validate._zoo_default_configs import default_config  # noqa: E402
 from ditcheck.validate.components import check_components  # noqa: E402
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
-#: class -> the kwargs it is built with: diffusers' defaults, the layer counts cut to 1
-DEFAULT_CUT: dict[str, dict[str, Any]] = {
-    "PixArtTransformer2DModel": dict(num_layers=1),  # sample_size 128: use_additional_conditions resolves to True
-    "Kandinsky6SRTransformer3DModel": dict(num_visual_blocks=1),  # in_visual_dim 64: latents of 2 x 64 + 1 channels
-    # diffusers leaves in/out channels, patch size and caption width None: maxin-cn/Latte-1's values (video_length 16)
-    "LatteTransformer3DModel": dict(in_channels=4, out_channels=8, patch_size=2, num_attention_heads=16,
-                                    attention_head_dim=72, cross_attention_dim=1152, caption_channels=4096,
-                                    norm_type="ada_norm_single", num_embeds_ada_norm=1000,
-                                    activation_fn="gelu-approximate", norm_elementwise_affine=False, norm_eps=1e-6,
-                                    num_layers=1),
-}
+#: class -> the kwargs it is built with: diffusers' defaults, the layer counts cut to 1 (the sweep tool's own rule,
+#: python -m ditcheck.validate._zoo_default_configs, so the two cannot drift apart)
+DEFAULT_CUT: dict[str, dict[str, Any]] = {name: default_config(name) for name in (
+    "PixArtTransformer2DModel",  # sample_size 128: use_additional_conditions resolves to True
+    "Kandinsky6SRTransformer3DModel",  # in_visual_dim 64: latents of 2 x 64 + 1 channels
+    "LatteTransformer3DModel")}  # diffusers leaves channels, patch and caption width None: maxin-cn/Latte-1's
 
 
 def _build(name: str, seed: int = 0) -> torch.nn.Module:

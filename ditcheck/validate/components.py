@@ -83,7 +83,7 @@ from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.rounding import EXP_ULPS
 
 __all__ = ["ComponentFinding", "ComponentReport", "check_components", "recognised_classes", "STATUSES",
-           "FAILING_STATUSES", "TorchKernels"]
+           "FAILING_STATUSES", "TorchKernels", "exact_precision", "naive_precisions"]
 
 #: every status a finding can have (see the module docstring)
 STATUSES = ("conforms", "precision", "mismatch", "inline", "follows", "unsupported", "not-checked", "error")
@@ -2856,9 +2856,15 @@ class TorchKernels(Native):
         return torch.matmul(self._t(a), self._t(b)).numpy()
 
 
-def _exact_precision(fmt: str) -> Precision:
+def exact_precision(fmt: str) -> Precision:
     """A format wider than ``fmt`` for the "exact" value: float64 for float32 outputs, long double for float64 ones."""
     return Native("longdouble") if fmt == "float64" else FLOAT64
+
+
+def naive_precisions(fmt: str) -> list[Precision]:
+    """The naive same-dtype baselines of the tolerance rule: the reference in ``fmt`` in each of NumPy's summation
+    orders, and with torch's own kernels (TorchKernels): a target's order is unknown."""
+    return [Native(fmt, order) for order in SUMMATION_ORDERS] + [TorchKernels(fmt)]
 
 
 def _tolerances(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], fmt: str,
@@ -2870,7 +2876,7 @@ def _tolerances(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], f
     """
     naive_errors = [0.0] * len(exact)
     for variant in [{}] + spec.naive_variants(call):
-        for xp in [Native(fmt, order) for order in SUMMATION_ORDERS] + [TorchKernels(fmt)]:
+        for xp in naive_precisions(fmt):
             naive = [np.asarray(n, dtype=np.float64) for n in spec.evaluate(call, xp, {**knobs, **variant})]
             naive_errors = [max(n, d) for n, d in zip(naive_errors, _differences(naive, exact))]
     u = format_named(fmt).unit_roundoff
@@ -2909,7 +2915,7 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
         actual = call.outputs if spec.observed is None else spec.observed(call)
         measured = []
         for identity in [spec.knobs(call)] + spec.identities(call):
-            exact = [np.asarray(v, dtype=np.float64) for v in spec.evaluate(call, _exact_precision(fmt), identity)]
+            exact = [np.asarray(v, dtype=np.float64) for v in spec.evaluate(call, exact_precision(fmt), identity)]
             errors, tolerances = _differences(actual, exact), _tolerances(call, spec, identity, fmt, exact)
             measured.append((_worst(errors, tolerances), identity, exact, errors, tolerances))
             if _within(errors, tolerances):
@@ -2943,7 +2949,7 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
     finding.status = "mismatch"
     if within_float32:
         finding.explanations.append({"compute_format": "float32"})
-    exact_xp = _exact_precision(fmt)
+    exact_xp = exact_precision(fmt)
 
     def explains(setting: Mapping[str, Any]) -> bool:
         try:

@@ -11,7 +11,7 @@ block's output and the model's output are compared with the target's (docs/conve
   report);
 * "exact" is the reference in a format wider than the target's (float64 for float32 targets, x87 long double for
   float64 ones), the naive same-dtype baseline the same reference with every operation rounded to the target's
-  format, the worst over NumPy's three summation orders and torch's own kernels (components.TorchKernels);
+  format, the worst over NumPy's three summation orders and torch's own kernels (components.naive_precisions);
 * each compared tensor conforms when max |target - exact| <= max(2 x max |naive - exact|, 4 ulps of max |exact|)
   (ditcheck.properties.validation.derive_tolerance, no a-priori bound for a whole model); one check per block
   ("whole model: transformer_blocks.0", the worst of its tensors: SD3's blocks return (text, image)) and one for
@@ -35,14 +35,12 @@ from torch import nn
 from ditcheck.properties.validation import derive_tolerance
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.flux import flux_forward
-from ditcheck.reference.native import SUMMATION_ORDERS, Native
 from ditcheck.reference.pixart import pixart_forward
-from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.sd3 import sd3_forward
 from ditcheck.reference.wan import wan_forward
 
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError
-from .components import TorchKernels
+from .components import exact_precision, naive_precisions
 from .dit_precision import call_target
 from .report import Check, Report
 
@@ -76,16 +74,6 @@ def reference_inputs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
             return {key: convert(v) for key, v in value.items()}
         return value
     return {name: convert(value) for name, value in kwargs.items() if name != "return_dict"}
-
-
-def _exact_precision(fmt: str) -> Precision:
-    """A format wider than the target's: float64 for float32 targets, x87 long double for float64 ones."""
-    return Native("longdouble") if fmt == "float64" else FLOAT64
-
-
-def _naive_precisions(fmt: str) -> list[Precision]:
-    """The naive same-dtype baselines: NumPy in ``fmt`` in each summation order, and torch's kernels in ``fmt``."""
-    return [Native(fmt, order) for order in SUMMATION_ORDERS] + [TorchKernels(fmt)]
 
 
 def _tensors(value: Any) -> list[Any]:
@@ -171,7 +159,7 @@ def compare_whole_model(module: nn.Module, kwargs: Mapping[str, Any], dtype: tor
     config = dict(getattr(module, "config", {}) or {})
     inputs = reference_inputs(kwargs)
     exact_record: dict[str, Any] = {}
-    exact_output = forward(_exact_precision(fmt), params, config, inputs, exact_record)
+    exact_output = forward(exact_precision(fmt), params, config, inputs, exact_record)
     names = list(exact_record)
     try:
         output, seen = _run_target(module, kwargs, names, fmt == "float64", timeout)
@@ -179,7 +167,7 @@ def compare_whole_model(module: nn.Module, kwargs: Mapping[str, Any], dtype: tor
         return [Check(f"{CHECK_PREFIX}: call", False, message=f"the target raised: {error.describe()}", examples=1)]
     naive_errors: dict[str, list[float]] = {key: [0.0] * len(_tensors(exact_record[key])) for key in names}
     naive_errors["output"] = [0.0]
-    for xp in _naive_precisions(fmt):
+    for xp in naive_precisions(fmt):
         record: dict[str, Any] = {}
         naive_output = forward(xp, params, config, inputs, record)
         for key in names:
