@@ -24,10 +24,29 @@ from .precision import Precision, as_float64_array
 
 __all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
            "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
-           "TIMESTEP_CHANNELS"]
+           "config_int", "TIMESTEP_CHANNELS"]
 
 #: diffusers Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0) in PixArt and SD3
 TIMESTEP_CHANNELS = 256
+
+
+def config_int(config: Mapping[str, Any], key: str, cls_name: str, default: int | None = None, *,
+               minimum: int = 1) -> int:
+    """``config[key]`` (dict(model.config) of diffusers class ``cls_name``) as an int >= ``minimum``.
+
+    A missing or None entry takes ``default``; with no default it raises InvalidArgumentError naming
+    ``config[key]``, as does a bool, a non-integer or a value below ``minimum`` (1 for widths and counts
+    that cannot be zero; 0 for a block count).
+    """
+    argument = f"config[{key!r}]"
+    value = config.get(key)
+    if value is None:
+        if default is None:
+            raise InvalidArgumentError(argument, f"an entry of the {cls_name} config", "missing")
+        value = default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidArgumentError(argument, f"an integer >= {minimum} ({cls_name} config)", repr(value))
+    return int(value)
 
 
 def parameter(xp: Precision, params: Mapping[str, Any], name: str) -> Any:

@@ -29,10 +29,10 @@ from .attention import attention, merge_heads, split_heads
 from .components import (ADALN_CONTINUOUS_ORDER, ada_layer_norm_continuous, ada_layer_norm_zero,
                          ada_layer_norm_zero_single, apply_rope, joint_attention, qk_norm,
                          rope_frequencies)
-from .diffusers_modules import feed_forward_module, linear_module, parameter, text_projection, timestep_embedder
+from .diffusers_modules import config_int, feed_forward_module, linear_module, parameter, text_projection, timestep_embedder
 from .errors import InvalidArgumentError, ShapeError
 from .layers import gelu, layer_norm, modulate
-from .precision import Precision, as_float64_array, require_positive_int
+from .precision import Precision, as_float64_array
 
 __all__ = ["FLUX_ROPE_THETA", "FLUX_TIME_FACTOR", "FLUX_EPS", "flux_rope", "flux_conditioning", "flux_attention",
            "flux_double_block", "flux_single_block", "flux_forward"]
@@ -144,18 +144,15 @@ def flux_single_block(xp: Precision, params: Mapping[str, Any], prefix: str, hid
 
 def _check_config(config: Mapping[str, Any]) -> tuple[int, int, int, tuple[int, ...]]:
     """(heads, double blocks, single blocks, axes_dims_rope) of a FluxTransformer2DModel config."""
-    heads = require_positive_int(config.get("num_attention_heads"), "config['num_attention_heads']")
-    head_dim = require_positive_int(config.get("attention_head_dim"), "config['attention_head_dim']")
-    layers = config.get("num_layers", 19)
-    single_layers = config.get("num_single_layers", 38)
-    for name, value in (("num_layers", layers), ("num_single_layers", single_layers)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise InvalidArgumentError(f"config[{name!r}]", "a non-negative int", repr(value))
+    heads = config_int(config, "num_attention_heads", "FluxTransformer2DModel")
+    head_dim = config_int(config, "attention_head_dim", "FluxTransformer2DModel")
+    layers = config_int(config, "num_layers", "FluxTransformer2DModel", 19, minimum=0)
+    single_layers = config_int(config, "num_single_layers", "FluxTransformer2DModel", 38, minimum=0)
     axes = tuple(config.get("axes_dims_rope") or ())
     if not axes or sum(axes) != head_dim:
         raise InvalidArgumentError("config['axes_dims_rope']", f"per-axis RoPE widths summing to attention_head_dim "
                                    f"= {head_dim}", repr(config.get("axes_dims_rope")))
-    return heads, int(layers), int(single_layers), axes
+    return heads, layers, single_layers, axes
 
 
 def _ids(value: Any, name: str, axes: int) -> np.ndarray:

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .components import ADALN_ZERO_ORDER, scale_shift_table_chunks
-from .diffusers_modules import (attention_module, feed_forward_module, linear_module, optional_parameter, parameter,
-                                patch_embed, text_projection, timestep_embedder)
+from .diffusers_modules import (attention_module, config_int, feed_forward_module, linear_module, optional_parameter,
+                                parameter, patch_embed, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, modulate, silu, unpatchify
 from .precision import Precision, require_positive_int, resolve_precision
@@ -39,6 +39,8 @@ __all__ = ["pixart_forward", "pixart_block", "size_embedding", "caption_mask_bia
 
 #: diffusers' additive bias for a masked caption token: (1 - mask) x -10000 (not -inf: its weight is e^-10000)
 PIXART_MASK_BIAS = -10000.0
+#: the diffusers class whose config pixart_forward reads (named in config errors)
+_CLASS = "PixArtTransformer2DModel"
 #: the output layer's two chunks of table + embedded timestep: shift first (PixArt's T2IFinalLayer)
 PIXART_OUTPUT_ORDER = ("shift", "scale")
 
@@ -95,12 +97,6 @@ def pixart_block(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, 
     return gate_mlp * feed_forward_module(xp, params, f"{prefix}.ff", ff_input, "gelu-approximate") + x
 
 
-def _config_int(config: Mapping[str, Any], key: str) -> int:
-    if key not in config:
-        raise InvalidArgumentError("config", f"a PixArtTransformer2DModel config with {key!r}", repr(sorted(config)))
-    return require_positive_int(config[key], f"config[{key!r}]")
-
-
 def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mapping[str, Any],
                    inputs: Mapping[str, Any], record: dict[str, Any] | None = None) -> Any:
     """PixArtTransformer2DModel.forward (diffusers 0.42.1 pixart_transformer_2d.py; PixArt-alpha, arXiv:2310.00426) in ``xp``.
@@ -117,10 +113,10 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
                                    repr(config.get("norm_type")))
     if config.get("activation_fn", "gelu-approximate") != "gelu-approximate":
         raise InvalidArgumentError("config", "activation_fn 'gelu-approximate'", repr(config.get("activation_fn")))
-    heads = _config_int(config, "num_attention_heads")
-    patch = _config_int(config, "patch_size")
-    sample_size = _config_int(config, "sample_size")
-    in_channels = _config_int(config, "in_channels")
+    heads = config_int(config, "num_attention_heads", _CLASS)
+    patch = config_int(config, "patch_size", _CLASS)
+    sample_size = config_int(config, "sample_size", _CLASS)
+    in_channels = config_int(config, "in_channels", _CLASS)
     out_channels = require_positive_int(config.get("out_channels") or in_channels, "config['out_channels']")
     eps = float(config.get("norm_eps", 1e-6))
     interpolation_scale = config.get("interpolation_scale") or max(sample_size // 64, 1)
@@ -149,7 +145,7 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
         if "caption_projection.linear_1.weight" in params:
             caption = text_projection(xp, params, "caption_projection", caption, "gelu-tanh")
         # 5. the blocks
-        for index in range(_config_int(config, "num_layers")):
+        for index in range(config_int(config, "num_layers", _CLASS)):
             name = f"transformer_blocks.{index}"
             x = pixart_block(xp, params, name, x, caption, t_mod, heads, eps, self_mask, caption_mask)
             if record is not None:

@@ -26,8 +26,8 @@ import numpy as np
 
 from .components import (ADALN_CONTINUOUS_ORDER, ADALN_ZERO_ORDER, SD35_ADALN_ZERO_X_ORDER, adaln_chunks,
                          ada_layer_norm_continuous)
-from .diffusers_modules import (attention_module, feed_forward_module, joint_attention_module, linear_module,
-                                parameter, patch_embed, text_projection, timestep_embedder)
+from .diffusers_modules import (attention_module, config_int, feed_forward_module, joint_attention_module,
+                                linear_module, parameter, patch_embed, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError
 from .layers import layer_norm, modulate, unpatchify
 from .precision import Precision, require_positive_int, resolve_precision
@@ -36,6 +36,8 @@ __all__ = ["sd3_forward", "sd3_block", "SD3_NORM_EPS"]
 
 #: every LayerNorm of SD3 (adaLN-Zero, the blocks' norm2, AdaLayerNormContinuous) and the QK RMSNorms: eps = 1e-6
 SD3_NORM_EPS = 1e-6
+#: the diffusers class whose config sd3_forward reads (named in config errors)
+_CLASS = "SD3Transformer2DModel"
 
 
 def _adaln_zero(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, c: Any,
@@ -87,12 +89,6 @@ def sd3_block(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, tex
     return text, x
 
 
-def _config_int(config: Mapping[str, Any], key: str) -> int:
-    if key not in config:
-        raise InvalidArgumentError("config", f"an SD3Transformer2DModel config with {key!r}", repr(sorted(config)))
-    return require_positive_int(config[key], f"config[{key!r}]")
-
-
 def sd3_forward(xp: Precision | str, params: Mapping[str, Any], config: Mapping[str, Any], inputs: Mapping[str, Any],
                 record: dict[str, Any] | None = None) -> Any:
     """SD3Transformer2DModel.forward (diffusers 0.42.1 transformer_sd3.py; SD3, arXiv:2403.03206) in ``xp``.
@@ -108,10 +104,10 @@ def sd3_forward(xp: Precision | str, params: Mapping[str, Any], config: Mapping[
     for unsupported in ("skip_layers", "block_controlnet_hidden_states", "joint_attention_kwargs"):
         if inputs.get(unsupported) is not None:
             raise InvalidArgumentError("inputs", f"no {unsupported} (not modelled)", repr(sorted(inputs)))
-    heads = _config_int(config, "num_attention_heads")
-    patch = _config_int(config, "patch_size")
-    sample_size = _config_int(config, "sample_size")
-    out_channels = require_positive_int(config.get("out_channels") or config["in_channels"], "config['out_channels']")
+    heads = config_int(config, "num_attention_heads", _CLASS)
+    patch = config_int(config, "patch_size", _CLASS)
+    sample_size = config_int(config, "sample_size", _CLASS)
+    out_channels = require_positive_int(config.get("out_channels") or config_int(config, "in_channels", _CLASS), "config['out_channels']")
     max_size = config.get("pos_embed_max_size")
     with xp.context():
         latent = xp.asarray(np.asarray(inputs["hidden_states"], dtype=np.float64))
@@ -126,7 +122,7 @@ def sd3_forward(xp: Precision | str, params: Mapping[str, Any], config: Mapping[
         text = linear_module(xp, params, "context_embedder",
                              xp.asarray(np.asarray(inputs["encoder_hidden_states"], dtype=np.float64)))
         # 3. the joint blocks
-        for index in range(_config_int(config, "num_layers")):
+        for index in range(config_int(config, "num_layers", _CLASS)):
             name = f"transformer_blocks.{index}"
             text, x = sd3_block(xp, params, name, x, text, c, heads)
             if record is not None:

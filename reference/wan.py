@@ -31,7 +31,8 @@ import numpy as np
 from .attention import attention, merge_heads, split_heads
 from .components import (apply_rope, patchify_3d, qk_norm, rope_frequencies, rope_grid_positions,
                          round_to_format, scale_shift_table_chunks, wan_rope_axes)
-from .diffusers_modules import feed_forward_module, linear_module, parameter, text_projection, timestep_embedder
+from .diffusers_modules import (config_int, feed_forward_module, linear_module, parameter, text_projection,
+                                timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, modulate, silu
 from .precision import (FLOAT64, Precision, as_float64_array, require_choice, require_positive_int,
@@ -51,6 +52,8 @@ WAN_ROPE_TABLE_FORMAT: str | None = "float32"
 WAN_BLOCK_ORDER = ("shift_msa", "scale_msa", "gate_msa", "c_shift_msa", "c_scale_msa", "c_gate_msa")
 #: WanTransformer3DModel's output head: (scale_shift_table + temb).chunk(2) in this order
 WAN_OUTPUT_ORDER = ("shift", "scale")
+#: the diffusers class whose config wan_forward reads (named in config errors)
+_CLASS = "WanTransformer3DModel"
 
 
 def wan_rope(xp: Precision, grid: tuple[int, int, int], head_dim: int,
@@ -139,15 +142,14 @@ def _check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     patch = config.get("patch_size", (1, 2, 2))
     if not isinstance(patch, (tuple, list)) or len(patch) != 3:
         raise InvalidArgumentError("config['patch_size']", "a triple (pt, ph, pw)", repr(patch))
-    return {"heads": require_positive_int(config.get("num_attention_heads"), "config['num_attention_heads']"),
-            "head_dim": require_positive_int(config.get("attention_head_dim"), "config['attention_head_dim']"),
+    return {"heads": config_int(config, "num_attention_heads", _CLASS),
+            "head_dim": config_int(config, "attention_head_dim", _CLASS),
             "patch": tuple(require_positive_int(p, f"config['patch_size'][{i}]") for i, p in enumerate(patch)),
-            "freq_dim": require_positive_int(config.get("freq_dim", 256), "config['freq_dim']"),
-            "layers": int(config.get("num_layers", 40)),
+            "freq_dim": config_int(config, "freq_dim", _CLASS, 256),
+            "layers": config_int(config, "num_layers", _CLASS, 40, minimum=0),
             "eps": require_real(config.get("eps", 1e-6), "config['eps']", low=0.0, low_inclusive=False),
             "cross_attn_norm": bool(config.get("cross_attn_norm", True)),
-            "rope_max_seq_len": require_positive_int(config.get("rope_max_seq_len", 1024),
-                                                     "config['rope_max_seq_len']")}
+            "rope_max_seq_len": config_int(config, "rope_max_seq_len", _CLASS, 1024)}
 
 
 def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, Any], inputs: Mapping[str, Any],
