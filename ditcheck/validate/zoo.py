@@ -760,6 +760,7 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
     pt, ph, pw = _patch(config)
     values: dict[str, Any] = {}
     history: dict[str, Any] = {}
+    sequence: dict[str, torch.Tensor] = {}  # a packed sequence's index tensors, built once for all of them
     parameters = dict(inspect.signature(model.forward).parameters)
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters.values()):
         # a fork's forward(*args, **kwargs) passing through: the diffusers class's own signature names the inputs
@@ -907,9 +908,11 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                                  dtype=torch.float64)
                      for _ in range(int(config["num_layers"]) + int(config["num_single_layers"]))]
         elif parameter_name in MINIMAX_SEQUENCE and name == "MiniMaxH3Transformer3DModel":
-            value = _minimax_sequence(text_tokens, entry.size // ph, entry.size // pw)[parameter_name]
+            sequence = sequence or _minimax_sequence(text_tokens, entry.size // ph, entry.size // pw)
+            value = sequence[parameter_name]
         elif parameter_name in ("position_ids", "segment_ids", "indicator") and name == "Ideogram4Transformer2DModel":
-            value = _ideogram_sequence(entry, text_tokens, ph, pw)[parameter_name]
+            sequence = sequence or _ideogram_sequence(entry, text_tokens, ph, pw)
+            value = sequence[parameter_name]
         elif parameter_name == "shape_list":
             value = [[(entry.frames // pt, entry.size // ph, entry.size // pw)]] * BATCH
         elif parameter_name == "prior_token_id":
