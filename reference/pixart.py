@@ -32,7 +32,7 @@ from .diffusers_modules import (attention_module, config_int, feed_forward_modul
                                 parameter, patch_embed, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, modulate, silu, unpatchify
-from .precision import Precision, require_positive_int, resolve_precision
+from .precision import Precision, as_float64_array, require_positive_int, resolve_precision
 
 __all__ = ["pixart_forward", "pixart_block", "size_embedding", "caption_mask_bias", "PIXART_MASK_BIAS",
            "PIXART_OUTPUT_ORDER"]
@@ -45,21 +45,24 @@ _CLASS = "PixArtTransformer2DModel"
 PIXART_OUTPUT_ORDER = ("shift", "scale")
 
 
-def caption_mask_bias(mask: Any) -> np.ndarray | None:
+def caption_mask_bias(mask: Any, argument: str = "encoder_attention_mask") -> np.ndarray | None:
     """A [B, L] keep-mask (1 keep, 0 pad; bool or float) as diffusers' additive bias (1 - mask) x -10000, shaped [B, 1, 1, L].
 
     The values 0 and -10000 are exact in every format; the heads and query axes broadcast, as the
     [B, 1, L] bias does after Attention.prepare_attention_mask. A mask that is already a bias (not 2-D)
-    is used as given, broadcast over the heads.
+    is used as given, broadcast over the heads. ``argument`` names the mask in errors.
     """
     if mask is None:
         return None
-    values = np.asarray(mask, dtype=np.float64)
+    values = np.asarray(mask)
+    # a boolean keep-mask is 1 / 0; -inf is a legitimate additive bias entry
+    values = as_float64_array(values.astype(np.float64) if values.dtype == np.bool_ else values, argument,
+                              allow_neg_inf=True)
     if values.ndim == 2:
         return ((1.0 - values) * PIXART_MASK_BIAS)[:, None, None, :]
     if values.ndim == 3:
         return values[:, None, :, :]
-    raise ShapeError("encoder_attention_mask", "a [B, L] keep-mask or a [B, 1, L] additive bias", str(values.shape))
+    raise ShapeError(argument, "a [B, L] keep-mask or a [B, 1, L] additive bias", str(values.shape))
 
 
 def size_embedding(xp: Precision, params: Mapping[str, Any], prefix: str, conditions: Mapping[str, Any] | None,
@@ -72,7 +75,7 @@ def size_embedding(xp: Precision, params: Mapping[str, Any], prefix: str, condit
                                    "(use_additional_conditions)", repr(conditions))
     parts = []
     for key, embedder in (("resolution", "resolution_embedder"), ("aspect_ratio", "aspect_ratio_embedder")):
-        values = xp.asarray(np.asarray(conditions[key], dtype=np.float64).reshape(-1))
+        values = xp.asarray(as_float64_array(conditions[key], f"inputs['added_cond_kwargs'][{key!r}]").reshape(-1))
         embedded = timestep_embedder(xp, params, f"{prefix}.{embedder}", values)
         parts.append(np.reshape(embedded, (batch, -1)))
     return np.concatenate(parts, axis=1)
@@ -124,13 +127,13 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
     size_conditioned = config.get("use_additional_conditions")
     size_conditioned = sample_size == 128 if size_conditioned is None else bool(size_conditioned)
     with xp.context():
-        latent = xp.asarray(np.asarray(inputs["hidden_states"], dtype=np.float64))
-        caption = xp.asarray(np.asarray(inputs["encoder_hidden_states"], dtype=np.float64))
-        timestep = xp.asarray(np.asarray(inputs["timestep"], dtype=np.float64).reshape(-1))
+        latent = xp.asarray(as_float64_array(inputs.get("hidden_states"), "inputs['hidden_states']"))
+        caption = xp.asarray(as_float64_array(inputs.get("encoder_hidden_states"), "inputs['encoder_hidden_states']"))
+        timestep = xp.asarray(as_float64_array(inputs.get("timestep"), "inputs['timestep']").reshape(-1))
         height, width = np.shape(latent)[-2:]
         # 1. masks -> additive biases (self-attention mask too, though PixArt's pipelines pass none)
-        self_mask = caption_mask_bias(inputs.get("attention_mask"))
-        caption_mask = caption_mask_bias(inputs.get("encoder_attention_mask"))
+        self_mask = caption_mask_bias(inputs.get("attention_mask"), "inputs['attention_mask']")
+        caption_mask = caption_mask_bias(inputs.get("encoder_attention_mask"), "inputs['encoder_attention_mask']")
         # 2. patches + the sin-cos table (float32 as stored for the sample_size grid); base size = sample_size / p
         stored = (sample_size // patch, sample_size // patch)
         x = patch_embed(xp, params, "pos_embed", latent, patch, sample_size // patch, interpolation_scale,

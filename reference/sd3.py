@@ -30,7 +30,7 @@ from .diffusers_modules import (attention_module, config_int, feed_forward_modul
                                 linear_module, parameter, patch_embed, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError
 from .layers import layer_norm, modulate, unpatchify
-from .precision import Precision, require_positive_int, resolve_precision
+from .precision import Precision, as_float64_array, require_positive_int, resolve_precision
 
 __all__ = ["sd3_forward", "sd3_block", "SD3_NORM_EPS"]
 
@@ -110,17 +110,17 @@ def sd3_forward(xp: Precision | str, params: Mapping[str, Any], config: Mapping[
     out_channels = require_positive_int(config.get("out_channels") or config_int(config, "in_channels", _CLASS), "config['out_channels']")
     max_size = config.get("pos_embed_max_size")
     with xp.context():
-        latent = xp.asarray(np.asarray(inputs["hidden_states"], dtype=np.float64))
+        latent = xp.asarray(as_float64_array(inputs.get("hidden_states"), "inputs['hidden_states']"))
         height, width = np.shape(latent)[-2:]
         # 1. patches + the cropped table (interpolation scale 1, base size sample_size / p)
         x = patch_embed(xp, params, "pos_embed", latent, patch, sample_size // patch, 1, max_size)
         # 2. the conditioning c and the text tokens
-        timestep = xp.asarray(np.asarray(inputs["timestep"], dtype=np.float64).reshape(-1))
-        pooled = xp.asarray(np.asarray(inputs["pooled_projections"], dtype=np.float64))
+        timestep = xp.asarray(as_float64_array(inputs.get("timestep"), "inputs['timestep']").reshape(-1))
+        pooled = xp.asarray(as_float64_array(inputs.get("pooled_projections"), "inputs['pooled_projections']"))
         c = timestep_embedder(xp, params, "time_text_embed.timestep_embedder", timestep) + \
             text_projection(xp, params, "time_text_embed.text_embedder", pooled, "silu")
-        text = linear_module(xp, params, "context_embedder",
-                             xp.asarray(np.asarray(inputs["encoder_hidden_states"], dtype=np.float64)))
+        caption = xp.asarray(as_float64_array(inputs.get("encoder_hidden_states"), "inputs['encoder_hidden_states']"))
+        text = linear_module(xp, params, "context_embedder", caption)
         # 3. the joint blocks
         for index in range(config_int(config, "num_layers", _CLASS)):
             name = f"transformer_blocks.{index}"
