@@ -233,25 +233,13 @@ def measurement(args: argparse.Namespace) -> Measurement:
     if zoo.diffusers_class_name(loaded) in zoo.ENTRIES:
         loaded.eval()
         _, kwargs = zoo.build_inputs(loaded, args.seed)  # typed error naming a forward parameter it cannot build
-        kwargs = {key: _on_device(value, _floating_dtype(loaded)[1]) for key, value in kwargs.items()}
+        kwargs = {key: zoo.to_device(value, _floating_dtype(loaded)[1]) for key, value in kwargs.items()}
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in kwargs.items()
                            if isinstance(v, torch.Tensor) and k in ("hidden_states", "encoder_hidden_states"))
         return Measurement(loaded, (), kwargs, f"{label}, inputs built by ditcheck ({shapes}, batch {zoo.BATCH})",
                            per_call=True, input_hint="inputs built by ditcheck.validate.zoo.build_inputs from its "
                                                      "config; report the class if it rejects them")
     return _dit_layout_measurement(loaded, label, args, generator)
-
-
-def _on_device(value: Any, device: torch.device) -> Any:
-    """The builder's inputs (CPU tensors, possibly in lists, tuples or dicts: RoPE tables) on the model's device."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (list, tuple)):
-        moved = [_on_device(v, device) for v in value]
-        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)  # a namedtuple takes fields
-    if isinstance(value, dict):
-        return {k: _on_device(v, device) for k, v in value.items()}
-    return value
 
 
 def _dit_layout_measurement(loaded: nn.Module, label: str, args: argparse.Namespace,

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TINY_CONFIGS", "FLOAT64_RAISES", "DIT_TINY_CONFIG", "PENDING", "OUT_OF_SCOPE", "ZOO_CONVENTIONS",
            "DEFAULT_ZOO_EXAMPLES", "ZooEntry", "ENTRIES", "diffusers_transformer_classes", "diffusers_class_name",
-           "resolve_target", "dispatches_here", "build_model", "build_inputs", "randomise_weights",
+           "resolve_target", "dispatches_here", "build_model", "build_inputs", "to_device", "randomise_weights",
            "validate", "CoverageRow", "coverage_row", "coverage_table"]
 
 #: conventions the zoo path accepts: each component is checked against diffusers' own conventions
@@ -1138,7 +1138,7 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
                 report.loaded = False
                 report.checks.append(Check("inputs", False, message=str(error)))
                 return report
-            kwargs = {k: _to_device(v, run_device) for k, v in kwargs.items()}
+            kwargs = {k: to_device(v, run_device) for k, v in kwargs.items()}
             outputs: list[Any] = []
             handle = module.register_forward_hook(lambda m, a, out: outputs.append(out))
             try:
@@ -1208,14 +1208,16 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     return report
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
-    """A tensor, or the tensors of a list / tuple (RoPE tables, per-sample latents), on ``device``."""
+def to_device(value: Any, device: torch.device) -> Any:
+    """build_inputs' values on ``device``: a tensor, or the tensors of a list, tuple, namedtuple (RoPE tables,
+    per-sample latents) or dict (PixArt's added_cond_kwargs); anything else as it is."""
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(v, device) for v in value)
-    if isinstance(value, dict):  # PixArt's added_cond_kwargs
-        return {key: _to_device(v, device) for key, v in value.items()}
+        moved = [to_device(v, device) for v in value]
+        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)  # a namedtuple takes fields
+    if isinstance(value, dict):
+        return {key: to_device(v, device) for key, v in value.items()}
     return value
 
 
