@@ -24,10 +24,13 @@ from .precision import Precision, as_float64_array
 
 __all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
            "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
-           "config_int", "TIMESTEP_CHANNELS"]
+           "config_int", "TIMESTEP_CHANNELS", "OUTPUT_TABLE_ORDER"]
 
 #: diffusers Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0) in PixArt and SD3
 TIMESTEP_CHANNELS = 256
+#: the output layer's two chunks of scale_shift_table [2, D] + embedded timestep, shift first (PixArt's
+#: T2IFinalLayer, diffusers PixArtTransformer2DModel and WanTransformer3DModel norm_out)
+OUTPUT_TABLE_ORDER = ("shift", "scale")
 
 
 def config_int(config: Mapping[str, Any], key: str, cls_name: str, default: int | None = None, *,

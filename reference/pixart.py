@@ -28,21 +28,18 @@ from typing import Any
 import numpy as np
 
 from .components import ADALN_ZERO_ORDER, scale_shift_table_chunks
-from .diffusers_modules import (attention_module, config_int, feed_forward_module, linear_module, optional_parameter,
-                                parameter, patch_embed, text_projection, timestep_embedder)
+from .diffusers_modules import (OUTPUT_TABLE_ORDER, attention_module, config_int, feed_forward_module, linear_module,
+                                optional_parameter, parameter, patch_embed, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, modulate, silu, unpatchify
 from .precision import Precision, as_float64_array, require_positive_int, resolve_precision
 
-__all__ = ["pixart_forward", "pixart_block", "size_embedding", "caption_mask_bias", "PIXART_MASK_BIAS",
-           "PIXART_OUTPUT_ORDER"]
+__all__ = ["pixart_forward", "pixart_block", "size_embedding", "caption_mask_bias", "PIXART_MASK_BIAS"]
 
 #: diffusers' additive bias for a masked caption token: (1 - mask) x -10000 (not -inf: its weight is e^-10000)
 PIXART_MASK_BIAS = -10000.0
 #: the diffusers class whose config pixart_forward reads (named in config errors)
 _CLASS = "PixArtTransformer2DModel"
-#: the output layer's two chunks of table + embedded timestep: shift first (PixArt's T2IFinalLayer)
-PIXART_OUTPUT_ORDER = ("shift", "scale")
 
 
 def caption_mask_bias(mask: Any, argument: str = "encoder_attention_mask") -> np.ndarray | None:
@@ -155,7 +152,8 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
                 record[name] = x
         # 6. the output layer: (shift, scale) = table + e, then proj_out and unpatchify
         table = parameter(xp, params, "scale_shift_table")
-        chunks = {name: table[None, i, :] + embedded for i, name in enumerate(PIXART_OUTPUT_ORDER)}
+        chunks = scale_shift_table_chunks.generic(xp, table, np.concatenate([embedded, embedded], axis=-1),
+                                                  OUTPUT_TABLE_ORDER)
         normed = layer_norm.generic(xp, x, None, None, 1e-6)
         x = modulate.generic(xp, normed, chunks["shift"], chunks["scale"])
         x = linear_module(xp, params, "proj_out", x)

@@ -31,14 +31,14 @@ import numpy as np
 from .attention import attention, merge_heads, split_heads
 from .components import (apply_rope, patchify_3d, qk_norm, rope_frequencies, rope_grid_positions,
                          round_to_format, scale_shift_table_chunks, wan_rope_axes)
-from .diffusers_modules import (config_int, feed_forward_module, linear_module, parameter, text_projection,
-                                timestep_embedder)
+from .diffusers_modules import (OUTPUT_TABLE_ORDER, config_int, feed_forward_module, linear_module, parameter,
+                                text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, modulate, silu
 from .precision import (FLOAT64, Precision, as_float64_array, require_choice, require_positive_int,
                         require_real)
 
-__all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "WAN_BLOCK_ORDER", "WAN_OUTPUT_ORDER", "wan_rope", "wan_conditioning", "wan_attention",
+__all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "WAN_BLOCK_ORDER", "wan_rope", "wan_conditioning", "wan_attention",
            "wan_block", "wan_unpatchify", "wan_forward"]
 
 #: WanRotaryPosEmbed(theta=10000.0)
@@ -50,8 +50,6 @@ WAN_ROPE_THETA = 10000.0
 WAN_ROPE_TABLE_FORMAT: str | None = "float32"
 #: WanTransformerBlock: (scale_shift_table + temb).chunk(6) in this order
 WAN_BLOCK_ORDER = ("shift_msa", "scale_msa", "gate_msa", "c_shift_msa", "c_scale_msa", "c_gate_msa")
-#: WanTransformer3DModel's output head: (scale_shift_table + temb).chunk(2) in this order
-WAN_OUTPUT_ORDER = ("shift", "scale")
 #: the diffusers class whose config wan_forward reads (named in config errors)
 _CLASS = "WanTransformer3DModel"
 
@@ -192,7 +190,7 @@ def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, A
         width = np.shape(hidden)[-1]
         # the head adds temb itself (not its 6-way projection) to both rows of its table
         chunks = scale_shift_table_chunks.generic(xp, np.reshape(parameter(xp, params, "scale_shift_table"), (2, width)),
-                                                  np.concatenate([temb, temb], axis=-1), WAN_OUTPUT_ORDER)
+                                                  np.concatenate([temb, temb], axis=-1), OUTPUT_TABLE_ORDER)
         hidden = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, cfg["eps"]), chunks["shift"],
                                   chunks["scale"])
         return wan_unpatchify(linear_module(xp, params, "proj_out", hidden), grid, cfg["patch"])
