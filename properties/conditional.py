@@ -25,7 +25,8 @@ from .measurement import Measurement
 from .mixtures import (MixtureSpec, ScoreFunction, diffused_points, mixture_specs, row_norms,
                        worst_row_measurement)
 from .schedules import schedule_times
-from .strategies import seeds, simplex_weights, spd_matrix
+from .samplers import SamplerMixtureCase
+from .strategies import seeds, simplex_weights
 from .violation import require
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "STATISTICAL_Z",
     "measure_cf1",
     "check_cf1",
+    "cf2_mixture",
     "CF2Case",
     "cf2_cases",
     "CF2_QUADRATURE_CAP",
@@ -207,29 +209,35 @@ def check_cf1(case: CF1Case, loss: LossFunction = mixtures.dsm_loss,
 # CF2: score = Gaussian term + log-gradient of a Gaussian smoothing
 
 
+def cf2_mixture(dim: int, components: int, seed: int, mean_scale: float = 1.0,
+                condition: float = 4.0) -> SamplerMixtureCase:
+    """CF2's p(x | y): a full-rank mixture with covariance eigenvalues in 0.3 [1, condition] and weight floor 0.05."""
+    return SamplerMixtureCase(dim, components, seed, mean_scale, condition, scale=0.3, weight_floor=0.05)
+
+
 @dataclass(frozen=True)
 class CF2Case:
-    """CF2 problem: a full-rank Gaussian mixture in R^dim (dim 1 or 2) read as p(x | y) for one label y,
+    """CF2 problem: a full-rank Gaussian mixture (``target``, dim 1 or 2) read as p(x | y) for one label y,
     C2 = c2_fraction / lambda_max(S_k), points near p_t (``spread`` > 1: tails) at one OU-half time."""
 
-    dim: int
-    components: int
-    seed: int
+    target: SamplerMixtureCase
     c2_fraction: float
     time: float
     points: int
     point_seed: int
     spread: float = 1.0
-    mean_scale: float = 1.0
-    condition: float = 4.0
 
     @cached_property
     def mixture(self) -> mixtures.LatentMixture:
-        rng = np.random.default_rng(self.seed)
-        weights = simplex_weights(self.components, rng)
-        means = self.mean_scale * rng.standard_normal((self.components, self.dim))
-        covariances = np.stack([spd_matrix(self.dim, rng, self.condition, 0.3) for _ in range(self.components)])
-        return mixtures.gaussian_mixture(weights, means, covariances)
+        return self.target.mixture()
+
+    @property
+    def dim(self) -> int:
+        return self.target.dim
+
+    @property
+    def components(self) -> int:
+        return self.target.components
 
     @property
     def c2(self) -> float:
@@ -244,11 +252,13 @@ class CF2Case:
 @st.composite
 def cf2_cases(draw: st.DrawFn, max_points: int = 3) -> CF2Case:
     """CF2Cases: 1-2 dimensions, 1-3 components, C2 from far below to just below 1/lambda_max, t in [1e-3, 8]."""
-    return CF2Case(draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(seeds()),
-                   draw(st.sampled_from([0.05, 0.5, 0.9, 0.99])),
-                   float(math.exp(draw(st.floats(math.log(1e-3), math.log(8.0))))), draw(st.integers(1, max_points)),
-                   draw(seeds()), draw(st.sampled_from([1.0, 1.0, 3.0])), draw(st.sampled_from([0.5, 1.0, 3.0])),
-                   draw(st.sampled_from([1.0, 4.0, 10.0])))
+    dim, components, seed = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(seeds())
+    c2_fraction = draw(st.sampled_from([0.05, 0.5, 0.9, 0.99]))
+    time = float(math.exp(draw(st.floats(math.log(1e-3), math.log(8.0)))))
+    points, point_seed, spread = draw(st.integers(1, max_points)), draw(seeds()), draw(st.sampled_from([1.0, 1.0, 3.0]))
+    target = cf2_mixture(dim, components, seed, draw(st.sampled_from([0.5, 1.0, 3.0])),
+                         draw(st.sampled_from([1.0, 4.0, 10.0])))
+    return CF2Case(target, c2_fraction, time, points, point_seed, spread)
 
 
 #: the most CF2's quadrature may claim for itself, relative to the size of the score terms

@@ -30,7 +30,7 @@ from ditcheck.reference.schedules import SCHEDULES, get_schedule
 from .certified import precision_bits, require_contains, require_narrow
 from .measurement import Measurement
 from .schedules import TIME_RANGES, schedule_times
-from .strategies import exact_orthonormal_columns, orthonormal_columns, seeds, simplex_weights, spd_matrix
+from .strategies import exact_orthonormal_columns, gaussian_mixture_parameters, orthonormal_columns, seeds
 from .violation import require
 
 __all__ = [
@@ -77,10 +77,8 @@ class MixtureSpec:
     def build(self) -> mixtures.LatentMixture:
         make_basis = exact_orthonormal_columns if self.exact_basis else orthonormal_columns
         basis = make_basis(self.ambient, self.latent, self.basis_seed)
-        rng = np.random.default_rng(self.seed)
-        weights = simplex_weights(self.components, rng)
-        means = self.mean_scale * rng.standard_normal((self.components, self.latent))
-        covariances = np.stack([spd_matrix(self.latent, rng, self.condition, 0.3) for _ in range(self.components)])
+        weights, means, covariances = gaussian_mixture_parameters(
+            self.latent, self.components, np.random.default_rng(self.seed), self.mean_scale, self.condition, 0.3, 0.05)
         return mixtures.LatentMixture(basis, weights, means, covariances)
 
 

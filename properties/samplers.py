@@ -44,7 +44,7 @@ from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
 
 from .measurement import Measurement
-from .strategies import orthonormal_columns, seeds, simplex_weights, spd_matrix
+from .strategies import gaussian_mixture_parameters, orthonormal_columns, seeds, spd_matrix
 from .violation import require
 
 __all__ = [
@@ -71,7 +71,8 @@ LD5_Z = 5.0  # two-sided normal threshold of the chi-square test: false alarm ~ 
 
 @dataclass(frozen=True)
 class SamplerMixtureCase:
-    """A full-rank Gaussian mixture in R^dim (rebuild with ``mixture()``)."""
+    """A full-rank Gaussian mixture in R^dim (rebuild with ``mixture()``), drawn by
+    strategies.gaussian_mixture_parameters from ``seed``: the samplers' and flows' targets, CF2's p(x | y)."""
 
     dim: int
     components: int
@@ -79,14 +80,12 @@ class SamplerMixtureCase:
     mean_scale: float = 1.0
     condition: float = 4.0
     scale: float = 0.5
+    weight_floor: float = 0.2
 
     def mixture(self) -> LatentMixture:
-        rng = np.random.default_rng(self.seed)
-        weights = simplex_weights(self.components, rng, floor=0.2)
-        means = self.mean_scale * rng.standard_normal((self.components, self.dim))
-        covariances = np.stack([spd_matrix(self.dim, rng, self.condition, self.scale)
-                                for _ in range(self.components)])
-        return gaussian_mixture(weights, means, covariances)
+        return gaussian_mixture(*gaussian_mixture_parameters(self.dim, self.components,
+                                                             np.random.default_rng(self.seed), self.mean_scale,
+                                                             self.condition, self.scale, self.weight_floor))
 
 
 @st.composite

@@ -26,6 +26,7 @@ __all__ = [
     "exact_orthonormal_columns",
     "simplex_weights",
     "spd_matrix",
+    "gaussian_mixture_parameters",
 ]
 
 Family = Literal["normal", "uniform", "heavy_tailed", "sparse", "near_ties", "integers"]
@@ -132,3 +133,14 @@ def spd_matrix(dim: int, rng: np.random.Generator, condition: float = 10.0, scal
     values = scale * np.exp(rng.uniform(0.0, math.log(condition), dim))
     s = (q * values) @ q.T
     return (s + s.T) / 2
+
+
+def gaussian_mixture_parameters(dim: int, components: int, rng: np.random.Generator, mean_scale: float,
+                                condition: float, scale: float, weight_floor: float
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights [K], means [K, dim], covariances [K, dim, dim]) of a random Gaussian mixture, drawn from ``rng`` in
+    that order: simplex_weights(weight_floor), mean_scale N(0, I) means, spd_matrix(condition, scale) covariances."""
+    weights = simplex_weights(components, rng, weight_floor)
+    means = mean_scale * rng.standard_normal((components, dim))
+    covariances = np.stack([spd_matrix(dim, rng, condition, scale) for _ in range(components)])
+    return weights, means, covariances

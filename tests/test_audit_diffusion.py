@@ -186,7 +186,7 @@ def test_cf2_planted_variance_sigma_instead_of_sigma2_is_violated() -> None:
 
 
 def test_cf2_quadrature_error_is_stated_and_small() -> None:
-    case = conditional.CF2Case(2, 3, 1, 0.99, 1e-3, 2, 2, 3.0, 3.0, 10.0)
+    case = conditional.CF2Case(conditional.cf2_mixture(2, 3, 1, 3.0, 10.0), 0.99, 1e-3, 2, 2, 3.0)
     terms = mixtures.cf2_decomposition(case.mixture, case.x, case.time, case.c2)
     assert terms.quadrature_error.shape == (2,) and np.all(terms.quadrature_error < 1e-10)
     conditional.check_cf2(case)

@@ -291,12 +291,13 @@ CF1 = Claim(
 def _cf2_grid(mode: Mode) -> list[conditional.CF2Case]:
     """Near-extremal: tiny t (grad h/h is amplified by alpha/sigma^2 ~ 1/t), large t, C2 just below 1/lambda_max
     (f barely decays: the widest integrand), tails, far-apart components, ill-conditioned 2-D covariances."""
-    case = conditional.CF2Case
-    cases = [case(2, 3, 1, 0.99, 1e-3, 2, 2, 3.0, 3.0, 10.0), case(1, 3, 3, 0.05, 8.0, 3, 4, 3.0, 3.0),
-             case(2, 2, 5, 0.5, 0.05, 2, 6, 1.0, 1.0, 4.0), case(1, 2, 7, 0.99, 1e-3, 3, 8, 3.0, 0.5, 1.0)]
+    case, mix = conditional.CF2Case, conditional.cf2_mixture
+    cases = [case(mix(2, 3, 1, 3.0, 10.0), 0.99, 1e-3, 2, 2, 3.0), case(mix(1, 3, 3, 3.0), 0.05, 8.0, 3, 4, 3.0),
+             case(mix(2, 2, 5, 1.0, 4.0), 0.5, 0.05, 2, 6, 1.0), case(mix(1, 2, 7, 0.5, 1.0), 0.99, 1e-3, 3, 8, 3.0)]
     if mode != "quick":
-        cases += [case(2, 1, 9, 0.9, 2.0, 3, 10, 3.0, 1.0, 10.0), case(1, 1, 11, 0.5, 0.3, 3, 12),
-                  case(2, 3, 13, 0.05, 1e-3, 3, 14, 1.0, 3.0, 1.0), case(2, 3, 15, 0.99, 8.0, 3, 16, 3.0, 3.0, 4.0)]
+        cases += [case(mix(2, 1, 9, 1.0, 10.0), 0.9, 2.0, 3, 10, 3.0), case(mix(1, 1, 11), 0.5, 0.3, 3, 12),
+                  case(mix(2, 3, 13, 3.0, 1.0), 0.05, 1e-3, 3, 14, 1.0),
+                  case(mix(2, 3, 15, 3.0, 4.0), 0.99, 8.0, 3, 16, 3.0)]
     return cases
 
 
