@@ -75,20 +75,6 @@ def optional_bias(out: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     return out if bias is None else out + bias
 
 
-@given(props.linear_cases())
-def test_linear_within_rounding_bound(case: props.LayerCase) -> None:
-    props.check_linear_rounding(ref.linear, case)
-
-
-@given(props.linear_cases())
-def test_torch_linear_within_rounding_bound(case: props.LayerCase) -> None:
-    def torch_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-        return torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(weight),
-                                          None if bias is None else torch.from_numpy(bias)).numpy()
-
-    props.check_linear_rounding(torch_linear, case)
-
-
 def test_planted_float32_linear_is_caught() -> None:
     def float32_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         out = (x.astype(np.float32) @ weight.T.astype(np.float32)).astype(np.float64)
@@ -126,16 +112,6 @@ def two_pass_layer_norm(variance_ddof: int = 0, eps_placement: str = "inside") -
     return layer_norm
 
 
-@given(props.layer_norm_cases())
-def test_layer_norm_within_rounding_bound(case: props.LayerCase) -> None:
-    props.check_layer_norm_rounding(ref.layer_norm, case)
-
-
-@given(props.layer_norm_cases())
-def test_numpy_two_pass_layer_norm_within_rounding_bound(case: props.LayerCase) -> None:
-    props.check_layer_norm_rounding(two_pass_layer_norm(), case)
-
-
 @pytest.mark.parametrize("planted", [dict(variance_ddof=1), dict(eps_placement="outside"),
                                      dict(eps_placement="missing")], ids=["unbiased", "eps-outside-sqrt", "no-eps"])
 def test_planted_layer_norm_bugs_are_caught(planted: dict[str, Any]) -> None:
@@ -167,21 +143,6 @@ def numpy_rms_norm(mean_divisor_offset: int = 0, eps_placement: str = "inside",
     return rms_norm
 
 
-@given(props.rms_norm_cases())
-def test_rms_norm_within_rounding_bound(case: props.LayerCase) -> None:
-    props.check_rms_norm_rounding(numpy_rms_norm(), case)
-
-
-@given(props.rms_norm_cases())
-def test_torch_rms_norm_within_rounding_bound(case: props.LayerCase) -> None:
-    def torch_rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
-        tensor = torch.from_numpy(x)
-        gain = None if weight is None else torch.from_numpy(weight)
-        return torch.nn.functional.rms_norm(tensor, (x.shape[-1],), gain, eps).numpy()
-
-    props.check_rms_norm_rounding(torch_rms_norm, case)
-
-
 @pytest.mark.parametrize("planted", [dict(mean_divisor_offset=1), dict(eps_placement="outside"), dict(centred=True)],
                          ids=["unbiased-mean", "eps-outside-sqrt", "centred-like-layer-norm"])
 def test_planted_rms_norm_bugs_are_caught(planted: dict[str, Any]) -> None:
@@ -192,17 +153,6 @@ def test_planted_rms_norm_bugs_are_caught(planted: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------------------
 # GELU and SiLU
-
-
-@given(props.gelu_cases())
-def test_gelu_within_rounding_bound(case: props.LayerCase) -> None:
-    props.check_gelu_rounding(ref.gelu, case)
-
-
-@given(props.gelu_cases())
-def test_torch_gelu_within_rounding_bound(case: props.LayerCase) -> None:
-    props.check_gelu_rounding(
-        lambda x, approximate: torch.nn.functional.gelu(torch.from_numpy(x), approximate=approximate).numpy(), case)
 
 
 def test_planted_gelu_form_swap_is_caught() -> None:
@@ -221,20 +171,54 @@ def test_planted_truncated_gelu_constant_is_caught() -> None:
                   claim="gelu-rounding")
 
 
-@given(props.silu_cases())
-def test_silu_within_rounding_bound(case: props.LayerCase) -> None:
-    props.check_silu_rounding(ref.silu, case)
-
-
-@given(props.silu_cases())
-def test_torch_silu_within_rounding_bound(case: props.LayerCase) -> None:
-    props.check_silu_rounding(lambda x: torch.nn.functional.silu(torch.from_numpy(x)).numpy(), case)
-
-
 def test_planted_silu_through_tanh_cancellation_is_caught() -> None:
     # sigmoid(x) = (1 + tanh(x/2))/2 is exact in reals but cancels catastrophically for x << 0
     expect_caught(lambda case: props.check_silu_rounding(lambda x: x * (1 + np.tanh(x / 2)) / 2, case),
                   props.silu_cases(), claim="silu-rounding")
+
+
+# ----------------------------------------------------------------------------------------
+# Implementations within the a-priori rounding bounds: the reference and an independent one per layer
+
+
+def torch_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    return torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(weight),
+                                      None if bias is None else torch.from_numpy(bias)).numpy()
+
+
+def torch_rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+    gain = None if weight is None else torch.from_numpy(weight)
+    return torch.nn.functional.rms_norm(torch.from_numpy(x), (x.shape[-1],), gain, eps).numpy()
+
+
+def torch_gelu(x: np.ndarray, approximate: str) -> np.ndarray:
+    return torch.nn.functional.gelu(torch.from_numpy(x), approximate=approximate).numpy()
+
+
+def torch_silu(x: np.ndarray) -> np.ndarray:
+    return torch.nn.functional.silu(torch.from_numpy(x)).numpy()
+
+
+#: name -> (the layer's rounding check, an implementation that must pass it, the layer's cases)
+WITHIN_ROUNDING_BOUND: dict[str, tuple[Callable[..., Any], Callable[..., Any], st.SearchStrategy[props.LayerCase]]] = {
+    "linear-reference": (props.check_linear_rounding, ref.linear, props.linear_cases()),
+    "linear-torch": (props.check_linear_rounding, torch_linear, props.linear_cases()),
+    "layer_norm-reference": (props.check_layer_norm_rounding, ref.layer_norm, props.layer_norm_cases()),
+    "layer_norm-numpy-two-pass": (props.check_layer_norm_rounding, two_pass_layer_norm(), props.layer_norm_cases()),
+    "rms_norm-numpy": (props.check_rms_norm_rounding, numpy_rms_norm(), props.rms_norm_cases()),
+    "rms_norm-torch": (props.check_rms_norm_rounding, torch_rms_norm, props.rms_norm_cases()),
+    "gelu-reference": (props.check_gelu_rounding, ref.gelu, props.gelu_cases()),
+    "gelu-torch": (props.check_gelu_rounding, torch_gelu, props.gelu_cases()),
+    "silu-reference": (props.check_silu_rounding, ref.silu, props.silu_cases()),
+    "silu-torch": (props.check_silu_rounding, torch_silu, props.silu_cases()),
+}
+
+
+@pytest.mark.parametrize("name", list(WITHIN_ROUNDING_BOUND))
+@given(data=st.data())
+def test_within_rounding_bound(name: str, data: st.DataObject) -> None:
+    check, implementation, cases = WITHIN_ROUNDING_BOUND[name]
+    check(implementation, data.draw(cases, label="case"))
 
 
 # ----------------------------------------------------------------------------------------

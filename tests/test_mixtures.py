@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -30,33 +32,24 @@ from helpers import expect_caught
 float64_cases = mixture_cases()
 exact_cases = mixture_cases(exact_basis=True, max_points=3)
 
-
-# ---- LD1 / LD2 ----------------------------------------------------------------------------------
-
-
-@given(float64_cases)
-def test_ld1_float64(case: MixtureCase) -> None:
-    check_ld1(case)
-
-
-@given(exact_cases)
-def test_ld1_arb_balls_overlap(case: MixtureCase) -> None:
-    check_ld1(case, precision="arb:128")
-
-
-@given(exact_cases)
-def test_ld1_mp(case: MixtureCase) -> None:
-    check_ld1(case, precision="mp:60")
+#: (property, precision, its cases): LD1 and LD2 hold in exact arithmetic only for an exactly orthonormal B, so
+#: their ball and mp checks draw exact bases; Tweedie holds for any given B, so its balls see QR bases too
+IN_EACH_PRECISION = [
+    pytest.param(check_ld1, "float64", float64_cases, id="ld1-float64"),
+    pytest.param(check_ld1, "arb:128", exact_cases, id="ld1-arb-balls-overlap"),
+    pytest.param(check_ld1, "mp:60", exact_cases, id="ld1-mp"),
+    pytest.param(check_ld2, "float64", float64_cases, id="ld2-float64"),
+    pytest.param(check_ld2, "arb:128", exact_cases, id="ld2-arb-balls-overlap"),
+    pytest.param(check_tweedie, "float64", float64_cases, id="tweedie-float64"),
+    pytest.param(check_tweedie, "arb:128", mixture_cases(max_points=3), id="tweedie-arb-qr-bases"),
+]
 
 
-@given(float64_cases)
-def test_ld2_float64(case: MixtureCase) -> None:
-    check_ld2(case)
-
-
-@given(exact_cases)
-def test_ld2_arb_balls_overlap(case: MixtureCase) -> None:
-    check_ld2(case, precision="arb:128")
+@pytest.mark.parametrize("check, precision, cases", IN_EACH_PRECISION)
+@given(data=st.data())
+def test_property_holds_in_each_precision(check: Callable[..., None], precision: str,
+                                          cases: st.SearchStrategy[MixtureCase], data: st.DataObject) -> None:
+    check(data.draw(cases, label="case"), precision=precision)
 
 
 # ---- score, Tweedie, certification ---------------------------------------------------------------
@@ -65,16 +58,6 @@ def test_ld2_arb_balls_overlap(case: MixtureCase) -> None:
 @given(mixture_cases(max_points=3))
 def test_score_is_gradient_of_log_density(case: MixtureCase) -> None:
     check_score_is_gradient(case)
-
-
-@given(float64_cases)
-def test_tweedie_float64(case: MixtureCase) -> None:
-    check_tweedie(case)
-
-
-@given(mixture_cases(max_points=3))
-def test_tweedie_arb_for_qr_bases(case: MixtureCase) -> None:
-    check_tweedie(case, precision="arb:128")
 
 
 @pytest.mark.parametrize("name", CERTIFIED_FUNCTIONS)
