@@ -232,14 +232,6 @@ class CF2Case:
         return self.target.mixture()
 
     @property
-    def dim(self) -> int:
-        return self.target.dim
-
-    @property
-    def components(self) -> int:
-        return self.target.components
-
-    @property
     def c2(self) -> float:
         return self.c2_fraction / float(np.max(np.linalg.eigvalsh(self.mixture.covariances)))
 
@@ -281,7 +273,7 @@ def cf2_tolerance(case: CF2Case, terms: mixtures.CF2Terms, full: np.ndarray) -> 
     condition = float(np.max(high / low))
     log_p = np.abs(np.asarray(mixtures.log_density(mixture, x, t, "ou-half"), dtype=np.float64))
     magnitude = row_norms(full)[:, 0] + row_norms(terms.gaussian)[:, 0] + row_norms(x)[:, 0] / float(np.min(low))
-    score_rounding = 32 * (2 * case.dim + case.components) * U * condition * (1 + log_p) * magnitude
+    score_rounding = 32 * (2 * case.target.dim + case.target.components) * U * condition * (1 + log_p) * magnitude
     # the quadrature's own error estimate comes from the code under check: capped, so a coarse or broken rule
     # cannot widen its own tolerance
     reported = np.minimum(2 * terms.quadrature_error + terms.rounding, CF2_QUADRATURE_CAP * magnitude)
