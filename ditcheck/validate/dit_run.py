@@ -7,7 +7,7 @@ properties/validation.py, the naive candidate being ditcheck.models.dit.DiT in t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,39 +22,64 @@ from ditcheck.properties.validation import FORWARD_FACTOR, Tolerance, derive_tol
 from ditcheck.reference.dit import DiTConfig, dit_intermediates
 
 from ._attention import draw_examples
+from ._target import Heartbeat
 from .dit_precision import call_target
 from .dit_recognition import dit_hooks
 
-__all__ = ["capture", "Example", "draw_dit_examples", "Comparison", "max_abs", "Run", "measure", "tolerances", "score"]
+__all__ = ["first_outputs", "capture", "Example", "draw_dit_examples", "Comparison", "max_abs", "Run", "measure",
+           "tolerances", "score"]
+
+
+def first_outputs(model: nn.Module, names: Iterable[str], keep: Callable[[str, Any], Any], call: Callable[[], Any],
+                  timeout: float, float64: bool = False, heartbeat: bool = False) -> tuple[Any, dict[str, Any]]:
+    """(call()'s output, {name: keep(name, output)} for the first call of each named submodule of ``model``, in
+    execution order): forward hooks around one dit_precision.call_target run (in isolation, without autograd, under
+    Float32AsFloat64 when ``float64``; the hooks are removed afterwards, whatever happened).
+
+    ``keep`` runs inside the hook, on the output as the submodule returned it (before later code can change it in
+    place); a name ``model`` does not have is skipped (nothing recorded). ``heartbeat``: the time-out counts from
+    the last submodule call to finish (a full-size model is slow, not hung) instead of from the start.
+    """
+    modules = dict(model.named_modules())
+    kept: dict[str, Any] = {}
+    handles = []
+    for name in names:
+        module = modules.get(name)
+        if module is None:
+            continue
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
+            if name not in kept:
+                kept[name] = keep(name, output)
+
+        handles.append(module.register_forward_hook(hook))
+    progress = Heartbeat() if heartbeat else None
+    if progress is not None:
+        handles += [submodule.register_forward_hook(progress.beat) for submodule in model.modules()]
+    return call_target(call, timeout, float64, handles, progress), kept
 
 
 def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[[], Any],
              timeout: float, float64: bool = False) -> tuple[Any, list[tuple[str, str, np.ndarray]]]:
-    """(output, [(target name, reference name, activation)] in execution order; first call of each module only).
+    """(output, [(target name, reference name, activation)] in execution order; first call of each module only,
+    :func:`first_outputs`; the first entry of a tuple output, skipped when it is no tensor).
 
     float64: run under dit_precision.Float32AsFloat64 (a float64 run measures the mathematics, islands apart).
     """
-    modules = dict(model.named_modules())
-    seen: list[tuple[str, str, np.ndarray]] = []
-    done: set[str] = set()
-    handles = []
+    references: dict[str, tuple[str, Any]] = {}
     for target_name, reference_name, transform in hooks:
-        module = modules.get(target_name)
-        if module is None:
-            continue
+        references.setdefault(target_name, (reference_name, transform))
 
-        def hook(_module: nn.Module, _inputs: Any, output: Any, target_name: str = target_name,
-                 reference_name: str = reference_name, transform: Any = transform) -> None:
-            if target_name in done:
-                return
-            done.add(target_name)
-            value = output[0] if isinstance(output, tuple) else output
-            if isinstance(value, torch.Tensor):
-                value = transform(value) if transform is not None else value
-                seen.append((target_name, reference_name, value.detach().to("cpu", torch.float64).numpy()))
+    def keep(target_name: str, output: Any) -> np.ndarray | None:
+        value = output[0] if isinstance(output, tuple) else output
+        if not isinstance(value, torch.Tensor):
+            return None
+        transform = references[target_name][1]
+        value = transform(value) if transform is not None else value
+        return value.detach().to("cpu", torch.float64).numpy()
 
-        handles.append(module.register_forward_hook(hook))
-    return call_target(call, timeout, float64, handles), seen
+    output, kept = first_outputs(model, references, keep, call, timeout, float64)
+    return output, [(name, references[name][0], value) for name, value in kept.items() if value is not None]
 
 
 @dataclass(frozen=True)

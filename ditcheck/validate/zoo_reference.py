@@ -6,7 +6,7 @@ accumulates, is never seen by it. Here the whole forward is recomputed from the 
 by a reference model (:data:`WHOLE_MODEL_REFERENCES`, ``ditcheck.reference.pixart`` / ``.sd3``), and every
 block's output and the model's output are compared with the target's (docs/conventions.md#tolerances):
 
-* the target runs once with forward hooks on the blocks the reference records (dit_precision.call_target: a
+* the target runs once with forward hooks on the blocks the reference records (dit_run.first_outputs: a
   float64 run under Float32AsFloat64 measures the mathematics; the float32 islands are the component engine's to
   report);
 * "exact" is the reference in a format wider than the target's (float64 for float32 targets, x87 long double for
@@ -39,9 +39,9 @@ from ditcheck.reference.pixart import pixart_forward
 from ditcheck.reference.sd3 import sd3_forward
 from ditcheck.reference.wan import wan_forward
 
-from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError
+from ._target import DEFAULT_TIMEOUT, TargetError
 from .components import exact_precision, naive_precisions
-from .dit_precision import call_target
+from .dit_run import first_outputs
 from .report import Check, Report
 
 __all__ = ["WHOLE_MODEL_REFERENCES", "CHECK_PREFIX", "reference_inputs", "compare_whole_model",
@@ -117,22 +117,11 @@ def _magnitude(exact: Any) -> float:
 
 def _run_target(module: nn.Module, kwargs: Mapping[str, Any], names: Sequence[str], float64: bool,
                 timeout: float) -> tuple[Any, dict[str, list[np.ndarray | None]]]:
-    """(the output, each named block's first output as float64 arrays) of one hooked call of the target."""
-    seen: dict[str, list[np.ndarray | None]] = {}
-    handles = []
-    for name in names:
-        def hook(_module: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
-            if name not in seen:
-                seen[name] = [_as_array(t) for t in _tensors(output)]
-        try:
-            handles.append(module.get_submodule(name).register_forward_hook(hook))
-        except AttributeError:
-            continue  # a block the target does not have: its check fails (nothing recorded)
-
-    # the time-out counts from the last submodule call to finish: a full-size model is slow, not hung
-    heartbeat = Heartbeat()
-    handles += [submodule.register_forward_hook(heartbeat.beat) for submodule in module.modules()]
-    output = _model_output(call_target(lambda: module(**kwargs), timeout, float64, handles, heartbeat))
+    """(the output, each named block's first output as float64 arrays) of one hooked call of the target
+    (dit_run.first_outputs; a block the target does not have is not recorded, and its check fails)."""
+    output, seen = first_outputs(module, names, lambda _name, value: [_as_array(t) for t in _tensors(value)],
+                                 lambda: module(**kwargs), timeout, float64, heartbeat=True)
+    output = _model_output(output)
     return _as_array(output) if isinstance(output, torch.Tensor) else output, seen
 
 
