@@ -118,6 +118,39 @@ def test_wan_animate_and_sana_wm_inputs_follow_their_pipelines() -> None:
     assert "camera_conditions" not in kwargs and kwargs["encoder_attention_mask"].shape == (zoo.BATCH, zoo.TEXT_TOKENS)
 
 
+def test_input_layouts_are_entry_fields_a_fork_inherits() -> None:
+    """Time, text and token layouts come from the ZooEntry (not the class name): LTX packs every frame's tokens,
+    a fork of SANA-WM (its own name, forward(*args, **kwargs)) gets SANA-WM's [B, 1, F] t and [B, 1, L, D] text, and
+    a layout outside the documented values is a typed error."""
+    entries = zoo.ENTRIES
+    assert entries["SanaWMTransformer3DModel"].time_layout == "per-frame-anchored"
+    assert entries["SanaWMTransformer3DModel"].text_layout == "one-frame"
+    assert entries["MiniMaxH3Transformer3DModel"].time_layout == "per-modality"
+    assert {name for name, entry in entries.items() if entry.packing == "video"} == \
+        {"LTXVideoTransformer3DModel", "LTX2VideoTransformer3DModel", "SanaWMLTX2RefinerTransformer3DModel"}
+    ltx = zoo.build_model("LTXVideoTransformer3DModel")
+    _, kwargs = zoo.build_inputs(ltx, seed=0)
+    entry = entries["LTXVideoTransformer3DModel"]
+    assert kwargs["hidden_states"].shape[1] == entry.frames * entry.size ** 2 == \
+        kwargs["num_frames"] * kwargs["height"] * kwargs["width"]
+
+    world = zoo.build_model("SanaWMTransformer3DModel")
+    base = type(world)
+
+    class Fork(base):  # type: ignore[misc, valid-type]
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return super().forward(*args, **kwargs)
+
+    _, expected = zoo.build_inputs(world, seed=1)
+    world.__class__ = Fork
+    assert zoo.diffusers_class_name(world) == "SanaWMTransformer3DModel"
+    _, forked = zoo.build_inputs(world, seed=1)
+    assert forked.keys() == expected.keys() and forked["timestep"].ndim == 3
+    assert all(torch.equal(forked[k], v) for k, v in expected.items() if isinstance(v, torch.Tensor))
+    with pytest.raises(InvalidArgumentError, match="time_layout"):
+        zoo.ZooEntry({}, "video", time_layout="per_frame")
+
+
 def test_bad_names_and_non_modules_are_typed_errors() -> None:
     with pytest.raises(InvalidArgumentError, match="model"):
         dit("diffusers:NoSuchTransformer")

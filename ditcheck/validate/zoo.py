@@ -68,17 +68,28 @@ AUDIO_TOKENS = 4
 WEIGHT_SCALE = 0.3
 
 
+#: the values of ZooEntry.time_layout, text_layout and packing (each documented on its field)
+TIME_LAYOUTS = ("per-sample", "per-frame", "per-token", "per-frame-anchored", "per-modality")
+TEXT_LAYOUTS = ("tokens", "one-frame", "packed")
+PACKINGS = ("image", "video", "text-then-image")
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     """A class in scope: its tiny configuration and how its inputs are laid out.
 
     latent: "image" [B, C, H, W], "video" [B, C, F, H, W], "video-last" [B, F, H, W, C], "tokens" [B, L, C]
-    (packed patches, Flux / LTX), "patches" [B, N, C, pt, ph, pw] or "list" (one [C, 1, H, W] per sample).
+    (packed patches, Flux / LTX: L as ``packing`` says), "patches" [B, N, C, pt, ph, pw] or "list" (one [C, 1, H, W]
+    per sample).
     time_scale: timesteps are drawn in [0, time_scale), as the class's pipeline passes t (1000: DDPM indices or
     FlowMatch timesteps sigma x 1000; 1: where the pipeline divides by 1000 and the model scales t itself, as Flux
     multiplies t and guidance by 1000; read off the diffusers 0.42.1 pipelines). mask: the dtype of the text mask the
     model takes
     ("float": 1 keep / 0 pad, "bool": True keeps), None when the forward has none. note: why the config is so.
+    time_layout (:data:`TIME_LAYOUTS`), text_layout (:data:`TEXT_LAYOUTS`) and packing (:data:`PACKINGS`): the
+    layouts of the timestep, the text states and "tokens" latents where the class departs from the usual ones (one t
+    per sample [B], text [B, L, D], one frame's patches); documented on each field below. A subclass of a diffusers
+    class (a fork) is laid out by its base class's entry, these fields included.
     """
 
     config: Mapping[str, Any]
@@ -86,16 +97,32 @@ class ZooEntry:
     time_scale: float = 1000.0
     #: latent channels when the config does not state them as in_channels, as a rule of the config (None: in_channels)
     channels: Callable[[Mapping[str, Any]], int] | None = None
-    #: the forward takes one timestep per latent frame, [B, F]
-    per_frame_time: bool = False
-    #: the forward takes one timestep per latent token, [B, L] (the sample's t repeated)
-    per_token_time: bool = False
+    #: how the forward takes the timestep (T: latent frames, frames / pt): "per-sample" [B], one t per sample;
+    #: "per-frame" [B, T], the sample's t repeated per latent frame (r_timestep too); "per-token" [B, L], the sample's t
+    #: repeated per latent token; "per-frame-anchored" [B, 1, T], per latent frame with the anchor (encoded
+    #: conditioning) frame 0 pinned to t = 0, as SanaWMPipeline passes it; "per-modality" [2], not per sample: the
+    #: packed sequence's two distinct times (video and text, audio) that its rows index (MiniMax-H3's timestep_indices)
+    time_layout: str = "per-sample"
+    #: how encoder_hidden_states is laid out: "tokens" [B, L, D] (with a text-encoder layer axis where the config names
+    #: layers, [B, L, layers, D]); "one-frame" [B, 1, L, D], one text "frame" (SANA-WM's pipeline); "packed" [B, N, D],
+    #: text features at every position of the packed latent sequence, N its tokens, masked inside (Ideogram 4)
+    text_layout: str = "tokens"
+    #: the tokens L of "tokens" latents: "image", one frame's patch grid (H / ph) (W / pw); "video", every latent
+    #: frame's grid, F (H / ph) (W / pw) / pt (the LTX layouts); "text-then-image", TEXT_TOKENS text positions, then
+    #: the grid (Ideogram 4's packed sequence)
+    packing: str = "image"
     #: the output holds the text tokens too: the prediction is its last L tokens (as the pipeline slices it)
     output_suffix: bool = False
     mask: str | None = None
     note: str = ""
     frames: int = 2
     size: int = 8
+
+    def __post_init__(self) -> None:
+        for field_name, allowed in (("time_layout", TIME_LAYOUTS), ("text_layout", TEXT_LAYOUTS),
+                                    ("packing", PACKINGS)):
+            if getattr(self, field_name) not in allowed:
+                raise InvalidArgumentError(field_name, f"one of {allowed}", repr(getattr(self, field_name)))
 
 
 ENTRIES: dict[str, ZooEntry] = {
@@ -144,7 +171,7 @@ ENTRIES: dict[str, ZooEntry] = {
     "LTXVideoTransformer3DModel": ZooEntry(
         dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
              cross_attention_dim=16, num_layers=1, caption_channels=12),
-        "tokens", mask="float", note="packed tokens with num_frames/height/width given"),
+        "tokens", mask="float", packing="video", note="packed tokens with num_frames/height/width given"),
     "LatteTransformer3DModel": ZooEntry(
         dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
              cross_attention_dim=16, sample_size=8, patch_size=2, norm_type="ada_norm_single", caption_channels=12,
@@ -274,8 +301,8 @@ ENTRIES: dict[str, ZooEntry] = {
     "AnyFlowTransformer3DModel": ZooEntry(
         dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
              text_dim=12, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32),
-        "video", per_frame_time=True, note="Wan-like flow map: per-frame times t and r <= t given; latents "
-                                           "[B, F, C, H, W]"),
+        "video", time_layout="per-frame", note="Wan-like flow map: per-frame times t and r <= t given; latents "
+                                                "[B, F, C, H, W]"),
     "NucleusMoEImageTransformer2DModel": ZooEntry(
         dict(patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
              joint_attention_dim=12, axes_dims_rope=(4, 6, 6), moe_enabled=False),
@@ -326,7 +353,7 @@ ENTRIES: dict[str, ZooEntry] = {
         dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
              cross_attention_dim=16, audio_in_channels=6, audio_out_channels=6, audio_num_attention_heads=2,
              audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=1, caption_channels=12),
-        "tokens", mask="float", size=4,
+        "tokens", mask="float", size=4, packing="video",
         note="joint audio-video: 4 audio tokens and the same text for both streams (as the pipeline passes them)"),
     "HiDreamImageTransformer2DModel": ZooEntry(
         dict(patch_size=2, in_channels=4, out_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
@@ -341,7 +368,7 @@ ENTRIES: dict[str, ZooEntry] = {
     "Ideogram4Transformer2DModel": ZooEntry(
         dict(in_channels=8, num_layers=1, attention_head_dim=16, num_attention_heads=2, intermediate_size=32,
              adaln_dim=16, llm_features_dim=12, mrope_section=(4, 2, 2)),
-        "tokens", time_scale=1.0, size=4,
+        "tokens", time_scale=1.0, size=4, text_layout="packed", packing="text-then-image",
         note="one packed sequence per sample: text tokens (indicator 3, origin positions) then image tokens "
              "(indicator 2, positions from the model's IMAGE_POSITION_OFFSET), one segment; output over the whole "
              "sequence"),
@@ -375,7 +402,7 @@ ENTRIES: dict[str, ZooEntry] = {
         dict(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
              cross_attention_dim=16, audio_in_channels=6, audio_out_channels=6, audio_num_attention_heads=2,
              audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=1, caption_channels=12),
-        "tokens", mask="float", size=4, per_token_time=True,
+        "tokens", mask="float", size=4, time_layout="per-token", packing="video",
         note="one bidirectional window without KV cache: sigma x 1000 per token as the refiner pipeline passes it; "
              "video RoPE from the model's build_rotary_emb_for_absolute_positions (frames 0..F-1, 24 fps)"),
     "WanAnimateTransformer3DModel": ZooEntry(
@@ -393,7 +420,7 @@ ENTRIES: dict[str, ZooEntry] = {
     "SanaWMTransformer3DModel": ZooEntry(
         dict(in_channels=4, num_layers=2, hidden_size=16, num_attention_heads=2, softmax_every_n=2,
              linear_head_dim=8, caption_channels=12),
-        "video", per_frame_time=True, mask="float", frames=3,
+        "video", time_layout="per-frame-anchored", text_layout="one-frame", mask="float", frames=3,
         note="world model without camera control (camera_conditions, chunk_plucker, pos embeds optional: none "
              "given): block 0 gated-delta-net linear attention, block 1 softmax (softmax_every_n=2); per-frame t "
              "[B, 1, F] with the anchor frame 0 pinned to t = 0, text [B, 1, L, D] and its mask, as the pipeline "
@@ -402,7 +429,7 @@ ENTRIES: dict[str, ZooEntry] = {
         dict(num_attention_heads=2, attention_head_dim=12, hidden_size=24, num_layers=1, num_refiner_layers=1,
              ffn_dim=32, in_channels=4, audio_in_channels=6, patch_size=(1, 2, 2), text_dim=12, freq_dim=16,
              time_embed_hidden_dim=16, time_embed_dim=8, rope_freq_dim=2),
-        "tokens", time_scale=1.0, frames=1,
+        "tokens", time_scale=1.0, frames=1, time_layout="per-modality",
         channels=lambda config: int(config["in_channels"]) * math.prod(_patch(config)),
         note="one packed layout shared by the batch: text, then the video patches [B, N, C p p], then 4 audio "
              "tokens; two distinct times (video, audio) in [0, 1] indexed per row; RoPE head split 6 x "
@@ -597,8 +624,8 @@ def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: t
             (BATCH, channels, frames, size, size)
     else:
         pt, ph, pw = _patch(config)
-        tokens = (frames if "LTX" in name else 1) * (size // ph) * (size // pw) // pt  # LTX layouts pack video
-        if name == "Ideogram4Transformer2DModel":
+        tokens = (frames if entry.packing == "video" else 1) * (size // ph) * (size // pw) // pt
+        if entry.packing == "text-then-image":
             tokens += TEXT_TOKENS  # the packed sequence holds the text positions too (masked out inside)
         shape = (BATCH, tokens, channels)
     return torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -782,10 +809,8 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             # Krea2 takes every text-encoder layer's states, [B, L, layers, D]
             layers = (int(config["num_text_layers"]),) if config.get("num_text_layers") else \
                 (1 + len(config["injection_layer_ids"]),) if config.get("injection_layer_ids") else ()
-            # Ideogram 4 takes text features at every position of its packed sequence (masked inside)
-            length = values["hidden_states"].shape[1] if name == "Ideogram4Transformer2DModel" else text_tokens
-            # SANA-WM takes the pipeline's [B, 1, L, D] (one text "frame")
-            lead = (1,) if name == "SanaWMTransformer3DModel" else ()
+            length = values["hidden_states"].shape[1] if entry.text_layout == "packed" else text_tokens
+            lead = (1,) if entry.text_layout == "one-frame" else ()
             value = torch.randn(BATCH, *lead, length, *layers, _text_dim(config), generator=generator,
                                 dtype=torch.float64)
         elif parameter_name == "encoder_hidden_states_t5" and config.get("cross_attention_dim_t5"):
@@ -816,15 +841,14 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = [torch.arange(entry.frames // pt), torch.arange(entry.size // ph), torch.arange(entry.size // pw)]
         elif parameter_name == "text_rope_pos":
             value = torch.arange(text_tokens)
-        elif parameter_name == "timestep" and name == "MiniMaxH3Transformer3DModel":
-            value = times  # not per sample: the packed sequence's two distinct times (video and text, audio)
-        elif parameter_name == "timestep" and name == "SanaWMTransformer3DModel":
-            # SanaWMPipeline: t per latent frame [B, 1, F], the first (the encoded conditioning frame) pinned to 0
+        elif parameter_name == "timestep" and entry.time_layout == "per-frame-anchored":
             value = times[:, None, None].repeat(1, 1, entry.frames // pt)
             value[:, :, 0] = 0.0
         elif parameter_name == "timestep":
-            value = times[:, None].expand(BATCH, entry.frames // pt) if entry.per_frame_time else \
-                times[:, None].expand(BATCH, values["hidden_states"].shape[1]) if entry.per_token_time else times
+            # "per-modality": not per sample, the packed sequence's two distinct times as they are
+            value = times[:, None].expand(BATCH, entry.frames // pt) if entry.time_layout == "per-frame" else \
+                times[:, None].expand(BATCH, values["hidden_states"].shape[1]) if entry.time_layout == "per-token" \
+                else times
         elif parameter_name == "video_rotary_emb" and hasattr(model, "build_rotary_emb_for_absolute_positions"):
             value = model.build_rotary_emb_for_absolute_positions(
                 batch_size=BATCH, frame_positions=list(range(entry.frames // pt)), height=entry.size // ph,
@@ -943,7 +967,7 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = AUDIO_TOKENS
         elif parameter_name == "r_timestep":
             value = times * torch.as_tensor(rng.uniform(0.0, 1.0, BATCH))  # the flow map's earlier time, r <= t
-            value = value[:, None].expand(BATCH, entry.frames // pt) if entry.per_frame_time else value
+            value = value[:, None].expand(BATCH, entry.frames // pt) if entry.time_layout == "per-frame" else value
         elif parameter_name == "img_mask":
             # the vision-language sequence: the text slots, then one slot per 2x2 target latent tokens (True)
             slots = (entry.size // ph) * (entry.size // pw) // 4
