@@ -6,7 +6,10 @@ the diffusers forward it mirrors (diffusers 0.42.1: models/embeddings.py, attent
 attention.py). The mathematics is that of :mod:`ditcheck.reference.layers`, :mod:`~ditcheck.reference.components`
 and :mod:`~ditcheck.reference.attention`; this module only names the parameters and fixes diffusers' conventions
 (docs/conventions.md): [B, L, H Dh] tokens split into heads as ``view(B, L, H, Dh).transpose(1, 2)``, the SDPA
-scale 1/sqrt(Dh), the QK-norm after the head split, and the PatchEmbed table stored in float32.
+scale 1/sqrt(Dh), the QK-norm per head (after the split) or across heads (before it, Wan), RoPE on q and k after
+the QK-norm, and the PatchEmbed table stored in float32. :func:`attention_module` and
+:func:`joint_attention_module` are the one attention of all four references: PixArt's and SD3's self- and
+cross-attention, SD3's and Flux's joint text + image attention, Flux's single-stream and Wan's RoPE attention.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ from typing import Any
 import numpy as np
 
 from .attention import attention, merge_heads, split_heads
-from .components import feed_forward, joint_attention, rms_norm, round_to_format, timestep_mlp
+from .components import apply_rope, feed_forward, joint_attention, round_to_format, timestep_mlp
+from .components import qk_norm as qk_norm_layer
 from .errors import InvalidArgumentError, ShapeError
 from .layers import linear, patchify, pos_embed_2d, timestep_embedding
-from .precision import Precision, as_float64_array
+from .precision import Precision, as_float64_array, require_choice
 
 __all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
            "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
-           "config_int", "TIMESTEP_CHANNELS", "OUTPUT_TABLE_ORDER"]
+           "config_int", "TIMESTEP_CHANNELS", "OUTPUT_TABLE_ORDER", "QK_NORMS"]
 
 #: diffusers Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0) in PixArt and SD3
 TIMESTEP_CHANNELS = 256
@@ -135,48 +139,84 @@ def feed_forward_module(xp: Precision, params: Mapping[str, Any], prefix: str, x
                                 optional_parameter(xp, params, f"{prefix}.net.2.bias"), activation_fn)
 
 
-def _heads(xp: Precision, params: Mapping[str, Any], norm: str, x: Any, heads: int, eps: float) -> Any:
-    """[B, L, H Dh] -> [B, H, L, Dh], then the RMS QK-norm ``norm`` over each head's Dh channels when the model has one."""
-    split = split_heads(x, heads)
-    if f"{norm}.weight" not in params:
-        return split
-    return rms_norm.generic(xp, split, parameter(xp, params, f"{norm}.weight"), None, eps)
+#: the QK-norms diffusers' Attention(qk_norm=...) names: RMSNorm over each head's Dh channels after the split (SD3,
+#: Flux; weight [Dh]) or one RMSNorm over all H Dh channels before it (Wan; weight [H Dh])
+QK_NORMS = ("rms_norm", "rms_norm_across_heads")
+
+
+def _heads(xp: Precision, params: Mapping[str, Any], projection: str, norm: str | None, x: Any, heads: int,
+           eps: float, qk_norm: str | None) -> Any:
+    """Linear ``projection`` of x [B, L, D] split into heads [B, H, L, Dh], QK-normed by ``norm`` (None for v).
+
+    qk_norm None: RMS per head when the state dict has ``norm.weight`` (PixArt has none, SD3 per its config);
+    'rms_norm' / 'rms_norm_across_heads': that norm, its weight required.
+    """
+    projected = linear_module(xp, params, projection, x)
+    if norm is not None and (qk_norm is not None or f"{norm}.weight" in params):
+        projected = qk_norm_layer.generic(xp, projected, parameter(xp, params, f"{norm}.weight"), num_heads=heads,
+                                          eps=eps, kind="rms", across_heads=qk_norm == "rms_norm_across_heads")
+    return split_heads(projected, heads)
+
+
+def _rotated(xp: Precision, q: Any, k: Any, rope: tuple[Any, Any] | None) -> tuple[Any, Any]:
+    """q and k [B, H, L, Dh] with RoPE (cos, sin) [L, Dh] applied, channel pairs (2i, 2i+1); as given when rope is None."""
+    if rope is None:
+        return q, k
+    cos, sin = rope
+    return apply_rope.generic(xp, q, cos, sin, "interleaved"), apply_rope.generic(xp, k, cos, sin, "interleaved")
 
 
 def attention_module(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, heads: int,
-                     context: Any = None, mask: Any = None, eps: float = 1e-6) -> Any:
-    """diffusers Attention with AttnProcessor2_0 (or JointAttnProcessor2_0 without a context): self- or cross-attention.
+                     context: Any = None, mask: Any = None, eps: float = 1e-6, *, qk_norm: str | None = None,
+                     rope: tuple[Any, Any] | None = None, pre_only: bool = False) -> Any:
+    """diffusers Attention (AttnProcessor2_0, JointAttnProcessor2_0 without a context, WanAttnProcessor,
+    FluxAttnProcessor without a context): self- or cross-attention.
 
-    q = to_q(x), k = to_k(c), v = to_v(c) with c = context or x, split into heads, norm_q / norm_k (RMSNorm per
-    head) when present, softmax(q k^T / sqrt(Dh) + mask) v, heads merged, to_out.0. ``mask``: an additive float
-    bias broadcast to [B, H, Lq, Lk] (PixArt's [B, 1, 1, Lk] caption bias) or None.
+    q = to_q(x), k = to_k(c), v = to_v(c) with c = context or x, QK-normed (``qk_norm``: None, RMS per head when
+    the state dict has norm_q / norm_k; 'rms_norm' per head or 'rms_norm_across_heads' before the split, required),
+    split into heads, q and k rotated by ``rope`` = (cos, sin) [L, Dh] when given (pairs (2i, 2i+1); Wan's and
+    Flux's self-attention: one table row per token), softmax(q k^T / sqrt(Dh) + mask) v, heads merged, to_out.0
+    (none when ``pre_only``: Flux's single blocks project the attention output together with their MLP).
+    ``mask``: an additive float bias broadcast to [B, H, Lq, Lk] (PixArt's [B, 1, 1, Lk] caption bias) or None.
     """
+    require_choice(qk_norm, (None, *QK_NORMS), "qk_norm")
     source = x if context is None else context
-    q = _heads(xp, params, f"{prefix}.norm_q", linear_module(xp, params, f"{prefix}.to_q", x), heads, eps)
-    k = _heads(xp, params, f"{prefix}.norm_k", linear_module(xp, params, f"{prefix}.to_k", source), heads, eps)
-    v = split_heads(linear_module(xp, params, f"{prefix}.to_v", source), heads)
-    out = attention.generic(xp, q, k, v, scale=None, mask=mask)
-    return linear_module(xp, params, f"{prefix}.to_out.0", merge_heads(out))
+    q = _heads(xp, params, f"{prefix}.to_q", f"{prefix}.norm_q", x, heads, eps, qk_norm)
+    k = _heads(xp, params, f"{prefix}.to_k", f"{prefix}.norm_k", source, heads, eps, qk_norm)
+    v = _heads(xp, params, f"{prefix}.to_v", None, source, heads, eps, qk_norm)
+    q, k = _rotated(xp, q, k, rope)
+    out = merge_heads(attention.generic(xp, q, k, v, scale=None, mask=mask))
+    return out if pre_only else linear_module(xp, params, f"{prefix}.to_out.0", out)
 
 
 def joint_attention_module(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, context: Any, heads: int,
-                           eps: float = 1e-6) -> tuple[Any, Any | None]:
-    """diffusers Attention with JointAttnProcessor2_0 (SD3's MMDiT attention, Esser et al. 2024, fig. 2).
+                           eps: float = 1e-6, *, qk_norm: str | None = None, text_first: bool = False,
+                           rope: tuple[Any, Any] | None = None) -> tuple[Any, Any | None]:
+    """diffusers Attention with JointAttnProcessor2_0 (SD3's MMDiT attention, Esser et al. 2024, fig. 2) or
+    FluxAttnProcessor with a context (Flux's double-stream blocks).
 
-    Image stream q, k, v = to_q/k/v(x), text stream add_q/k/v_proj(context), each split into heads and
-    RMS-normed per head (norm_q/k, norm_added_q/k) when present; one attention over the tokens [image, text];
-    returns (to_out.0(image part), to_add_out(text part)), the text part None when the module has no
-    to_add_out (context_pre_only: the last block discards it).
+    Image stream q, k, v = to_q/k/v(x), text stream add_q/k/v_proj(context), each QK-normed (norm_q/k,
+    norm_added_q/k; ``qk_norm`` as in :func:`attention_module`) and split into heads; one attention over the
+    tokens [image, text] (SD3) or, ``text_first``, [text, image] (Flux); ``rope`` = (cos, sin) covers that joint
+    sequence, one row per token in that order (Flux: cat(txt_ids, img_ids)), and rotates each stream's q and k
+    by its rows. Returns (to_out.0(image part), to_add_out(text part)), the text part None when the module has
+    no to_add_out (context_pre_only: SD3's last block discards it).
     """
-    q = _heads(xp, params, f"{prefix}.norm_q", linear_module(xp, params, f"{prefix}.to_q", x), heads, eps)
-    k = _heads(xp, params, f"{prefix}.norm_k", linear_module(xp, params, f"{prefix}.to_k", x), heads, eps)
-    v = split_heads(linear_module(xp, params, f"{prefix}.to_v", x), heads)
-    q_text = _heads(xp, params, f"{prefix}.norm_added_q", linear_module(xp, params, f"{prefix}.add_q_proj", context),
-                    heads, eps)
-    k_text = _heads(xp, params, f"{prefix}.norm_added_k", linear_module(xp, params, f"{prefix}.add_k_proj", context),
-                    heads, eps)
-    v_text = split_heads(linear_module(xp, params, f"{prefix}.add_v_proj", context), heads)
-    image, text = joint_attention.generic(xp, q, k, v, q_text, k_text, v_text, order="ab")
+    require_choice(qk_norm, (None, *QK_NORMS), "qk_norm")
+    q, k, v = (_heads(xp, params, f"{prefix}.to_{name}", f"{prefix}.norm_{name}" if name != "v" else None, x, heads,
+                      eps, qk_norm) for name in "qkv")
+    q_text, k_text, v_text = (_heads(xp, params, f"{prefix}.add_{name}_proj",
+                                     f"{prefix}.norm_added_{name}" if name != "v" else None, context, heads, eps,
+                                     qk_norm) for name in "qkv")
+    if rope is not None:
+        cos, sin = rope
+        split = np.shape(context)[1] if text_first else np.shape(x)[1]
+        first, second = (cos[:split], sin[:split]), (cos[split:], sin[split:])
+        text_rope, image_rope = (first, second) if text_first else (second, first)
+        q_text, k_text = _rotated(xp, q_text, k_text, text_rope)
+        q, k = _rotated(xp, q, k, image_rope)
+    # order 'ba' concatenates the text stream first and still returns (image, text)
+    image, text = joint_attention.generic(xp, q, k, v, q_text, k_text, v_text, order="ba" if text_first else "ab")
     image = linear_module(xp, params, f"{prefix}.to_out.0", merge_heads(image))
     if f"{prefix}.to_add_out.weight" not in params:
         return image, None

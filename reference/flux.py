@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .attention import attention, merge_heads, split_heads
 from .components import (ADALN_CONTINUOUS_ORDER, ada_layer_norm_continuous, ada_layer_norm_zero,
-                         ada_layer_norm_zero_single, apply_rope, joint_attention, qk_norm,
-                         rope_frequencies)
-from .diffusers_modules import config_int, feed_forward_module, linear_module, parameter, text_projection, timestep_embedder
+                         ada_layer_norm_zero_single, rope_frequencies)
+from .diffusers_modules import (attention_module, config_int, feed_forward_module, joint_attention_module, linear_module,
+                                parameter, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import gelu, layer_norm, modulate
 from .precision import Precision, as_float64_array
@@ -68,36 +67,19 @@ def flux_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, g
     return temb + pooled
 
 
-def _heads(xp: Precision, x: Any, params: Mapping[str, Any], projection: str, norm: str | None, heads: int) -> Any:
-    """A projection split into heads [N, H, L, Dh], RMS-normalised over each head's channels (Flux's QK-norm)."""
-    projected = linear_module(xp, params, projection, x)
-    if norm is not None:
-        projected = qk_norm.generic(xp, projected, parameter(xp, params, f"{norm}.weight"), num_heads=heads, eps=FLUX_EPS,
-                                    kind="rms", across_heads=False)
-    return split_heads(projected, heads)
-
-
 def flux_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, context: Any | None,
                    cos: Any, sin: Any, heads: int) -> Any:
     """FluxAttnProcessor: per-head QK RMSNorm, RoPE on [text, image] queries and keys, SDPA over them jointly.
 
     With ``context`` (a double block): returns (image output after to_out.0, text output after to_add_out).
-    Without (a single block, pre_only): the attention output [N, L, H Dh], no output projection.
+    Without (a single block, pre_only): the attention output [N, L, H Dh], no output projection. Both are
+    diffusers_modules' attention with Flux's knobs: the text stream first, the RoPE table over cat(txt_ids, img_ids).
     """
-    q, k, v = (_heads(xp, x, params, f"{prefix}.to_{name}", f"{prefix}.norm_{name}" if name != "v" else None, heads)
-               for name in "qkv")
     if context is None:
-        q, k = apply_rope.generic(xp, q, cos, sin, "interleaved"), apply_rope.generic(xp, k, cos, sin, "interleaved")
-        return merge_heads(attention.generic(xp, q, k, v))
-    cq, ck, cv = (_heads(xp, context, params, f"{prefix}.add_{name}_proj",
-                         f"{prefix}.norm_added_{name}" if name != "v" else None, heads) for name in "qkv")
-    text = np.shape(context)[1]
-    # the RoPE table covers cat(txt_ids, img_ids): its first rows rotate the text stream
-    cq, ck = (apply_rope.generic(xp, t, cos[:text], sin[:text], "interleaved") for t in (cq, ck))
-    q, k = (apply_rope.generic(xp, t, cos[text:], sin[text:], "interleaved") for t in (q, k))
-    context_out, out = joint_attention.generic(xp, cq, ck, cv, q, k, v, order="ab")  # text first, as Flux
-    return (linear_module(xp, params, f"{prefix}.to_out.0", merge_heads(out)),
-            linear_module(xp, params, f"{prefix}.to_add_out", merge_heads(context_out)))
+        return attention_module(xp, params, prefix, x, heads, eps=FLUX_EPS, qk_norm="rms_norm", rope=(cos, sin),
+                                pre_only=True)
+    return joint_attention_module(xp, params, prefix, x, context, heads, FLUX_EPS, qk_norm="rms_norm",
+                                  text_first=True, rope=(cos, sin))
 
 
 def flux_double_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, context: Any, temb: Any,

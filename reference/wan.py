@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from .attention import attention, merge_heads, split_heads
-from .components import (apply_rope, patchify_3d, qk_norm, rope_frequencies, rope_grid_positions,
-                         round_to_format, scale_shift_table_chunks, wan_rope_axes)
-from .diffusers_modules import (OUTPUT_TABLE_ORDER, config_int, feed_forward_module, linear_module, parameter,
-                                text_projection, timestep_embedder)
+from .components import (patchify_3d, rope_frequencies, rope_grid_positions, round_to_format,
+                         scale_shift_table_chunks, wan_rope_axes)
+from .diffusers_modules import (OUTPUT_TABLE_ORDER, attention_module, config_int, feed_forward_module, linear_module,
+                                parameter, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, modulate, silu
 from .precision import (FLOAT64, Precision, as_float64_array, require_choice, require_positive_int,
@@ -87,19 +86,11 @@ def wan_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any,
                   rope: tuple[Any, Any] | None, heads: int, eps: float) -> Any:
     """WanAttnProcessor: to_out.0(SDPA(RoPE(RMSNorm_q(q)), RoPE(RMSNorm_k(k)), v)), QK-norm across heads before the split.
 
-    Self-attention (context None) over x with RoPE; cross-attention from x to ``context`` without RoPE.
+    Self-attention (context None) over x with RoPE; cross-attention from x to ``context`` without RoPE. This is
+    diffusers_modules' attention with Wan's knobs (qk_norm 'rms_norm_across_heads').
     """
-    source = x if context is None else context
-    q = qk_norm.generic(xp, linear_module(xp, params, f"{prefix}.to_q", x), parameter(xp, params, f"{prefix}.norm_q.weight"),
-                        num_heads=heads, eps=eps, kind="rms", across_heads=True)
-    k = qk_norm.generic(xp, linear_module(xp, params, f"{prefix}.to_k", source), parameter(xp, params, f"{prefix}.norm_k.weight"),
-                        num_heads=heads, eps=eps, kind="rms", across_heads=True)
-    q, k, v = split_heads(q, heads), split_heads(k, heads), split_heads(linear_module(xp, params, f"{prefix}.to_v", source),
-                                                                        heads)
-    if rope is not None:
-        cos, sin = rope
-        q, k = apply_rope.generic(xp, q, cos, sin, "interleaved"), apply_rope.generic(xp, k, cos, sin, "interleaved")
-    return linear_module(xp, params, f"{prefix}.to_out.0", merge_heads(attention.generic(xp, q, k, v)))
+    return attention_module(xp, params, prefix, x, heads, context=context, eps=eps, qk_norm="rms_norm_across_heads",
+                            rope=rope)
 
 
 def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, text: Any, timestep_proj: Any,
