@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,7 @@ __all__ = [
     "sdpa_scale",
     "CallAnalysis",
     "analyse_calls",
+    "module_stack",
     "flops",
     "criteria_table",
     "print_criteria",
@@ -396,29 +398,49 @@ def _call_stats(name: str, module: nn.Module | None, call: dict[str, Any]) -> _C
                       value_output, _mask_kind(call.get("attn_mask"), bool(call.get("is_causal"))))
 
 
-class _AttentionCallRecorder(TorchFunctionMode):
-    """Sees every torch.nn.functional.scaled_dot_product_attention call and the module stack it is made from."""
+@contextmanager
+def module_stack(model: nn.Module, stack: list[tuple[str, nn.Module]] | None = None,
+                 entered: Callable[[str, nn.Module], Any] | None = None) -> Iterator[list[tuple[str, nn.Module]]]:
+    """Keep ``stack`` (a new list by default; yielded) equal to the (name, module) of the submodules of ``model``
+    currently running, outermost first, the model itself named "": a forward pre-hook on every submodule pushes
+    (and calls ``entered(name, module)``), a forward hook run even when the forward raises (``always_call``) pops.
 
-    def __init__(self, model: nn.Module):
+    The innermost module making a call is ``stack[-1]`` (:func:`analyse_calls`' row names; the float32-island
+    search of ``ditcheck validate``, ``ditcheck.validate.dit_precision``). Hooks belong to the modules, not to a
+    thread: one forward of ``model`` at a time. On exit the hooks are removed and ``stack`` is cleared.
+    """
+    stack = [] if stack is None else stack
+    handles = []
+    for name, module in model.named_modules():
+        def enter(module: nn.Module, _args: Any, name: str = name) -> None:
+            stack.append((name, module))
+            if entered is not None:
+                entered(name, module)
+
+        def leave(_module: nn.Module, _args: Any, _output: Any) -> None:
+            if stack:
+                stack.pop()
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave, always_call=True))
+    try:
+        yield stack
+    finally:
+        for handle in handles:
+            handle.remove()
+        stack.clear()
+
+
+class _AttentionCallRecorder(TorchFunctionMode):
+    """Sees every torch.nn.functional.scaled_dot_product_attention call and the module stack it is made from
+    (``stack`` and ``ran`` are kept by :func:`module_stack`, see :func:`analyse_calls`)."""
+
+    def __init__(self) -> None:
         super().__init__()
         self.stack: list[tuple[str, nn.Module]] = []
         self.calls: list[_CallStats] = []
+        #: every submodule that ran, by name, in first-run order
         self.ran: dict[str, nn.Module] = {}
         self.measured: set[str] = set()
-        self.handles: list[Any] = []
-        for name, module in model.named_modules():
-            self.handles.append(module.register_forward_pre_hook(self._enter(name)))
-            self.handles.append(module.register_forward_hook(self._leave, always_call=True))
-
-    def _enter(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, _args: Any) -> None:
-            self.stack.append((name, module))
-            self.ran.setdefault(name, module)
-        return hook
-
-    def _leave(self, _module: nn.Module, _args: Any, _output: Any) -> None:
-        if self.stack:
-            self.stack.pop()
 
     def _record(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         call = dict(zip(_SDPA_PARAMETERS, args))
@@ -447,10 +469,6 @@ class _AttentionCallRecorder(TorchFunctionMode):
             finally:
                 torch.nn.functional.scaled_dot_product_attention = original
         return func(*args, **kwargs)
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 @dataclass(frozen=True)
@@ -511,12 +529,9 @@ def analyse_calls(model: nn.Module, *args: Any, eps: float = 1e-4, kind: str = "
     if not isinstance(model, nn.Module):
         raise InvalidArgumentError("model", "a torch.nn.Module", type(model).__name__)
     degree_fn = certified_degree(kind) if degree_fn is None else degree_fn
-    recorder = _AttentionCallRecorder(model)
-    try:
-        with torch.no_grad(), recorder:
-            model(*args, **kwargs)
-    finally:
-        recorder.remove()
+    recorder = _AttentionCallRecorder()
+    with module_stack(model, recorder.stack, recorder.ran.setdefault), torch.no_grad(), recorder:
+        model(*args, **kwargs)
     unmeasured = tuple(f"{name} ({type(module).__name__}{_processor(module)})" for name, module in recorder.ran.items()
                        if _is_attention_module(module) and name not in recorder.measured)
     if not recorder.calls:

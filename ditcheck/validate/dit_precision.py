@@ -26,8 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +36,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 from torch.utils._pytree import tree_flatten, tree_map
 
+from ditcheck.fast_attention.criteria import module_stack
+
 from ._target import Heartbeat, TargetError, call_isolated
 
-__all__ = ["Float32AsFloat64", "PromoteMixedFloats", "module_stack", "requests_float32", "Island", "find_islands",
+__all__ = ["Float32AsFloat64", "PromoteMixedFloats", "requests_float32", "Island", "find_islands",
            "measure_island", "call_target"]
 
 
@@ -50,9 +51,10 @@ def requests_float32(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -
 
 
 class _Recording(TorchFunctionMode):
-    """A mode that notes the innermost running submodule (from :func:`module_stack`) of every float32 request."""
+    """A mode that notes the innermost running submodule of every float32 request (``stack``: kept by
+    ditcheck.fast_attention.criteria.module_stack, (name, module) pairs, innermost last)."""
 
-    def __init__(self, stack: list[str] | None = None) -> None:
+    def __init__(self, stack: list[tuple[str, nn.Module]] | None = None) -> None:
         super().__init__()
         self.stack = stack if stack is not None else []
         #: names of the innermost modules that requested float32, in first-request order
@@ -60,7 +62,7 @@ class _Recording(TorchFunctionMode):
 
     def note(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if requests_float32(func, args, kwargs):
-            where = self.stack[-1] if self.stack else ""
+            where = self.stack[-1][0] if self.stack else ""
             self.requests[where] = self.requests.get(where, 0) + 1
 
 
@@ -120,27 +122,6 @@ def _is_conversion(func: Any) -> bool:
     return name.endswith("_") or name in {"to", "type", "type_as", "__set__", "__get__"}
 
 
-@contextmanager
-def module_stack(model: nn.Module, stack: list[str]) -> Iterator[list[str]]:
-    """Keep ``stack`` equal to the names of the submodules of ``model`` currently running (innermost last)."""
-    handles = []
-    for name, module in model.named_modules():
-        def enter(_module: nn.Module, _args: Any, name: str = name) -> None:
-            stack.append(name)
-
-        def leave(_module: nn.Module, _args: Any, _output: Any) -> None:
-            if stack:
-                stack.pop()
-        handles.append(module.register_forward_pre_hook(enter))
-        handles.append(module.register_forward_hook(leave, always_call=True))
-    try:
-        yield stack
-    finally:
-        for handle in handles:
-            handle.remove()
-        stack.clear()
-
-
 @dataclass
 class Island:
     """One submodule that asked for float32 in a float64 run, and what that costs.
@@ -180,10 +161,8 @@ def _magnitude(a: Any) -> float:
 
 def find_islands(model: nn.Module, call: Callable[[], Any], timeout: float) -> dict[str, int]:
     """Run ``call`` (a forward of ``model``) under Float32AsFloat64: innermost module name -> float32 requests."""
-    stack: list[str] = []
-
     def run() -> dict[str, int]:
-        with module_stack(model, stack), torch.no_grad():
+        with module_stack(model) as stack, torch.no_grad():
             mode = Float32AsFloat64(stack)
             with mode:
                 call()
