@@ -76,7 +76,7 @@ def parse_scheduler(spec: str) -> tuple[str, int | None]:
 def import_distributed() -> Any:
     """The ``distributed`` module, or DistributedUnavailableError saying how to install it."""
     try:
-        import distributed
+        import distributed  # lazy: dask.distributed is an optional extra
     except ImportError as error:
         raise DistributedUnavailableError(f"it cannot be imported ({error})") from None
     return distributed
@@ -91,7 +91,7 @@ def dask_client(spec: str) -> Iterator[tuple[Any, Placement]]:
     """
     address, local_workers = parse_scheduler(spec)
     distributed = import_distributed()
-    import dask
+    import dask  # lazy: installed with distributed, an optional extra
 
     if local_workers is not None:
         with dask.config.set({"distributed.scheduler.allowed-failures": 1}):  # one retry after a worker death

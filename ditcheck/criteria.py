@@ -40,6 +40,7 @@ from ditcheck.loader import build, load
 from ditcheck.models.dit import DiT
 from ditcheck.reference.dit import DiTConfig, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.validate import zoo
 
 __all__ = ["HELP", "PRESETS", "DEFAULT_TIME", "preset_model", "load_user_model", "derived_inputs", "zoo_model",
            "Measurement", "measurement", "add_arguments", "run", "main"]
@@ -163,7 +164,6 @@ def zoo_model(name: str, *, weights: str = "random", seed: int = 0) -> nn.Module
     initialisation (torch's generator seeded with ``seed`` for the call, the global state restored). A class outside
     the zoo is an InvalidArgumentError naming ``model`` (with the reason it is out of scope, where there is one).
     """
-    from ditcheck.validate import zoo
 
     if weights == "random" or name not in zoo.TINY_CONFIGS:
         return zoo.build_model(name, torch.float32, seed=seed)  # outside the zoo: its typed error
@@ -177,14 +177,12 @@ def _weights(model: nn.Module, weights: str, seed: int) -> nn.Module:
     """``model`` itself ("model"), or a copy with every parameter redrawn ("random"; the caller's model unchanged)."""
     if weights == "model":
         return model
-    from ditcheck.validate.zoo import randomise_weights
 
-    return randomise_weights(copy.deepcopy(model), seed)
+    return zoo.randomise_weights(copy.deepcopy(model), seed)
 
 
 def measurement(args: argparse.Namespace) -> Measurement:
     """The module, its inputs and the analysis ``ditcheck criteria`` makes for the command line ``args``."""
-    from ditcheck.validate import zoo
 
     weights = args.weights
     if weights not in (None, "random", "model"):

@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
+from ditcheck.properties.attention import HALF_PRECISION_KINDS, VALIDATION_KINDS
 from ditcheck.properties.profiles import load_profile_from_environment, register_profiles
+from ditcheck.properties.validation import Tolerance
+from ditcheck.properties.violation import PropertyViolation
 from ditcheck.reference.formats import FORMATS
 
 register_profiles()
@@ -74,8 +78,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    from hypothesis import settings
-
     lines = [f"ditcheck: hypothesis profile {settings.get_current_profile_name()!r}"]
     spec = _target_spec(config)
     if spec:
@@ -91,8 +93,6 @@ _FN = pytest.StashKey[Any]()
 def check_ids(dtype: str = "float32") -> list[str]:
     """Every check id the attention suite reports for ``dtype``: forward[KIND] and grad[KIND] per input family
     (the overflow family for float16 and bfloat16 only)."""
-    from ditcheck.properties.attention import HALF_PRECISION_KINDS, VALIDATION_KINDS
-
     kinds = [kind for kind in VALIDATION_KINDS if dtype in ("float16", "bfloat16") or kind not in HALF_PRECISION_KINDS]
     return [f"{part}[{kind}]" for part in _PARTS for kind in kinds]
 
@@ -127,10 +127,7 @@ class AttentionCheckItem(pytest.Item):
     """One check of ditcheck.validate.attention against the --ditcheck-attention target."""
 
     def runtest(self) -> None:
-        from ditcheck.validate import attention
-
-        from ditcheck.properties.validation import Tolerance
-        from ditcheck.properties.violation import PropertyViolation
+        from ditcheck.validate import attention  # lazy: torch, only in a run given --ditcheck-attention
 
         config = self.config
         part, kind = self.name.split("[")
@@ -159,8 +156,6 @@ class AttentionCheckItem(pytest.Item):
                                               f"--seed {config.getoption('ditcheck_seed')} --save-failures DIR")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        from ditcheck.properties.violation import PropertyViolation
-
         if isinstance(excinfo.value, PropertyViolation):
             return str(excinfo.value)
         return super().repr_failure(excinfo)

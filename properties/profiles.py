@@ -42,7 +42,7 @@ def without_local_constants() -> Iterator[None]:
     process, pytest), so they search inside this (an internal of Hypothesis >= 6.131; without it there is
     nothing to switch off, and the determinism tests say so)."""
     try:
-        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.conjecture import providers  # lazy: an internal, absent before 6.131
     except ImportError:  # pragma: no cover
         yield
         return

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import flint
 import mpmath
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .errors import DTypeError, InvalidArgumentError, NonFiniteError, PrecisionError
 from . import formats
@@ -60,9 +61,7 @@ UNIT_ROUNDOFF = formats.FLOAT64.unit_roundoff  # of float64, the Float64 precisi
 
 @functools.cache
 def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (tens of ms)
-
-    return ThreadpoolController()
+    return ThreadpoolController()  # scans the loaded libraries once (tens of ms): cached
 
 
 def _single_thread_blas() -> Any:

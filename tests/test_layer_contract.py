@@ -7,6 +7,7 @@ subprocess whose PYTHONPATH puts the copy first. A planted upward import shows t
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -55,3 +56,44 @@ def test_upward_import_breaks_the_contract(tmp_path: Path, module: str, upward: 
     result = _lint(tree)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout or "not allowed to import" in result.stdout, result.stdout
+
+
+# Imports sit at the top of a module. One inside a function says why on a "# lazy:" comment (on its line or in
+# the block of imports and comments just above it): an optional dependency, an import too slow for the paths that
+# skip it (matplotlib when no figure is written), or a start-up the project keeps light (the pytest plugin).
+
+SOURCE_FOLDERS = ("ditcheck", "reference", "properties")
+
+
+def unexplained_function_imports(source: str) -> list[int]:
+    """Line numbers of imports inside a function body with no "# lazy:" reason next to them."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for inner in ast.walk(node):
+            if not isinstance(inner, (ast.Import, ast.ImportFrom)):
+                continue
+            row = inner.lineno - 1
+            while row >= 0 and "lazy:" not in lines[row] and (
+                    row == inner.lineno - 1 or lines[row].strip().startswith(("#", "from ", "import ")) or
+                    not lines[row].strip()):
+                row -= 1
+            if row < 0 or "lazy:" not in lines[row]:
+                found.append(inner.lineno)
+    return sorted(set(found))
+
+
+def test_every_import_inside_a_function_says_why() -> None:
+    unexplained = [f"{path.relative_to(ROOT)}:{line}" for folder in SOURCE_FOLDERS
+                   for path in sorted((ROOT / folder).rglob("*.py"))
+                   for line in unexplained_function_imports(path.read_text())]
+    assert unexplained == [], "imports inside functions without a '# lazy:' reason:\n" + "\n".join(unexplained)
+
+
+def test_an_unexplained_import_inside_a_function_is_found() -> None:
+    source = ("import math\n\n\ndef explained():\n    # lazy: optional\n    import scipy\n\n    import json\n"
+              "    return json\n\n\ndef inline():\n    from io import StringIO  # lazy: slow\n    return StringIO\n"
+              "\n\ndef planted():\n    value = 1\n    import json\n    return json, value\n")
+    assert unexplained_function_imports(source) == [source.splitlines().index("    value = 1") + 2]

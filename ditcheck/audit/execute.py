@@ -140,8 +140,7 @@ def _on_pool(claims: Sequence[Claim], mode: Mode, seed: int, workers: int, looku
 
 def _on_cluster(client: Any, claims: Sequence[Claim], mode: Mode, seed: int, lookup: ClaimLookup,
                 progress: Progress) -> list[ClaimResult]:
-    from distributed import as_completed as completed
-
+    completed = import_distributed().as_completed
     outcomes: dict[int, list[ShardOutcome]] = {position: [] for position in range(len(claims))}
     run_id = uuid.uuid4().hex[:8]  # a fresh key per run: a second audit on the same cluster must not reuse results
     futures: dict[Any, tuple[int, Shard]] = {}

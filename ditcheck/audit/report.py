@@ -94,10 +94,11 @@ def _positive_floor(values: Sequence[float]) -> float:
 
 def plot_claim(result: ClaimResult, path: Path) -> bool:
     """observed vs bound scatter (exact / bound claims) or log-log fits (rates); False if there is nothing to plot."""
+    # lazy: matplotlib takes about 1 s to import, paid only when a figure is written
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     scatter = result.kind in ("exact", "bound") and result.points
     if not scatter and not result.fits:

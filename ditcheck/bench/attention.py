@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 
 from ditcheck.bounds import UnreachableAccuracyError, feature_rank, minimal_degree
 from ditcheck.fast_attention.attention import DEFAULT_MAX_RANK, attention, certified_radius, poly_attention, predicted_cost
@@ -267,10 +269,6 @@ def _duration(seconds: float) -> str:
 
 def _print_report(rows: Sequence[Row], peak: float, costs: dict[str, float] | None, table: Sequence[CrossoverRow],
                   title: str) -> None:
-    # rich and matplotlib are imported where they are used: they would slow every `ditcheck --help`
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console(width=max(Console().width, 130))
     lengths = sorted({r.length for r in rows})
     backends = [b for b in ("exact", "poly", "rf") if any(r.backend == b for r in rows)]
@@ -319,10 +317,11 @@ def _print_report(rows: Sequence[Row], peak: float, costs: dict[str, float] | No
 
 
 def _plot(rows: Sequence[Row], path: str) -> None:
+    # lazy: matplotlib takes about 1 s to import, paid only when a figure is written
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for b in ("exact", "poly", "rf"):

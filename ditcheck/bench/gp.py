@@ -134,12 +134,11 @@ def rf1_curves(quick: bool, seed: int, mean_scales: tuple[float, ...] = (0.0, 1.
 
 def save_plot(results: list[Any], path: str) -> None:
     """Attention by lag (normalised to its lag-0 value) against gamma(lag), one panel per run."""
-    try:
-        import matplotlib
-    except ImportError as error:  # optional dependency: the 'report' extra
-        raise SystemExit(f"--plot needs matplotlib (pip install 'ditcheck[report]'): {error}") from None
+    # lazy: matplotlib takes about 1 s to import, paid only when a figure is written
+    import matplotlib
+
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     figure, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.2), squeeze=False)
     for axis, result in zip(axes[0], results):

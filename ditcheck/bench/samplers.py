@@ -340,11 +340,12 @@ def print_report(bench: SamplerBench, title: str) -> dict[str, object]:
 
 
 def plot(bench: SamplerBench, path: str) -> None:
-    """Error vs NFE, one panel per target (matplotlib, imported here: the optional 'report' extra)."""
+    """Error vs NFE, one panel per target."""
+    # lazy: matplotlib takes about 1 s to import, paid only when a figure is written
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
 
     names = list(dict.fromkeys(m.target for m in bench.measurements))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)

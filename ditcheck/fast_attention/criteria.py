@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -574,9 +576,6 @@ def _si(value: float) -> str:
 
 def criteria_table(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency criterion") -> Any:
     """A rich Table with one row per attention layer (column legend: print_criteria)."""
-    # lazy: rich (and matplotlib) would slow every `ditcheck --help`, which imports each command module
-    from rich.table import Table
-
     table = Table(title=title)
     columns = ("layer", "L", "H x d", "scale", "B", "sqrt(ln L)", "B below", "R", "ln L", "R below", "max|Q|",
                "max|K|", "max|OV|", "g", "r", "exact FLOP", "poly FLOP", "speed-up")
@@ -602,9 +601,6 @@ def criteria_table(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency
 
 def print_criteria(layers: Sequence[LayerCriteria], title: str = "LD6 efficiency criterion") -> None:
     """The table and a legend of its columns."""
-    from rich.console import Console
-
-
     Console(width=max(Console().width, 200)).print(criteria_table(layers, title))
     eps = layers[0].eps if layers else float("nan")
     print("B = sqrt(d scale) max(max|Q|, max|K|): the entries of Q, K with the layer's scale folded in, in Alman-Song's\n"

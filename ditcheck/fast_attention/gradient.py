@@ -31,7 +31,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ditcheck.bounds import gamma
+from ditcheck.bounds import feature_rank, gamma, low_rank_gradient_bound, minimal_degree
+from ditcheck.fast_attention.attention import certified_radius
+from ditcheck.fast_attention.polynomial import exp_approximation, polynomial_features
 from ditcheck.reference.errors import DTypeError, InvalidArgumentError, NonFiniteError, ShapeError
 from ditcheck.reference.formats import FLOAT64
 
@@ -155,8 +157,6 @@ def _resolve_radius(a1: torch.Tensor, a2: torch.Tensor, w: torch.Tensor, scale: 
     bound = logit_radius(a1, a2, w, scale=scale)
     if radius is None:
         # the certificate grid of poly attention (guarded against log2 rounding), so certificates are shared
-        from ditcheck.fast_attention.attention import certified_radius
-
         return certified_radius(bound)
     if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius > 0):
         raise InvalidArgumentError("radius", "a positive finite logit range R >= max |scale A1^T W A2|", repr(radius))
@@ -170,7 +170,6 @@ def _resolve_radius(a1: torch.Tensor, a2: torch.Tensor, w: torch.Tensor, scale: 
 
 def _approximation(radius: float, eps: float | None, degree: int | None, kind: str, scale: float) -> Any:
     """The certified polynomial P ~ exp on [-radius, radius] (ditcheck.fast_attention.polynomial)."""
-    from ditcheck.fast_attention.polynomial import exp_approximation
 
     if scale == 0:
         raise InvalidArgumentError("scale", "a nonzero logit scale for the low-rank chain (at scale 0, dL0/dW = 0)",
@@ -180,7 +179,6 @@ def _approximation(radius: float, eps: float | None, degree: int | None, kind: s
     if eps is not None:
         if not (isinstance(eps, (int, float)) and 0 < eps < 1):
             raise InvalidArgumentError("eps", "a target relative error in (0, 1)", repr(eps))
-        from ditcheck.bounds import minimal_degree
 
         degree = minimal_degree(radius, eps)
     elif not isinstance(degree, int) or isinstance(degree, bool) or degree < 0:
@@ -226,7 +224,6 @@ class LowRankGradient:
 def _chain(a1: torch.Tensor, a2: torch.Tensor, a3: torch.Tensor, w: torch.Tensor, w_ov: torch.Tensor,
            y: torch.Tensor, scale: float, approximation: Any, timed: bool) -> tuple[LowRankFactors, dict[str, float]]:
     """Features and the O(L k d) vectors of the chain: u = D~^-1 U1, v = V1, c~, h, r~."""
-    from ditcheck.fast_attention.polynomial import polynomial_features
 
     clock = time.perf_counter()
     # polynomial_features takes scale > 0: the sign of the logit scale goes into the queries.
@@ -271,7 +268,6 @@ def attention_weight_gradient_lowrank(a1: torch.Tensor, a2: torch.Tensor, a3: to
     ``bound.gradient_error`` bounds every entry of ``gradient - dL0/dW`` (exact arithmetic).
     """
     d, length = _check_inputs(a1, a2, a3, w, w_ov, y, scale)
-    from ditcheck.bounds import feature_rank, low_rank_gradient_bound
 
     start = time.perf_counter()
     radius = _resolve_radius(a1, a2, w, scale, radius)

@@ -35,16 +35,19 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from io import StringIO
 from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 
 from ditcheck.diffusion.flow import FlowMixtureOracle
 from ditcheck.diffusion.metrics import tv_binned, w2_fitted_gaussian
 from ditcheck.properties.flow import moment_z_scores
 from ditcheck.reference.errors import InvalidArgumentError
-from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
+from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture, sample
 
 from ditcheck.loader import LoadError, load
 from ditcheck.options import add_list_option
@@ -194,11 +197,6 @@ class SchedulerReport:
         return json.dumps(payload, indent=2, default=float)
 
     def __str__(self) -> str:
-        from io import StringIO
-
-        from rich.console import Console
-        from rich.table import Table
-
         table = Table(title=f"ditcheck validate scheduler {self.scheduler} (exact model, n = {self.samples}, "
                             f"eta = {self.eta})")
         for column in ("configuration", "steps", "mean |z|", "var |z|", "W2 fitted", "TV binned", "TV floor", "verdict"):
@@ -409,8 +407,6 @@ def scheduler(target: Any, *, mixture: LatentMixture | None = None, steps: tuple
 
 
 def _exact_draws(mixture: LatentMixture, samples: int, seed: int) -> np.ndarray:
-    from ditcheck.reference.mixtures import sample
-
     return sample(mixture, samples, seed + 1)
 
 

@@ -38,7 +38,7 @@ MEASURED_AGAINST = {
 
 def diffusers_scheduler_classes() -> dict[str, Any]:
     """name -> class (or the ImportError message for a dummy whose backend is missing) of every exported *Scheduler."""
-    import diffusers.schedulers as module
+    import diffusers.schedulers as module  # lazy: diffusers is optional (the test extra)
 
     found: dict[str, Any] = {}
     for name in sorted(dir(module)):

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .models import dit
 from .zoo import ENTRIES
 
 #: A layer-count key of a diffusers ``__init__``: num_layers, num_single_layers, depth, n_layers, mmdit_layers, ...
@@ -70,7 +71,7 @@ def default_config(name: str) -> dict[str, Any]:
 
     Only the changed keys are returned; the rest stay diffusers' defaults.
     """
-    import diffusers
+    import diffusers  # lazy: diffusers is optional (the test extra)
 
     kw: dict[str, Any] = {k: 1 for k, v in _init_defaults(getattr(diffusers, name)).items()
                           if isinstance(v, int) and not isinstance(v, bool) and LAYER_RE.search(k) and v > 1}
@@ -80,9 +81,7 @@ def default_config(name: str) -> dict[str, Any]:
 
 def run_one(name: str, dtype: str, timeout: float, max_params_m: float) -> dict[str, Any]:
     """Build ``name`` at :func:`default_config`, validate it and return one row (run in its own process)."""
-    import diffusers
-
-    from ditcheck.validate import dit
+    import diffusers  # lazy: diffusers is optional (the test extra)
 
     cls, kw = getattr(diffusers, name), default_config(name)
     with torch.device("meta"):  # count without allocating

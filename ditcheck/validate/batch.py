@@ -39,10 +39,17 @@ import tomllib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ditcheck import validate
 from ditcheck.cluster import DISTRIBUTED_INSTALL, Placement, dask_client, import_distributed, parse_scheduler
+from ditcheck.loader import LoadError, load_function
 from ditcheck.reference.errors import InvalidArgumentError
 
 __all__ = ["KINDS", "TargetSpec", "TargetOutcome", "find_pyproject", "read_targets", "run_target", "run_targets",
@@ -78,8 +85,6 @@ class TargetOutcome:
 
 
 def _validator(kind: str) -> Callable[..., Any]:
-    from ditcheck import validate
-
     return {"attention": validate.attention, "dit": validate.dit, "scheduler": validate.scheduler}[kind]
 
 
@@ -149,10 +154,6 @@ def read_targets(path: Path, argument: str = "--targets") -> list[TargetSpec]:
 def run_target(spec: TargetSpec) -> TargetOutcome:
     """Validate one target with the public function of its kind. Never raises: a target that cannot be loaded,
     or options the function refuses, give exit code 2 with the reason; the checks' own verdicts give 0 or 1."""
-    import torch
-
-    from ditcheck.loader import LoadError, load_function
-
     torch.set_num_threads(1)  # one target per process: intra-op threads would only contend
     start = time.perf_counter()
     try:
@@ -200,8 +201,7 @@ def run_targets(specs: Sequence[TargetSpec], *, workers: int = 1, scheduler: str
 
     if scheduler is not None:
         with dask_client(scheduler) as (client, placement):
-            from distributed import as_completed as completed
-
+            completed = import_distributed().as_completed
             futures = {client.submit(run_target, spec, retries=1, pure=False): i for i, spec in enumerate(specs)}
             try:
                 for future in completed(list(futures)):
@@ -249,11 +249,6 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _table(outcomes: Sequence[TargetOutcome], placement: Placement, elapsed: float) -> str:
-    from io import StringIO
-
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"ditcheck validate --all on {placement.describe()} ({elapsed:.0f} s)")
     for column in ("kind", "target", "verdict", "seconds"):
         table.add_column(column, justify="right" if column == "seconds" else "left", overflow="fold")

@@ -18,10 +18,13 @@ instance or zero-argument factory. Exit code 0: conforms; 1: a discrepancy was f
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import inspect
 import sys
 from typing import Any
+
+import torch
 
 from ditcheck.properties.attention import VALIDATION_KINDS, VALIDATION_MASKS
 
@@ -29,9 +32,12 @@ from ditcheck.loader import LoadError, load, load_function, load_module
 from ditcheck.reference.formats import FORMATS
 from ditcheck.options import add_list_option, add_seed_option
 
+from ._attention import DEFAULT_ATTENTION_EXAMPLES, LAYOUTS, attention
 from ._target import DEFAULT_TIMEOUT, TargetError
 from .batch import add_batch_arguments, run_batch
+from .models import CONVENTIONS, DEFAULT_DIT_EXAMPLES, dit
 from .report import Report, emit
+from .zoo import build_model
 
 HELP = "validate third-party attention, DiT or scheduler code against the reference (exit 0 conforms, 1 discrepancy, 2 unusable)"
 
@@ -86,8 +92,6 @@ class AttentionTarget:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        from ._attention import DEFAULT_ATTENTION_EXAMPLES, LAYOUTS
-
         _common(parser, DEFAULT_ATTENTION_EXAMPLES)
         parser.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of q, k, v (default float32)")
         parser.add_argument("--layout", choices=LAYOUTS, default="bhld",
@@ -115,8 +119,6 @@ class AttentionTarget:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from ._attention import attention
-
         try:
             fn = load_function(args.target)
             report = attention(fn, dtype=args.dtype, scale=args.scale, layout=args.layout, examples=args.examples,
@@ -144,8 +146,6 @@ class DiTTarget:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        from .models import CONVENTIONS, DEFAULT_DIT_EXAMPLES
-
         _common(parser, DEFAULT_DIT_EXAMPLES)
         parser.add_argument("--convention", choices=CONVENTIONS, default=None,
                             help="numerical conventions to check against: dit (facebookresearch/DiT) or diffusers "
@@ -177,13 +177,6 @@ class DiTTarget:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        import ast
-
-        import torch
-
-        from .models import dit
-        from .zoo import build_model
-
         try:
             overrides = {}
             for item in args.overrides:

@@ -37,7 +37,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,8 +45,13 @@ from torch import nn
 
 from ditcheck.reference.errors import InvalidArgumentError
 
-if TYPE_CHECKING:
-    from .report import Report
+from ditcheck.loader import build, load
+
+from ._attention import require_run_settings, resolve_device, resolve_dtype
+from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
+from .components import check_components
+from .report import Check, Report
+from .zoo_reference import CHECK_PREFIX, WHOLE_MODEL_REFERENCES, add_whole_model_example
 
 __all__ = ["TINY_CONFIGS", "FLOAT64_RAISES", "DIT_TINY_CONFIG", "PENDING", "OUT_OF_SCOPE", "ZOO_CONVENTIONS",
            "DEFAULT_ZOO_EXAMPLES", "ZooEntry", "ENTRIES", "diffusers_transformer_classes", "diffusers_class_name",
@@ -494,6 +499,7 @@ PENDING: dict[str, str] = {
 
 def diffusers_transformer_classes() -> dict[str, type]:
     """name -> class of every nn.Module class ``diffusers.models.transformers`` exports (diffusers imported here)."""
+    # lazy: diffusers is optional (the test extra); only a zoo class needs it
     import diffusers.models.transformers as module
 
     found = {}
@@ -529,8 +535,6 @@ def randomise_weights(model: nn.Module, seed: int, scale: float = WEIGHT_SCALE) 
 
 def build_model(name: str, dtype: torch.dtype | str = torch.float32, seed: int = 0) -> nn.Module:
     """The class ``name`` of diffusers built with its tiny configuration (:data:`TINY_CONFIGS`), random weights."""
-    from ._attention import resolve_dtype
-
     if not isinstance(name, str):
         raise InvalidArgumentError("model", "a diffusers transformer class name", type(name).__name__)
     config = DIT_TINY_CONFIG if name == "DiTTransformer2DModel" else _entry(name).config
@@ -633,6 +637,7 @@ def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: t
 
 def _rope_inputs(name: str, model: nn.Module, entry: ZooEntry, config: Mapping[str, Any]) -> Any:
     """The RoPE tables the class's pipeline builds and passes in (as the pipeline builds them)."""
+    # lazy: diffusers is optional (the test extra); only a zoo class needs it
     from diffusers.models import embeddings
 
     pt, ph, pw = _patch(config)
@@ -705,6 +710,7 @@ def _minimax_sequence(text_tokens: int, rows: int, cols: int) -> dict[str, torch
 def _ideogram_sequence(entry: ZooEntry, text_tokens: int, ph: int, pw: int) -> dict[str, torch.Tensor]:
     """Ideogram 4's packed sequence: text at the origin (indicator 3), then the image grid (indicator 2) at
     positions offset by the module's IMAGE_POSITION_OFFSET, every token in segment 0."""
+    # lazy: diffusers is optional (the test extra); only a zoo class needs it
     from diffusers.models.transformers import transformer_ideogram4 as module
 
     rows, cols = entry.size // ph, entry.size // pw
@@ -1061,8 +1067,6 @@ def resolve_target(model: Any, dtype: torch.dtype | str | None = None,
     factory is called once. Failures raise :class:`~ditcheck.loader.LoadError` (an InvalidArgumentError) naming
     ``model``.
     """
-    from ditcheck.loader import build, load
-
     if isinstance(model, str):
         module_name, _, attribute = model.rpartition(":")
         if module_name == "diffusers":
@@ -1107,12 +1111,6 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     name outside the zoo raises InvalidArgumentError naming ``model``; a target that raises or returns a wrong
     or non-finite output is a failed check.
     """
-    from ._attention import require_run_settings, resolve_device, resolve_dtype
-    from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
-    from .components import check_components
-    from .report import Check, Report
-    from .zoo_reference import WHOLE_MODEL_REFERENCES, add_whole_model_example
-
     examples, seed, timeout = require_run_settings(examples, seed, DEFAULT_TIMEOUT if timeout is None else timeout)
     if convention not in ZOO_CONVENTIONS:
         raise InvalidArgumentError("convention", f"one of {ZOO_CONVENTIONS} for a diffusers transformer class",
@@ -1249,8 +1247,6 @@ def _fill_report(report: Report, summaries: Mapping[str, _ClassSummary], failing
                  call_errors: Sequence[str], output_problems: Sequence[str], returned: int, examples: int,
                  strict_precision: bool, diagnose: bool) -> None:
     """Checks per component class and per localised fault, the first divergence, the diagnosis, the output checks."""
-    from .report import Check
-
     for cls, summary in summaries.items():
         faults = sum(summary.statuses.get(s, 0) for s in ("mismatch", "inline"))
         follows = summary.statuses.get("follows", 0)
@@ -1328,8 +1324,6 @@ def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), exam
     joins) the engine recomputed from their children's recorded outputs in these runs; the whole-model column counts
     the block outputs the whole-model reference (ditcheck.validate.zoo_reference) compared, besides the output.
     """
-    from .zoo_reference import CHECK_PREFIX
-
     if name == "DiTTransformer2DModel":
         return _dit_coverage_row(dtypes, examples, seed)
     if name not in ENTRIES:
@@ -1368,7 +1362,7 @@ def coverage_row(name: str, dtypes: Sequence[str] = ("float32", "float64"), exam
 
 def _dit_coverage_row(dtypes: Sequence[str], examples: int, seed: int) -> CoverageRow:
     """DiTTransformer2DModel on its own path: the whole-model reference, convention diffusers."""
-    from .models import dit
+    from .models import dit  # lazy: a cycle (models imports zoo)
 
     results, seconds, cpu = {}, {}, {}
     checks = ""
