@@ -1,7 +1,6 @@
 """The diffusers modules the whole-model references (PixArt, SD3, Flux, Wan) share, read off a state dict: Linear, PatchEmbed, the timestep embedder, Attention.
 
-Every function takes the Precision ``xp``, the model's parameters ``params`` (state-dict name -> float64 array, or a
-:class:`ParamCache` of them, which converts each entry once per precision over several runs)
+Every function takes the Precision ``xp``, the model's parameters ``params`` (state-dict name -> float64 array)
 and the module's qualified name ``prefix`` ("transformer_blocks.0.attn"), so a whole-model reference reads like
 the diffusers forward it mirrors (diffusers 0.42.1: models/embeddings.py, attention_processor.py,
 attention.py). The mathematics is that of :mod:`ditcheck.reference.layers`, :mod:`~ditcheck.reference.components`
@@ -15,7 +14,7 @@ cross-attention, SD3's and Flux's joint text + image attention, Flux's single-st
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from .errors import InvalidArgumentError, ShapeError
 from .layers import linear, patchify, pos_embed_2d, timestep_embedding
 from .precision import Precision, as_float64_array, require_choice
 
-__all__ = ["ParamCache", "parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
+__all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
            "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
            "config_int", "TIMESTEP_CHANNELS", "OUTPUT_TABLE_ORDER", "QK_NORMS"]
 
@@ -57,51 +56,11 @@ def config_int(config: Mapping[str, Any], key: str, cls_name: str, default: int 
     return int(value)
 
 
-class ParamCache(Mapping[str, Any]):
-    """A state dict (name -> float64 array) that keeps what :func:`parameter` makes of its entries: each entry is
-    validated once and converted once per precision, however many reference runs read it.
-
-    A mapping like the dict it wraps (reads of ``params[name]`` see the stored values); precisions are told apart
-    by type and ``name``, which names a precision's configuration ('native:float32:sequential', 'mp:50'). Hand
-    one to several runs over the same weights (``compare_whole_model``: the exact run and the naive ones); the
-    entries must not change while it is in use.
-    """
-
-    def __init__(self, state_dict: Mapping[str, Any]):
-        self._state = state_dict
-        self._float64: dict[str, np.ndarray] = {}
-        self._converted: dict[tuple[str, type, str], Any] = {}
-
-    def __getitem__(self, name: str) -> Any:
-        return self._state[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._state)
-
-    def __len__(self) -> int:
-        return len(self._state)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._state
-
-    def converted(self, xp: Precision, name: str) -> Any:
-        """parameter(xp, self, name), from the cache after its first read in this precision."""
-        key = (name, type(xp), xp.name)
-        if key not in self._converted:
-            if name not in self._float64:
-                self._float64[name] = as_float64_array(self._state[name], f"params[{name!r}]")
-            self._converted[key] = xp.asarray(self._float64[name])
-        return self._converted[key]
-
-
 def parameter(xp: Precision, params: Mapping[str, Any], name: str) -> Any:
     """The state-dict entry ``name`` (float64 values) in xp's arrays; a missing or non-finite one raises
-    InvalidArgumentError naming ``params[name]``. A :class:`ParamCache` converts each entry once per precision;
-    any other mapping on every read."""
+    InvalidArgumentError naming ``params[name]``."""
     if name not in params:
         raise InvalidArgumentError(f"params[{name!r}]", "an entry of the model's state dict", "missing")
-    if isinstance(params, ParamCache):
-        return params.converted(xp, name)
     return xp.asarray(as_float64_array(params[name], f"params[{name!r}]"))
 
 

@@ -23,11 +23,8 @@ from torch import nn
 diffusers = pytest.importorskip("diffusers")
 
 from ditcheck.properties.validation import derive_tolerance  # noqa: E402
-from ditcheck.reference.diffusers_modules import ParamCache, parameter  # noqa: E402
-from ditcheck.reference.errors import InvalidArgumentError, NonFiniteError  # noqa: E402
 from ditcheck.reference.native import Native  # noqa: E402
 from ditcheck.reference.pixart import pixart_forward  # noqa: E402
-from ditcheck.reference.precision import FLOAT64  # noqa: E402
 from ditcheck.reference.sd3 import sd3_forward  # noqa: E402
 from ditcheck.validate import dit, zoo  # noqa: E402
 from ditcheck.validate.dit_precision import Float32AsFloat64  # noqa: E402
@@ -148,29 +145,6 @@ def test_pixart_caption_mask_is_exercised_by_the_inputs() -> None:
     unmasked = pixart_forward(Native("float64"), params, dict(model.config), {**inputs, "encoder_attention_mask": None})
     assert np.max(np.abs(output[0] - unmasked[0])) < 1e-9  # the first sample has no padding
     assert np.max(np.abs(output[1] - unmasked[1])) > 1e-3
-
-
-def test_param_cache_converts_each_entry_once_per_precision() -> None:
-    """A ParamCache (compare_whole_model's params) gives the plain state dict's results, converting each entry once
-    per precision, and still names a missing or non-finite entry."""
-    model = zoo.build_model(SD3, "float32")
-    _, kwargs = zoo.build_inputs(model, 0, torch.float32, name=SD3)
-    state = {k: v.double().numpy() for k, v in model.state_dict().items()}
-    inputs, config = reference_inputs(kwargs), dict(model.config)
-    cache = ParamCache(state)
-    for xp in (FLOAT64, Native("float32"), Native("float32", "sequential"), Native("longdouble")):
-        expected = sd3_forward(xp, state, config, inputs)
-        for _ in range(2):
-            out = sd3_forward(xp, cache, config, inputs)
-            assert out.dtype == expected.dtype and np.array_equal(out, expected)
-    name = "transformer_blocks.0.attn.to_q.weight"
-    assert parameter(Native("float32"), cache, name) is parameter(Native("float32"), cache, name)  # an equal precision
-    assert parameter(Native("float32", "reversed"), cache, name) is not parameter(Native("float32"), cache, name)
-    assert dict(cache) == state and len(cache) == len(state) and name in cache
-    with pytest.raises(InvalidArgumentError, match=r"params\['missing'\]"):
-        parameter(FLOAT64, cache, "missing")
-    with pytest.raises(NonFiniteError, match=f"params\\['{name}'\\]"):
-        parameter(FLOAT64, ParamCache({**state, name: np.full_like(state[name], np.nan)}), name)
 
 
 # ----------------------------------------------------------------------------------------

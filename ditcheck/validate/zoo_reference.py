@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from ditcheck.properties.validation import derive_tolerance
-from ditcheck.reference.diffusers_modules import ParamCache
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.flux import flux_forward
 from ditcheck.reference.pixart import pixart_forward
@@ -144,9 +143,8 @@ def compare_whole_model(module: nn.Module, kwargs: Mapping[str, Any], dtype: tor
     fmt = str(dtype).removeprefix("torch.")
     if fmt not in ("float32", "float64"):
         raise InvalidArgumentError("dtype", "float32 or float64 (the formats the tolerance rule models)", fmt)
-    # one ParamCache for the exact and the naive runs: each weight validated once, converted once per precision
-    params = ParamCache({key: value.detach().cpu().double().numpy() for key, value in module.state_dict().items()
-                         if value.is_floating_point()})
+    params = {key: value.detach().cpu().double().numpy() for key, value in module.state_dict().items()
+              if value.is_floating_point()}
     config = dict(getattr(module, "config", {}) or {})
     inputs = reference_inputs(kwargs)
     exact_record: dict[str, Any] = {}
