@@ -251,17 +251,89 @@ def test_no_false_alarm_over_ten_seeds_on_clean_targets(name: str) -> None:
     assert not alarms, alarms
 
 
-def test_block_by_block_a_hang_between_two_hooks_is_a_timed_out_call() -> None:
-    """The time-out bounds the target's own work between hooked submodules (the comparison runs meanwhile in the
-    caller's thread and is not counted): a block that never returns is reported, not waited for."""
+def _streaming(monkeypatch: Any) -> Any:
+    """An event set once StreamingComparison.run starts (dit calls the target before, to recognise it)."""
+    import threading
+
+    from ditcheck.validate.dit_stream import StreamingComparison
+
+    started, run = threading.Event(), StreamingComparison.run
+
+    def armed(self: Any, *args: Any) -> Any:
+        started.set()
+        return run(self, *args)
+    monkeypatch.setattr(StreamingComparison, "run", armed)
+    return started
+
+
+def _final_layer_runs(model: Any, streaming: Any) -> list[Any]:
+    """The threads in which ``model.final_layer`` returns in the streaming run (a forward hook of the test's own)."""
+    import threading
+
+    runs: list[Any] = []
+
+    def record(*_: Any) -> None:  # returns None: the output unchanged
+        if streaming.is_set():
+            runs.append(threading.current_thread())
+    model.final_layer.register_forward_hook(record)
+    return runs
+
+
+def test_block_by_block_a_hang_between_two_hooks_is_a_timed_out_call(monkeypatch) -> None:
+    """The time-out bounds the target's own work between hooked submodules (the comparison runs meanwhile in
+    another thread and is not counted): a block that never returns in the streaming run (not in recognition,
+    which calls the target first) is reported, not waited for; once it returns, the abandoned target stops at
+    its next hook (it never reaches the final layer) and removes the validator's hooks."""
     import threading
 
     model = forks.original_style()
-    release = threading.Event()
-    model.blocks[1].register_forward_pre_hook(lambda *_: release.wait())
+    streaming, release, hung = _streaming(monkeypatch), threading.Event(), []
+
+    def stall(*_: Any) -> None:
+        if streaming.is_set():
+            hung.append(threading.current_thread())
+            release.wait()
+    model.blocks[1].register_forward_pre_hook(stall)
+    finals = _final_layer_runs(model, streaming)
     try:
         report = dit(model, examples=2, stream=True, timeout=5.0)
     finally:
-        release.set()  # let the abandoned daemon thread finish
+        release.set()  # let the abandoned daemon thread go on to its next hook
     assert not report.loaded and report.exit_code == 2, str(report)
-    assert "timed out after 5 s" in str(report)
+    assert "timed out after 5 s" in str(report) and len(hung) == 1  # the first example's call: no other is made
+    hung[0].join(10.0)
+    assert not hung[0].is_alive() and finals == []
+    assert [len(module._forward_hooks) for module in model.modules() if module._forward_hooks] == [1]  # the test's
+
+
+def test_block_by_block_the_comparison_does_not_count_against_the_time_out(monkeypatch) -> None:
+    """A comparison slower than the time-out (the target waits for it with IN_FLIGHT outputs handed over) is not
+    a hung target."""
+    import time
+
+    from ditcheck.validate.dit_stream import StreamingComparison
+
+    compare, slow = StreamingComparison._compare, [3.0]
+
+    def slow_compare(self: Any, *args: Any) -> None:
+        time.sleep(slow.pop() if slow else 0.0)  # the first comparison only
+        compare(self, *args)
+    monkeypatch.setattr(StreamingComparison, "_compare", slow_compare)
+    report = dit(forks.original_style(), examples=1, stream=True, timeout=2.0)
+    assert report.ok and not slow, str(report)
+
+
+def test_block_by_block_a_failing_comparison_is_raised_as_itself_and_stops_the_target(monkeypatch) -> None:
+    """An error of the comparison (ditcheck's own, reference side) is not reported as the target raising: it is
+    raised, and the target, which runs ahead of the comparison, stops at its next hook."""
+    from ditcheck.validate.dit_stream import StreamingComparison
+
+    def failing(self: Any, *args: Any) -> None:
+        raise RuntimeError("planted comparison failure")
+    monkeypatch.setattr(StreamingComparison, "_compare", failing)
+    model = forks.original_style()
+    finals = _final_layer_runs(model, _streaming(monkeypatch))
+    with pytest.raises(RuntimeError, match="planted comparison failure"):
+        dit(model, examples=1, stream=True)
+    assert finals == []  # 18 hooked submodules: the target stops after at most IN_FLIGHT + 2 of them
+    assert [len(module._forward_hooks) for module in model.modules() if module._forward_hooks] == [1]

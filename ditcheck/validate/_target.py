@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -41,10 +42,22 @@ class Heartbeat:
 
     def __init__(self) -> None:
         self.last = time.monotonic()
+        self.paused = False
 
     def beat(self, *_: Any) -> None:
         """Record progress now (usable as a forward hook: extra arguments are ignored)."""
         self.last = time.monotonic()
+
+    @contextlib.contextmanager
+    def pause(self) -> Iterator[None]:
+        """The time-out does not run inside (not nested): the caller's own work that the call may wait for, such as
+        comparing the outputs the call hands over, never counts against the call; progress is recorded at the end."""
+        self.paused = True
+        try:
+            yield
+        finally:
+            self.beat()  # before the clock runs again
+            self.paused = False
 
 
 def call_isolated(fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT,
@@ -52,7 +65,8 @@ def call_isolated(fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_T
     """fn(*args, **kwargs); an exception or a call running past ``timeout`` seconds raises TargetError.
 
     ``heartbeat``: ``fn`` beats it as it makes progress, and the time-out counts from the last beat instead of
-    from the start. A hung call cannot be killed from Python: it is left running in a daemon thread and reported.
+    from the start (and stands still while the heartbeat is paused, :meth:`Heartbeat.pause`). A hung call cannot
+    be killed from Python: it is left running in a daemon thread and reported.
     """
     outcome: dict[str, Any] = {}
 
@@ -67,7 +81,7 @@ def call_isolated(fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_T
     worker = threading.Thread(target=run, daemon=True, name="ditcheck-target")
     worker.start()
     while worker.is_alive():
-        remaining = progress.last + timeout - time.monotonic()
+        remaining = timeout if progress.paused else progress.last + timeout - time.monotonic()
         if remaining <= 0:
             expected, got = ((f"a call progressing at least every {timeout:g} s", f"timed out after {timeout:g} s "
                               "without progress") if heartbeat else

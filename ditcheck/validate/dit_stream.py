@@ -15,7 +15,6 @@ never as a whole float64 dictionary. The diagnosis (which needs every activation
 
 from __future__ import annotations
 
-import contextlib
 import math
 import queue
 import threading
@@ -31,8 +30,8 @@ from ditcheck.reference.dit import (DiTConfig, dit_block_intermediates, dit_para
                                     timestep_embedder)
 from ditcheck.reference.layers import patchify, pos_embed_2d
 
-from ._target import TargetError, TargetTimeoutError
-from .dit_precision import Float32AsFloat64
+from ._target import Heartbeat, TargetTimeoutError
+from .dit_precision import call_target
 from .dit_recognition import Layout
 from .dit_run import Comparison, max_abs
 
@@ -76,7 +75,7 @@ def randomise_weights(model: nn.Module, layout: Layout, config: DiTConfig, seed:
 
 
 class _Aborted(Exception):
-    """Raised in the target's thread by a hook when the comparison stopped (an error or a time-out)."""
+    """Raised in the target's thread by a hook once the comparison stopped (its own error, or a time-out)."""
 
 
 def _naive(module: nn.Module, params: dict[str, np.ndarray], prefix: str, dtype: torch.dtype,
@@ -120,17 +119,35 @@ class StreamingComparison:
     def run(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, timeout: float) -> Any:
         """Run the target once on (x, t, y) with streaming hooks; returns its output (compared after).
 
-        The target runs in a daemon thread; each hooked submodule hands its output to this thread and goes
-        on (it waits only when IN_FLIGHT outputs are not compared yet), so the target's forward overlaps
-        the comparison and ``timeout`` bounds the target's own computation between two hooked
-        submodules (a hang anywhere is still caught), never the reference's work, which for a full-size
-        model is longer than the target's whole forward. Raises TargetError / TargetTimeoutError like
-        _target.call_isolated.
+        The target runs through _target.call_isolated (dit_precision.call_target); each hooked submodule hands
+        its output to a comparing thread and goes on (it waits only when IN_FLIGHT outputs are not compared yet),
+        so the target's forward overlaps the comparison. The heartbeat beats at each hand-over and is paused while
+        an output is compared, so ``timeout`` bounds the target's own computation between two hooked submodules
+        (a hang anywhere is still caught), never the reference's work, which for a full-size model is longer
+        than the target's whole forward. Raises TargetError / TargetTimeoutError like call_isolated; an error of
+        the comparison itself (ditcheck's, not the target's) stops the target at its next hook and is raised as
+        it is. After a time-out the hooks stay, inert in any other thread, until the abandoned target reaches
+        the next one: it removes them and stops there.
         """
         self._begin(x, t, y)
-        arrivals: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=IN_FLIGHT)
-        abort = threading.Event()
+        heartbeat = Heartbeat()
+        arrivals: queue.Queue[tuple[str, str, np.ndarray] | None] = queue.Queue(maxsize=IN_FLIGHT)
+        stop = threading.Event()  # set: the target stops at its next hook, the comparer skips what is queued
+        failed: list[BaseException] = []  # the comparison's own error
+        owner: list[threading.Thread] = []  # the thread running the target: the hooks do nothing in any other
         handles = []
+
+        def compare() -> None:  # the comparing thread: each output compared and freed as it arrives
+            while (item := arrivals.get()) is not None:
+                if stop.is_set():
+                    continue  # drained, so a hook waiting to hand over goes on to its stop
+                try:
+                    with heartbeat.pause(), torch.no_grad():
+                        self._compare(*item)
+                except BaseException as error:  # noqa: BLE001 - raised by run once the target has stopped
+                    failed.append(error)
+                    stop.set()
+
         modules = dict(self.model.named_modules())
         for target_name, reference_name, transform in self.layout.hooks:
             module = modules.get(target_name)
@@ -139,55 +156,42 @@ class StreamingComparison:
 
             def hook(_module: nn.Module, _inputs: Any, output: Any, target_name: str = target_name,
                      reference_name: str = reference_name, transform: Any = transform) -> None:
-                if target_name in self._done:
+                if threading.current_thread() not in owner or target_name in self._done:
                     return
+                if stop.is_set():
+                    for handle in handles:
+                        handle.remove()
+                    raise _Aborted("ditcheck stopped comparing")
                 self._done.add(target_name)
                 value = output[0] if isinstance(output, tuple) else output
                 if isinstance(value, torch.Tensor):
                     value = transform(value) if transform is not None else value
-                    item = ("activation", target_name, reference_name,
-                            value.detach().to("cpu", torch.float64).numpy())
-                    while True:  # the target runs ahead of the comparison by at most IN_FLIGHT activations
-                        if abort.is_set():
-                            raise _Aborted("ditcheck stopped comparing")
-                        try:
-                            arrivals.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
+                    arrivals.put((target_name, reference_name, value.detach().to("cpu", torch.float64).numpy()))
+                    heartbeat.beat()
             handles.append(module.register_forward_hook(hook))
-        float64 = self.dtype == torch.float64
 
-        def forward() -> None:
-            # grad mode and torch function modes are per thread: set them in the thread that runs the target
-            try:
-                with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
-                    arrivals.put(("returned", self.layout.call(self.model, x, t, y)))
-            except BaseException as error:  # the target's failure is data here, reported to the user
-                arrivals.put(("raised", error))
-        worker = threading.Thread(target=forward, daemon=True, name="ditcheck-target")
-        worker.start()
+        def call() -> Any:
+            owner.append(threading.current_thread())
+            return self.layout.call(self.model, x, t, y)
+
+        comparer = threading.Thread(target=compare, daemon=True, name="ditcheck-compare")
+        comparer.start()
+        error: BaseException | None = None
         try:
-            while True:
-                try:
-                    item = arrivals.get(timeout=timeout)
-                except queue.Empty:
-                    raise TargetTimeoutError("target", f"a call whose own work between two hooked submodules takes "
-                                             f"under {timeout:g} s", f"timed out after {timeout:g} s") from None
-                if item[0] == "returned":
-                    return item[1]
-                if item[0] == "raised":
-                    error = item[1]
-                    raise TargetError("target", "a call that returns",
-                                      f"raised {type(error).__name__}: {error}") from error
-                with torch.no_grad():
-                    self._compare(*item[1:])
-        except BaseException:
-            abort.set()  # the target's next hook raises, so its thread ends
-            raise
-        finally:
+            out = call_target(call, timeout, self.dtype == torch.float64, heartbeat=heartbeat)
+        except BaseException as raised:  # noqa: BLE001 - raised below, after the comparer has stopped
+            error = raised
+            stop.set()
+        arrivals.put(None)  # the comparer ends after what is queued (compared, or skipped after a stop)
+        comparer.join()
+        if not isinstance(error, TargetTimeoutError):  # the target has ended: its hooks go now
             for handle in handles:
                 handle.remove()
+        if failed:
+            raise failed[0]  # the comparison failed (the target's _Aborted, if any, is only its consequence)
+        if error is not None:
+            raise error
+        return out
 
     def compare_output(self, out: np.ndarray) -> None:
         """The model output against the reference's unpatchify (the first C channels of a SiT-style forward)."""
