@@ -46,6 +46,24 @@ def test_sit_style_forward_is_compared_on_its_first_channels() -> None:
     assert "returns the first 2 channels" in report.settings["architecture"]
 
 
+def test_a_sit_style_fork_with_a_bug_is_a_discrepancy_with_a_reproducer(tmp_path, capsys) -> None:
+    """The worst example, the reproducer and the diagnosis compare the first C channels SiT returns with the
+    reference's 2C (they raised a broadcast error, exit 2, on willisma/SiT with a planted bug)."""
+    import runpy
+    from pathlib import Path
+
+    from ditcheck.cli import main
+
+    target = f"{Path(forks.__file__)}:sit_style_sin_cos_flipped"
+    assert main(["validate", "dit", target, "--examples", "2", "--save-failures", str(tmp_path)]) == 1
+    text = capsys.readouterr().out
+    assert "first divergence: t_embedder" in text and "flip_sin_to_cos=False" in text, text
+    runpy.run_path(str(next(tmp_path.glob("*.py"))), run_name="__main__")  # re-runs the target
+    printed = capsys.readouterr().out
+    rerun = float(printed.split("max |target - reference|")[1].split()[0])
+    assert rerun > 1e-3 and rerun == float(printed.split("(ditcheck saw")[1].split()[0])
+
+
 def test_learn_sigma_override_contradicting_the_shapes_is_refused() -> None:
     report = dit(forks.original_style(), learn_sigma=False, examples=1)
     assert not report.loaded and "learn_sigma" in str(report)

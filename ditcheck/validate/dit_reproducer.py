@@ -33,7 +33,7 @@ data = np.load("{{NPZ}}")
 params = {{k.removeprefix("param:"): data[k] for k in data.files if k.startswith("param:")}}
 config = {config!r}
 y = data["y"] if "y" in data.files else None
-expected = dit_forward(params, data["x"], data["t"], y, config)
+expected = dit_forward(params, data["x"], data["t"], y, config)[:, :data["output"].shape[1]]  # a SiT-style forward: first C
 
 # the target as ditcheck loaded it (if it was passed as an object, build it here instead)
 model = load_module({report.target!r})

@@ -325,6 +325,11 @@ def sit_style() -> OriginalStyleDiT:
     return OriginalStyleDiT(sit=True)
 
 
+def sit_style_sin_cos_flipped() -> OriginalStyleDiT:
+    """SiT's forward (the first C of 2C channels) with a planted bug: [sin, cos] timestep features."""
+    return OriginalStyleDiT(sit=True, flip=False)
+
+
 def original_style() -> OriginalStyleDiT:
     return OriginalStyleDiT()
 
