@@ -64,6 +64,23 @@ def test_a_sit_style_fork_with_a_bug_is_a_discrepancy_with_a_reproducer(tmp_path
     assert rerun > 1e-3 and rerun == float(printed.split("(ditcheck saw")[1].split()[0])
 
 
+def test_torch_compiled_blocks_are_validated_eagerly_with_every_hook() -> None:
+    """Dynamo does not guard on forward hooks: a block compiled before ditcheck hooked it skips hooks registered
+    later, and ditcheck's own hook code was traced and recompiled per run (a 2-block LightningDiT: 45 s and its
+    localisation timed out; eager: 8 s). Run eagerly (dynamo compiles no frame), it conforms, says so, and a 1e-3
+    change in block 1 is caught there."""
+    from torch._dynamo.utils import counters
+
+    clean, buggy = forks.compiled_blocks(), forks.compiled_blocks(block1_scale=1.0 + 1e-3)
+    frames = counters["frames"]["total"]
+    report = dit(clean, examples=2, diagnose=False)
+    assert report.ok, str(report)
+    assert any(note.startswith("torch.compile ignored: blocks.0, blocks.1") for note in report.notes), report.notes
+    report = dit(buggy, examples=2, diagnose=False)
+    assert not report.ok and (report.first_divergence or "").startswith("blocks.1"), str(report)
+    assert counters["frames"]["total"] == frames  # nothing compiled while ditcheck ran the targets
+
+
 def test_learn_sigma_override_contradicting_the_shapes_is_refused() -> None:
     report = dit(forks.original_style(), learn_sigma=False, examples=1)
     assert not report.loaded and "learn_sigma" in str(report)

@@ -41,7 +41,7 @@ from ditcheck.fast_attention.criteria import module_stack
 from ._target import Heartbeat, TargetError, call_isolated
 
 __all__ = ["Float32AsFloat64", "PromoteMixedFloats", "requests_float32", "Island", "find_islands",
-           "measure_island", "call_target"]
+           "measure_island", "call_target", "eager", "compiled_modules"]
 
 
 def requests_float32(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -80,6 +80,21 @@ class Float32AsFloat64(_Recording):
         return func(*args, **kwargs)
 
 
+def eager() -> Any:
+    """A context where torch.compile directives are ignored (``torch.compiler.set_stance("force_eager")``): every
+    run of a DiT target is eager. Dynamo does not guard on forward hooks, so a forward compiled once (LightningDiT
+    compiles its blocks) silently skips the hooks ditcheck registers later, or calls stale ones; eager, every hook
+    fires and the code is checked as written."""
+    return torch.compiler.set_stance("force_eager")
+
+
+def compiled_modules(model: nn.Module) -> list[str]:
+    """Names of ``model``'s modules whose forward is wrapped by torch.compile (run eagerly by ditcheck, see eager)."""
+    return [name or "(the model)" for name, module in model.named_modules()
+            if hasattr(getattr(module, "forward", None), "_torchdynamo_orig_callable")
+            or type(module).__name__ == "OptimizedModule"]
+
+
 def call_target(call: Callable[[], Any], timeout: float, float64: bool,
                 handles: Iterable[RemovableHandle] = (), heartbeat: Heartbeat | None = None) -> Any:
     """call() in isolation (_target.call_isolated: an exception or a hang is a TargetError) without autograd, under
@@ -90,7 +105,7 @@ def call_target(call: Callable[[], Any], timeout: float, float64: bool,
     Grad mode and torch function modes are per thread: they are set here, in the thread that runs the target.
     """
     def run() -> Any:
-        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
+        with eager(), torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
             return call()
     try:
         return call_isolated(run, timeout=timeout, heartbeat=heartbeat)
@@ -162,7 +177,7 @@ def _magnitude(a: Any) -> float:
 def find_islands(model: nn.Module, call: Callable[[], Any], timeout: float) -> dict[str, int]:
     """Run ``call`` (a forward of ``model``) under Float32AsFloat64: innermost module name -> float32 requests."""
     def run() -> dict[str, int]:
-        with module_stack(model) as stack, torch.no_grad():
+        with eager(), module_stack(model) as stack, torch.no_grad():
             mode = Float32AsFloat64(stack)
             with mode:
                 call()
@@ -188,7 +203,7 @@ def measure_island(model: nn.Module, name: str, requests: int, call: Callable[[]
 
     def run(mode: Any, target: nn.Module, inputs: tuple[Any, Any]) -> Any:
         def go() -> Any:
-            with torch.no_grad(), mode:
+            with eager(), torch.no_grad(), mode:
                 return target(*inputs[0], **inputs[1])
         return call_isolated(go, timeout=timeout)
 

@@ -130,6 +130,14 @@ class DiTBlock(nn.Module):
         return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
+class CompiledDiTBlock(DiTBlock):
+    """LightningDiT's pattern: ``@torch.compile`` on the block's forward (backend "eager": dynamo without a compiler)."""
+
+    @torch.compile(backend="eager")
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return DiTBlock.forward(self, x, c)
+
+
 class FinalLayer(nn.Module):
     def __init__(self, dim: int, patch: int, out: int, scale_first: bool = False):
         super().__init__()
@@ -328,6 +336,16 @@ def sit_style() -> OriginalStyleDiT:
 def sit_style_sin_cos_flipped() -> OriginalStyleDiT:
     """SiT's forward (the first C of 2C channels) with a planted bug: [sin, cos] timestep features."""
     return OriginalStyleDiT(sit=True, flip=False)
+
+
+def compiled_blocks(**bug: Any) -> OriginalStyleDiT:
+    """Blocks under torch.compile, already called once (compiled without ditcheck's hooks); ``bug``: FORK_BUGS kwargs."""
+    model = OriginalStyleDiT(**bug)
+    for block in model.blocks:
+        block.__class__ = CompiledDiTBlock
+    with torch.no_grad():
+        model(torch.zeros(1, CHANNELS, INPUT, INPUT), torch.zeros(1), torch.zeros(1, dtype=torch.int64))
+    return model
 
 
 def original_style() -> OriginalStyleDiT:
