@@ -81,6 +81,31 @@ def test_torch_compiled_blocks_are_validated_eagerly_with_every_hook() -> None:
     assert counters["frames"]["total"] == frames  # nothing compiled while ditcheck ran the targets
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    ("swiglu", ("got a gated MLP (SwiGLU-style): blocks.0.mlp.w12 maps 32 -> 170 = 2 x 85 and blocks.0.mlp.w3 maps "
+                "85 -> 32; not supported")),
+    ("wo_shift", "got none; blocks.0.adaLN_modulation.1 maps 32 -> 128: 4 chunks, an adaLN without shifts")])
+def test_lightningdit_structures_the_reference_lacks_are_named(option: str, message: str) -> None:
+    """hustvl/LightningDiT's SwiGLU MLP and shift-less adaLN: could not run (exit 2), saying what was found (the
+    messages were 'one MLP output map in blocks.0 (340 -> 64); got 0: []' and '... got none')."""
+    report = dit(forks.lightning(option), examples=1)
+    assert not report.loaded and message in report.notes[0], report.notes
+
+
+@pytest.mark.parametrize(("option", "first", "parameters"), [
+    ("qk_norm", "blocks.0.attn", ("['blocks.0.attn.q_norm.weight', 'blocks.0.attn.q_norm.bias', "
+                                  "'blocks.0.attn.k_norm.weight', 'blocks.0.attn.k_norm.bias']")),
+    ("rmsnorm", "blocks.0.norm1", "['blocks.0.norm1.weight']")])
+def test_lightningdit_norms_are_a_discrepancy_naming_the_parameters_the_reference_lacks(option: str, first: str,
+                                                                                        parameters: str) -> None:
+    """qk-norm and RMSNorm: a discrepancy at the right submodule (exit 1) whose report names the parameters the
+    original has no counterpart for (the diagnosis alone said 'no single convention knob ... explains')."""
+    report = dit(forks.lightning(option), examples=1, diagnose=False)
+    assert report.loaded and not report.ok and report.first_divergence == first, str(report)
+    assert any(note.startswith(f"{first} (") and f"no counterpart for: {parameters}" in note
+               for note in report.notes), report.notes
+
+
 def test_learn_sigma_override_contradicting_the_shapes_is_refused() -> None:
     report = dit(forks.original_style(), learn_sigma=False, examples=1)
     assert not report.loaded and "learn_sigma" in str(report)

@@ -265,7 +265,12 @@ def infer_structure(model: nn.Module, *, heads: int | None = None, learn_sigma: 
     adaln = sorted((name for name, shape in maps.items() if shape == (6 * hidden, hidden)),
                    key=lambda n: calls[n].order if n in calls else 1 << 30)
     if not adaln:
-        raise TargetError("model", f"blocks with an adaLN modulation (a linear map {hidden} -> {6 * hidden})", "none")
+        four = [name for name, shape in maps.items() if shape == (4 * hidden, hidden) and not any(  # not an MLP's fc1
+            other_shape == (hidden, 4 * hidden) and other.rpartition(".")[0] == name.rpartition(".")[0]
+            for other, other_shape in maps.items())]
+        raise TargetError("model", f"blocks with an adaLN modulation (a linear map {hidden} -> {6 * hidden})",
+                          f"none; {four[0]} maps {hidden} -> {4 * hidden}: 4 chunks, an adaLN without shifts "
+                          "(LightningDiT's wo_shift)? not supported" if four else "none")
     blocks = []
     for name in adaln:
         parts = name.split(".")
@@ -297,6 +302,11 @@ def infer_structure(model: nn.Module, *, heads: int | None = None, learn_sigma: 
                (hidden, 3 * hidden, 6 * hidden)]
         fc1 = _single(f"MLP input map in {block}", ups, f"{hidden} -> H")
         mlp_width = inner[fc1][0]
+        gated = [n for n, s in inner.items() if s == (hidden, mlp_width // 2)] if mlp_width % 2 == 0 else []
+        if gated and not any(s == (hidden, mlp_width) for s in inner.values()):  # SwiGLU: w12 D -> 2H, w3 H -> D
+            raise TargetError("model", f"the original's MLP (fc1 {hidden} -> H, GELU, fc2 H -> {hidden}) in {block}",
+                              f"a gated MLP (SwiGLU-style): {fc1} maps {hidden} -> {mlp_width} = 2 x "
+                              f"{mlp_width // 2} and {gated[0]} maps {mlp_width // 2} -> {hidden}; not supported")
         fc2 = _single(f"MLP output map in {block}", [n for n, s in inner.items() if s == (hidden, mlp_width)],
                       f"{mlp_width} -> {hidden}")
         mlp = _common_ancestor(fc1, fc2)

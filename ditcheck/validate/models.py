@@ -304,9 +304,24 @@ def _validate(model: nn.Module, layout: Layout, config: DiTConfig, report: Repor
         if weights == "random":
             layout.load(model, worst.inputs["params"], dtype, device)
         localise_components(model, layout, worst.tensors, report, timeout)
+        _note_foreign_parameters(model, layout, report)
         if diagnose:
             diagnose_mismatch(report, config, diagnosis_runs(model, layout, config, worst, dtype, device, weights, timeout),
                       dtype, device, timeout)
+
+
+def _note_foreign_parameters(model: nn.Module, layout: Layout, report: Report) -> None:
+    """Name the parameters inside the first divergence that the reference DiT has no counterpart for (a qk-norm,
+    an RMSNorm or affine norm: code beyond the original's conventions, which no knob of the diagnosis sets)."""
+    first = report.first_divergence
+    if layout.name != "dit" or not first or first not in dict(model.named_modules()):
+        return
+    mapped = set(layout.names.values())
+    foreign = [name for name, _ in model.named_parameters() if name not in mapped and name.startswith(f"{first}.")]
+    if foreign:
+        report.notes.append(f"{first} ({type(model.get_submodule(first)).__name__}) computes with parameters the "
+                            f"original DiT has no counterpart for: {foreign[:4]}{' ...' if len(foreign) > 4 else ''} "
+                            "(e.g. a qk-norm, an RMSNorm or affine norm): code beyond the original's conventions")
 
 
 def _validate_streaming(model: nn.Module, layout: Layout, config: DiTConfig, report: Report, examples: int,

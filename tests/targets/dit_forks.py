@@ -138,6 +138,56 @@ class CompiledDiTBlock(DiTBlock):
         return DiTBlock.forward(self, x, c)
 
 
+class QKNormAttention(Attention):
+    """LightningDiT's use_qknorm: a LayerNorm over each head's q and k before the product."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__(dim, heads)
+        self.q_norm, self.k_norm = nn.LayerNorm(dim // heads), nn.LayerNorm(dim // heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, tokens, dim = x.shape
+        q, k, v = self.qkv(x).reshape(n, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        return self.proj(out.transpose(1, 2).reshape(n, tokens, dim))
+
+
+class RMSNorm(nn.Module):
+    """LightningDiT's use_rmsnorm (LLaMA's RMSNorm, with a weight) in place of the blocks' LayerNorms."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class SwiGLU(nn.Module):
+    """LightningDiT's use_swiglu: w12 D -> 2H, silu(x1) * x2, w3 H -> D (H = 2/3 of the GELU MLP's width)."""
+
+    def __init__(self, dim: int, width: int):
+        super().__init__()
+        self.w12, self.w3 = nn.Linear(dim, 2 * width), nn.Linear(width, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(x1) * x2)
+
+
+class NoShiftBlock(DiTBlock):
+    """LightningDiT's wo_shift: adaLN makes 4 chunks (scale, gate per branch), no shifts."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__(dim, heads)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 4 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(4, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(self.norm1(x) * (1 + scale_msa.unsqueeze(1)))
+        return x + gate_mlp.unsqueeze(1) * self.mlp(self.norm2(x) * (1 + scale_mlp.unsqueeze(1)))
+
+
 class FinalLayer(nn.Module):
     def __init__(self, dim: int, patch: int, out: int, scale_first: bool = False):
         super().__init__()
@@ -345,6 +395,22 @@ def compiled_blocks(**bug: Any) -> OriginalStyleDiT:
         block.__class__ = CompiledDiTBlock
     with torch.no_grad():
         model(torch.zeros(1, CHANNELS, INPUT, INPUT), torch.zeros(1), torch.zeros(1, dtype=torch.int64))
+    return model
+
+
+def lightning(option: str) -> OriginalStyleDiT:
+    """One of LightningDiT's options (hustvl/LightningDiT) on the original structure: qk_norm, rmsnorm, swiglu or
+    wo_shift (the released LightningDiT-XL sets swiglu, rope and rmsnorm)."""
+    model = OriginalStyleDiT()
+    for i, block in enumerate(model.blocks):
+        if option == "qk_norm":
+            block.attn = QKNormAttention(HIDDEN, HEADS)
+        elif option == "rmsnorm":
+            block.norm1, block.norm2 = RMSNorm(HIDDEN), RMSNorm(HIDDEN)
+        elif option == "swiglu":
+            block.mlp = SwiGLU(HIDDEN, int(2 / 3 * 4 * HIDDEN))
+        elif option == "wo_shift":
+            model.blocks[i] = NoShiftBlock(HIDDEN, HEADS)
     return model
 
 
