@@ -106,6 +106,23 @@ def test_lightningdit_norms_are_a_discrepancy_naming_the_parameters_the_referenc
                for note in report.notes), report.notes
 
 
+def test_a_forward_returning_a_tuple_is_compared_on_its_first_element(capsys) -> None:
+    """REPA's SiT returns (x, zs): every call 'failed' (output: expected a torch.Tensor; got tuple), exit 1 on a
+    conforming model. The first element is compared, on the stored and the block-by-block paths, and bugs show."""
+    from pathlib import Path
+
+    from ditcheck.cli import main
+
+    assert main(["validate", "dit", f"{Path(forks.__file__)}:repa_style", "--examples", "2"]) == 0
+    assert "output: the forward returns a tuple of 2; its first element is the prediction compared" in \
+        capsys.readouterr().out
+    report = dit(forks.repa_style(flip=False), examples=2)
+    assert report.loaded and not report.ok and report.first_divergence == "t_embedder", str(report)
+    assert report.diagnosis and report.diagnosis[0]["knobs"] == {"flip_sin_to_cos": False}, report.diagnosis
+    assert dit(forks.repa_style(), stream=True, examples=1).ok
+    assert dit(forks.repa_style(flip=False), stream=True, examples=1).first_divergence == "t_embedder"
+
+
 def test_learn_sigma_override_contradicting_the_shapes_is_refused() -> None:
     report = dit(forks.original_style(), learn_sigma=False, examples=1)
     assert not report.loaded and "learn_sigma" in str(report)

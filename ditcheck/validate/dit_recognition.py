@@ -56,6 +56,8 @@ class Layout:
     names: dict[str, str] = field(default_factory=dict)
     returned_channels: int | None = None
     evidence: list[str] = field(default_factory=list)
+    #: the forward returns a tuple whose first element is the output (call returns that element)
+    first_of_tuple: bool = False
 
     @property
     def output_channels(self) -> int:
@@ -118,7 +120,8 @@ class Layout:
     def call(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> Any:
         if self.name == "diffusers":
             return model(x, timestep=t, class_labels=y, return_dict=False)[0]
-        return model(x, t, y) if y is not None else model(x, t)
+        out = model(x, t, y) if y is not None else model(x, t)
+        return out[0] if self.first_of_tuple and isinstance(out, (tuple, list)) and out else out
 
 
 def dit_hooks(config: DiTConfig) -> list[tuple[str, str, Any]]:
@@ -190,4 +193,4 @@ def recognise(model: Any, *, heads: int | None = None, learn_sigma: bool | None 
         raise TargetError(error.argument, f"a DiT of the original architecture or a diffusers DiTTransformer2DModel: "
                           f"{error.expected}", error.got) from error
     return Layout("dit", structure.config, structure.hooks, structure.names, structure.returned_channels,
-                  structure.evidence)
+                  structure.evidence, structure.first_of_tuple)

@@ -62,6 +62,8 @@ class Structure:
     #: output channels the forward returns (config.out_channels, or C for a SiT-style forward)
     returned_channels: int
     evidence: list[str] = field(default_factory=list)
+    #: the forward returns a tuple whose first element is the output (REPA's SiT returns (x, zs))
+    first_of_tuple: bool = False
 
 
 def _tokens(value: torch.Tensor) -> torch.Tensor:
@@ -381,6 +383,13 @@ def infer_structure(model: nn.Module, *, heads: int | None = None, learn_sigma: 
         evidence.append(f"parameters outside the reference DiT (kept at the target's values): {unmapped[:6]}")
 
     # returned channels: all of C_out, or only the first C (SiT)
+    first_of_tuple = isinstance(output, (tuple, list)) and bool(output) and isinstance(output[0], torch.Tensor) \
+        and output[0].ndim == 4 and tuple(output[0].shape[2:]) == (height, width) \
+        and output[0].shape[1] in (channels, out_channels)
+    if first_of_tuple:
+        evidence.append(f"output: the forward returns a {type(output).__name__} of {len(output)}; its first element "
+                        "is the prediction compared (the rest, e.g. REPA's projected features, is not checked)")
+        output = output[0]
     if isinstance(output, torch.Tensor) and output.ndim == 4 and tuple(output.shape[2:]) == (height, width) \
             and output.shape[1] in (channels, out_channels):
         returned = int(output.shape[1])
@@ -437,4 +446,4 @@ def infer_structure(model: nn.Module, *, heads: int | None = None, learn_sigma: 
                        mlp_ratio=overrides.get("mlp_ratio", (mlp_hidden or 4 * hidden) / hidden),
                        learn_sigma=out_channels == 2 * channels,
                        frequency_dim=overrides.get("frequency_dim", frequency_dim))
-    return Structure(config, names, hooks, returned, evidence)
+    return Structure(config, names, hooks, returned, evidence, first_of_tuple)

@@ -251,6 +251,25 @@ class OriginalStyleDiT(nn.Module):
         return out[:, :self.in_channels] if self.sit else out
 
 
+class ProjectedFeaturesDiT(OriginalStyleDiT):
+    """REPA's SiT (sihyun-yu/REPA models/sit.py): an MLP projector on the tokens after block 0 (aligned with a vision
+    encoder's features in training); the forward returns (output, [projected tokens])."""
+
+    def __init__(self, **bug: Any):
+        super().__init__(learn_sigma=False, **bug)
+        self.projectors = nn.ModuleList([nn.Sequential(nn.Linear(HIDDEN, 48), nn.SiLU(), nn.Linear(48, 24))])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self.x_embedder(x) + self.pos_embed
+        c = self.t_embedder(t) + self.y_embedder(y, self.training)
+        zs: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            x = block(x, c)
+            if i == 0:
+                zs = [projector(x) for projector in self.projectors]
+        return self.unpatchify(self.final_layer(x, c)), zs
+
+
 # ----------------------------------------------------------------------------------------
 # A fork with its own class and attribute names for every part
 
@@ -412,6 +431,10 @@ def lightning(option: str) -> OriginalStyleDiT:
         elif option == "wo_shift":
             model.blocks[i] = NoShiftBlock(HIDDEN, HEADS)
     return model
+
+
+def repa_style(**bug: Any) -> ProjectedFeaturesDiT:
+    return ProjectedFeaturesDiT(**bug)
 
 
 def original_style() -> OriginalStyleDiT:
