@@ -84,8 +84,9 @@ def eager() -> Any:
     """A context where torch.compile directives are ignored (``torch.compiler.set_stance("force_eager")``): every
     run of a DiT target is eager. Dynamo does not guard on forward hooks, so a forward compiled once (LightningDiT
     compiles its blocks) silently skips the hooks ditcheck registers later, or calls stale ones; eager, every hook
-    fires and the code is checked as written."""
-    return torch.compiler.set_stance("force_eager")
+    fires and the code is checked as written. torch before 2.6 has no stances: there, nothing changes."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return contextlib.nullcontext() if set_stance is None else set_stance("force_eager")
 
 
 def compiled_modules(model: nn.Module) -> list[str]:
