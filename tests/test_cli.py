@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -158,6 +159,24 @@ def test_validate_dit_unloadable_target_is_one_line(capsys) -> None:
     assert main(["validate", "dit", "no_colon"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "MODULE:ATTR" in err and len(err.strip().splitlines()) == 1
+
+
+TARGETS = Path(__file__).resolve().parent / "targets"
+
+
+@pytest.mark.parametrize("target, stream, code, block_by_block", [
+    ("dit_forks.py:original_style", "--stream", 0, True),
+    ("dit_forks.py:original_style", "--no-stream", 0, False),
+    ("clean.py:tiny_diffusers_dit", "--stream", 2, False),
+])
+def test_validate_dit_stream_option_chooses_the_path(target: str, stream: str, code: int, block_by_block: bool,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--stream forces block by block (a model this small defaults to the whole-model path), --no-stream the
+    whole-model path; the diffusers layout has no block-by-block path: a one-line error naming the option."""
+    assert main(["validate", "dit", f"{TARGETS / target}", stream, "--examples", "1"]) == code
+    out = capsys.readouterr()
+    assert ("path=block by block" in out.out) == block_by_block and "Traceback" not in out.err
+    assert code == 0 or "argument 'stream'" in out.out + out.err
 
 
 def test_a_typed_error_never_reaches_the_user_as_a_traceback(tiny_models) -> None:

@@ -35,6 +35,7 @@ from ditcheck.options import add_list_option, add_seed_option
 from ._attention import DEFAULT_ATTENTION_EXAMPLES, LAYOUTS, attention
 from ._target import DEFAULT_TIMEOUT, TargetError
 from .batch import add_batch_arguments, run_batch
+from .dit_stream import STREAM_PARAMETERS
 from .models import CONVENTIONS, DEFAULT_DIT_EXAMPLES, dit
 from .report import Report, emit
 from .zoo import build_model
@@ -174,6 +175,10 @@ class DiTTarget:
                                  "convention knob to check against (ln_eps_mlp=1e-5); repeatable")
         parser.add_argument("--strict-precision", action="store_true",
                             help="float32 islands of a float64 run fail the run (default: reported apart, exit 0)")
+        parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                            help="validate block by block, in memory bounded by one block (original layout only; "
+                                 "no diagnosis or localisation) (default: when the target has more than "
+                                 f"{STREAM_PARAMETERS // 1_000_000}M parameters)")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -205,7 +210,7 @@ class DiTTarget:
             report = dit(model, convention=args.convention, examples=args.examples, seed=args.seed, dtype=args.dtype,
                          device=args.device, weights=weights, diagnose=not args.no_diagnosis, timeout=args.timeout,
                          target=args.target, heads=args.heads, learn_sigma=args.learn_sigma, overrides=overrides,
-                         strict_precision=args.strict_precision)
+                         strict_precision=args.strict_precision, stream=args.stream)
         except (LoadError, ValueError, RuntimeError, OSError) as error:  # TargetError is a LoadError
             return _unusable(error)
         return _finish(report, args)
