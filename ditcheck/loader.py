@@ -27,7 +27,7 @@ import torch
 
 from ditcheck.reference.errors import InvalidArgumentError
 
-__all__ = ["LoadError", "FactoryError", "SPEC_FORMAT", "split_spec", "import_module_or_file", "load",
+__all__ = ["LoadError", "FactoryError", "SPEC_FORMAT", "split_spec", "import_module_or_file", "resolved_spec", "load",
            "takes_no_arguments", "build", "load_module", "load_function"]
 
 #: How a spec is written, for error messages and help texts.
@@ -84,6 +84,16 @@ def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
         if isinstance(error, KeyboardInterrupt):
             raise
         raise LoadError(argument, f"module {name!r} to import", f"{type(error).__name__}: {error}") from error
+
+
+def resolved_spec(spec: Any) -> Any:
+    """``spec`` with a .py file's path made absolute (``models.py:DiT_S_2`` -> ``/home/me/models.py:DiT_S_2``), so a
+    saved reproducer loads the same target from any directory; a dotted module, a malformed spec or a non-string
+    is returned unchanged."""
+    if not isinstance(spec, str) or ":" not in spec:
+        return spec
+    module_name, attribute = spec.rsplit(":", 1)
+    return f"{Path(module_name).resolve()}:{attribute}" if _is_path(module_name) else spec
 
 
 def load(spec: str, *, argument: str = "target") -> Any:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ditcheck import loader
-from ditcheck.loader import FactoryError, LoadError, build, load, load_function, load_module, split_spec
+from ditcheck.loader import FactoryError, LoadError, build, load, load_function, load_module, resolved_spec, split_spec
 from ditcheck.reference.errors import InvalidArgumentError
 
 SOURCE = '''
@@ -147,3 +147,15 @@ def test_every_error_is_typed_and_the_loader_is_the_only_one() -> None:
     holders = [str(p.relative_to(root)) for folder in ("ditcheck", "properties", "reference")
                for p in (root / folder).rglob("*.py") if "spec_from_file_location" in p.read_text()]
     assert holders == ["ditcheck/loader.py"]
+
+
+def test_resolved_spec_makes_a_file_path_absolute_and_leaves_modules(tmp_path, monkeypatch) -> None:
+    """A saved reproducer loads the target from any directory: a relative .py path becomes absolute."""
+    (tmp_path / "models.py").write_text("def factory():\n    return 1\n")
+    monkeypatch.chdir(tmp_path)
+    resolved = resolved_spec("models.py:factory")
+    assert resolved == f"{tmp_path.resolve() / 'models.py'}:factory"
+    monkeypatch.chdir(tmp_path.parent)
+    assert load(resolved)() == 1
+    assert resolved_spec("ditcheck.loader:load") == "ditcheck.loader:load"
+    assert resolved_spec("no_colon") == "no_colon" and resolved_spec(len) is len

@@ -304,6 +304,19 @@ def test_cli_on_diffusers_exit_codes_and_json(tmp_path: Path, capsys: pytest.Cap
     assert main(["validate", "dit", f"{TARGETS / 'broken.py'}:Unrecognised"]) == 2
 
 
+def test_saved_reproducer_names_the_target_file_absolutely(tmp_path: Path, monkeypatch) -> None:
+    """A target given as a relative file path ('models.py:DiT_S_2') is saved as an absolute one, so the
+    --save-failures script loads the same target from any directory."""
+    from ditcheck.validate.dit_reproducer import reproducer
+    from ditcheck.validate.report import Report
+
+    monkeypatch.chdir(TARGETS)
+    report = Report("clean.py:tiny_diffusers_dit", "dit", {"dtype": "float32", "device": "cpu"})
+    inputs = {"params": {}, "x": np.zeros(1), "t": np.zeros(1), "y": None, "config": None}
+    snippet = reproducer(report, inputs, np.zeros(1), "dit").snippet
+    assert f"load_module({str(TARGETS.resolve() / 'clean.py') + ':tiny_diffusers_dit'!r})" in snippet
+
+
 def test_cli_checkpoint_loads_weights_only(tmp_path: Path) -> None:
     from ditcheck.cli import main
     from ditcheck.models.dit import state_dict_from_params

@@ -38,6 +38,7 @@ from ditcheck.properties.validation import (FORWARD_FACTOR, GRADIENT_FACTOR, Tol
 from ditcheck.properties.profiles import without_local_constants
 from ditcheck.reference import attention as reference_attention
 from ditcheck.reference import attention_vjp
+from ditcheck.loader import resolved_spec
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.precision import require_positive_int, require_real
 
@@ -751,7 +752,7 @@ from ditcheck.reference import attention, attention_vjp
 from ditcheck.validate import load_function
 
 data = np.load("{{NPZ}}")
-fn = load_function({name!r})
+fn = load_function({resolved_spec(name)!r})
 dtype = torch.{str(dtype).removeprefix("torch.")}
 group = {group}  # query head h reads kv head h // group
 {"x = torch.tensor(data['q'], dtype=dtype)" + to_layout + ".requires_grad_()" if shared else

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ditcheck.loader import resolved_spec
+
 from .report import Failure, Report
 
 __all__ = ["reproducer"]
@@ -36,7 +38,7 @@ y = data["y"] if "y" in data.files else None
 expected = dit_forward(params, data["x"], data["t"], y, config)[:, :data["output"].shape[1]]  # a SiT-style forward: first C
 
 # the target as ditcheck loaded it (if it was passed as an object, build it here instead)
-model = load_module({report.target!r})
+model = load_module({resolved_spec(report.target)!r})
 dtype, device = torch.{dtype}, torch.device({device!r})
 if next(model.parameters()).dtype != dtype:
     model = model.to(dtype=dtype)
