@@ -13,7 +13,8 @@ config. Weights: --weights random redraws every parameter N(0, 0.3^2) (ditcheck.
 the draw ``validate dit`` uses; default for diffusers:CLASS); --weights model keeps the module's own (default for
 an instance or factory, e.g. a pretrained model; for diffusers:CLASS: diffusers' own initialisation, adaLN-Zero and
 zero gates included). A module in the original DiT layout (or DiTTransformer2DModel) is measured per layer with
-hooks and called as module(x, t[, y]) with --input-shape, --time and --label (default from its config).
+hooks and called as module(x, t[, y]) with --input-shape, --time and --label (default from its config; a fork
+of the original DiT with no config, such as SiT: from the layout ``validate dit`` recognises).
 
   ditcheck criteria --model diffusers:FluxTransformer2DModel
   ditcheck criteria --model diffusers:WanTransformer3DModel --weights model
@@ -40,7 +41,7 @@ from ditcheck.loader import build, load
 from ditcheck.models.dit import DiT
 from ditcheck.reference.dit import DiTConfig, random_dit_params
 from ditcheck.reference.errors import InvalidArgumentError
-from ditcheck.validate import zoo
+from ditcheck.validate import recognise, zoo
 
 __all__ = ["HELP", "PRESETS", "DEFAULT_TIME", "preset_model", "load_user_model", "derived_inputs", "zoo_model",
            "Measurement", "measurement", "add_arguments", "run", "main"]
@@ -132,6 +133,15 @@ def derived_inputs(model: nn.Module, batch: int) -> tuple[tuple[int, ...] | None
     classes = _config_value(model, "num_embeds_ada_norm", "num_classes")
     label = 0 if isinstance(classes, int) and classes > 0 else None
     return shape, time, label
+
+
+def recognised_config(model: nn.Module) -> DiTConfig | None:
+    """The DiTConfig ``ditcheck validate dit`` reads off a DiT of the original architecture (facebookresearch/DiT
+    and forks such as SiT, whatever their attribute names; one probing forward), or None for any other model."""
+    try:
+        return recognise(model).config
+    except InvalidArgumentError:  # TargetError included: not that layout
+        return None
 
 
 @dataclasses.dataclass
@@ -244,11 +254,17 @@ def _dit_layout_measurement(loaded: nn.Module, label: str, args: argparse.Namesp
                             generator: torch.Generator) -> Measurement:
     """A DiT-like module (original layout, DiTTransformer2DModel) called as module(x, t[, y]) from its config."""
     shape, time, label_value = derived_inputs(loaded, args.batch)
+    derived_from = "its config"
     if args.input_shape is not None:
         shape = _parse_shape(args.input_shape)
+    elif shape is None and (recognised := recognised_config(loaded)) is not None:
+        shape, label_value = (args.batch, recognised.in_channels, *recognised.latent_size), \
+            0 if recognised.num_classes else None
+        derived_from = "the recognised DiT layout"
     if shape is None:
         raise InvalidArgumentError("input-shape", "--input-shape N,C,H,W: the model has no config with in_channels "
-                                   "and sample_size to derive the input from", "no --input-shape")
+                                   "and sample_size, and is not a DiT of the original architecture, to derive the "
+                                   "input from", "no --input-shape")
     time = time if args.time is None else args.time
     label_value = label_value if args.label is None else args.label
     dtype, device = _floating_dtype(loaded)
@@ -258,7 +274,8 @@ def _dit_layout_measurement(loaded: nn.Module, label: str, args: argparse.Namesp
     if label_value is not None:
         call += (torch.full((shape[0],), label_value, dtype=torch.int64, device=device),)
     description = (f"{label} called as module(x, t{'' if label_value is None else ', y'}), x ~ N(0, 1) of shape "
-                   f"{shape}, t = {time:g}{'' if label_value is None else f', y = {label_value}'}")
+                   f"{shape}, t = {time:g}{'' if label_value is None else f', y = {label_value}'}"
+                   f"{'' if args.input_shape is not None else f' (from {derived_from})'}")
     return Measurement(loaded, call, {}, description, per_call=not find_attention_layers(loaded))
 
 
@@ -292,7 +309,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", default=None, metavar="N,C,H,W",
                         help="with --model in the DiT layout: shape of the random input x (comma-separated); the module is called as "
                              "module(x, t) (default: (batch, in_channels, sample_size, sample_size) from the model's "
-                             "config)")
+                             "config, or read off the recognised layout of a DiT fork with no config, as validate dit "
+                             "reads it)")
     parser.add_argument("--label", type=int, default=None, metavar="Y",
                         help="with --model in the DiT layout: also pass class labels y = Y, as module(x, t, y) (default 0 for a "
                              "class-conditional config: num_embeds_ada_norm or num_classes; else no label)")

@@ -10,6 +10,8 @@ import pytest
 
 from ditcheck.cli import COMMANDS, build_parser, main
 
+TARGETS = Path(__file__).resolve().parent / "targets"
+
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -149,6 +151,13 @@ def test_criteria_without_a_config_names_the_option_to_pass(tiny_models, capsys)
     assert "--label" in line and "TypeError" in line
 
 
+def test_criteria_reads_the_inputs_of_a_dit_fork_off_its_recognised_layout(tmp_path) -> None:
+    """A fork of the original DiT has no config (SiT, fast-DiT...): the shape and the label come from the layout
+    ``ditcheck validate dit`` recognises, so a new user's first call needs no --input-shape."""
+    described = _criteria_description(["--model", f"{TARGETS / 'dit_forks.py'}:original_style"], tmp_path)
+    assert "module(x, t, y)" in described and "from the recognised DiT layout" in described
+
+
 @pytest.mark.parametrize("spec, says", [("no_colon", "MODULE:ATTR"), ("absent_dir/absent.py:f", "absent.py"),
                                         ("ditcheck.loader:nope", "'nope'")])
 def test_unloadable_model_is_one_line_and_exit_2(spec: str, says: str, capsys) -> None:
@@ -159,9 +168,6 @@ def test_validate_dit_unloadable_target_is_one_line(capsys) -> None:
     assert main(["validate", "dit", "no_colon"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "MODULE:ATTR" in err and len(err.strip().splitlines()) == 1
-
-
-TARGETS = Path(__file__).resolve().parent / "targets"
 
 
 @pytest.mark.parametrize("target, stream, code, block_by_block", [
