@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .components import (ADALN_CONTINUOUS_ORDER, ada_layer_norm_continuous, ada_layer_norm_zero,
-                         ada_layer_norm_zero_single, rope_frequencies)
-from .diffusers_modules import (attention_module, config_int, feed_forward_module, joint_attention_module, linear_module,
-                                parameter, text_projection, timestep_embedder)
+from .components import ADALN_CONTINUOUS_ORDER, ada_layer_norm_continuous, ada_layer_norm_zero_single, rope_frequencies
+from .diffusers_modules import (attention_module, config_int, joint_attention_module, linear_module, parameter,
+                                text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
-from .layers import gelu, layer_norm, modulate
+from .layers import gelu
 from .precision import Precision, as_float64_array
+from .sd3 import sd3_block
 
 __all__ = ["FLUX_ROPE_THETA", "FLUX_TIME_FACTOR", "FLUX_EPS", "flux_rope", "flux_conditioning", "flux_attention",
            "flux_double_block", "flux_single_block", "flux_forward"]
@@ -86,25 +86,12 @@ def flux_double_block(xp: Precision, params: Mapping[str, Any], prefix: str, hid
                       cos: Any, sin: Any, heads: int) -> tuple[Any, Any]:
     """FluxTransformerBlock (MMDiT double stream): adaLN-Zero per stream, joint attention, gated GELU-tanh MLPs.
 
-    Returns (encoder_hidden_states, hidden_states), the module's order.
+    SD3's JointTransformerBlock (reference.sd3.sd3_block, eps 1e-6 as FLUX_EPS) with the text stream first in the
+    joint attention, RoPE over [text, image] and the QK RMSNorm per head. Returns (encoder_hidden_states,
+    hidden_states), the module's order.
     """
-    normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada_layer_norm_zero.generic(
-        xp, hidden, temb, parameter(xp, params, f"{prefix}.norm1.linear.weight"),
-        parameter(xp, params, f"{prefix}.norm1.linear.bias"), FLUX_EPS)
-    c_normed, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = ada_layer_norm_zero.generic(
-        xp, context, temb, parameter(xp, params, f"{prefix}.norm1_context.linear.weight"),
-        parameter(xp, params, f"{prefix}.norm1_context.linear.bias"), FLUX_EPS)
-    attn_out, context_attn_out = flux_attention(xp, params, f"{prefix}.attn", normed, c_normed, cos, sin, heads)
-
-    def mlp_branch(x: Any, attn: Any, gate_msa: Any, shift: Any, scale: Any, gate_mlp: Any, ff: str) -> Any:
-        x = x + gate_msa[:, None, :] * attn
-        normed = modulate.generic(xp, layer_norm.generic(xp, x, None, None, FLUX_EPS), shift, scale)
-        out = feed_forward_module(xp, params, f"{prefix}.{ff}", normed)
-        return x + gate_mlp[:, None, :] * out
-
-    hidden = mlp_branch(hidden, attn_out, gate_msa, shift_mlp, scale_mlp, gate_mlp, "ff")
-    context = mlp_branch(context, context_attn_out, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp, "ff_context")
-    return context, hidden
+    return sd3_block(xp, params, prefix, hidden, context, temb, heads, text_first=True, rope=(cos, sin),
+                     qk_norm="rms_norm")
 
 
 def flux_single_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, context: Any, temb: Any,

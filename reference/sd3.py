@@ -55,9 +55,23 @@ def _continuous(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, c
                                              SD3_NORM_EPS, "layer", ADALN_CONTINUOUS_ORDER)
 
 
+def _gated_feed_forward(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any,
+                        chunks: Mapping[str, Any]) -> Any:
+    """A stream's MLP tail: x + gate_mlp ff(LN(x)(1 + scale_mlp) + shift_mlp), the FeedForward ``prefix``."""
+    ff_input = modulate.generic(xp, layer_norm.generic(xp, x, None, None, SD3_NORM_EPS), chunks["shift_mlp"],
+                                chunks["scale_mlp"])
+    return x + chunks["gate_mlp"][:, None, :] * feed_forward_module(xp, params, prefix, ff_input)
+
+
 def sd3_block(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, text: Any, c: Any,
-              heads: int) -> tuple[Any | None, Any]:
-    """diffusers JointTransformerBlock (attention.py; SD3 arXiv:2403.03206 fig. 2): returns (text or None, image)."""
+              heads: int, *, text_first: bool = False, rope: tuple[Any, Any] | None = None,
+              qk_norm: str | None = None) -> tuple[Any | None, Any]:
+    """diffusers JointTransformerBlock (attention.py; SD3 arXiv:2403.03206 fig. 2): returns (text or None, image).
+
+    ``text_first``, ``rope`` and ``qk_norm`` go to the joint attention (joint_attention_module): Flux's
+    double-stream block (FluxTransformerBlock) is this block with the text stream first, RoPE over [text, image]
+    and qk_norm 'rms_norm' (see reference.flux).
+    """
     dual = f"{prefix}.attn2.to_q.weight" in params
     context_pre_only = f"{prefix}.ff_context.net.0.proj.weight" not in params
     normed, chunks = _adaln_zero(xp, params, f"{prefix}.norm1", x, c, SD35_ADALN_ZERO_X_ORDER if dual else
@@ -69,24 +83,18 @@ def sd3_block(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, tex
         text_input = modulate.generic(xp, text_normed, text_chunks["shift_msa"], text_chunks["scale_msa"])
     image_input = modulate.generic(xp, normed, chunks["shift_msa"], chunks["scale_msa"])
     image_attn, text_attn = joint_attention_module(xp, params, f"{prefix}.attn", image_input, text_input, heads,
-                                                   SD3_NORM_EPS)
+                                                   SD3_NORM_EPS, qk_norm=qk_norm, text_first=text_first, rope=rope)
     x = x + chunks["gate_msa"][:, None, :] * image_attn
     if dual:  # SD3.5: a second self-attention of the image tokens, its input modulated from norm1's LayerNorm
         second = attention_module(xp, params, f"{prefix}.attn2",
                                   modulate.generic(xp, normed, chunks["shift_msa2"], chunks["scale_msa2"]), heads,
                                   eps=SD3_NORM_EPS)
         x = x + chunks["gate_msa2"][:, None, :] * second
-    ff_input = modulate.generic(xp, layer_norm.generic(xp, x, None, None, SD3_NORM_EPS), chunks["shift_mlp"],
-                                chunks["scale_mlp"])
-    x = x + chunks["gate_mlp"][:, None, :] * feed_forward_module(xp, params, f"{prefix}.ff", ff_input)
+    x = _gated_feed_forward(xp, params, f"{prefix}.ff", x, chunks)
     if context_pre_only:
         return None, x
     text = text + text_chunks["gate_msa"][:, None, :] * text_attn
-    text_ff_input = modulate.generic(xp, layer_norm.generic(xp, text, None, None, SD3_NORM_EPS),
-                                     text_chunks["shift_mlp"], text_chunks["scale_mlp"])
-    text = text + text_chunks["gate_mlp"][:, None, :] * feed_forward_module(xp, params, f"{prefix}.ff_context",
-                                                                          text_ff_input)
-    return text, x
+    return _gated_feed_forward(xp, params, f"{prefix}.ff_context", text, text_chunks), x
 
 
 def sd3_forward(xp: Precision | str, params: Mapping[str, Any], config: Mapping[str, Any], inputs: Mapping[str, Any],
