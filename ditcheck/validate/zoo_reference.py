@@ -40,8 +40,8 @@ from ditcheck.reference.sd3 import sd3_forward
 from ditcheck.reference.wan import wan_forward
 
 from ._target import DEFAULT_TIMEOUT, TargetError
-from .components import exact_precision, naive_precisions
-from .dit_run import first_outputs
+from .components import _to_numpy, _worst, exact_precision, naive_precisions
+from .dit_run import first_outputs, max_abs
 from .report import Check, Report
 
 __all__ = ["WHOLE_MODEL_REFERENCES", "CHECK_PREFIX", "reference_inputs", "compare_whole_model",
@@ -61,19 +61,10 @@ CHECK_PREFIX = "whole model"
 
 
 def reference_inputs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The forward's keyword arguments as a reference takes them: floating tensors as float64 NumPy (exact), other
-    tensors (bool masks, integer ids) as NumPy of their dtype, lists, tuples and dicts entry by entry, ``return_dict``
-    dropped."""
-    def convert(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu()
-            return value.double().numpy() if value.is_floating_point() else value.numpy()
-        if isinstance(value, (list, tuple)):
-            return type(value)(convert(v) for v in value)
-        if isinstance(value, dict):  # PixArt's added_cond_kwargs
-            return {key: convert(v) for key, v in value.items()}
-        return value
-    return {name: convert(value) for name, value in kwargs.items() if name != "return_dict"}
+    """The forward's keyword arguments as a reference takes them (components._to_numpy: floating tensors as float64
+    NumPy (exact), bool masks as bool, integer ids as int64, lists, tuples and dicts such as PixArt's added_cond_kwargs
+    entry by entry), ``return_dict`` dropped."""
+    return {name: _to_numpy(value) for name, value in kwargs.items() if name != "return_dict"}
 
 
 def _tensors(value: Any) -> list[Any]:
@@ -88,17 +79,10 @@ def _model_output(output: Any) -> Any:
     return getattr(output, "sample", output)
 
 
-def _as_array(value: Any) -> np.ndarray | None:
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().double().numpy()
-    return np.asarray(value)
-
-
 def _error(actual: Any, exact: Any) -> float:
-    """max |actual - exact| (in exact's format, so a long double reference keeps its digits); inf when the shapes
-    differ, one side is missing, or the target's values are not finite."""
+    """max |actual - exact| (in exact's format, so a long double reference keeps its digits: components._differences
+    subtracts in float64 and would not); inf when the shapes differ, one side is missing, or the target's values are
+    not finite."""
     if actual is None or exact is None:
         return 0.0 if actual is None and exact is None else math.inf
     actual, exact = np.asarray(actual), np.asarray(exact)
@@ -111,18 +95,14 @@ def _error(actual: Any, exact: Any) -> float:
     return math.inf if not np.all(np.isfinite(difference)) else float(np.max(difference))
 
 
-def _magnitude(exact: Any) -> float:
-    return 0.0 if exact is None or not np.size(exact) else float(np.max(np.abs(np.asarray(exact, dtype=np.float64))))
-
-
 def _run_target(module: nn.Module, kwargs: Mapping[str, Any], names: Sequence[str], float64: bool,
                 timeout: float) -> tuple[Any, dict[str, list[np.ndarray | None]]]:
     """(the output, each named block's first output as float64 arrays) of one hooked call of the target
     (dit_run.first_outputs; a block the target does not have is not recorded, and its check fails)."""
-    output, seen = first_outputs(module, names, lambda _name, value: [_as_array(t) for t in _tensors(value)],
+    output, seen = first_outputs(module, names, lambda _name, value: [_to_numpy(t) for t in _tensors(value)],
                                  lambda: module(**kwargs), timeout, float64, heartbeat=True)
     output = _model_output(output)
-    return _as_array(output) if isinstance(output, torch.Tensor) else output, seen
+    return _to_numpy(output) if isinstance(output, torch.Tensor) else output, seen
 
 
 def compare_whole_model(module: nn.Module, kwargs: Mapping[str, Any], dtype: torch.dtype | str, *,
@@ -170,24 +150,22 @@ def compare_whole_model(module: nn.Module, kwargs: Mapping[str, Any], dtype: tor
     for key, actual, exact in compared:
         if len(actual) != len(exact):
             actual = list(actual) + [None] * (len(exact) - len(actual))
-        rows = []
-        for index, (a, e) in enumerate(zip(actual, exact)):
-            if a is None and e is None:
-                continue
-            tolerance = derive_tolerance(naive_errors[key][index], None, _magnitude(e), fmt)
-            error = _error(a, e)
-            ratio = error / tolerance.value if tolerance.value > 0 else math.inf
-            rows.append((ratio, error, tolerance, index))
-        ratio, error, tolerance, index = max(rows, key=lambda row: row[0])
-        ok = ratio <= 1
-        message = ""
-        if not ok:
-            part = f" (output {index} of {len(exact)})" if len(exact) > 1 else ""
-            message = f"error/tolerance {ratio:.3g}{part}"
+        indices = [index for index, (a, e) in enumerate(zip(actual, exact)) if a is not None or e is not None]
+        errors = [_error(actual[index], exact[index]) for index in indices]
+        tolerances = [derive_tolerance(naive_errors[key][index], None,
+                                       0.0 if exact[index] is None else max_abs(np.asarray(exact[index])), fmt)
+                      for index in indices]
+        error, tolerance = _worst(errors, tolerances)
+        check = Check(f"{CHECK_PREFIX}: {key}", True, error, tolerance, "", 1, key)
+        check.ok = check.ratio <= 1
+        if not check.ok:
+            index = next(i for i, t in zip(indices, tolerances) if t is tolerance)
+            check.message = f"error/tolerance {check.ratio:.3g}"
+            check.message += f" (output {index} of {len(exact)})" if len(exact) > 1 else ""
             if first is None:
                 first = key
-                message += "; the first divergence from the whole-model reference"
-        checks.append(Check(f"{CHECK_PREFIX}: {key}", ok, error, tolerance, message, 1, key))
+                check.message += "; the first divergence from the whole-model reference"
+        checks.append(check)
     return checks
 
 
