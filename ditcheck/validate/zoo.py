@@ -83,7 +83,8 @@ PACKINGS = ("image", "video", "text-then-image")
 class ZooEntry:
     """A class in scope: its tiny configuration and how its inputs are laid out.
 
-    latent: "image" [B, C, H, W], "video" [B, C, F, H, W], "video-last" [B, F, H, W, C], "tokens" [B, L, C]
+    latent: "image" [B, C, H, W], "video" [B, C, F, H, W], "video-frames-first" [B, F, C, H, W] (CogVideoX's
+    layout), "video-last" [B, F, H, W, C], "tokens" [B, L, C]
     (packed patches, Flux / LTX: L as ``packing`` says), "patches" [B, N, C, pt, ph, pw] or "list" (one [C, 1, H, W]
     per sample).
     time_scale: timesteps are drawn in [0, time_scale), as the class's pipeline passes t (1000: DDPM indices or
@@ -116,6 +117,10 @@ class ZooEntry:
     #: frame's grid, F (H / ph) (W / pw) / pt (the LTX layouts); "text-then-image", TEXT_TOKENS text positions, then
     #: the grid (Ideogram 4's packed sequence)
     packing: str = "image"
+    #: the RoPE tables image_rotary_emb takes, built as the class's pipeline builds them: "cogvideox", the 3-D table
+    #: of the CogVideoX pipelines (get_3d_rotary_pos_embed over the sample grid); None: by class (Lumina, HunyuanDiT,
+    #: Allegro) or none
+    rope: str | None = None
     #: the output holds the text tokens too: the prediction is its last L tokens (as the pipeline slices it)
     output_suffix: bool = False
     mask: str | None = None
@@ -162,8 +167,9 @@ ENTRIES: dict[str, ZooEntry] = {
         dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=8,
              text_embed_dim=12, num_layers=1, sample_width=8, sample_height=8, sample_frames=5, patch_size=2,
              temporal_compression_ratio=4, max_text_seq_length=5, use_rotary_positional_embeddings=True),
-        "video", note="CogVideoX 1.0 with 3-D RoPE (built as the pipeline does); latents [B, F, C, H, W]; head_dim 16 "
-                      "for the 3-D RoPE split (4, 6, 6)"),
+        "video-frames-first", rope="cogvideox",
+        note="CogVideoX 1.0 with 3-D RoPE (built as the pipeline does); latents [B, F, C, H, W]; head_dim 16 for the "
+             "3-D RoPE split (4, 6, 6)"),
     "HunyuanVideoTransformer3DModel": ZooEntry(
         dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
              num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=12,
@@ -255,7 +261,7 @@ ENTRIES: dict[str, ZooEntry] = {
         dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=8,
              text_embed_dim=12, num_layers=1, sample_width=8, sample_height=8, sample_frames=5, patch_size=2,
              max_text_seq_length=5, use_rotary_positional_embeddings=True),
-        "video", note="CogVideoX block without the face branch (is_train_face=False)"),
+        "video-frames-first", rope="cogvideox", note="CogVideoX block without the face branch (is_train_face=False)"),
     # Sana / Hunyuan-like
     "SanaVideoTransformer3DModel": ZooEntry(
         dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, num_layers=1,
@@ -306,8 +312,8 @@ ENTRIES: dict[str, ZooEntry] = {
     "AnyFlowTransformer3DModel": ZooEntry(
         dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
              text_dim=12, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32),
-        "video", time_layout="per-frame", note="Wan-like flow map: per-frame times t and r <= t given; latents "
-                                                "[B, F, C, H, W]"),
+        "video-frames-first", time_layout="per-frame",
+        note="Wan-like flow map: per-frame times t and r <= t given; latents [B, F, C, H, W]"),
     "NucleusMoEImageTransformer2DModel": ZooEntry(
         dict(patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
              joint_attention_dim=12, axes_dims_rope=(4, 6, 6), moe_enabled=False),
@@ -598,19 +604,15 @@ def _patch(config: Mapping[str, Any]) -> tuple[int, int, int]:
     return int(config.get("patch_size_t") or 1), int(patch), int(patch)
 
 
-#: video classes whose latents are [B, F, C, H, W] (CogVideoX's layout)
-FRAMES_FIRST = ("CogVideoXTransformer3DModel", "ConsisIDTransformer3DModel", "AnyFlowTransformer3DModel")
-
-
 def _entry_at(entry: ZooEntry, config: Mapping[str, Any]) -> ZooEntry:
     """The entry's input layout at this model's configuration: as many latent frames as a fixed temporal position
     table has rows (config video_length: Latte adds its whole table to the frames)."""
-    if entry.latent == "video" and config.get("video_length"):
+    if entry.latent in ("video", "video-frames-first") and config.get("video_length"):
         return dataclasses.replace(entry, frames=int(config["video_length"]))
     return entry
 
 
-def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: torch.Generator,
+def _latents(entry: ZooEntry, config: Mapping[str, Any], generator: torch.Generator,
              width: int | None = None) -> torch.Tensor:
     """Random latents of the class's layout; ``width``: an "image" latent's width (default: square, entry.size)."""
     channels = entry.channels(config) if entry.channels else int(config.get("in_channels") or
@@ -624,8 +626,9 @@ def _latents(name: str, entry: ZooEntry, config: Mapping[str, Any], generator: t
     elif entry.latent == "image":
         shape = (BATCH, channels, size, width or size)
     elif entry.latent == "video":
-        shape = (BATCH, frames, channels, size, size) if name in FRAMES_FIRST else \
-            (BATCH, channels, frames, size, size)
+        shape = (BATCH, channels, frames, size, size)
+    elif entry.latent == "video-frames-first":
+        shape = (BATCH, frames, channels, size, size)
     else:
         pt, ph, pw = _patch(config)
         tokens = (frames if entry.packing == "video" else 1) * (size // ph) * (size // pw) // pt
@@ -648,7 +651,7 @@ def _rope_inputs(name: str, model: nn.Module, entry: ZooEntry, config: Mapping[s
     if name == "HunyuanDiT2DModel":
         crops = _resize_crop_region(grid, grid[1])  # the pipeline's base size in patches: the tiny grid is its own
         return embeddings.get_2d_rotary_pos_embed(model.inner_dim // model.num_heads, crops, grid, output_type="pt")
-    if name in FRAMES_FIRST:
+    if entry.rope == "cogvideox":
         crops = _resize_crop_region(grid, config["sample_width"] // pw, config["sample_height"] // ph)
         return embeddings.get_3d_rotary_pos_embed(embed_dim=config["attention_head_dim"], crops_coords=crops,
                                                   grid_size=grid, temporal_size=entry.frames)
@@ -810,7 +813,7 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             continue
         value: Any = None
         if parameter_name == "hidden_states":
-            value = _latents(name, entry, config, generator, image_width)
+            value = _latents(entry, config, generator, image_width)
         elif parameter_name == "encoder_hidden_states":
             # Krea2 takes every text-encoder layer's states, [B, L, layers, D]
             layers = (int(config["num_text_layers"]),) if config.get("num_text_layers") else \
@@ -937,10 +940,10 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
             value = [torch.randn(BATCH, text_tokens, int(config["text_encoder_dim"]), generator=generator,
                                  dtype=torch.float64)
                      for _ in range(int(config["num_layers"]) + int(config["num_single_layers"]))]
-        elif parameter_name in MINIMAX_SEQUENCE and name == "MiniMaxH3Transformer3DModel":
+        elif parameter_name in MINIMAX_SEQUENCE and entry.time_layout == "per-modality":
             sequence = sequence or _minimax_sequence(text_tokens, entry.size // ph, entry.size // pw)
             value = sequence[parameter_name]
-        elif parameter_name in ("position_ids", "segment_ids", "indicator") and name == "Ideogram4Transformer2DModel":
+        elif parameter_name in ("position_ids", "segment_ids", "indicator") and entry.packing == "text-then-image":
             sequence = sequence or _ideogram_sequence(entry, text_tokens, ph, pw)
             value = sequence[parameter_name]
         elif parameter_name == "shape_list":
@@ -1016,7 +1019,7 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
 # The validation run
 
 
-def _expected_output_shape(name: str, entry: ZooEntry, config: Mapping[str, Any],
+def _expected_output_shape(entry: ZooEntry, config: Mapping[str, Any],
                            latents: torch.Tensor) -> tuple[int, ...] | None:
     """The denoiser's output shape: the latents' with the channel axis holding the model's output channels."""
     channels = config.get("out_channels") or config.get("out_visual_dim") or config.get("in_channels")
@@ -1031,7 +1034,7 @@ def _expected_output_shape(name: str, entry: ZooEntry, config: Mapping[str, Any]
     elif entry.latent == "tokens":
         pt, ph, pw = _patch(config)
         shape[-1] = channels * pt * ph * pw
-    elif name in FRAMES_FIRST:
+    elif entry.latent == "video-frames-first":
         shape[2] = channels
     else:
         shape[1] = channels
@@ -1209,7 +1212,7 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
                     latents = torch.stack(latents)
                 if entry.output_suffix and isinstance(out, torch.Tensor) and out.ndim == 3:
                     out = out[:, -latents.shape[1]:]
-                expected = _expected_output_shape(name, entry, config, latents)
+                expected = _expected_output_shape(entry, config, latents)
                 if not isinstance(out, torch.Tensor):
                     output_problems.append(f"example {index}: returned a {type(out).__name__}, not a tensor")
                 elif expected is not None and tuple(out.shape) != expected:
