@@ -22,10 +22,9 @@ from ditcheck.reference.precision import UNIT_ROUNDOFF as U
 from ditcheck.reference.schedules import get_schedule
 
 from .measurement import Measurement
-from .mixtures import (MixtureSpec, ScoreFunction, diffused_points, mixture_specs, row_norms,
+from .mixtures import (MixtureSpec, SamplerMixtureCase, ScoreFunction, diffused_points, mixture_specs, row_norms,
                        worst_row_measurement)
 from .schedules import schedule_times
-from .samplers import SamplerMixtureCase
 from .strategies import seeds, simplex_weights
 from .violation import require
 

@@ -39,6 +39,8 @@ __all__ = [
     "diffused_points",
     "MixtureCase",
     "mixture_cases",
+    "SamplerMixtureCase",
+    "sampler_mixture_cases",
     "row_norms",
     "mixture_tolerance",
     "ScoreFunction",
@@ -164,6 +166,34 @@ def mixture_cases(draw: st.DrawFn, exact_basis: bool = False, max_points: int = 
     schedule, time = draw(schedule_times(schedules))
     return MixtureCase(spec, draw(st.integers(1, max_points)), draw(seeds()), schedule, time,
                        draw(st.booleans()), draw(st.sampled_from([1.0, 1.0, 3.0])))
+
+
+@dataclass(frozen=True)
+class SamplerMixtureCase:
+    """A full-rank Gaussian mixture in R^dim (rebuild with ``mixture()``), drawn by
+    strategies.gaussian_mixture_parameters from ``seed``: the samplers' and flows' targets, CF2's p(x | y).
+    Lives here (NumPy only) so properties.conditional need not import torch; properties.samplers re-exports it."""
+
+    dim: int
+    components: int
+    seed: int
+    mean_scale: float = 1.0
+    condition: float = 4.0
+    scale: float = 0.5
+    weight_floor: float = 0.2
+
+    def mixture(self) -> mixtures.LatentMixture:
+        return mixtures.gaussian_mixture(*gaussian_mixture_parameters(self.dim, self.components,
+                                                                      np.random.default_rng(self.seed),
+                                                                      self.mean_scale, self.condition, self.scale,
+                                                                      self.weight_floor))
+
+
+@st.composite
+def sampler_mixture_cases(draw: st.DrawFn, max_dim: int = 3, max_components: int = 3) -> SamplerMixtureCase:
+    return SamplerMixtureCase(draw(st.integers(1, max_dim)), draw(st.integers(1, max_components)), draw(seeds()),
+                              draw(st.sampled_from([0.5, 1.0, 2.0])), draw(st.sampled_from([1.0, 4.0])),
+                              draw(st.sampled_from([0.2, 0.5, 1.0])))
 
 
 def row_norms(a: np.ndarray) -> np.ndarray:

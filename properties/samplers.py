@@ -44,7 +44,8 @@ from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.mixtures import LatentMixture, gaussian_mixture
 
 from .measurement import Measurement
-from .strategies import gaussian_mixture_parameters, orthonormal_columns, seeds, spd_matrix
+from .mixtures import SamplerMixtureCase, sampler_mixture_cases
+from .strategies import orthonormal_columns, seeds, spd_matrix
 from .violation import require
 
 __all__ = [
@@ -67,32 +68,6 @@ LD5_Z = 5.0  # two-sided normal threshold of the chi-square test: false alarm ~ 
 
 # ----------------------------------------------------------------------------------------
 # Cases
-
-
-@dataclass(frozen=True)
-class SamplerMixtureCase:
-    """A full-rank Gaussian mixture in R^dim (rebuild with ``mixture()``), drawn by
-    strategies.gaussian_mixture_parameters from ``seed``: the samplers' and flows' targets, CF2's p(x | y)."""
-
-    dim: int
-    components: int
-    seed: int
-    mean_scale: float = 1.0
-    condition: float = 4.0
-    scale: float = 0.5
-    weight_floor: float = 0.2
-
-    def mixture(self) -> LatentMixture:
-        return gaussian_mixture(*gaussian_mixture_parameters(self.dim, self.components,
-                                                             np.random.default_rng(self.seed), self.mean_scale,
-                                                             self.condition, self.scale, self.weight_floor))
-
-
-@st.composite
-def sampler_mixture_cases(draw: st.DrawFn, max_dim: int = 3, max_components: int = 3) -> SamplerMixtureCase:
-    return SamplerMixtureCase(draw(st.integers(1, max_dim)), draw(st.integers(1, max_components)), draw(seeds()),
-                              draw(st.sampled_from([0.5, 1.0, 2.0])), draw(st.sampled_from([1.0, 4.0])),
-                              draw(st.sampled_from([0.2, 0.5, 1.0])))
 
 
 def _log_uniform(low: float, high: float) -> st.SearchStrategy[float]:
