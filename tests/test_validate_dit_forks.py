@@ -81,6 +81,55 @@ def test_torch_compiled_blocks_are_validated_eagerly_with_every_hook() -> None:
     assert counters["frames"]["total"] == frames  # nothing compiled while ditcheck ran the targets
 
 
+
+def _stance() -> str:
+    """torch.compile's current stance (process-wide: torch._dynamo.eval_frame._stance; torch 2.13 has no getter)."""
+    import torch._dynamo.eval_frame
+
+    stance = getattr(torch._dynamo.eval_frame, "_stance", None)
+    return "default" if stance is None else stance.stance
+
+
+def test_the_compile_stance_is_restored_when_dit_returns() -> None:
+    """force_eager is process-wide: ditcheck sets it once, in the caller's thread, for the whole validation (it was
+    entered in every target thread, where overlapping or abandoned calls could leave it on after dit returned)."""
+    before = _stance()
+    report = dit(forks.compiled_blocks(), examples=1, diagnose=False)
+    assert report.ok and _stance() == before, (_stance(), str(report))
+
+
+def test_the_compile_stance_is_not_left_on_by_a_timed_out_target(monkeypatch) -> None:
+    """A target that hangs in the comparison run (after recognition) is abandoned, still running: when dit returns,
+    the stance is back to what it was (a stance entered in the hung thread stayed on)."""
+    import threading
+
+    from ditcheck.validate import models
+
+    model = forks.compiled_blocks()
+    comparing, release, hung = threading.Event(), threading.Event(), []
+    capture = models.capture
+
+    def flagged(*args: Any, **kwargs: Any) -> Any:
+        comparing.set()
+        return capture(*args, **kwargs)
+
+    def stall(*_: Any) -> None:
+        if comparing.is_set() and not hung:
+            hung.append(threading.current_thread())
+            release.wait()
+    monkeypatch.setattr(models, "capture", flagged)
+    model.final_layer.register_forward_pre_hook(stall)  # after the compiled blocks: they do not run again
+    before = _stance()
+    try:
+        report = dit(model, examples=1, diagnose=False, timeout=2.0)
+        after = _stance()
+    finally:
+        release.set()
+    assert "timed out after 2 s" in str(report) and len(hung) == 1, str(report)
+    assert after == before, after
+    hung[0].join(10.0)
+    assert not hung[0].is_alive() and _stance() == before
+
 @pytest.mark.parametrize(("option", "message"), [
     ("swiglu", ("got a gated MLP (SwiGLU-style): blocks.0.mlp.w12 maps 32 -> 170 = 2 x 85 and blocks.0.mlp.w3 maps "
                 "85 -> 32; not supported")),

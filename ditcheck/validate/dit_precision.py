@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +80,19 @@ class Float32AsFloat64(_Recording):
         return func(*args, **kwargs)
 
 
-def eager() -> Any:
+@contextlib.contextmanager
+def eager() -> Iterator[None]:
     """A context where torch.compile directives are ignored (``torch.compiler.set_stance("force_eager")``): every
     run of a DiT target is eager. Dynamo does not guard on forward hooks, so a forward compiled once (LightningDiT
     compiles its blocks) silently skips the hooks ditcheck registers later, or calls stale ones; eager, every hook
-    fires and the code is checked as written. torch before 2.6 has no stances: there, nothing changes."""
+    fires and the code is checked as written. torch before 2.6 has no stances: there, nothing changes.
+
+    The stance is process-wide, not per thread: enter it once, in the caller's thread, around a whole validation
+    (models.dit is decorated with it), never in the threads that run the target (an abandoned, timed-out call would
+    leave it on, and overlapping calls restore each other's). Also a decorator (``@eager()``)."""
     set_stance = getattr(torch.compiler, "set_stance", None)
-    return contextlib.nullcontext() if set_stance is None else set_stance("force_eager")
+    with contextlib.nullcontext() if set_stance is None else set_stance("force_eager"):
+        yield
 
 
 def compiled_modules(model: nn.Module) -> list[str]:
@@ -106,7 +112,7 @@ def call_target(call: Callable[[], Any], timeout: float, float64: bool,
     Grad mode and torch function modes are per thread: they are set here, in the thread that runs the target.
     """
     def run() -> Any:
-        with eager(), torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
+        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
             return call()
     try:
         return call_isolated(run, timeout=timeout, heartbeat=heartbeat)
@@ -178,7 +184,7 @@ def _magnitude(a: Any) -> float:
 def find_islands(model: nn.Module, call: Callable[[], Any], timeout: float) -> dict[str, int]:
     """Run ``call`` (a forward of ``model``) under Float32AsFloat64: innermost module name -> float32 requests."""
     def run() -> dict[str, int]:
-        with eager(), module_stack(model) as stack, torch.no_grad():
+        with module_stack(model) as stack, torch.no_grad():
             mode = Float32AsFloat64(stack)
             with mode:
                 call()
@@ -204,7 +210,7 @@ def measure_island(model: nn.Module, name: str, requests: int, call: Callable[[]
 
     def run(mode: Any, target: nn.Module, inputs: tuple[Any, Any]) -> Any:
         def go() -> Any:
-            with eager(), torch.no_grad(), mode:
+            with torch.no_grad(), mode:
                 return target(*inputs[0], **inputs[1])
         return call_isolated(go, timeout=timeout)
 

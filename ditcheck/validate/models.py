@@ -40,7 +40,7 @@ from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_v
 from .dit_recognition import CONVENTIONS, Layout, convention_config, recognise
 from .dit_localise import localise_components
 from .dit_reproducer import reproducer
-from .dit_precision import compiled_modules, find_islands, measure_island
+from .dit_precision import compiled_modules, eager, find_islands, measure_island
 from .dit_stream import STREAM_PARAMETERS, StreamingComparison, randomise_weights
 from .dit_structure import CONFIG_OVERRIDES
 from .dit_run import Comparison, Run, capture, draw_dit_examples, max_abs, measure, tolerances as derive_tolerances
@@ -53,6 +53,7 @@ __all__ = ["dit", "CONVENTIONS", "DEFAULT_DIT_EXAMPLES", "Layout", "recognise", 
 DEFAULT_DIT_EXAMPLES = 3
 
 
+@eager()  # torch.compile ignored for the whole validation; process-wide, so entered here, in the caller's thread
 def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DIT_EXAMPLES, seed: int = 0,
         dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
         diagnose: bool = True, timeout: float = DEFAULT_TIMEOUT, target: str | None = None,
