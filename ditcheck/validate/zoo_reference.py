@@ -3,8 +3,9 @@
 The component engine (:mod:`ditcheck.validate.components`) recomputes each call of the target from that call's
 *observed* inputs, so an error that arises between hooked calls, or one that is small in every call but
 accumulates, is never seen by it. Here the whole forward is recomputed from the model's weights and inputs alone
-by a reference model (:data:`WHOLE_MODEL_REFERENCES`, ``ditcheck.reference.pixart`` / ``.sd3``), and every
-block's output and the model's output are compared with the target's (docs/conventions.md#tolerances):
+by a reference model (:data:`WHOLE_MODEL_REFERENCES`: ``ditcheck.reference.pixart``, ``.sd3``, ``.flux``,
+``.wan``), and every block's output and the model's output are compared with the target's
+(docs/conventions.md#tolerances):
 
 * the target runs once with forward hooks on the blocks the reference records (dit_run.first_outputs: a
   float64 run under Float32AsFloat64 measures the mathematics; the float32 islands are the component engine's to
@@ -14,8 +15,8 @@ block's output and the model's output are compared with the target's (docs/conve
   format, the worst over NumPy's three summation orders and torch's own kernels (components.naive_precisions);
 * each compared tensor conforms when max |target - exact| <= max(2 x max |naive - exact|, 4 ulps of max |exact|)
   (ditcheck.properties.validation.derive_tolerance, no a-priori bound for a whole model); one check per block
-  ("whole model: transformer_blocks.0", the worst of its tensors: SD3's blocks return (text, image)) and one for
-  the output, the first failing one in execution order being the first divergence.
+  ("whole model: transformer_blocks.0", the worst of its tensors: SD3's and Flux's blocks return (text, image))
+  and one for the output, the first failing one in execution order being the first divergence.
 
 :func:`compare_whole_model` makes the checks of one example; :func:`add_whole_model_checks` folds them into a
 report over examples (the worst error/tolerance per check); :func:`add_whole_model_example` does both, as
@@ -44,12 +45,11 @@ from .components import _to_numpy, _worst, exact_precision, naive_precisions
 from .dit_run import first_outputs, max_abs
 from .report import Check, Report
 
-__all__ = ["WHOLE_MODEL_REFERENCES", "CHECK_PREFIX", "reference_inputs", "compare_whole_model",
-           "add_whole_model_checks", "add_whole_model_example"]
+__all__ = ["CHECK_PREFIX", "WHOLE_MODEL_REFERENCES", "add_whole_model_checks", "add_whole_model_example",
+           "compare_whole_model", "reference_inputs"]
 
-#: diffusers class name -> its whole-model reference forward(xp, params, config, inputs, record) (the interface of
-#: ditcheck.reference.pixart.pixart_forward). FluxTransformer2DModel (reference.flux) and WanTransformer3DModel
-#: (reference.wan) are registered here the same way.
+#: diffusers class name -> its whole-model reference forward(xp, params, config, inputs, record), one interface for
+#: all: PixArt (reference.pixart), SD3 (reference.sd3), Flux (reference.flux), Wan (reference.wan).
 WHOLE_MODEL_REFERENCES: dict[str, Callable[..., Any]] = {
     "PixArtTransformer2DModel": pixart_forward,
     "SD3Transformer2DModel": sd3_forward,
