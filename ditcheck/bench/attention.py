@@ -357,7 +357,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
                         help="wall time (default) or the CPU time of the main thread (needs --threads 1): on a "
                              "loaded machine it leaves out the time other processes hold the core")
-    parser.add_argument("--plot", metavar="PATH", default=None, help="save a PNG of time vs L (needs matplotlib)")
+    parser.add_argument("--plot", metavar="PATH", default=None, help="save a PNG of time vs L")
     parser.add_argument("--no-map", action="store_true", help="skip the crossover map")
     parser.add_argument("--peer", action="store_true",
                         help="also compare, at the largest L, Based's uncertified Taylor-2 features with poly and "

@@ -13,14 +13,13 @@ Prints, measured in one run on the CPU:
 * RF1: Monte Carlo error of the M-head Gram against the closed-form kernel with the fitted slope in M
   (claim -1/2), and ridge-regression learning curves for target degrees 0-3 with W0 = 0 vs W0 = b I.
 
-``--plot PATH`` saves attention-by-lag against gamma(lag) per decay class (needs matplotlib, the ``report``
-extra). ``--quick`` runs a short version (tiny DiTs, fewer heads and sizes) in well under a minute.
+``--plot PATH`` saves attention-by-lag against gamma(lag) per decay class. ``--quick`` runs a short version
+(tiny DiTs, fewer heads and sizes) in well under a minute.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import time
 from dataclasses import dataclass
@@ -241,7 +240,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablation", action="store_true",
                         help="also train a DiT with the position embedding zeroed (exponential kernel)")
     parser.add_argument("--plot", metavar="PATH", default=None,
-                        help="save attention-by-lag vs gamma(lag) per decay class to PATH (needs matplotlib)")
+                        help="save attention-by-lag vs gamma(lag) per decay class to PATH")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="seed of data, weights and random features (default 0)")
     parser.add_argument("--threads", type=_number(int, 1, strict=False), default=1,
@@ -249,8 +248,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.plot and importlib.util.find_spec("matplotlib") is None:  # fail before the minutes of training
-        raise SystemExit("--plot needs matplotlib (pip install 'ditcheck[report]')")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     gp2 = gp2_rows(t=args.time, depths=DEPTHS[:8] if args.quick else DEPTHS, seed=args.seed)

@@ -386,7 +386,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_list_option(parser, "--budgets", kind=_at_least(1), metavar="NFE,NFE",
                     help=f"score-evaluation budgets (default {','.join(map(str, BUDGETS))})")
     add_seed_option(parser)
-    parser.add_argument("--plot", metavar="PATH", help="write error-vs-NFE plots to PATH (PNG; needs matplotlib)")
+    parser.add_argument("--plot", metavar="PATH", help="write error-vs-NFE plots to PATH (PNG)")
     add_json_option(parser, "all measurements and the summary")
 
 
