@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 
 from .attention import attention, merge_heads, split_heads
-from .components import apply_rope, feed_forward, joint_attention, round_to_format, timestep_mlp
+from .components import apply_rope, feed_forward, joint_attention, round_to_format, scale_shift_table_chunks, timestep_mlp
 from .components import qk_norm as qk_norm_layer
 from .errors import InvalidArgumentError, ShapeError
-from .layers import linear, patchify, pos_embed_2d, timestep_embedding
+from .layers import layer_norm, linear, modulate, patchify, pos_embed_2d, timestep_embedding
 from .precision import Precision, as_float64_array, require_choice
 
 __all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
            "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
-           "config_int", "TIMESTEP_CHANNELS", "OUTPUT_TABLE_ORDER", "QK_NORMS"]
+           "table_output_head", "config_int", "TIMESTEP_CHANNELS", "OUTPUT_TABLE_ORDER", "QK_NORMS"]
 
 #: diffusers Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0) in PixArt and SD3
 TIMESTEP_CHANNELS = 256
@@ -128,6 +128,19 @@ def text_projection(xp: Precision, params: Mapping[str, Any], prefix: str, x: An
                                 parameter(xp, params, f"{prefix}.linear_1.bias"),
                                 parameter(xp, params, f"{prefix}.linear_2.weight"),
                                 parameter(xp, params, f"{prefix}.linear_2.bias"), act)
+
+
+def table_output_head(xp: Precision, params: Mapping[str, Any], x: Any, embedded: Any, eps: float = 1e-6) -> Any:
+    """The output head of PixArt (T2IFinalLayer) and Wan (norm_out): proj_out(LN(x)(1 + scale) + shift).
+
+    (shift, scale) = ``scale_shift_table`` [2, D] (Wan stores it [1, 2, D]) + [e, e] in OUTPUT_TABLE_ORDER, e the
+    embedded timestep [B, D] itself (not a projection of it); the LayerNorm has no affine parameters.
+    """
+    width = np.shape(x)[-1]
+    chunks = scale_shift_table_chunks.generic(xp, np.reshape(parameter(xp, params, "scale_shift_table"), (-1, width)),
+                                              np.concatenate([embedded, embedded], axis=-1), OUTPUT_TABLE_ORDER)
+    normed = layer_norm.generic(xp, x, None, None, eps)
+    return linear_module(xp, params, "proj_out", modulate.generic(xp, normed, chunks["shift"], chunks["scale"]))
 
 
 def feed_forward_module(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any,

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .components import ADALN_ZERO_ORDER, scale_shift_table_chunks
-from .diffusers_modules import (OUTPUT_TABLE_ORDER, attention_module, config_int, feed_forward_module, linear_module,
-                                optional_parameter, parameter, patch_embed, text_projection, timestep_embedder)
+from .diffusers_modules import (attention_module, config_int, feed_forward_module, linear_module, optional_parameter,
+                                parameter, patch_embed, table_output_head, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, modulate, silu, unpatchify
 from .precision import Precision, as_float64_array, require_positive_int, resolve_precision
@@ -151,10 +151,5 @@ def pixart_forward(xp: Precision | str, params: Mapping[str, Any], config: Mappi
             if record is not None:
                 record[name] = x
         # 6. the output layer: (shift, scale) = table + e, then proj_out and unpatchify
-        table = parameter(xp, params, "scale_shift_table")
-        chunks = scale_shift_table_chunks.generic(xp, table, np.concatenate([embedded, embedded], axis=-1),
-                                                  OUTPUT_TABLE_ORDER)
-        normed = layer_norm.generic(xp, x, None, None, 1e-6)
-        x = modulate.generic(xp, normed, chunks["shift"], chunks["scale"])
-        x = linear_module(xp, params, "proj_out", x)
+        x = table_output_head(xp, params, x, embedded)
         return unpatchify.generic(xp, x, patch, out_channels, (height // patch, width // patch))

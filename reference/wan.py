@@ -11,7 +11,7 @@ as float64 NumPy arrays. The conventions that ports get wrong are spelled out wh
   (WanRotaryPosEmbed), theta 10000, channel pairs (2i, 2i+1), on the self-attention only; its cos / sin tables are
   float32 numbers in every diffusers Wan (WAN_ROPE_TABLE_FORMAT);
 * QK-norm is one RMSNorm across all heads (weight [heads x head_dim]), before the head split;
-* each block's modulation is its learned scale_shift_table [6, D] plus the shared time projection [B, 6, D],
+* each block's modulation is its learned scale_shift_table [6, D] plus the shared time projection [B, 6 D],
   read (shift, scale, gate) for self-attention then (shift, scale, gate) for the MLP; diffusers computes it and the
   LayerNorms in float32 whatever the model dtype (FP32LayerNorm, temb.float()), by design;
 * text enters through cross-attention (LayerNorm with affine parameters first when cross_attn_norm), no gate;
@@ -28,16 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from .components import (patchify_3d, rope_frequencies, rope_grid_positions, round_to_format,
+from .components import (ADALN_ZERO_ORDER, patchify_3d, rope_frequencies, rope_grid_positions, round_to_format,
                          scale_shift_table_chunks, wan_rope_axes)
-from .diffusers_modules import (OUTPUT_TABLE_ORDER, attention_module, config_int, feed_forward_module, linear_module,
-                                parameter, text_projection, timestep_embedder)
+from .diffusers_modules import (attention_module, config_int, feed_forward_module, linear_module, parameter,
+                                table_output_head, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, modulate, silu
 from .precision import (FLOAT64, Precision, as_float64_array, require_choice, require_positive_int,
                         require_real)
 
-__all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "WAN_BLOCK_ORDER", "wan_rope", "wan_conditioning", "wan_attention",
+__all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "wan_rope", "wan_conditioning", "wan_attention",
            "wan_block", "wan_unpatchify", "wan_forward"]
 
 #: WanRotaryPosEmbed(theta=10000.0)
@@ -47,8 +47,6 @@ WAN_ROPE_THETA = 10000.0
 #: values rounded to float32, in a float64 run too (built before any forward, out of Float32AsFloat64's reach;
 #: measured 2.7e-9 on the tiny model's output, 2e4 x its float64 tolerance). None: the exact tables in the precision.
 WAN_ROPE_TABLE_FORMAT: str | None = "float32"
-#: WanTransformerBlock: (scale_shift_table + temb).chunk(6) in this order
-WAN_BLOCK_ORDER = ("shift_msa", "scale_msa", "gate_msa", "c_shift_msa", "c_scale_msa", "c_gate_msa")
 #: the diffusers class whose config wan_forward reads (named in config errors)
 _CLASS = "WanTransformer3DModel"
 
@@ -69,15 +67,15 @@ def wan_rope(xp: Precision, grid: tuple[int, int, int], head_dim: int,
 
 def wan_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, text: Any,
                      freq_dim: int) -> tuple[Any, Any, Any]:
-    """WanTimeTextImageEmbedding (text-to-video): (temb [B, D], timestep_proj [B, 6, D], text [B, T, D]).
+    """WanTimeTextImageEmbedding (text-to-video): (temb [B, D], timestep_proj [B, 6 D], text [B, T, D]).
 
-    temb = MLP_silu(sinusoid(t)) with t on the [0, 1000) scale, timestep_proj = Linear(silu(temb)) cut into 6
-    rows of D, text = PixArtAlphaTextProjection(gelu-tanh) of the text encoder states.
+    temb = MLP_silu(sinusoid(t)) with t on the [0, 1000) scale, timestep_proj = Linear(silu(temb)) (diffusers
+    views it [B, 6, D]; the blocks read it as 6 chunks of D), text = PixArtAlphaTextProjection(gelu-tanh) of the
+    text encoder states.
     """
     prefix = "condition_embedder"
     temb = timestep_embedder(xp, params, f"{prefix}.time_embedder", timestep, channels=freq_dim)
-    projected = linear_module(xp, params, f"{prefix}.time_proj", silu.generic(xp, temb))
-    timestep_proj = np.reshape(projected, (np.shape(temb)[0], 6, np.shape(temb)[1]))
+    timestep_proj = linear_module(xp, params, f"{prefix}.time_proj", silu.generic(xp, temb))
     text = text_projection(xp, params, f"{prefix}.text_embedder", text, "gelu-tanh")
     return temb, timestep_proj, text
 
@@ -95,12 +93,11 @@ def wan_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any,
 
 def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, text: Any, timestep_proj: Any,
               rope: tuple[Any, Any], heads: int, eps: float, cross_attn_norm: bool) -> Any:
-    """WanTransformerBlock: x += gate_msa attn1(mod(LN x)); x += attn2(LN_affine x, text); x += c_gate ffn(mod(LN x))."""
+    """WanTransformerBlock: x += gate_msa attn1(mod(LN x)); x += attn2(LN_affine x, text); x += gate_mlp ffn(mod(LN x))."""
     table = parameter(xp, params, f"{prefix}.scale_shift_table")
     width = np.shape(hidden)[-1]
-    chunks = scale_shift_table_chunks.generic(xp, np.reshape(table, (6, width)),
-                                              np.reshape(timestep_proj, (np.shape(timestep_proj)[0], 6 * width)),
-                                              WAN_BLOCK_ORDER)
+    # (scale_shift_table + temb).chunk(6): the adaLN-Zero order, (shift, scale, gate) of the attention, then the MLP
+    chunks = scale_shift_table_chunks.generic(xp, np.reshape(table, (6, width)), timestep_proj, ADALN_ZERO_ORDER)
     normed = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, eps), chunks["shift_msa"],
                               chunks["scale_msa"])
     hidden = hidden + wan_attention(xp, params, f"{prefix}.attn1", normed, None, rope, heads, eps) * \
@@ -108,10 +105,10 @@ def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any
     normed = layer_norm.generic(xp, hidden, parameter(xp, params, f"{prefix}.norm2.weight"),
                                 parameter(xp, params, f"{prefix}.norm2.bias"), eps) if cross_attn_norm else hidden
     hidden = hidden + wan_attention(xp, params, f"{prefix}.attn2", normed, text, None, heads, eps)
-    normed = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, eps), chunks["c_shift_msa"],
-                              chunks["c_scale_msa"])
+    normed = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, eps), chunks["shift_mlp"],
+                              chunks["scale_mlp"])
     ff = feed_forward_module(xp, params, f"{prefix}.ffn", normed)
-    return hidden + ff * chunks["c_gate_msa"][:, None, :]
+    return hidden + ff * chunks["gate_mlp"][:, None, :]
 
 
 def wan_unpatchify(x: Any, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> Any:
@@ -178,10 +175,6 @@ def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, A
                                cfg["cross_attn_norm"])
             if record is not None:
                 record[f"blocks.{i}"] = hidden
-        width = np.shape(hidden)[-1]
         # the head adds temb itself (not its 6-way projection) to both rows of its table
-        chunks = scale_shift_table_chunks.generic(xp, np.reshape(parameter(xp, params, "scale_shift_table"), (2, width)),
-                                                  np.concatenate([temb, temb], axis=-1), OUTPUT_TABLE_ORDER)
-        hidden = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, cfg["eps"]), chunks["shift"],
-                                  chunks["scale"])
-        return wan_unpatchify(linear_module(xp, params, "proj_out", hidden), grid, cfg["patch"])
+        hidden = table_output_head(xp, params, hidden, temb, cfg["eps"])
+        return wan_unpatchify(hidden, grid, cfg["patch"])
