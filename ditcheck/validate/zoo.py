@@ -1006,13 +1006,7 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
                                            "an input ditcheck knows how to build", "no rule for it")
             continue
         values[parameter_name] = value
-    cast = (lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and
-            v.dtype == torch.float64 else v)
-    values = {k: (type(v)(cast(t) for t in v) if isinstance(v, list) or (isinstance(v, tuple) and
-                                                                         name == "HunyuanDiT2DModel") else
-                  {key: cast(t) for key, t in v.items()} if isinstance(v, dict) else cast(v))
-              for k, v in values.items()}
-    return (), values
+    return (), to_device(values, None, dtype)
 
 
 # ----------------------------------------------------------------------------------------
@@ -1233,16 +1227,19 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     return report
 
 
-def to_device(value: Any, device: torch.device) -> Any:
-    """build_inputs' values on ``device``: a tensor, or the tensors of a list, tuple, namedtuple (RoPE tables,
-    per-sample latents) or dict (PixArt's added_cond_kwargs); anything else as it is."""
+def to_device(value: Any, device: torch.device | None, dtype: torch.dtype | None = None) -> Any:
+    """build_inputs' values on ``device`` (None: where they are), float64 tensors (build_inputs' draws) cast to
+    ``dtype`` when given: a tensor, or the tensors of a list, tuple, namedtuple (RoPE tables, per-sample latents) or
+    dict (PixArt's added_cond_kwargs), at any depth; anything else as it is."""
     if isinstance(value, torch.Tensor):
-        return value.to(device)
+        if dtype is not None and value.dtype == torch.float64:
+            value = value.to(dtype)
+        return value if device is None else value.to(device)
     if isinstance(value, (list, tuple)):
-        moved = [to_device(v, device) for v in value]
+        moved = [to_device(v, device, dtype) for v in value]
         return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)  # a namedtuple takes fields
     if isinstance(value, dict):
-        return {key: to_device(v, device) for key, v in value.items()}
+        return {key: to_device(v, device, dtype) for key, v in value.items()}
     return value
 
 
