@@ -65,10 +65,10 @@ def test_a_sit_style_fork_with_a_bug_is_a_discrepancy_with_a_reproducer(tmp_path
 
 
 def test_torch_compiled_blocks_are_validated_eagerly_with_every_hook() -> None:
-    """Dynamo does not guard on forward hooks: a block compiled before ditcheck hooked it skips hooks registered
-    later, and ditcheck's own hook code was traced and recompiled per run (a 2-block LightningDiT: 45 s and its
-    localisation timed out; eager: 8 s). Run eagerly (dynamo compiles no frame), it conforms, says so, and a 1e-3
-    change in block 1 is caught there."""
+    """A block compiled before ditcheck hooked it calls the hooks, but dynamo guards on them: it re-traced the block
+    with ditcheck's hook code at every change of the hooks (this test: 47 s and about 300 frames compiled; a 2-block
+    LightningDiT: 45 s and its localisation timed out). Run eagerly (dynamo compiles no frame: 2.5 s), it conforms,
+    says so, and a 1e-3 change in block 1 is caught there."""
     from torch._dynamo.utils import counters
 
     clean, buggy = forks.compiled_blocks(), forks.compiled_blocks(block1_scale=1.0 + 1e-3)
@@ -129,6 +129,22 @@ def test_the_compile_stance_is_not_left_on_by_a_timed_out_target(monkeypatch) ->
     assert after == before, after
     hung[0].join(10.0)
     assert not hung[0].is_alive() and _stance() == before
+
+
+def test_the_compile_note_says_eager_only_where_torch_has_stances(monkeypatch) -> None:
+    """Without torch.compiler.set_stance (torch < 2.6) eager() changes nothing: the note says the compiled modules
+    run as compiled (it claimed force_eager)."""
+    from ditcheck.validate.dit_precision import compile_note, eager
+
+    model = forks.compiled_blocks()
+    assert compile_note(model).startswith("torch.compile ignored: blocks.0, blocks.1 run eagerly (force_eager)")
+    assert compile_note(forks.original_style()) is None
+    monkeypatch.delattr(torch.compiler, "set_stance")
+    before = _stance()
+    with eager():
+        assert _stance() == before
+    assert compile_note(model) == ("torch.compile: blocks.0, blocks.1 compiled; run as compiled (this torch has no "
+                                   "torch.compiler.set_stance to run them eagerly)")
 
 @pytest.mark.parametrize(("option", "message"), [
     ("swiglu", ("got a gated MLP (SwiGLU-style): blocks.0.mlp.w12 maps 32 -> 170 = 2 x 85 and blocks.0.mlp.w3 maps "

@@ -41,7 +41,7 @@ from ditcheck.fast_attention.criteria import module_stack
 from ._target import Heartbeat, TargetError, call_isolated
 
 __all__ = ["Float32AsFloat64", "PromoteMixedFloats", "requests_float32", "Island", "find_islands",
-           "measure_island", "call_target", "eager", "compiled_modules"]
+           "measure_island", "call_target", "eager", "compiled_modules", "compile_note"]
 
 
 def requests_float32(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -82,24 +82,41 @@ class Float32AsFloat64(_Recording):
 
 @contextlib.contextmanager
 def eager() -> Iterator[None]:
-    """A context where torch.compile directives are ignored (``torch.compiler.set_stance("force_eager")``): every
-    run of a DiT target is eager. Dynamo does not guard on forward hooks, so a forward compiled once (LightningDiT
-    compiles its blocks) silently skips the hooks ditcheck registers later, or calls stale ones; eager, every hook
-    fires and the code is checked as written. torch before 2.6 has no stances: there, nothing changes.
+    """A context (and decorator, ``@eager()``) where torch.compile directives are ignored
+    (``torch.compiler.set_stance("force_eager")``): every run of a DiT target is eager. A compiled forward
+    (LightningDiT compiles its blocks) calls ditcheck's hooks either way, but dynamo guards on them: each change of
+    the hooks re-traces the forward with ditcheck's hook code inside, until its recompile limit (tests/targets/
+    dit_forks.compiled_blocks, a clean and a buggy validation: 47 s and about 300 frames compiled; eager: 2.5 s and
+    none). torch before 2.6 has no stances: there, nothing changes and compiled modules run as compiled
+    (compile_note says which).
 
     The stance is process-wide, not per thread: enter it once, in the caller's thread, around a whole validation
     (models.dit is decorated with it), never in the threads that run the target (an abandoned, timed-out call would
-    leave it on, and overlapping calls restore each other's). Also a decorator (``@eager()``)."""
+    leave it on, and overlapping calls restore each other's)."""
     set_stance = getattr(torch.compiler, "set_stance", None)
     with contextlib.nullcontext() if set_stance is None else set_stance("force_eager"):
         yield
 
 
 def compiled_modules(model: nn.Module) -> list[str]:
-    """Names of ``model``'s modules whose forward is wrapped by torch.compile (run eagerly by ditcheck, see eager)."""
+    """Names of ``model``'s modules whose forward is wrapped by torch.compile (see compile_note)."""
     return [name or "(the model)" for name, module in model.named_modules()
             if hasattr(getattr(module, "forward", None), "_torchdynamo_orig_callable")
             or type(module).__name__ == "OptimizedModule"]
+
+
+def compile_note(model: nn.Module) -> str | None:
+    """The report's note on ``model``'s torch.compile'd modules (compiled_modules; None when there are none): run
+    eagerly (eager) where torch has stances, else run as compiled."""
+    compiled = compiled_modules(model)
+    if not compiled:
+        return None
+    names = f"{', '.join(compiled[:4])}{' ...' if len(compiled) > 4 else ''}"
+    if getattr(torch.compiler, "set_stance", None) is None:
+        return (f"torch.compile: {names} compiled; run as compiled (this torch has no torch.compiler.set_stance "
+                "to run them eagerly)")
+    return (f"torch.compile ignored: {names} run eagerly (force_eager): the code as written is checked, without "
+            "dynamo re-tracing it around ditcheck's hooks")
 
 
 def call_target(call: Callable[[], Any], timeout: float, float64: bool,

@@ -40,7 +40,7 @@ from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_v
 from .dit_recognition import CONVENTIONS, Layout, convention_config, recognise
 from .dit_localise import localise_components
 from .dit_reproducer import reproducer
-from .dit_precision import compiled_modules, eager, find_islands, measure_island
+from .dit_precision import compile_note, eager, find_islands, measure_island
 from .dit_stream import STREAM_PARAMETERS, StreamingComparison, randomise_weights
 from .dit_structure import CONFIG_OVERRIDES
 from .dit_run import Comparison, Run, capture, draw_dit_examples, max_abs, measure, tolerances as derive_tolerances
@@ -141,10 +141,9 @@ def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DI
         if conventions:
             report.settings["overrides"] = conventions
         report.notes.extend(f"recognised {line}" for line in layout.evidence)
-        compiled = compiled_modules(model)
-        if compiled:
-            report.notes.append(f"torch.compile ignored: {', '.join(compiled[:4])}{' ...' if len(compiled) > 4 else ''} "
-                                "run eagerly (force_eager), so that every hook fires: the code as written is checked")
+        note = compile_note(model)
+        if note:
+            report.notes.append(note)
         _validate(model, layout, config, report, examples, seed, dtype, device, weights, diagnose, timeout,
                   strict_precision, stream)
     finally:
