@@ -23,13 +23,19 @@ from torch import nn
 diffusers = pytest.importorskip("diffusers")
 
 from ditcheck.properties.validation import derive_tolerance  # noqa: E402
+from ditcheck.reference import pixart as pixart_module  # noqa: E402
 from ditcheck.reference.native import Native  # noqa: E402
 from ditcheck.reference.pixart import pixart_forward  # noqa: E402
 from ditcheck.reference.sd3 import sd3_forward  # noqa: E402
 from ditcheck.validate import dit, zoo  # noqa: E402
 from ditcheck.validate.dit_precision import Float32AsFloat64  # noqa: E402
 from ditcheck.validate.report import Report  # noqa: E402
-from ditcheck.validate.zoo_reference import CHECK_PREFIX, compare_whole_model, reference_inputs  # noqa: E402
+from ditcheck.validate.zoo_reference import (  # noqa: E402
+    CHECK_PREFIX,
+    REFERENCE_CHECK,
+    compare_whole_model,
+    reference_inputs,
+)
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
@@ -279,6 +285,22 @@ def test_a_configuration_the_reference_does_not_model_is_a_note() -> None:
     report = dit(model, dtype="float32", examples=1)
     assert report.ok and not _whole(report) and "reference" not in report.settings
     assert any(note.startswith("whole-model reference not applied") and "qk_norm" in note for note in report.notes)
+
+
+def test_a_crash_of_the_reference_is_a_failed_check_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # only InvalidArgumentError (a configuration not modelled) is a note: a bug in the reference must not let an
+    # unchecked target pass
+    def crash(*_: Any, **__: Any) -> None:
+        raise RuntimeError("planted")
+    monkeypatch.setattr(pixart_module, "pixart_block", crash)
+    report = dit(f"diffusers:{PIXART}", dtype="float32", examples=1)
+    assert not report.ok
+    assert _others_failing(report) == [], str(report)
+    assert [(c.id, c.ok) for c in _whole(report)] == [(REFERENCE_CHECK, False)]
+    message = _whole(report)[0].message
+    assert "ditcheck.reference.pixart.pixart_forward" in message and "RuntimeError: planted" in message
+    assert report.first_divergence is None
+    assert not any(note.startswith("whole-model reference not applied") for note in report.notes)
 
 
 # ----------------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ from .components import _to_numpy, _worst, exact_precision, naive_precisions
 from .dit_run import first_outputs, max_abs
 from .report import Check, Report
 
-__all__ = ["CHECK_PREFIX", "WHOLE_MODEL_REFERENCES", "add_whole_model_checks", "add_whole_model_example",
-           "compare_whole_model", "reference_inputs"]
+__all__ = ["CHECK_PREFIX", "REFERENCE_CHECK", "WHOLE_MODEL_REFERENCES", "add_whole_model_checks",
+           "add_whole_model_example", "compare_whole_model", "reference_inputs"]
 
 #: diffusers class name -> its whole-model reference forward(xp, params, config, inputs, record), one interface for
 #: all: PixArt (reference.pixart), SD3 (reference.sd3), Flux (reference.flux), Wan (reference.wan).
@@ -58,6 +58,8 @@ WHOLE_MODEL_REFERENCES: dict[str, Callable[..., Any]] = {
 }
 #: every check this module makes is named "<CHECK_PREFIX>: <block or output>"
 CHECK_PREFIX = "whole model"
+#: the failed check of a reference (or of the comparison) that crashed: no finding on the target, no divergence
+REFERENCE_CHECK = f"{CHECK_PREFIX}: reference"
 
 
 def reference_inputs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,7 +175,7 @@ def add_whole_model_checks(report: Report, checks: Sequence[Check]) -> None:
     """Fold one example's whole-model checks into ``report``: per check id the worst error/tolerance over the examples
     (a check fails when it failed in any example); ``settings["reference"] = "whole model"``; the first failing check
     in execution order is the first divergence when nothing else named one (the component engine's leaf is more
-    precise and keeps its place)."""
+    precise and keeps its place; REFERENCE_CHECK, a crash of the reference, is none)."""
     report.settings["reference"] = "whole model"
     existing = {check.id: check for check in report.checks}
     for check in checks:
@@ -188,7 +190,8 @@ def add_whole_model_checks(report: Report, checks: Sequence[Check]) -> None:
             known.message = check.message or known.message
         known.ok = known.ok and check.ok
         known.examples += check.examples
-    failing = next((c for c in report.checks if c.id.startswith(f"{CHECK_PREFIX}:") and not c.ok), None)
+    failing = next((c for c in report.checks if c.id.startswith(f"{CHECK_PREFIX}:") and not c.ok
+                    and c.id != REFERENCE_CHECK), None)
     ours = report.first_divergence is None or report.first_divergence.endswith("(whole-model reference)")
     if failing is not None and ours:
         report.first_divergence = f"{failing.id.removeprefix(f'{CHECK_PREFIX}: ')} (whole-model reference)"
@@ -196,13 +199,21 @@ def add_whole_model_checks(report: Report, checks: Sequence[Check]) -> None:
 
 def add_whole_model_example(report: Report, module: nn.Module, kwargs: Mapping[str, Any], dtype: torch.dtype | str, *,
                             name: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """compare_whole_model for one example, folded into ``report`` (add_whole_model_checks); a configuration the
-    reference does not model (or cannot recompute) is a note, never a failure or a crash, as in the component engine."""
+    """compare_whole_model for one example, folded into ``report`` (add_whole_model_checks). A configuration the
+    reference does not model (InvalidArgumentError, naming it) is a note, never a failure or a crash, as in the
+    component engine; any other exception (a bug of the reference or of the comparison) is the failed check
+    REFERENCE_CHECK naming the reference, so that the target is never reported conforming unchecked."""
     try:
         checks = compare_whole_model(module, kwargs, dtype, name=name, timeout=timeout)
-    except Exception as error:  # noqa: BLE001 - a reference that cannot model this target is reported, never raised
+    except InvalidArgumentError as error:
         note = f"whole-model reference not applied: {type(error).__name__}: {error}"
         if note not in report.notes:
             report.notes.append(note)
         return
+    except Exception as error:  # noqa: BLE001 - a crashed reference fails the report, it does not abort it
+        forward = WHOLE_MODEL_REFERENCES[name or type(module).__name__]
+        forward = getattr(forward, "func", forward)  # a functools.partial
+        where = f"{getattr(forward, '__module__', '')}.{getattr(forward, '__qualname__', repr(forward))}"
+        checks = [Check(REFERENCE_CHECK, False, message=f"the whole-model reference {where} crashed: "
+                        f"{type(error).__name__}: {error}; the target was not compared with it", examples=1)]
     add_whole_model_checks(report, checks)
