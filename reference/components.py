@@ -27,7 +27,7 @@ __all__ = [
     "ADALN_ZERO_ORDER", "ADALN_ZERO_SINGLE_ORDER", "ADALN_CONTINUOUS_ORDER", "SD35_ADALN_ZERO_X_ORDER",
     "activation", "approximate_gelu", "timestep_mlp", "rms_norm", "adaln_chunks", "ada_layer_norm_zero",
     "ada_layer_norm_zero_single", "ada_layer_norm_continuous", "scale_shift_table_chunks", "gated_linear_unit",
-    "feed_forward", "qk_norm", "joint_attention", "rope_frequencies", "apply_rope", "patchify_3d",
+    "feed_forward", "qk_norm", "joint_attention", "rope_frequencies", "apply_rope", "patchify_3d", "unpatchify_3d",
     "linear_attention", "round_to_format", "conv2d", "rope_grid_positions", "wan_rope_axes",
 ]
 
@@ -429,6 +429,29 @@ def patchify_3d(xp: Precision, x: Any, weight: Any, bias: Any, patch_size: tuple
     patches = np.reshape(x, (n, channels, f, pt, h, ph, w, pw)).transpose(0, 2, 4, 6, 1, 3, 5, 7)
     patches = patches.reshape(n, f * h * w, channels * pt * ph * pw)
     return linear.generic(xp, patches, np.reshape(weight, (np.shape(weight)[0], -1)), bias)
+
+
+@reference_function(arrays=("x",))
+def unpatchify_3d(xp: Precision, x: Any, patch_size: tuple[int, int, int], grid: tuple[int, int, int]) -> Any:
+    """Tokens [N, f h w, pt ph pw C] -> video [N, C, f pt, h ph, w pw] (diffusers WanTransformer3DModel's output).
+
+    Tokens in (frame, row, column) order over the patch ``grid`` (f, h, w), as patchify_3d makes them; each token's
+    features in (pt, ph, pw, C) order (reshape, permute(0, 7, 1, 4, 2, 5, 3, 6), flatten).
+    """
+    if not isinstance(patch_size, (tuple, list)) or len(patch_size) != 3:
+        raise InvalidArgumentError("patch_size", "a triple (pt, ph, pw) of positive ints", repr(patch_size))
+    pt, ph, pw = (require_positive_int(p, f"patch_size[{i}]") for i, p in enumerate(patch_size))
+    if not isinstance(grid, (tuple, list)) or len(grid) != 3:
+        raise InvalidArgumentError("grid", "a triple (f, h, w) of positive ints", repr(grid))
+    f, h, w = (require_positive_int(g, f"grid[{i}]") for i, g in enumerate(grid))
+    if np.ndim(x) != 3:
+        raise ShapeError("x", "shape [N, f h w, pt ph pw C] (tokens)", str(np.shape(x)))
+    n, tokens, features = np.shape(x)
+    if tokens != f * h * w or features % (pt * ph * pw):
+        raise ShapeError("x", f"shape [N, {f * h * w}, {pt * ph * pw} C] for grid {(f, h, w)} and patch "
+                         f"{(pt, ph, pw)}", str(np.shape(x)))
+    blocks = np.reshape(x, (n, f, h, w, pt, ph, pw, -1)).transpose(0, 7, 1, 4, 2, 5, 3, 6)
+    return np.reshape(blocks, (n, features // (pt * ph * pw), f * pt, h * ph, w * pw))
 
 
 # ----------------------------------------------------------------------------------------

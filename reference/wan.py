@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .components import (ADALN_ZERO_ORDER, patchify_3d, rope_frequencies, rope_grid_positions, round_to_format,
-                         scale_shift_table_chunks, wan_rope_axes)
+                         scale_shift_table_chunks, unpatchify_3d, wan_rope_axes)
 from .diffusers_modules import (attention_module, config_int, feed_forward_module, linear_module, parameter,
                                 table_output_head, text_projection, timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
@@ -38,7 +38,7 @@ from .precision import (FLOAT64, Precision, as_float64_array, require_choice, re
                         require_real)
 
 __all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "wan_rope", "wan_conditioning", "wan_attention",
-           "wan_block", "wan_unpatchify", "wan_forward"]
+           "wan_block", "wan_forward"]
 
 #: WanRotaryPosEmbed(theta=10000.0)
 WAN_ROPE_THETA = 10000.0
@@ -111,14 +111,6 @@ def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any
     return hidden + ff * chunks["gate_mlp"][:, None, :]
 
 
-def wan_unpatchify(x: Any, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> Any:
-    """[B, f h w, pt ph pw C] -> [B, C, f pt, h ph, w pw]: tokens in (frame, row, column) order, each patch (pt, ph, pw, C)."""
-    (f, h, w), (pt, ph, pw) = grid, patch
-    batch = np.shape(x)[0]
-    blocks = np.reshape(x, (batch, f, h, w, pt, ph, pw, -1)).transpose(0, 7, 1, 4, 2, 5, 3, 6)
-    return np.reshape(blocks, (batch, np.shape(blocks)[1], f * pt, h * ph, w * pw))
-
-
 def _check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The WanTransformer3DModel config fields the reference reads; image conditioning (I2V) is not modelled."""
     for name in ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len"):
@@ -177,4 +169,4 @@ def wan_forward(xp: Precision, params: Mapping[str, Any], config: Mapping[str, A
                 record[f"blocks.{i}"] = hidden
         # the head adds temb itself (not its 6-way projection) to both rows of its table
         hidden = table_output_head(xp, params, hidden, temb, cfg["eps"])
-        return wan_unpatchify(hidden, grid, cfg["patch"])
+        return unpatchify_3d.generic(xp, hidden, cfg["patch"], grid)

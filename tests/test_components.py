@@ -384,6 +384,16 @@ def test_patchify_3d_matches_conv3d() -> None:
         C.patchify_3d(x, weight, bias, (1, 2, 3))
 
 
+def test_unpatchify_3d_is_wans_output_layout() -> None:
+    # diffusers WanTransformer3DModel: reshape(B, f, h, w, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6), flattened
+    tokens = randn(2, 2 * 2 * 2, 2 * 2 * 3 * 5)
+    wan = torch.from_numpy(tokens).reshape(2, 2, 2, 2, 2, 2, 3, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+    expected = wan.flatten(6, 7).flatten(4, 5).flatten(2, 3).numpy()
+    assert np.array_equal(C.unpatchify_3d(tokens, (2, 2, 3), (2, 2, 2)), expected)
+    with pytest.raises(ShapeError):
+        C.unpatchify_3d(tokens, (2, 2, 3), (2, 2, 1))
+
+
 def test_pos_embed_2d_diffusers_knobs() -> None:
     from diffusers.models.embeddings import get_2d_sincos_pos_embed
 
@@ -498,6 +508,7 @@ def test_wan_rope_tables_from_grid_positions_and_axis_split() -> None:
     (lambda: C.rope_frequencies(np.zeros((3, 1)), (5,)), "axes_dims[0]"),
     (lambda: C.feed_forward(randn(2, 4), randn(8, 4), None, randn(4, 8), None, "gelu-fast"), "activation_fn"),
     (lambda: C.patchify_3d(randn(1, 1, 2, 2, 2), randn(1, 1, 2, 2, 2), None, (2, 2)), "patch_size"),
+    (lambda: C.unpatchify_3d(randn(1, 2, 4), (1, 2, 2), (1, 2)), "grid"),
     (lambda: C.activation(randn(3), "mish"), "activation"),
     (lambda: C.joint_attention(*[randn(1, 2, 2)] * 6, order="ca"), "order"),
     (lambda: layers.pos_embed_2d(16, 4, base_size=0), "base_size"),

@@ -77,7 +77,7 @@ from ditcheck.reference import components as C
 from ditcheck.reference.attention import attention, merge_heads
 from ditcheck.reference.formats import format_named, gamma_or_inf
 from ditcheck.reference.errors import InvalidArgumentError
-from ditcheck.reference.layers import layer_norm, linear, patchify, pos_embed_2d, silu, timestep_embedding
+from ditcheck.reference.layers import layer_norm, linear, patchify, pos_embed_2d, silu, timestep_embedding, unpatchify
 from ditcheck.reference.native import SUMMATION_ORDERS, Native
 from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.rounding import EXP_ULPS
@@ -2157,12 +2157,9 @@ def _eval_wan_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"),
                            np.repeat(out("condition_embedder", 0)[:, None, :], 2, axis=1), knobs["order"])
     expected.append(out("norm_out") * (1 + chunks["scale"]) + chunks["shift"])
-    pt, ph, pw = call.module.config.patch_size
-    _, _, frames, height, width = np.shape(call.arg("hidden_states"))
-    tokens = out("proj_out")
-    grid = (batch, frames // pt, height // ph, width // pw, pt, ph, pw, -1)
-    image = np.reshape(tokens, grid).transpose(0, 7, 1, 4, 2, 5, 3, 6)
-    expected.append(np.reshape(image, np.shape(image)[:2] + (frames, height, width)))
+    patch = tuple(call.module.config.patch_size)
+    grid = tuple(n // p for n, p in zip(np.shape(call.arg("hidden_states"))[2:], patch))
+    expected.append(C.unpatchify_3d.generic(xp, out("proj_out"), patch, grid))
     return expected
 
 
@@ -2209,7 +2206,7 @@ def _eval_pixart_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
                            np.repeat(out("adaln_single", 1)[:, None, :], 2, axis=1), knobs["order"])
     expected.append(out("norm_out") * (1 + chunks["scale"]) + chunks["shift"])
     height, width = np.shape(call.arg("hidden_states"))[-2:]
-    expected.append(_unpatchify_2d(out("proj_out"), height, width, call.module.config.patch_size))
+    expected.append(_unpatchify_2d(xp, out("proj_out"), height, width, call.module.config.patch_size))
     return expected
 
 
@@ -2229,12 +2226,9 @@ def _observed_pixart_model(call: RecordedCall) -> list[np.ndarray]:
     return observed
 
 
-def _unpatchify_2d(tokens: Any, height: int, width: int, patch: int) -> Any:
+def _unpatchify_2d(xp: Precision, tokens: Any, height: int, width: int, patch: int) -> Any:
     """[B, (H/p)(W/p), p p C] tokens -> [B, C, H, W] images, diffusers' "nhwpqc->nchpwq" (H, W the image size)."""
-    rows, cols = height // patch, width // patch
-    image = np.reshape(tokens, (-1, rows, cols, patch, patch, np.shape(tokens)[-1] // patch ** 2))
-    image = image.transpose(0, 5, 1, 3, 2, 4)
-    return np.reshape(image, (np.shape(image)[0], np.shape(image)[1], rows * patch, cols * patch))
+    return unpatchify.generic(xp, tokens, patch, np.shape(tokens)[-1] // patch ** 2, (height // patch, width // patch))
 
 
 def _sd3_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
@@ -2279,7 +2273,7 @@ def _eval_sd3_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     expected += _two_stream_chain(xp, blocks, temb, (1, 0))
     expected += [_x(xp, blocks[-1].kept_outputs[-1]), temb]
     height, width = np.shape(call.arg("hidden_states"))[-2:]
-    expected.append(_unpatchify_2d(out("proj_out"), height, width, call.module.config.patch_size))
+    expected.append(_unpatchify_2d(xp, out("proj_out"), height, width, call.module.config.patch_size))
     return expected
 
 
@@ -2383,7 +2377,7 @@ def _eval_sana_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]
     expected += [_x(xp, block.kept_outputs[0]) for block in blocks]
     expected += [out("time_embed", 1), _p(call, xp, "scale_shift_table")]
     height, width = np.shape(call.arg("hidden_states"))[-2:]
-    expected.append(_unpatchify_2d(out("proj_out"), height, width, call.module.config.patch_size))
+    expected.append(_unpatchify_2d(xp, out("proj_out"), height, width, call.module.config.patch_size))
     return expected
 
 
