@@ -10,13 +10,14 @@ diffusers = pytest.importorskip("diffusers")
 from ditcheck.validate import _zoo_default_configs as tool
 
 
-@pytest.mark.parametrize("name", ["FluxTransformer2DModel", "WanTransformer3DModel", "SD3Transformer2DModel"])
-def test_default_config_cuts_layers_and_keeps_widths(name: str) -> None:
+@pytest.mark.parametrize(("name", "cut"), [("FluxTransformer2DModel", {"num_layers": 1, "num_single_layers": 1}),
+                                         ("WanTransformer3DModel", {"num_layers": 1}),
+                                         ("SD3Transformer2DModel", {"num_layers": 1})])
+def test_default_config_cuts_layers_and_keeps_widths(name: str, cut: dict[str, int]) -> None:
     defaults = tool._init_defaults(getattr(diffusers, name))
-    layer_keys = {k for k, v in defaults.items() if tool.LAYER_RE.search(k) and isinstance(v, int) and v > 1}
     kw = tool.default_config(name)
-    assert layer_keys and set(kw) == layer_keys  # only the layer counts change
-    assert all(kw[k] == 1 for k in layer_keys)
+    assert kw == cut  # only the layer counts change, each to 1
+    assert all(defaults[k] > 1 for k in cut)  # diffusers' defaults were deeper
     width_keys = {"num_attention_heads", "attention_head_dim"} & set(defaults)
     assert width_keys and not width_keys & set(kw)  # heads and head dims stay diffusers' defaults
 
