@@ -198,29 +198,49 @@ def test_an_error_mid_run_closes_the_local_cluster(tmp_path: Path) -> None:
     assert not _cluster_processes(psutil, before)
 
 
-def test_random_in_strategies_stays_an_error_except_beside_a_dask_event_loop() -> None:
+@pytest.mark.slow
+def test_random_in_strategies_stays_an_error_except_in_a_dask_worker(cluster: str) -> None:
     """GP2's search (gp_cases / unrolled_cases) draws without touching Python's global random: in the main thread,
-    with Hypothesis's deprecation as an error, the shard runs clean. Only off the main thread (a dask worker's task
-    thread, whose event loop uses the global random) is that one warning ignored; elsewhere it is raised."""
-    from ditcheck.audit.execute import other_threads_own_global_random, registered_claim, shard_task
+    with Hypothesis's deprecation as an error, the shard runs clean. Only in a dask worker process (whose event
+    loop uses the global random beside the task thread) is that one warning ignored, by the worker plugin
+    run_audit registers; in this process it is raised, on any thread, and other deprecations stay visible there."""
+    distributed = pytest.importorskip("distributed")
+    from ditcheck.audit.execute import registered_claim, shard_task
 
     search = next(s for s in plan_shards(registry()["GP2"], "quick", 0) if s.part == "search")
+    planted_text = "Do not use the `random` module inside strategies; instead ..."
     with warnings.catch_warnings():
         warnings.simplefilter("error", HypothesisDeprecationWarning)
         outcome = shard_task(registered_claim, "GP2", search, "quick", 0)
         assert outcome.failure is None and not outcome.errors and outcome.found
-        planted = HypothesisDeprecationWarning("Do not use the `random` module inside strategies; instead ...")
-        with pytest.raises(HypothesisDeprecationWarning), other_threads_own_global_random():
-            warnings.warn(planted)  # the main thread: still an error
+        with pytest.raises(HypothesisDeprecationWarning):
+            warnings.warn(HypothesisDeprecationWarning(planted_text))  # the main thread: still an error
         raised: list[BaseException] = []
 
         def off_main() -> None:
             try:
-                with other_threads_own_global_random():
-                    warnings.warn(planted)
+                warnings.warn(HypothesisDeprecationWarning(planted_text))
             except BaseException as error:  # noqa: BLE001 - recorded for the assertion
                 raised.append(error)
         worker = threading.Thread(target=off_main)
         worker.start()
         worker.join()
-        assert not raised
+        assert [type(e) for e in raised] == [HypothesisDeprecationWarning]  # nothing installed in this process
+
+    run_audit([registry()["AS6"]], "quick", 0, scheduler=cluster)  # registers the plugin on every worker
+
+    def in_a_worker() -> tuple[int, int, bool]:
+        """(random warnings seen, other deprecations seen, the shard clean) with every other deprecation an error."""
+        with warnings.catch_warnings(record=True) as seen:  # keeps the filters installed, records what passes
+            warnings.filterwarnings("always", category=HypothesisDeprecationWarning, append=True)
+            there = shard_task(registered_claim, "GP2", search, "quick", 0)
+            warnings.warn(HypothesisDeprecationWarning(planted_text))
+            warnings.warn(HypothesisDeprecationWarning("another deprecation"))
+        random = sum("inside strategies" in str(w.message) for w in seen)
+        other = sum(str(w.message) == "another deprecation" for w in seen)
+        return random, other, there.failure is None and not there.errors and bool(there.found)
+
+    with distributed.Client(cluster) as client:
+        results = client.gather([client.submit(in_a_worker, pure=False, workers=[address])
+                                 for address in client.scheduler_info()["workers"]])
+    assert results == [(0, 1, True)] * 2

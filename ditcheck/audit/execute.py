@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -66,25 +65,37 @@ def single_threaded() -> Iterator[None]:
 _RANDOM_IN_STRATEGY = "Do not use the `random` module inside strategies"
 
 
-@contextlib.contextmanager
-def other_threads_own_global_random() -> Iterator[None]:
-    """Off the main thread (a dask worker runs tasks beside its asyncio event loop, which draws from Python's global
-    ``random``: measured, the state changes while a task that never touches it sleeps), Hypothesis compares that
-    state around each draw and blames our strategies ("do not use the random module inside strategies"). Ignore
-    that one warning there; in the main thread of a pool process or of this process it stays an error under
-    ``-W error`` (tests/test_audit_distributed.py runs the GP strategies so), so a strategy that did use ``random``
+def ignore_random_in_strategies() -> None:
+    """Ignore Hypothesis's warning about Python's global ``random`` (that message only) for the rest of this
+    process. Run once in every dask worker process, by the worker plugin of ``random_warning_plugin``: a dask worker
+    runs tasks beside its asyncio event loop, which draws from Python's global ``random`` (measured: the state
+    changes while a task that never touches it sleeps), and Hypothesis, comparing that state around each draw,
+    blames our strategies ("do not use the random module inside strategies"). Installed once per process, not per
+    task: ``warnings.catch_warnings`` saves and restores the process-wide filter list, so overlapping tasks would
+    restore each other's. Never run in this process or a pool process, where the warning stays an error under
+    ``-W error`` (tests/test_audit_distributed.py runs the GP strategies so): a strategy that did use ``random``
     would still be caught."""
-    if threading.current_thread() is threading.main_thread():
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_RANDOM_IN_STRATEGY, category=HypothesisDeprecationWarning)
-        yield
+    warnings.filterwarnings("ignore", message=_RANDOM_IN_STRATEGY, category=HypothesisDeprecationWarning)
+
+
+def random_warning_plugin() -> Any:
+    """A dask WorkerPlugin running ``ignore_random_in_strategies`` at the setup of every worker, those already
+    there and those that join or restart later (idempotent: registered again, it is kept as it is)."""
+    from distributed.diagnostics.plugin import WorkerPlugin  # lazy: dask.distributed is an optional extra
+
+    class OtherThreadsOwnGlobalRandom(WorkerPlugin):
+        idempotent = True
+        name = "ditcheck-ignore-random-in-strategies"
+
+        def setup(self, worker: Any) -> None:
+            ignore_random_in_strategies()
+
+    return OtherThreadsOwnGlobalRandom()
 
 
 def shard_task(lookup: ClaimLookup, claim_id: str, shard: Shard, mode: Mode, seed: int) -> ShardOutcome:
     """What a worker (pool process or cluster worker) runs: one shard of the claim ``lookup(claim_id)``."""
-    with single_threaded(), other_threads_own_global_random():
+    with single_threaded():
         return run_shard(lookup(claim_id), shard, mode, seed)
 
 
@@ -144,6 +155,7 @@ def _on_cluster(client: Any, claims: Sequence[Claim], mode: Mode, seed: int, loo
     outcomes: dict[int, list[ShardOutcome]] = {position: [] for position in range(len(claims))}
     run_id = uuid.uuid4().hex[:8]  # a fresh key per run: a second audit on the same cluster must not reuse results
     futures: dict[Any, tuple[int, Shard]] = {}
+    client.register_plugin(random_warning_plugin())  # before any task: every worker ignores that one warning
     try:
         for position, claim, shard in _by_cost(claims, mode, seed):
             future = client.submit(shard_task, lookup, claim.id, shard, mode, seed, retries=1, pure=False,
