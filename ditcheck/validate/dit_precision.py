@@ -120,16 +120,21 @@ def compile_note(model: nn.Module) -> str | None:
 
 
 def call_target(call: Callable[[], Any], timeout: float, float64: bool,
-                handles: Iterable[RemovableHandle] = (), heartbeat: Heartbeat | None = None) -> Any:
+                handles: Iterable[RemovableHandle] = (), heartbeat: Heartbeat | None = None,
+                mode: TorchFunctionMode | None = None) -> Any:
     """call() in isolation (_target.call_isolated: an exception or a hang is a TargetError) without autograd, under
-    Float32AsFloat64 when ``float64`` (a float64 run measures the mathematics, islands apart); the forward-hook
-    ``handles`` that record the call are removed afterwards, whatever happened. ``heartbeat``: the time-out counts
-    from its last beat (see call_isolated).
+    Float32AsFloat64 when ``float64`` (a float64 run measures the mathematics, islands apart) or under the torch
+    function ``mode`` given instead (float64=True is ``mode=Float32AsFloat64()``); the forward-hook ``handles`` that
+    record the call are removed afterwards, whatever happened. ``heartbeat``: the time-out counts from its last beat
+    (see call_isolated).
 
     Grad mode and torch function modes are per thread: they are set here, in the thread that runs the target.
     """
+    if mode is None and float64:
+        mode = Float32AsFloat64()
+
     def run() -> Any:
-        with torch.no_grad(), (Float32AsFloat64() if float64 else contextlib.nullcontext()):
+        with torch.no_grad(), (mode if mode is not None else contextlib.nullcontext()):
             return call()
     try:
         return call_isolated(run, timeout=timeout, heartbeat=heartbeat)
@@ -200,13 +205,10 @@ def _magnitude(a: Any) -> float:
 
 def find_islands(model: nn.Module, call: Callable[[], Any], timeout: float) -> dict[str, int]:
     """Run ``call`` (a forward of ``model``) under Float32AsFloat64: innermost module name -> float32 requests."""
-    def run() -> dict[str, int]:
-        with module_stack(model) as stack, torch.no_grad():
-            mode = Float32AsFloat64(stack)
-            with mode:
-                call()
-            return mode.requests
-    return call_isolated(run, timeout=timeout)
+    with module_stack(model) as stack:
+        mode = Float32AsFloat64(stack)
+        call_target(call, timeout, True, mode=mode)
+        return mode.requests
 
 
 def measure_island(model: nn.Module, name: str, requests: int, call: Callable[[], Any], timeout: float) -> Island:
@@ -225,23 +227,21 @@ def measure_island(model: nn.Module, name: str, requests: int, call: Callable[[]
         return island
     args, kwargs = seen["args"], seen["kwargs"]
 
-    def run(mode: Any, target: nn.Module, inputs: tuple[Any, Any]) -> Any:
-        def go() -> Any:
-            with torch.no_grad(), mode:
-                return target(*inputs[0], **inputs[1])
-        return call_isolated(go, timeout=timeout)
+    def run(target: nn.Module, inputs: tuple[Any, Any], float64: bool = False,
+            mode: TorchFunctionMode | None = None) -> Any:
+        return call_target(lambda: target(*inputs[0], **inputs[1]), timeout, float64, mode=mode)
 
-    exact = run(Float32AsFloat64(), module, (args, kwargs))
+    exact = run(module, (args, kwargs), float64=True)
     island.magnitude = _magnitude(exact)
     try:
-        island.error = _max_abs_difference(run(PromoteMixedFloats(), module, (args, kwargs)), exact)
+        island.error = _max_abs_difference(run(module, (args, kwargs), mode=PromoteMixedFloats()), exact)
     except TargetError as error:
         island.raised = error.describe()
     single = copy.deepcopy(module).float()
     rounded = tree_map(lambda v: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v,
                        (args, kwargs))
     try:
-        island.naive = _max_abs_difference(run(contextlib.nullcontext(), single, rounded), exact)
+        island.naive = _max_abs_difference(run(single, rounded), exact)
     except TargetError:
         island.naive = math.inf
     return island
