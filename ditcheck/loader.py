@@ -90,9 +90,10 @@ def resolved_spec(spec: Any) -> Any:
     """``spec`` with a .py file's path made absolute (``models.py:DiT_S_2`` -> ``/home/me/models.py:DiT_S_2``), so a
     saved reproducer loads the same target from any directory; a dotted module, a malformed spec or a non-string
     is returned unchanged."""
-    if not isinstance(spec, str) or ":" not in spec:
+    try:
+        module_name, attribute = split_spec(spec)
+    except LoadError:
         return spec
-    module_name, attribute = spec.rsplit(":", 1)
     return f"{Path(module_name).resolve()}:{attribute}" if _is_path(module_name) else spec
 
 

@@ -159,3 +159,4 @@ def test_resolved_spec_makes_a_file_path_absolute_and_leaves_modules(tmp_path, m
     assert load(resolved)() == 1
     assert resolved_spec("ditcheck.loader:load") == "ditcheck.loader:load"
     assert resolved_spec("no_colon") == "no_colon" and resolved_spec(len) is len
+    assert resolved_spec("models.py:") == "models.py:" and resolved_spec(":factory") == ":factory"  # malformed
