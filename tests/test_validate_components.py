@@ -28,7 +28,8 @@ from diffusers.models.transformers import transformer_flux  # noqa: E402
 from ditcheck.reference.errors import InvalidArgumentError  # noqa: E402
 from ditcheck.validate.components import (ComponentReport, check_components, recognised_classes)  # noqa: E402
 from tests.targets import zoo_bugs  # noqa: E402
-from tests.targets.zoo_bugs import Built, randomise, tiny_sd3  # noqa: E402
+from ditcheck.validate.zoo import randomise_weights  # noqa: E402
+from tests.targets.zoo_bugs import Built, tiny_sd3  # noqa: E402
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)  # "modules that should be kept in float32: []" on .to()
 
@@ -42,7 +43,7 @@ def tiny_dit(seed: int, activation_fn: str = "gelu-approximate", scale: float = 
                                   num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10,
                                   activation_fn=activation_fn)
     generator = torch.Generator().manual_seed(seed + 100)
-    return randomise(model, seed, scale), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+    return randomise_weights(model, seed, scale), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
                                                timestep=torch.tensor([3.0, 700.0]), class_labels=torch.tensor([1, 10]))
 
 
@@ -53,7 +54,7 @@ def tiny_pixart(seed: int) -> Built:
     generator = torch.Generator().manual_seed(seed + 100)
     mask = torch.ones(2, 5)
     mask[1, 3:] = 0  # padded caption tokens: PixArt turns this into an additive -10000 bias
-    return randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+    return randomise_weights(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
                                         timestep=torch.tensor([3.0, 700.0]), encoder_attention_mask=mask)
 
@@ -64,7 +65,7 @@ def tiny_flux(seed: int) -> Built:
                                    pooled_projection_dim=10, axes_dims_rope=(4, 6, 6))
     generator = torch.Generator().manual_seed(seed + 100)
     grid = torch.meshgrid(torch.zeros(1), torch.arange(3.0), torch.arange(3.0), indexing="ij")
-    return randomise(model, seed), dict(hidden_states=torch.randn(2, 9, 8, generator=generator),
+    return randomise_weights(model, seed), dict(hidden_states=torch.randn(2, 9, 8, generator=generator),
                                         encoder_hidden_states=torch.randn(2, 4, 12, generator=generator),
                                         pooled_projections=torch.randn(2, 10, generator=generator),
                                         timestep=torch.tensor([0.003, 0.7]),

@@ -36,18 +36,12 @@ from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideo
 from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed
 
+# every parameter redrawn N(0, 0.3^2): diffusers zero-initialises adaLN projections and gates
+from ditcheck.validate.zoo import randomise_weights
+
 logging.getLogger("diffusers").setLevel(logging.ERROR)  # "modules that should be kept in float32" on .to()
 
 Built = tuple[torch.nn.Module, dict[str, Any]]
-
-
-def randomise(model: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:
-    """Every parameter redrawn N(0, scale^2) (diffusers zero-initialises adaLN projections and gates)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale)
-    return model
 
 
 # ----------------------------------------------------------------------------------------
@@ -60,7 +54,7 @@ def tiny_wan(seed: int) -> Built:
                                   out_channels=4, text_dim=12, freq_dim=16, ffn_dim=32, num_layers=1,
                                   rope_max_seq_len=32)
     generator = torch.Generator().manual_seed(seed + 100)
-    return randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 2, 4, 4, generator=generator),
+    return randomise_weights(model, seed), dict(hidden_states=torch.randn(2, 4, 2, 4, 4, generator=generator),
                                         timestep=torch.tensor([3.0, 700.0]),
                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator))
 
@@ -74,7 +68,7 @@ def tiny_sana(seed: int) -> Built:
     generator = torch.Generator().manual_seed(seed + 100)
     mask = torch.ones(2, 5)
     mask[1, 3:] = 0
-    return randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+    return randomise_weights(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
                                         timestep=torch.tensor([3.0, 700.0]), encoder_attention_mask=mask)
 
@@ -87,7 +81,7 @@ def tiny_cogvideox(seed: int) -> Built:
                                         max_text_seq_length=5, use_rotary_positional_embeddings=True)
     generator = torch.Generator().manual_seed(seed + 100)
     rotary = get_3d_rotary_pos_embed(16, ((0, 0), (4, 4)), (4, 4), 1)
-    return randomise(model, seed), dict(hidden_states=torch.randn(2, 1, 4, 8, 8, generator=generator),
+    return randomise_weights(model, seed), dict(hidden_states=torch.randn(2, 1, 4, 8, 8, generator=generator),
                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
                                         timestep=torch.tensor([3.0, 700.0]), image_rotary_emb=rotary)
 
@@ -99,7 +93,7 @@ def tiny_sd3(seed: int, qk_norm: str | None = "rms_norm", dual_attention_layers:
                                   pooled_projection_dim=10, out_channels=4, pos_embed_max_size=8, qk_norm=qk_norm,
                                   dual_attention_layers=dual_attention_layers)
     generator = torch.Generator().manual_seed(seed + 100)
-    return randomise(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
+    return randomise_weights(model, seed), dict(hidden_states=torch.randn(2, 4, 8, 8, generator=generator),
                                         encoder_hidden_states=torch.randn(2, 5, 12, generator=generator),
                                         pooled_projections=torch.randn(2, 10, generator=generator),
                                         timestep=torch.tensor([3.0, 700.0]))
@@ -117,7 +111,7 @@ def tiny_flux_guidance(seed: int) -> Built:
                                    pooled_projection_dim=10, axes_dims_rope=(4, 6, 6), guidance_embeds=True)
     generator = torch.Generator().manual_seed(seed + 100)
     grid = torch.meshgrid(torch.zeros(1), torch.arange(3.0), torch.arange(3.0), indexing="ij")
-    return randomise(model, seed), dict(hidden_states=torch.randn(2, 9, 8, generator=generator),
+    return randomise_weights(model, seed), dict(hidden_states=torch.randn(2, 9, 8, generator=generator),
                                         encoder_hidden_states=torch.randn(2, 4, 12, generator=generator),
                                         pooled_projections=torch.randn(2, 10, generator=generator),
                                         timestep=torch.tensor([0.003, 0.7]), guidance=torch.tensor([3.5, 7.0]),
