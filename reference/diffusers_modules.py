@@ -80,23 +80,24 @@ def patch_embed(xp: Precision, params: Mapping[str, Any], prefix: str, latent: A
     """diffusers PatchEmbed: Conv2d patches [B, (H/p)(W/p), D] + the 2-D sin-cos table (embeddings.py PatchEmbed).
 
     The table is diffusers' get_2d_sincos_pos_embed(D, grid, base_size, interpolation_scale). The one PatchEmbed
-    builds at construction, for ``stored_grid`` (or max_size x max_size), is stored with ``.float()``: float32
-    whatever the model's dtype, a rounding no float64 run undoes, so it is rounded to float32 here too (the
-    component check reports it as a float32 island). A table for another grid is recomputed in every forward
-    (in float32 as written, an island a float64 run maps to float64) and is kept exact here. With ``max_size``
-    (SD3) the centred (H/p) x (W/p) window of the max_size x max_size table is cropped; a persistent table
-    (``prefix.pos_embed`` in the state dict, SD3) is read from it, as a checkpoint sets it.
+    builds at construction, for ``stored_grid``, is stored with ``.float()``: float32 whatever the model's dtype, a
+    rounding no float64 run undoes, so it is rounded to float32 here too (the component check reports it as a
+    float32 island). A table for another grid is recomputed in every forward (in float32 as written, an island a
+    float64 run maps to float64) and is kept exact here. With ``max_size`` (SD3's pos_embed_max_size) the
+    max_size x max_size table is a persistent buffer, ``prefix.pos_embed`` of the state dict, read as a checkpoint
+    sets it (InvalidArgumentError naming params[...] when missing), and its centred (H/p) x (W/p) window is cropped.
+    A ``prefix.pos_embed`` entry without max_size is read likewise.
     """
     tokens = patchify.generic(xp, latent, parameter(xp, params, f"{prefix}.proj.weight"),
                               optional_parameter(xp, params, f"{prefix}.proj.bias"), patch_size)
     rows, cols = np.shape(latent)[-2] // patch_size, np.shape(latent)[-1] // patch_size
     width = np.shape(tokens)[-1]
-    grid = (rows, cols) if max_size is None else (max_size, max_size)
-    if f"{prefix}.pos_embed" in params:
+    if max_size is not None or f"{prefix}.pos_embed" in params:
+        # with pos_embed_max_size the table is a persistent buffer: a state dict without it raises (parameter)
         table = np.reshape(parameter(xp, params, f"{prefix}.pos_embed"), (-1, width))
     else:
-        table = pos_embed_2d.generic(xp, width, grid, 10000, base_size, interpolation_scale)
-        if max_size is not None or grid == stored_grid:
+        table = pos_embed_2d.generic(xp, width, (rows, cols), 10000, base_size, interpolation_scale)
+        if (rows, cols) == stored_grid:
             table = xp.asarray(round_to_format(np.asarray(xp.to_float(table), dtype=np.float64), "float32"))
     if max_size is not None:
         if rows > max_size or cols > max_size:
@@ -115,11 +116,9 @@ def timestep_embedder(xp: Precision, params: Mapping[str, Any], prefix: str, tim
 
     The sinusoid is [cos(t f), sin(t f)], f_i = 10000^(-i/(channels/2)), as given t (no rescaling).
     """
-    features = timestep_embedding.generic(xp, timestep, channels, 10000, True, 0.0)
-    return timestep_mlp.generic(xp, features, parameter(xp, params, f"{prefix}.linear_1.weight"),
-                                parameter(xp, params, f"{prefix}.linear_1.bias"),
-                                parameter(xp, params, f"{prefix}.linear_2.weight"),
-                                parameter(xp, params, f"{prefix}.linear_2.bias"), "silu")
+    # TimestepEmbedding has PixArtAlphaTextProjection's parameters (linear_1, linear_2) and its SiLU form
+    return text_projection(xp, params, prefix, timestep_embedding.generic(xp, timestep, channels, 10000, True, 0.0),
+                           "silu")
 
 
 def text_projection(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, act: str) -> Any:

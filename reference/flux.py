@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 
 from .components import ADALN_CONTINUOUS_ORDER, ada_layer_norm_continuous, ada_layer_norm_zero_single, rope_frequencies
-from .diffusers_modules import (attention_module, config_int, joint_attention_module, linear_module, parameter,
-                                text_projection, timestep_embedder)
+from .diffusers_modules import (attention_module, config_int, linear_module, parameter, text_projection,
+                                timestep_embedder)
 from .errors import InvalidArgumentError, ShapeError
 from .layers import gelu
 from .precision import Precision, as_float64_array
 from .sd3 import sd3_block
 
-__all__ = ["FLUX_ROPE_THETA", "FLUX_TIME_FACTOR", "FLUX_EPS", "flux_rope", "flux_conditioning", "flux_attention",
-           "flux_double_block", "flux_single_block", "flux_forward"]
+__all__ = ["FLUX_ROPE_THETA", "FLUX_TIME_FACTOR", "FLUX_EPS", "flux_rope", "flux_conditioning", "flux_double_block",
+           "flux_single_block", "flux_forward"]
 
 #: FluxPosEmbed(theta=10000, ...)
 FLUX_ROPE_THETA = 10000.0
@@ -42,7 +42,6 @@ FLUX_ROPE_THETA = 10000.0
 FLUX_TIME_FACTOR = 1000
 #: the eps of every norm in Flux: AdaLayerNormZero(-Single)'s LayerNorm, norm2, QK RMSNorm, norm_out
 FLUX_EPS = 1e-6
-Record = dict[str, Any] | None
 
 
 def flux_rope(xp: Precision, txt_ids: Any, img_ids: Any, axes_dims: tuple[int, ...]) -> tuple[Any, Any]:
@@ -65,21 +64,6 @@ def flux_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, g
         temb = temb + embedded(guidance, "guidance_embedder")
     pooled = text_projection(xp, params, f"{prefix}.text_embedder", pooled_projections, "silu")
     return temb + pooled
-
-
-def flux_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, context: Any | None,
-                   cos: Any, sin: Any, heads: int) -> Any:
-    """FluxAttnProcessor: per-head QK RMSNorm, RoPE on [text, image] queries and keys, SDPA over them jointly.
-
-    With ``context`` (a double block): returns (image output after to_out.0, text output after to_add_out).
-    Without (a single block, pre_only): the attention output [N, L, H Dh], no output projection. Both are
-    diffusers_modules' attention with Flux's knobs: the text stream first, the RoPE table over cat(txt_ids, img_ids).
-    """
-    if context is None:
-        return attention_module(xp, params, prefix, x, heads, eps=FLUX_EPS, qk_norm="rms_norm", rope=(cos, sin),
-                                pre_only=True)
-    return joint_attention_module(xp, params, prefix, x, context, heads, FLUX_EPS, qk_norm="rms_norm",
-                                  text_first=True, rope=(cos, sin))
 
 
 def flux_double_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, context: Any, temb: Any,
@@ -105,7 +89,9 @@ def flux_single_block(xp: Precision, params: Mapping[str, Any], prefix: str, hid
     normed, gate = ada_layer_norm_zero_single.generic(xp, x, temb, parameter(xp, params, f"{prefix}.norm.linear.weight"),
                                                       parameter(xp, params, f"{prefix}.norm.linear.bias"), FLUX_EPS)
     mlp_hidden = gelu.generic(xp, linear_module(xp, params, f"{prefix}.proj_mlp", normed), "tanh")
-    attn_out = flux_attention(xp, params, f"{prefix}.attn", normed, None, cos, sin, heads)
+    # FluxAttnProcessor without a context: per-head QK RMSNorm, RoPE over [text, image], no output projection (pre_only)
+    attn_out = attention_module(xp, params, f"{prefix}.attn", normed, heads, eps=FLUX_EPS, qk_norm="rms_norm",
+                                rope=(cos, sin), pre_only=True)
     x = x + gate[:, None, :] * linear_module(xp, params, f"{prefix}.proj_out",
                                              np.concatenate([attn_out, mlp_hidden], axis=2))
     return x[:, :text], x[:, text:]

@@ -37,8 +37,7 @@ from .layers import layer_norm, modulate, silu
 from .precision import (FLOAT64, Precision, as_float64_array, require_choice, require_positive_int,
                         require_real)
 
-__all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "wan_rope", "wan_conditioning", "wan_attention",
-           "wan_block", "wan_forward"]
+__all__ = ["WAN_ROPE_THETA", "WAN_ROPE_TABLE_FORMAT", "wan_rope", "wan_conditioning", "wan_block", "wan_forward"]
 
 #: WanRotaryPosEmbed(theta=10000.0)
 WAN_ROPE_THETA = 10000.0
@@ -80,17 +79,6 @@ def wan_conditioning(xp: Precision, params: Mapping[str, Any], timestep: Any, te
     return temb, timestep_proj, text
 
 
-def wan_attention(xp: Precision, params: Mapping[str, Any], prefix: str, x: Any, context: Any | None,
-                  rope: tuple[Any, Any] | None, heads: int, eps: float) -> Any:
-    """WanAttnProcessor: to_out.0(SDPA(RoPE(RMSNorm_q(q)), RoPE(RMSNorm_k(k)), v)), QK-norm across heads before the split.
-
-    Self-attention (context None) over x with RoPE; cross-attention from x to ``context`` without RoPE. This is
-    diffusers_modules' attention with Wan's knobs (qk_norm 'rms_norm_across_heads').
-    """
-    return attention_module(xp, params, prefix, x, heads, context=context, eps=eps, qk_norm="rms_norm_across_heads",
-                            rope=rope)
-
-
 def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any, text: Any, timestep_proj: Any,
               rope: tuple[Any, Any], heads: int, eps: float, cross_attn_norm: bool) -> Any:
     """WanTransformerBlock: x += gate_msa attn1(mod(LN x)); x += attn2(LN_affine x, text); x += gate_mlp ffn(mod(LN x))."""
@@ -100,11 +88,13 @@ def wan_block(xp: Precision, params: Mapping[str, Any], prefix: str, hidden: Any
     chunks = scale_shift_table_chunks.generic(xp, np.reshape(table, (6, width)), timestep_proj, ADALN_ZERO_ORDER)
     normed = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, eps), chunks["shift_msa"],
                               chunks["scale_msa"])
-    hidden = hidden + wan_attention(xp, params, f"{prefix}.attn1", normed, None, rope, heads, eps) * \
-        chunks["gate_msa"][:, None, :]
+    # WanAttnProcessor: the QK RMSNorm across all heads, before the split; RoPE on the self-attention only
+    hidden = hidden + attention_module(xp, params, f"{prefix}.attn1", normed, heads, eps=eps,
+                                       qk_norm="rms_norm_across_heads", rope=rope) * chunks["gate_msa"][:, None, :]
     normed = layer_norm.generic(xp, hidden, parameter(xp, params, f"{prefix}.norm2.weight"),
                                 parameter(xp, params, f"{prefix}.norm2.bias"), eps) if cross_attn_norm else hidden
-    hidden = hidden + wan_attention(xp, params, f"{prefix}.attn2", normed, text, None, heads, eps)
+    hidden = hidden + attention_module(xp, params, f"{prefix}.attn2", normed, heads, context=text, eps=eps,
+                                       qk_norm="rms_norm_across_heads")
     normed = modulate.generic(xp, layer_norm.generic(xp, hidden, None, None, eps), chunks["shift_mlp"],
                               chunks["scale_mlp"])
     ff = feed_forward_module(xp, params, f"{prefix}.ffn", normed)

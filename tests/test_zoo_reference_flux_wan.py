@@ -25,6 +25,7 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers.models.transformers import transformer_flux  # noqa: E402
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed  # noqa: E402
 
+from ditcheck.reference.diffusers_modules import patch_embed  # noqa: E402
 from ditcheck.reference.errors import InvalidArgumentError  # noqa: E402
 from ditcheck.reference.flux import flux_forward  # noqa: E402
 from ditcheck.reference.native import Native  # noqa: E402
@@ -260,6 +261,18 @@ def test_unmodelled_options_raise_invalid_argument() -> None:
         wan_forward(FLOAT64, params, dict(wan.config), {**inputs, "timestep": np.ones((2, 3))})
     with pytest.raises(InvalidArgumentError, match="params"):
         wan_forward(FLOAT64, {k: v for k, v in params.items() if k != "blocks.0.norm2.bias"}, dict(wan.config), inputs)
+
+
+def test_patch_embed_with_max_size_requires_the_persistent_table() -> None:
+    # with pos_embed_max_size (SD3) diffusers' PatchEmbed table is a persistent buffer: read from the state dict,
+    # never recomputed; a state dict without it is a typed error naming the entry
+    params = {"pos_embed.proj.weight": np.ones((8, 4, 2, 2)), "pos_embed.proj.bias": np.zeros(8)}
+    latent = np.ones((1, 4, 4, 4))
+    with pytest.raises(InvalidArgumentError, match="pos_embed.pos_embed"):
+        patch_embed(FLOAT64, params, "pos_embed", latent, 2, 2, 1, max_size=4)
+    table = np.arange(4 * 4 * 8, dtype=np.float64).reshape(1, 16, 8)
+    tokens = patch_embed(FLOAT64, {**params, "pos_embed.pos_embed": table}, "pos_embed", latent, 2, 2, 1, max_size=4)
+    assert np.array_equal(tokens - 16.0, table.reshape(4, 4, 8)[1:3, 1:3].reshape(1, 4, 8))
 
 
 # ----------------------------------------------------------------------------------------
