@@ -69,8 +69,9 @@ def _common(parser: argparse.ArgumentParser, examples: int) -> None:
     parser.add_argument("--save-failures", metavar="DIR",
                         help="write each failing case to DIR as .npz plus a .py snippet that re-runs it")
     parser.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help=f"one call of the target longer than this fails; for a diffusers transformer class, one "
-                             f"running this long without a submodule call finishing (default {DEFAULT_TIMEOUT:g})")
+                        help=f"one call of the target longer than this fails; for a diffusers transformer class and on "
+                             f"the block-by-block path (--stream), one running this long without a submodule call "
+                             f"finishing (default {DEFAULT_TIMEOUT:g})")
 
 
 def _finish(report: Report, args: argparse.Namespace) -> int:
