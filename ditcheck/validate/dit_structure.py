@@ -383,16 +383,16 @@ def infer_structure(model: nn.Module, *, heads: int | None = None, learn_sigma: 
         evidence.append(f"parameters outside the reference DiT (kept at the target's values): {unmapped[:6]}")
 
     # returned channels: all of C_out, or only the first C (SiT)
-    first_of_tuple = isinstance(output, (tuple, list)) and bool(output) and isinstance(output[0], torch.Tensor) \
-        and output[0].ndim == 4 and tuple(output[0].shape[2:]) == (height, width) \
-        and output[0].shape[1] in (channels, out_channels)
-    if first_of_tuple:
-        evidence.append(f"output: the forward returns a {type(output).__name__} of {len(output)}; its first element "
-                        "is the prediction compared (the rest, e.g. REPA's projected features, is not checked)")
-        output = output[0]
-    if isinstance(output, torch.Tensor) and output.ndim == 4 and tuple(output.shape[2:]) == (height, width) \
-            and output.shape[1] in (channels, out_channels):
-        returned = int(output.shape[1])
+    candidate = output[0] if isinstance(output, (tuple, list)) and output else output
+    first_of_tuple = False
+    if isinstance(candidate, torch.Tensor) and candidate.ndim == 4 and tuple(candidate.shape[2:]) == (height, width) \
+            and candidate.shape[1] in (channels, out_channels):
+        first_of_tuple = candidate is not output
+        if first_of_tuple:
+            evidence.append(f"output: the forward returns a {type(output).__name__} of {len(output)}; its first "
+                            "element is the prediction compared (the rest, e.g. REPA's projected features, is not "
+                            "checked)")
+        returned = int(candidate.shape[1])
     else:  # not a DiT output: the validation reports it as a failed check (the target did return)
         returned = out_channels
         evidence.append(f"the probing forward returned {tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}, "
