@@ -691,8 +691,7 @@ def _eval_adaln_single(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
     embedded = _x(xp, call.child_outputs(module.emb)[0])
     expected = [_linear(call, xp, module.linear, silu.generic(xp, embedded)), embedded]
     if _size_conditioned(module.emb):
-        conditions = call.arg("added_cond_kwargs") or {}
-        expected += [_x(xp, conditions.get("resolution")), _x(xp, conditions.get("aspect_ratio"))]
+        expected += [_x(xp, value) for value in _size_condition_values(call.arg("added_cond_kwargs"))]
     return expected
 
 
@@ -702,13 +701,22 @@ def _observed_adaln_single(call: RecordedCall) -> list[np.ndarray]:
         emb = call.child(call.module.emb)
         if emb is None:
             raise Unsupported("its emb did not run as a hooked child")
-        observed += [emb.kept_inputs.get("resolution"), emb.kept_inputs.get("aspect_ratio")]
+        observed += _size_condition_values(emb.kept_inputs)
     return observed
 
 
-def _size_conditioned(embedder: nn.Module) -> bool:
-    """Whether a PixArtAlphaCombinedTimestepSizeEmbeddings adds the resolution / aspect-ratio embeddings."""
-    return bool(getattr(embedder, "use_additional_conditions", False))
+def _size_conditioned(module: nn.Module) -> bool:
+    """Whether a PixArtAlphaCombinedTimestepSizeEmbeddings adds the resolution / aspect-ratio embeddings, or a
+    PixArt model needs them (added_cond_kwargs): the use_additional_conditions flag each keeps, as diffusers resolved
+    it (a config None: sample_size == 128)."""
+    return bool(getattr(module, "use_additional_conditions", False))
+
+
+def _size_condition_values(conditions: Mapping[str, Any] | None) -> list[Any]:
+    """PixArt's size conditions [resolution, aspect_ratio] out of added_cond_kwargs (or emb's inputs); None where
+    absent."""
+    conditions = conditions or {}
+    return [conditions.get("resolution"), conditions.get("aspect_ratio")]
 
 
 def _eval_label_embedding(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2196,8 +2204,7 @@ def _eval_pixart_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
         _x(xp, call.arg("encoder_hidden_states"))
     expected = [out("pos_embed"), out("adaln_single", 0), text]
     if _size_conditioned(call.module.adaln_single.emb):  # added_cond_kwargs passed on to adaln_single unchanged
-        conditions = call.arg("added_cond_kwargs") or {}
-        expected += [_x(xp, conditions.get("resolution")), _x(xp, conditions.get("aspect_ratio"))]
+        expected += [_x(xp, value) for value in _size_condition_values(call.arg("added_cond_kwargs"))]
     mask = call.arg("encoder_attention_mask")
     if mask is not None and np.ndim(mask) == 2:
         expected.append(((1 - _x(xp, mask)) * knobs["mask_bias"])[:, None, :])
@@ -2215,8 +2222,7 @@ def _observed_pixart_model(call: RecordedCall) -> list[np.ndarray]:
     first = blocks[0].kept_inputs
     observed = [first["hidden_states"], first["timestep"], first["encoder_hidden_states"]]
     if _size_conditioned(call.module.adaln_single.emb):
-        conditions = children["adaln_single"].kept_inputs.get("added_cond_kwargs") or {}
-        observed += [conditions.get("resolution"), conditions.get("aspect_ratio")]
+        observed += _size_condition_values(children["adaln_single"].kept_inputs.get("added_cond_kwargs"))
     mask = call.arg("encoder_attention_mask")
     if mask is not None and np.ndim(mask) == 2:
         observed.append(first["encoder_attention_mask"])

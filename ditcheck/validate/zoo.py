@@ -49,7 +49,7 @@ from ditcheck.loader import build, load
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
-from .components import check_components
+from .components import _size_conditioned, check_components
 from .report import Check, Report
 from .zoo_reference import CHECK_PREFIX, WHOLE_MODEL_REFERENCES, add_whole_model_example
 
@@ -737,16 +737,6 @@ VAE_SCALE = 8
 VAE_SCALE_TEMPORAL = 4
 
 
-def _size_conditioned(model: nn.Module, config: Mapping[str, Any]) -> bool:
-    """Whether the forward needs PixArt-alpha's micro-conditions (added_cond_kwargs resolution and aspect ratio):
-    config use_additional_conditions, which diffusers resolves to sample_size == 128 when it is None (the model keeps
-    the resolved value as an attribute)."""
-    flag = getattr(model, "use_additional_conditions", None)
-    if flag is None:
-        flag = config.get("use_additional_conditions")
-    return bool(config.get("sample_size") == 128 if flag is None else flag)
-
-
 def _size_conditions(latents: torch.Tensor) -> dict[str, torch.Tensor]:
     """PixArt-alpha's micro-conditions as its pipeline makes them from the image size: resolution [B, 2] = (height,
     width) in pixels and aspect_ratio [B, 1] = height / width (pipeline_pixart_alpha, "Prepare micro-conditions")."""
@@ -805,8 +795,7 @@ def build_inputs(model: nn.Module, seed: int = 0, dtype: torch.dtype | None = No
         if base is not None:
             parameters = {**dict(list(inspect.signature(base.forward).parameters.items())[1:]), **parameters}
     # with (height, width) conditions a non-square image makes their order observable: (h, w) vs (w, h)
-    size_conditioned = entry.latent == "image" and "added_cond_kwargs" in parameters and \
-        _size_conditioned(model, config)
+    size_conditioned = entry.latent == "image" and "added_cond_kwargs" in parameters and _size_conditioned(model)
     image_width = entry.size + 2 * pw if size_conditioned else entry.size
     for parameter_name, parameter in parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
