@@ -26,7 +26,7 @@ from ._target import Heartbeat
 from .dit_precision import call_target
 from .dit_recognition import dit_hooks
 
-__all__ = ["first_outputs", "capture", "Example", "draw_dit_examples", "Comparison", "max_abs", "Run", "measure",
+__all__ = ["first_outputs", "hooked_activation", "capture", "Example", "draw_dit_examples", "Comparison", "max_abs", "Run", "measure",
            "tolerances", "score"]
 
 
@@ -59,6 +59,16 @@ def first_outputs(model: nn.Module, names: Iterable[str], keep: Callable[[str, A
     return call_target(call, timeout, float64, handles, progress), kept
 
 
+def hooked_activation(output: Any, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> np.ndarray | None:
+    """A hooked submodule's output as compared with the reference: the first entry of a tuple output, ``transform``
+    applied (a layout's hook transform, None: none), as a float64 NumPy array on the CPU; None when it is no tensor."""
+    value = output[0] if isinstance(output, tuple) else output
+    if not isinstance(value, torch.Tensor):
+        return None
+    value = transform(value) if transform is not None else value
+    return value.detach().to("cpu", torch.float64).numpy()
+
+
 def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[[], Any],
              timeout: float, float64: bool = False) -> tuple[Any, list[tuple[str, str, np.ndarray]]]:
     """(output, [(target name, reference name, activation)] in execution order; first call of each module only,
@@ -71,12 +81,7 @@ def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[
         references.setdefault(target_name, (reference_name, transform))
 
     def keep(target_name: str, output: Any) -> np.ndarray | None:
-        value = output[0] if isinstance(output, tuple) else output
-        if not isinstance(value, torch.Tensor):
-            return None
-        transform = references[target_name][1]
-        value = transform(value) if transform is not None else value
-        return value.detach().to("cpu", torch.float64).numpy()
+        return hooked_activation(output, references[target_name][1])
 
     output, kept = first_outputs(model, references, keep, call, timeout, float64)
     return output, [(name, references[name][0], value) for name, value in kept.items() if value is not None]

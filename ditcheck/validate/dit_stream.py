@@ -33,7 +33,7 @@ from ditcheck.reference.layers import patchify, pos_embed_2d
 from ._target import Heartbeat, TargetTimeoutError
 from .dit_precision import call_target
 from .dit_recognition import Layout
-from .dit_run import Comparison, max_abs
+from .dit_run import Comparison, hooked_activation, max_abs
 
 __all__ = ["STREAM_PARAMETERS", "randomise_weights", "StreamingComparison"]
 
@@ -163,10 +163,9 @@ class StreamingComparison:
                         handle.remove()
                     raise _Aborted("ditcheck stopped comparing")
                 self._done.add(target_name)
-                value = output[0] if isinstance(output, tuple) else output
-                if isinstance(value, torch.Tensor):
-                    value = transform(value) if transform is not None else value
-                    arrivals.put((target_name, reference_name, value.detach().to("cpu", torch.float64).numpy()))
+                value = hooked_activation(output, transform)
+                if value is not None:
+                    arrivals.put((target_name, reference_name, value))
                     heartbeat.beat()
             handles.append(module.register_forward_hook(hook))
 
