@@ -2131,20 +2131,17 @@ def _eval_wan_condition(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
     return _WAN_CONDITION_EVAL(call, xp, knobs)
 
 
-def _glue_parts(call: RecordedCall, children: Sequence[str], blocks: nn.ModuleList,
-                unsupported: str | None = None) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
-    """A model-glue check's inputs: the recorded children it reads and the model's hooked blocks in call order.
-    ``unsupported``: why this call's configuration is not modelled (raises Unsupported), None when it is."""
-    if unsupported is not None:
-        raise Unsupported(unsupported)
+def _glue_parts(call: RecordedCall, children: Sequence[str],
+                blocks: nn.ModuleList) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
+    """A model-glue check's inputs: the recorded children it reads and the model's hooked blocks in call order."""
     return _needed_children(call, list(children)), _hooked_blocks(call, blocks)
 
 
 def _wan_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
-    modelled = np.ndim(call.arg("timestep")) == 1 and call.arg("encoder_hidden_states_image") is None
+    if np.ndim(call.arg("timestep")) != 1 or call.arg("encoder_hidden_states_image") is not None:
+        raise Unsupported("per-token timesteps (Wan 2.2 TI2V) or image conditioning")
     return _glue_parts(call, ["rope", "patch_embedding", "condition_embedder", "norm_out", "proj_out"],
-                       call.module.blocks, None if modelled else "per-token timesteps (Wan 2.2 TI2V) or image "
-                       "conditioning")
+                       call.module.blocks)
 
 
 def _eval_wan_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2187,9 +2184,10 @@ def _pixart_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall],
     module = call.module
     # without caption_channels (diffusers' default config) the text states reach the blocks unprojected
     projected = ["caption_projection"] if module.caption_projection is not None else []
+    if call.arg("attention_mask") is not None:
+        raise Unsupported("PixArt with a self-attention mask")
     return _glue_parts(call, ["pos_embed", "adaln_single", *projected, "norm_out", "proj_out"],
-                       module.transformer_blocks,
-                       None if call.arg("attention_mask") is None else "PixArt with a self-attention mask")
+                       module.transformer_blocks)
 
 
 def _eval_pixart_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2238,11 +2236,11 @@ def _unpatchify_2d(xp: Precision, tokens: Any, height: int, width: int, patch: i
 
 
 def _sd3_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
-    modelled = call.arg("skip_layers") is None and call.arg("block_controlnet_hidden_states") is None and \
-        not call.arg("joint_attention_kwargs")
+    if call.arg("skip_layers") is not None or call.arg("block_controlnet_hidden_states") is not None or \
+            call.arg("joint_attention_kwargs"):
+        raise Unsupported("SD3 with skipped layers, ControlNet residuals or joint_attention_kwargs")
     return _glue_parts(call, ["pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out"],
-                       call.module.transformer_blocks,
-                       None if modelled else "SD3 with skipped layers, ControlNet residuals or joint_attention_kwargs")
+                       call.module.transformer_blocks)
 
 
 def _two_stream_chain(xp: Precision, blocks: Sequence[RecordedCall], temb: Any, streams: tuple[int, int]) -> list[Any]:
@@ -2329,10 +2327,11 @@ def _cogvideox_positions(xp: Precision, module: nn.Module, text_tokens: int, fra
 
 def _cogvideox_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
     module = call.module
-    modelled = module.config.patch_size_t is None and module.ofs_embedding is None and call.arg("timestep_cond") is None
+    if module.config.patch_size_t is not None or module.ofs_embedding is not None or \
+            call.arg("timestep_cond") is not None:
+        raise Unsupported("CogVideoX 1.5 3-D patches, ofs embedding or timestep_cond")
     return _glue_parts(call, ["time_proj", "time_embedding", "patch_embed", "norm_final", "norm_out", "proj_out"],
-                       module.transformer_blocks,
-                       None if modelled else "CogVideoX 1.5 3-D patches, ofs embedding or timestep_cond")
+                       module.transformer_blocks)
 
 
 def _eval_cogvideox_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2363,11 +2362,10 @@ def _observed_cogvideox_model(call: RecordedCall) -> list[np.ndarray]:
 
 
 def _sana_model_children(call: RecordedCall) -> tuple[dict[str, RecordedCall], list[RecordedCall]]:
-    modelled = all(call.arg(name) is None for name in ("guidance", "controlnet_block_samples", "attention_mask"))
+    if any(call.arg(name) is not None for name in ("guidance", "controlnet_block_samples", "attention_mask")):
+        raise Unsupported("Sana with guidance embedding, ControlNet residuals or a self-attention mask")
     return _glue_parts(call, ["patch_embed", "time_embed", "caption_projection", "caption_norm", "norm_out",
-                              "proj_out"], call.module.transformer_blocks,
-                       None if modelled else "Sana with guidance embedding, ControlNet residuals or a self-attention "
-                       "mask")
+                              "proj_out"], call.module.transformer_blocks)
 
 
 def _eval_sana_model(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
