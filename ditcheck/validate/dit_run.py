@@ -139,12 +139,14 @@ def max_abs(a: np.ndarray) -> float:
 
 @dataclass
 class Run:
-    """One example as the target ran it: reference inputs (rounded through dtype), tensors, activations, output."""
+    """One example as the target ran it: reference inputs (rounded through dtype), tensors, activations, output;
+    output_error: max |output - reference output|, set by the last :func:`measure` of it (for its config)."""
 
     inputs: dict[str, Any]
     tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
     seen: list[tuple[str, str, np.ndarray]]
     result: np.ndarray
+    output_error: float = math.nan
 
 
 def measure(config: DiTConfig, runs: list[Run], dtype: torch.dtype, device: torch.device, timeout: float,
@@ -153,7 +155,8 @@ def measure(config: DiTConfig, runs: list[Run], dtype: torch.dtype, device: torc
 
     The naive candidate of the tolerance rule is ditcheck.models.dit.DiT with the same config, weights
     and inputs in the target dtype: a plain implementation of exactly the convention checked.
-    ``naive_errors`` (by target activation name) reuses errors measured before instead of re-running it.
+    ``naive_errors`` (by target activation name) reuses errors measured before instead of re-running it. Each
+    run's Run.output_error is set on the way.
     """
     comparisons: dict[str, Comparison] = {}
     output = Comparison("output", "unpatchify", 10**6)
@@ -176,8 +179,10 @@ def measure(config: DiTConfig, runs: list[Run], dtype: torch.dtype, device: torc
                 expected = expected[:, :value.shape[1]]
             entry = output if target_name == "output" else comparisons.setdefault(
                 target_name, Comparison(target_name, reference_name, order))
-            entry.observed = max(entry.observed, max_abs(value - expected) if value.shape == expected.shape
-                                 else math.inf)
+            error = max_abs(value - expected) if value.shape == expected.shape else math.inf
+            entry.observed = max(entry.observed, error)
+            if target_name == "output":
+                run.output_error = error
             entry.naive = max(entry.naive, max_abs(naive[reference_name][:, :expected.shape[1]] - expected)
                               if naive_errors is None
                               else naive_errors[target_name])
