@@ -246,7 +246,8 @@ class RecordedCall:
     kept_inputs: dict[str, Any] = field(default_factory=dict)
     kept_outputs: list[np.ndarray] = field(default_factory=list)
     #: float64 copies of the parameters read while this call is compared (the exact, naive and knob evaluations read
-    #: the same weights: converting a real-width weight once, not once per evaluation)
+    #: the same weights: converting a real-width weight once, not once per evaluation), and tables derived from them
+    #: once per precision (CogVideoX's sin-cos table)
     params: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
 
     def param(self, name: str, module: nn.Module | None = None) -> np.ndarray | None:
@@ -2305,7 +2306,12 @@ def _eval_cogvideox_patch_embed(call: RecordedCall, xp: Precision, knobs: Mappin
     text = _x(xp, children["text_proj"].kept_outputs[0])
     embeds = np.concatenate([text, image] if knobs["token_order"] == "text-first" else [image, text], axis=1)
     if module.use_positional_embeddings and knobs["positional_table"]:
-        embeds = embeds + _cogvideox_positions(xp, module, np.shape(text)[1], frames, height, width)[None]
+        # one table per precision kind and format (elementwise only: the summation order does not enter), kept for
+        # this call's evaluations and freed with its parameter copies
+        key = (id(module), f"sin-cos table {type(xp).__name__} {getattr(xp, 'dtype', xp.name)}")
+        if key not in call.params:
+            call.params[key] = _cogvideox_positions(xp, module, np.shape(text)[1], frames, height, width)
+        embeds = embeds + call.params[key][None]
     return [embeds]
 
 
