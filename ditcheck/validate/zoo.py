@@ -51,7 +51,7 @@ from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
 from .components import _size_conditioned, check_components
 from .report import Check, Report
-from .zoo_reference import CHECK_PREFIX, WHOLE_MODEL_REFERENCES, add_whole_model_example
+from .zoo_reference import CHECK_PREFIX, WHOLE_MODEL_REFERENCES, add_whole_model_example, model_output
 
 __all__ = ["TINY_CONFIGS", "FLOAT64_RAISES", "DIT_TINY_CONFIG", "PENDING", "OUT_OF_SCOPE", "ZOO_CONVENTIONS",
            "DEFAULT_ZOO_EXAMPLES", "ZooEntry", "ENTRIES", "diffusers_transformer_classes", "diffusers_class_name",
@@ -1185,8 +1185,7 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
                     failing[finding.name] = finding
             if outputs:
                 returned += 1
-                out = outputs[0][0] if isinstance(outputs[0], (tuple, list)) else outputs[0]
-                out = getattr(out, "sample", out)
+                out = model_output(outputs[0])
                 latents = kwargs.get("hidden_states", kwargs.get("x"))
                 if entry.latent == "list" and isinstance(out, (list, tuple)) and \
                         all(isinstance(o, torch.Tensor) for o in out) and len(out) == len(latents):

@@ -45,7 +45,7 @@ from .components import _to_numpy, _worst, exact_precision, naive_precisions
 from .dit_run import first_outputs, max_abs
 from .report import Check, Report
 
-__all__ = ["CHECK_PREFIX", "REFERENCE_CHECK", "WHOLE_MODEL_REFERENCES", "add_whole_model_checks",
+__all__ = ["model_output", "CHECK_PREFIX", "REFERENCE_CHECK", "WHOLE_MODEL_REFERENCES", "add_whole_model_checks",
            "add_whole_model_example", "compare_whole_model", "reference_inputs"]
 
 #: diffusers class name -> its whole-model reference forward(xp, params, config, inputs, record), one interface for
@@ -74,10 +74,11 @@ def _tensors(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (tuple, list)) else [value]
 
 
-def _model_output(output: Any) -> Any:
-    """The sample a diffusers forward returns: the first entry of a tuple, or ``.sample`` of an output object."""
+def model_output(output: Any) -> Any:
+    """The sample a diffusers forward returns: the first entry of a tuple (return_dict=False), ``.sample`` of an
+    output object."""
     if isinstance(output, (tuple, list)) and output:
-        return output[0]
+        output = output[0]
     return getattr(output, "sample", output)
 
 
@@ -103,7 +104,7 @@ def _run_target(module: nn.Module, kwargs: Mapping[str, Any], names: Sequence[st
     (dit_run.first_outputs; a block the target does not have is not recorded, and its check fails)."""
     output, seen = first_outputs(module, names, lambda _name, value: [_to_numpy(t) for t in _tensors(value)],
                                  lambda: module(**kwargs), timeout, float64, heartbeat=True)
-    output = _model_output(output)
+    output = model_output(output)
     return _to_numpy(output) if isinstance(output, torch.Tensor) else output, seen
 
 
