@@ -51,26 +51,20 @@ _UNIT_ROUNDOFF = FLOAT64_FORMAT.unit_roundoff
 
 
 @dataclass(frozen=True)
-class LowRankGradientCase:
+class LowRankGradientCase(WeightGradientCase):
     """An LD7/LD8 problem: WeightGradientCase's arrays with W rescaled so the Cauchy-Schwarz logit range is ``radius``.
 
     The chain is called with this ``radius`` (verified against the actual logits) and the
     polynomial ``degree``; (radius, degree) come from a small grid so certificates are cached.
-    Not a WeightGradientCase (composition, not a subclass): a check taking one would use W before the rescaling;
-    ``arrays()`` gives the arrays after it, built from ``WeightGradientCase(tokens, dim, seed, scale, magnitude)``.
+    ``build()`` (inherited) gives the arrays before the rescaling, ``arrays()`` after it.
     """
 
-    tokens: int
-    dim: int
-    seed: int
-    scale: float = 1.0
-    magnitude: float = 1.0
     radius: float = 0.5
     degree: int = 4
 
     def arrays(self) -> dict[str, np.ndarray]:
         """float64 arrays a1, a2, a3, w, w_ov, y with |scale| max_i ||W^T a1_i|| max_j ||a2_j|| just below radius."""
-        arrays = WeightGradientCase(self.tokens, self.dim, self.seed, self.scale, self.magnitude).build()
+        arrays = self.build()
         current = abs(self.scale) * np.linalg.norm(arrays["w"].T @ arrays["a1"], axis=0).max() \
             * np.linalg.norm(arrays["a2"], axis=0).max()
         if current > 0:
