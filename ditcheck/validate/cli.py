@@ -2,7 +2,8 @@
 
   ditcheck validate attention MODULE:ATTR [--dtype D] [--layout bhld|blhd] [--self-attention] [--gqa]
                               [--mask none|boolean|additive|key-padding] [--examples N] [--seed S] ...
-  ditcheck validate dit MODULE:ATTR|diffusers:CLASS [--convention dit|diffusers] [--dtype D] [--examples N] ...
+  ditcheck validate dit MODULE:ATTR|diffusers:CLASS [--convention dit|diffusers] [--dtype D] [--examples N]
+                       [--inputs MODULE:ATTR] ...
   ditcheck validate scheduler MODULE:ATTR [--steps N,N] [--config KEY=VALUE ...] [--samples N] [--quick] [--json PATH]
 
 MODULE is a dotted module name or a path to a .py file. For attention, ATTR is fn(q, k, v)
@@ -10,7 +11,9 @@ MODULE is a dotted module name or a path to a .py file. For attention, ATTR is f
 one. For dit, ATTR is an nn.Module (original DiT layout or any diffusers transformer class: DiT, PixArt,
 SD3, Flux, Wan, ...) or a zero-argument callable returning one; diffusers:CLASS (e.g.
 diffusers:FluxTransformer2DModel) builds that class with a documented tiny configuration and random
-weights, and ditcheck builds every input; for scheduler, a diffusers-style scheduler class,
+weights, and ditcheck builds every input; any other torch model (an original PixArt or Flux code base, a
+fork ditcheck does not recognise) is checked component by component given --inputs MODULE:ATTR, a function
+of the example seed returning the forward call's arguments; for scheduler, a diffusers-style scheduler class,
 instance or zero-argument factory. Exit code 0: conforms; 1: a discrepancy was found;
 2: the target could not be loaded or called (the message says why).
 """
@@ -139,12 +142,13 @@ class DiTTarget:
     The original layout and diffusers' DiTTransformer2DModel are compared with the whole-model reference; every
     other diffusers transformer class (PixArt, SD3, Flux, Wan, CogVideoX, HunyuanVideo, ...; an instance, a
     subclass or a factory of one, or diffusers:CLASS, built with a documented tiny configuration) component by
-    component, with inputs built from its config and forward signature (ditcheck.validate.zoo). --heads,
-    --learn-sigma and --set apply to the original layout and DiTTransformer2DModel only.
+    component, with inputs built from its config and forward signature (ditcheck.validate.zoo). Any other torch
+    model is checked component by component from the inputs --inputs gives. --heads, --learn-sigma and --set apply
+    to the original layout and DiTTransformer2DModel only.
     """
 
     HELP = ("a DiT nn.Module (original layout or a diffusers transformer class), a factory of one, or "
-            "diffusers:CLASS (built tiny)")
+            "diffusers:CLASS (built tiny); any other torch model with --inputs")
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +180,12 @@ class DiTTarget:
                                  "convention knob to check against (ln_eps_mlp=1e-5); repeatable")
         parser.add_argument("--strict-precision", action="store_true",
                             help="float32 islands of a float64 run fail the run (default: reported apart, exit 0)")
+        parser.add_argument("--inputs", metavar="MODULE:ATTR", default=None,
+                            help="the forward call's inputs, for any other torch model (an original PixArt, Flux or "
+                                 "Latte code base, a fork ditcheck does not recognise): a function of the example seed "
+                                 "returning a dict of keyword arguments, a tuple of positional ones or both; the model "
+                                 "is then checked component by component, each recognised submodule against its own "
+                                 "settings (for a diffusers class: instead of the inputs ditcheck builds)")
         parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                             help="validate block by block, in memory bounded by one block (original layout only; "
                                  "no diagnosis or localisation) (default: when the target has more than "
@@ -211,7 +221,7 @@ class DiTTarget:
             report = dit(model, convention=args.convention, examples=args.examples, seed=args.seed, dtype=args.dtype,
                          device=args.device, weights=weights, diagnose=not args.no_diagnosis, timeout=args.timeout,
                          target=args.target, heads=args.heads, learn_sigma=args.learn_sigma, overrides=overrides,
-                         strict_precision=args.strict_precision, stream=args.stream)
+                         strict_precision=args.strict_precision, stream=args.stream, inputs=args.inputs)
         except (LoadError, ValueError, RuntimeError, OSError) as error:  # TargetError is a LoadError
             return _unusable(error)
         return _finish(report, args)

@@ -34,6 +34,7 @@ from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.layers import pos_embed_2d
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
+from .call_inputs import INPUTS_HINT
 from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, require_output
 from .dit_conversion import diffusers_state_dict, params_from_diffusers
 from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_variants
@@ -59,7 +60,7 @@ def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DI
         diagnose: bool = True, timeout: float = DEFAULT_TIMEOUT, target: str | None = None,
         heads: int | None = None, learn_sigma: bool | None = None,
         overrides: Mapping[str, Any] | None = None, strict_precision: bool = False,
-        stream: bool | None = None) -> Report:
+        stream: bool | None = None, inputs: Any = None) -> Report:
     """Validate a DiT (original architecture, any fork of it, or diffusers' DiTTransformer2DModel) against the reference.
 
     convention: "dit" (facebookresearch/DiT) or "diffusers" (DIFFUSERS_DIT_KNOBS). examples: random
@@ -80,18 +81,23 @@ def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DI
     The other transformer classes of diffusers (PixArt, SD3, Flux, Wan, ...) go to :mod:`ditcheck.validate.zoo`
     (component by component, convention "diffusers", the default for them): ``model`` may then also be the class,
     its name as "diffusers:ClassName" (built with a documented tiny configuration) or a zero-argument factory.
+
+    inputs: the forward call's arguments for any other torch model (an original PixArt or Flux code base, a
+    research fork; :mod:`ditcheck.validate.call_inputs`: a function of the example seed, or ``MODULE:ATTR`` naming
+    one): the model is then checked component by component (:func:`ditcheck.validate.zoo.validate`), each
+    recognised submodule against its own settings; for a diffusers class they replace the inputs ditcheck builds.
     """
     if isinstance(model, str) or inspect.isclass(model) or (callable(model) and not isinstance(model, nn.Module)):
         model, target = zoo.resolve_target(model, dtype, target)
-    if zoo.dispatches_here(model):
+    if zoo.dispatches_here(model) or inputs is not None:
         unused = {"heads": heads, "learn_sigma": learn_sigma, "overrides": overrides or None, "stream": stream}
         for argument, value in unused.items():
             if value is not None:
                 raise InvalidArgumentError(argument, f"None for {type(model).__name__} (the component path reads "
                                            "architecture and conventions off the modules)", repr(value))
-        return zoo.validate(model, convention=convention or "diffusers", examples=examples, seed=seed, dtype=dtype,
+        return zoo.validate(model, convention=convention, examples=examples, seed=seed, dtype=dtype,
                             device=device, weights=weights, diagnose=diagnose, timeout=timeout, target=target,
-                            strict_precision=strict_precision)
+                            strict_precision=strict_precision, inputs=inputs)
     convention = convention or "dit"
     examples, seed, timeout = require_run_settings(examples, seed, timeout)
     if weights not in ("random", "model"):
@@ -127,6 +133,7 @@ def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DI
         except TargetError as error:
             report = Report(target=name, kind="dit", settings={"convention": convention}, loaded=False)
             report.notes.append(str(error))
+            report.notes.append(INPUTS_HINT)
             return report
         config = convention_config(layout.config, convention)
         config = config.replace(**{**{key: value for key, value in architecture.items()}, **conventions})

@@ -49,6 +49,7 @@ from ditcheck.loader import build, load
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
+from .call_inputs import inputs_function
 from .components import _size_conditioned, check_components
 from .report import Check, Report
 from .zoo_reference import CHECK_PREFIX, WHOLE_MODEL_REFERENCES, add_whole_model_example, model_output
@@ -1083,11 +1084,12 @@ def dispatches_here(model: Any) -> bool:
     return diffusers_class_name(model) not in (None, "DiTTransformer2DModel")
 
 
-def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAULT_ZOO_EXAMPLES, seed: int = 0,
+def validate(model: Any, *, convention: str | None = None, examples: int = DEFAULT_ZOO_EXAMPLES, seed: int = 0,
              dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
              diagnose: bool = True, timeout: float | None = None, target: str | None = None,
-             strict_precision: bool = False) -> Report:
-    """Validate a diffusers transformer (instance, class, "diffusers:ClassName" or a zero-argument factory).
+             strict_precision: bool = False, inputs: Any = None) -> Report:
+    """Validate a diffusers transformer (instance, class, "diffusers:ClassName" or a zero-argument factory), or any
+    torch model given ``inputs``.
 
     Each of ``examples`` examples draws fresh weights (``weights="random"``: every parameter, adaLN-Zero and gates
     included; "model": the target's own) and fresh inputs (:func:`build_inputs`, seeded by ``seed``) and runs the
@@ -1096,17 +1098,26 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     the convention knobs explaining the first divergence (the engine tries them on every mismatch). A class or
     name outside the zoo raises InvalidArgumentError naming ``model``; a target that raises or returns a wrong
     or non-finite output is a failed check.
+
+    ``inputs`` (:mod:`ditcheck.validate.call_inputs`: a function of the example seed returning the forward call's
+    arguments, or a ``MODULE:ATTR`` naming one) replaces :func:`build_inputs`, and lets ``model`` be any torch
+    model: each recognised submodule is checked against the conventions its own module states, the output for
+    finiteness only (no expected shape is known), and the classes the engine does not recognise are listed.
     """
     examples, seed, timeout = require_run_settings(examples, seed, DEFAULT_TIMEOUT if timeout is None else timeout)
-    if convention not in ZOO_CONVENTIONS:
-        raise InvalidArgumentError("convention", f"one of {ZOO_CONVENTIONS} for a diffusers transformer class",
-                                   repr(convention))
     if weights not in ("random", "model"):
         raise InvalidArgumentError("weights", "'random' or 'model'", repr(weights))
     requested = None if dtype is None else resolve_dtype(dtype)
+    user_inputs = None if inputs is None else inputs_function(inputs)
     module, label = resolve_target(model, requested, target)
     name = diffusers_class_name(module) or type(module).__name__
-    entry = _entry(name)
+    entry = _entry(name) if user_inputs is None or name in ENTRIES else None
+    if convention is None:
+        convention = "diffusers" if entry is not None else "as each module states"
+    elif convention not in ZOO_CONVENTIONS or entry is None:
+        expected = (f"one of {ZOO_CONVENTIONS} for a diffusers transformer class" if entry is not None else
+                    f"None for {name}: outside the diffusers zoo each component is checked against its own settings")
+        raise InvalidArgumentError("convention", expected, repr(convention))
     own = next((p for p in module.parameters() if p.is_floating_point()), None)
     if own is None:
         raise InvalidArgumentError("model", "an nn.Module with floating parameters", name)
@@ -1120,10 +1131,12 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     report = Report(target=label, kind="dit", settings={"class": name, "convention": convention, "dtype": fmt,
                                                         "device": str(run_device), "examples": examples, "seed": seed,
                                                         "weights": weights, "path": "components"})
+    if user_inputs is not None:
+        report.settings["inputs"] = inputs if isinstance(inputs, str) else getattr(inputs, "__qualname__", "given")
     if label == f"diffusers:{name}":
         report.notes.append("built by ditcheck with the tiny configuration " +
                             ", ".join(f"{k}={v}" for k, v in entry.config.items()) + f" ({entry.note})")
-    config = _config(module)
+    config = _config(module) if entry is not None else {}  # a user's model may keep anything in .config
     summaries: dict[str, _ClassSummary] = {}
     failing: dict[str, Any] = {}  # name -> worst failing finding over the examples
     first_failure = None
@@ -1141,8 +1154,13 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
             if weights == "random":
                 randomise_weights(module, example_seed)
             try:
-                _, kwargs = build_inputs(module, example_seed, run_dtype, name=name)
-            except InvalidArgumentError as error:
+                if user_inputs is None:
+                    args, kwargs = build_inputs(module, example_seed, run_dtype, name=name)
+                else:  # the user's function: it may raise or hang like the target
+                    args, kwargs = call_isolated(user_inputs, example_seed, timeout=timeout)
+                    args = to_device(args, run_device, run_dtype, every_float=True)
+                    kwargs = to_device(kwargs, run_device, run_dtype, every_float=True)
+            except (InvalidArgumentError, TargetError) as error:
                 report.loaded = False
                 report.checks.append(Check("inputs", False, message=str(error)))
                 return report
@@ -1152,7 +1170,7 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
             try:
                 # the time-out counts from the last submodule call checked: a full-size model is slow, not hung
                 heartbeat = Heartbeat()
-                components = call_isolated(check_components, module, (), kwargs, strict_precision=strict_precision,
+                components = call_isolated(check_components, module, args, kwargs, strict_precision=strict_precision,
                                            progress=heartbeat.beat, timeout=timeout, heartbeat=heartbeat)
             except TargetTimeoutError as error:
                 call_errors.append(error.describe())
@@ -1186,6 +1204,10 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
             if outputs:
                 returned += 1
                 out = model_output(outputs[0])
+                if user_inputs is not None:  # the user's inputs: no expected shape is known, the output must be finite
+                    problem = _output_problem(out, None)
+                    output_problems.extend([f"example {index}: {problem}"] if problem else [])
+                    continue
                 latents = kwargs.get("hidden_states", kwargs.get("x"))
                 if entry.latent == "list" and isinstance(out, (list, tuple)) and \
                         all(isinstance(o, torch.Tensor) for o in out) and len(out) == len(latents):
@@ -1194,14 +1216,9 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
                     latents = torch.stack(latents)
                 if entry.output_suffix and isinstance(out, torch.Tensor) and out.ndim == 3:
                     out = out[:, -latents.shape[1]:]
-                expected = _expected_output_shape(entry, config, latents)
-                if not isinstance(out, torch.Tensor):
-                    output_problems.append(f"example {index}: returned a {type(out).__name__}, not a tensor")
-                elif expected is not None and tuple(out.shape) != expected:
-                    output_problems.append(f"example {index}: shape {tuple(out.shape)}, expected {expected}")
-                elif not bool(torch.isfinite(out).all()):
-                    output_problems.append(f"example {index}: {int((~torch.isfinite(out)).sum())} non-finite values")
-            if name in WHOLE_MODEL_REFERENCES:  # the whole forward, each block's output too, against its reference
+                problem = _output_problem(out, _expected_output_shape(entry, config, latents))
+                output_problems.extend([f"example {index}: {problem}"] if problem else [])
+            if name in WHOLE_MODEL_REFERENCES and user_inputs is None:  # the whole forward, each block's output too, against its reference
                 add_whole_model_example(report, module, kwargs, run_dtype, name=name, timeout=timeout)
     finally:
         module.train(was_training)
@@ -1215,20 +1232,33 @@ def validate(model: Any, *, convention: str = "diffusers", examples: int = DEFAU
     return report
 
 
-def to_device(value: Any, device: torch.device | None, dtype: torch.dtype | None = None) -> Any:
-    """build_inputs' values on ``device`` (None: where they are), float64 tensors (build_inputs' draws) cast to
-    ``dtype`` when given: a tensor, or the tensors of a list, tuple, namedtuple (RoPE tables, per-sample latents) or
-    dict (PixArt's added_cond_kwargs), at any depth; anything else as it is."""
+def to_device(value: Any, device: torch.device | None, dtype: torch.dtype | None = None, *,
+              every_float: bool = False) -> Any:
+    """build_inputs' values on ``device`` (None: where they are), float64 tensors (build_inputs' draws; with
+    ``every_float``, every floating tensor: a user's inputs) cast to ``dtype`` when given: a tensor, or the tensors of
+    a list, tuple, namedtuple (RoPE tables, per-sample latents) or dict (PixArt's added_cond_kwargs), at any depth;
+    anything else as it is."""
     if isinstance(value, torch.Tensor):
-        if dtype is not None and value.dtype == torch.float64:
+        if dtype is not None and (value.dtype == torch.float64 or (every_float and value.is_floating_point())):
             value = value.to(dtype)
         return value if device is None else value.to(device)
     if isinstance(value, (list, tuple)):
-        moved = [to_device(v, device, dtype) for v in value]
+        moved = [to_device(v, device, dtype, every_float=every_float) for v in value]
         return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)  # a namedtuple takes fields
     if isinstance(value, dict):
-        return {key: to_device(v, device, dtype) for key, v in value.items()}
+        return {key: to_device(v, device, dtype, every_float=every_float) for key, v in value.items()}
     return value
+
+
+def _output_problem(out: Any, expected: tuple[int, ...] | None) -> str:
+    """What is wrong with a model's output: not a tensor, a shape other than ``expected`` (None: any), non-finite."""
+    if not isinstance(out, torch.Tensor):
+        return f"returned a {type(out).__name__}, not a tensor"
+    if expected is not None and tuple(out.shape) != expected:
+        return f"shape {tuple(out.shape)}, expected {expected}"
+    if not bool(torch.isfinite(out).all()):
+        return f"{int((~torch.isfinite(out)).sum())} non-finite values"
+    return ""
 
 
 def _fill_report(report: Report, summaries: Mapping[str, _ClassSummary], failing: Mapping[str, Any], first_failure: Any,
