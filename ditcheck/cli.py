@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from types import ModuleType
@@ -81,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidArgumentError as error:  # every ditcheck error type (LoadError, TargetError, ...) is one
         print(f"{_command_path(args)}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ditcheck ... | head` closed the pipe: no traceback, the exit status of SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not raise again
+        return 128 + 13
 
 
 if __name__ == "__main__":

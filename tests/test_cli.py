@@ -192,6 +192,16 @@ def test_a_typed_error_never_reaches_the_user_as_a_traceback(tiny_models) -> Non
     assert done.stderr.startswith("ditcheck criteria: error: ") and "input-shape" in done.stderr
 
 
+def test_output_piped_into_a_reader_that_stops_early_ends_without_a_traceback() -> None:
+    """`ditcheck validate dit ... | head -1`: the reader has gone when the report prints; exit status 141 (SIGPIPE's)."""
+    child = subprocess.Popen([sys.executable, "-m", "ditcheck", "validate", "dit", f"{TARGETS / 'clean.py'}:tiny_dit",
+                              "--examples", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child has imported torch: its first print meets a closed pipe
+    errors = child.stderr.read()
+    assert child.wait(timeout=300) == 141 and "Traceback" not in errors, errors
+
+
 @pytest.mark.parametrize("path, option, tokens, expected", [
     (["bench", "attention"], "lengths", ["1024,4096"], [1024, 4096]),
     (["bench", "attention"], "lengths", ["1024", "4096"], [1024, 4096]),
