@@ -36,8 +36,18 @@ conditioning (timestep and guidance x 1000); Wan: WanAttention, WanTransformerBl
 WanTimeTextImageEmbedding and the model's own glue; Sana: linear attention (SanaLinearAttnProcessor2_0),
 SanaAttnProcessor2_0, GLUMBConv (with general 2-D convolutions), SanaTransformerBlock, SanaModulatedNorm;
 CogVideoX: CogVideoXAttnProcessor2_0, CogVideoXLayerNormZero, CogVideoXBlock, AdaLayerNorm; by structure, timm / original-DiT Attention (qkv, proj,
-num_heads), Mlp (fc1, act, fc2), PatchEmbed (proj) and TimestepEmbedder (mlp + frequency size); by
-parameter shapes, a fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm).
+num_heads; also PixArt-alpha's global WindowAttention: no direct parameters, use_rel_pos False, no mask), Mlp
+(fc1, act, fc2), PatchEmbed (proj) and TimestepEmbedder (mlp + frequency size); PixArt-alpha's original code:
+PixArtBlock (exactly norm1, attn, cross_attn, norm2, mlp and a [6, D] scale_shift_table), MultiHeadCrossAttention
+(exactly q_linear, kv_linear of twice q's width, proj, and num_heads; the batch flattened into one sequence with
+the block-diagonal mask of the caption lengths), T2IFinalLayer (exactly norm_final, linear and a [2, D]
+scale_shift_table); Flux's original MLPEmbedder (exactly in_layer, silu, out_layer); by parameter shapes, a
+fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm, float32 inside allowed, e.g.
+Flux's RMSNorm with its weight named ``scale``: a fork's class named like a registered one but lacking what its
+evaluation reads is recognised this way). Not recognised: a torch leaf's subclass with its own forward and its own
+submodules (a LoRA linear: its lora_A / lora_B are checked, the sum is not).
+
+A target that raises is an ``error`` finding located at the innermost call that did not return.
 
 Statuses of a finding:
 
@@ -187,9 +197,12 @@ class ComponentReport:
         for f in self.findings:
             if f.status in ("mismatch", "inline", "error", "precision", "unsupported"):
                 lines.append("  " + str(f))
-        unchecked = sorted({f.cls for f in self.findings if f.status == "not-checked"})
+        unreturned = [f.name for f in self.findings if f.status == "not-checked" and f.message.startswith("did not return")]
+        unchecked = sorted({f.cls for f in self.findings if f.status == "not-checked" and f.name not in unreturned})
         if unchecked:
             lines.append("  not recognised (not checked): " + ", ".join(unchecked))
+        if unreturned:
+            lines.append("  did not return (the target raised inside): " + ", ".join(unreturned))
         return "\n".join(lines)
 
 
@@ -322,6 +335,19 @@ class Component:
 
 class Unsupported(Exception):
     """The module is recognised but configured in a way the engine does not model (the message says how)."""
+
+
+class NotRecognised(Unsupported):
+    """A recognition by parameter shapes that the call's own outputs refute (DiT-MoE's MoEGate has a linear's single
+    2-D weight but returns the top-k expert indices and weights): the module is some other computation, not checked."""
+
+
+def _refute_shape_guess(call: RecordedCall, kind: str, expected: tuple[int, ...]) -> None:
+    """NotRecognised unless the call returned exactly one floating tensor of the shape a ``kind`` would return."""
+    shapes = [tuple(np.shape(o)) for o in call.outputs]
+    if shapes != [tuple(expected)]:
+        raise NotRecognised(f"its parameter shapes suggest a {kind}, but it returns floating tensors of shapes {shapes} "
+                            f"where a {kind} returns one of shape {tuple(expected)}")
 
 
 def _x(xp: Precision, value: Any) -> Any:
@@ -1213,6 +1239,8 @@ def _eval_timm_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, 
         norm = getattr(module, name, None)
         if norm is not None and not isinstance(norm, nn.Identity):
             raise Unsupported("timm Attention with qk_norm")
+    if call.arg("mask", "attn_mask", "attention_mask") is not None:
+        raise Unsupported(f"{type(module).__name__} with a mask")
     x = _x(xp, call.arg("x"))
     channels = np.shape(x)[-1]
     qkv = _linear(call, xp, module.qkv, x)
@@ -1228,6 +1256,153 @@ def _eval_timm_mlp(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) 
     module = call.module
     hidden = C.activation.generic(xp, _linear(call, xp, module.fc1, _x(xp, call.arg("x"))), knobs["activation"])
     return [_linear(call, xp, module.fc2, hidden)]
+
+
+# --- original (non-diffusers) code recognised by structure: PixArt-alpha's and Flux's own modules ----------------
+
+
+def _children_named(module: nn.Module) -> dict[str, nn.Module]:
+    """A module's direct children by attribute name, without the ones that compute nothing (Dropout, Identity)."""
+    return {name: child for name, child in module.named_children() if type(child).__name__ not in ("Dropout", "Identity")}
+
+
+def _has_structure(module: nn.Module, children: Mapping[str, type[nn.Module]], table_rows: int | None = None) -> bool:
+    """Exactly these children (by name and torch class; Dropout / Identity aside) and, if ``table_rows``, exactly one
+    direct parameter ``scale_shift_table`` of shape [table_rows, D]: strict, so another class is not taken for it."""
+    present = _children_named(module)
+    if set(present) != set(children) or not all(isinstance(present[n], cls) for n, cls in children.items()):
+        return False
+    params = _direct_parameters(module)
+    if table_rows is None:
+        return not params
+    return set(params) == {"scale_shift_table"} and len(params["scale_shift_table"]) == 2 and \
+        params["scale_shift_table"][0] == table_rows
+
+
+def _input_of(call: RecordedCall, module: nn.Module) -> np.ndarray:
+    child = call.child(module)
+    if child is None:
+        raise Unsupported(f"its {type(module).__name__} child did not run as a hooked child")
+    return _first_array(child.kept_inputs)
+
+
+def _eval_linear_act_linear(first: str, act: str, second: str) -> Evaluate:
+    """second(act(first(x))) compared at second's recorded input (the wiring; both linears are checked on their own)."""
+    def evaluate(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+        module = call.module
+        hidden = C.activation.generic(xp, _linear(call, xp, getattr(module, first), _x(xp, _first_input(call))),
+                                      knobs["activation"])
+        return [_projected(call, xp, getattr(module, second), hidden)]
+    return evaluate
+
+
+def _is_mlp_embedder(module: nn.Module) -> bool:
+    """Flux's MLPEmbedder: in_layer (Linear), silu (SiLU), out_layer (Linear), nothing else."""
+    return _has_structure(module, {"in_layer": nn.Linear, "silu": nn.SiLU, "out_layer": nn.Linear})
+
+
+def _is_t2i_final_layer(module: nn.Module) -> bool:
+    """PixArt-alpha's T2IFinalLayer: norm_final (LayerNorm), linear (Linear), scale_shift_table [2, D]."""
+    return _has_structure(module, {"norm_final": nn.LayerNorm, "linear": nn.Linear}, table_rows=2)
+
+
+def _is_pixart_block(module: nn.Module) -> bool:
+    """PixArt-alpha's PixArtBlock: norm1, attn, cross_attn, norm2, mlp and a scale_shift_table [6, D] (adaLN-single)."""
+    present = _children_named(module)
+    return set(present) == {"norm1", "attn", "cross_attn", "norm2", "mlp"} and \
+        all(isinstance(present[n], nn.LayerNorm) for n in ("norm1", "norm2")) and \
+        {n: s for n, s in _direct_parameters(module).items()} .keys() == {"scale_shift_table"} and \
+        tuple(module.scale_shift_table.shape[:1]) == (6,)
+
+
+def _is_cross_attention(module: nn.Module) -> bool:
+    """PixArt-alpha's MultiHeadCrossAttention: q_linear [D, D], kv_linear [2D, D], proj, num_heads."""
+    if not _has_structure(module, {"q_linear": nn.Linear, "kv_linear": nn.Linear, "proj": nn.Linear}):
+        return False
+    width = module.q_linear.out_features
+    return isinstance(getattr(module, "num_heads", None), int) and module.kv_linear.out_features == 2 * width and \
+        width % module.num_heads == 0
+
+
+def _modulated(normed: Any, shift: Any, scale: Any) -> Any:
+    """t2i_modulate: x (1 + scale) + shift."""
+    return normed * (1 + scale) + shift
+
+
+def _eval_t2i_final_layer(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """PixArt's T2IFinalLayer: (shift, scale) = (table[None] + t[:, None]) chunked along axis 1; the linear's input is
+    norm_final(x)(1 + scale) + shift (its norm and linear checked on their own)."""
+    module = call.module
+    table, t = _p(call, xp, "scale_shift_table"), _x(xp, call.arg("t", "c", "emb"))
+    if t is None or np.ndim(t) != 2:
+        raise Unsupported("a conditioning that is not [B, D]")
+    combined = table[None] + t[:, None]
+    chunks = {name: combined[:, i:i + 1] for i, name in enumerate(knobs["order"])}
+    normed = _x(xp, call.child_outputs(module.norm_final)[0])
+    return [_projected(call, xp, module.linear, _modulated(normed, chunks["shift"], chunks["scale"]))]
+
+
+def _pixart_block_children(call: RecordedCall) -> dict[str, RecordedCall]:
+    return _needed_children(call, ["norm1", "attn", "cross_attn", "norm2", "mlp"])
+
+
+def _eval_pixart_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """PixArt-alpha's PixArtBlock given its children's outputs: the chunks of scale_shift_table[None] + t.reshape(B, 6,
+    D); attn's input norm1(x)(1 + scale_msa) + shift_msa, cross_attn's input x + gate_msa attn, norm2's input that plus
+    cross_attn, mlp's input norm2(.)(1 + scale_mlp) + shift_mlp, the output that plus gate_mlp mlp."""
+    children = _pixart_block_children(call)
+    out = lambda name: _x(xp, children[name].kept_outputs[0])  # noqa: E731
+    x = _x(xp, call.arg("x", "hidden_states"))
+    t = _x(xp, call.arg("t", "timestep"))
+    if t is None or np.ndim(t) != 2:
+        raise Unsupported("a conditioning that is not [B, 6 D]")
+    chunks = C.scale_shift_table_chunks.generic(xp, _p(call, xp, "scale_shift_table"), t, knobs["order"])
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (chunks[n][:, None, :] for n in C.ADALN_ZERO_ORDER)
+    attended = np.reshape(out("attn"), np.shape(x))
+    hidden = x + gate_msa * attended
+    crossed = hidden + out("cross_attn")
+    return [_modulated(out("norm1"), shift_msa, scale_msa), hidden, crossed,
+            _modulated(out("norm2"), shift_mlp, scale_mlp), crossed + gate_mlp * out("mlp")]
+
+
+def _observed_pixart_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _pixart_block_children(call)
+    return [_first_array(children[name].kept_inputs) for name in ("attn", "cross_attn", "norm2", "mlp")] + \
+        [call.outputs[0]]
+
+
+def _eval_cross_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """PixArt-alpha's MultiHeadCrossAttention: q = q_linear(x), (k, v) = kv_linear(cond) split in halves, every batch
+    flattened into one sequence (x [B, N, D] as 1 x B N tokens, cond [1, sum L, D]) with xformers' block-diagonal mask
+    from the caption lengths ``mask`` (each image's queries see its own caption's keys; no mask: every key), SDPA with
+    1/sqrt(head_dim); compared at proj's input."""
+    module = call.module
+    x, cond = _x(xp, call.arg("x")), _x(xp, call.arg("cond", "context", "y"))
+    lengths = call.arg("mask")
+    if x is None or cond is None or np.ndim(x) != 3:
+        raise Unsupported("inputs other than x [B, N, D] and cond")
+    if lengths is not None and not (isinstance(lengths, (list, tuple)) and all(isinstance(n, int) for n in lengths)):
+        raise Unsupported("a mask other than a list of caption lengths (xformers' BlockDiagonalMask.from_seqlens)")
+    b, tokens, width = np.shape(x)
+    heads = module.num_heads
+    q = np.reshape(_linear(call, xp, module.q_linear, x), (1, b * tokens, width))
+    kv = np.reshape(_linear(call, xp, module.kv_linear, cond), (1, -1, 2 * width))
+    parts = {name: kv[..., i * width:(i + 1) * width] for i, name in enumerate(knobs["kv_order"])}
+    keys = np.shape(kv)[1]
+    mask = None
+    if lengths is not None:
+        if len(lengths) != b or sum(lengths) != keys:
+            raise Unsupported(f"caption lengths {list(lengths)} for {b} images and {keys} caption tokens")
+        ends = np.cumsum(lengths)
+        owner = np.searchsorted(ends, np.arange(keys), side="right")  # the image each caption token belongs to
+        mask = (np.repeat(np.arange(b), tokens)[:, None] == owner[None, :])[None, None]
+    out = merge_heads(_scaled_attention(xp, _heads(q, heads), _heads(parts["k"], heads), _heads(parts["v"], heads),
+                                        knobs["scale"], mask, knobs.get("_prescale", True)))
+    return [_projected(call, xp, module.proj, np.reshape(out, (b, tokens, width)))]
+
+
+def _t2i_final_order(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    return {"order": [("scale", "shift")]}
 
 
 def _eval_flux_pos_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -2441,7 +2616,8 @@ def _eval_shape_linear(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
     weight = next(name for name, shape in params.items() if len(shape) == 2)
     bias = next((name for name, shape in params.items() if len(shape) == 1), None)
     if np.shape(_first_input(call))[-1:] != params[weight][1:]:
-        raise Unsupported(f"a 2-D parameter {params[weight]} that does not fit the input {np.shape(_first_input(call))}")
+        raise NotRecognised(f"a 2-D parameter {params[weight]} that does not fit the input {np.shape(_first_input(call))}")
+    _refute_shape_guess(call, "linear layer", np.shape(_first_input(call))[:-1] + params[weight][:1])
     return [linear.generic(xp, _x(xp, _first_input(call)), _p(call, xp, weight), None if bias is None else _p(call, xp, bias))]
 
 
@@ -2466,6 +2642,7 @@ def _eval_shape_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]
     params = list(_direct_parameters(call.module))
     weight = _p(call, xp, params[0])
     bias = _p(call, xp, params[1]) if len(params) > 1 else None
+    _refute_shape_guess(call, "norm", np.shape(_first_input(call)))
     x = _x(xp, _first_input(call))
     if knobs["kind"] == "layer":
         return [layer_norm.generic(xp, x, weight, bias, knobs["eps"])]
@@ -2753,7 +2930,10 @@ _REGISTRY: dict[str, Component] = {
     "shape.Linear": Component("linear (by parameter shapes)", _eval_shape_linear, lambda call: {}),
     "shape.Norm": Component("norm (by parameter shapes)", _eval_shape_norm, _shape_norm_knobs,
                             lambda call: {"eps": _other(_shape_norm_knobs(call)["eps"], (1e-6, 1e-5))},
-                            identities=_shape_norm_identities),
+                            identities=_shape_norm_identities,
+                            # an unknown norm may upcast by design (Flux's RMSNorm computes x.float()): in a float64
+                            # run, within float32's tolerance is a float32 island, reported, not a mismatch
+                            float32_inside=lambda call: True),
     "timm.PatchEmbed": Component("patch embedding (timm)", _eval_timm_patch_embed),
     "dit.TimestepEmbedder": Component(
         "timestep embedder (DiT)", _eval_dit_timestep_embedder, _dit_timestep_knobs,
@@ -2762,6 +2942,22 @@ _REGISTRY: dict[str, Component] = {
                       "time_scale": _other(_dit_timestep_knobs(call)["time_scale"], (1.0, 1000.0))},
         # the original DiT (and Z-Image's copy) builds its frequencies with dtype=torch.float32: a float32 island
         float32_inside=lambda call: True),
+    "pixart.T2IFinalLayer": Component("final layer (PixArt-alpha T2IFinalLayer: t2i_modulate)", _eval_t2i_final_layer,
+                                      lambda call: {"order": ("shift", "scale")}, _t2i_final_order,
+                                      observed=_projection_inputs_or_outputs("linear")),
+    "pixart.PixArtBlock": Component("block glue (PixArt-alpha PixArtBlock: adaLN-single chunks, t2i_modulate, gates)",
+                                    _eval_pixart_block, _block_order_knobs, _block_order_alternatives,
+                                    observed=_observed_pixart_block),
+    "pixart.MultiHeadCrossAttention": Component(
+        "cross-attention (PixArt-alpha: q_linear, kv_linear, block-diagonal caption mask)", _eval_cross_attention,
+        lambda call: {"scale": "1/sqrt(head_dim)", "kv_order": ("k", "v")},
+        lambda call: {"scale": ["1/head_dim", "1"], "kv_order": [("v", "k")]},
+        observed=_projection_inputs_or_outputs("proj"), naive_variants=lambda call: [{"_prescale": False}]),
+    "flux.MLPEmbedder": Component("MLP embedder (Flux: in_layer, silu, out_layer)",
+                                  _eval_linear_act_linear("in_layer", "silu", "out_layer"),
+                                  lambda call: {"activation": "silu"},
+                                  lambda call: {"activation": ["identity", *_GELU_NAMES]},
+                                  observed=_projection_inputs_or_outputs("out_layer")),
     "timm.Mlp": Component("MLP", _eval_timm_mlp, lambda call: {"activation": _activation_name(call.module.act)},
                           lambda call: {"activation": _other(_activation_name(call.module.act), _GELU_NAMES)}),
 }
@@ -2783,23 +2979,50 @@ def _component_for(module: nn.Module) -> Component | None:
         return _REGISTRY["diffusers.GELU"]
     if name == "Attention" and hasattr(module, "qkv") and hasattr(module, "proj") and hasattr(module, "num_heads"):
         return _REGISTRY["timm.Attention"]
+    if name == "WindowAttention" and hasattr(module, "qkv") and hasattr(module, "proj") and \
+            hasattr(module, "num_heads") and not _direct_parameters(module) and not getattr(module, "use_rel_pos", True):
+        return _REGISTRY["timm.Attention"]  # PixArt-alpha's, global (no relative-position tables, unlike Swin's)
     if name == "Mlp" and all(hasattr(module, a) for a in ("fc1", "act", "fc2")):
         return _REGISTRY["timm.Mlp"]
     if name == "PatchEmbed" and not origin.startswith("diffusers"):
         return _REGISTRY["timm.PatchEmbed"] if isinstance(getattr(module, "proj", None), nn.Conv2d) else None
     if _dit_frequency_dim(module) and isinstance(getattr(module, "mlp", None), nn.Sequential) and len(module.mlp) == 3:
         return _REGISTRY["dit.TimestepEmbedder"]
+    for is_it, key in ((_is_t2i_final_layer, "pixart.T2IFinalLayer"), (_is_pixart_block, "pixart.PixArtBlock"),
+                       (_is_cross_attention, "pixart.MultiHeadCrossAttention"), (_is_mlp_embedder, "flux.MLPEmbedder")):
+        if not origin.startswith(("torch.", "diffusers.", "timm.")) and is_it(module):
+            return _REGISTRY[key]
     if name == "Attention" and not hasattr(module, "processor"):
         return None
-    if name in _REGISTRY:
+    if name in _REGISTRY and not _unlike_namesake(module, name):
         return _REGISTRY[name]
     for base, key in ((nn.Linear, "Linear"), (nn.LayerNorm, "LayerNorm"), (nn.Conv2d, "Conv2d"),
                       (nn.Conv3d, "Conv3d"), (nn.Embedding, "Embedding"), (nn.GELU, "GELU"), (nn.SiLU, "SiLU")):
         if isinstance(module, base):
-            return _REGISTRY[key]
+            return None if _extends_leaf(module, base) else _REGISTRY[key]
     if hasattr(nn, "RMSNorm") and isinstance(module, nn.RMSNorm):
-        return _REGISTRY["RMSNorm"]
+        return None if _extends_leaf(module, nn.RMSNorm) else _REGISTRY["RMSNorm"]
     return _shape_component(module)
+
+
+#: what the evaluation of a registered class reads from the module: a fork's class of the same name without these
+#: (Flux's own RMSNorm keeps its weight as ``scale`` and hard-codes eps) is not taken for it
+_NAMESAKE_ATTRIBUTES = {"RMSNorm": ("weight",), "LayerNorm": ("normalized_shape", "eps", "weight")}
+
+
+def _unlike_namesake(module: nn.Module, name: str) -> bool:
+    """Whether ``module`` only shares a registered class's name: from outside torch / diffusers / timm and lacking an
+    attribute that class's evaluation reads (it is then recognised by parameter shapes, if at all)."""
+    if type(module).__module__.startswith(("torch.", "diffusers.", "timm.")):
+        return False
+    return any(not hasattr(module, attribute) for attribute in _NAMESAKE_ATTRIBUTES.get(name, ()))
+
+
+def _extends_leaf(module: nn.Module, base: type[nn.Module]) -> bool:
+    """Whether a subclass of a torch leaf computes more than it: its own forward with its own submodules (a LoRA
+    linear adds lora_B(lora_A(x)) to the base's output). Such a module is not checked as the leaf (that would be a
+    false alarm); its submodules are checked on their own."""
+    return type(module).forward is not base.forward and any(True for _ in module.children())
 
 
 # ----------------------------------------------------------------------------------------
@@ -2929,6 +3152,9 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
         if "by parameter shapes" in spec.kind:
             finding.message = f"recognised by parameter shapes: {spec.kind.split(' (')[0]} " + \
                 ", ".join(f"{k}={v!r}" for k, v in knobs.items())
+    except NotRecognised as reason:
+        finding.status, finding.message = "not-checked", str(reason)
+        return finding
     except Unsupported as reason:
         finding.status, finding.message = "unsupported", str(reason)
         return finding
@@ -2936,7 +3162,7 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
     if _within(errors, tolerances):
         finding.status = "precision" if fmt == "float32" and run_fmt == "float64" else "conforms"
         if finding.status == "precision":
-            finding.message = "returns float32 in a float64 run"
+            finding.message = "; ".join(filter(None, [finding.message, "returns float32 in a float64 run"]))
         return finding
     diagnosis = tolerances
     within_float32 = False
@@ -2948,7 +3174,8 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
         if within_float32 and spec.float32_inside(call):
             finding.status, finding.fmt = "precision", "float32"
             finding.error, finding.tolerance = _worst(errors, island)
-            finding.message = "computes in float32 inside a float64 run (within float32's tolerance)"
+            finding.message = "; ".join(filter(None, [finding.message,
+                                                      "computes in float32 inside a float64 run (within float32's tolerance)"]))
             return finding
     finding.status = "mismatch"
     if within_float32:
@@ -3028,7 +3255,11 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
         index = counts.get(base, 0)
         counts[base] = index + 1
         spec = None if base in skipped else _component_for(module)
-        inputs = _bound_inputs(module, args, kwargs) if spec is not None else {}
+        # a child's inputs are kept for a recognised parent even when the child itself is not recognised (PixArt's
+        # block compares what reaches its WindowAttention)
+        parent_checked = bool(stack) and names[stack[-1].module] not in skipped and \
+            _component_for(stack[-1].module) is not None
+        inputs = _bound_inputs(module, args, kwargs) if spec is not None or parent_checked else {}
         call = RecordedCall(base if index == 0 else f"{base}#{index}", module, inputs)
         call.finding = ComponentFinding(call.name, type(module).__name__, "not-checked", location=call.name)
         findings.append(call.finding)
@@ -3073,14 +3304,28 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
         with torch.no_grad():
             model(*call_args, **call_kwargs)
     except Exception as error:  # noqa: BLE001 - a target that raises is a failed check
-        findings.append(ComponentFinding(names[model], type(model).__name__, "error", location=names[model],
-                                         message=f"the target raised {type(error).__name__}: {error}"))
+        findings.append(_raised(model, names[model], stack, error))
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
     findings = [f for f in findings if not (f.status == "not-checked" and f.cls in _SILENT)]
     return ComponentReport(findings, run_fmt, strict_precision)
+
+
+def _raised(model: nn.Module, model_name: str, open_calls: Sequence[RecordedCall], error: Exception) -> ComponentFinding:
+    """The ``error`` finding of a target that raised, located at the innermost call that did not return (the calls
+    still open when it raised say so instead of looking merely unchecked)."""
+    message = f"the target raised {type(error).__name__}: {error}"
+    location = model_name
+    if open_calls:
+        innermost = open_calls[-1]
+        location = innermost.name
+        if innermost.module is not model:
+            message += f" (inside {innermost.name}, {type(innermost.module).__name__}.forward)"
+        for call in open_calls:
+            call.finding.message = f"did not return: the target raised {type(error).__name__} inside it"
+    return ComponentFinding(model_name, type(model).__name__, "error", location=location, message=message)
 
 
 def _localise(call: RecordedCall, finding: ComponentFinding) -> None:

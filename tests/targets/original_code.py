@@ -1,0 +1,241 @@
+"""Replicas of patterns in original (non-diffusers) text-to-image DiT code, written here from a reading of the
+public code, not copied: PixArt-alpha's text-conditioned block (adaLN-single with a per-block scale_shift_table,
+t2i_modulate, global WindowAttention, a caption cross-attention over every image flattened into one sequence
+with a block-diagonal mask), its final layer, and Flux's MLPEmbedder, its RMSNorm (weight named ``scale``,
+eps written into forward, float32 inside) and its LoRA linear (an nn.Linear subclass adding lora_B(lora_A(x))).
+
+Each class takes ``bug`` knobs that plant one subtle fault modelled on a real one (a shift/scale swap, a 1.001
+factor, swapped key/value halves, an activation changed inline). ``tiny_text_to_image`` builds the whole tiny
+model (latents 4 x 8 x 8, patch 2, hidden 32, 4 heads, depth 2, captions of 5 tokens of width 12).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HIDDEN, HEADS, DEPTH, PATCH, CHANNELS, SIDE, CAPTION_TOKENS, CAPTION_WIDTH = 32, 4, 2, 2, 4, 8, 5, 12
+
+
+def t2i_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, swapped: bool = False) -> torch.Tensor:
+    """x (1 + scale) + shift; ``swapped`` plants the shift/scale exchange."""
+    return x * (1 + shift) + scale if swapped else x * (1 + scale) + shift
+
+
+class WindowAttention(nn.Module):
+    """PixArt's global WindowAttention (no relative-position tables): qkv [B, N, 3, H, Dh], SDPA, proj."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads, self.use_rel_pos = num_heads, False
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: Any = None) -> torch.Tensor:
+        n, tokens, dim = x.shape
+        q, k, v = self.qkv(x).reshape(n, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, tokens, dim))
+
+
+class MultiHeadCrossAttention(nn.Module):
+    """Image tokens attend to their own caption: every image's queries in one sequence of B N tokens, the captions
+    concatenated [1, sum L, D], and a block-diagonal mask from the caption lengths ``mask`` (xformers'
+    BlockDiagonalMask.from_seqlens in the original; an additive mask here)."""
+
+    def __init__(self, dim: int, num_heads: int, factor: float = 1.0, kv_swapped: bool = False):
+        super().__init__()
+        self.num_heads, self.factor, self.kv_swapped = num_heads, factor, kv_swapped
+        self.q_linear, self.kv_linear, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: list[int] | None = None) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q = self.q_linear(x).reshape(1, -1, self.num_heads, dim // self.num_heads).transpose(1, 2) * self.factor
+        k, v = self.kv_linear(cond).reshape(1, -1, 2, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        if self.kv_swapped:
+            k, v = v, k
+        bias = None
+        if mask is not None:
+            owner = torch.repeat_interleave(torch.arange(batch), torch.tensor(mask))
+            image = torch.arange(batch).repeat_interleave(tokens)
+            bias = torch.zeros(image.numel(), owner.numel(), dtype=q.dtype)
+            bias.masked_fill_(image[:, None] != owner[None, :], float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class PixArtBlock(nn.Module):
+    """adaLN-single: (scale_shift_table[None] + t.reshape(B, 6, D)) chunked into shift, scale, gate (msa, mlp)."""
+
+    def __init__(self, dim: int, num_heads: int, swapped: bool = False, gate_factor: float = 1.0, **cross: Any):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = WindowAttention(dim, num_heads)
+        self.cross_attn = MultiHeadCrossAttention(dim, num_heads, **cross)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
+        self.swapped, self.gate_factor = swapped, gate_factor
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: list[int] | None = None) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            self.scale_shift_table[None] + t.reshape(batch, 6, -1)).chunk(6, dim=1)
+        x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa, self.swapped))
+        x = x + self.cross_attn(x, y, mask)
+        return x + self.gate_factor * gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp, self.swapped))
+
+
+class T2IFinalLayer(nn.Module):
+    def __init__(self, dim: int, out: int, swapped: bool = False):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim ** 0.5)
+        self.swapped = swapped
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.scale_shift_table[None] + t[:, None]).chunk(2, dim=1)
+        return self.linear(t2i_modulate(self.norm_final(x), shift, scale, self.swapped))
+
+
+class MLPEmbedder(nn.Module):
+    """Flux's vector / time embedder; ``inline_gelu`` plants GELU in place of the silu module in forward."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, inline_gelu: bool = False):
+        super().__init__()
+        self.in_layer, self.silu, self.out_layer = nn.Linear(in_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, hidden_dim)
+        self.inline_gelu = inline_gelu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.in_layer(x)
+        return self.out_layer(F.gelu(hidden) if self.inline_gelu else self.silu(hidden))
+
+
+class RMSNorm(nn.Module):
+    """Flux's RMSNorm: weight named ``scale``, eps 1e-6 written into forward, computed in float32 (x.float())."""
+
+    def __init__(self, dim: int, factor: float = 1.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rrms = torch.rsqrt(torch.mean(x.float() ** 2, dim=-1, keepdim=True) + 1e-6) * self.factor
+        return (x.float() * rrms).to(x.dtype) * self.scale
+
+
+class LinearLora(nn.Linear):
+    """Flux's LoRA linear: the base linear plus scale lora_B(lora_A(x))."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int = 2, scale: float = 1.0):
+        super().__init__(in_features, out_features)
+        self.lora_A, self.lora_B = nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + self.lora_B(self.lora_A(x)) * self.scale
+
+
+class TimestepEmbedder(nn.Module):
+    """The original DiT / PixArt timestep embedder ([cos, sin] of 256 frequencies, Linear-SiLU-Linear)."""
+
+    def __init__(self, dim: int, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.frequency_embedding_size = frequency_embedding_size
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.frequency_embedding_size // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=t.dtype) / half)
+        args = t[:, None] * freqs[None]
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+class TextToImage(nn.Module):
+    """A tiny PixArt-alpha-style model (patchify by a Linear on unfolded patches; pooled caption through MLPEmbedder)."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        bug = dict(bug or {})
+        final_swapped, embedder_gelu = bug.pop("final_swapped", False), bug.pop("inline_gelu", False)
+        self.x_embedder = nn.Linear(CHANNELS * PATCH * PATCH, HIDDEN)
+        self.t_embedder = TimestepEmbedder(HIDDEN)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(HIDDEN, 6 * HIDDEN))
+        self.y_embedder = nn.Linear(CAPTION_WIDTH, HIDDEN)
+        self.pooled_embedder = MLPEmbedder(CAPTION_WIDTH, HIDDEN, inline_gelu=embedder_gelu)
+        self.blocks = nn.ModuleList([PixArtBlock(HIDDEN, HEADS, **(bug if i == DEPTH - 1 else {})) for i in range(DEPTH)])
+        self.final_layer = T2IFinalLayer(HIDDEN, PATCH * PATCH * CHANNELS, swapped=final_swapped)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, caption: torch.Tensor,
+                lengths: list[int] | None = None) -> torch.Tensor:
+        batch = x.shape[0]
+        side = x.shape[-1] // PATCH
+        tokens = x.reshape(batch, CHANNELS, side, PATCH, side, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(batch, side * side, -1)
+        h = self.x_embedder(tokens)
+        t = self.t_embedder(timestep) + self.pooled_embedder(caption.mean(dim=1))
+        t0 = self.t_block(t)
+        y = self.y_embedder(caption)
+        if lengths is None:
+            y = y.reshape(1, -1, HIDDEN)
+        else:
+            y = torch.cat([y[i, :n] for i, n in enumerate(lengths)])[None]
+        for block in self.blocks:
+            h = block(h, y, t0, lengths)
+        return self.final_layer(h, t)
+
+
+def tiny_text_to_image(seed: int = 0, dtype: torch.dtype = torch.float32, scale: float = 0.1,
+                       **bug: Any) -> tuple[nn.Module, tuple[Any, ...]]:
+    """The model with weights N(0, scale^2) and inputs (latents, timesteps, captions, caption lengths [5, 3])."""
+    model = TextToImage(bug)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale)
+    model = model.to(dtype).eval()
+    inputs = (torch.randn(2, CHANNELS, SIDE, SIDE, generator=generator, dtype=torch.float64).to(dtype),
+              torch.tensor([10.0, 700.0], dtype=dtype),
+              torch.randn(2, CAPTION_TOKENS, CAPTION_WIDTH, generator=generator, dtype=torch.float64).to(dtype),
+              [CAPTION_TOKENS, 3])
+    return model, inputs
+
+
+class FluxStyleNorms(nn.Module):
+    """Flux's QK-norm pair and a LoRA linear on [B, L, D] tokens (``factor`` plants a 1.001 in the query norm)."""
+
+    def __init__(self, dim: int = HIDDEN, factor: float = 1.0):
+        super().__init__()
+        self.qkv = LinearLora(dim, 3 * dim)
+        self.query_norm, self.key_norm = RMSNorm(dim // HEADS, factor), RMSNorm(dim // HEADS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, HEADS, -1).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(self.query_norm(q), self.key_norm(k), v)
+
+
+class TopKGate(nn.Module):
+    """DiT-MoE's router: one 2-D weight [experts, D] (a linear's shapes) returning the top-k expert indices and their
+    softmax weights per token, not a linear's output."""
+
+    def __init__(self, dim: int = HIDDEN, experts: int = 4, top_k: int = 2):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(experts, dim))
+        self.top_k = top_k
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = F.linear(hidden_states.reshape(-1, hidden_states.shape[-1]), self.weight).softmax(dim=-1)
+        weights, indices = torch.topk(scores, k=self.top_k, dim=-1)
+        return indices, weights

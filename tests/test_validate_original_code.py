@@ -1,0 +1,159 @@
+"""ditcheck.validate.components on replicas of original (non-diffusers) DiT code: PixArt-alpha's text-to-image
+block, cross-attention and final layer, Flux's MLPEmbedder, RMSNorm and LoRA linear (tests/targets/original_code.py).
+
+Clean: every call recomputed conforms (float32 and float64, over seeds; Flux's float32-inside RMSNorm a float32
+island in a float64 run, never a failure; a LoRA linear not taken for a plain Linear). Planted: each subtle bug is
+caught, localised to the module whose inline code holds it, and the convention knob named where one explains it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from ditcheck.validate.components import ComponentReport, check_components
+from tests.targets.original_code import FluxStyleNorms, MultiHeadCrossAttention, TopKGate, tiny_text_to_image
+
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+
+
+def run(dtype: torch.dtype, seed: int = 0, **bug: Any) -> ComponentReport:
+    model, inputs = tiny_text_to_image(seed, dtype, **bug)
+    return check_components(model, inputs)
+
+
+def only_failure(report: ComponentReport, name: str) -> Any:
+    assert not report.ok, report
+    assert [f.name for f in report.failures] == [name], f"expected only {name}:\n{report}"
+    return report.failures[0]
+
+
+@DTYPES
+def test_clean_text_to_image_replica_conforms_with_every_part_recognised(dtype: torch.dtype) -> None:
+    for seed in range(3):
+        report = run(dtype, seed)
+        assert report.ok, f"seed {seed}:\n{report}"
+        by_class = {f.cls for f in report.checked}
+        assert {"PixArtBlock", "MultiHeadCrossAttention", "WindowAttention", "T2IFinalLayer", "MLPEmbedder"} <= by_class
+        assert [f.cls for f in report.by_status("not-checked")] == ["TextToImage"], report
+
+
+@DTYPES
+def test_final_layer_shift_scale_swap_is_inline_in_t2i_final_layer(dtype: torch.dtype) -> None:
+    finding = only_failure(run(dtype, final_swapped=True), "final_layer")
+    assert finding.status == "inline" and finding.location == "inline code in T2IFinalLayer.forward"
+    assert finding.explanations == [{"order": ("scale", "shift")}]
+
+
+@DTYPES
+def test_block_t2i_modulate_swap_is_inline_in_the_block_and_named(dtype: torch.dtype) -> None:
+    finding = only_failure(run(dtype, swapped=True), "blocks.1")
+    assert finding.status == "inline" and finding.location == "inline code in PixArtBlock.forward"
+    assert {"order": ("scale_msa", "shift_msa", "gate_msa", "scale_mlp", "shift_mlp", "gate_mlp")} in finding.explanations
+
+
+@DTYPES
+def test_block_gate_off_by_1e3_is_inline_in_the_block(dtype: torch.dtype) -> None:
+    finding = only_failure(run(dtype, gate_factor=1.001), "blocks.1")
+    assert finding.status == "inline" and not finding.explanations
+
+
+@DTYPES
+def test_cross_attention_query_off_by_1e3_is_inline_in_the_cross_attention(dtype: torch.dtype) -> None:
+    finding = only_failure(run(dtype, factor=1.001), "blocks.1.cross_attn")
+    assert finding.status == "inline" and finding.location == "inline code in MultiHeadCrossAttention.forward"
+
+
+@DTYPES
+def test_cross_attention_swapped_key_value_halves_are_named(dtype: torch.dtype) -> None:
+    finding = only_failure(run(dtype, kv_swapped=True), "blocks.1.cross_attn")
+    assert finding.explanations == [{"kv_order": ("v", "k")}]
+
+
+def test_cross_attention_without_the_block_diagonal_mask_is_caught() -> None:
+    """The caption lengths given but every image attending to every caption (the mask dropped): caught."""
+    model, (x, t, caption, lengths) = tiny_text_to_image(0, torch.float64)
+
+    def mask_dropped(self: nn.Module, x: torch.Tensor, cond: torch.Tensor, mask: Any = None) -> torch.Tensor:
+        return MultiHeadCrossAttention.forward(self, x, cond, None)
+
+    for block in model.blocks:
+        block.cross_attn.forward = functools.partial(mask_dropped, block.cross_attn)  # hooks still run
+    report = check_components(model, (x, t, caption, lengths))
+    assert {f.name for f in report.failures} == {"blocks.0.cross_attn", "blocks.1.cross_attn"}, report
+
+
+@DTYPES
+def test_mlp_embedder_with_gelu_inline_in_place_of_its_silu_is_named(dtype: torch.dtype) -> None:
+    finding = only_failure(run(dtype, inline_gelu=True), "pooled_embedder")
+    assert finding.status == "inline" and {"activation": "gelu"} in finding.explanations
+
+
+def flux_norms(dtype: torch.dtype, factor: float = 1.0) -> ComponentReport:
+    generator = torch.Generator().manual_seed(0)
+    model = FluxStyleNorms(factor=factor)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * 0.3)
+    x = torch.randn(2, 6, 32, generator=generator, dtype=torch.float64).to(dtype)
+    return check_components(model.to(dtype), (x,))
+
+
+@DTYPES
+def test_flux_rms_norm_with_a_scale_weight_is_not_a_false_alarm(dtype: torch.dtype) -> None:
+    """Flux's RMSNorm keeps its weight as ``scale``: not evaluated as torch's RMSNorm (which reads ``weight``), but
+    by parameter shapes; its float32-inside computation is a float32 island in a float64 run, not a failure."""
+    report = flux_norms(dtype)
+    assert report.ok, report
+    norms = [f for f in report.findings if f.cls == "RMSNorm"]
+    assert len(norms) == 2 and all("kind='rms'" in f.message for f in norms)
+    assert {f.status for f in norms} == ({"conforms"} if dtype == torch.float32 else {"precision"})
+
+
+@DTYPES
+def test_flux_rms_norm_off_by_1e3_is_a_mismatch(dtype: torch.dtype) -> None:
+    finding = only_failure(flux_norms(dtype, factor=1.001), "query_norm")
+    assert finding.status == "mismatch"
+
+
+def test_lora_linear_is_not_taken_for_its_base_linear() -> None:
+    """An nn.Linear subclass whose forward adds lora_B(lora_A(x)): not checked as a Linear (that would be a false
+    alarm on clean code); its lora_A and lora_B are checked."""
+    report = flux_norms(torch.float64)
+    lora = [f for f in report.findings if f.cls == "LinearLora"]
+    assert [f.status for f in lora] == ["not-checked"]
+    assert {f.name for f in report.checked} >= {"qkv.lora_A", "qkv.lora_B"}
+
+
+class CastsToFloat32(nn.Module):
+    """A timestep embedder computing its sinusoid with .float() (as the original DiT does) before a float64 Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(4, 8), nn.SiLU())
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([torch.cos(t[:, None].float()), torch.sin(t[:, None].float())] * 2, dim=-1))
+
+
+def test_a_target_that_raises_is_located_at_the_innermost_call_that_did_not_return() -> None:
+    model = nn.Sequential(CastsToFloat32()).to(torch.float64)
+    report = check_components(model, (torch.tensor([1.0, 2.0], dtype=torch.float64),))
+    [error] = report.by_status("error")
+    assert error.location == "0.mlp.0" and "inside 0.mlp.0, Linear.forward" in error.message
+    assert "did not return (the target raised inside): 0, 0.mlp.0" in str(report)
+
+
+@DTYPES
+def test_a_router_with_a_linear_s_parameter_shapes_is_not_taken_for_a_linear(dtype: torch.dtype) -> None:
+    """DiT-MoE's MoEGate has a single [experts, D] weight but returns top-k weights [B L, k]: not a mismatching linear
+    (a false alarm on clean code) but a class the engine does not recognise, saying why."""
+    x = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    report = check_components(TopKGate().to(dtype), (x,))
+    assert report.ok, report
+    [finding] = report.findings
+    assert finding.status == "not-checked" and "suggest a linear layer" in finding.message
