@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ditcheck.validate.components import ComponentReport, check_components
-from tests.targets.original_code import FluxStyleNorms, MultiHeadCrossAttention, TopKGate, tiny_text_to_image
+from tests.targets.original_code import (FluxStyleNorms, GatedMLP, MultiHeadCrossAttention, TopKGate,
+                                         tiny_text_to_image)
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 
@@ -157,3 +158,30 @@ def test_a_router_with_a_linear_s_parameter_shapes_is_not_taken_for_a_linear(dty
     assert report.ok, report
     [finding] = report.findings
     assert finding.status == "not-checked" and "suggest a linear layer" in finding.message
+
+
+def gated_mlp(dtype: torch.dtype, slices: int, swapped: bool = False) -> ComponentReport:
+    generator = torch.Generator().manual_seed(slices)
+    model = GatedMLP(slices=slices, swapped=swapped)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * 0.3)
+    x = torch.randn(2, 6, 32, generator=generator, dtype=torch.float64).to(dtype)
+    return check_components(model.to(dtype), (x,))
+
+
+@DTYPES
+@pytest.mark.parametrize("slices", [1, 2])
+def test_gated_mlp_conforms_with_and_without_weight_slices(dtype: torch.dtype, slices: int) -> None:
+    report = gated_mlp(dtype, slices)
+    assert report.ok, report
+    assert report.findings[0].cls == "GatedMLP" and report.findings[0].status == "conforms"
+
+
+@DTYPES
+@pytest.mark.parametrize("slices", [1, 2])
+def test_gated_mlp_with_the_activation_on_the_wrong_projection_is_named(dtype: torch.dtype, slices: int) -> None:
+    finding = only_failure(gated_mlp(dtype, slices, swapped=True), "GatedMLP")
+    # with slices the projections are not child calls: the MLP is a leaf here, its own fault
+    assert finding.status == ("inline" if slices == 1 else "mismatch")
+    assert {"gate_order": ("up_proj", "gate_proj")} in finding.explanations

@@ -41,7 +41,9 @@ num_heads; also PixArt-alpha's global WindowAttention: no direct parameters, use
 PixArtBlock (exactly norm1, attn, cross_attn, norm2, mlp and a [6, D] scale_shift_table), MultiHeadCrossAttention
 (exactly q_linear, kv_linear of twice q's width, proj, and num_heads; the batch flattened into one sequence with
 the block-diagonal mask of the caption lengths), T2IFinalLayer (exactly norm_final, linear and a [2, D]
-scale_shift_table); Flux's original MLPEmbedder (exactly in_layer, silu, out_layer); by parameter shapes, a
+scale_shift_table); Flux's original MLPEmbedder (exactly in_layer, silu, out_layer); a LLaMA-style gated MLP
+(exactly gate_proj, up_proj, down_proj and act_fn SiLU/GELU: DiT-MoE's experts, also with their weight-slice
+pretraining_tp path); by parameter shapes, a
 fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm, float32 inside allowed, e.g.
 Flux's RMSNorm with its weight named ``scale``: a fork's class named like a registered one but lacking what its
 evaluation reads is recognised this way). Not recognised: a torch leaf's subclass with its own forward and its own
@@ -1266,7 +1268,8 @@ def _children_named(module: nn.Module) -> dict[str, nn.Module]:
     return {name: child for name, child in module.named_children() if type(child).__name__ not in ("Dropout", "Identity")}
 
 
-def _has_structure(module: nn.Module, children: Mapping[str, type[nn.Module]], table_rows: int | None = None) -> bool:
+def _has_structure(module: nn.Module, children: Mapping[str, type[nn.Module] | tuple[type[nn.Module], ...]],
+                   table_rows: int | None = None) -> bool:
     """Exactly these children (by name and torch class; Dropout / Identity aside) and, if ``table_rows``, exactly one
     direct parameter ``scale_shift_table`` of shape [table_rows, D]: strict, so another class is not taken for it."""
     present = _children_named(module)
@@ -1399,6 +1402,27 @@ def _eval_cross_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     out = merge_heads(_scaled_attention(xp, _heads(q, heads), _heads(parts["k"], heads), _heads(parts["v"], heads),
                                         knobs["scale"], mask, knobs.get("_prescale", True)))
     return [_projected(call, xp, module.proj, np.reshape(out, (b, tokens, width)))]
+
+
+def _is_gated_mlp(module: nn.Module) -> bool:
+    """A LLaMA-style gated MLP (DiT-MoE's MoeMLP, HunYuan's, Lumina's with these names): exactly gate_proj, up_proj,
+    down_proj (Linear, gate and up of one width) and act_fn (SiLU or GELU)."""
+    if not _has_structure(module, {"gate_proj": nn.Linear, "up_proj": nn.Linear, "down_proj": nn.Linear,
+                                   "act_fn": (nn.SiLU, nn.GELU)}):
+        return False
+    return module.gate_proj.weight.shape == module.up_proj.weight.shape and \
+        module.down_proj.in_features == module.up_proj.out_features
+
+
+def _eval_gated_mlp(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """down_proj(act_fn(gate_proj(x)) up_proj(x)), compared at down_proj's input when it ran as a child; DiT-MoE's
+    pretraining_tp > 1 computes the three projections with F.linear on weight slices instead (no child call): the
+    whole MLP is then recomputed from the weights (its slice sums one more summation order within tolerance)."""
+    module = call.module
+    x = _x(xp, _first_input(call))
+    projected = {name: _linear(call, xp, getattr(module, name), x) for name in ("gate_proj", "up_proj")}
+    gate, up = (projected[name] for name in knobs["gate_order"])
+    return [_projected(call, xp, module.down_proj, C.activation.generic(xp, gate, knobs["activation"]) * up)]
 
 
 def _t2i_final_order(call: RecordedCall) -> dict[str, Sequence[Any]]:
@@ -2953,6 +2977,13 @@ _REGISTRY: dict[str, Component] = {
         lambda call: {"scale": "1/sqrt(head_dim)", "kv_order": ("k", "v")},
         lambda call: {"scale": ["1/head_dim", "1"], "kv_order": [("v", "k")]},
         observed=_projection_inputs_or_outputs("proj"), naive_variants=lambda call: [{"_prescale": False}]),
+    "llama.GatedMLP": Component("gated MLP (gate_proj, up_proj, down_proj, act_fn)", _eval_gated_mlp,
+                                lambda call: {"activation": _activation_name(call.module.act_fn),
+                                              "gate_order": ("gate_proj", "up_proj")},
+                                lambda call: {"activation": _other(_activation_name(call.module.act_fn),
+                                                                   ("silu", *_GELU_NAMES)),
+                                              "gate_order": [("up_proj", "gate_proj")]},
+                                observed=_projection_inputs_or_outputs("down_proj")),
     "flux.MLPEmbedder": Component("MLP embedder (Flux: in_layer, silu, out_layer)",
                                   _eval_linear_act_linear("in_layer", "silu", "out_layer"),
                                   lambda call: {"activation": "silu"},
@@ -2989,7 +3020,8 @@ def _component_for(module: nn.Module) -> Component | None:
     if _dit_frequency_dim(module) and isinstance(getattr(module, "mlp", None), nn.Sequential) and len(module.mlp) == 3:
         return _REGISTRY["dit.TimestepEmbedder"]
     for is_it, key in ((_is_t2i_final_layer, "pixart.T2IFinalLayer"), (_is_pixart_block, "pixart.PixArtBlock"),
-                       (_is_cross_attention, "pixart.MultiHeadCrossAttention"), (_is_mlp_embedder, "flux.MLPEmbedder")):
+                       (_is_cross_attention, "pixart.MultiHeadCrossAttention"), (_is_mlp_embedder, "flux.MLPEmbedder"),
+                       (_is_gated_mlp, "llama.GatedMLP")):
         if not origin.startswith(("torch.", "diffusers.", "timm.")) and is_it(module):
             return _REGISTRY[key]
     if name == "Attention" and not hasattr(module, "processor"):

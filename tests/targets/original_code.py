@@ -239,3 +239,25 @@ class TopKGate(nn.Module):
         scores = F.linear(hidden_states.reshape(-1, hidden_states.shape[-1]), self.weight).softmax(dim=-1)
         weights, indices = torch.topk(scores, k=self.top_k, dim=-1)
         return indices, weights
+
+
+class GatedMLP(nn.Module):
+    """DiT-MoE's expert (LLaMA's MLP): down_proj(act_fn(gate_proj(x)) up_proj(x)); with ``slices`` > 1 (its
+    pretraining_tp) the projections run as F.linear on weight slices, so no child is called. ``swapped`` plants the
+    activation on up_proj instead of gate_proj."""
+
+    def __init__(self, dim: int = HIDDEN, width: int = 2 * HIDDEN, slices: int = 1, swapped: bool = False):
+        super().__init__()
+        self.gate_proj, self.up_proj = nn.Linear(dim, width, bias=False), nn.Linear(dim, width, bias=False)
+        self.down_proj, self.act_fn = nn.Linear(width, dim, bias=False), nn.SiLU()
+        self.slices, self.swapped = slices, swapped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.slices == 1:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+            return self.down_proj(self.act_fn(up) * gate if self.swapped else self.act_fn(gate) * up)
+        width = self.gate_proj.out_features // self.slices
+        gate = torch.cat([F.linear(x, w) for w in self.gate_proj.weight.split(width)], dim=-1)
+        up = torch.cat([F.linear(x, w) for w in self.up_proj.weight.split(width)], dim=-1)
+        hidden = (F.silu(up) * gate if self.swapped else F.silu(gate) * up).split(width, dim=-1)
+        return sum(F.linear(h, w) for h, w in zip(hidden, self.down_proj.weight.split(width, dim=1)))
