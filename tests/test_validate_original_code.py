@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from ditcheck.validate.components import ComponentReport, check_components
+from ditcheck.validate.zoo import randomise_weights
+from tests.targets import dit_forks
 from tests.targets.original_code import (FluxStyleNorms, GatedMLP, MultiHeadCrossAttention, TopKGate,
                                          tiny_text_to_image)
 
@@ -185,3 +187,42 @@ def test_gated_mlp_with_the_activation_on_the_wrong_projection_is_named(dtype: t
     # with slices the projections are not child calls: the MLP is a leaf here, its own fault
     assert finding.status == ("inline" if slices == 1 else "mismatch")
     assert {"gate_order": ("up_proj", "gate_proj")} in finding.explanations
+
+
+# ----------------------------------------------------------------------------------------
+# The original DiT's DiTBlock and FinalLayer by structure (Latte, DiT-MoE, SiT, Flux's LastLayer share them), on the
+# team's replica of the original DiT (tests/targets/dit_forks.py) with weights redrawn (adaLN-Zero starts at zero)
+
+
+def original_dit(bug: str | None = None) -> ComponentReport:
+    model = dit_forks.original_style() if bug is None else dit_forks.fork_bug(bug)
+    randomise_weights(model, 0, 0.1)
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, dit_forks.CHANNELS, dit_forks.INPUT, dit_forks.INPUT, generator=generator)
+    return check_components(model, (latents, torch.tensor([3.0, 700.0]), torch.tensor([1, 4])))
+
+
+def test_original_dit_block_and_final_layer_conform() -> None:
+    report = original_dit()
+    assert report.ok, report
+    glue = [f for f in report.findings if f.cls in ("DiTBlock", "FinalLayer")]
+    assert [f.status for f in glue] == ["conforms"] * 3, report
+
+
+@pytest.mark.parametrize(("bug", "order"), [
+    ("adaln_shift_scale_swapped", ("scale_msa", "shift_msa", "gate_msa", "scale_mlp", "shift_mlp", "gate_mlp")),
+    ("adaln_gate_first", ("scale_msa", "gate_msa", "shift_msa", "scale_mlp", "gate_mlp", "shift_mlp"))])
+def test_original_dit_block_chunk_order_is_named(bug: str, order: tuple[str, ...]) -> None:
+    report = original_dit(bug)
+    assert [f.name for f in report.failures] == ["blocks.0", "blocks.1"], report
+    assert all(f.status == "inline" and {"order": order} in f.explanations for f in report.failures)
+
+
+def test_original_dit_attention_branch_off_by_1e3_is_inline_in_its_block() -> None:
+    finding = only_failure(original_dit("block1_attention_1e-3"), "blocks.1")
+    assert finding.status == "inline" and finding.location == "inline code in DiTBlock.forward"
+
+
+def test_original_dit_final_layer_scale_shift_swap_is_named() -> None:
+    finding = only_failure(original_dit("final_scale_shift_swapped"), "final_layer")
+    assert finding.status == "inline" and finding.explanations == [{"order": ("scale", "shift")}]

@@ -37,7 +37,10 @@ WanTimeTextImageEmbedding and the model's own glue; Sana: linear attention (Sana
 SanaAttnProcessor2_0, GLUMBConv (with general 2-D convolutions), SanaTransformerBlock, SanaModulatedNorm;
 CogVideoX: CogVideoXAttnProcessor2_0, CogVideoXLayerNormZero, CogVideoXBlock, AdaLayerNorm; by structure, timm / original-DiT Attention (qkv, proj,
 num_heads; also PixArt-alpha's global WindowAttention: no direct parameters, use_rel_pos False, no mask), Mlp
-(fc1, act, fc2), PatchEmbed (proj) and TimestepEmbedder (mlp + frequency size); PixArt-alpha's original code:
+(fc1, act, fc2), PatchEmbed (proj) and TimestepEmbedder (mlp + frequency size); the original DiT's DiTBlock (exactly
+norm1, attn, norm2, mlp or DiT-MoE's moe, and adaLN_modulation = Sequential(SiLU, Linear(D, 6 D)): Latte's
+TransformerBlock, DiT-MoE's DiTBlock) and FinalLayer (exactly norm_final, linear, adaLN_modulation = Sequential(SiLU,
+Linear(D, 2 D)): also Flux's LastLayer); PixArt-alpha's original code:
 PixArtBlock (exactly norm1, attn, cross_attn, norm2, mlp and a [6, D] scale_shift_table), MultiHeadCrossAttention
 (exactly q_linear, kv_linear of twice q's width, proj, and num_heads; the batch flattened into one sequence with
 the block-diagonal mask of the caption lengths), T2IFinalLayer (exactly norm_final, linear and a [2, D]
@@ -1423,6 +1426,72 @@ def _eval_gated_mlp(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     projected = {name: _linear(call, xp, getattr(module, name), x) for name in ("gate_proj", "up_proj")}
     gate, up = (projected[name] for name in knobs["gate_order"])
     return [_projected(call, xp, module.down_proj, C.activation.generic(xp, gate, knobs["activation"]) * up)]
+
+
+def _is_adaln_projection(module: nn.Module | None, chunks: int) -> bool:
+    """The original DiT's adaLN_modulation: Sequential(SiLU, Linear(D, chunks D))."""
+    return isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[0], nn.SiLU) and \
+        isinstance(module[1], nn.Linear) and module[1].out_features == chunks * module[1].in_features
+
+
+def _is_dit_final_layer(module: nn.Module) -> bool:
+    """The original DiT's FinalLayer (Latte's, DiT-MoE's, SiT's, Flux's LastLayer): exactly norm_final (LayerNorm),
+    linear (Linear) and adaLN_modulation = Sequential(SiLU, Linear(D, 2 D))."""
+    return _has_structure(module, {"norm_final": nn.LayerNorm, "linear": nn.Linear, "adaLN_modulation": nn.Sequential}) \
+        and _is_adaln_projection(module.adaLN_modulation, 2)
+
+
+def _dit_block_mlp(module: nn.Module) -> str:
+    """The name of the original DiT block's MLP child: mlp, or moe (DiT-MoE's SparseMoeBlock)."""
+    return "moe" if hasattr(module, "moe") else "mlp"
+
+
+def _is_dit_block(module: nn.Module) -> bool:
+    """The original DiT's DiTBlock (Latte's TransformerBlock, DiT-MoE's DiTBlock): exactly norm1, attn, norm2 (norms),
+    mlp or moe, and adaLN_modulation = Sequential(SiLU, Linear(D, 6 D))."""
+    present = _children_named(module)
+    names = {"norm1", "attn", "norm2", _dit_block_mlp(module), "adaLN_modulation"}
+    return set(present) == names and not _direct_parameters(module) and \
+        _is_adaln_projection(module.adaLN_modulation, 6)
+
+
+def _dit_chunks(call: RecordedCall, xp: Precision, order: Sequence[str]) -> dict[str, Any]:
+    """adaLN_modulation's recorded output [B, k D] cut into k chunks named by ``order``, each [B, 1, D]."""
+    projected = _x(xp, call.child_outputs(call.module.adaLN_modulation)[0])
+    width = np.shape(projected)[-1] // len(order)
+    return {name: projected[:, None, i * width:(i + 1) * width] for i, name in enumerate(order)}
+
+
+def _eval_dit_final_layer(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """The original DiT's FinalLayer: (shift, scale) = adaLN_modulation(c).chunk(2); linear's input is
+    norm_final(x)(1 + scale) + shift (modulate)."""
+    chunks = _dit_chunks(call, xp, knobs["order"])
+    normed = _x(xp, call.child_outputs(call.module.norm_final)[0])
+    return [_projected(call, xp, call.module.linear, _modulated(normed, chunks["shift"], chunks["scale"]))]
+
+
+def _dit_block_children(call: RecordedCall) -> dict[str, RecordedCall]:
+    return _needed_children(call, ["norm1", "attn", "norm2", _dit_block_mlp(call.module)])
+
+
+def _eval_dit_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """The original DiT's block given its children's outputs: attn's input modulate(norm1(x), shift_msa, scale_msa),
+    norm2's input x + gate_msa attn, the MLP's input modulate(norm2(.), shift_mlp, scale_mlp), the output that plus
+    gate_mlp mlp; the six chunks of adaLN_modulation(c) in ``order``."""
+    children = _dit_block_children(call)
+    out = lambda name: _x(xp, children[name].kept_outputs[0])  # noqa: E731
+    chunks = _dit_chunks(call, xp, knobs["order"])
+    x = _x(xp, call.arg("x", "hidden_states"))
+    hidden = x + chunks["gate_msa"] * out("attn")
+    return [_modulated(out("norm1"), chunks["shift_msa"], chunks["scale_msa"]), hidden,
+            _modulated(out("norm2"), chunks["shift_mlp"], chunks["scale_mlp"]),
+            hidden + chunks["gate_mlp"] * out(_dit_block_mlp(call.module))]
+
+
+def _observed_dit_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _dit_block_children(call)
+    return [_first_array(children[name].kept_inputs) for name in ("attn", "norm2", _dit_block_mlp(call.module))] + \
+        [call.outputs[0]]
 
 
 def _t2i_final_order(call: RecordedCall) -> dict[str, Sequence[Any]]:
@@ -2984,6 +3053,12 @@ _REGISTRY: dict[str, Component] = {
                                                                    ("silu", *_GELU_NAMES)),
                                               "gate_order": [("up_proj", "gate_proj")]},
                                 observed=_projection_inputs_or_outputs("down_proj")),
+    "dit.FinalLayer": Component("final layer (original DiT: adaLN_modulation chunks, modulate)", _eval_dit_final_layer,
+                                lambda call: {"order": ("shift", "scale")}, _t2i_final_order,
+                                observed=_projection_inputs_or_outputs("linear")),
+    "dit.DiTBlock": Component("block glue (original DiT: adaLN-Zero chunks, modulate, gates, residuals)",
+                              _eval_dit_block, _block_order_knobs, _block_order_alternatives,
+                              observed=_observed_dit_block),
     "flux.MLPEmbedder": Component("MLP embedder (Flux: in_layer, silu, out_layer)",
                                   _eval_linear_act_linear("in_layer", "silu", "out_layer"),
                                   lambda call: {"activation": "silu"},
@@ -3021,7 +3096,8 @@ def _component_for(module: nn.Module) -> Component | None:
         return _REGISTRY["dit.TimestepEmbedder"]
     for is_it, key in ((_is_t2i_final_layer, "pixart.T2IFinalLayer"), (_is_pixart_block, "pixart.PixArtBlock"),
                        (_is_cross_attention, "pixart.MultiHeadCrossAttention"), (_is_mlp_embedder, "flux.MLPEmbedder"),
-                       (_is_gated_mlp, "llama.GatedMLP")):
+                       (_is_gated_mlp, "llama.GatedMLP"), (_is_dit_final_layer, "dit.FinalLayer"),
+                       (_is_dit_block, "dit.DiTBlock")):
         if not origin.startswith(("torch.", "diffusers.", "timm.")) and is_it(module):
             return _REGISTRY[key]
     if name == "Attention" and not hasattr(module, "processor"):
