@@ -3,7 +3,7 @@
   ditcheck validate attention MODULE:ATTR [--dtype D] [--layout bhld|blhd] [--self-attention] [--gqa]
                               [--mask none|boolean|additive|key-padding] [--examples N] [--seed S] ...
   ditcheck validate dit MODULE:ATTR|diffusers:CLASS [--convention dit|diffusers] [--dtype D] [--examples N]
-                       [--inputs MODULE:ATTR] ...
+                       [--inputs MODULE:ATTR] [--reference MODULE:ATTR] ...
   ditcheck validate scheduler MODULE:ATTR [--steps N,N] [--config KEY=VALUE ...] [--samples N] [--quick] [--json PATH]
 
 MODULE is a dotted module name or a path to a .py file. For attention, ATTR is fn(q, k, v)
@@ -13,7 +13,8 @@ SD3, Flux, Wan, ...) or a zero-argument callable returning one; diffusers:CLASS 
 diffusers:FluxTransformer2DModel) builds that class with a documented tiny configuration and random
 weights, and ditcheck builds every input; any other torch model (an original PixArt or Flux code base, a
 fork ditcheck does not recognise) is checked component by component given --inputs MODULE:ATTR, a function
-of the example seed returning the forward call's arguments; for scheduler, a diffusers-style scheduler class,
+of the example seed returning the forward call's arguments; with --reference MODULE:ATTR, any model is compared
+submodule by submodule with the implementation it must match; for scheduler, a diffusers-style scheduler class,
 instance or zero-argument factory. Exit code 0: conforms; 1: a discrepancy was found;
 2: the target could not be loaded or called (the message says why).
 """
@@ -143,8 +144,9 @@ class DiTTarget:
     other diffusers transformer class (PixArt, SD3, Flux, Wan, CogVideoX, HunyuanVideo, ...; an instance, a
     subclass or a factory of one, or diffusers:CLASS, built with a documented tiny configuration) component by
     component, with inputs built from its config and forward signature (ditcheck.validate.zoo). Any other torch
-    model is checked component by component from the inputs --inputs gives. --heads, --learn-sigma and --set apply
-    to the original layout and DiTTransformer2DModel only.
+    model is checked component by component from the inputs --inputs gives; with --reference, any model is compared
+    with the implementation it must match, submodule by submodule. --heads, --learn-sigma and --set apply to the
+    original layout and DiTTransformer2DModel only.
     """
 
     HELP = ("a DiT nn.Module (original layout or a diffusers transformer class), a factory of one, or "
@@ -186,6 +188,13 @@ class DiTTarget:
                                  "returning a dict of keyword arguments, a tuple of positional ones or both; the model "
                                  "is then checked component by component, each recognised submodule against its own "
                                  "settings (for a diffusers class: instead of the inputs ditcheck builds)")
+        parser.add_argument("--reference", metavar="MODULE:ATTR", default=None,
+                            help="the implementation the target must match (upstream's model beside a fork, "
+                                 "diffusers:CLASS beside a subclass): the target's weights are loaded into it by "
+                                 "name, both run on the same inputs (--inputs, built by ditcheck for a diffusers "
+                                 "class) and every submodule named alike is compared, the tolerance derived from the "
+                                 "reference run in the target's dtype; the first divergence names the forward it "
+                                 "arises in")
         parser.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                             help="validate block by block, in memory bounded by one block (original layout only; "
                                  "no diagnosis or localisation) (default: when the target has more than "
@@ -221,7 +230,8 @@ class DiTTarget:
             report = dit(model, convention=args.convention, examples=args.examples, seed=args.seed, dtype=args.dtype,
                          device=args.device, weights=weights, diagnose=not args.no_diagnosis, timeout=args.timeout,
                          target=args.target, heads=args.heads, learn_sigma=args.learn_sigma, overrides=overrides,
-                         strict_precision=args.strict_precision, stream=args.stream, inputs=args.inputs)
+                         strict_precision=args.strict_precision, stream=args.stream, inputs=args.inputs,
+                         reference=args.reference)
         except (LoadError, ValueError, RuntimeError, OSError) as error:  # TargetError is a LoadError
             return _unusable(error)
         return _finish(report, args)

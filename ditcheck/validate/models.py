@@ -35,6 +35,7 @@ from ditcheck.reference.layers import pos_embed_2d
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from .call_inputs import INPUTS_HINT
+from .differential import validate_against
 from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, require_output
 from .dit_conversion import diffusers_state_dict, params_from_diffusers
 from .dit_diagnosis import diagnose as diagnose_mismatch, diagnosis_runs, knob_variants
@@ -60,7 +61,7 @@ def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DI
         diagnose: bool = True, timeout: float = DEFAULT_TIMEOUT, target: str | None = None,
         heads: int | None = None, learn_sigma: bool | None = None,
         overrides: Mapping[str, Any] | None = None, strict_precision: bool = False,
-        stream: bool | None = None, inputs: Any = None) -> Report:
+        stream: bool | None = None, inputs: Any = None, reference: Any = None) -> Report:
     """Validate a DiT (original architecture, any fork of it, or diffusers' DiTTransformer2DModel) against the reference.
 
     convention: "dit" (facebookresearch/DiT) or "diffusers" (DIFFUSERS_DIT_KNOBS). examples: random
@@ -86,7 +87,20 @@ def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DI
     research fork; :mod:`ditcheck.validate.call_inputs`: a function of the example seed, or ``MODULE:ATTR`` naming
     one): the model is then checked component by component (:func:`ditcheck.validate.zoo.validate`), each
     recognised submodule against its own settings; for a diffusers class they replace the inputs ditcheck builds.
+
+    reference: the implementation ``model`` must match (an nn.Module, a factory of one, ``MODULE:ATTR`` or
+    "diffusers:ClassName"): every submodule both name alike is compared with the reference's, same weights and
+    inputs, the tolerance derived from the reference run in the target's dtype (:mod:`ditcheck.validate.differential`).
     """
+    if reference is not None:
+        unused = {"convention": convention, "heads": heads, "learn_sigma": learn_sigma, "overrides": overrides or None,
+                  "stream": stream, "strict_precision": strict_precision or None}
+        for argument, value in unused.items():
+            if value is not None:
+                raise InvalidArgumentError(argument, "None with a reference (the reference is the convention)",
+                                           repr(value))
+        return validate_against(model, reference, inputs=inputs, examples=examples, seed=seed, dtype=dtype,
+                                device=device, weights=weights, timeout=timeout, target=target)
     if isinstance(model, str) or inspect.isclass(model) or (callable(model) and not isinstance(model, nn.Module)):
         model, target = zoo.resolve_target(model, dtype, target)
     if zoo.dispatches_here(model) or inputs is not None:

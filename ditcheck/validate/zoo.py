@@ -1046,25 +1046,25 @@ class _ClassSummary:
 
 
 def resolve_target(model: Any, dtype: torch.dtype | str | None = None,
-                   target: str | None = None) -> tuple[nn.Module, str]:
+                   target: str | None = None, *, argument: str = "model") -> tuple[nn.Module, str]:
     """An nn.Module and its label from an instance, a class or "diffusers:ClassName" (built tiny), or a factory.
 
     A diffusers class (or its name) is built with its tiny configuration (:func:`build_model`) and labelled
     ``diffusers:ClassName``; another ``MODULE:ATTR`` string goes through :mod:`ditcheck.loader`; a zero-argument
     factory is called once. Failures raise :class:`~ditcheck.loader.LoadError` (an InvalidArgumentError) naming
-    ``model``.
+    ``argument``.
     """
     if isinstance(model, str):
         module_name, _, attribute = model.rpartition(":")
         if module_name == "diffusers":
             return build_model(attribute, dtype or torch.float32), target or model
         label = target or model
-        model = load(model, argument="model")
+        model = load(model, argument=argument)
     else:
         label = target
     if inspect.isclass(model) and model.__module__.startswith("diffusers."):
         return build_model(model.__name__, dtype or torch.float32), label or f"diffusers:{model.__name__}"
-    module = build(model, lambda o: isinstance(o, nn.Module), "an nn.Module", argument="model")
+    module = build(model, lambda o: isinstance(o, nn.Module), "an nn.Module", argument=argument)
     return module, label or f"{type(module).__module__}:{type(module).__qualname__}"
 
 

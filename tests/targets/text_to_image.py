@@ -62,35 +62,51 @@ class CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(n, tokens, dim))
 
 
+class ManualAttention(Attention):
+    """The same attention written out (q k^T, softmax, times v) instead of one scaled_dot_product_attention call: a
+    correct rewrite a fork makes, which a reference comparison must not flag."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, tokens, dim = x.shape
+        heads = dim // self.head_dim_only
+        q, k, v = self.qkv(x).reshape(n, tokens, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        weights = torch.softmax((q * (dim // heads) ** -0.5) @ k.transpose(-2, -1), dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(n, tokens, dim))
+
+
 class PixArtStyleBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, **attention: Any):
+    def __init__(self, dim: int, heads: int, modulate_swapped: bool = False, cross_scale: float = 1.0,
+                 manual_attention: bool = False, **attention: Any):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, heads, **attention)
+        self.attn = (ManualAttention if manual_attention else Attention)(dim, heads, **attention)
         self.cross_attn = CrossAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, 4 * dim)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
+        self.modulate_swapped, self.cross_scale = modulate_swapped, cross_scale
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         chunks = (self.scale_shift_table[None] + t.reshape(len(x), 6, -1)).chunk(6, dim=1)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunks
+        if self.modulate_swapped:  # planted: the MLP branch's shift and scale read from each other's rows
+            shift_mlp, scale_mlp = scale_mlp, shift_mlp
         x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa))
-        x = x + self.cross_attn(x, cond, mask)
+        x = x + self.cross_attn(x, cond, mask) * self.cross_scale
         return x + gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
 class PixArtStyle(nn.Module):
     """forward(x [N, C, H, W], timestep [N], caption [N, L, W], mask [N, L]) -> [N, C, H, W] (no learned sigma)."""
 
-    def __init__(self, timestep_shift: float = 0.0, **attention: Any):
+    def __init__(self, timestep_shift: float = 0.0, **block: Any):
         super().__init__()
         self.x_embedder = nn.Conv2d(CHANNELS, HIDDEN, PATCH, PATCH)
         self.t_embedder = TimestepEmbedder(HIDDEN, shift=timestep_shift)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(HIDDEN, 6 * HIDDEN))
         self.y_embedder = Mlp(CAPTION_WIDTH, HIDDEN)  # fc2 back to CAPTION_WIDTH is replaced below
         self.y_embedder.fc2 = nn.Linear(HIDDEN, HIDDEN)
-        self.blocks = nn.ModuleList([PixArtStyleBlock(HIDDEN, HEADS, **attention) for _ in range(DEPTH)])
+        self.blocks = nn.ModuleList([PixArtStyleBlock(HIDDEN, HEADS, **block) for _ in range(DEPTH)])
         self.norm_final = nn.LayerNorm(HIDDEN, elementwise_affine=False, eps=1e-6)
         self.final_table = nn.Parameter(torch.randn(2, HIDDEN) / HIDDEN ** 0.5)
         self.linear = nn.Linear(HIDDEN, PATCH * PATCH * CHANNELS)
@@ -121,7 +137,9 @@ def inputs(seed: int) -> dict[str, torch.Tensor]:
             "caption": torch.randn(2, CAPTION_TOKENS, CAPTION_WIDTH, generator=generator), "mask": mask}
 
 
-#: bug name -> (PixArtStyle options, the submodule the report must name as the first divergence)
+#: bug name -> (PixArtStyle options, the submodule the report must name as the first divergence): caught by the
+#: component engine alone
+
 PLANTED = {
     # the head merge without the transpose (tokens and heads interleaved): inline code of the attention
     "heads_merged_wrong": ({"merge_wrong": True}, "blocks.0.attn"),
@@ -129,4 +147,11 @@ PLANTED = {
     "attention_scale_1_over_d": ({"scale_power": -1.0}, "blocks.0.attn"),
     # frequencies exp(-log(10000) i / (half - 1)): diffusers' downscale_freq_shift=1, not what this module states
     "timestep_frequency_shift": ({"timestep_shift": 1.0}, "t_embedder"),
+}
+
+#: bug name -> (PixArtStyle options, the first divergence) in code no recognised component covers (inline code of
+#: the block): caught against a reference, the clean PixArtStyle
+PLANTED_INLINE = {
+    "modulate_shift_scale_swapped": ({"modulate_swapped": True}, "blocks.0"),
+    "cross_attention_branch_x_1.001": ({"cross_scale": 1.001}, "blocks.0"),
 }

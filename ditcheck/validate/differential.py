@@ -1,0 +1,332 @@
+"""``validate dit TARGET --reference REF``: a model against the implementation it must match, submodule by submodule.
+
+The component engine checks what it recognises and lists the rest; a fork that rewrote a block's inline code
+(a hand-written modulate, a fused attention, a reordered residual) needs a reference for that code. The trusted
+implementation is that reference: upstream's model file beside the fork, diffusers' class beside a subclass.
+
+Per example (:func:`compare`): the target's weights (random draws, or its own with ``weights="model"``) are
+loaded into the reference by name (``load_state_dict(strict=True)``: the two must name their parameters alike);
+the same inputs (the user's :mod:`~ditcheck.validate.call_inputs` function, or those ditcheck builds for a
+diffusers class) go to three runs with a forward hook on every submodule both models name alike:
+
+* the target in its dtype, as written (in float64, its float32 requests mapped to float64, as the other paths do);
+* the *exact* reference: the reference in float64 with its float32 requests mapped to float64;
+* the *naive* reference: the reference in the target's dtype, as written (float32 for a float64 target).
+
+Each submodule's output (first call of it; the first entry of a tuple) is compared with the exact reference's
+under the rule of :func:`ditcheck.properties.validation.derive_tolerance`: max(2 x the naive reference's error,
+4 ulps of max |exact|). For a float64 target the naive reference runs in float32 and its error is scaled by
+u(float64) / u(float32) = 2^-29 (first order in u: a rounding error grows linearly with the unit roundoff), so a
+float64 target is held to what float64 arithmetic does with the same code. The first submodule to finish outside
+tolerance (forward hooks fire as a call returns, so children come before their parents) is the first divergence:
+the fault is inside it. Memory: every compared submodule's output is held for one example (validate a small
+configuration of a large model).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ditcheck.properties.validation import Tolerance, derive_tolerance, unit_roundoff
+from ditcheck.reference.errors import InvalidArgumentError
+
+from ._attention import require_run_settings, resolve_device, resolve_dtype
+from ._target import DEFAULT_TIMEOUT, TargetError
+from .call_inputs import CallArguments, inputs_function
+from . import zoo
+from .dit_run import first_outputs, hooked_activation, max_abs
+from .report import Check, Report
+
+__all__ = ["validate_against", "SubmoduleComparison", "shared_submodules", "load_reference_weights", "naive_dtype", "naive_scale",
+           "compare", "MAX_FAILING_CHECKS"]
+
+#: failing submodules reported one check each (in execution order); the rest are counted in the summary check
+MAX_FAILING_CHECKS = 5
+
+
+@dataclass
+class SubmoduleComparison:
+    """One submodule compared over the examples: its class, the worst error, its tolerance, or why it failed."""
+
+    name: str
+    cls: str
+    error: float = 0.0
+    tolerance: Tolerance | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.message and self.tolerance is not None and self.error <= self.tolerance.value
+
+    @property
+    def ratio(self) -> float:
+        if self.message or self.tolerance is None:
+            return math.inf
+        return self.error / self.tolerance.value if self.tolerance.value > 0 else (0.0 if not self.error else math.inf)
+
+
+def shared_submodules(model: nn.Module, reference: nn.Module) -> tuple[list[str], list[str], list[str]]:
+    """(names both models have, names only the target has, names only the reference has): submodule names, the
+    root excluded (its output is compared on its own)."""
+    ours = [name for name, _ in model.named_modules() if name]
+    theirs = {name for name, _ in reference.named_modules() if name}
+    shared = [name for name in ours if name in theirs]
+    return shared, [name for name in ours if name not in theirs], sorted(theirs - set(ours))
+
+
+def load_reference_weights(reference: nn.Module, model: nn.Module) -> None:
+    """The target's parameters and buffers copied into ``reference`` by name (cast to its dtype); a missing,
+    unexpected or differently shaped entry raises InvalidArgumentError naming ``reference``."""
+    try:
+        reference.load_state_dict(model.state_dict(), strict=True)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        raise InvalidArgumentError("reference", "a model naming its parameters as the target does "
+                                   "(load_state_dict(strict=True) of the target's weights)",
+                                   detail[:400] + ("..." if len(detail) > 400 else "")) from None
+
+
+def naive_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the naive reference runs in: the target's, float32 for a float64 target (see naive_scale)."""
+    return torch.float32 if dtype == torch.float64 else dtype
+
+
+def naive_scale(dtype: torch.dtype) -> float:
+    """u(dtype) / u(naive_dtype(dtype)): 1, or 2^-29 for float64 (the naive error, first order in u, rescaled)."""
+    return unit_roundoff(dtype) / unit_roundoff(naive_dtype(dtype))
+
+
+def _floating_inputs(value: Any) -> list[np.ndarray]:
+    """Every floating tensor of a call's arguments (tuples, lists, dicts at any depth), flattened float64 copies."""
+    if isinstance(value, torch.Tensor):
+        return [value.detach().to("cpu", torch.float64).reshape(-1).numpy()] if value.is_floating_point() else []
+    if isinstance(value, (list, tuple)):
+        return [array for item in value for array in _floating_inputs(item)]
+    if isinstance(value, dict):
+        return [array for item in value.values() for array in _floating_inputs(item)]
+    return []
+
+
+@dataclass
+class _Recording:
+    """One run: the model's output, and each named submodule's inputs and output at its first call."""
+
+    output: np.ndarray | None
+    outputs: dict[str, np.ndarray | None]
+    inputs: dict[str, np.ndarray | None]
+
+
+def _run(model: nn.Module, arguments: CallArguments, names: list[str], timeout: float, float64: bool) -> _Recording:
+    """Run ``model`` once (dit_run.first_outputs: in isolation, hooks removed after) recording each named submodule's
+    floating inputs (concatenated, flattened) and output at its first call; the output's first entry of a tuple,
+    .sample of a diffusers output."""
+    args, kwargs = arguments
+    modules = dict(model.named_modules())
+    inputs: dict[str, np.ndarray | None] = {}
+
+    def record(name: str, call_args: tuple[Any, ...], call_kwargs: dict[str, Any]) -> None:
+        if name not in inputs:
+            arrays = _floating_inputs((call_args, call_kwargs))
+            inputs[name] = np.concatenate(arrays) if arrays else None
+
+    handles = [modules[name].register_forward_pre_hook(
+        lambda module, call_args, call_kwargs, name=name: record(name, call_args, call_kwargs), with_kwargs=True)
+        for name in names]
+    try:
+        output, kept = first_outputs(model, names, lambda name, out: hooked_activation(out, None),
+                                     lambda: model(*args, **kwargs), timeout, float64)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not isinstance(output, torch.Tensor) and hasattr(output, "sample"):
+        output = output.sample
+    return _Recording(hooked_activation(output, None), kept, inputs)
+
+
+def _compare_one(found: SubmoduleComparison, actual: np.ndarray | None, exact: np.ndarray | None,
+                 naive: np.ndarray | None, dtype: torch.dtype) -> None:
+    """Fold one example's outputs of one submodule into ``found`` (the worst ratio over the examples is kept)."""
+    if actual is None or exact is None or naive is None:
+        return  # not a tensor (or not called) in one of the runs: nothing to compare
+    if actual.shape != exact.shape:
+        found.message = found.message or f"shape {actual.shape}, the reference's {exact.shape}"
+        return
+    with np.errstate(invalid="ignore"):
+        error = max_abs(actual - exact)
+        naive_error = max_abs(naive - exact) * naive_scale(dtype)
+    tolerance = derive_tolerance(naive_error, None, max_abs(exact), dtype)
+    candidate = SubmoduleComparison(found.name, found.cls, error, tolerance)
+    if found.tolerance is None or candidate.ratio > found.ratio:
+        found.error, found.tolerance = error, tolerance
+
+
+def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Callable[[int], CallArguments],
+            randomise: Callable[[nn.Module, int], Any] | None, examples: int, seed: int, timeout: float) -> None:
+    """Fill ``report`` with the differential comparison of ``model`` (weights drawn by ``randomise(model, seed)`` per
+    example, or kept when None) against ``reference`` over ``examples`` examples of ``inputs(seed)``.
+
+    ``model`` runs in its own dtype and device; ``reference`` is copied to float64 (exact) and to the naive dtype.
+    A run that raises or hangs is a failed check; weights that do not load by name are a failed "weights" check.
+    """
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype = first.dtype if first is not None else torch.float32
+    device = first.device if first is not None else torch.device("cpu")
+    names, only_target, only_reference = shared_submodules(model, reference)
+    classes = {name: type(module).__name__ for name, module in model.named_modules()}
+    found = {name: SubmoduleComparison(name, classes[name]) for name in names}
+    found_inputs = {name: SubmoduleComparison(name, classes[name]) for name in names}
+    output = SubmoduleComparison("output", type(model).__name__)
+    order: list[str] = []  # the target's finish order, from the first example
+    skipped: dict[str, str] = {}  # name -> which side called it (same inputs: both must call the same submodules)
+    exact_model = copy.deepcopy(reference).to(device=device, dtype=torch.float64).eval()
+    naive_model = copy.deepcopy(reference).to(device=device, dtype=naive_dtype(dtype)).eval()
+    failed_examples = 0
+    for index in range(examples):
+        example_seed = seed * 7919 + index
+        if randomise is not None:
+            randomise(model, example_seed)
+        try:
+            load_reference_weights(exact_model, model)
+            load_reference_weights(naive_model, model)
+        except InvalidArgumentError as error:
+            report.loaded = False
+            report.checks.append(Check("weights", False, message=str(error)))
+            return
+        arguments = inputs(example_seed)
+        try:
+            actual = _run(model, zoo.to_device(arguments, device, dtype, every_float=True), names, timeout,
+                          dtype == torch.float64)
+        except TargetError as error:
+            failed_examples += 1
+            report.checks.append(Check("call", False, message=f"example {index}: {error.describe()}"))
+            continue
+        try:
+            exact = _run(exact_model, zoo.to_device(arguments, device, torch.float64, every_float=True), names,
+                         timeout, True)
+            naive = _run(naive_model, zoo.to_device(arguments, device, naive_dtype(dtype), every_float=True), names,
+                         timeout, False)
+        except TargetError as error:
+            report.loaded = False
+            report.checks.append(Check("reference", False, message=f"the reference failed: {error.describe()}"))
+            return
+        order = order or list(actual.outputs)
+        for name in names:
+            if (name in actual.outputs) != (name in exact.outputs):
+                skipped.setdefault(name, "the target" if name in actual.outputs else "the reference")
+        for name in names:
+            _compare_one(found[name], actual.outputs.get(name), exact.outputs.get(name), naive.outputs.get(name), dtype)
+            _compare_one(found_inputs[name], actual.inputs.get(name), exact.inputs.get(name), naive.inputs.get(name),
+                         dtype)
+        if actual.output is not None and not np.all(np.isfinite(actual.output)):
+            output.message = output.message or f"example {index}: {int((~np.isfinite(actual.output)).sum())} non-finite"
+        _compare_one(output, actual.output, exact.output, naive.output, dtype)
+    if failed_examples == examples:
+        report.loaded = False
+        return
+    compared = [found[name] for name in order if found[name].tolerance is not None or found[name].message]
+    failing = [c for c in compared if not c.ok]
+    worst = max(compared, key=lambda c: c.ratio, default=None)
+    if worst is None:
+        report.notes.append("no submodule was compared (no names in common, or none called by both): the output only")
+    else:
+        report.checks.append(Check(f"submodules ({len(compared)} compared by name)", not failing, worst.error,
+                                   worst.tolerance, (f"{len(failing)} outside tolerance; " if failing else "")
+                                   + f"worst at {worst.name} ({worst.cls})", examples, worst.name))
+    for comparison in failing[:MAX_FAILING_CHECKS]:
+        report.checks.append(Check(f"{comparison.name} ({comparison.cls})", False, comparison.error,
+                                   comparison.tolerance, comparison.message, examples, comparison.name))
+    report.checks.append(Check("output", output.ok, output.error, output.tolerance, output.message, examples))
+    if skipped:
+        first_skipped = next(iter(skipped.items()))
+        report.checks.append(Check("calls", False, message=f"{len(skipped)} submodule(s) called by one side only, "
+                                   f"first {first_skipped[0]} (called by {first_skipped[1]} only)", examples=examples))
+    if failing:
+        report.first_divergence = _fault(failing[0], found_inputs, type(model).__name__)
+    elif skipped:
+        report.first_divergence = (f"{first_skipped[0]}: called by {first_skipped[1]} only (the forwards call "
+                                   "different submodules)")
+    elif not output.ok:
+        report.first_divergence = "the output (every submodule compared conforms: the difference is in the model's " \
+                                  "own forward or in submodules named differently)"
+    uncompared = _uncompared(only_target, only_reference)
+    if uncompared:
+        report.notes.append(uncompared)
+
+
+def _fault(first: SubmoduleComparison, inputs: Mapping[str, SubmoduleComparison], model_class: str) -> str:
+    """Where the first failing submodule's difference arises: in its own forward when its inputs match the
+    reference's, else in the inline code of the innermost enclosing submodule whose inputs still match (the model's
+    own forward at the top)."""
+    own = inputs.get(first.name)
+    if own is None or own.tolerance is None or own.ok:
+        return (f"{first.name} ({first.cls}): its inputs match the reference's, its output does not: the fault is in "
+                f"its own forward")
+    child = first.name
+    while "." in child:
+        parent = child.rsplit(".", 1)[0]
+        enclosing = inputs.get(parent)
+        if enclosing is not None and enclosing.tolerance is not None and enclosing.ok:
+            return (f"inline code of {parent} ({enclosing.cls}) before it calls {child}: {parent}'s inputs match the "
+                    f"reference's, {first.name}'s do not (first outside tolerance: {first.name})")
+        child = parent
+    return (f"inline code of the model's own forward ({model_class}) before it calls {child}: the inputs of "
+            f"{first.name} differ from the reference's (first outside tolerance: {first.name})")
+
+
+def _uncompared(only_target: list[str], only_reference: list[str]) -> str:
+    parts = []
+    for label, names in (("only in the target", only_target), ("only in the reference", only_reference)):
+        if names:
+            parts.append(f"{len(names)} {label} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+    return ("not compared (no submodule of that name on the other side): " + "; ".join(parts)) if parts else ""
+
+
+
+def validate_against(model: Any, reference: Any, *, inputs: Any = None, examples: int = 3, seed: int = 0,
+                     dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
+                     weights: str = "random", timeout: float = DEFAULT_TIMEOUT, target: str | None = None) -> Report:
+    """Validate ``model`` against ``reference`` (each an nn.Module, a factory of one, a ``MODULE:ATTR`` or
+    "diffusers:ClassName"), submodule by submodule (the module docstring).
+
+    ``inputs``: a :mod:`~ditcheck.validate.call_inputs` function of the example seed (or ``MODULE:ATTR``); None for a
+    diffusers class, whose inputs ditcheck builds. ``weights``: "random" (drawn afresh per example) or "model" (the
+    target's own); either way the reference gets the target's. ``dtype`` / ``device``: where the target runs (a copy;
+    the caller's model is never changed). Bad arguments raise InvalidArgumentError naming them.
+    """
+    examples, seed, timeout = require_run_settings(examples, seed, timeout)
+    if weights not in ("random", "model"):
+        raise InvalidArgumentError("weights", "'random' or 'model'", repr(weights))
+    requested = None if dtype is None else resolve_dtype(dtype)
+    module, label = zoo.resolve_target(model, requested, target)
+    trusted, reference_label = zoo.resolve_target(reference, requested, argument="reference")
+    if inputs is not None:
+        example_inputs = inputs_function(inputs)
+        inputs_label = inputs if isinstance(inputs, str) else getattr(inputs, "__qualname__", "given")
+    elif zoo.dispatches_here(module):
+        def example_inputs(example_seed: int) -> CallArguments:
+            return zoo.build_inputs(module, example_seed)
+        inputs_label = "built by ditcheck from the diffusers config"
+    else:
+        raise InvalidArgumentError("inputs", "a function of the example seed returning the forward call's arguments "
+                                   "(ditcheck builds inputs only for diffusers classes)", "None")
+    own = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if own is None:
+        raise InvalidArgumentError("model", "an nn.Module with floating parameters", type(module).__name__)
+    run_dtype = own.dtype if requested is None else requested
+    run_device = own.device if device is None else resolve_device(device)
+    module = copy.deepcopy(module).to(device=run_device, dtype=run_dtype).eval()  # the caller's model is not changed
+    report = Report(target=label, kind="dit", settings={
+        "path": "differential", "reference": reference_label, "inputs": inputs_label,
+        "dtype": str(run_dtype).removeprefix("torch."), "device": str(run_device), "examples": examples, "seed": seed,
+        "weights": weights})
+    compare(report, module, trusted, example_inputs, zoo.randomise_weights if weights == "random" else None,
+            examples, seed, timeout)
+    return report

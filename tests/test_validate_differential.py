@@ -1,0 +1,153 @@
+"""``validate dit TARGET --reference REF``: a model against the implementation it must match, submodule by submodule,
+with the first divergence placed in the forward it arises in (inline code the component engine cannot see too)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import pytest
+import torch
+from torch import nn
+
+from ditcheck.reference.errors import InvalidArgumentError
+from ditcheck.validate import dit
+from ditcheck.validate.differential import naive_scale
+from ditcheck.validate.zoo import build_model
+from targets import text_to_image as t2i
+from targets import zoo_bugs
+
+TARGETS = Path(__file__).parent / "targets"
+
+
+def _against_clean(dtype: str = "float32", seed: int = 0, **options: Any) -> Any:
+    return dit(t2i.PixArtStyle(**options), reference=t2i.PixArtStyle(), inputs=t2i.inputs, dtype=dtype, seed=seed)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("options", [{}, {"manual_attention": True}], ids=["same-code", "attention-written-out"])
+def test_a_correct_implementation_conforms(options: dict[str, Any], dtype: str) -> None:
+    for seed in range(3):  # 9 examples: the rewrite's rounding differs from SDPA's, within the derived tolerance
+        report = _against_clean(dtype, seed, **options)
+        assert report.ok, report
+        assert report.settings["path"] == "differential"
+        [submodules] = [c for c in report.checks if c.id.startswith("submodules")]
+        assert submodules.id == "submodules (43 compared by name)"
+
+
+#: planted bug -> (PixArtStyle options, the start of the first divergence)
+LOCALISED = {
+    **{name: (options, f"inline code of {where} (PixArtStyleBlock) before it calls")
+       for name, (options, where) in t2i.PLANTED_INLINE.items()},
+    "attention_scale_1_over_d": (t2i.PLANTED["attention_scale_1_over_d"][0],
+                                 "inline code of blocks.0.attn (Attention) before it calls blocks.0.attn.proj"),
+    "timestep_frequency_shift": (t2i.PLANTED["timestep_frequency_shift"][0],
+                                 "inline code of t_embedder (TimestepEmbedder) before it calls t_embedder.mlp"),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bug", sorted(LOCALISED))
+def test_a_planted_bug_is_placed_in_the_forward_it_arises_in(bug: str, dtype: str) -> None:
+    options, where = LOCALISED[bug]
+    report = _against_clean(dtype, **options)
+    assert not report.ok and report.loaded
+    assert report.first_divergence is not None and report.first_divergence.startswith(where), report
+
+
+def test_a_fault_inside_a_leaf_is_its_own_forward() -> None:
+    built = zoo_bugs._cogvideox_frequency_shift_1(0)[0], zoo_bugs.tiny_cogvideox(0)
+    report = dit(built[0], reference=built[1][0], inputs=lambda seed: built[1][1], examples=1)
+    assert report.first_divergence.startswith("time_proj (Timesteps): its inputs match the reference's"), report
+
+
+class _GuidanceUnscaled(diffusers.FluxTransformer2DModel):
+    """A Flux port embedding the guidance scale without the model's x1000 (the timestep keeps it)."""
+
+    def forward(self, *args: Any, guidance: Any = None, **kwargs: Any) -> Any:
+        return super().forward(*args, guidance=None if guidance is None else guidance / 1000, **kwargs)
+
+
+def test_diffusers_ports_against_diffusers() -> None:
+    sd35, inputs = zoo_bugs._sd35_second_gate_off_by_1e3(0)  # (1 + 1e-3) on the second attention's gate
+    report = dit(sd35, reference=zoo_bugs.tiny_sd35(0)[0], inputs=lambda seed: inputs, examples=1)
+    assert report.first_divergence.startswith("inline code of transformer_blocks.0 (JointTransformerBlock)"), report
+    flux, inputs = zoo_bugs.tiny_flux_guidance(0)
+    port = _GuidanceUnscaled(**flux.config)
+    report = dit(port, reference=flux, inputs=lambda seed: inputs, examples=1)
+    assert report.first_divergence.startswith("inline code of the model's own forward (_GuidanceUnscaled) before it "
+                                              "calls time_text_embed"), report
+    # a diffusers class needs no inputs: ditcheck builds them; the reference may be named
+    clean = dit(build_model("PixArtTransformer2DModel"), reference="diffusers:PixArtTransformer2DModel", examples=1)
+    assert clean.ok and clean.settings["inputs"].startswith("built by ditcheck"), clean
+
+
+class _TwoLayers(nn.Module):
+    def __init__(self, skip_second: bool = False) -> None:
+        super().__init__()
+        self.first, self.second, self.skip_second = nn.Linear(4, 4), nn.Linear(4, 4), skip_second
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.first(x)
+        return x if self.skip_second else self.second(x)
+
+
+class _Renamed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def _ones(seed: int) -> torch.Tensor:
+    return torch.ones(2, 4)
+
+
+def test_a_submodule_only_one_side_calls_is_a_failed_check() -> None:
+    report = dit(_TwoLayers(skip_second=True), reference=_TwoLayers(), inputs=_ones, examples=1)
+    assert not report.ok and any(c.id == "calls" and not c.ok for c in report.checks)
+    assert report.first_divergence.startswith("second: called by the reference only"), report
+
+
+def test_weights_that_do_not_load_by_name_and_failing_runs_are_failed_checks() -> None:
+    renamed = dit(_Renamed(), reference=_TwoLayers(), inputs=_ones, examples=1)
+    assert not renamed.loaded and any(c.id == "weights" and "'reference'" in c.message for c in renamed.checks)
+    raising = dit(_TwoLayers(), reference=_TwoLayers(), inputs=lambda seed: torch.ones(2, 5), examples=2)
+    assert not raising.ok and not raising.loaded and [c.id for c in raising.checks] == ["call", "call"]
+
+
+def test_bad_arguments_are_typed_errors() -> None:
+    with pytest.raises(InvalidArgumentError, match="'inputs'"):
+        dit(_TwoLayers(), reference=_TwoLayers())  # ditcheck builds inputs for diffusers classes only
+    with pytest.raises(InvalidArgumentError, match="'convention'"):
+        dit(_TwoLayers(), reference=_TwoLayers(), inputs=_ones, convention="dit")
+    with pytest.raises(InvalidArgumentError, match="'reference'"):
+        dit(_TwoLayers(), reference="no_such_module_here:Model", inputs=_ones)
+
+
+def test_a_float64_target_is_held_to_float64_rounding() -> None:
+    assert naive_scale(torch.float64) == 2.0 ** -29 and naive_scale(torch.float32) == 1.0
+    # a relative 1e-9 change: invisible in float32, far outside what float64 rounding explains
+    report = _against_clean("float64", cross_scale=1 + 1e-9)
+    assert not report.ok and report.first_divergence.startswith("inline code of blocks.0 (PixArtStyleBlock)")
+    assert _against_clean("float32", cross_scale=1 + 1e-9).ok
+
+
+def test_cli_names_the_forward_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "fork.py").write_text(f"import sys\nsys.path.insert(0, {str(TARGETS)!r})\n"
+                                      "from text_to_image import PixArtStyle, inputs\n\n\n"
+                                      "def swapped():\n    return PixArtStyle(modulate_swapped=True)\n")
+    arguments = ["--reference", "fork.py:PixArtStyle", "--inputs", "fork.py:inputs", "--examples", "1"]
+
+    def run(target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ditcheck", "validate", "dit", target, *arguments],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    failing, clean = run("fork.py:swapped"), run("fork.py:PixArtStyle")
+    assert failing.returncode == 1 and "first divergence: inline code of blocks.0" in failing.stdout, failing.stdout
+    assert clean.returncode == 0 and "CONFORMS" in clean.stdout, clean.stdout + clean.stderr
