@@ -254,8 +254,9 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
         report.first_divergence = (f"{first_skipped[0]}: called by {first_skipped[1]} only (the forwards call "
                                    "different submodules)")
     elif not output.ok:
-        report.first_divergence = "the output (every submodule compared conforms: the difference is in the model's " \
-                                  "own forward or in submodules named differently)"
+        report.first_divergence = ("the output" + (f" ({output.message})" if output.message else "")
+                                   + ": every submodule compared conforms, so the difference is in the model's own "
+                                   "forward or in submodules named differently")
     uncompared = _uncompared(only_target, only_reference)
     if uncompared:
         report.notes.append(uncompared)
