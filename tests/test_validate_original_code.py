@@ -19,7 +19,7 @@ from ditcheck.validate.components import ComponentReport, check_components
 from ditcheck.validate.zoo import randomise_weights
 from tests.targets import dit_forks
 from tests.targets.original_code import (FluxStyleNorms, GatedMLP, MultiHeadCrossAttention, TopKGate,
-                                         tiny_text_to_image)
+                                         tiny_text_to_image, tiny_two_stream)
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 
@@ -226,3 +226,52 @@ def test_original_dit_attention_branch_off_by_1e3_is_inline_in_its_block() -> No
 def test_original_dit_final_layer_scale_shift_swap_is_named() -> None:
     finding = only_failure(original_dit("final_scale_shift_swapped"), "final_layer")
     assert finding.status == "inline" and finding.explanations == [{"order": ("scale", "shift")}]
+
+
+# ----------------------------------------------------------------------------------------
+# Flux's original two-stream code: Modulation, QKNorm, EmbedND, DoubleStreamBlock, SingleStreamBlock by structure
+
+
+def two_stream(dtype: torch.dtype, seed: int = 0, **bug: Any) -> ComponentReport:
+    model, inputs = tiny_two_stream(seed, dtype, **bug)
+    return check_components(model, inputs)
+
+
+@DTYPES
+def test_clean_two_stream_replica_conforms_with_every_part_recognised(dtype: torch.dtype) -> None:
+    for seed in range(3):
+        report = two_stream(dtype, seed)
+        assert report.ok, f"seed {seed}:\n{report}"
+        assert [f.cls for f in report.by_status("not-checked")] == ["TwoStream"], report
+        assert {"Modulation", "QKNorm", "EmbedND", "DoubleStreamBlock", "SingleStreamBlock"} <= {f.cls for f in report.checked}
+
+
+@DTYPES
+def test_two_stream_rope_on_half_split_pairs_is_named(dtype: torch.dtype) -> None:
+    finding = only_failure(two_stream(dtype, half=True), "double_blocks.0")
+    assert finding.status == "inline" and finding.explanations == [{"rope_pairing": "half"}]
+
+
+@DTYPES
+def test_two_stream_joint_attention_query_off_by_1e3_is_inline_in_the_double_block(dtype: torch.dtype) -> None:
+    finding = only_failure(two_stream(dtype, factor=1.001), "double_blocks.0")
+    assert finding.status == "inline" and finding.location == "inline code in DoubleStreamBlock.forward"
+
+
+@DTYPES
+def test_two_stream_modulation_shift_scale_swap_is_named(dtype: torch.dtype) -> None:
+    finding = only_failure(two_stream(dtype, modulation_swapped=True), "single_blocks.0.modulation")
+    assert finding.explanations == [{"order": ("scale_0", "shift_0", "gate_0")}]
+
+
+@DTYPES
+def test_two_stream_rotation_the_other_way_is_a_mismatch_of_the_rope_tables(dtype: torch.dtype) -> None:
+    finding = only_failure(two_stream(dtype, clockwise=True), "pe_embedder")
+    assert finding.status == "mismatch" and finding.fmt == "float32"  # EmbedND returns float32 tables by design
+
+
+@DTYPES
+@pytest.mark.parametrize("bug", [{"layout": "hkd"}, {"gate_factor": 1.001}], ids=["qkv_layout", "gate_1e-3"])
+def test_two_stream_single_block_bugs_are_inline_in_it(dtype: torch.dtype, bug: dict[str, Any]) -> None:
+    finding = only_failure(two_stream(dtype, **bug), "single_blocks.0")
+    assert finding.status == "inline" and finding.location == "inline code in SingleStreamBlock.forward"

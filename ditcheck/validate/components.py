@@ -44,7 +44,12 @@ Linear(D, 2 D)): also Flux's LastLayer); PixArt-alpha's original code:
 PixArtBlock (exactly norm1, attn, cross_attn, norm2, mlp and a [6, D] scale_shift_table), MultiHeadCrossAttention
 (exactly q_linear, kv_linear of twice q's width, proj, and num_heads; the batch flattened into one sequence with
 the block-diagonal mask of the caption lengths), T2IFinalLayer (exactly norm_final, linear and a [2, D]
-scale_shift_table); Flux's original MLPEmbedder (exactly in_layer, silu, out_layer); a LLaMA-style gated MLP
+scale_shift_table); Flux's original code: MLPEmbedder (exactly in_layer, silu, out_layer), Modulation (exactly lin
+of multiplier (3 or 6) x D outputs, is_double; its ModulationOut dataclasses compared field by field), QKNorm
+(exactly query_norm, key_norm; forward(q, k, v)), EmbedND (no parameters; theta, axes_dim; its float32 2 x 2
+rotation matrices), DoubleStreamBlock (exactly the img_/txt_ mod, norm1, attn (qkv, norm, proj), norm2, mlp; the
+attention, called inline, is recomputed: [text, image] tokens, RoPE by the matrices on interleaved pairs, SDPA) and
+SingleStreamBlock (exactly linear1, linear2, norm, pre_norm, mlp_act, modulation); a LLaMA-style gated MLP
 (exactly gate_proj, up_proj, down_proj and act_fn SiLU/GELU: DiT-MoE's experts, also with their weight-slice
 pretraining_tp path); by parameter shapes, a
 fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm, float32 inside allowed, e.g.
@@ -80,7 +85,7 @@ import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -241,6 +246,8 @@ def _float_tensors(value: Any) -> list[torch.Tensor]:
         return [t for v in value for t in _float_tensors(v)]
     if isinstance(value, Mapping):
         return [t for v in value.values() for t in _float_tensors(v)]
+    if is_dataclass(value) and not isinstance(value, type):  # Flux's ModulationOut(shift, scale, gate)
+        return [t for f in fields(value) for t in _float_tensors(getattr(value, f.name))]
     return []
 
 
@@ -1492,6 +1499,243 @@ def _observed_dit_block(call: RecordedCall) -> list[np.ndarray]:
     children = _dit_block_children(call)
     return [_first_array(children[name].kept_inputs) for name in ("attn", "norm2", _dit_block_mlp(call.module))] + \
         [call.outputs[0]]
+
+
+_FLUX_FIELDS = ("shift", "scale", "gate")
+
+
+def _is_flux_modulation(module: nn.Module) -> bool:
+    """Flux's Modulation: exactly lin (Linear(D, multiplier D)), an int multiplier (3 or 6) and a bool is_double."""
+    multiplier = getattr(module, "multiplier", None)
+    return _has_structure(module, {"lin": nn.Linear}) and multiplier in (3, 6) and \
+        isinstance(getattr(module, "is_double", None), bool) and module.lin.out_features == multiplier * module.lin.in_features
+
+
+def _is_flux_qk_norm(module: nn.Module) -> bool:
+    """Flux's QKNorm: exactly query_norm and key_norm (its own RMSNorms), forward(q, k, v)."""
+    present = _children_named(module)
+    return set(present) == {"query_norm", "key_norm"} and not _direct_parameters(module) and \
+        list(inspect.signature(module.forward).parameters)[:3] == ["q", "k", "v"]
+
+
+def _is_flux_embed_nd(module: nn.Module) -> bool:
+    """Flux's EmbedND: no children or parameters, theta and axes_dim (ints), forward(ids)."""
+    axes = getattr(module, "axes_dim", None)
+    return not any(True for _ in module.children()) and not _direct_parameters(module) and \
+        isinstance(getattr(module, "theta", None), (int, float)) and isinstance(axes, (list, tuple)) and \
+        all(isinstance(a, int) and a % 2 == 0 for a in axes) and list(inspect.signature(module.forward).parameters) == ["ids"]
+
+
+def _is_flux_attention_parts(module: nn.Module | None) -> bool:
+    return module is not None and set(_children_named(module)) == {"qkv", "norm", "proj"} and \
+        isinstance(module.qkv, nn.Linear) and isinstance(module.proj, nn.Linear) and _is_flux_qk_norm(module.norm)
+
+
+_FLUX_DOUBLE = ("img_mod", "img_norm1", "img_attn", "img_norm2", "img_mlp",
+                "txt_mod", "txt_norm1", "txt_attn", "txt_norm2", "txt_mlp")
+
+
+def _is_flux_double_block(module: nn.Module) -> bool:
+    """Flux's DoubleStreamBlock: exactly the image and text streams' mod, norm1, attn (qkv, norm, proj), norm2, mlp."""
+    return set(_children_named(module)) == set(_FLUX_DOUBLE) and isinstance(getattr(module, "num_heads", None), int) \
+        and all(_is_flux_modulation(getattr(module, f"{s}_mod")) and _is_flux_attention_parts(getattr(module, f"{s}_attn"))
+                for s in ("img", "txt"))
+
+
+def _is_flux_single_block(module: nn.Module) -> bool:
+    """Flux's SingleStreamBlock: exactly linear1 (qkv and MLP in), linear2, norm (QKNorm), pre_norm, mlp_act, modulation."""
+    return set(_children_named(module)) == {"linear1", "linear2", "norm", "pre_norm", "mlp_act", "modulation"} and \
+        all(isinstance(getattr(module, a, None), int) for a in ("num_heads", "hidden_size", "mlp_hidden_dim")) and \
+        _is_flux_modulation(module.modulation) and _is_flux_qk_norm(module.norm)
+
+
+def _modulation_fields(values: Sequence[Any], order: Sequence[str]) -> list[dict[str, Any]]:
+    """Flux's ModulationOut groups from the flat recorded tensors, each group's three read in ``order``."""
+    return [dict(zip(order, values[i:i + 3])) for i in range(0, len(values), 3)]
+
+
+def _eval_flux_modulation(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Flux's Modulation: lin(silu(vec))[:, None, :] chunked into ModulationOut(shift, scale, gate) x 1 or 2 (the
+    chunks named in ``order``); compared at lin's input (silu(vec)) when lin ran as a child, and at the outputs."""
+    module = call.module
+    activated = silu.generic(xp, _x(xp, call.arg("vec", "x")))
+    projected = _linear(call, xp, module.lin, activated)[:, None, :]
+    width = np.shape(projected)[-1] // module.multiplier
+    named = {name: projected[..., i * width:(i + 1) * width] for i, name in enumerate(knobs["order"])}
+    groups = [f"_{g}" for g in range(module.multiplier // 3)]
+    outputs = [named[f"{field}{group}"] for group in groups for field in _FLUX_FIELDS]
+    return ([activated] if call.child(module.lin) is not None else []) + outputs
+
+
+def _observed_flux_modulation(call: RecordedCall) -> list[np.ndarray]:
+    child = call.child(call.module.lin)
+    return ([_first_array(child.kept_inputs)] if child is not None else []) + list(call.outputs)
+
+
+def _flux_modulation_order(call: RecordedCall) -> tuple[str, ...]:
+    return tuple(f"{field}_{g}" for g in range(call.module.multiplier // 3) for field in _FLUX_FIELDS)
+
+
+def _eval_flux_qk_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Flux's QKNorm: (query_norm(q), key_norm(k)) in v's dtype; compared at the norms' inputs (q to query_norm, k to
+    key_norm) and the outputs (the norms' outputs; each norm is checked on its own)."""
+    module = call.module
+    children = _needed_children(call, ["query_norm", "key_norm"])
+    q, k = _x(xp, call.arg("q")), _x(xp, call.arg("k"))
+    return [q, k] + [_x(xp, children[name].kept_outputs[0]) for name in ("query_norm", "key_norm")]
+
+
+def _observed_flux_qk_norm(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, ["query_norm", "key_norm"])
+    return [_first_array(children[name].kept_inputs) for name in ("query_norm", "key_norm")] + list(call.outputs)
+
+
+def _eval_flux_embed_nd(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Flux's EmbedND: per axis i of ids [B, L, n], angles ids[..., i] theta^(-2j/d_i) as 2 x 2 rotation matrices
+    [[cos, -sin], [sin, cos]], concatenated over the axes: [B, 1, L, D/2, 2, 2] (returned in float32 by design)."""
+    module = call.module
+    ids = _x(xp, call.arg("ids"))
+    if ids is None or np.shape(ids)[-1] != len(module.axes_dim):
+        raise Unsupported(f"ids of shape {np.shape(ids)} for {len(module.axes_dim)} axes")
+    theta = xp.const(float(knobs["theta"]))
+    blocks = []
+    for axis, dim in enumerate(module.axes_dim):
+        exponent = xp.asarray(np.arange(0, dim, 2, dtype=np.float64)) / xp.const(dim)
+        omega = xp.const(1) / xp.exp(exponent * xp.log(theta))
+        angles = ids[..., axis][..., None] * omega
+        cos, sin = xp.cos(angles), xp.sin(angles)
+        blocks.append(np.stack([np.stack([cos, -sin], axis=-1), np.stack([sin, cos], axis=-1)], axis=-2))
+    return [np.concatenate(blocks, axis=-3)[:, None]]
+
+
+def _flux_rope(xp: Precision, x: Any, pe: Any, pairing: str) -> Any:
+    """Flux's apply_rope: each channel pair (x0, x1) times pe's 2 x 2 matrix, out_j = pe[j, 0] x0 + pe[j, 1] x1;
+    pairs (2i, 2i+1) (interleaved, Flux's) or (i, i + D/2) (half)."""
+    width = np.shape(x)[-1]
+    if np.shape(pe)[-3:] != (width // 2, 2, 2):
+        raise Unsupported(f"a RoPE table of shape {np.shape(pe)} for head dim {width}")
+    if pairing == "half":
+        first, second = x[..., :width // 2], x[..., width // 2:]
+    else:
+        pairs = np.reshape(x, np.shape(x)[:-1] + (width // 2, 2))
+        first, second = pairs[..., 0], pairs[..., 1]
+    out = [pe[..., j, 0] * first + pe[..., j, 1] * second for j in (0, 1)]
+    if pairing == "half":
+        return np.concatenate(out, axis=-1)
+    return np.reshape(np.stack(out, axis=-1), np.shape(x))
+
+
+def _flux_heads(qkv: Any, heads: int) -> list[Any]:
+    """rearrange(qkv, "B L (K H D) -> K B H L D", K=3): q, k, v [B, H, L, Dh]."""
+    b, length, channels = np.shape(qkv)
+    split = np.reshape(qkv, (b, length, 3, heads, channels // (3 * heads)))
+    return [np.transpose(split[:, :, i], (0, 2, 1, 3)) for i in range(3)]
+
+
+def _flux_attention(xp: Precision, q: Any, k: Any, v: Any, pe: Any, knobs: Mapping[str, Any]) -> Any:
+    """Flux's attention: RoPE on q and k, SDPA, heads merged back [B, L, H Dh]."""
+    if pe is not None:
+        table = _x(xp, pe)
+        q, k = _flux_rope(xp, q, table, knobs["rope_pairing"]), _flux_rope(xp, k, table, knobs["rope_pairing"])
+    return merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], None, knobs.get("_prescale", True)))
+
+
+def _flux_double_children(call: RecordedCall) -> dict[str, RecordedCall]:
+    module = call.module
+    children = {}
+    for stream in ("img", "txt"):
+        attention_parts = getattr(module, f"{stream}_attn")
+        for name in ("mod", "norm1", "norm2", "mlp"):
+            children[f"{stream}_{name}"] = getattr(module, f"{stream}_{name}")
+        for part in ("qkv", "norm", "proj"):
+            children[f"{stream}_attn.{part}"] = getattr(attention_parts, part)
+    recorded = {}
+    for name, child in children.items():
+        recorded[name] = call.child(child)
+        if recorded[name] is None:
+            raise Unsupported(f"its {name} did not run as a hooked child (a SelfAttention called whole?)")
+    return recorded
+
+
+def _eval_flux_double_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Flux's DoubleStreamBlock given its children's outputs. Per stream: qkv's input (1 + scale1) norm1(x) + shift1,
+    QKNorm's inputs (q, k) split from qkv as "B L (K H D)"; then joint attention over [text, image] tokens with RoPE
+    on q and k, split back to each proj's input; norm2's input x + gate1 proj, the MLP's input (1 + scale2) norm2 +
+    shift2, the output that plus gate2 mlp. ``order``: how the ModulationOut fields are read (shift, scale, gate)."""
+    module = call.module
+    children = _flux_double_children(call)
+    out = lambda name, i=0: _x(xp, children[name].kept_outputs[i])  # noqa: E731
+    heads = module.num_heads
+    streams = {"img": _x(xp, call.arg("img")), "txt": _x(xp, call.arg("txt"))}
+    expected: dict[str, list[Any]] = {}
+    parts: dict[str, list[Any]] = {}
+    mods: dict[str, list[dict[str, Any]]] = {}
+    for stream in ("img", "txt"):
+        mods[stream] = _modulation_fields([out(f"{stream}_mod", i) for i in range(6)], knobs["order"])
+        first = mods[stream][0]
+        q, k, v = _flux_heads(out(f"{stream}_attn.qkv"), heads)
+        parts[stream] = [out(f"{stream}_attn.norm", 0), out(f"{stream}_attn.norm", 1), v]
+        expected[stream] = [(1 + first["scale"]) * out(f"{stream}_norm1") + first["shift"], q, k]
+    first_stream, second_stream = ("txt", "img") if knobs["token_order"] == "text-first" else ("img", "txt")
+    joint = [np.concatenate([parts[first_stream][i], parts[second_stream][i]], axis=2) for i in range(3)]
+    attended = _flux_attention(xp, *joint, call.arg("pe"), knobs)
+    split = np.shape(parts[first_stream][0])[2]
+    by_stream = {first_stream: attended[:, :split], second_stream: attended[:, split:]}
+    results = []
+    for stream in ("img", "txt"):
+        first, second = mods[stream]
+        hidden = streams[stream] + first["gate"] * out(f"{stream}_attn.proj")
+        expected[stream] += [by_stream[stream], hidden, (1 + second["scale"]) * out(f"{stream}_norm2") + second["shift"]]
+        results.append(hidden + second["gate"] * out(f"{stream}_mlp"))
+    return expected["img"] + expected["txt"] + results
+
+
+def _observed_flux_double_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _flux_double_children(call)
+    observed = []
+    for stream in ("img", "txt"):
+        norm_inputs = [v for v in children[f"{stream}_attn.norm"].kept_inputs.values() if isinstance(v, np.ndarray)]
+        observed += [_first_array(children[f"{stream}_attn.qkv"].kept_inputs), norm_inputs[0], norm_inputs[1]]
+        observed += [_first_array(children[f"{stream}_{name}"].kept_inputs) for name in ("attn.proj", "norm2", "mlp")]
+    return observed + list(call.outputs[:2])
+
+
+_FLUX_SINGLE = ["modulation", "pre_norm", "linear1", "norm", "mlp_act", "linear2"]
+
+
+def _eval_flux_single_block_original(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """Flux's SingleStreamBlock given its children's outputs: linear1's input (1 + scale) pre_norm(x) + shift; QKNorm's
+    (q, k) and mlp_act's input split from linear1's output; linear2's input [attention with RoPE, mlp_act]; the output
+    x + gate linear2."""
+    module = call.module
+    children = _needed_children(call, _FLUX_SINGLE)
+    out = lambda name, i=0: _x(xp, children[name].kept_outputs[i])  # noqa: E731
+    [mod] = _modulation_fields([out("modulation", i) for i in range(3)], knobs["order"])
+    projected = out("linear1")
+    q, k, v = _flux_heads(projected[..., :3 * module.hidden_size], module.num_heads)
+    attended = _flux_attention(xp, out("norm", 0), out("norm", 1), v, call.arg("pe"), knobs)
+    return [(1 + mod["scale"]) * out("pre_norm") + mod["shift"], q, k, projected[..., 3 * module.hidden_size:],
+            np.concatenate([attended, out("mlp_act")], axis=-1), _x(xp, call.arg("x")) + mod["gate"] * out("linear2")]
+
+
+def _observed_flux_single_block_original(call: RecordedCall) -> list[np.ndarray]:
+    children = _needed_children(call, _FLUX_SINGLE)
+    norm_inputs = [v for v in children["norm"].kept_inputs.values() if isinstance(v, np.ndarray)]
+    return [_first_array(children["linear1"].kept_inputs), norm_inputs[0], norm_inputs[1],
+            _first_array(children["mlp_act"].kept_inputs), _first_array(children["linear2"].kept_inputs),
+            call.outputs[0]]
+
+
+def _flux_block_knobs(call: RecordedCall) -> dict[str, Any]:
+    knobs = {"order": _FLUX_FIELDS, "rope_pairing": "interleaved", "scale": "1/sqrt(head_dim)"}
+    return knobs | ({"token_order": "text-first"} if _is_flux_double_block(call.module) else {})
+
+
+def _flux_block_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
+    alternatives: dict[str, Sequence[Any]] = {
+        "order": [o for o in itertools.permutations(_FLUX_FIELDS) if o != _FLUX_FIELDS],
+        "rope_pairing": ["half"], "scale": ["1/head_dim", "1"]}
+    return alternatives | ({"token_order": ["image-first"]} if _is_flux_double_block(call.module) else {})
 
 
 def _t2i_final_order(call: RecordedCall) -> dict[str, Sequence[Any]]:
@@ -3059,6 +3303,28 @@ _REGISTRY: dict[str, Component] = {
     "dit.DiTBlock": Component("block glue (original DiT: adaLN-Zero chunks, modulate, gates, residuals)",
                               _eval_dit_block, _block_order_knobs, _block_order_alternatives,
                               observed=_observed_dit_block),
+    "flux.Modulation": Component("modulation (Flux: lin(silu(vec)) chunked into ModulationOut)", _eval_flux_modulation,
+                                 lambda call: {"order": _flux_modulation_order(call)},
+                                 lambda call: {"order": [o for o in _triple_orders(tuple(
+                                     str(g) for g in range(call.module.multiplier // 3)))
+                                     if o != _flux_modulation_order(call)]},
+                                 observed=_observed_flux_modulation),
+    "flux.QKNorm": Component("QK-norm pair (Flux: query_norm(q), key_norm(k))", _eval_flux_qk_norm,
+                             observed=_observed_flux_qk_norm),
+    "flux.EmbedND": Component("RoPE rotation matrices (Flux EmbedND)", _eval_flux_embed_nd,
+                              lambda call: {"theta": float(call.module.theta)},
+                              lambda call: {"theta": _other(float(call.module.theta), (10000.0, 256.0))}),
+    "flux.DoubleStreamBlock": Component(
+        "double-stream block glue (Flux: modulation, qkv split, joint RoPE attention, gates, residuals)",
+        _eval_flux_double_block, _flux_block_knobs, _flux_block_alternatives, observed=_observed_flux_double_block,
+        naive_variants=lambda call: [{"_prescale": False}],
+        # apply_rope computes xq.float() (and EmbedND returns float32 tables): float32 inside by design
+        float32_inside=lambda call: True),
+    "flux.SingleStreamBlock": Component(
+        "single-stream block glue (Flux: modulation, linear1 split, RoPE attention, [attention, MLP] into linear2)",
+        _eval_flux_single_block_original, _flux_block_knobs, _flux_block_alternatives,
+        observed=_observed_flux_single_block_original, naive_variants=lambda call: [{"_prescale": False}],
+        float32_inside=lambda call: True),
     "flux.MLPEmbedder": Component("MLP embedder (Flux: in_layer, silu, out_layer)",
                                   _eval_linear_act_linear("in_layer", "silu", "out_layer"),
                                   lambda call: {"activation": "silu"},
@@ -3097,7 +3363,9 @@ def _component_for(module: nn.Module) -> Component | None:
     for is_it, key in ((_is_t2i_final_layer, "pixart.T2IFinalLayer"), (_is_pixart_block, "pixart.PixArtBlock"),
                        (_is_cross_attention, "pixart.MultiHeadCrossAttention"), (_is_mlp_embedder, "flux.MLPEmbedder"),
                        (_is_gated_mlp, "llama.GatedMLP"), (_is_dit_final_layer, "dit.FinalLayer"),
-                       (_is_dit_block, "dit.DiTBlock")):
+                       (_is_dit_block, "dit.DiTBlock"), (_is_flux_modulation, "flux.Modulation"),
+                       (_is_flux_qk_norm, "flux.QKNorm"), (_is_flux_embed_nd, "flux.EmbedND"),
+                       (_is_flux_double_block, "flux.DoubleStreamBlock"), (_is_flux_single_block, "flux.SingleStreamBlock")):
         if not origin.startswith(("torch.", "diffusers.", "timm.")) and is_it(module):
             return _REGISTRY[key]
     if name == "Attention" and not hasattr(module, "processor"):

@@ -12,6 +12,7 @@ model (latents 4 x 8 x 8, patch 2, hidden 32, 4 heads, depth 2, captions of 5 to
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -261,3 +262,193 @@ class GatedMLP(nn.Module):
         up = torch.cat([F.linear(x, w) for w in self.up_proj.weight.split(width)], dim=-1)
         hidden = (F.silu(up) * gate if self.swapped else F.silu(gate) * up).split(width, dim=-1)
         return sum(F.linear(h, w) for h, w in zip(hidden, self.down_proj.weight.split(width, dim=1)))
+
+
+# ----------------------------------------------------------------------------------------
+# Flux's original two-stream transformer (black-forest-labs/flux, src/flux/modules/layers.py), its pattern
+
+
+@dataclass
+class ModulationOut:
+    shift: torch.Tensor
+    scale: torch.Tensor
+    gate: torch.Tensor
+
+
+def rotation_tables(positions: torch.Tensor, dim: int, theta: float, clockwise: bool = False) -> torch.Tensor:
+    """Per position and frequency the 2 x 2 matrix [[cos, -sin], [sin, cos]] ([..., dim/2, 2, 2]), float32 like Flux's;
+    ``clockwise`` plants the transposed matrix (the rotation the other way)."""
+    omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=positions.dtype) / dim)
+    angles = positions[..., None] * omega
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    sign = -1 if clockwise else 1
+    return torch.stack([torch.stack([cos, -sign * sin], -1), torch.stack([sign * sin, cos], -1)], -2).float()
+
+
+def rotate(x: torch.Tensor, tables: torch.Tensor, half: bool = False) -> torch.Tensor:
+    """Each channel pair (x0, x1) times its matrix, in float32; pairs (2i, 2i+1), or (i, i + D/2) when ``half``."""
+    width = x.shape[-1]
+    if half:
+        pairs = torch.stack([x[..., :width // 2], x[..., width // 2:]], dim=-1).float()
+    else:
+        pairs = x.float().reshape(*x.shape[:-1], width // 2, 2)
+    out = tables[..., 0] * pairs[..., None, 0] + tables[..., 1] * pairs[..., None, 1]
+    if half:
+        return torch.cat([out[..., 0], out[..., 1]], dim=-1).type_as(x)
+    return out.reshape(x.shape).type_as(x)
+
+
+def rope_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: torch.Tensor, half: bool = False,
+                   factor: float = 1.0) -> torch.Tensor:
+    q, k = rotate(q, tables, half), rotate(k, tables, half)
+    out = F.scaled_dot_product_attention(q * factor, k, v)
+    return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+
+
+def split_heads(qkv: torch.Tensor, heads: int, layout: str = "khd") -> list[torch.Tensor]:
+    """[B, L, 3 H Dh] as "(K H D)" (Flux's), or "(H K D)" (a planted layout) -> q, k, v [B, H, L, Dh]."""
+    batch, length, channels = qkv.shape
+    if layout == "hkd":
+        split = qkv.reshape(batch, length, heads, 3, -1).permute(3, 0, 2, 1, 4)
+    else:
+        split = qkv.reshape(batch, length, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    return list(split.unbind(0))
+
+
+class EmbedND(nn.Module):
+    def __init__(self, theta: int, axes_dim: list[int], clockwise: bool = False):
+        super().__init__()
+        self.theta, self.axes_dim, self.clockwise = theta, axes_dim, clockwise
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([rotation_tables(ids[..., i], d, self.theta, self.clockwise) for i, d in enumerate(self.axes_dim)],
+                         dim=-3)[:, None]
+
+
+class QKNorm(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.query_norm, self.key_norm = RMSNorm(dim), RMSNorm(dim)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.query_norm(q).to(v), self.key_norm(k).to(v)
+
+
+class Modulation(nn.Module):
+    """lin(silu(vec)) chunked into ModulationOut(shift, scale, gate) x 1 or 2; ``swapped`` plants shift <-> scale."""
+
+    def __init__(self, dim: int, double: bool, swapped: bool = False):
+        super().__init__()
+        self.is_double, self.multiplier = double, 6 if double else 3
+        self.lin = nn.Linear(dim, self.multiplier * dim)
+        self.swapped = swapped
+
+    def forward(self, vec: torch.Tensor) -> tuple[ModulationOut, ModulationOut | None]:
+        out = self.lin(F.silu(vec))[:, None, :].chunk(self.multiplier, dim=-1)
+        groups = [(out[i + 1], out[i], out[i + 2]) if self.swapped else out[i:i + 3] for i in range(0, len(out), 3)]
+        return ModulationOut(*groups[0]), ModulationOut(*groups[1]) if self.is_double else None
+
+
+class SelfAttention(nn.Module):
+    """Never called whole: the blocks call its qkv, norm and proj."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.qkv, self.norm, self.proj = nn.Linear(dim, 3 * dim), QKNorm(dim // heads), nn.Linear(dim, dim)
+
+
+class DoubleStreamBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, half: bool = False, factor: float = 1.0):
+        super().__init__()
+        self.num_heads, self.half, self.factor = heads, half, factor
+        for stream in ("img", "txt"):
+            setattr(self, f"{stream}_mod", Modulation(dim, double=True))
+            setattr(self, f"{stream}_norm1", nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6))
+            setattr(self, f"{stream}_attn", SelfAttention(dim, heads))
+            setattr(self, f"{stream}_norm2", nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6))
+            setattr(self, f"{stream}_mlp", nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(approximate="tanh"),
+                                                          nn.Linear(2 * dim, dim)))
+
+    def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mods, qkvs = {}, {}
+        for stream, x in (("img", img), ("txt", txt)):
+            mods[stream] = getattr(self, f"{stream}_mod")(vec)
+            first = mods[stream][0]
+            attention = getattr(self, f"{stream}_attn")
+            modulated = (1 + first.scale) * getattr(self, f"{stream}_norm1")(x) + first.shift
+            q, k, v = split_heads(attention.qkv(modulated), self.num_heads)
+            q, k = attention.norm(q, k, v)
+            qkvs[stream] = (q, k, v)
+        joint = [torch.cat((qkvs["txt"][i], qkvs["img"][i]), dim=2) for i in range(3)]
+        attended = rope_attention(*joint, pe, self.half, self.factor)
+        parts = {"txt": attended[:, :txt.shape[1]], "img": attended[:, txt.shape[1]:]}
+        results = []
+        for stream, x in (("img", img), ("txt", txt)):
+            first, second = mods[stream]
+            x = x + first.gate * getattr(self, f"{stream}_attn").proj(parts[stream])
+            mlp_in = (1 + second.scale) * getattr(self, f"{stream}_norm2")(x) + second.shift
+            results.append(x + second.gate * getattr(self, f"{stream}_mlp")(mlp_in))
+        return tuple(results)
+
+
+class SingleStreamBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, layout: str = "khd", gate_factor: float = 1.0):
+        super().__init__()
+        self.num_heads, self.hidden_size, self.mlp_hidden_dim = heads, dim, 2 * dim
+        self.linear1, self.linear2 = nn.Linear(dim, 3 * dim + 2 * dim), nn.Linear(dim + 2 * dim, dim)
+        self.norm, self.pre_norm = QKNorm(dim // heads), nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp_act, self.modulation = nn.GELU(approximate="tanh"), Modulation(dim, double=False)
+        self.layout, self.gate_factor = layout, gate_factor
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+        mod, _ = self.modulation(vec)
+        qkv, mlp = torch.split(self.linear1((1 + mod.scale) * self.pre_norm(x) + mod.shift),
+                               [3 * self.hidden_size, self.mlp_hidden_dim], dim=-1)
+        q, k, v = split_heads(qkv, self.num_heads, self.layout)
+        q, k = self.norm(q, k, v)
+        output = self.linear2(torch.cat((rope_attention(q, k, v, pe), self.mlp_act(mlp)), 2))
+        return x + self.gate_factor * mod.gate * output
+
+
+class TwoStream(nn.Module):
+    """A tiny Flux: one double and one single block on [text, image] tokens with 3-axis RoPE ids."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        bug = dict(bug or {})
+        self.pe_embedder = EmbedND(10_000, [2, 2, 4], clockwise=bug.pop("clockwise", False))
+        self.img_in, self.txt_in = nn.Linear(CHANNELS * PATCH * PATCH, HIDDEN // 2), nn.Linear(CAPTION_WIDTH, HIDDEN // 2)
+        self.time_in = MLPEmbedder(64, HIDDEN // 2)
+        double = {k: bug.pop(k) for k in ("half", "factor") if k in bug}
+        self.double_blocks = nn.ModuleList([DoubleStreamBlock(HIDDEN // 2, 2, **double)])
+        self.single_blocks = nn.ModuleList([SingleStreamBlock(HIDDEN // 2, 2, **bug)])
+        if "swapped" in double:
+            raise ValueError("swapped is a Modulation knob")
+
+    def forward(self, img: torch.Tensor, img_ids: torch.Tensor, txt: torch.Tensor, txt_ids: torch.Tensor,
+                timesteps: torch.Tensor) -> torch.Tensor:
+        freqs = torch.exp(-math.log(10000) * torch.arange(32, dtype=timesteps.dtype) / 32)
+        vec = self.time_in(torch.cat([torch.cos(timesteps[:, None] * freqs), torch.sin(timesteps[:, None] * freqs)], -1))
+        pe = self.pe_embedder(torch.cat((txt_ids, img_ids), dim=1))
+        img, txt = self.double_blocks[0](self.img_in(img), self.txt_in(txt), vec, pe)
+        joined = self.single_blocks[0](torch.cat((txt, img), 1), vec, pe)
+        return joined[:, txt.shape[1]:]
+
+
+def tiny_two_stream(seed: int = 0, dtype: torch.dtype = torch.float32, scale: float = 0.1, modulation_swapped: bool = False,
+                    **bug: Any) -> tuple[nn.Module, tuple[Any, ...]]:
+    """TwoStream with weights N(0, scale^2), 2 images of 4 x 4 patches (ids (0, row, column)) and 5 text tokens."""
+    model = TwoStream(bug)
+    if modulation_swapped:
+        model.single_blocks[0].modulation.swapped = True
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale)
+    model = model.to(dtype).eval()
+    rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    img_ids = torch.stack([torch.zeros(16), rows.reshape(-1), cols.reshape(-1)], -1)[None].repeat(2, 1, 1).to(dtype)
+    inputs = (torch.randn(2, 16, CHANNELS * PATCH * PATCH, generator=generator, dtype=torch.float64).to(dtype), img_ids,
+              torch.randn(2, 5, CAPTION_WIDTH, generator=generator, dtype=torch.float64).to(dtype),
+              torch.zeros(2, 5, 3, dtype=dtype), torch.tensor([0.3, 0.9], dtype=dtype))
+    return model, inputs
