@@ -19,7 +19,7 @@ from ditcheck.validate.components import ComponentReport, check_components
 from ditcheck.validate.zoo import randomise_weights
 from tests.targets import dit_forks
 from tests.targets.original_code import (FluxStyleNorms, GatedMLP, MultiHeadCrossAttention, TopKGate,
-                                         tiny_text_to_image, tiny_two_stream)
+                                         tiny_long_skip, tiny_text_to_image, tiny_two_stream)
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 
@@ -275,3 +275,30 @@ def test_two_stream_rotation_the_other_way_is_a_mismatch_of_the_rope_tables(dtyp
 def test_two_stream_single_block_bugs_are_inline_in_it(dtype: torch.dtype, bug: dict[str, Any]) -> None:
     finding = only_failure(two_stream(dtype, **bug), "single_blocks.0")
     assert finding.status == "inline" and finding.location == "inline code in SingleStreamBlock.forward"
+
+
+# ----------------------------------------------------------------------------------------
+# U-ViT's Block by structure
+
+
+@DTYPES
+def test_long_skip_blocks_conform(dtype: torch.dtype) -> None:
+    model, inputs = tiny_long_skip(0, dtype)
+    report = check_components(model, inputs)
+    assert report.ok, report
+    blocks = [f for f in report.findings if f.cls == "SkipBlock"]
+    assert [f.status for f in blocks] == ["conforms"] * 3, report
+
+
+@DTYPES
+def test_long_skip_concatenated_the_other_way_is_named(dtype: torch.dtype) -> None:
+    model, inputs = tiny_long_skip(0, dtype, skip_first=True)
+    finding = only_failure(check_components(model, inputs), "out_blocks.0")
+    assert finding.status == "inline" and finding.explanations == [{"skip_order": ("skip", "x")}]
+
+
+@DTYPES
+def test_long_skip_attention_residual_off_by_1e3_is_inline_in_its_block(dtype: torch.dtype) -> None:
+    model, inputs = tiny_long_skip(0, dtype, factor=1.001)
+    finding = only_failure(check_components(model, inputs), "out_blocks.0")
+    assert finding.status == "inline" and finding.location == "inline code in SkipBlock.forward"

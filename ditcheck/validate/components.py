@@ -49,7 +49,8 @@ of multiplier (3 or 6) x D outputs, is_double; its ModulationOut dataclasses com
 (exactly query_norm, key_norm; forward(q, k, v)), EmbedND (no parameters; theta, axes_dim; its float32 2 x 2
 rotation matrices), DoubleStreamBlock (exactly the img_/txt_ mod, norm1, attn (qkv, norm, proj), norm2, mlp; the
 attention, called inline, is recomputed: [text, image] tokens, RoPE by the matrices on interleaved pairs, SDPA) and
-SingleStreamBlock (exactly linear1, linear2, norm, pre_norm, mlp_act, modulation); a LLaMA-style gated MLP
+SingleStreamBlock (exactly linear1, linear2, norm, pre_norm, mlp_act, modulation); U-ViT's Block (exactly norm1,
+attn, norm2, mlp and skip_linear None or Linear(2 D, D), use_checkpoint, forward(x, skip)); a LLaMA-style gated MLP
 (exactly gate_proj, up_proj, down_proj and act_fn SiLU/GELU: DiT-MoE's experts, also with their weight-slice
 pretraining_tp path); by parameter shapes, a
 fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm, float32 inside allowed, e.g.
@@ -1499,6 +1500,48 @@ def _observed_dit_block(call: RecordedCall) -> list[np.ndarray]:
     children = _dit_block_children(call)
     return [_first_array(children[name].kept_inputs) for name in ("attn", "norm2", _dit_block_mlp(call.module))] + \
         [call.outputs[0]]
+
+
+def _is_uvit_block(module: nn.Module) -> bool:
+    """U-ViT's Block: exactly norm1, attn, norm2, mlp (norms LayerNorm) and a skip_linear attribute (None, or
+    Linear(2 D, D) on [x, skip] for the long skip connections), use_checkpoint, forward(x, skip=None). The
+    skip_linear / use_checkpoint attributes keep other pre-norm blocks (or post-norm ones of the same names) out."""
+    present = _children_named(module)
+    skip = getattr(module, "skip_linear", False)
+    names = {"norm1", "attn", "norm2", "mlp"} | ({"skip_linear"} if skip is not None else set())
+    return skip is not False and hasattr(module, "use_checkpoint") and set(present) == names and \
+        not _direct_parameters(module) and all(isinstance(present[n], nn.LayerNorm) for n in ("norm1", "norm2")) and \
+        (skip is None or (isinstance(skip, nn.Linear) and skip.in_features == 2 * skip.out_features)) and \
+        list(inspect.signature(module.forward).parameters)[:2] == ["x", "skip"]
+
+
+def _uvit_block_children(call: RecordedCall) -> dict[str, RecordedCall]:
+    names = ["norm1", "attn", "norm2", "mlp"] + (["skip_linear"] if call.module.skip_linear is not None else [])
+    return _needed_children(call, names)
+
+
+def _eval_uvit_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """U-ViT's Block given its children's outputs: [skip_linear's input [x, skip]], norm1's input (x, or
+    skip_linear's output), norm2's input that plus attn, the output that plus mlp (pre-norm residuals)."""
+    children = _uvit_block_children(call)
+    out = lambda name: _x(xp, children[name].kept_outputs[0])  # noqa: E731
+    x = _x(xp, call.arg("x"))
+    expected = []
+    if "skip_linear" in children:
+        skip = _x(xp, call.arg("skip"))
+        if skip is None:
+            raise Unsupported("a skip_linear block called without its skip")
+        parts = {"x": x, "skip": skip}
+        expected.append(np.concatenate([parts[name] for name in knobs["skip_order"]], axis=-1))
+        x = out("skip_linear")
+    hidden = x + out("attn")
+    return expected + [x, hidden, hidden + out("mlp")]
+
+
+def _observed_uvit_block(call: RecordedCall) -> list[np.ndarray]:
+    children = _uvit_block_children(call)
+    names = (["skip_linear"] if "skip_linear" in children else []) + ["norm1", "norm2"]
+    return [_first_array(children[name].kept_inputs) for name in names] + [call.outputs[0]]
 
 
 _FLUX_FIELDS = ("shift", "scale", "gate")
@@ -3325,6 +3368,9 @@ _REGISTRY: dict[str, Component] = {
         _eval_flux_single_block_original, _flux_block_knobs, _flux_block_alternatives,
         observed=_observed_flux_single_block_original, naive_variants=lambda call: [{"_prescale": False}],
         float32_inside=lambda call: True),
+    "uvit.Block": Component("block glue (U-ViT: long skip [x, skip] -> skip_linear, pre-norm residuals)",
+                            _eval_uvit_block, lambda call: {"skip_order": ("x", "skip")},
+                            lambda call: {"skip_order": [("skip", "x")]}, observed=_observed_uvit_block),
     "flux.MLPEmbedder": Component("MLP embedder (Flux: in_layer, silu, out_layer)",
                                   _eval_linear_act_linear("in_layer", "silu", "out_layer"),
                                   lambda call: {"activation": "silu"},
@@ -3365,7 +3411,8 @@ def _component_for(module: nn.Module) -> Component | None:
                        (_is_gated_mlp, "llama.GatedMLP"), (_is_dit_final_layer, "dit.FinalLayer"),
                        (_is_dit_block, "dit.DiTBlock"), (_is_flux_modulation, "flux.Modulation"),
                        (_is_flux_qk_norm, "flux.QKNorm"), (_is_flux_embed_nd, "flux.EmbedND"),
-                       (_is_flux_double_block, "flux.DoubleStreamBlock"), (_is_flux_single_block, "flux.SingleStreamBlock")):
+                       (_is_flux_double_block, "flux.DoubleStreamBlock"), (_is_flux_single_block, "flux.SingleStreamBlock"),
+                       (_is_uvit_block, "uvit.Block")):
         if not origin.startswith(("torch.", "diffusers.", "timm.")) and is_it(module):
             return _REGISTRY[key]
     if name == "Attention" and not hasattr(module, "processor"):

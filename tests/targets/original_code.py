@@ -452,3 +452,53 @@ def tiny_two_stream(seed: int = 0, dtype: torch.dtype = torch.float32, scale: fl
               torch.randn(2, 5, CAPTION_WIDTH, generator=generator, dtype=torch.float64).to(dtype),
               torch.zeros(2, 5, 3, dtype=dtype), torch.tensor([0.3, 0.9], dtype=dtype))
     return model, inputs
+
+
+# ----------------------------------------------------------------------------------------
+# U-ViT's long-skip transformer (baofff/U-ViT, libs/uvit.py), its pattern
+
+
+class SkipBlock(nn.Module):
+    """U-ViT's Block: [x, skip] -> skip_linear (out blocks only), then pre-norm attention and MLP residuals.
+    ``skip_first`` plants the concatenation the other way round; ``factor`` a 1.001 on the attention residual."""
+
+    def __init__(self, dim: int, heads: int, skip: bool = False, skip_first: bool = False, factor: float = 1.0):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), WindowAttention(dim, heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim)
+        self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
+        self.use_checkpoint = False
+        self.skip_first, self.factor = skip_first, factor
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if self.skip_linear is not None:
+            x = self.skip_linear(torch.cat([skip, x] if self.skip_first else [x, skip], dim=-1))
+        x = x + self.factor * self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class LongSkip(nn.Module):
+    def __init__(self, **bug: Any):
+        super().__init__()
+        self.in_blocks = nn.ModuleList([SkipBlock(HIDDEN, HEADS)])
+        self.mid_block = SkipBlock(HIDDEN, HEADS)
+        self.out_blocks = nn.ModuleList([SkipBlock(HIDDEN, HEADS, skip=True, **bug)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.in_blocks:
+            x = block(x)
+            skips.append(x)
+        x = self.mid_block(x)
+        for block in self.out_blocks:
+            x = block(x, skips.pop())
+        return x
+
+
+def tiny_long_skip(seed: int = 0, dtype: torch.dtype = torch.float32, **bug: Any) -> tuple[nn.Module, tuple[Any, ...]]:
+    model = LongSkip(**bug)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * 0.1)
+    return model.to(dtype).eval(), (torch.randn(2, 9, HIDDEN, generator=generator, dtype=torch.float64).to(dtype),)
