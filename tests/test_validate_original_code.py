@@ -18,8 +18,15 @@ from torch import nn
 from ditcheck.validate.components import ComponentReport, check_components
 from ditcheck.validate.zoo import randomise_weights
 from tests.targets import dit_forks
-from tests.targets.original_code import (FluxStyleNorms, GatedMLP, MultiHeadCrossAttention, TopKGate,
-                                         tiny_long_skip, tiny_text_to_image, tiny_two_stream)
+from tests.targets.original_code import (
+    FluxStyleNorms,
+    GatedMLP,
+    MultiHeadCrossAttention,
+    TopKGate,
+    tiny_long_skip,
+    tiny_text_to_image,
+    tiny_two_stream,
+)
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 

@@ -1622,7 +1622,6 @@ def _flux_modulation_order(call: RecordedCall) -> tuple[str, ...]:
 def _eval_flux_qk_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
     """Flux's QKNorm: (query_norm(q), key_norm(k)) in v's dtype; compared at the norms' inputs (q to query_norm, k to
     key_norm) and the outputs (the norms' outputs; each norm is checked on its own)."""
-    module = call.module
     children = _needed_children(call, ["query_norm", "key_norm"])
     q, k = _x(xp, call.arg("q")), _x(xp, call.arg("k"))
     return [q, k] + [_x(xp, children[name].kept_outputs[0]) for name in ("query_norm", "key_norm")]

@@ -90,7 +90,7 @@ class PixArtBlock(nn.Module):
         self.swapped, self.gate_factor = swapped, gate_factor
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: list[int] | None = None) -> torch.Tensor:
-        batch, tokens, dim = x.shape
+        batch = x.shape[0]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + t.reshape(batch, 6, -1)).chunk(6, dim=1)
         x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa, self.swapped))
@@ -222,7 +222,7 @@ class FluxStyleNorms(nn.Module):
         self.query_norm, self.key_norm = RMSNorm(dim // HEADS, factor), RMSNorm(dim // HEADS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, dim = x.shape
+        batch, tokens = x.shape[:2]
         q, k, v = self.qkv(x).reshape(batch, tokens, 3, HEADS, -1).permute(2, 0, 3, 1, 4)
         return F.scaled_dot_product_attention(self.query_norm(q), self.key_norm(k), v)
 
@@ -307,7 +307,7 @@ def rope_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: to
 
 def split_heads(qkv: torch.Tensor, heads: int, layout: str = "khd") -> list[torch.Tensor]:
     """[B, L, 3 H Dh] as "(K H D)" (Flux's), or "(H K D)" (a planted layout) -> q, k, v [B, H, L, Dh]."""
-    batch, length, channels = qkv.shape
+    batch, length = qkv.shape[:2]
     if layout == "hkd":
         split = qkv.reshape(batch, length, heads, 3, -1).permute(3, 0, 2, 1, 4)
     else:
