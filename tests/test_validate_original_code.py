@@ -309,3 +309,36 @@ def test_long_skip_attention_residual_off_by_1e3_is_inline_in_its_block(dtype: t
     model, inputs = tiny_long_skip(0, dtype, factor=1.001)
     finding = only_failure(check_components(model, inputs), "out_blocks.0")
     assert finding.status == "inline" and finding.location == "inline code in SkipBlock.forward"
+
+
+# ----------------------------------------------------------------------------------------
+# Strictness: near misses of each structure are not recognised (checked as their children only, never guessed at)
+
+
+def near_misses() -> dict[str, tuple[nn.Module, tuple[Any, ...]]]:
+    from tests.targets import original_code as oc
+
+    x = torch.randn(2, 4, oc.HIDDEN, generator=torch.Generator().manual_seed(0))
+    cond = torch.randn(2, oc.HIDDEN)
+    extra_table = oc.PixArtBlock(oc.HIDDEN, oc.HEADS)
+    extra_table.pos_table = nn.Parameter(torch.zeros(4, oc.HIDDEN))  # a parameter its evaluation would not read
+    narrow_kv = oc.MultiHeadCrossAttention(oc.HIDDEN, oc.HEADS)
+    narrow_kv.kv_linear = nn.Linear(oc.HIDDEN, oc.HIDDEN)  # not [k, v] halves
+    no_checkpoint_flag = oc.SkipBlock(oc.HIDDEN, oc.HEADS)
+    del no_checkpoint_flag.use_checkpoint  # a plain pre-norm block: its residual form is not assumed
+    extra_child = oc.MLPEmbedder(oc.HIDDEN, oc.HIDDEN)
+    extra_child.norm = nn.LayerNorm(oc.HIDDEN)
+    return {"PixArtBlock": (extra_table, (x, x, torch.randn(2, 6 * oc.HIDDEN))),
+            "MultiHeadCrossAttention": (narrow_kv, (x, x)),
+            "SkipBlock": (no_checkpoint_flag, (x,)),
+            "MLPEmbedder": (extra_child, (cond,)),
+            "NoShiftBlock": (dit_forks.NoShiftBlock(dit_forks.HIDDEN, dit_forks.HEADS),
+                             (torch.randn(2, 4, dit_forks.HIDDEN), torch.randn(2, dit_forks.HIDDEN)))}
+
+
+@pytest.mark.parametrize("name", ["PixArtBlock", "MultiHeadCrossAttention", "SkipBlock", "MLPEmbedder", "NoShiftBlock"])
+def test_near_misses_of_a_structure_are_not_recognised(name: str) -> None:
+    module, inputs = near_misses()[name]
+    report = check_components(module, inputs)
+    top = report.findings[0]  # the module's own call (first by call start)
+    assert top.name == type(module).__name__ and top.status == "not-checked", report
