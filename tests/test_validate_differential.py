@@ -151,3 +151,18 @@ def test_cli_names_the_forward_and_exits_1(tmp_path: Path) -> None:
     failing, clean = run("fork.py:swapped"), run("fork.py:PixArtStyle")
     assert failing.returncode == 1 and "first divergence: inline code of blocks.0" in failing.stdout, failing.stdout
     assert clean.returncode == 0 and "CONFORMS" in clean.stdout, clean.stdout + clean.stderr
+
+
+def test_a_failing_run_saves_a_script_that_repeats_it(tmp_path: Path) -> None:
+    (tmp_path / "fork.py").write_text(f"import sys\nsys.path.insert(0, {str(TARGETS)!r})\n"
+                                      "from text_to_image import PixArtStyle, inputs\n\n\n"
+                                      "def swapped():\n    return PixArtStyle(modulate_swapped=True)\n")
+    spec = str(tmp_path / "fork.py")
+    report = dit(f"{spec}:swapped", reference=f"{spec}:PixArtStyle", inputs=f"{spec}:inputs", examples=1, seed=3)
+    [script] = report.save_failures(tmp_path / "saved")
+    assert script.name == "reference.py"  # no arrays: weights and inputs are drawn from the seed again
+    rerun = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert rerun.returncode == 0 and str(report).splitlines()[2] in rerun.stdout, rerun.stdout + rerun.stderr
+    given = dit(t2i.PixArtStyle(modulate_swapped=True), reference=t2i.PixArtStyle(), inputs=t2i.inputs, examples=1)
+    snippet = given.failures[0].snippet
+    assert "# reference=...,  # given as a Python object" in snippet and "# inputs=...," in snippet

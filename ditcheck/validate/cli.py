@@ -81,8 +81,11 @@ def _common(parser: argparse.ArgumentParser, examples: int) -> None:
 def _finish(report: Report, args: argparse.Namespace) -> int:
     emit(report, args.json)
     if args.save_failures and report.failures:
-        written = report.save_failures(args.save_failures)
-        print(f"  saved {len(written) // 2} failing case(s) to {args.save_failures}")
+        report.save_failures(args.save_failures)
+        print(f"  saved {len(report.failures)} failing case(s) to {args.save_failures}")
+    elif args.save_failures and not report.ok:
+        print(f"  nothing saved to {args.save_failures}: this run kept no failing case (block by block, or it could "
+              "not run)")
     return report.exit_code
 
 

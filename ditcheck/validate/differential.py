@@ -41,6 +41,7 @@ from ditcheck.reference.errors import InvalidArgumentError
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, TargetError
 from .call_inputs import CallArguments, inputs_function
+from .dit_reproducer import rerun_reproducer
 from . import zoo
 from .dit_run import first_outputs, hooked_activation, max_abs
 from .report import Check, Report
@@ -330,4 +331,9 @@ def validate_against(model: Any, reference: Any, *, inputs: Any = None, examples
         "weights": weights})
     compare(report, module, trusted, example_inputs, zoo.randomise_weights if weights == "random" else None,
             examples, seed, timeout)
+    if report.loaded and not report.ok:
+        report.failures.append(rerun_reproducer(report, "reference", {
+            "reference": reference, "inputs": inputs, "examples": examples, "seed": seed,
+            "dtype": report.settings["dtype"], "device": report.settings["device"], "weights": weights,
+            "timeout": timeout}))
     return report

@@ -11,7 +11,7 @@ from ditcheck.loader import resolved_spec
 
 from .report import Failure, Report
 
-__all__ = ["reproducer"]
+__all__ = ["reproducer", "rerun_reproducer"]
 
 
 def reproducer(report: Report, inputs: Mapping[str, Any], result: np.ndarray, convention: str) -> Failure:
@@ -53,3 +53,31 @@ print("max |target - reference|", np.abs(out.double().cpu().numpy() - expected).
 print("(ditcheck saw", np.abs(data["output"] - expected).max(), ")")
 '''
     return Failure("dit-output", arrays, snippet)
+
+
+def rerun_reproducer(report: Report, check_id: str, options: Mapping[str, Any]) -> Failure:
+    """A failing run of the component or reference path as a snippet calling ``ditcheck.validate.dit`` again with the
+    same target, options and seed (weights and inputs are drawn from the seed, so the run repeats exactly).
+
+    ``options``: the keyword arguments of the run; a target, ``inputs`` or ``reference`` given as a Python object
+    rather than a ``MODULE:ATTR`` cannot be named in a script, and the snippet says to pass it there. No arrays.
+    """
+    names = {key: value for key, value in options.items() if value is not None}
+    objects = [key for key in ("inputs", "reference") if key in names and not isinstance(names[key], str)]
+    target = resolved_spec(report.target)
+    lines = [f"    {key}={resolved_spec(value)!r}," for key, value in names.items() if key not in objects]
+    lines += [f"    # {key}=...,  # given as a Python object: pass the same one here" for key in objects]
+    arguments = "\n".join(lines)
+    snippet = f'''"""Re-run ditcheck's failing run of {report.target} ({check_id}).
+
+First divergence: {report.first_divergence}.
+"""
+from ditcheck.validate import dit
+
+report = dit(
+    {target!r},  # as ditcheck loaded it; if it was passed as an object, pass the same one here
+{arguments}
+)
+print(report)
+'''
+    return Failure(check_id, {}, snippet)

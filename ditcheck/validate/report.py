@@ -98,17 +98,20 @@ class Report:
         return json.dumps(self.to_dict(), indent=indent, default=str)
 
     def save_failures(self, directory: str | Path) -> list[Path]:
-        """Write each failing case as CHECK.npz plus CHECK.py (a snippet that re-runs it); return the paths."""
+        """Write each failing case as CHECK.py (a snippet that re-runs it) plus CHECK.npz when it has arrays (its
+        inputs and weights); return the paths."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for failure in self.failures:
             stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in failure.check_id)
             npz = out / f"{stem}.npz"
-            np.savez(npz, **failure.arrays)
+            if failure.arrays:
+                np.savez(npz, **failure.arrays)
+                written.append(npz)
             script = out / f"{stem}.py"
             script.write_text(failure.snippet.replace("{NPZ}", str(npz.resolve())))
-            written += [npz, script]
+            written.append(script)
         return written
 
     def __str__(self) -> str:

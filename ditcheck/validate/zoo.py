@@ -51,6 +51,7 @@ from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
 from .call_inputs import inputs_function
 from .components import _size_conditioned, check_components
+from .dit_reproducer import rerun_reproducer
 from .report import Check, Report
 from .zoo_reference import CHECK_PREFIX, WHOLE_MODEL_REFERENCES, add_whole_model_example, model_output
 
@@ -1229,6 +1230,10 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
         report.notes.append("not recognised (run, not checked): " + ", ".join(sorted(unchecked)))
     for cls, why in sorted(unsupported.items()):
         report.notes.append(f"recognised, configuration not modelled (not checked): {cls}: {why}")
+    if report.loaded and not report.ok:
+        report.failures.append(rerun_reproducer(report, "components", {
+            "examples": examples, "seed": seed, "dtype": fmt, "device": str(run_device), "weights": weights,
+            "inputs": inputs, "strict_precision": strict_precision or None, "timeout": timeout}))
     return report
 
 
