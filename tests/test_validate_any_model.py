@@ -166,11 +166,16 @@ def test_a_targets_file_gives_inputs_relative_to_itself(tmp_path: Path) -> None:
     (tmp_path / "model.py").write_text(f"import sys\nsys.path.insert(0, {str(TARGETS)!r})\n"
                                        "from text_to_image import PixArtStyle, inputs\n")
     listing = tmp_path / "targets.toml"
-    listing.write_text('[[dit]]\ntarget = "model.py:PixArtStyle"\ninputs = "model.py:inputs"\nexamples = 1\n')
-    [spec] = read_targets(listing)
-    assert spec.options["inputs"] == f"{tmp_path / 'model.py'}:inputs"
-    outcome = run_target(spec)
-    assert outcome.exit_code == 0, outcome.text
+    listing.write_text('[[dit]]\ntarget = "model.py:PixArtStyle"\ninputs = "model.py:inputs"\nexamples = 1\n\n'
+                       '[[dit]]\ntarget = "model.py:PixArtStyle"\ninputs = "model.py:inputs"\n'
+                       'reference = "model.py:PixArtStyle"\nexamples = 1\n')
+    components, against = read_targets(listing)
+    assert components.options["inputs"] == against.options["reference"].replace("PixArtStyle", "inputs") == \
+        f"{tmp_path / 'model.py'}:inputs"
+    for spec in (components, against):
+        outcome = run_target(spec)
+        assert outcome.exit_code == 0, outcome.text
+    assert "path=differential" in run_target(against).text
 
 
 def test_a_failing_component_run_saves_a_script_that_repeats_it(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from the file's folder) and every other key is a keyword of the public function 
     [[tool.ditcheck.dit]]
     target = "model.py:PixArt_XL_2"      # any torch model, component by component
     inputs = "model.py:example_inputs"   # a function of the example seed returning the forward's arguments
+    reference = "upstream/model.py:PixArt_XL_2"  # optional: the implementation it must match, submodule by submodule
 
     [[tool.ditcheck.scheduler]]
     target = "diffusers:DDIMScheduler"
@@ -150,8 +151,9 @@ def read_targets(path: Path, argument: str = "--targets") -> list[TargetSpec]:
                 raise InvalidArgumentError(argument, f"keywords of ditcheck.validate.{kind} in {name} "
                                                      f"({', '.join(sorted(allowed))})", repr(bad))
             options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-            if isinstance(options.get("inputs"), str):  # a MODULE:ATTR too: a .py path is relative to the file
-                options["inputs"] = _resolve(options["inputs"], Path(path).resolve().parent)
+            for key in ("inputs", "reference"):  # MODULE:ATTR specs too: a .py path is relative to the file
+                if isinstance(options.get(key), str):
+                    options[key] = _resolve(options[key], Path(path).resolve().parent)
             specs.append(TargetSpec(kind, _resolve(target, Path(path).resolve().parent), options,
                                     f"{where} {kind}[{index}]"))
     return specs
