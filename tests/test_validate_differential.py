@@ -166,3 +166,20 @@ def test_a_failing_run_saves_a_script_that_repeats_it(tmp_path: Path) -> None:
     given = dit(t2i.PixArtStyle(modulate_swapped=True), reference=t2i.PixArtStyle(), inputs=t2i.inputs, examples=1)
     snippet = given.failures[0].snippet
     assert "# reference=...,  # given as a Python object" in snippet and "# inputs=...," in snippet
+
+
+class _TwoOutputs(nn.Module):
+    """REPA's pattern: forward returns (prediction, projected features); the bug touches only the second."""
+
+    def __init__(self, feature_scale: float = 1.0) -> None:
+        super().__init__()
+        self.head, self.projector, self.feature_scale = nn.Linear(4, 4), nn.Linear(4, 8), feature_scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.head(x), [self.projector(x) * self.feature_scale]
+
+
+def test_every_tensor_of_a_tuple_output_is_compared() -> None:
+    assert dit(_TwoOutputs(), reference=_TwoOutputs(), inputs=_ones, examples=1).ok
+    report = dit(_TwoOutputs(feature_scale=1.001), reference=_TwoOutputs(), inputs=_ones, examples=1)
+    assert not report.ok and [c.id for c in report.checks if not c.ok] == ["output"], report

@@ -13,7 +13,7 @@ diffusers class) go to three runs with a forward hook on every submodule both mo
 * the *exact* reference: the reference in float64 with its float32 requests mapped to float64;
 * the *naive* reference: the reference in the target's dtype, as written (float32 for a float64 target).
 
-Each submodule's output (first call of it; the first entry of a tuple) is compared with the exact reference's
+Each submodule's output (first call of it; every floating tensor of a tuple, dict or dataclass) is compared with the exact reference's
 under the rule of :func:`ditcheck.properties.validation.derive_tolerance`: max(2 x the naive reference's error,
 4 ulps of max |exact|). For a float64 target the naive reference runs in float32 and its error is scaled by
 u(float64) / u(float32) = 2^-29 (first order in u: a rounding error grows linearly with the unit roundoff), so a
@@ -26,6 +26,7 @@ configuration of a large model).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from ._target import DEFAULT_TIMEOUT, TargetError
 from .call_inputs import CallArguments, inputs_function
 from .dit_reproducer import rerun_reproducer
 from . import zoo
-from .dit_run import first_outputs, hooked_activation, max_abs
+from .dit_run import first_outputs, max_abs
 from .report import Check, Report
 
 __all__ = ["validate_against", "SubmoduleComparison", "shared_submodules", "load_reference_weights", "naive_dtype", "naive_scale",
@@ -105,20 +106,33 @@ def naive_scale(dtype: torch.dtype) -> float:
     return unit_roundoff(dtype) / unit_roundoff(naive_dtype(dtype))
 
 
-def _floating_inputs(value: Any) -> list[np.ndarray]:
-    """Every floating tensor of a call's arguments (tuples, lists, dicts at any depth), flattened float64 copies."""
+def _floating_tensors(value: Any) -> list[np.ndarray]:
+    """Every floating tensor of a call's arguments or outputs (tuples, lists, dicts, dataclasses such as diffusers'
+    outputs, at any depth), as float64 NumPy copies in order."""
     if isinstance(value, torch.Tensor):
-        return [value.detach().to("cpu", torch.float64).reshape(-1).numpy()] if value.is_floating_point() else []
+        return [value.detach().to("cpu", torch.float64).numpy()] if value.is_floating_point() else []
     if isinstance(value, (list, tuple)):
-        return [array for item in value for array in _floating_inputs(item)]
+        return [array for item in value for array in _floating_tensors(item)]
     if isinstance(value, dict):
-        return [array for item in value.values() for array in _floating_inputs(item)]
+        return [array for item in value.values() for array in _floating_tensors(item)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [array for item in dataclasses.fields(value) for array in _floating_tensors(getattr(value, item.name))]
     return []
+
+
+def _compared_value(value: Any) -> np.ndarray | None:
+    """What is compared of a call's arguments or output: its one floating tensor (shape kept), every one of several
+    flattened and concatenated (a tuple output's second entry counts too), None without any."""
+    arrays = _floating_tensors(value)
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate([array.reshape(-1) for array in arrays]) if arrays else None
 
 
 @dataclass
 class _Recording:
-    """One run: the model's output, and each named submodule's inputs and output at its first call."""
+    """One run: the model's output, and each named submodule's inputs and output at its first call (every floating
+    tensor of each, :func:`_compared_value`)."""
 
     output: np.ndarray | None
     outputs: dict[str, np.ndarray | None]
@@ -127,29 +141,25 @@ class _Recording:
 
 def _run(model: nn.Module, arguments: CallArguments, names: list[str], timeout: float, float64: bool) -> _Recording:
     """Run ``model`` once (dit_run.first_outputs: in isolation, hooks removed after) recording each named submodule's
-    floating inputs (concatenated, flattened) and output at its first call; the output's first entry of a tuple,
-    .sample of a diffusers output."""
+    floating inputs and output at its first call, and the model's output."""
     args, kwargs = arguments
     modules = dict(model.named_modules())
     inputs: dict[str, np.ndarray | None] = {}
 
     def record(name: str, call_args: tuple[Any, ...], call_kwargs: dict[str, Any]) -> None:
         if name not in inputs:
-            arrays = _floating_inputs((call_args, call_kwargs))
-            inputs[name] = np.concatenate(arrays) if arrays else None
+            inputs[name] = _compared_value((call_args, call_kwargs))
 
     handles = [modules[name].register_forward_pre_hook(
         lambda module, call_args, call_kwargs, name=name: record(name, call_args, call_kwargs), with_kwargs=True)
         for name in names]
     try:
-        output, kept = first_outputs(model, names, lambda name, out: hooked_activation(out, None),
+        output, kept = first_outputs(model, names, lambda name, out: _compared_value(out),
                                      lambda: model(*args, **kwargs), timeout, float64)
     finally:
         for handle in handles:
             handle.remove()
-    if not isinstance(output, torch.Tensor) and hasattr(output, "sample"):
-        output = output.sample
-    return _Recording(hooked_activation(output, None), kept, inputs)
+    return _Recording(_compared_value(output), kept, inputs)
 
 
 def _compare_one(found: SubmoduleComparison, actual: np.ndarray | None, exact: np.ndarray | None,
