@@ -183,3 +183,9 @@ def test_every_tensor_of_a_tuple_output_is_compared() -> None:
     assert dit(_TwoOutputs(), reference=_TwoOutputs(), inputs=_ones, examples=1).ok
     report = dit(_TwoOutputs(feature_scale=1.001), reference=_TwoOutputs(), inputs=_ones, examples=1)
     assert not report.ok and [c.id for c in report.checks if not c.ok] == ["output"], report
+
+
+@pytest.mark.parametrize("inputs, expected", [(lambda seed: 1 / 0, "ZeroDivisionError"), (lambda seed: 3, "got int")])
+def test_inputs_that_raise_or_are_malformed_are_a_failed_inputs_check(inputs: Any, expected: str) -> None:
+    report = dit(_TwoLayers(), reference=_TwoLayers(), inputs=inputs, examples=1)
+    assert not report.loaded and [c.id for c in report.checks] == ["inputs"] and expected in report.checks[0].message

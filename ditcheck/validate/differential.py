@@ -40,7 +40,7 @@ from ditcheck.properties.validation import Tolerance, derive_tolerance, unit_rou
 from ditcheck.reference.errors import InvalidArgumentError
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
-from ._target import DEFAULT_TIMEOUT, TargetError
+from ._target import DEFAULT_TIMEOUT, TargetError, call_isolated
 from .call_inputs import CallArguments, inputs_function
 from .dit_reproducer import rerun_reproducer
 from . import zoo
@@ -211,7 +211,12 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
             report.loaded = False
             report.checks.append(Check("weights", False, message=str(error)))
             return
-        arguments = inputs(example_seed)
+        try:  # the user's function: it may raise or hang like the target
+            arguments = call_isolated(inputs, example_seed, timeout=timeout)
+        except (InvalidArgumentError, TargetError) as error:
+            report.loaded = False
+            report.checks.append(Check("inputs", False, message=str(error)))
+            return
         try:
             actual = _run(model, zoo.to_device(arguments, device, dtype, every_float=True), names, timeout,
                           dtype == torch.float64)
