@@ -425,27 +425,64 @@ def test_block_by_block_a_hang_between_two_hooks_is_a_timed_out_call(monkeypatch
     """The time-out bounds the target's own work between hooked submodules (the comparison runs meanwhile in
     another thread and is not counted): a block that never returns in the streaming run (not in recognition,
     which calls the target first) is reported, not waited for; once it returns, the abandoned target stops at
-    its next hook (it never reaches the final layer) and removes the validator's hooks."""
+    its next hook (it never reaches the final layer) and removes the validator's hooks. Until then the hooks
+    stay, inert in any other thread: the test's thread calls the final layer and it returns."""
     import threading
 
     model = forks.original_style()
-    streaming, release, hung = _streaming(monkeypatch), threading.Event(), []
+    streaming, release, hung, block_inputs = _streaming(monkeypatch), threading.Event(), [], []
 
-    def stall(*_: Any) -> None:
+    def stall(_module: Any, inputs: Any) -> None:
         if streaming.is_set():
             hung.append(threading.current_thread())
+            block_inputs.append(inputs)
             release.wait()
     model.blocks[1].register_forward_pre_hook(stall)
     finals = _final_layer_runs(model, streaming)
     try:
         report = dit(model, examples=2, stream=True, timeout=5.0)
+        with torch.no_grad():
+            model.final_layer(*block_inputs[0])  # the stopped comparison's hooks: not raised here, not removed
+        assert sum(len(module._forward_hooks) for module in model.modules()) > 1
     finally:
         release.set()  # let the abandoned daemon thread go on to its next hook
     assert not report.loaded and report.exit_code == 2, str(report)
     assert "timed out after 5 s" in str(report) and len(hung) == 1  # the first example's call: no other is made
     hung[0].join(10.0)
-    assert not hung[0].is_alive() and finals == []
+    assert not hung[0].is_alive() and [thread.name for thread in finals] == [threading.current_thread().name]
     assert [len(module._forward_hooks) for module in model.modules() if module._forward_hooks] == [1]  # the test's
+
+
+def test_block_by_block_hooks_ignore_calls_from_any_other_thread(monkeypatch) -> None:
+    """The streaming hooks act only in the thread running the target: a hooked submodule (the final layer, on
+    block 0's tokens) called from another thread while the target runs returns normally and hands nothing over,
+    so the final layer is still compared on the target's own call (an other-thread call taken for it was a
+    discrepancy at final_layer, and marked it done before the target reached it)."""
+    import threading
+
+    model = forks.original_style()
+    streaming, intruders, raised = _streaming(monkeypatch), [], []
+
+    def intrude(_module: Any, inputs: Any, _output: Any) -> None:  # returns None: the output unchanged
+        if not streaming.is_set() or intruders:
+            return
+
+        def call_final_layer() -> None:
+            try:
+                with torch.no_grad():
+                    model.final_layer(*inputs)
+            except BaseException as error:  # noqa: BLE001 - asserted below, in the test's thread
+                raised.append(error)
+        intruders.append(threading.Thread(target=call_final_layer, name="test-intruder"))
+        intruders[0].start()
+        intruders[0].join()
+    model.blocks[0].register_forward_hook(intrude)
+    finals = _final_layer_runs(model, streaming)
+    report = dit(model, examples=1, stream=True, diagnose=False)
+    assert len(intruders) == 1 and raised == []
+    assert [thread.name == "test-intruder" for thread in finals] == [True, False]  # then the target's own call
+    assert report.ok, str(report)
+    assert "final_layer" in {check.id.split(" ~ ")[-1] for check in report.checks}
 
 
 def test_block_by_block_the_comparison_does_not_count_against_the_time_out(monkeypatch) -> None:
