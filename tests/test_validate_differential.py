@@ -3,6 +3,7 @@ with the first divergence placed in the forward it arises in (inline code the co
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,20 @@ def test_every_tensor_of_a_tuple_output_is_compared() -> None:
 def test_inputs_that_raise_or_are_malformed_are_a_failed_inputs_check(inputs: Any, expected: str) -> None:
     report = dit(_TwoLayers(), reference=_TwoLayers(), inputs=inputs, examples=1)
     assert not report.loaded and [c.id for c in report.checks] == ["inputs"] and expected in report.checks[0].message
+
+
+class _Overflows(nn.Module):
+    """exp of large inputs: finite in float64, inf in float16 (its max is 65504)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.linear(x) * 0 + 12.0) / 1e5  # exp(12) = 1.6e5: inf in float16, the output is not
+
+
+def test_a_reference_that_overflows_in_the_targets_dtype_gives_no_vacuous_tolerance() -> None:
+    report = dit(_Overflows(), reference=_Overflows(), inputs=_ones, examples=1, dtype="float16")
+    assert all(c.tolerance is None or math.isfinite(c.tolerance.value) for c in report.checks)
+    assert any("held to the ulp floor" in note for note in report.notes), report

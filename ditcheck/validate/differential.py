@@ -62,7 +62,8 @@ class SubmoduleComparison:
     cls: str
     error: float = 0.0
     tolerance: Tolerance | None = None
-    message: str = ""
+    message: str = ""  # why it failed outright (a shape, a non-finite reference)
+    note: str = ""  # how the tolerance was derived when the rule's naive candidate was unusable
 
     @property
     def ok(self) -> bool:
@@ -170,9 +171,15 @@ def _compare_one(found: SubmoduleComparison, actual: np.ndarray | None, exact: n
     if actual.shape != exact.shape:
         found.message = found.message or f"shape {actual.shape}, the reference's {exact.shape}"
         return
-    with np.errstate(invalid="ignore"):
+    if not np.all(np.isfinite(exact)):
+        found.message = found.message or "the reference's float64 output is not finite: nothing to hold it to"
+        return
+    with np.errstate(invalid="ignore", over="ignore"):
         error = max_abs(actual - exact)
         naive_error = max_abs(naive - exact) * naive_scale(dtype)
+    if not math.isfinite(naive_error):  # the reference overflowed in the target's dtype: no naive candidate
+        naive_error = None
+        found.note = "the reference in the target's dtype is not finite here: held to the ulp floor"
     tolerance = derive_tolerance(naive_error, None, max_abs(exact), dtype)
     candidate = SubmoduleComparison(found.name, found.cls, error, tolerance)
     if found.tolerance is None or candidate.ratio > found.ratio:
@@ -258,7 +265,12 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
                                    + f"worst at {worst.name} ({worst.cls})", examples, worst.name))
     for comparison in failing[:MAX_FAILING_CHECKS]:
         report.checks.append(Check(f"{comparison.name} ({comparison.cls})", False, comparison.error,
-                                   comparison.tolerance, comparison.message, examples, comparison.name))
+                                   comparison.tolerance, comparison.message or comparison.note, examples,
+                                   comparison.name))
+    floored = [c.name for c in [*compared, output] if c.note]
+    if floored:
+        report.notes.append(f"{len(floored)} comparison(s) held to the ulp floor (the reference overflowed in the "
+                            f"target's dtype): {', '.join(floored[:5])}")
     report.checks.append(Check("output", output.ok, output.error, output.tolerance, output.message, examples))
     if skipped:
         first_skipped = next(iter(skipped.items()))
