@@ -22,7 +22,7 @@ from ditcheck.reference.layers import pos_embed_2d
 
 from ._target import TargetError
 from .dit_conversion import diffusers_state_dict, params_from_diffusers
-from .dit_structure import infer_structure
+from .dit_structure import infer_structure, original_forward
 
 __all__ = ["CONVENTIONS", "Layout", "recognise", "convention_config", "dit_hooks"]
 
@@ -120,7 +120,7 @@ class Layout:
     def call(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> Any:
         if self.name == "diffusers":
             return model(x, timestep=t, class_labels=y, return_dict=False)[0]
-        out = model(x, t, y) if y is not None else model(x, t)
+        out = original_forward(model, x, t, y)
         return out[0] if self.first_of_tuple and isinstance(out, (tuple, list)) and out else out
 
 

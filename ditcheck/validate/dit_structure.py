@@ -41,7 +41,7 @@ from ditcheck.reference.formats import FLOAT64
 from ._target import TargetError
 from .dit_precision import call_target
 
-__all__ = ["Structure", "infer_structure", "head_count_errors", "CONFIG_OVERRIDES"]
+__all__ = ["Structure", "infer_structure", "head_count_errors", "original_forward", "CONFIG_OVERRIDES"]
 
 #: DiTConfig fields a user may set (``--set KEY=VALUE``) where the target does not say them.
 CONFIG_OVERRIDES = ("input_size", "num_classes", "frequency_dim", "mlp_ratio")
@@ -101,6 +101,11 @@ class _Call:
     output: Any
 
 
+def original_forward(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> Any:
+    """The original architecture's call, model(x, t, y), or model(x, t) for a model without labels: its raw output."""
+    return model(x, t, y) if y is not None else model(x, t)
+
+
 def _probe(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
            timeout: float) -> tuple[dict[str, _Call], Any]:
     """Run model(x, t[, y]) once with a hook on every module: name -> its first call (order, first input, output)."""
@@ -116,8 +121,7 @@ def _probe(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor |
             calls[name] = _Call(len(calls), tensors[0] if tensors else None,
                                 value.detach() if isinstance(value, torch.Tensor) else None)
         handles.append(module.register_forward_hook(hook, with_kwargs=True))
-    output = call_target(lambda: model(x, t, y) if y is not None else model(x, t), timeout, x.dtype == torch.float64,
-                         handles)
+    output = call_target(lambda: original_forward(model, x, t, y), timeout, x.dtype == torch.float64, handles)
     return calls, output
 
 
