@@ -13,6 +13,7 @@ from ditcheck.properties.attention import (BOOLEAN_MASK_KINDS, AttentionCase, We
                                            check_float64_within_rounding_bound, check_rows_are_convex_combinations,
                                            check_vjp_matches_finite_differences,
                                            check_weight_gradient_matches_finite_differences, weight_gradient_cases)
+from ditcheck.properties.gradient import LowRankGradientCase
 from ditcheck.properties.violation import PropertyViolation
 from ditcheck.reference import (DTypeError, FullyMaskedRowError, InvalidArgumentError, NonFiniteError, ShapeError,
                                 attention, attention_vjp, attention_weight_gradient, softmax)
@@ -142,6 +143,17 @@ def test_planted_ld7_without_diagonal_term_is_caught() -> None:
 
 
 # ---- documented behaviour and bad input -------------------------------------------------------
+
+def test_ld7_finite_difference_check_refuses_a_low_rank_case() -> None:
+    """A LowRankGradientCase is a WeightGradientCase subclass whose problem is W rescaled (arrays()), not build()'s
+    W: the check would have passed on the unrescaled problem, so it refuses the case, naming the argument."""
+    low_rank = LowRankGradientCase(tokens=4, dim=2, seed=3, radius=0.5, degree=4)
+    assert not np.array_equal(low_rank.arrays()["w"], low_rank.build()["w"])
+    with pytest.raises(InvalidArgumentError) as info:
+        check_weight_gradient_matches_finite_differences(low_rank)
+    assert info.value.argument == "case" and info.value.got == "LowRankGradientCase"
+    check_weight_gradient_matches_finite_differences(WeightGradientCase(tokens=4, dim=2, seed=3))
+
 
 def test_single_token_returns_the_value_row() -> None:
     rng = np.random.default_rng(1)
