@@ -26,8 +26,8 @@ from .errors import InvalidArgumentError, ShapeError
 from .layers import layer_norm, linear, modulate, patchify, pos_embed_2d, timestep_embedding
 from .precision import Precision, as_float64_array, require_choice
 
-__all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "timestep_embedder",
-           "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
+__all__ = ["parameter", "optional_parameter", "linear_module", "patch_embed", "patch_position_table",
+           "timestep_embedder", "text_projection", "feed_forward_module", "attention_module", "joint_attention_module",
            "table_output_head", "config_int", "TIMESTEP_CHANNELS", "OUTPUT_TABLE_ORDER", "QK_NORMS"]
 
 #: diffusers Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0) in PixArt and SD3
@@ -90,23 +90,41 @@ def patch_embed(xp: Precision, params: Mapping[str, Any], prefix: str, latent: A
     """
     tokens = patchify.generic(xp, latent, parameter(xp, params, f"{prefix}.proj.weight"),
                               optional_parameter(xp, params, f"{prefix}.proj.bias"), patch_size)
-    rows, cols = np.shape(latent)[-2] // patch_size, np.shape(latent)[-1] // patch_size
-    width = np.shape(tokens)[-1]
-    if max_size is not None or f"{prefix}.pos_embed" in params:
-        # with pos_embed_max_size the table is a persistent buffer: a state dict without it raises (parameter)
-        table = np.reshape(parameter(xp, params, f"{prefix}.pos_embed"), (-1, width))
-    else:
-        table = pos_embed_2d.generic(xp, width, (rows, cols), 10000, base_size, interpolation_scale)
-        if (rows, cols) == stored_grid:
-            table = xp.asarray(round_to_format(np.asarray(xp.to_float(table), dtype=np.float64), "float32"))
-    if max_size is not None:
-        if rows > max_size or cols > max_size:
-            raise ShapeError("hidden_states", f"at most {max_size} patches per side (pos_embed_max_size)",
-                             str(np.shape(latent)))
-        top, left = (max_size - rows) // 2, (max_size - cols) // 2
-        table = np.reshape(np.reshape(table, (max_size, max_size, width))[top:top + rows, left:left + cols],
-                           (rows * cols, width))
+    stored = max_size is not None or f"{prefix}.pos_embed" in params
+    # with pos_embed_max_size the table is a persistent buffer: a state dict without it raises (parameter)
+    table = patch_position_table(xp, np.shape(latent), patch_size, np.shape(tokens)[-1], base_size,
+                                 interpolation_scale, max_size,
+                                 parameter(xp, params, f"{prefix}.pos_embed") if stored else None)
+    grid = (np.shape(latent)[-2] // patch_size, np.shape(latent)[-1] // patch_size)
+    if not stored and grid == stored_grid:
+        table = xp.asarray(round_to_format(np.asarray(xp.to_float(table), dtype=np.float64), "float32"))
     return tokens + table[None]
+
+
+def patch_position_table(xp: Precision, latent_shape: tuple[int, ...], patch_size: int, width: int, base_size: float,
+                         interpolation_scale: float, max_size: int | None = None, table: Any = None) -> Any:
+    """The position table [(H/p)(W/p), D] diffusers PatchEmbed adds to the patches of a latent [..., H, W].
+
+    ``table`` is the module's stored one (max_size x max_size entries with ``max_size``, else the grid's); None
+    stands for the exact get_2d_sincos_pos_embed(D, grid, base_size, interpolation_scale) of the max_size x max_size
+    grid, or of the latent's own (H/p) x (W/p) grid without max_size. With ``max_size`` (pos_embed_max_size) the
+    centred (H/p) x (W/p) window is cropped, as PatchEmbed.cropped_pos_embed does; more patches a side than
+    max_size raise ShapeError naming hidden_states.
+    """
+    rows, cols = latent_shape[-2] // patch_size, latent_shape[-1] // patch_size
+    if table is None:
+        grid = (rows, cols) if max_size is None else (max_size, max_size)
+        table = pos_embed_2d.generic(xp, width, grid, 10000, base_size, interpolation_scale)
+    else:
+        table = np.reshape(table, (-1, width))
+    if max_size is None:
+        return table
+    if rows > max_size or cols > max_size:
+        raise ShapeError("hidden_states", f"at most {max_size} patches per side (pos_embed_max_size)",
+                         str(tuple(latent_shape)))
+    top, left = (max_size - rows) // 2, (max_size - cols) // 2
+    return np.reshape(np.reshape(table, (max_size, max_size, width))[top:top + rows, left:left + cols],
+                      (rows * cols, width))
 
 
 def timestep_embedder(xp: Precision, params: Mapping[str, Any], prefix: str, timestep: Any,

@@ -96,6 +96,7 @@ from torch import nn
 from ditcheck.properties.validation import Tolerance, derive_tolerance
 from ditcheck.reference import components as C
 from ditcheck.reference.attention import attention, merge_heads
+from ditcheck.reference.diffusers_modules import patch_position_table
 from ditcheck.reference.formats import format_named, gamma_or_inf
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.layers import layer_norm, linear, patchify, pos_embed_2d, silu, timestep_embedding, unpatchify
@@ -645,15 +646,9 @@ def _eval_patch_embed(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any
         tokens = layer_norm.generic(xp, tokens, None, None, module.norm.eps)
     if module.pos_embed is None:
         return [tokens]
-    height, width = np.shape(latent)[-2] // module.patch_size, np.shape(latent)[-1] // module.patch_size
-    dim = np.shape(tokens)[-1]
-    if module.pos_embed_max_size:
-        size = module.pos_embed_max_size
-        table = pos_embed_2d.generic(xp, dim, (size, size), 10000, module.base_size, module.interpolation_scale)
-        top, left = (size - height) // 2, (size - width) // 2
-        table = np.reshape(table, (size, size, dim))[top:top + height, left:left + width].reshape(-1, dim)
-    else:
-        table = pos_embed_2d.generic(xp, dim, (height, width), 10000, module.base_size, module.interpolation_scale)
+    # the exact table (the module's float32 one is its own rounding, reported as such), cropped as the module does
+    table = patch_position_table(xp, np.shape(latent), module.patch_size, np.shape(tokens)[-1], module.base_size,
+                                 module.interpolation_scale, module.pos_embed_max_size or None)
     return [tokens + table[None]]
 
 
