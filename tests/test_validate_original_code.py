@@ -4,6 +4,9 @@ block, cross-attention and final layer, Flux's MLPEmbedder, RMSNorm and LoRA lin
 Clean: every call recomputed conforms (float32 and float64, over seeds; Flux's float32-inside RMSNorm a float32
 island in a float64 run, never a failure; a LoRA linear not taken for a plain Linear). Planted: each subtle bug is
 caught, localised to the module whose inline code holds it, and the convention knob named where one explains it.
+Also the original DiT's LabelEmbedder and PixArt-alpha's CaptionEmbedder (null class / null caption), a shift/scale
+swap in one branch of a block (named by that branch's order knob), and the eps a norm stating none is consistent
+with (a note, never a failure).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from tests.targets import dit_forks
 from tests.targets.original_code import (
     FluxStyleNorms,
     GatedMLP,
+    LabelEmbedder,
     MultiHeadCrossAttention,
+    RMSNorm,
     TopKGate,
     tiny_long_skip,
     tiny_text_to_image,
@@ -128,6 +133,55 @@ def test_flux_rms_norm_with_a_scale_weight_is_not_a_false_alarm(dtype: torch.dty
 def test_flux_rms_norm_off_by_1e3_is_a_mismatch(dtype: torch.dtype) -> None:
     finding = only_failure(flux_norms(dtype, factor=1.001), "query_norm")
     assert finding.status == "mismatch"
+
+
+def flux_rms_norm(dtype: torch.dtype, row_scales: tuple[float, ...], eps_1e5: bool = False, seed: int = 0) -> Any:
+    """The finding of Flux's RMSNorm (eps only in its forward) on rows [2, 6, 128] scaled by ``row_scales`` per row."""
+    generator = torch.Generator().manual_seed(seed)
+    norm = RMSNorm(128, eps_1e5=eps_1e5)
+    with torch.no_grad():
+        norm.scale.copy_(1 + 0.3 * torch.randn(128, generator=generator, dtype=torch.float64))
+    scales = torch.tensor(row_scales, dtype=torch.float64)[:, None]
+    x = torch.randn(2, 6, 128, generator=generator, dtype=torch.float64) * scales
+    report = check_components(norm.to(dtype), (x.to(dtype),))
+    assert report.ok, report  # the module states no eps: never a failure, a note
+    return report.findings[0]
+
+
+ROWS_WITH_SMALL_MEAN_SQUARE = (1.0, 0.3, 0.1, 1.0, 2.0, 0.05)  # mean(x^2) down to ~0.0025: eps matters there
+
+
+@DTYPES
+def test_flux_rms_norm_eps_is_solved_for_from_rows_where_it_matters(dtype: torch.dtype) -> None:
+    for seed in range(3):
+        finding = flux_rms_norm(dtype, ROWS_WITH_SMALL_MEAN_SQUARE, seed=seed)
+        assert "only 1e-06 conforms" in finding.message and "consistent with 1e-06 only" in finding.message, finding
+
+
+@DTYPES
+def test_flux_rms_norm_eps_1e5_written_into_forward_is_reported_not_failed(dtype: torch.dtype) -> None:
+    """The planted eps bug: the engine cannot fail a module that states no eps, but the finding names the eps its
+    rows are consistent with (it was accepted silently before)."""
+    for seed in range(3):
+        finding = flux_rms_norm(dtype, ROWS_WITH_SMALL_MEAN_SQUARE, eps_1e5=True, seed=seed)
+        assert "only 1e-05 conforms" in finding.message and "consistent with 1e-05 only" in finding.message, finding
+
+
+@DTYPES
+def test_flux_rms_norm_on_large_rows_says_both_eps_conform(dtype: torch.dtype) -> None:
+    """mean(x^2) ~ 100 in every row: eps changes the output by ~5e-8 relative, below the rounding: both candidates
+    conform and the solved eps cannot tell them apart, said so rather than choosing one."""
+    for eps_1e5 in (False, True):
+        finding = flux_rms_norm(dtype, (10.0,) * 6, eps_1e5=eps_1e5)
+        assert "both 1e-06 and 1e-05 conform" in finding.message and \
+            "consistent with 1e-06 and 1e-05" in finding.message, finding
+
+
+def test_a_norm_stating_its_eps_gets_no_eps_note() -> None:
+    norm = RMSNorm(128)
+    norm.eps = 1e-6  # an eps-like attribute: the module states it, nothing to solve for
+    report = check_components(norm, (torch.randn(2, 6, 128, generator=torch.Generator().manual_seed(0)),))
+    assert report.ok and "eps stated nowhere" not in report.findings[0].message, report
 
 
 def test_lora_linear_is_not_taken_for_its_base_linear() -> None:
@@ -312,6 +366,121 @@ def test_long_skip_attention_residual_off_by_1e3_is_inline_in_its_block(dtype: t
 
 
 # ----------------------------------------------------------------------------------------
+# A one-branch chunk swap: named by that branch's own order knob, not caught-but-unexplained
+
+
+ONE_BRANCH_SWAPS = [((0, 1, 2, 4, 3, 5), {"order_mlp": ("scale_mlp", "shift_mlp", "gate_mlp")}),
+                    ((1, 0, 2, 3, 4, 5), {"order_msa": ("scale_msa", "shift_msa", "gate_msa")}),
+                    ((0, 1, 2, 5, 3, 4), {"order_mlp": ("scale_mlp", "gate_mlp", "shift_mlp")})]
+
+
+@pytest.mark.parametrize(("chunk_order", "knob"), ONE_BRANCH_SWAPS, ids=["mlp_shift_scale", "msa_shift_scale",
+                                                                         "mlp_gate_first"])
+def test_original_dit_block_one_branch_swap_is_named_by_that_branch_s_order(chunk_order: tuple[int, ...],
+                                                                             knob: dict[str, Any]) -> None:
+    model = dit_forks.OriginalStyleDiT(chunk_order=chunk_order)
+    randomise_weights(model, 0, 0.1)
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, dit_forks.CHANNELS, dit_forks.INPUT, dit_forks.INPUT, generator=generator)
+    report = check_components(model, (latents, torch.tensor([3.0, 700.0]), torch.tensor([1, 4])))
+    assert [f.name for f in report.failures] == ["blocks.0", "blocks.1"], report
+    assert all(f.status == "inline" and f.explanations == [knob] for f in report.failures), report
+
+
+def test_original_dit_block_swaps_in_both_branches_of_different_kinds_are_named_as_a_pair() -> None:
+    """msa's shift/scale swapped and mlp's gate first: no single knob explains; the pair of branch orders does."""
+    model = dit_forks.OriginalStyleDiT(chunk_order=(1, 0, 2, 5, 3, 4))
+    randomise_weights(model, 0, 0.1)
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, dit_forks.CHANNELS, dit_forks.INPUT, dit_forks.INPUT, generator=generator)
+    report = check_components(model, (latents, torch.tensor([3.0, 700.0]), torch.tensor([1, 4])))
+    expected = [{"order_msa": ("scale_msa", "shift_msa", "gate_msa"),
+                 "order_mlp": ("scale_mlp", "gate_mlp", "shift_mlp")}]
+    assert all(f.status == "inline" and f.explanations == expected for f in report.failures), report
+
+
+@DTYPES
+def test_pixart_block_mlp_only_t2i_modulate_swap_is_named_by_order_mlp(dtype: torch.dtype) -> None:
+    finding = only_failure(run(dtype, mlp_swapped=True), "blocks.1")
+    assert finding.status == "inline"
+    assert finding.explanations == [{"order_mlp": ("scale_mlp", "shift_mlp", "gate_mlp")}]
+
+
+# ----------------------------------------------------------------------------------------
+# Classifier-free-guidance embedders: the original DiT's LabelEmbedder, PixArt-alpha's CaptionEmbedder
+
+
+CLASSES = 10
+
+
+def label_embedder(dtype: torch.dtype, seed: int = 0, **bug: Any) -> LabelEmbedder:
+    generator = torch.Generator().manual_seed(seed)
+    module = LabelEmbedder(CLASSES, 32, 0.1, **bug)
+    with torch.no_grad():
+        module.embedding_table.weight.copy_(torch.randn(CLASSES + 1, 32, generator=generator, dtype=torch.float64))
+    return module.to(dtype)
+
+
+LABELS, DROPS = torch.tensor([3, 7, CLASSES - 1, 0]), torch.tensor([0, 1, 0, 1])
+
+
+@DTYPES
+def test_label_embedder_conforms_with_and_without_forced_drops(dtype: torch.dtype) -> None:
+    for seed in range(3):
+        for inputs in [(LABELS, False), (LABELS, False, DROPS), (torch.tensor([CLASSES, 2]), False)]:
+            report = check_components(label_embedder(dtype, seed), inputs)
+            assert report.ok and [(f.cls, f.status) for f in report.findings] == \
+                [("LabelEmbedder", "conforms"), ("Embedding", "conforms")], report
+
+
+@DTYPES
+def test_label_embedder_null_class_off_by_one_is_named(dtype: torch.dtype) -> None:
+    finding = only_failure(check_components(label_embedder(dtype, null_offset=-1), (LABELS, False, DROPS)),
+                           "LabelEmbedder")
+    assert finding.status == "inline" and finding.explanations == [{"null_offset": -1}]
+
+
+@DTYPES
+def test_label_embedder_scaled_by_1_001_is_inline_in_it(dtype: torch.dtype) -> None:
+    finding = only_failure(check_components(label_embedder(dtype, factor=1.001), (LABELS, False)), "LabelEmbedder")
+    assert finding.status == "inline" and finding.location == "inline code in LabelEmbedder.forward"
+    assert not finding.explanations
+
+
+def test_label_embedder_training_with_random_drops_is_unsupported_not_failed() -> None:
+    report = check_components(label_embedder(torch.float32), (LABELS, True))
+    assert report.ok and report.findings[0].status == "unsupported" and "at random" in report.findings[0].message
+
+
+DROP_SECOND = torch.tensor([0, 1])
+
+
+@DTYPES
+def test_caption_embedder_conforms_in_the_model_with_and_without_a_dropped_caption(dtype: torch.dtype) -> None:
+    for seed in range(3):
+        model, inputs = tiny_text_to_image(seed, dtype)
+        for drop in (None, DROP_SECOND):
+            report = check_components(model, (*inputs, drop))
+            assert report.ok, f"seed {seed}:\n{report}"
+            [embedder] = [f for f in report.findings if f.cls == "CaptionEmbedder"]
+            assert embedder.status == "conforms", report
+
+
+@DTYPES
+def test_caption_embedder_dropping_the_wrong_rows_is_named(dtype: torch.dtype) -> None:
+    model, inputs = tiny_text_to_image(0, dtype, caption_inverted=True)
+    finding = only_failure(check_components(model, (*inputs, DROP_SECOND)), "y_embedder")
+    assert finding.status == "inline" and finding.explanations == [{"drop_flag": 0}]
+
+
+@DTYPES
+def test_caption_embedder_input_scaled_by_1_001_is_inline_in_it(dtype: torch.dtype) -> None:
+    model, inputs = tiny_text_to_image(0, dtype, caption_factor=1.001)
+    finding = only_failure(check_components(model, inputs), "y_embedder")
+    assert finding.status == "inline" and finding.location == "inline code in CaptionEmbedder.forward"
+
+
+# ----------------------------------------------------------------------------------------
 # Strictness: near misses of each structure are not recognised (checked as their children only, never guessed at)
 
 
@@ -328,15 +497,23 @@ def near_misses() -> dict[str, tuple[nn.Module, tuple[Any, ...]]]:
     del no_checkpoint_flag.use_checkpoint  # a plain pre-norm block: its residual form is not assumed
     extra_child = oc.MLPEmbedder(oc.HIDDEN, oc.HIDDEN)
     extra_child.norm = nn.LayerNorm(oc.HIDDEN)
+    no_null_row = oc.LabelEmbedder(CLASSES, oc.HIDDEN, 0.1)
+    no_null_row.embedding_table = nn.Embedding(CLASSES, oc.HIDDEN)  # dropout but no null class row
+    null_caption_as_wide_as_d = oc.CaptionEmbedder(oc.CAPTION_WIDTH, oc.HIDDEN, 0.1, oc.CAPTION_TOKENS)
+    null_caption_as_wide_as_d.y_embedding = torch.zeros(oc.CAPTION_TOKENS, oc.HIDDEN)  # not the caption's width
+    caption = torch.randn(2, 1, oc.CAPTION_TOKENS, oc.CAPTION_WIDTH)
     return {"PixArtBlock": (extra_table, (x, x, torch.randn(2, 6 * oc.HIDDEN))),
             "MultiHeadCrossAttention": (narrow_kv, (x, x)),
             "SkipBlock": (no_checkpoint_flag, (x,)),
             "MLPEmbedder": (extra_child, (cond,)),
+            "LabelEmbedder": (no_null_row, (LABELS, False)),
+            "CaptionEmbedder": (null_caption_as_wide_as_d, (caption, False)),
             "NoShiftBlock": (dit_forks.NoShiftBlock(dit_forks.HIDDEN, dit_forks.HEADS),
                              (torch.randn(2, 4, dit_forks.HIDDEN), torch.randn(2, dit_forks.HIDDEN)))}
 
 
-@pytest.mark.parametrize("name", ["PixArtBlock", "MultiHeadCrossAttention", "SkipBlock", "MLPEmbedder", "NoShiftBlock"])
+@pytest.mark.parametrize("name", ["PixArtBlock", "MultiHeadCrossAttention", "SkipBlock", "MLPEmbedder", "NoShiftBlock",
+                                  "LabelEmbedder", "CaptionEmbedder"])
 def test_near_misses_of_a_structure_are_not_recognised(name: str) -> None:
     module, inputs = near_misses()[name]
     report = check_components(module, inputs)

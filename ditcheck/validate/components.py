@@ -52,10 +52,16 @@ attention, called inline, is recomputed: [text, image] tokens, RoPE by the matri
 SingleStreamBlock (exactly linear1, linear2, norm, pre_norm, mlp_act, modulation); U-ViT's Block (exactly norm1,
 attn, norm2, mlp and skip_linear None or Linear(2 D, D), use_checkpoint, forward(x, skip)); a LLaMA-style gated MLP
 (exactly gate_proj, up_proj, down_proj and act_fn SiLU/GELU: DiT-MoE's experts, also with their weight-slice
-pretraining_tp path); by parameter shapes, a
+pretraining_tp path); classifier-free-guidance embedders: the original DiT's LabelEmbedder (exactly embedding_table
+of num_classes + 1 rows when dropout_prob > 0, else num_classes; forward(labels, train, force_drop_ids); a dropped
+label is num_classes) and PixArt-alpha's CaptionEmbedder (exactly y_proj, an Mlp C -> D -> D, and the null caption
+y_embedding [tokens, C], uncond_prob; forward(caption, train, force_drop_ids); compared at y_proj's input); a random
+drop (called with train true) is unsupported; by parameter shapes, a
 fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm, float32 inside allowed, e.g.
 Flux's RMSNorm with its weight named ``scale``: a fork's class named like a registered one but lacking what its
-evaluation reads is recognised this way). Not recognised: a torch leaf's subclass with its own forward and its own
+evaluation reads is recognised this way; a norm stating no eps attribute is tried with 1e-6 and 1e-5, and its finding
+says whether both conform and, for an RMS norm, the eps its recorded rows are consistent with: a note, not a
+failure). Not recognised: a torch leaf's subclass with its own forward and its own
 submodules (a LoRA linear: its lora_A / lora_B are checked, the sum is not).
 
 A target that raises is an ``error`` finding located at the innermost call that did not return.
@@ -73,15 +79,18 @@ Statuses of a finding:
 * ``unsupported``: a recognised class in a configuration the engine does not model (said why);
 * ``not-checked``: a class the engine does not recognise (listed, never a failure).
 
-For every mismatch the component's convention knobs are tried one at a time (chunk orders, eps, GELU
+For every mismatch the component's convention knobs are tried one at a time (chunk orders, of both branches of a
+six-chunk block or of one, eps, GELU
 tanh/erf, flip_sin_to_cos, downscale_freq_shift, RoPE pairing, theta and axis split, QK-norm per head /
 across heads, mask sign or mask ignored, joint token order, timestep and guidance scale, GLU gate order,
-variance precision...), and each setting that brings the error within tolerance is reported as the
-explanation; when no single knob does, pairs of knobs are tried (at most MAX_PAIRS reported).
+variance precision, a null class / null caption's drop flag and row...), and each setting that brings the error
+within tolerance is reported as the explanation; when no single knob does, pairs of knobs are tried (at most
+MAX_PAIRS reported; never two knobs of which one subsumes the other, Component.overlapping).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -345,6 +354,14 @@ class Component:
     #: knob settings computing the same reals with other roundings (e.g. the attention scale applied to q and k
     #: or to the logits): the naive baseline is evaluated under each, the worst kept
     naive_variants: Callable[[RecordedCall], list[dict[str, Any]]] = lambda call: []
+    #: groups of knobs one of which subsumes another (a block's chunk ``order`` of both branches and each branch's
+    #: own order): two knobs of one group are never tried as a pair (the pair only repeats a single or another pair)
+    overlapping: tuple[frozenset[str], ...] = ()
+    #: a note for a call that passes, on what its numbers say that the module does not state (a norm whose eps lives
+    #: only in its forward): remark(call, knobs, conforms, inside_fmt), ``conforms(setting)`` testing other knob
+    #: settings against the verdict's tolerance, ``inside_fmt`` the format the call computes in ("float32" for an
+    #: island)
+    remark: Callable[[RecordedCall, Mapping[str, Any], Callable[[Mapping[str, Any]], bool], str], str] | None = None
 
 
 class Unsupported(Exception):
@@ -857,7 +874,7 @@ def _eval_basic_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any
         gate_msa, shift_mlp, scale_mlp, gate_mlp = (out("norm1", i)[:, None, :] for i in range(1, 5))
     else:
         chunks = C.scale_shift_table_chunks.generic(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("timestep")),
-                                                    knobs["order"])
+                                                    _chunk_order(knobs))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             chunks[name][:, None, :] for name in C.ADALN_ZERO_ORDER)
         expected.append(out("norm1") * (1 + scale_msa) + shift_msa)
@@ -889,21 +906,52 @@ def _observed_basic_block(call: RecordedCall) -> list[np.ndarray]:
 
 
 def _block_knobs(call: RecordedCall) -> dict[str, Any]:
-    return {"order": C.ADALN_ZERO_ORDER} if call.module.norm_type == "ada_norm_single" else {}
+    return _block_order_knobs(call) if call.module.norm_type == "ada_norm_single" else {}
 
 
 def _block_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
-    if call.module.norm_type != "ada_norm_single":
-        return {}
-    return {"order": [o for o in _triple_orders(("msa", "mlp")) if o != C.ADALN_ZERO_ORDER]}
+    return _block_order_alternatives(call) if call.module.norm_type == "ada_norm_single" else {}
+
+
+_BRANCHES = ("msa", "mlp")
+
+
+def _branch_roles(branch: str, roles: Sequence[str] = _TRIPLE) -> tuple[str, ...]:
+    """One branch's chunk names, e.g. ("scale_mlp", "shift_mlp", "gate_mlp")."""
+    return tuple(f"{role}_{branch}" for role in roles)
 
 
 def _block_order_knobs(call: RecordedCall) -> dict[str, Any]:
-    return {"order": C.ADALN_ZERO_ORDER}
+    """A six-chunk block's ``order`` (both branches) and each branch's own role order ``order_msa`` / ``order_mlp``
+    (identity by default): a shift/scale swap in one modulate only is a one-branch knob."""
+    return {"order": C.ADALN_ZERO_ORDER, **{f"order_{branch}": _branch_roles(branch) for branch in _BRANCHES}}
 
 
 def _block_order_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
-    return {"order": [o for o in _triple_orders(("msa", "mlp")) if o != C.ADALN_ZERO_ORDER]}
+    """The five other orders applied to both branches, then to each branch alone (15 singles; the pairs tried when
+    none explains are order_msa x order_mlp only: see _BLOCK_ORDER_OVERLAPS)."""
+    alternatives: dict[str, Sequence[Any]] = {
+        "order": [o for o in _triple_orders(_BRANCHES) if o != C.ADALN_ZERO_ORDER]}
+    for branch in _BRANCHES:
+        alternatives[f"order_{branch}"] = [_branch_roles(branch, p) for p in itertools.permutations(_TRIPLE)
+                                           if p != _TRIPLE]
+    return alternatives
+
+
+#: ``order`` permutes both branches, so pairing it with a branch's own order only repeats another single or pair
+_BLOCK_ORDER_OVERLAPS = (frozenset({"order", "order_msa"}), frozenset({"order", "order_mlp"}))
+
+
+def _chunk_order(knobs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The six chunk names in output order: ``order``, then each branch's roles renamed by its ``order_<branch>``
+    (order_mlp = (scale_mlp, shift_mlp, gate_mlp): the chunk ``order`` calls shift_mlp is used as the MLP's scale)."""
+    order = tuple(knobs["order"])
+    for branch in _BRANCHES:
+        roles = knobs.get(f"order_{branch}")
+        if roles is not None:
+            renamed = dict(zip(_branch_roles(branch), roles))
+            order = tuple(renamed.get(name, name) for name in order)
+    return order
 
 
 def _needed_children(call: RecordedCall, names: Sequence[str]) -> dict[str, RecordedCall]:
@@ -1365,7 +1413,7 @@ def _eval_pixart_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
     t = _x(xp, call.arg("t", "timestep"))
     if t is None or np.ndim(t) != 2:
         raise Unsupported("a conditioning that is not [B, 6 D]")
-    chunks = C.scale_shift_table_chunks.generic(xp, _p(call, xp, "scale_shift_table"), t, knobs["order"])
+    chunks = C.scale_shift_table_chunks.generic(xp, _p(call, xp, "scale_shift_table"), t, _chunk_order(knobs))
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (chunks[n][:, None, :] for n in C.ADALN_ZERO_ORDER)
     attended = np.reshape(out("attn"), np.shape(x))
     hidden = x + gate_msa * attended
@@ -1483,7 +1531,7 @@ def _eval_dit_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     gate_mlp mlp; the six chunks of adaLN_modulation(c) in ``order``."""
     children = _dit_block_children(call)
     out = lambda name: _x(xp, children[name].kept_outputs[0])  # noqa: E731
-    chunks = _dit_chunks(call, xp, knobs["order"])
+    chunks = _dit_chunks(call, xp, _chunk_order(knobs))
     x = _x(xp, call.arg("x", "hidden_states"))
     hidden = x + chunks["gate_msa"] * out("attn")
     return [_modulated(out("norm1"), chunks["shift_msa"], chunks["scale_msa"]), hidden,
@@ -1537,6 +1585,94 @@ def _observed_uvit_block(call: RecordedCall) -> list[np.ndarray]:
     children = _uvit_block_children(call)
     names = (["skip_linear"] if "skip_linear" in children else []) + ["norm1", "norm2"]
     return [_first_array(children[name].kept_inputs) for name in names] + [call.outputs[0]]
+
+
+def _forward_parameters(module: nn.Module) -> list[str]:
+    return list(inspect.signature(module.forward).parameters)
+
+
+def _only_tensor_attributes(module: nn.Module, names: set[str]) -> bool:
+    """Whether the module's direct parameters and buffers are exactly ``names``."""
+    return set(_direct_parameters(module)) | {name for name, _ in module.named_buffers(recurse=False)} == names
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_dit_label_embedder(module: nn.Module) -> bool:
+    """The original DiT's LabelEmbedder (SiT's, DiT-MoE's, Latte's copies): exactly embedding_table, an Embedding of
+    num_classes + 1 rows when dropout_prob > 0 (the last row is the null class of classifier-free guidance), else
+    num_classes rows; no parameter of its own; the attributes num_classes (int) and dropout_prob;
+    forward(labels, train, force_drop_ids)."""
+    if not _has_structure(module, {"embedding_table": nn.Embedding}) or not _only_tensor_attributes(module, set()):
+        return False
+    classes, probability = getattr(module, "num_classes", None), getattr(module, "dropout_prob", None)
+    return isinstance(classes, int) and not isinstance(classes, bool) and _is_number(probability) and \
+        module.embedding_table.num_embeddings == classes + (probability > 0) and \
+        _forward_parameters(module) == ["labels", "train", "force_drop_ids"]
+
+
+def _is_caption_embedder(module: nn.Module) -> bool:
+    """PixArt-alpha's CaptionEmbedder (PixArt-Sigma's, Sana's): exactly y_proj, an Mlp (fc1 Linear(C, D), act, fc2
+    Linear(D, D)), and the null caption y_embedding [tokens, C] (a buffer in the original), nothing else; the
+    attribute uncond_prob; forward(caption, train, force_drop_ids)."""
+    if set(_children_named(module)) != {"y_proj"} or not _only_tensor_attributes(module, {"y_embedding"}):
+        return False
+    projection, null = module.y_proj, module.y_embedding
+    if not _has_structure(projection, {"fc1": nn.Linear, "act": nn.Module, "fc2": nn.Linear}) or \
+            _direct_parameters(projection):
+        return False
+    width = projection.fc1.out_features
+    return null.dim() == 2 and null.shape[1] == projection.fc1.in_features and \
+        (projection.fc2.in_features, projection.fc2.out_features) == (width, width) and \
+        _is_number(getattr(module, "uncond_prob", None)) and \
+        _forward_parameters(module) == ["caption", "train", "force_drop_ids"]
+
+
+def _forced_drops(call: RecordedCall, probability: float, knobs: Mapping[str, Any]) -> np.ndarray | None:
+    """The batch rows a classifier-free-guidance embedder replaces by its null entry: where force_drop_ids equals the
+    ``drop_flag`` knob (1 in the originals); None when no drop is forced. Called with train true and a dropout
+    probability, the rows are drawn by torch.rand: Unsupported (the model's own forward passes self.training, false
+    in the engine's eval-mode run)."""
+    force = call.arg("force_drop_ids")
+    if force is None:
+        if bool(np.any(call.inputs.get("train", False))) and probability > 0:
+            raise Unsupported("called with train=True and a dropout probability: the dropped rows are drawn at random")
+        return None
+    return np.reshape(np.asarray(force), (-1,)) == knobs["drop_flag"]
+
+
+def _eval_dit_label_embedder(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """The original DiT's LabelEmbedder: embedding_table[labels], a dropped row's label replaced by the null class
+    num_classes (+ the ``null_offset`` knob); in eval without force_drop_ids, the table lookup itself."""
+    module = call.module
+    labels = np.asarray(call.arg("labels"), dtype=np.int64)
+    dropped = _forced_drops(call, float(module.dropout_prob), knobs)
+    if dropped is not None:
+        labels = np.where(dropped, module.num_classes + knobs["null_offset"], labels)
+    return [_p(call, xp, "weight", module.embedding_table)[labels]]
+
+
+def _eval_caption_embedder(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+    """PixArt-alpha's CaptionEmbedder given y_proj's output: y_proj's input is the caption [B, 1, T, C] with each
+    dropped row replaced by the null caption y_embedding [T, C]; the output is y_proj's output (nothing after it)."""
+    module = call.module
+    caption = _x(xp, call.arg("caption"))
+    dropped = _forced_drops(call, float(module.uncond_prob), knobs)
+    if dropped is not None:
+        null = _p(call, xp, "y_embedding")
+        if np.shape(caption)[-2:] != np.shape(null) or len(dropped) != np.shape(caption)[0]:
+            raise Unsupported(f"a caption {np.shape(caption)} that the null caption {np.shape(null)} and "
+                              f"{len(dropped)} drop flags do not fit")
+        rows = np.reshape(dropped, (-1,) + (1,) * (np.ndim(caption) - 1))
+        caption = np.where(rows, null, caption)
+    projection = _needed_children(call, ["y_proj"])["y_proj"]
+    return [caption, _x(xp, projection.kept_outputs[0])]
+
+
+def _observed_caption_embedder(call: RecordedCall) -> list[np.ndarray]:
+    return [_first_array(_needed_children(call, ["y_proj"])["y_proj"].kept_inputs), call.outputs[0]]
 
 
 _FLUX_FIELDS = ("shift", "scale", "gate")
@@ -2137,7 +2273,7 @@ def _eval_wan_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     attn1 in = norm1(x)(1 + scale_msa) + shift_msa; h1 = x + gate_msa attn1 (norm2's input); h2 = h1 + attn2 (norm3's
     input); ffn in = norm3(h2)(1 + scale_mlp) + shift_mlp; out = h2 + gate_mlp ffn (Wan's c_* chunks are the *_mlp)."""
     out = _children_out(call, _needed_children(call, _wan_block_names(call)), xp)
-    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb")), knobs["order"])
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb")), _chunk_order(knobs))
     return _modulated_self_cross_mlp(_x(xp, call.arg("hidden_states")), chunks, out("norm1"), out("attn1"),
                                      out("attn2"), out("norm3"), out("ffn"))
 
@@ -2156,7 +2292,7 @@ def _eval_ltx_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     table, temb = _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb"))
     count, width = np.shape(table)
     ada = table[None, None] + np.reshape(temb, (np.shape(temb)[0], np.shape(temb)[1], count, width))
-    chunks = {name: ada[:, :, i] for i, name in enumerate(knobs["order"])}
+    chunks = {name: ada[:, :, i] for i, name in enumerate(_chunk_order(knobs))}
     return _modulated_self_cross_mlp(_x(xp, call.arg("hidden_states")), chunks, out("norm1"), out("attn1"),
                                      out("attn2"), out("norm2"), out("ff"))
 
@@ -2406,7 +2542,7 @@ def _eval_sana_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]
     """SanaTransformerBlock glue: adaLN-single chunks (table + timestep), h1 = x + gate_msa attn1(modulated norm1(x)),
     h2 = h1 + attn2(h1), ff's input = modulated norm2(h2) as an image [B, D, H, W], out = h2 + gate_mlp ff (tokens)."""
     out = _children_out(call, _needed_children(call, _sana_block_names(call)), xp)
-    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("timestep")), knobs["order"])
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("timestep")), _chunk_order(knobs))
     x = _x(xp, call.arg("hidden_states"))
     height, width = int(call.arg("height")), int(call.arg("width"))
     expected = [out("norm1") * (1 + chunks["scale_msa"]) + chunks["shift_msa"]]
@@ -2428,7 +2564,7 @@ def _eval_allegro_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
     norm1(x); h1 = x + gate_msa attn1 (attn2's input); h2 = h1 + attn2 (norm2's input); ff's input modulated
     norm2(h2); out = h2 + gate_mlp ff."""
     out = _children_out(call, _needed_children(call, _sana_block_names(call)), xp)
-    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb")), knobs["order"])
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), _x(xp, call.arg("temb")), _chunk_order(knobs))
     x = _x(xp, call.arg("hidden_states"))
     expected = [out("norm1") * (1 + chunks["scale_msa"]) + chunks["shift_msa"]]
     hidden = x + chunks["gate_msa"] * out("attn1")
@@ -2996,17 +3132,23 @@ def _eval_shape_linear(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
 
 
 _EPS_ATTRIBUTES = ("eps", "variance_epsilon", "epsilon", "norm_eps")
+#: the eps values a norm that states none is tried with (the two the DiT code bases use)
+_EPS_CANDIDATES = (1e-6, 1e-5)
+
+
+def _declared_eps(module: nn.Module) -> float | None:
+    """The eps a module states as an attribute (None when it lives only in its forward, as in Flux's RMSNorm)."""
+    return next((float(getattr(module, a)) for a in _EPS_ATTRIBUTES if _is_number(getattr(module, a, None))), None)
 
 
 def _shape_norm_knobs(call: RecordedCall) -> dict[str, Any]:
-    eps = next((float(getattr(call.module, a)) for a in _EPS_ATTRIBUTES
-                if isinstance(getattr(call.module, a, None), (int, float))), None)
-    return {"kind": "layer", "eps": 1e-6 if eps is None else eps}
+    eps = _declared_eps(call.module)
+    return {"kind": "layer", "eps": _EPS_CANDIDATES[0] if eps is None else eps}
 
 
 def _shape_norm_identities(call: RecordedCall) -> list[dict[str, Any]]:
-    declared = any(isinstance(getattr(call.module, a, None), (int, float)) for a in _EPS_ATTRIBUTES)
-    eps_values = [_shape_norm_knobs(call)["eps"]] if declared else [1e-6, 1e-5]
+    declared = _declared_eps(call.module) is not None
+    eps_values = [_shape_norm_knobs(call)["eps"]] if declared else list(_EPS_CANDIDATES)
     identities = [{"kind": kind, "eps": eps} for kind in ("layer", "rms") for eps in eps_values]
     return identities[1:]
 
@@ -3021,6 +3163,76 @@ def _eval_shape_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]
     if knobs["kind"] == "layer":
         return [layer_norm.generic(xp, x, weight, bias, knobs["eps"])]
     return [C.rms_norm.generic(xp, x, weight, bias, knobs["eps"])]
+
+
+def _rms_eps_estimate(x: np.ndarray, y: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                      weighting_eps: float) -> tuple[float, float, int]:
+    """(eps, smallest mean(x^2), rows used) solved from an RMS norm's rows y = x w / sqrt(mean(x^2) + eps) (+ b).
+
+    Per row, the least-squares factor c = sum((y - b) a) / sum(a^2) of a = x w estimates 1 / sqrt(m + eps), m the
+    row's exact mean(x^2), so 1 / c^2 - m estimates eps; its rounding error grows with m + eps, so the rows are
+    pooled weighted by 1 / (m + weighting_eps)^2: rows whose mean(x^2) is small enough for eps to matter dominate.
+    """
+    width = np.shape(x)[-1]
+    x, y = np.reshape(x, (-1, width)), np.reshape(np.asarray(y, dtype=np.float64), (-1, width))
+    if bias is not None:
+        y = y - bias
+    scaled = x * weight
+    squares = np.sum(scaled * scaled, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.sum(y * scaled, axis=-1) / squares
+    usable = (squares > 0) & np.isfinite(factor) & (factor > 0)
+    if not np.any(usable):
+        return math.nan, math.inf, 0
+    mean_square = np.mean(x * x, axis=-1)[usable]
+    weights = 1 / (mean_square + weighting_eps) ** 2
+    estimates = 1 / factor[usable] ** 2 - mean_square
+    return float(np.sum(weights * estimates) / np.sum(weights)), float(np.min(mean_square)), int(np.sum(usable))
+
+
+def _solved_eps(call: RecordedCall, knobs: Mapping[str, Any], inside_fmt: str) -> tuple[float, float, float, int]:
+    """(eps, its uncertainty, smallest mean(x^2), rows) an RMS norm's recorded call is consistent with.
+
+    The uncertainty is derived as the engine's tolerances are: the same estimator run on the naive reference (the
+    norm under ``knobs`` evaluated in ``inside_fmt``, every summation order and torch's kernels) misses the eps it was
+    evaluated with by at most some amount; twice the worst of those, and at least the effect of 4 ulps of the row
+    factor on the row with the smallest mean(x^2), is the uncertainty of the recorded call's estimate.
+    """
+    params = list(_direct_parameters(call.module))
+    x = np.asarray(_first_input(call), dtype=np.float64)
+    weight = np.asarray(call.param(params[0]), dtype=np.float64)
+    bias = np.asarray(call.param(params[1]), dtype=np.float64) if len(params) > 1 else None
+    estimate = functools.partial(_rms_eps_estimate, x, weight=weight, bias=bias, weighting_eps=knobs["eps"])
+    solved, smallest, rows = estimate(call.outputs[0])
+    naive_miss = 0.0
+    for xp in naive_precisions(inside_fmt):
+        naive, _, _ = estimate(np.asarray(_eval_shape_norm(call, xp, knobs)[0], dtype=np.float64))
+        naive_miss = max(naive_miss, abs(naive - knobs["eps"]))
+    floor = 8 * format_named(inside_fmt).unit_roundoff * (smallest + knobs["eps"])
+    return solved, max(2 * naive_miss, floor), smallest, rows
+
+
+def _shape_norm_remark(call: RecordedCall, knobs: Mapping[str, Any], conforms: Callable[[Mapping[str, Any]], bool],
+                       inside_fmt: str) -> str:
+    """For a norm whose eps lives only in its forward: which candidate eps conform (both: the tolerance cannot tell
+    an eps bug) and, for an RMS norm, the eps its recorded rows are consistent with (see _solved_eps). A note, never
+    a failure: the module states no eps to hold it to."""
+    if _declared_eps(call.module) is not None:
+        return ""
+    passing = [eps for eps in _EPS_CANDIDATES if eps == knobs["eps"] or conforms({"eps": eps})]
+    named = " and ".join(f"{eps:g}" for eps in _EPS_CANDIDATES)
+    note = "eps stated nowhere on the module: " + \
+        (f"both {named} conform" if len(passing) > 1 else f"of {named}, only {passing[0]:g} conforms")
+    if knobs["kind"] != "rms":
+        return note + " (eps is solved for from the rows of an RMS norm only)"
+    solved, uncertainty, smallest, rows = _solved_eps(call, knobs, inside_fmt)
+    if not rows or not math.isfinite(solved):
+        return note + "; eps cannot be solved for from the recorded rows"
+    inside = [eps for eps in _EPS_CANDIDATES if abs(eps - solved) <= uncertainty]
+    verdict = "consistent with " + (" and ".join(f"{e:g}" for e in inside) if len(inside) > 1 else
+                                    f"{inside[0]:g} only" if inside else f"neither {named}")
+    return note + f"; the recorded rows give eps = {solved:.3g} +- {uncertainty:.2g} ({verdict}; {rows} rows at " \
+        f"{inside_fmt}'s rounding, smallest mean(x^2) {smallest:.3g})"
 
 
 def _shape_component(module: nn.Module) -> Component | None:
@@ -3134,7 +3346,8 @@ _REGISTRY: dict[str, Component] = {
         lambda call: {"order": [("shift", "scale")], "eps": _other(float(call.module.norm.eps), (1e-6, 1e-5))}),
     "AdaLayerNormSingle": Component("adaLN-single", _eval_adaln_single, observed=_observed_adaln_single),
     "BasicTransformerBlock": Component("transformer block (adaLN-Zero / adaLN-single glue)", _eval_basic_block,
-                                       _block_knobs, _block_alternatives, observed=_observed_basic_block),
+                                       _block_knobs, _block_alternatives, overlapping=_BLOCK_ORDER_OVERLAPS,
+                                       observed=_observed_basic_block),
     "JointTransformerBlock": Component("dual-stream block glue (SD3)", _eval_dual_stream_block,
                                        observed=_observed_dual_stream_block),
     "FluxTransformerBlock": Component("dual-stream block glue (Flux)", _eval_dual_stream_block,
@@ -3173,7 +3386,8 @@ _REGISTRY: dict[str, Component] = {
                               naive_variants=lambda call: [{"_prescale": False}],
                               observed=_projection_inputs_or_outputs("to_out"), float32_inside=_applies_rope),
     "LTXVideoTransformerBlock": Component("LTX block glue (scale-shift table, gates, residuals)", _eval_ltx_block,
-                                          _block_order_knobs, _block_order_alternatives, observed=_observed_ltx_block),
+                                          _block_order_knobs, _block_order_alternatives,
+                                          overlapping=_BLOCK_ORDER_OVERLAPS, observed=_observed_ltx_block),
     "HunyuanVideoTransformerBlock": Component("dual-stream block glue (HunyuanVideo)", _eval_hunyuan_video_block,
                                               observed=_observed_dual_stream_block),
     "HunyuanVideoSingleTransformerBlock": Component(
@@ -3208,6 +3422,7 @@ _REGISTRY: dict[str, Component] = {
     "AdaLayerNormShift": Component("adaLN shift (HunyuanDiT)", _eval_adaln_shift),
     "AllegroTransformerBlock": Component("Allegro block glue (scale-shift table, gates, residuals)",
                                          _eval_allegro_block, _block_order_knobs, _block_order_alternatives,
+                                         overlapping=_BLOCK_ORDER_OVERLAPS,
                                          observed=_observed_sana_block),
     "MochiTransformerBlock": Component(
         "block glue (Mochi: modulated sandwich norms, tanh gates)", _eval_mochi_block,
@@ -3231,7 +3446,8 @@ _REGISTRY: dict[str, Component] = {
         "token refiner block glue (HunyuanVideo)", _eval_hunyuan_video_refiner_block,
         observed=lambda call: [_first_array(_needed_children(call, ["norm2"])["norm2"].kept_inputs), call.outputs[0]]),
     "WanTransformerBlock": Component("Wan block glue (scale-shift table, gates, residuals)", _eval_wan_block,
-                                     _block_order_knobs, _block_order_alternatives, observed=_observed_wan_block,
+                                     _block_order_knobs, _block_order_alternatives,
+                                     overlapping=_BLOCK_ORDER_OVERLAPS, observed=_observed_wan_block,
                                      float32_inside=lambda call: True),
     "WanRotaryPosEmbed": Component("RoPE tables (Wan, 3-D)", _eval_wan_rope, _wan_rope_knobs, _wan_rope_alternatives,
                                    float32_inside=lambda call: True),  # tables computed, then stored .float()
@@ -3245,7 +3461,8 @@ _REGISTRY: dict[str, Component] = {
     "WanTimeTextImageEmbedding": Component("Wan condition embedder wiring", _eval_wan_condition,
                                            observed=_WAN_CONDITION_OBSERVED),
     "SanaTransformerBlock": Component("Sana block glue (scale-shift table, gates, residuals)", _eval_sana_block,
-                                      _block_order_knobs, _block_order_alternatives, observed=_observed_sana_block),
+                                      _block_order_knobs, _block_order_alternatives,
+                                      overlapping=_BLOCK_ORDER_OVERLAPS, observed=_observed_sana_block),
     "GLUMBConv": Component("GLUMBConv gate", _eval_glumbconv, lambda call: {"gate_first": False},
                            lambda call: {"gate_first": [True]}, observed=_observed_glumbconv),
     "SanaModulatedNorm": Component("modulated norm (Sana)", _eval_sana_modulated_norm,
@@ -3304,7 +3521,7 @@ _REGISTRY: dict[str, Component] = {
     "shape.Linear": Component("linear (by parameter shapes)", _eval_shape_linear, lambda call: {}),
     "shape.Norm": Component("norm (by parameter shapes)", _eval_shape_norm, _shape_norm_knobs,
                             lambda call: {"eps": _other(_shape_norm_knobs(call)["eps"], (1e-6, 1e-5))},
-                            identities=_shape_norm_identities,
+                            identities=_shape_norm_identities, remark=_shape_norm_remark,
                             # an unknown norm may upcast by design (Flux's RMSNorm computes x.float()): in a float64
                             # run, within float32's tolerance is a float32 island, reported, not a mismatch
                             float32_inside=lambda call: True),
@@ -3321,6 +3538,7 @@ _REGISTRY: dict[str, Component] = {
                                       observed=_projection_inputs_or_outputs("linear")),
     "pixart.PixArtBlock": Component("block glue (PixArt-alpha PixArtBlock: adaLN-single chunks, t2i_modulate, gates)",
                                     _eval_pixart_block, _block_order_knobs, _block_order_alternatives,
+                                    overlapping=_BLOCK_ORDER_OVERLAPS,
                                     observed=_observed_pixart_block),
     "pixart.MultiHeadCrossAttention": Component(
         "cross-attention (PixArt-alpha: q_linear, kv_linear, block-diagonal caption mask)", _eval_cross_attention,
@@ -3339,6 +3557,7 @@ _REGISTRY: dict[str, Component] = {
                                 observed=_projection_inputs_or_outputs("linear")),
     "dit.DiTBlock": Component("block glue (original DiT: adaLN-Zero chunks, modulate, gates, residuals)",
                               _eval_dit_block, _block_order_knobs, _block_order_alternatives,
+                              overlapping=_BLOCK_ORDER_OVERLAPS,
                               observed=_observed_dit_block),
     "flux.Modulation": Component("modulation (Flux: lin(silu(vec)) chunked into ModulationOut)", _eval_flux_modulation,
                                  lambda call: {"order": _flux_modulation_order(call)},
@@ -3362,6 +3581,13 @@ _REGISTRY: dict[str, Component] = {
         _eval_flux_single_block_original, _flux_block_knobs, _flux_block_alternatives,
         observed=_observed_flux_single_block_original, naive_variants=lambda call: [{"_prescale": False}],
         float32_inside=lambda call: True),
+    "dit.LabelEmbedder": Component("class embedding (original DiT LabelEmbedder: table lookup, null class num_classes)",
+                                   _eval_dit_label_embedder, lambda call: {"null_offset": 0, "drop_flag": 1},
+                                   lambda call: {"null_offset": [-1], "drop_flag": [0]}),
+    "pixart.CaptionEmbedder": Component(
+        "caption embedder (PixArt-alpha CaptionEmbedder: null caption y_embedding for dropped rows, y_proj)",
+        _eval_caption_embedder, lambda call: {"drop_flag": 1}, lambda call: {"drop_flag": [0]},
+        observed=_observed_caption_embedder),
     "uvit.Block": Component("block glue (U-ViT: long skip [x, skip] -> skip_linear, pre-norm residuals)",
                             _eval_uvit_block, lambda call: {"skip_order": ("x", "skip")},
                             lambda call: {"skip_order": [("skip", "x")]}, observed=_observed_uvit_block),
@@ -3406,7 +3632,8 @@ def _component_for(module: nn.Module) -> Component | None:
                        (_is_dit_block, "dit.DiTBlock"), (_is_flux_modulation, "flux.Modulation"),
                        (_is_flux_qk_norm, "flux.QKNorm"), (_is_flux_embed_nd, "flux.EmbedND"),
                        (_is_flux_double_block, "flux.DoubleStreamBlock"), (_is_flux_single_block, "flux.SingleStreamBlock"),
-                       (_is_uvit_block, "uvit.Block")):
+                       (_is_uvit_block, "uvit.Block"), (_is_dit_label_embedder, "dit.LabelEmbedder"),
+                       (_is_caption_embedder, "pixart.CaptionEmbedder")):
         if not origin.startswith(("torch.", "diffusers.", "timm.")) and is_it(module):
             return _REGISTRY[key]
     if name == "Attention" and not hasattr(module, "processor"):
@@ -3576,10 +3803,23 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
         finding.status, finding.message = "unsupported", str(reason)
         return finding
     finding.error, finding.tolerance = error, tolerance
+
+    def add_remark(verdict_fmt: str) -> None:
+        """The component's note on a passing call, other knob settings judged at the verdict's tolerance."""
+        if spec.remark is None:
+            return
+
+        def conforms(setting: Mapping[str, Any]) -> bool:
+            trial_knobs = {**knobs, **setting}
+            trial = [np.asarray(v, dtype=np.float64) for v in spec.evaluate(call, exact_precision(fmt), trial_knobs)]
+            return _within(_differences(actual, trial), _tolerances(call, spec, trial_knobs, verdict_fmt, trial))
+        finding.message = "; ".join(filter(None, [finding.message, spec.remark(call, knobs, conforms, verdict_fmt)]))
+
     if _within(errors, tolerances):
         finding.status = "precision" if fmt == "float32" and run_fmt == "float64" else "conforms"
         if finding.status == "precision":
             finding.message = "; ".join(filter(None, [finding.message, "returns float32 in a float64 run"]))
+        add_remark(fmt)
         return finding
     diagnosis = tolerances
     within_float32 = False
@@ -3593,6 +3833,7 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
             finding.error, finding.tolerance = _worst(errors, island)
             finding.message = "; ".join(filter(None, [finding.message,
                                                       "computes in float32 inside a float64 run (within float32's tolerance)"]))
+            add_remark("float32")
             return finding
     finding.status = "mismatch"
     if within_float32:
@@ -3611,8 +3852,9 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
     finding.explanations.extend(setting for setting in singles if explains(setting))
     if not finding.explanations:  # two conventions crossed at once (e.g. pairing and theta), tried in pairs
         for first, second in itertools.combinations(singles, 2):
-            if next(iter(first)) != next(iter(second)) and len(finding.explanations) < MAX_PAIRS and \
-                    explains({**first, **second}):
+            knob_pair = {next(iter(first)), next(iter(second))}
+            if len(knob_pair) == 2 and not any(knob_pair <= group for group in spec.overlapping) and \
+                    len(finding.explanations) < MAX_PAIRS and explains({**first, **second}):
                 finding.explanations.append({**first, **second})
     return finding
 

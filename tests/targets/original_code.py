@@ -1,7 +1,8 @@
 """Replicas of patterns in original (non-diffusers) text-to-image DiT code, written here from a reading of the
 public code, not copied: PixArt-alpha's text-conditioned block (adaLN-single with a per-block scale_shift_table,
 t2i_modulate, global WindowAttention, a caption cross-attention over every image flattened into one sequence
-with a block-diagonal mask), its final layer, and Flux's MLPEmbedder, its RMSNorm (weight named ``scale``,
+with a block-diagonal mask), its final layer and caption embedder (a null caption for dropped rows), the original
+DiT's class embedder (a null-class row), and Flux's MLPEmbedder, its RMSNorm (weight named ``scale``,
 eps written into forward, float32 inside) and its LoRA linear (an nn.Linear subclass adding lora_B(lora_A(x))).
 
 Each class takes ``bug`` knobs that plant one subtle fault modelled on a real one (a shift/scale swap, a 1.001
@@ -68,9 +69,12 @@ class MultiHeadCrossAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int):
+    """timm's Mlp: fc1, GELU(tanh), fc2 (hidden 4 dim and output dim unless given)."""
+
+    def __init__(self, dim: int, hidden: int | None = None, out: int | None = None):
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim)
+        hidden, out = hidden or 4 * dim, out or dim
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -79,7 +83,8 @@ class Mlp(nn.Module):
 class PixArtBlock(nn.Module):
     """adaLN-single: (scale_shift_table[None] + t.reshape(B, 6, D)) chunked into shift, scale, gate (msa, mlp)."""
 
-    def __init__(self, dim: int, num_heads: int, swapped: bool = False, gate_factor: float = 1.0, **cross: Any):
+    def __init__(self, dim: int, num_heads: int, swapped: bool = False, gate_factor: float = 1.0,
+                 mlp_swapped: bool = False, **cross: Any):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = WindowAttention(dim, num_heads)
@@ -87,7 +92,8 @@ class PixArtBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
-        self.swapped, self.gate_factor = swapped, gate_factor
+        # mlp_swapped: the shift/scale exchange in the MLP branch's modulate only
+        self.swapped, self.gate_factor, self.mlp_swapped = swapped, gate_factor, mlp_swapped
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: list[int] | None = None) -> torch.Tensor:
         batch = x.shape[0]
@@ -95,7 +101,8 @@ class PixArtBlock(nn.Module):
             self.scale_shift_table[None] + t.reshape(batch, 6, -1)).chunk(6, dim=1)
         x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa, self.swapped))
         x = x + self.cross_attn(x, y, mask)
-        return x + self.gate_factor * gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp, self.swapped))
+        mlp_in = t2i_modulate(self.norm2(x), shift_mlp, scale_mlp, self.swapped or self.mlp_swapped)
+        return x + self.gate_factor * gate_mlp * self.mlp(mlp_in)
 
 
 class T2IFinalLayer(nn.Module):
@@ -109,6 +116,57 @@ class T2IFinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         shift, scale = (self.scale_shift_table[None] + t[:, None]).chunk(2, dim=1)
         return self.linear(t2i_modulate(self.norm_final(x), shift, scale, self.swapped))
+
+
+class CaptionEmbedder(nn.Module):
+    """PixArt-alpha's caption embedder: y_proj (an Mlp C -> D -> D) of the caption [B, 1, T, C]; the rows dropped for
+    classifier-free guidance (force_drop_ids == 1, or at random when training) take the null caption y_embedding
+    [T, C], a buffer. Planted: ``inverted`` drops where force_drop_ids == 0; ``factor`` scales y_proj's input."""
+
+    def __init__(self, in_channels: int, hidden_size: int, uncond_prob: float, token_num: int, inverted: bool = False,
+                 factor: float = 1.0):
+        super().__init__()
+        self.y_proj = Mlp(in_channels, hidden_size, hidden_size)
+        self.register_buffer("y_embedding", torch.randn(token_num, in_channels) / in_channels ** 0.5)
+        self.uncond_prob, self.inverted, self.factor = uncond_prob, inverted, factor
+
+    def token_drop(self, caption: torch.Tensor, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if force_drop_ids is None:
+            drop = torch.rand(caption.shape[0]) < self.uncond_prob
+        else:
+            drop = force_drop_ids == (0 if self.inverted else 1)
+        return torch.where(drop[:, None, None, None], self.y_embedding, caption)
+
+    def forward(self, caption: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if (train and self.uncond_prob > 0) or force_drop_ids is not None:
+            caption = self.token_drop(caption, force_drop_ids)
+        return self.y_proj(caption * self.factor if self.factor != 1.0 else caption)
+
+
+class LabelEmbedder(nn.Module):
+    """The original DiT's class embedder: a table of num_classes rows plus the null class's when dropout_prob > 0,
+    called as (labels, train[, force_drop_ids]); a dropped label becomes num_classes. Planted: ``null_offset`` moves
+    the null label (-1: the last real class, off by one); ``factor`` scales the embedding."""
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float, null_offset: int = 0,
+                 factor: float = 1.0):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + (dropout_prob > 0), hidden_size)
+        self.num_classes, self.dropout_prob = num_classes, dropout_prob
+        self.null_offset, self.factor = null_offset, factor
+
+    def token_drop(self, labels: torch.Tensor, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if force_drop_ids is None:
+            drop = torch.rand(labels.shape[0]) < self.dropout_prob
+        else:
+            drop = force_drop_ids == 1
+        return torch.where(drop, self.num_classes + self.null_offset, labels)
+
+    def forward(self, labels: torch.Tensor, train: bool, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
+            labels = self.token_drop(labels, force_drop_ids)
+        embedded = self.embedding_table(labels)
+        return embedded * self.factor if self.factor != 1.0 else embedded
 
 
 class MLPEmbedder(nn.Module):
@@ -125,15 +183,17 @@ class MLPEmbedder(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """Flux's RMSNorm: weight named ``scale``, eps 1e-6 written into forward, computed in float32 (x.float())."""
+    """Flux's RMSNorm: weight named ``scale``, eps 1e-6 written into forward, computed in float32 (x.float()).
+    Planted: ``factor`` scales rrms; ``eps_1e5`` writes 1e-5 into forward instead."""
 
-    def __init__(self, dim: int, factor: float = 1.0):
+    def __init__(self, dim: int, factor: float = 1.0, eps_1e5: bool = False):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(dim))
-        self.factor = factor
+        self.factor, self.eps_1e5 = factor, eps_1e5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rrms = torch.rsqrt(torch.mean(x.float() ** 2, dim=-1, keepdim=True) + 1e-6) * self.factor
+        eps = 1e-5 if self.eps_1e5 else 1e-6
+        rrms = torch.rsqrt(torch.mean(x.float() ** 2, dim=-1, keepdim=True) + eps) * self.factor
         return (x.float() * rrms).to(x.dtype) * self.scale
 
 
@@ -171,23 +231,24 @@ class TextToImage(nn.Module):
         super().__init__()
         bug = dict(bug or {})
         final_swapped, embedder_gelu = bug.pop("final_swapped", False), bug.pop("inline_gelu", False)
+        caption_bug = {"inverted": bug.pop("caption_inverted", False), "factor": bug.pop("caption_factor", 1.0)}
         self.x_embedder = nn.Linear(CHANNELS * PATCH * PATCH, HIDDEN)
         self.t_embedder = TimestepEmbedder(HIDDEN)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(HIDDEN, 6 * HIDDEN))
-        self.y_embedder = nn.Linear(CAPTION_WIDTH, HIDDEN)
+        self.y_embedder = CaptionEmbedder(CAPTION_WIDTH, HIDDEN, 0.1, CAPTION_TOKENS, **caption_bug)
         self.pooled_embedder = MLPEmbedder(CAPTION_WIDTH, HIDDEN, inline_gelu=embedder_gelu)
         self.blocks = nn.ModuleList([PixArtBlock(HIDDEN, HEADS, **(bug if i == DEPTH - 1 else {})) for i in range(DEPTH)])
         self.final_layer = T2IFinalLayer(HIDDEN, PATCH * PATCH * CHANNELS, swapped=final_swapped)
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, caption: torch.Tensor,
-                lengths: list[int] | None = None) -> torch.Tensor:
+                lengths: list[int] | None = None, drop: torch.Tensor | None = None) -> torch.Tensor:
         batch = x.shape[0]
         side = x.shape[-1] // PATCH
         tokens = x.reshape(batch, CHANNELS, side, PATCH, side, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(batch, side * side, -1)
         h = self.x_embedder(tokens)
         t = self.t_embedder(timestep) + self.pooled_embedder(caption.mean(dim=1))
         t0 = self.t_block(t)
-        y = self.y_embedder(caption)
+        y = self.y_embedder(caption[:, None], self.training, drop).squeeze(1)  # [B, 1, T, C] as in the original
         if lengths is None:
             y = y.reshape(1, -1, HIDDEN)
         else:
@@ -199,11 +260,12 @@ class TextToImage(nn.Module):
 
 def tiny_text_to_image(seed: int = 0, dtype: torch.dtype = torch.float32, scale: float = 0.1,
                        **bug: Any) -> tuple[nn.Module, tuple[Any, ...]]:
-    """The model with weights N(0, scale^2) and inputs (latents, timesteps, captions, caption lengths [5, 3])."""
+    """The model with weights (and the null caption) N(0, scale^2) and inputs (latents, timesteps, captions, caption
+    lengths [5, 3])."""
     model = TextToImage(bug)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.parameters():
+        for parameter in [*model.parameters(), *model.buffers()]:
             parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * scale)
     model = model.to(dtype).eval()
     inputs = (torch.randn(2, CHANNELS, SIDE, SIDE, generator=generator, dtype=torch.float64).to(dtype),
