@@ -197,10 +197,12 @@ def test_learn_sigma_override_contradicting_the_shapes_is_refused() -> None:
 def test_head_count_stated_nowhere_and_not_reproduced_is_an_ambiguity_with_options() -> None:
     """No attribute states the head count and a planted scale bug makes every divisor miss the recorded attention:
     recognition says so, lists the best options, and --heads settles it (then the bug is found)."""
-    model = forks.OriginalStyleDiT(head_attr=None, scale_power=-1.0)
+    with torch.random.fork_rng():  # recognition probes the model's own weights: which divisors rank best depends on
+        torch.manual_seed(0)       # them (with seed 1, 4 heads rank third of the four listed; unseeded, this was flaky)
+        model = forks.OriginalStyleDiT(head_attr=None, scale_power=-1.0)
     report = dit(model, examples=1)
     assert not report.loaded and report.exit_code == 2
-    assert "pass heads= / --heads N" in str(report) and "4 (error" in str(report)
+    assert "pass heads= / --heads N" in str(report) and "(best: 4 (error" in str(report)
     settled = dit(forks.OriginalStyleDiT(head_attr=None, scale_power=-1.0), heads=4, examples=1, diagnose=False)
     assert settled.loaded and not settled.ok and settled.first_divergence == "blocks.0.attn"
 
