@@ -3283,6 +3283,20 @@ def _adaln_alternatives(suffixes: Sequence[str], default: tuple[str, ...]) -> Ca
 
 
 _MLP_SUFFIXES = ("msa", "mlp")
+def _shift_scale_final_layer(description: str, evaluate: Evaluate) -> Component:
+    """A final layer modulating with (shift, scale) chunks before its ``linear`` (the original DiT's, PixArt's)."""
+    return Component(description, evaluate, lambda call: {"order": ("shift", "scale")}, _t2i_final_order,
+                     observed=_projection_inputs_or_outputs("linear"))
+
+
+def _six_chunk_block(description: str, evaluate: Evaluate, observed: Callable[[RecordedCall], list[np.ndarray]]
+                     ) -> Component:
+    """A block whose six modulation chunks (shift, scale, gate per branch) may be read in another order, in one
+    branch or both (the original DiT's, PixArt's)."""
+    return Component(description, evaluate, _block_order_knobs, _block_order_alternatives,
+                     overlapping=_BLOCK_ORDER_OVERLAPS, observed=observed)
+
+
 _REGISTRY: dict[str, Component] = {
     # plain torch.nn
     "Linear": Component("linear", _eval_linear, apriori=_linear_apriori),
@@ -3533,13 +3547,10 @@ _REGISTRY: dict[str, Component] = {
                       "time_scale": _other(_dit_timestep_knobs(call)["time_scale"], (1.0, 1000.0))},
         # the original DiT (and Z-Image's copy) builds its frequencies with dtype=torch.float32: a float32 island
         float32_inside=lambda call: True),
-    "pixart.T2IFinalLayer": Component("final layer (PixArt-alpha T2IFinalLayer: t2i_modulate)", _eval_t2i_final_layer,
-                                      lambda call: {"order": ("shift", "scale")}, _t2i_final_order,
-                                      observed=_projection_inputs_or_outputs("linear")),
-    "pixart.PixArtBlock": Component("block glue (PixArt-alpha PixArtBlock: adaLN-single chunks, t2i_modulate, gates)",
-                                    _eval_pixart_block, _block_order_knobs, _block_order_alternatives,
-                                    overlapping=_BLOCK_ORDER_OVERLAPS,
-                                    observed=_observed_pixart_block),
+    "pixart.T2IFinalLayer": _shift_scale_final_layer("final layer (PixArt-alpha T2IFinalLayer: t2i_modulate)",
+                                                     _eval_t2i_final_layer),
+    "pixart.PixArtBlock": _six_chunk_block("block glue (PixArt-alpha PixArtBlock: adaLN-single chunks, t2i_modulate, "
+                                           "gates)", _eval_pixart_block, _observed_pixart_block),
     "pixart.MultiHeadCrossAttention": Component(
         "cross-attention (PixArt-alpha: q_linear, kv_linear, block-diagonal caption mask)", _eval_cross_attention,
         lambda call: {"scale": "1/sqrt(head_dim)", "kv_order": ("k", "v")},
@@ -3552,13 +3563,10 @@ _REGISTRY: dict[str, Component] = {
                                                                    ("silu", *_GELU_NAMES)),
                                               "gate_order": [("up_proj", "gate_proj")]},
                                 observed=_projection_inputs_or_outputs("down_proj")),
-    "dit.FinalLayer": Component("final layer (original DiT: adaLN_modulation chunks, modulate)", _eval_dit_final_layer,
-                                lambda call: {"order": ("shift", "scale")}, _t2i_final_order,
-                                observed=_projection_inputs_or_outputs("linear")),
-    "dit.DiTBlock": Component("block glue (original DiT: adaLN-Zero chunks, modulate, gates, residuals)",
-                              _eval_dit_block, _block_order_knobs, _block_order_alternatives,
-                              overlapping=_BLOCK_ORDER_OVERLAPS,
-                              observed=_observed_dit_block),
+    "dit.FinalLayer": _shift_scale_final_layer("final layer (original DiT: adaLN_modulation chunks, modulate)",
+                                               _eval_dit_final_layer),
+    "dit.DiTBlock": _six_chunk_block("block glue (original DiT: adaLN-Zero chunks, modulate, gates, residuals)",
+                                     _eval_dit_block, _observed_dit_block),
     "flux.Modulation": Component("modulation (Flux: lin(silu(vec)) chunked into ModulationOut)", _eval_flux_modulation,
                                  lambda call: {"order": _flux_modulation_order(call)},
                                  lambda call: {"order": [o for o in _triple_orders(tuple(
