@@ -71,7 +71,8 @@ def _common(parser: argparse.ArgumentParser, examples: int) -> None:
     add_seed_option(parser, "the examples")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH ('-': stdout)")
     parser.add_argument("--save-failures", metavar="DIR",
-                        help="write each failing case to DIR as .npz plus a .py snippet that re-runs it")
+                        help="write each failing case to DIR as a .py snippet that re-runs it, plus a .npz of its "
+                             "inputs and weights where the run keeps them")
     parser.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"one call of the target longer than this fails; for a diffusers transformer class and on "
                              f"the block-by-block path (--stream), one running this long without a submodule call "
