@@ -187,3 +187,21 @@ def test_a_failing_component_run_saves_a_script_that_repeats_it(tmp_path: Path) 
     [script] = report.save_failures(tmp_path / "saved")
     rerun = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
     assert rerun.returncode == 0 and f"first divergence: {report.first_divergence}" in rerun.stdout, rerun.stdout
+
+
+def test_an_eps_stated_as_variance_epsilon_is_the_norms_eps() -> None:
+    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
+    clean = dit(nr.Decoupled(), inputs=nr.decoupled_inputs, examples=1)
+    assert clean.ok, str(clean)
+    wrong = dit(nr.Decoupled({"forward_eps": 1e-5}), inputs=nr.decoupled_inputs, examples=1)
+    assert not wrong.ok and wrong.first_divergence.startswith("blocks.0.norm1 (VarianceEpsilonRMSNorm)"), str(wrong)
+    assert "eps=1e-05" in str(wrong)
+
+
+def test_a_timestep_period_stated_as_the_default_of_timestep_embedding_is_the_embedders_period() -> None:
+    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
+    clean = dit(nr.Decoupled(), inputs=nr.decoupled_inputs, examples=1)
+    assert clean.ok, str(clean)
+    wrong = dit(nr.Decoupled({"called_period": 10000}), inputs=nr.decoupled_inputs, examples=1)
+    assert not wrong.ok and wrong.first_divergence.startswith("t_embedder (ShortPeriodTimestepEmbedder)"), \
+        str(wrong)

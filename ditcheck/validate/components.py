@@ -447,10 +447,11 @@ def _eval_layer_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]
 
 
 def _norm_eps(module: nn.Module, dtype: torch.dtype | None) -> float:
-    eps = getattr(module, "eps", None)
+    """The eps a norm states (``eps``, or LLaMA's ``variance_epsilon`` and the other spellings of _declared_eps)."""
+    eps = _declared_eps(module)
     if eps is None:  # torch.nn.RMSNorm(eps=None): finfo(input dtype).eps
         return float(torch.finfo(dtype or torch.float32).eps)
-    return float(eps)
+    return eps
 
 
 def _eval_rms_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -613,13 +614,28 @@ def _two_linear_knobs(act: str) -> Callable[[RecordedCall], dict[str, Any]]:
     return lambda call: {"activation": _activation_name(getattr(call.module, act))}
 
 
+def _stated_max_period(module: nn.Module) -> float:
+    """The period a DiT-style timestep embedder states: its ``max_period`` attribute, else the default of its
+    ``timestep_embedding(t, dim, max_period=...)`` method (10000 in the original DiT, 10 in DDT's, whose timesteps
+    lie in [0, 1]), else the original's 10000."""
+    if _is_number(getattr(module, "max_period", None)):
+        return float(module.max_period)
+    method = getattr(module, "timestep_embedding", None)
+    try:
+        default = inspect.signature(method).parameters["max_period"].default if callable(method) else None
+    except (KeyError, TypeError, ValueError):  # no such parameter, or a builtin without a signature
+        default = None
+    return float(default) if _is_number(default) else 10000.0
+
+
 def _dit_timestep_knobs(call: RecordedCall) -> dict[str, Any]:
-    """The original DiT TimestepEmbedder's conventions ([cos, sin], shift 0, period 10000), or the module's own attributes."""
+    """The original DiT TimestepEmbedder's conventions ([cos, sin], shift 0, period 10000), or the module's own
+    attributes (the period also from its timestep_embedding method's default)."""
     module = call.module
     return {"flip_sin_to_cos": bool(getattr(module, "flip_sin_to_cos", True)),
             "downscale_freq_shift": float(getattr(module, "downscale_freq_shift", 0.0)),
             "time_scale": float(getattr(module, "time_scale", 1.0)),
-            "max_period": float(getattr(module, "max_period", 10000.0))}
+            "max_period": _stated_max_period(module)}
 
 
 def _dit_frequency_dim(module: nn.Module) -> int:
@@ -1468,15 +1484,28 @@ def _is_gated_mlp(module: nn.Module) -> bool:
         module.down_proj.in_features == module.up_proj.out_features
 
 
-def _eval_gated_mlp(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
-    """down_proj(act_fn(gate_proj(x)) up_proj(x)), compared at down_proj's input when it ran as a child; DiT-MoE's
-    pretraining_tp > 1 computes the three projections with F.linear on weight slices instead (no child call): the
-    whole MLP is then recomputed from the weights (its slice sums one more summation order within tolerance)."""
-    module = call.module
-    x = _x(xp, _first_input(call))
-    projected = {name: _linear(call, xp, getattr(module, name), x) for name in ("gate_proj", "up_proj")}
-    gate, up = (projected[name] for name in knobs["gate_order"])
-    return [_projected(call, xp, module.down_proj, C.activation.generic(xp, gate, knobs["activation"]) * up)]
+def _is_swiglu_feed_forward(module: nn.Module) -> bool:
+    """LLaMA's FeedForward as DDT and Lumina-Next write it, w2(silu(w1(x)) w3(x)): exactly the Linear children w1,
+    w3 (one shape [H, D]) and w2 [D, H], no parameter of its own, forward(x)."""
+    if not _has_structure(module, {"w1": nn.Linear, "w2": nn.Linear, "w3": nn.Linear}) or \
+            _forward_parameters(module) != ["x"]:
+        return False
+    return module.w1.weight.shape == module.w3.weight.shape and \
+        tuple(module.w2.weight.shape) == tuple(reversed(module.w1.weight.shape))
+
+
+def _eval_gated(gate_name: str, up_name: str, down_name: str) -> Evaluate:
+    """down(act(gate(x)) up(x)), compared at down's input when it ran as a child; DiT-MoE's pretraining_tp > 1
+    computes the three projections with F.linear on weight slices instead (no child call): the whole MLP is then
+    recomputed from the weights (its slice sums one more summation order within tolerance)."""
+    def evaluate(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
+        module = call.module
+        x = _x(xp, _first_input(call))
+        projected = {name: _linear(call, xp, getattr(module, name), x) for name in (gate_name, up_name)}
+        gate, up = (projected[name] for name in knobs["gate_order"])
+        return [_projected(call, xp, getattr(module, down_name),
+                           C.activation.generic(xp, gate, knobs["activation"]) * up)]
+    return evaluate
 
 
 def _is_adaln_projection(module: nn.Module | None, chunks: int) -> bool:
@@ -3556,13 +3585,19 @@ _REGISTRY: dict[str, Component] = {
         lambda call: {"scale": "1/sqrt(head_dim)", "kv_order": ("k", "v")},
         lambda call: {"scale": ["1/head_dim", "1"], "kv_order": [("v", "k")]},
         observed=_projection_inputs_or_outputs("proj"), naive_variants=lambda call: [{"_prescale": False}]),
-    "llama.GatedMLP": Component("gated MLP (gate_proj, up_proj, down_proj, act_fn)", _eval_gated_mlp,
+    "llama.GatedMLP": Component("gated MLP (gate_proj, up_proj, down_proj, act_fn)",
+                                _eval_gated("gate_proj", "up_proj", "down_proj"),
                                 lambda call: {"activation": _activation_name(call.module.act_fn),
                                               "gate_order": ("gate_proj", "up_proj")},
                                 lambda call: {"activation": _other(_activation_name(call.module.act_fn),
                                                                    ("silu", *_GELU_NAMES)),
                                               "gate_order": [("up_proj", "gate_proj")]},
                                 observed=_projection_inputs_or_outputs("down_proj")),
+    "llama.FeedForward": Component("SwiGLU feed-forward (LLaMA's w2(silu(w1 x) w3 x): DDT, Lumina-Next)",
+                                   _eval_gated("w1", "w3", "w2"),
+                                   lambda call: {"activation": "silu", "gate_order": ("w1", "w3")},
+                                   lambda call: {"activation": ["identity", *_GELU_NAMES], "gate_order": [("w3", "w1")]},
+                                   observed=_projection_inputs_or_outputs("w2")),
     "dit.FinalLayer": _shift_scale_final_layer("final layer (original DiT: adaLN_modulation chunks, modulate)",
                                                _eval_dit_final_layer),
     "dit.DiTBlock": _six_chunk_block("block glue (original DiT: adaLN-Zero chunks, modulate, gates, residuals)",
@@ -3636,7 +3671,8 @@ def _component_for(module: nn.Module) -> Component | None:
         return _REGISTRY["dit.TimestepEmbedder"]
     for is_it, key in ((_is_t2i_final_layer, "pixart.T2IFinalLayer"), (_is_pixart_block, "pixart.PixArtBlock"),
                        (_is_cross_attention, "pixart.MultiHeadCrossAttention"), (_is_mlp_embedder, "flux.MLPEmbedder"),
-                       (_is_gated_mlp, "llama.GatedMLP"), (_is_dit_final_layer, "dit.FinalLayer"),
+                       (_is_gated_mlp, "llama.GatedMLP"), (_is_swiglu_feed_forward, "llama.FeedForward"),
+                       (_is_dit_final_layer, "dit.FinalLayer"),
                        (_is_dit_block, "dit.DiTBlock"), (_is_flux_modulation, "flux.Modulation"),
                        (_is_flux_qk_norm, "flux.QKNorm"), (_is_flux_embed_nd, "flux.EmbedND"),
                        (_is_flux_double_block, "flux.DoubleStreamBlock"), (_is_flux_single_block, "flux.SingleStreamBlock"),
@@ -3659,7 +3695,9 @@ def _component_for(module: nn.Module) -> Component | None:
 
 #: what the evaluation of a registered class reads from the module: a fork's class of the same name without these
 #: (Flux's own RMSNorm keeps its weight as ``scale`` and hard-codes eps) is not taken for it
-_NAMESAKE_ATTRIBUTES = {"RMSNorm": ("weight",), "LayerNorm": ("normalized_shape", "eps", "weight")}
+_NAMESAKE_ATTRIBUTES = {"RMSNorm": ("weight",), "LayerNorm": ("normalized_shape", "eps", "weight"),
+                        # diffusers' FeedForward is a ``net`` list; DDT's / LLaMA's FeedForward (w1, w2, w3) is not it
+                        "FeedForward": ("net",)}
 
 
 def _unlike_namesake(module: nn.Module, name: str) -> bool:
@@ -3667,6 +3705,8 @@ def _unlike_namesake(module: nn.Module, name: str) -> bool:
     attribute that class's evaluation reads (it is then recognised by parameter shapes, if at all)."""
     if type(module).__module__.startswith(("torch.", "diffusers.", "timm.")):
         return False
+    if name == "RMSNorm" and _declared_eps(module) is None:
+        return True  # eps only in its forward: the shape path tries the candidates and says which conform
     return any(not hasattr(module, attribute) for attribute in _NAMESAKE_ATTRIBUTES.get(name, ()))
 
 

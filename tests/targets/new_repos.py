@@ -1,0 +1,134 @@
+"""Replicas of patterns met in DiT code bases checked with ``validate dit --inputs`` on 2026-12-07, written here from
+a reading of the public code, not copied:
+
+- a decoupled (DDT-style) class-conditional model: a LLaMA RMSNorm stating its eps as ``variance_epsilon`` and
+  computing in float32, a timestep embedder whose period is the default of its ``timestep_embedding(t, dim,
+  max_period=10)`` method (timesteps in [0, 1]), LLaMA's SwiGLU FeedForward ``w2(silu(w1 x) w3 x)`` (children w1, w2,
+  w3), and blocks whose glue (a 6-chunk adaLN without SiLU, fold / unfold patches) the engine does not model.
+
+Each class takes ``bug`` knobs that plant one subtle fault (an eps written into forward that contradicts the stated
+one, the timestep period changed in the call, the SwiGLU gate and up projections swapped).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HIDDEN, HEADS, DEPTH, PATCH, CHANNELS, SIDE, CLASSES = 32, 2, 2, 2, 4, 8, 5
+
+
+class VarianceEpsilonRMSNorm(nn.Module):
+    """LLaMA's RMSNorm: eps stated as ``variance_epsilon``, mean(x^2) in float32. Planted: ``forward_eps``
+    (not None) is the eps the forward really uses."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, forward_eps: float | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.variance_epsilon = eps
+        self.forward_eps = forward_eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        eps = self.variance_epsilon if self.forward_eps is None else self.forward_eps
+        x = hidden_states.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return self.weight * x.to(hidden_states.dtype)
+
+
+class ShortPeriodTimestepEmbedder(nn.Module):
+    """A DiT timestep embedder ([cos, sin], Linear-SiLU-Linear) whose period 10 is only the default of its
+    ``timestep_embedding`` method. Planted: ``called_period`` (not None) is passed in the call instead."""
+
+    def __init__(self, dim: int, frequency_embedding_size: int = 64, called_period: float | None = None):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.frequency_embedding_size = frequency_embedding_size
+        self.called_period = called_period
+
+    @staticmethod
+    def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10) -> torch.Tensor:
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=t.dtype) / half)
+        args = t[:, None] * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        if self.called_period is None:
+            features = self.timestep_embedding(t, self.frequency_embedding_size)
+        else:
+            features = self.timestep_embedding(t, self.frequency_embedding_size, self.called_period)
+        return self.mlp(features)
+
+
+class FeedForward(nn.Module):
+    """LLaMA's FeedForward: w2(silu(w1 x) w3 x), no bias. Planted: ``gate_swapped`` gates with w3 instead of w1;
+    ``extra_child`` adds a child (a near miss of the structure: not recognised)."""
+
+    def __init__(self, dim: int, hidden: int, gate_swapped: bool = False, extra_child: bool = False):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        if extra_child:
+            self.norm = nn.LayerNorm(hidden)
+        self.gate_swapped = gate_swapped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = (self.w3(x), self.w1(x)) if self.gate_swapped else (self.w1(x), self.w3(x))
+        hidden = F.silu(gate) * up
+        return self.w2(self.norm(hidden) if hasattr(self, "norm") else hidden)
+
+
+class DecoupledBlock(nn.Module):
+    """A pre-norm adaLN block with RMSNorms, an attention written inline and the SwiGLU MLP (unmodelled glue)."""
+
+    def __init__(self, bug: dict[str, Any]):
+        super().__init__()
+        self.norm1 = VarianceEpsilonRMSNorm(HIDDEN, forward_eps=bug.get("forward_eps"))
+        self.qkv, self.proj = nn.Linear(HIDDEN, 3 * HIDDEN), nn.Linear(HIDDEN, HIDDEN)
+        self.norm2 = VarianceEpsilonRMSNorm(HIDDEN)
+        self.mlp = FeedForward(HIDDEN, 2 * HIDDEN, gate_swapped=bug.get("gate_swapped", False),
+                                     extra_child=bug.get("extra_child", False))
+        self.adaLN_modulation = nn.Sequential(nn.Linear(HIDDEN, 6 * HIDDEN))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
+        b, n, d = x.shape
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(h).reshape(b, n, 3, HEADS, d // HEADS).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + gate1 * self.proj(attended)
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+class Decoupled(nn.Module):
+    """A tiny DDT-style class-conditional model (latents 4 x 8 x 8, patch 2, hidden 32, depth 2)."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        bug = bug or {}
+        self.x_embedder = nn.Linear(CHANNELS * PATCH * PATCH, HIDDEN)
+        self.t_embedder = ShortPeriodTimestepEmbedder(HIDDEN, called_period=bug.get("called_period"))
+        self.y_embedder = nn.Embedding(CLASSES + 1, HIDDEN)
+        self.blocks = nn.ModuleList(DecoupledBlock(bug) for _ in range(DEPTH))
+        self.final = nn.Linear(HIDDEN, CHANNELS * PATCH * PATCH)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        tokens = F.unfold(x, kernel_size=PATCH, stride=PATCH).transpose(1, 2)
+        c = F.silu(self.t_embedder(t) + self.y_embedder(y))[:, None]
+        h = self.x_embedder(tokens)
+        for block in self.blocks:
+            h = block(h, c)
+        return F.fold(self.final(h).transpose(1, 2), (height, width), kernel_size=PATCH, stride=PATCH)
+
+
+def decoupled_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latents, flow-matching timesteps in [0, 1], class labels."""
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(2, CHANNELS, SIDE, SIDE, generator=generator), torch.rand(2, generator=generator),
+            torch.randint(0, CLASSES, (2,), generator=generator))
