@@ -3326,18 +3326,38 @@ def _six_chunk_block(description: str, evaluate: Evaluate, observed: Callable[[R
                      overlapping=_BLOCK_ORDER_OVERLAPS, observed=observed)
 
 
+def _forward_upcasts(call: RecordedCall) -> bool:
+    """Whether a subclass of a torch leaf overrides its forward with one that says it computes in float32
+    (``.float()`` or ``float32`` in its source: HunyuanDiT's FP32_Layernorm and FP32_SiLU): such a call in a float64
+    run is a float32 island by design, as diffusers' FP32LayerNorm / FP32SiLU are."""
+    cls = type(call.module)
+    if cls.__module__.startswith(("torch.", "diffusers.", "timm.")):
+        return False
+    base = next((b for b in cls.__mro__[1:] if b.__module__.startswith("torch.nn.") and "forward" in vars(b)), None)
+    if base is None or cls.forward is base.forward:
+        return False
+    try:
+        source = inspect.getsource(cls.forward)
+    except (OSError, TypeError):  # no source (a class built at run time): not known to upcast
+        return False
+    return ".float()" in source or "float32" in source
+
+
 _REGISTRY: dict[str, Component] = {
     # plain torch.nn
     "Linear": Component("linear", _eval_linear, apriori=_linear_apriori),
-    "LayerNorm": Component("layer norm", _eval_layer_norm, _ln_knobs, _ln_alternatives),
+    "LayerNorm": Component("layer norm", _eval_layer_norm, _ln_knobs, _ln_alternatives,
+                           float32_inside=_forward_upcasts),
     "FP32LayerNorm": Component("layer norm (float32)", _eval_layer_norm, _ln_knobs, _ln_alternatives,
                                float32_inside=lambda call: True),
     "RMSNorm": Component("RMS norm", _eval_rms_norm, _rms_knobs, _rms_alternatives,
                          float32_inside=lambda call: type(call.module).__module__.startswith("diffusers")),
     "GELU": Component("activation", _eval_activation,
                       lambda call: {"activation": _activation_name(call.module)},
-                      lambda call: {"activation": _other(_activation_name(call.module), _GELU_NAMES)}),
-    "SiLU": Component("activation", _eval_activation, lambda call: {"activation": "silu"}),
+                      lambda call: {"activation": _other(_activation_name(call.module), _GELU_NAMES)},
+                      float32_inside=_forward_upcasts),
+    "SiLU": Component("activation", _eval_activation, lambda call: {"activation": "silu"},
+                      float32_inside=_forward_upcasts),
     "FP32SiLU": Component("activation (float32)", _eval_activation, lambda call: {"activation": "silu"},
                           float32_inside=lambda call: True),
     "ReLU": Component("activation", _eval_activation, lambda call: {"activation": "relu"}),

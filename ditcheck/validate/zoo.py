@@ -50,7 +50,7 @@ from ditcheck.loader import build, load
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
 from .call_inputs import inputs_function
-from .components import _size_conditioned, check_components
+from .components import _float_tensors, _size_conditioned, check_components
 from .dit_reproducer import rerun_reproducer
 from .report import Check, Report
 from .zoo_reference import CHECK_PREFIX, WHOLE_MODEL_REFERENCES, add_whole_model_example, model_output
@@ -1206,7 +1206,7 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
                 returned += 1
                 out = model_output(outputs[0])
                 if user_inputs is not None:  # the user's inputs: no expected shape is known, the output must be finite
-                    problem = _output_problem(out, None)
+                    problem = _any_output_problem(outputs[0])
                     output_problems.extend([f"example {index}: {problem}"] if problem else [])
                     continue
                 latents = kwargs.get("hidden_states", kwargs.get("x"))
@@ -1264,6 +1264,15 @@ def _output_problem(out: Any, expected: tuple[int, ...] | None) -> str:
     if not bool(torch.isfinite(out).all()):
         return f"{int((~torch.isfinite(out)).sum())} non-finite values"
     return ""
+
+
+def _any_output_problem(out: Any) -> str:
+    """What is wrong with the output of a model called with the user's inputs, whose form no convention fixes (a
+    tensor, HunyuanDiT's {"x": x}, DDT's (x, s), an output object): no floating tensor in it, or a non-finite one."""
+    tensors = _float_tensors(out)
+    if not tensors:
+        return f"returned a {type(out).__name__} holding no floating tensor"
+    return "; ".join(problem for problem in (_output_problem(t, None) for t in tensors) if problem)
 
 
 def _fill_report(report: Report, summaries: Mapping[str, _ClassSummary], failing: Mapping[str, Any], first_failure: Any,

@@ -132,3 +132,46 @@ def decoupled_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(2, CHANNELS, SIDE, SIDE, generator=generator), torch.rand(2, generator=generator),
             torch.randint(0, CLASSES, (2,), generator=generator))
+
+
+class Float32LayerNorm(nn.LayerNorm):
+    """HunyuanDiT's FP32_Layernorm pattern: an nn.LayerNorm subclass whose forward upcasts to float32. Planted:
+    ``forward_eps`` (not None) is the eps its forward really uses."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, forward_eps: float | None = None):
+        super().__init__(dim, eps=eps)
+        self.forward_eps = forward_eps
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        eps = self.eps if self.forward_eps is None else self.forward_eps
+        return F.layer_norm(inputs.float(), self.normalized_shape, self.weight.float(), self.bias.float(),
+                            eps).to(inputs.dtype)
+
+
+class Float32SiLU(nn.SiLU):
+    """HunyuanDiT's FP32_SiLU pattern: SiLU computed in float32 and cast back."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return F.silu(inputs.float()).to(inputs.dtype)
+
+
+class DictOutput(nn.Module):
+    """A text-conditioned model returning ``{"x": out}`` (HunyuanDiT's return_dict=True), with float32-upcasting
+    LayerNorm and SiLU subclasses. Planted: ``forward_eps`` in its norm, ``infinite`` output values."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        bug = bug or {}
+        self.modulation = nn.Sequential(Float32SiLU(), nn.Linear(HIDDEN, HIDDEN))
+        self.norm = Float32LayerNorm(HIDDEN, forward_eps=bug.get("forward_eps"))
+        self.proj = nn.Linear(HIDDEN, HIDDEN)
+        self.infinite = bug.get("infinite", False)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.proj(self.norm(x) + self.modulation(c)[:, None])
+        return {"x": out * math.inf if self.infinite else out}
+
+
+def dict_output_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 6, HIDDEN, generator=generator), torch.randn(2, HIDDEN, generator=generator)
