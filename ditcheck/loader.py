@@ -56,6 +56,43 @@ def _is_path(name: str) -> bool:
     return name.endswith(".py") or "/" in name or "\\" in name
 
 
+#: the folders of the .py files loaded so far (each put on sys.path for its sibling imports)
+_LOADED_FOLDERS: list[Path] = []
+
+
+def _location(module: ModuleType) -> Path | None:
+    """Where a module was imported from: its file, or a namespace package's first folder (None: built in)."""
+    file = getattr(module, "__file__", None)
+    if file:
+        return Path(file).resolve()
+    paths = list(getattr(module, "__path__", []) or [])
+    return Path(paths[0]).resolve() if paths else None
+
+
+def _own_location(folder: Path, top: str) -> Path | None:
+    """Where ``import top`` from a file in ``folder`` finds its sibling (None: not in ``folder``)."""
+    for candidate in (folder / f"{top}.py", folder / top / "__init__.py", folder / top):
+        if candidate.exists():
+            return candidate.resolve()
+    return None
+
+
+def _shadowing_siblings(folder: Path) -> dict[str, ModuleType]:
+    """The cached modules that a file in ``folder`` would import from its own folder but that were imported from
+    another loaded file's folder: a fork and its upstream side by side, each importing its own ``models`` package.
+    Left in sys.modules, the second file would silently get the first one's code (a reference that is the target)."""
+    others = [f for f in _LOADED_FOLDERS if f != folder]
+    shadowing: dict[str, ModuleType] = {}
+    for name, module in list(sys.modules.items()):
+        top = name.split(".")[0]
+        cached, own = _location(sys.modules.get(top, module)), _own_location(folder, top)
+        if cached is None or own is None or cached == own:
+            continue
+        if any(cached.is_relative_to(other) for other in others):
+            shadowing[name] = module
+    return shadowing
+
+
 def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
     """The module named ``name``: a dotted module, or a .py file executed afresh under a private module name."""
     if _is_path(name):
@@ -70,11 +107,19 @@ def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
         sys.modules[module_name] = module  # dataclasses and pickling look the module up by name while it runs
         if str(path.parent) not in sys.path:
             sys.path.insert(0, str(path.parent))  # sibling imports of the file
+        shadowing = _shadowing_siblings(path.parent)
+        for shadowed in shadowing:
+            del sys.modules[shadowed]  # the file imports its own siblings; the other file keeps its objects
+        if path.parent not in _LOADED_FOLDERS:
+            _LOADED_FOLDERS.append(path.parent)
         try:
             spec.loader.exec_module(module)
         except BaseException as error:  # SystemExit in a script's top level is a failed import too
             del sys.modules[module_name]
             raise LoadError(argument, f"{path.name} to import", f"{type(error).__name__}: {error}") from error
+        finally:
+            for shadowed, cached in shadowing.items():
+                sys.modules.setdefault(shadowed, cached)  # what this file did not import again is as it was
         return module
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: a module in the current directory is importable

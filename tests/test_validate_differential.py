@@ -207,3 +207,49 @@ def test_a_reference_that_overflows_in_the_targets_dtype_gives_no_vacuous_tolera
     report = dit(_Overflows(), reference=_Overflows(), inputs=_ones, examples=1, dtype="float16")
     assert all(c.tolerance is None or math.isfinite(c.tolerance.value) for c in report.checks)
     assert any("held to the ulp floor" in note for note in report.notes), report
+
+
+_SIDE_BY_SIDE_PACKAGE = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm, self.proj = nn.LayerNorm(8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return x + {factor} * self.proj(self.norm(x))
+'''
+_SIDE_BY_SIDE_FACTORY = '''
+import torch
+from side_by_side_net import Tiny
+
+
+def make():
+    return Tiny()
+
+
+def inputs(seed):
+    return (torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(seed)),)
+'''
+
+
+def test_a_fork_and_its_upstream_importing_a_package_of_one_name_each_get_their_own(tmp_path: Path) -> None:
+    # HunyuanDiT copied twice (hydit/ beside each factory): the reference's `from hydit... import` returned the
+    # target's cached package, so a planted bug was compared with itself and conformed
+    for folder, factor in (("upstream", "1.0"), ("fork", "1.001"), ("same", "1.0")):
+        (tmp_path / folder / "side_by_side_net").mkdir(parents=True)
+        (tmp_path / folder / "side_by_side_net" / "__init__.py").write_text(_SIDE_BY_SIDE_PACKAGE.format(factor=factor))
+        (tmp_path / folder / "factory.py").write_text(_SIDE_BY_SIDE_FACTORY)
+    spec = {folder: f"{tmp_path / folder / 'factory.py'}" for folder in ("upstream", "fork", "same")}
+    try:
+        fork = dit(f"{spec['fork']}:make", reference=f"{spec['upstream']}:make", inputs=f"{spec['fork']}:inputs")
+        assert not fork.ok and fork.first_divergence.startswith("the output: every submodule compared conforms"), \
+            str(fork)
+        same = dit(f"{spec['same']}:make", reference=f"{spec['upstream']}:make", inputs=f"{spec['same']}:inputs")
+        assert same.ok, str(same)
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == "side_by_side_net"]:
+            del sys.modules[name]
