@@ -3327,14 +3327,14 @@ def _six_chunk_block(description: str, evaluate: Evaluate, observed: Callable[[R
 
 
 def _forward_upcasts(call: RecordedCall) -> bool:
-    """Whether a subclass of a torch leaf overrides its forward with one that says it computes in float32
-    (``.float()`` or ``float32`` in its source: HunyuanDiT's FP32_Layernorm and FP32_SiLU): such a call in a float64
-    run is a float32 island by design, as diffusers' FP32LayerNorm / FP32SiLU are."""
+    """Whether a module of the user's code has a forward of its own that says it computes in float32 (``.float()``
+    or ``float32`` in its source: HunyuanDiT's FP32_Layernorm and FP32_SiLU, Open-Sora's Attention casting its
+    logits to float32 for the softmax): such a call in a float64 run is a float32 island by design, as diffusers'
+    FP32LayerNorm / FP32SiLU are, held to float32's tolerance and reported on its own line."""
     cls = type(call.module)
     if cls.__module__.startswith(("torch.", "diffusers.", "timm.")):
         return False
-    base = next((b for b in cls.__mro__[1:] if b.__module__.startswith("torch.nn.") and "forward" in vars(b)), None)
-    if base is None or cls.forward is base.forward:
+    if getattr(cls.forward, "__module__", "").startswith("torch."):  # torch's own forward, inherited
         return False
     try:
         source = inspect.getsource(cls.forward)
@@ -3580,7 +3580,7 @@ _REGISTRY: dict[str, Component] = {
     "timm.Attention": Component("attention (qkv)", _eval_timm_attention, lambda call: {"scale": "1/sqrt(head_dim)"},
                                 lambda call: {"scale": ["1/head_dim", "1"]},
                                 observed=_projection_inputs_or_outputs("proj"),
-                                naive_variants=lambda call: [{"_prescale": False}]),
+                                naive_variants=lambda call: [{"_prescale": False}], float32_inside=_forward_upcasts),
     "shape.Linear": Component("linear (by parameter shapes)", _eval_shape_linear, lambda call: {}),
     "shape.Norm": Component("norm (by parameter shapes)", _eval_shape_norm, _shape_norm_knobs,
                             lambda call: {"eps": _other(_shape_norm_knobs(call)["eps"], (1e-6, 1e-5))},

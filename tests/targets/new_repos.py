@@ -175,3 +175,36 @@ class DictOutput(nn.Module):
 def dict_output_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(2, 6, HIDDEN, generator=generator), torch.randn(2, HIDDEN, generator=generator)
+
+
+class Attention(nn.Module):
+    """Open-Sora's Attention pattern (non-flash path): qkv, heads, q prescaled, logits cast to float32 for the
+    softmax and back, proj. Planted: ``head_dim_scale`` scales by 1/head_dim instead of 1/sqrt(head_dim)."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim_scale: bool = False):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.scale = self.head_dim ** (-1.0 if head_dim_scale else -0.5)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        logits = ((q * self.scale) @ k.transpose(-2, -1)).to(torch.float32)  # the softmax in float32, by design
+        weights = logits.softmax(dim=-1).to(q.dtype)
+        return self.proj((weights @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class Float32Softmax(nn.Module):
+    """One attention layer of the Open-Sora pattern between two linears."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        self.attn = Attention(HIDDEN, HEADS, head_dim_scale=(bug or {}).get("head_dim_scale", False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(x)
+
+
+def tokens_inputs(seed: int) -> tuple[torch.Tensor]:
+    return (torch.randn(2, 6, HIDDEN, generator=torch.Generator().manual_seed(seed)),)
