@@ -228,3 +228,12 @@ def test_an_attention_whose_forward_casts_its_logits_to_float32_is_a_float32_isl
     for dtype in ("float32", "float64"):  # the float32 island is still held to float32's tolerance
         wrong = dit(nr.Float32Softmax({"head_dim_scale": True}), inputs=nr.tokens_inputs, dtype=dtype, examples=1)
         assert not wrong.ok and wrong.first_divergence.startswith("attn (Attention)"), str(wrong)
+
+
+def test_an_rms_norm_of_the_users_code_normalising_in_float32_is_a_float32_island_in_float64() -> None:
+    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
+    report = dit(nr.NormThenLinear(), inputs=nr.tokens_inputs, dtype="float64")
+    assert report.ok, str(report)  # was: 3 mismatches at norm, "explained by compute_format='float32'"
+    assert [finding.id for finding in report.precision] == ["precision: RMSNorm"]
+    wrong = dit(nr.NormThenLinear({"forward_eps": 1e-5}), inputs=nr.tokens_inputs, dtype="float64", examples=1)
+    assert not wrong.ok and wrong.first_divergence.startswith("norm (RMSNorm)"), str(wrong)

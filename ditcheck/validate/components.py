@@ -3351,7 +3351,8 @@ _REGISTRY: dict[str, Component] = {
     "FP32LayerNorm": Component("layer norm (float32)", _eval_layer_norm, _ln_knobs, _ln_alternatives,
                                float32_inside=lambda call: True),
     "RMSNorm": Component("RMS norm", _eval_rms_norm, _rms_knobs, _rms_alternatives,
-                         float32_inside=lambda call: type(call.module).__module__.startswith("diffusers")),
+                         float32_inside=lambda call: type(call.module).__module__.startswith("diffusers")
+                         or _forward_upcasts(call)),  # LLaMA's / Lumina's: self._norm(x.float()).type_as(x)
     "GELU": Component("activation", _eval_activation,
                       lambda call: {"activation": _activation_name(call.module)},
                       lambda call: {"activation": _other(_activation_name(call.module), _GELU_NAMES)},

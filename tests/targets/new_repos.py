@@ -208,3 +208,32 @@ class Float32Softmax(nn.Module):
 
 def tokens_inputs(seed: int) -> tuple[torch.Tensor]:
     return (torch.randn(2, 6, HIDDEN, generator=torch.Generator().manual_seed(seed)),)
+
+
+class RMSNorm(nn.Module):
+    """Lumina-Next's (LLaMA's) RMSNorm: ``eps`` stated, normalised in float32 (x.float()) and cast back, then the
+    weight. Planted: ``forward_eps`` (not None) is the eps its forward really uses."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, forward_eps: float | None = None):
+        super().__init__()
+        self.eps, self.forward_eps = eps, forward_eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self.eps if self.forward_eps is None else self.forward_eps
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._norm(x.float()).type_as(x) * self.weight
+
+
+class NormThenLinear(nn.Module):
+    """The Lumina-Next RMSNorm before a linear."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        self.norm = RMSNorm(HIDDEN, forward_eps=(bug or {}).get("forward_eps"))
+        self.proj = nn.Linear(HIDDEN, HIDDEN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(x))
