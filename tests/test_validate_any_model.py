@@ -237,3 +237,13 @@ def test_an_rms_norm_of_the_users_code_normalising_in_float32_is_a_float32_islan
     assert [finding.id for finding in report.precision] == ["precision: RMSNorm"]
     wrong = dit(nr.NormThenLinear({"forward_eps": 1e-5}), inputs=nr.tokens_inputs, dtype="float64", examples=1)
     assert not wrong.ok and wrong.first_divergence.startswith("norm (RMSNorm)"), str(wrong)
+
+
+def test_float32_features_meeting_a_float64_linear_run_as_written_in_a_float64_run() -> None:
+    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
+    report = dit(nr.SinusoidThenLinear(), inputs=nr.sinusoid_inputs, dtype="float64")
+    # was: every call raised ("mat1 and mat2 must have the same dtype"): COULD NOT RUN
+    assert report.ok and report.loaded, str(report)
+    assert [finding.id for finding in report.precision] == ["precision: Float32Sinusoid"]
+    wrong = dit(nr.SinusoidThenLinear({"sin_first": True}), inputs=nr.sinusoid_inputs, dtype="float64", examples=1)
+    assert not wrong.ok and wrong.first_divergence.startswith("t_embedder (Float32Sinusoid)"), str(wrong)

@@ -51,6 +51,7 @@ from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
 from .call_inputs import inputs_function
 from .components import _float_tensors, _size_conditioned, check_components
+from .dit_precision import PromoteMixedFloats
 from .dit_reproducer import rerun_reproducer
 from .report import Check, Report
 from .zoo_reference import CHECK_PREFIX, WHOLE_MODEL_REFERENCES, add_whole_model_example, model_output
@@ -1171,8 +1172,10 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
             try:
                 # the time-out counts from the last submodule call checked: a full-size model is slow, not hung
                 heartbeat = Heartbeat()
-                components = call_isolated(check_components, module, args, kwargs, strict_precision=strict_precision,
-                                           progress=heartbeat.beat, timeout=timeout, heartbeat=heartbeat)
+                promote = run_dtype == torch.float64 and user_inputs is not None  # the zoo's classes: as written
+                components = call_isolated(_check_as_written, module, args, kwargs, promote,
+                                           strict_precision=strict_precision, progress=heartbeat.beat,
+                                           timeout=timeout, heartbeat=heartbeat)
             except TargetTimeoutError as error:
                 call_errors.append(error.describe())
                 break  # a hung call may still be running: make no more
@@ -1264,6 +1267,17 @@ def _output_problem(out: Any, expected: tuple[int, ...] | None) -> str:
     if not bool(torch.isfinite(out).all()):
         return f"{int((~torch.isfinite(out)).sum())} non-finite values"
     return ""
+
+
+def _check_as_written(module: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any], float64: bool,
+                      **options: Any) -> Any:
+    """check_components of one call, run as written; in a float64 run under dit_precision.PromoteMixedFloats (in the
+    thread that runs the target: modes are per thread), so that code computing a part in float32 before a float64
+    layer (DDT's, Latte's, U-ViT's timestep sinusoid `.float()` before the MLP: F.linear refuses mixed dtypes) runs
+    as the whole-model path runs it, its float32 part then judged as a float32 island instead of raising. Only for
+    the user's inputs (--inputs): a diffusers class that raises in float64 in its own code is reported as such."""
+    with PromoteMixedFloats() if float64 else contextlib.nullcontext():
+        return check_components(module, args, kwargs, **options)
 
 
 def _any_output_problem(out: Any) -> str:

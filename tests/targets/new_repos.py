@@ -237,3 +237,39 @@ class NormThenLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.norm(x))
+
+
+class Float32Sinusoid(nn.Module):
+    """The original DiT / DDT / Latte timestep embedder pattern: frequencies made in float32 and ``t.float()``,
+    so in a float64 model the float32 features meet a float64 Linear (F.linear refuses the mix). Planted:
+    ``sin_first`` concatenates [sin, cos] instead of [cos, sin]."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        self.frequency_embedding_size = 64
+        self.mlp = nn.Sequential(nn.Linear(64, HIDDEN), nn.SiLU(), nn.Linear(HIDDEN, HIDDEN))
+        self.sin_first = (bug or {}).get("sin_first", False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.frequency_embedding_size // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+        args = t[:, None].float() * freqs[None]
+        parts = [torch.sin(args), torch.cos(args)] if self.sin_first else [torch.cos(args), torch.sin(args)]
+        return self.mlp(torch.cat(parts, dim=-1))
+
+
+class SinusoidThenLinear(nn.Module):
+    """The float32 sinusoid's embedding added to tokens and projected."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        self.t_embedder = Float32Sinusoid(bug)
+        self.proj = nn.Linear(HIDDEN, HIDDEN)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.proj(x + self.t_embedder(t)[:, None])
+
+
+def sinusoid_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 6, HIDDEN, generator=generator), torch.rand(2, generator=generator) * 1000
