@@ -107,9 +107,10 @@ def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
         sys.modules[module_name] = module  # dataclasses and pickling look the module up by name while it runs
         if str(path.parent) not in sys.path:
             sys.path.insert(0, str(path.parent))  # sibling imports of the file
-        shadowing = _shadowing_siblings(path.parent)
-        for shadowed in shadowing:
-            del sys.modules[shadowed]  # the file imports its own siblings; the other file keeps its objects
+        for shadowed in _shadowing_siblings(path.parent):
+            # the file imports its own siblings, now and in its factory (a lazy `from models import DiT` when it is
+            # built); the other file keeps the objects it already holds
+            del sys.modules[shadowed]
         if path.parent not in _LOADED_FOLDERS:
             _LOADED_FOLDERS.append(path.parent)
         try:
@@ -117,9 +118,6 @@ def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
         except BaseException as error:  # SystemExit in a script's top level is a failed import too
             del sys.modules[module_name]
             raise LoadError(argument, f"{path.name} to import", f"{type(error).__name__}: {error}") from error
-        finally:
-            for shadowed, cached in shadowing.items():
-                sys.modules.setdefault(shadowed, cached)  # what this file did not import again is as it was
         return module
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: a module in the current directory is importable

@@ -224,10 +224,10 @@ class Tiny(nn.Module):
 '''
 _SIDE_BY_SIDE_FACTORY = '''
 import torch
-from side_by_side_net import Tiny
-
+{top_level_import}
 
 def make():
+    from side_by_side_net import Tiny  # imported again when built: a lazy import must find the file's own too
     return Tiny()
 
 
@@ -239,17 +239,20 @@ def inputs(seed):
 def test_a_fork_and_its_upstream_importing_a_package_of_one_name_each_get_their_own(tmp_path: Path) -> None:
     # HunyuanDiT copied twice (hydit/ beside each factory): the reference's `from hydit... import` returned the
     # target's cached package, so a planted bug was compared with itself and conformed
-    for folder, factor in (("upstream", "1.0"), ("fork", "1.001"), ("same", "1.0")):
-        (tmp_path / folder / "side_by_side_net").mkdir(parents=True)
-        (tmp_path / folder / "side_by_side_net" / "__init__.py").write_text(_SIDE_BY_SIDE_PACKAGE.format(factor=factor))
-        (tmp_path / folder / "factory.py").write_text(_SIDE_BY_SIDE_FACTORY)
-    spec = {folder: f"{tmp_path / folder / 'factory.py'}" for folder in ("upstream", "fork", "same")}
-    try:
-        fork = dit(f"{spec['fork']}:make", reference=f"{spec['upstream']}:make", inputs=f"{spec['fork']}:inputs")
-        assert not fork.ok and fork.first_divergence.startswith("the output: every submodule compared conforms"), \
-            str(fork)
-        same = dit(f"{spec['same']}:make", reference=f"{spec['upstream']}:make", inputs=f"{spec['same']}:inputs")
-        assert same.ok, str(same)
-    finally:
-        for name in [name for name in sys.modules if name.split(".")[0] == "side_by_side_net"]:
-            del sys.modules[name]
+    for top_level in (True, False):  # imported when the file runs, or only when its factory builds the model
+        case = tmp_path / ("top_level" if top_level else "lazy")
+        for folder, factor in (("upstream", "1.0"), ("fork", "1.001"), ("same", "1.0")):
+            (case / folder / "side_by_side_net").mkdir(parents=True)
+            (case / folder / "side_by_side_net" / "__init__.py").write_text(_SIDE_BY_SIDE_PACKAGE.format(factor=factor))
+            (case / folder / "factory.py").write_text(_SIDE_BY_SIDE_FACTORY.format(
+                top_level_import="from side_by_side_net import Tiny" if top_level else ""))
+        spec = {folder: f"{case / folder / 'factory.py'}" for folder in ("upstream", "fork", "same")}
+        try:
+            fork = dit(f"{spec['fork']}:make", reference=f"{spec['upstream']}:make", inputs=f"{spec['fork']}:inputs")
+            assert not fork.ok and fork.first_divergence.startswith("the output: every submodule compared conforms"), \
+                str(fork)
+            same = dit(f"{spec['same']}:make", reference=f"{spec['upstream']}:make", inputs=f"{spec['same']}:inputs")
+            assert same.ok, str(same)
+        finally:
+            for name in [name for name in sys.modules if name.split(".")[0] == "side_by_side_net"]:
+                del sys.modules[name]
