@@ -26,7 +26,6 @@ configuration of a large model).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,8 +39,9 @@ from ditcheck.properties.validation import Tolerance, derive_tolerance, unit_rou
 from ditcheck.reference.errors import InvalidArgumentError
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
-from ._target import DEFAULT_TIMEOUT, TargetError, call_isolated
+from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, call_isolated
 from .call_inputs import CallArguments, inputs_function
+from .components import _float_tensors
 from .dit_reproducer import rerun_reproducer
 from . import zoo
 from .dit_run import first_outputs, max_abs
@@ -107,24 +107,11 @@ def naive_scale(dtype: torch.dtype) -> float:
     return unit_roundoff(dtype) / unit_roundoff(naive_dtype(dtype))
 
 
-def _floating_tensors(value: Any) -> list[np.ndarray]:
-    """Every floating tensor of a call's arguments or outputs (tuples, lists, dicts, dataclasses such as diffusers'
-    outputs, at any depth), as float64 NumPy copies in order."""
-    if isinstance(value, torch.Tensor):
-        return [value.detach().to("cpu", torch.float64).numpy()] if value.is_floating_point() else []
-    if isinstance(value, (list, tuple)):
-        return [array for item in value for array in _floating_tensors(item)]
-    if isinstance(value, dict):
-        return [array for item in value.values() for array in _floating_tensors(item)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [array for item in dataclasses.fields(value) for array in _floating_tensors(getattr(value, item.name))]
-    return []
-
-
 def _compared_value(value: Any) -> np.ndarray | None:
     """What is compared of a call's arguments or output: its one floating tensor (shape kept), every one of several
-    flattened and concatenated (a tuple output's second entry counts too), None without any."""
-    arrays = _floating_tensors(value)
+    (tuples, lists, dicts, dataclasses such as diffusers' outputs) flattened and concatenated, None without any; float64
+    NumPy *copies* taken at once (code after the hook may change the tensors in place)."""
+    arrays = [tensor.detach().to("cpu", torch.float64, copy=True).numpy() for tensor in _float_tensors(value)]
     if len(arrays) == 1:
         return arrays[0]
     return np.concatenate([array.reshape(-1) for array in arrays]) if arrays else None
@@ -138,6 +125,7 @@ class _Recording:
     output: np.ndarray | None
     outputs: dict[str, np.ndarray | None]
     inputs: dict[str, np.ndarray | None]
+    output_type: str = ""  # the output's type name (a dict where the reference returns a tensor is noted)
 
 
 def _run(model: nn.Module, arguments: CallArguments, names: list[str], timeout: float, float64: bool) -> _Recording:
@@ -160,7 +148,7 @@ def _run(model: nn.Module, arguments: CallArguments, names: list[str], timeout: 
     finally:
         for handle in handles:
             handle.remove()
-    return _Recording(_compared_value(output), kept, inputs)
+    return _Recording(_compared_value(output), kept, inputs, type(output).__name__)
 
 
 def _compare_one(found: SubmoduleComparison, actual: np.ndarray | None, exact: np.ndarray | None,
@@ -186,13 +174,25 @@ def _compare_one(found: SubmoduleComparison, actual: np.ndarray | None, exact: n
         found.error, found.tolerance = error, tolerance
 
 
+def _seeded_run(model: nn.Module, arguments: CallArguments, names: list[str], timeout: float, float64: bool,
+                seed: int) -> _Recording:
+    """:func:`_run` on a fresh copy of the arguments (a forward may change its inputs in place), torch's global RNG
+    seeded with ``seed`` and restored afterwards (sampling inside a forward draws alike in every run)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _run(model, copy.deepcopy(arguments), names, timeout, float64)
+
+
 def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Callable[[int], CallArguments],
             randomise: Callable[[nn.Module, int], Any] | None, examples: int, seed: int, timeout: float) -> None:
     """Fill ``report`` with the differential comparison of ``model`` (weights drawn by ``randomise(model, seed)`` per
     example, or kept when None) against ``reference`` over ``examples`` examples of ``inputs(seed)``.
 
-    ``model`` runs in its own dtype and device; ``reference`` is copied to float64 (exact) and to the naive dtype.
-    A run that raises or hangs is a failed check; weights that do not load by name are a failed "weights" check.
+    ``model`` runs in its own dtype and device on the inputs rounded to its dtype; ``reference`` is copied to float64
+    (exact) and to the naive dtype and runs on the same rounded inputs. Every run gets its own copy of the inputs and
+    the same RNG seed. A run that raises is a failed check; a time-out stops the run (the hung call may still be
+    running); weights that do not load by name, a reference that fails or whose forward is not deterministic stop it
+    with a failed check.
     """
     first = next((p for p in model.parameters() if p.is_floating_point()), None)
     dtype = first.dtype if first is not None else torch.float32
@@ -202,11 +202,11 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
     found = {name: SubmoduleComparison(name, classes[name]) for name in names}
     found_inputs = {name: SubmoduleComparison(name, classes[name]) for name in names}
     output = SubmoduleComparison("output", type(model).__name__)
-    order: list[str] = []  # the target's finish order, from the first example
+    order: list[str] = []  # the target's finish order, submodules first called in later examples appended
     skipped: dict[str, str] = {}  # name -> which side called it (same inputs: both must call the same submodules)
+    call_errors: list[str] = []
     exact_model = copy.deepcopy(reference).to(device=device, dtype=torch.float64).eval()
     naive_model = copy.deepcopy(reference).to(device=device, dtype=naive_dtype(dtype)).eval()
-    failed_examples = 0
     for index in range(examples):
         example_seed = seed * 7919 + index
         if randomise is not None:
@@ -220,27 +220,38 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
             return
         try:  # the user's function: it may raise or hang like the target
             arguments = call_isolated(inputs, example_seed, timeout=timeout)
-        except (InvalidArgumentError, TargetError) as error:
-            report.loaded = False
-            report.checks.append(Check("inputs", False, message=str(error)))
-            return
-        try:
-            actual = _run(model, zoo.to_device(arguments, device, dtype, every_float=True), names, timeout,
-                          dtype == torch.float64)
         except TargetError as error:
-            failed_examples += 1
-            report.checks.append(Check("call", False, message=f"example {index}: {error.describe()}"))
+            malformed = isinstance(error.__cause__, InvalidArgumentError)  # it returned something unusable
+            report.loaded = False
+            report.checks.append(Check("inputs", False, message=str(error.__cause__ if malformed else error)))
+            return
+        # the inputs as the target sees them (rounded to its dtype); the references get those, in their dtypes
+        rounded = zoo.to_device(arguments, device, dtype, every_float=True)
+        try:
+            actual = _seeded_run(model, rounded, names, timeout, dtype == torch.float64, example_seed)
+        except TargetError as error:
+            call_errors.append(f"example {index}: {error.describe()}")
+            if isinstance(error, TargetTimeoutError):
+                break  # a hung call may still be running on this model: make no more
             continue
         try:
-            exact = _run(exact_model, zoo.to_device(arguments, device, torch.float64, every_float=True), names,
-                         timeout, True)
-            naive = _run(naive_model, zoo.to_device(arguments, device, naive_dtype(dtype), every_float=True), names,
-                         timeout, False)
+            exact = _seeded_run(exact_model, zoo.to_device(rounded, device, torch.float64, every_float=True), names,
+                                timeout, True, example_seed)
+            naive_inputs = zoo.to_device(rounded, device, naive_dtype(dtype), every_float=True)
+            naive = _seeded_run(naive_model, naive_inputs, names, timeout, False, example_seed)
+            if index == 0:  # once: does the forward draw random numbers? (then no tolerance can be derived)
+                again = _seeded_run(naive_model, naive_inputs, names, timeout, False, example_seed + 1)
+                if not _same(naive.output, again.output):
+                    report.loaded = False
+                    report.checks.append(Check("determinism", False, message="the reference's forward gives different "
+                                               "outputs for the same inputs and weights (it samples random numbers "
+                                               "in eval mode): no tolerance can be derived"))
+                    return
         except TargetError as error:
             report.loaded = False
             report.checks.append(Check("reference", False, message=f"the reference failed: {error.describe()}"))
             return
-        order = order or list(actual.outputs)
+        order.extend(name for name in actual.outputs if name not in order)
         for name in names:
             if (name in actual.outputs) != (name in exact.outputs):
                 skipped.setdefault(name, "the target" if name in actual.outputs else "the reference")
@@ -248,13 +259,44 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
             _compare_one(found[name], actual.outputs.get(name), exact.outputs.get(name), naive.outputs.get(name), dtype)
             _compare_one(found_inputs[name], actual.inputs.get(name), exact.inputs.get(name), naive.inputs.get(name),
                          dtype)
-        if actual.output is not None and not np.all(np.isfinite(actual.output)):
-            output.message = output.message or f"example {index}: {int((~np.isfinite(actual.output)).sum())} non-finite"
-        _compare_one(output, actual.output, exact.output, naive.output, dtype)
-    if failed_examples == examples:
+        _compare_output(output, actual, exact, naive, dtype, index)
+    if len(call_errors) == examples or not order and call_errors:
         report.loaded = False
+        report.checks.append(Check("call", False, message=f"{len(call_errors)} of {examples} calls failed; first: "
+                                   f"{call_errors[0]}", examples=examples))
         return
-    compared = [found[name] for name in order if found[name].tolerance is not None or found[name].message]
+    _fill(report, model, [found[name] for name in order], found_inputs, output, skipped, call_errors, examples)
+    uncompared = _uncompared(only_target, only_reference)
+    if uncompared:
+        report.notes.append(uncompared)
+
+
+def _same(first: np.ndarray | None, second: np.ndarray | None) -> bool:
+    if first is None or second is None:
+        return first is second
+    return first.shape == second.shape and bool(np.array_equal(first, second, equal_nan=True))
+
+
+def _compare_output(output: SubmoduleComparison, actual: _Recording, exact: _Recording, naive: _Recording,
+                    dtype: torch.dtype, index: int) -> None:
+    """Fold one example's model outputs into ``output``: no floating tensor on either side or a non-finite one is a
+    failure with its reason; a different output type (a dict where the reference returns a tensor) is noted."""
+    if actual.output is None or exact.output is None:
+        side = "the target's" if actual.output is None else "the reference's"
+        output.message = output.message or f"example {index}: {side} output holds no floating tensor"
+        return
+    if not np.all(np.isfinite(actual.output)):
+        output.message = output.message or f"example {index}: {int((~np.isfinite(actual.output)).sum())} non-finite"
+    if actual.output_type != exact.output_type:
+        output.note = output.note or f"the target returns a {actual.output_type}, the reference a {exact.output_type}"
+    _compare_one(output, actual.output, exact.output, naive.output, dtype)
+
+
+def _fill(report: Report, model: nn.Module, compared: list[SubmoduleComparison],
+          found_inputs: Mapping[str, SubmoduleComparison], output: SubmoduleComparison, skipped: Mapping[str, str],
+          call_errors: list[str], examples: int) -> None:
+    """The checks, notes and first divergence of a comparison (see :func:`compare`)."""
+    compared = [c for c in compared if c.tolerance is not None or c.message]
     failing = [c for c in compared if not c.ok]
     worst = max(compared, key=lambda c: c.ratio, default=None)
     if worst is None:
@@ -267,27 +309,36 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
         report.checks.append(Check(f"{comparison.name} ({comparison.cls})", False, comparison.error,
                                    comparison.tolerance, comparison.message or comparison.note, examples,
                                    comparison.name))
-    floored = [c.name for c in [*compared, output] if c.note]
+    floored = [c.name for c in [*compared, output] if c.note and c.tolerance is not None and c.tolerance.naive is None]
     if floored:
         report.notes.append(f"{len(floored)} comparison(s) held to the ulp floor (the reference overflowed in the "
                             f"target's dtype): {', '.join(floored[:5])}")
+    if output.note and output.name not in floored:
+        report.notes.append(f"output: {output.note}")
     report.checks.append(Check("output", output.ok, output.error, output.tolerance, output.message, examples))
-    if skipped:
-        first_skipped = next(iter(skipped.items()))
-        report.checks.append(Check("calls", False, message=f"{len(skipped)} submodule(s) called by one side only, "
-                                   f"first {first_skipped[0]} (called by {first_skipped[1]} only)", examples=examples))
+    if call_errors:
+        report.checks.append(Check("call", False, message=f"{len(call_errors)} of {examples} calls failed; first: "
+                                   f"{call_errors[0]}", examples=examples))
+    differs = bool(failing or call_errors or not output.ok)
+    first_skipped = next(iter(skipped.items()), None)
+    if first_skipped is not None:
+        message = (f"{len(skipped)} submodule(s) called by one side only, first {first_skipped[0]} (called by "
+                   f"{first_skipped[1]} only)")
+        if differs:
+            report.checks.append(Check("calls", False, message=message, examples=examples))
+        else:  # a functional or fused rewrite of a module call, with the same numbers everywhere compared
+            report.notes.append(message + "; every comparison conforms")
     if failing:
         report.first_divergence = _fault(failing[0], found_inputs, type(model).__name__)
-    elif skipped:
+    elif differs and first_skipped is not None:
         report.first_divergence = (f"{first_skipped[0]}: called by {first_skipped[1]} only (the forwards call "
                                    "different submodules)")
     elif not output.ok:
         report.first_divergence = ("the output" + (f" ({output.message})" if output.message else "")
                                    + ": every submodule compared conforms, so the difference is in the model's own "
                                    "forward or in submodules named differently")
-    uncompared = _uncompared(only_target, only_reference)
-    if uncompared:
-        report.notes.append(uncompared)
+    elif call_errors:
+        report.first_divergence = "the call (the target raised)"
 
 
 def _fault(first: SubmoduleComparison, inputs: Mapping[str, SubmoduleComparison], model_class: str) -> str:
@@ -295,16 +346,16 @@ def _fault(first: SubmoduleComparison, inputs: Mapping[str, SubmoduleComparison]
     reference's, else in the inline code of the innermost enclosing submodule whose inputs still match (the model's
     own forward at the top)."""
     own = inputs.get(first.name)
-    if own is None or own.tolerance is None or own.ok:
-        return (f"{first.name} ({first.cls}): its inputs match the reference's, its output does not: the fault is in "
-                f"its own forward")
+    if own is None or (own.tolerance is None and not own.message) or own.ok:
+        return (f"{first.name} ({first.cls}): its inputs are within tolerance of the reference's, its output is not: "
+                "the fault is in its own forward")
     child = first.name
     while "." in child:
         parent = child.rsplit(".", 1)[0]
         enclosing = inputs.get(parent)
         if enclosing is not None and enclosing.tolerance is not None and enclosing.ok:
-            return (f"inline code of {parent} ({enclosing.cls}) before it calls {child}: {parent}'s inputs match the "
-                    f"reference's, {first.name}'s do not (first outside tolerance: {first.name})")
+            return (f"inline code of {parent} ({enclosing.cls}) before it calls {child}: {parent}'s inputs are within "
+                    f"tolerance of the reference's, {first.name}'s are not (first outside tolerance: {first.name})")
         child = parent
     return (f"inline code of the model's own forward ({model_class}) before it calls {child}: the inputs of "
             f"{first.name} differ from the reference's (first outside tolerance: {first.name})")
@@ -321,7 +372,8 @@ def _uncompared(only_target: list[str], only_reference: list[str]) -> str:
 
 def validate_against(model: Any, reference: Any, *, inputs: Any = None, examples: int = 3, seed: int = 0,
                      dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
-                     weights: str = "random", timeout: float = DEFAULT_TIMEOUT, target: str | None = None) -> Report:
+                     weights: str = "random", timeout: float | None = DEFAULT_TIMEOUT,
+                     target: str | None = None) -> Report:
     """Validate ``model`` against ``reference`` (each an nn.Module, a factory of one, a ``MODULE:ATTR`` or
     "diffusers:ClassName"), submodule by submodule (the module docstring).
 
@@ -330,12 +382,17 @@ def validate_against(model: Any, reference: Any, *, inputs: Any = None, examples
     target's own); either way the reference gets the target's. ``dtype`` / ``device``: where the target runs (a copy;
     the caller's model is never changed). Bad arguments raise InvalidArgumentError naming them.
     """
-    examples, seed, timeout = require_run_settings(examples, seed, timeout)
+    examples, seed, timeout = require_run_settings(examples, seed, DEFAULT_TIMEOUT if timeout is None else timeout)
     if weights not in ("random", "model"):
         raise InvalidArgumentError("weights", "'random' or 'model'", repr(weights))
     requested = None if dtype is None else resolve_dtype(dtype)
     module, label = zoo.resolve_target(model, requested, target)
-    trusted, reference_label = zoo.resolve_target(reference, requested, argument="reference")
+    try:
+        trusted, reference_label = zoo.resolve_target(reference, requested, argument="reference")
+    except InvalidArgumentError as error:  # building "diffusers:CLASS" names the class's argument, "model"
+        if error.argument != "model":
+            raise
+        raise InvalidArgumentError("reference", error.expected, error.got) from error
     if inputs is not None:
         example_inputs = inputs_function(inputs)
         inputs_label = inputs if isinstance(inputs, str) else getattr(inputs, "__qualname__", "given")

@@ -57,13 +57,17 @@ print("(ditcheck saw", np.abs(data["output"] - expected).max(), ")")
 
 def rerun_reproducer(report: Report, check_id: str, options: Mapping[str, Any]) -> Failure:
     """A failing run of the component or reference path as a snippet calling ``ditcheck.validate.dit`` again with the
-    same target, options and seed (weights and inputs are drawn from the seed, so the run repeats exactly).
+    same target, options and seed (random weights and the inputs are drawn from the seed, so the run repeats; with
+    ``weights="model"`` only if the target is given the same weights, which the snippet says).
 
     ``options``: the keyword arguments of the run; a target, ``inputs`` or ``reference`` given as a Python object
     rather than a ``MODULE:ATTR`` cannot be named in a script, and the snippet says to pass it there. No arrays.
     """
     names = {key: value for key, value in options.items() if value is not None}
     objects = [key for key in ("inputs", "reference") if key in names and not isinstance(names[key], str)]
+    own_weights = ("\n# weights='model': the target's own weights (a --checkpoint, or its constructor's draw) are not "
+                   "saved:\n# load the same ones into the target, or the run does not repeat\n"
+                   if names.get("weights") == "model" else "")
     target = resolved_spec(report.target)
     lines = [f"    {key}={resolved_spec(value)!r}," for key, value in names.items() if key not in objects]
     lines += [f"    # {key}=...,  # given as a Python object: pass the same one here" for key in objects]
@@ -73,7 +77,7 @@ def rerun_reproducer(report: Report, check_id: str, options: Mapping[str, Any]) 
 First divergence: {report.first_divergence}.
 """
 from ditcheck.validate import dit
-
+{own_weights}
 report = dit(
     {target!r},  # as ditcheck loaded it; if it was passed as an object, pass the same one here
 {arguments}

@@ -66,7 +66,7 @@ def hooked_activation(output: Any, transform: Callable[[torch.Tensor], torch.Ten
     if not isinstance(value, torch.Tensor):
         return None
     value = transform(value) if transform is not None else value
-    return value.detach().to("cpu", torch.float64).numpy()
+    return value.detach().to("cpu", torch.float64, copy=True).numpy()  # a copy: later in-place code must not change it
 
 
 def capture(model: nn.Module, hooks: list[tuple[str, str, Any]], call: Callable[[], Any],
