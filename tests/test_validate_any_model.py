@@ -46,9 +46,9 @@ def test_original_code_text_to_image_dit_conforms_component_by_component(dtype: 
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("bug", sorted(t2i.PLANTED))
+@pytest.mark.parametrize("bug", sorted({**t2i.PLANTED, **t2i.PLANTED_INLINE}))
 def test_planted_bug_in_original_code_is_localised(bug: str, dtype: str) -> None:
-    options, where = t2i.PLANTED[bug]
+    options, where = {**t2i.PLANTED, **t2i.PLANTED_INLINE}[bug]
     report = dit(t2i.PixArtStyle(**options), inputs=t2i.inputs, dtype=dtype)
     assert not report.ok and report.loaded
     assert report.first_divergence is not None and report.first_divergence.startswith(f"{where} ("), report.render()

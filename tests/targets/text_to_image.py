@@ -149,8 +149,8 @@ PLANTED = {
     "timestep_frequency_shift": ({"timestep_shift": 1.0}, "t_embedder"),
 }
 
-#: bug name -> (PixArtStyle options, the first divergence) in code no recognised component covers (inline code of
-#: the block): caught against a reference, the clean PixArtStyle
+#: bug name -> (PixArtStyle options, the first divergence) in the block's own inline code: caught component by
+#: component (the block is recognised by PixArt's structure) and against a reference (the clean PixArtStyle)
 PLANTED_INLINE = {
     "modulate_shift_scale_swapped": ({"modulate_swapped": True}, "blocks.0"),
     "cross_attention_branch_x_1.001": ({"cross_scale": 1.001}, "blocks.0"),
