@@ -40,3 +40,14 @@ def test_a_feed_forward_with_one_more_child_is_not_taken_for_swiglu() -> None:
     assert not any(check.id.startswith("FeedForward") for check in report.checks)
     assert any("FeedForward" in note for note in report.notes if note.startswith("not recognised"))
     assert not any("configuration not modelled" in note for note in report.notes), report.notes
+
+
+def test_a_cross_attention_given_no_caption_lengths_may_give_each_image_its_own_caption() -> None:
+    # Sana's code without xformers (Open-Sora's with mask None too): each image sees its own caption; PixArt-alpha's
+    # xformers path (every image sees every caption token) stays the default reading, tested on its replica
+    report = dit(nr.OwnCaption(), inputs=nr.own_caption_inputs)
+    assert report.ok, str(report)  # was: a mismatch at cross_attn, no knob explaining it
+    assert _check(report, "MultiHeadCrossAttention").ok
+    wrong = dit(nr.OwnCaption({"kv_swapped": True}), inputs=nr.own_caption_inputs, examples=1)
+    assert not wrong.ok and wrong.first_divergence.startswith("cross_attn (MultiHeadCrossAttention)"), str(wrong)
+    assert "kv_order=('v', 'k')" in str(wrong)

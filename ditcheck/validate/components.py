@@ -1448,7 +1448,9 @@ def _eval_cross_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     """PixArt-alpha's MultiHeadCrossAttention: q = q_linear(x), (k, v) = kv_linear(cond) split in halves, every batch
     flattened into one sequence (x [B, N, D] as 1 x B N tokens, cond [1, sum L, D]) with xformers' block-diagonal mask
     from the caption lengths ``mask`` (each image's queries see its own caption's keys; no mask: every key), SDPA with
-    1/sqrt(head_dim); compared at proj's input."""
+    1/sqrt(head_dim); compared at proj's input. Without caption lengths the module states nothing about the batch:
+    knob ``uncaptioned`` "every key" (PixArt-alpha's xformers path) or, an identity, "own caption" (each image sees
+    its own equal share of the caption tokens: Open-Sora's [Nc] * B, Sana's per-batch path without xformers)."""
     module = call.module
     x, cond = _x(xp, call.arg("x")), _x(xp, call.arg("cond", "context", "y"))
     lengths = call.arg("mask")
@@ -1462,6 +1464,10 @@ def _eval_cross_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     kv = np.reshape(_linear(call, xp, module.kv_linear, cond), (1, -1, 2 * width))
     parts = {name: kv[..., i * width:(i + 1) * width] for i, name in enumerate(knobs["kv_order"])}
     keys = np.shape(kv)[1]
+    if lengths is None and knobs.get("uncaptioned") == "own caption":
+        if keys % b:
+            raise Unsupported(f"{keys} caption tokens do not split evenly over {b} images")
+        lengths = [keys // b] * b
     mask = None
     if lengths is not None:
         if len(lengths) != b or sum(lengths) != keys:
@@ -1472,6 +1478,21 @@ def _eval_cross_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     out = merge_heads(_scaled_attention(xp, _heads(q, heads), _heads(parts["k"], heads), _heads(parts["v"], heads),
                                         knobs["scale"], mask, knobs.get("_prescale", True)))
     return [_projected(call, xp, module.proj, np.reshape(out, (b, tokens, width)))]
+
+
+def _cross_attention_identities(call: RecordedCall) -> list[dict[str, Any]]:
+    """Without caption lengths, "own caption" is the other legitimate reading (see _eval_cross_attention)."""
+    if call.arg("mask") is not None:
+        return []
+    return [{"scale": "1/sqrt(head_dim)", "kv_order": ("k", "v"), "uncaptioned": "own caption"}]
+
+
+def _cross_attention_remark(call: RecordedCall, knobs: Mapping[str, Any], conforms: Callable[[Mapping[str, Any]], bool],
+                            inside_fmt: str) -> str:
+    if knobs.get("uncaptioned") != "own caption":
+        return ""
+    return "no caption lengths given: each image attends to its own equal share of the caption tokens (as Open-Sora's " \
+        "and Sana's code without xformers do; PixArt-alpha's xformers path attends to every token)"
 
 
 def _is_gated_mlp(module: nn.Module) -> bool:
@@ -3603,9 +3624,10 @@ _REGISTRY: dict[str, Component] = {
                                            "gates)", _eval_pixart_block, _observed_pixart_block),
     "pixart.MultiHeadCrossAttention": Component(
         "cross-attention (PixArt-alpha: q_linear, kv_linear, block-diagonal caption mask)", _eval_cross_attention,
-        lambda call: {"scale": "1/sqrt(head_dim)", "kv_order": ("k", "v")},
+        lambda call: {"scale": "1/sqrt(head_dim)", "kv_order": ("k", "v"), "uncaptioned": "every key"},
         lambda call: {"scale": ["1/head_dim", "1"], "kv_order": [("v", "k")]},
-        observed=_projection_inputs_or_outputs("proj"), naive_variants=lambda call: [{"_prescale": False}]),
+        observed=_projection_inputs_or_outputs("proj"), naive_variants=lambda call: [{"_prescale": False}],
+        identities=_cross_attention_identities, remark=_cross_attention_remark),
     "llama.GatedMLP": Component("gated MLP (gate_proj, up_proj, down_proj, act_fn)",
                                 _eval_gated("gate_proj", "up_proj", "down_proj"),
                                 lambda call: {"activation": _activation_name(call.module.act_fn),

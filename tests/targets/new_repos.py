@@ -273,3 +273,40 @@ class SinusoidThenLinear(nn.Module):
 def sinusoid_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(2, 6, HIDDEN, generator=generator), torch.rand(2, generator=generator) * 1000
+
+
+class MultiHeadCrossAttention(nn.Module):
+    """The PixArt-style cross-attention as Sana's code runs it without xformers: captions of all images arrive as one
+    [1, B L, D] sequence with no lengths, and each image attends to its own L tokens (a per-batch view). Planted:
+    ``kv_swapped`` takes (v, k) from kv_linear's halves."""
+
+    def __init__(self, d_model: int, num_heads: int, kv_swapped: bool = False):
+        super().__init__()
+        self.num_heads, self.head_dim, self.kv_swapped = num_heads, d_model // num_heads, kv_swapped
+        self.q_linear, self.kv_linear = nn.Linear(d_model, d_model), nn.Linear(d_model, 2 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: Any = None) -> torch.Tensor:
+        b, n, c = x.shape
+        q = self.q_linear(x).view(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        first, second = self.kv_linear(cond).view(b, -1, 2, c).unbind(2)
+        k, v = (second, first) if self.kv_swapped else (first, second)
+        k = k.reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+
+
+class OwnCaption(nn.Module):
+    """Image tokens attending to their own captions, the captions flattened into one sequence by the model."""
+
+    def __init__(self, bug: dict[str, Any] | None = None):
+        super().__init__()
+        self.cross_attn = MultiHeadCrossAttention(HIDDEN, HEADS, kv_swapped=(bug or {}).get("kv_swapped", False))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + self.cross_attn(x, y.reshape(1, -1, y.shape[-1]))
+
+
+def own_caption_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 6, HIDDEN, generator=generator), torch.randn(2, 3, HIDDEN, generator=generator)
