@@ -41,7 +41,8 @@ num_heads; also PixArt-alpha's global WindowAttention: no direct parameters, use
 norm1, attn, norm2, mlp or DiT-MoE's moe, and adaLN_modulation = Sequential(SiLU, Linear(D, 6 D)): Latte's
 TransformerBlock, DiT-MoE's DiTBlock) and FinalLayer (exactly norm_final, linear, adaLN_modulation = Sequential(SiLU,
 Linear(D, 2 D)): also Flux's LastLayer); PixArt-alpha's original code:
-PixArtBlock (exactly norm1, attn, cross_attn, norm2, mlp and a [6, D] scale_shift_table), MultiHeadCrossAttention
+PixArtBlock (exactly norm1, attn, cross_attn, norm2, mlp, a [6, D] scale_shift_table and forward(x, y, t, mask),
+attn returning its input's shape), MultiHeadCrossAttention
 (exactly q_linear, kv_linear of twice q's width, proj, and num_heads; the batch flattened into one sequence with
 the block-diagonal mask of the caption lengths), T2IFinalLayer (exactly norm_final, linear and a [2, D]
 scale_shift_table); Flux's original code: MLPEmbedder (exactly in_layer, silu, out_layer), Modulation (exactly lin
@@ -56,13 +57,19 @@ pretraining_tp path); classifier-free-guidance embedders: the original DiT's Lab
 of num_classes + 1 rows when dropout_prob > 0, else num_classes; forward(labels, train, force_drop_ids); a dropped
 label is num_classes) and PixArt-alpha's CaptionEmbedder (exactly y_proj, an Mlp C -> D -> D, and the null caption
 y_embedding [tokens, C], uncond_prob; forward(caption, train, force_drop_ids); compared at y_proj's input); a random
-drop (called with train true) is unsupported; by parameter shapes, a
-fork's own leaf classes (a 2-D weight: linear; 1-D vectors: LayerNorm or RMSNorm, float32 inside allowed, e.g.
-Flux's RMSNorm with its weight named ``scale``: a fork's class named like a registered one but lacking what its
-evaluation reads is recognised this way; a norm stating no eps attribute is tried with 1e-6 and 1e-5, and its finding
-says whether both conform and, for an RMS norm, the eps its recorded rows are consistent with: a note, not a
-failure). Not recognised: a torch leaf's subclass with its own forward and its own
-submodules (a LoRA linear: its lora_A / lora_B are checked, the sum is not).
+drop (called with train true) is unsupported; Flux's RMSNorm (exactly one 1-D parameter ``scale``, forward(x), eps
+only in its forward); a LLaMA FeedForward (w1, w2, w3) states no activation: silu, gelu and gelu-tanh are its
+identities, the finding notes which fits. By parameter shapes, a fork's own leaf classes (a 2-D weight: linear; 1-D
+vectors: LayerNorm or RMSNorm, float32 inside allowed): a fork's class named like a registered one but lacking what
+its evaluation reads is recognised this way. A norm stating no eps attribute (Flux's, a fork's RMSNorm, a shape guess)
+is tried with 1e-6, 1e-5, finfo(dtype).eps (torch's F.rms_norm default), 1e-8, 0 and the eps its rows solve for (and,
+for a parameter named ``gamma``, lucidrains' unit-offset gain 1 + gamma); its finding notes which fits and, for an RMS
+norm, the eps its rows are consistent with. A guess (by structure or parameter shapes) is refuted, ``not-checked``
+with the reason, when its recomputation's outputs differ in count or shape from the call's, and a norm guessed by
+shapes stating no eps when none of those identities reproduces it; Flux's RMSNorm, recognised by structure, fails
+then. A registered class name is consulted before any structure. Not recognised: a torch leaf's subclass with its own
+forward and its own submodules or tensors beyond weight and bias (Flux's / loralib's LoRA linears: lora_A / lora_B
+modules are checked, the sum is not), and a class named like a torch leaf that has children (peft's ``Linear``).
 
 A target that raises is an ``error`` finding located at the innermost call that did not return.
 
@@ -95,6 +102,7 @@ import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -362,6 +370,12 @@ class Component:
     #: settings against the verdict's tolerance, ``inside_fmt`` the format the call computes in ("float32" for an
     #: island)
     remark: Callable[[RecordedCall, Mapping[str, Any], Callable[[Mapping[str, Any]], bool], str], str] | None = None
+    #: how a recognition that is a guess was made ("structure", "parameter shapes"; "" when by class): a guess whose
+    #: recomputation returns other outputs (count, shapes) or cannot be broadcast together is refuted, not-checked
+    guess: str = ""
+    #: why a guess is refuted when none of its identities reproduces the call (a norm stating no eps, tried with every
+    #: eps the code bases use); "" when a call outside tolerance is a failure
+    refuted_unless_fits: Callable[[RecordedCall], str] = lambda call: ""
 
 
 class Unsupported(Exception):
@@ -1385,7 +1399,15 @@ def _is_pixart_block(module: nn.Module) -> bool:
     return set(present) == {"norm1", "attn", "cross_attn", "norm2", "mlp"} and \
         all(isinstance(present[n], nn.LayerNorm) for n in ("norm1", "norm2")) and \
         {n: s for n, s in _direct_parameters(module).items()} .keys() == {"scale_shift_table"} and \
-        tuple(module.scale_shift_table.shape[:1]) == (6,)
+        tuple(module.scale_shift_table.shape[:1]) == (6,) and _has_pixart_block_signature(module)
+
+
+def _has_pixart_block_signature(module: nn.Module) -> bool:
+    """forward(x, y, t, mask) (the caption also as ``cond``; **kwargs aside): Open-Sora's STDiT3Block has the children
+    and table but also x_mask, t0, T, S (its temporal attention runs over (B S) T tokens): not a PixArtBlock."""
+    parameters = inspect.signature(module.forward).parameters
+    named = [n for n, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return len(named) == 4 and named[0] == "x" and named[1] in ("y", "cond") and named[2:] == ["t", "mask"]
 
 
 def _is_cross_attention(module: nn.Module) -> bool:
@@ -1431,8 +1453,10 @@ def _eval_pixart_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
         raise Unsupported("a conditioning that is not [B, 6 D]")
     chunks = C.scale_shift_table_chunks.generic(xp, _p(call, xp, "scale_shift_table"), t, _chunk_order(knobs))
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (chunks[n][:, None, :] for n in C.ADALN_ZERO_ORDER)
-    attended = np.reshape(out("attn"), np.shape(x))
-    hidden = x + gate_msa * attended
+    if np.shape(out("attn")) != np.shape(x):
+        raise NotRecognised(f"a PixArtBlock's attn returns its input's tokens, but this one returns "
+                            f"{np.shape(out('attn'))} for x {np.shape(x)} (tokens rearranged: some other block)")
+    hidden = x + gate_msa * out("attn")
     crossed = hidden + out("cross_attn")
     return [_modulated(out("norm1"), shift_msa, scale_msa), hidden, crossed,
             _modulated(out("norm2"), shift_mlp, scale_mlp), crossed + gate_mlp * out("mlp")]
@@ -1515,6 +1539,10 @@ def _is_swiglu_feed_forward(module: nn.Module) -> bool:
         tuple(module.w2.weight.shape) == tuple(reversed(module.w1.weight.shape))
 
 
+#: the gate activations of a w1 / w2 / w3 feed-forward that has no act child (SwiGLU's silu first, then GEGLU's)
+_UNSTATED_GATE_ACTIVATIONS = ("silu", "gelu", "gelu-tanh")
+
+
 def _eval_gated(gate_name: str, up_name: str, down_name: str) -> Evaluate:
     """down(act(gate(x)) up(x)), compared at down's input when it ran as a child; DiT-MoE's pretraining_tp > 1
     computes the three projections with F.linear on weight slices instead (no child call): the whole MLP is then
@@ -1559,6 +1587,9 @@ def _is_dit_block(module: nn.Module) -> bool:
 def _dit_chunks(call: RecordedCall, xp: Precision, order: Sequence[str]) -> dict[str, Any]:
     """adaLN_modulation's recorded output [B, k D] cut into k chunks named by ``order``, each [B, 1, D]."""
     projected = _x(xp, call.child_outputs(call.module.adaLN_modulation)[0])
+    if np.ndim(projected) != 2:
+        raise Unsupported(f"per-token conditioning (adaLN_modulation returns {np.shape(projected)}; the original DiT's "
+                          "conditioning is one vector per sample, [B, k D])")
     width = np.shape(projected)[-1] // len(order)
     return {name: projected[:, None, i * width:(i + 1) * width] for i, name in enumerate(order)}
 
@@ -3182,13 +3213,59 @@ def _eval_shape_linear(call: RecordedCall, xp: Precision, knobs: Mapping[str, An
 
 
 _EPS_ATTRIBUTES = ("eps", "variance_epsilon", "epsilon", "norm_eps")
-#: the eps values a norm that states none is tried with (the two the DiT code bases use)
+#: the eps values the DiT code bases state (the alternatives tried to explain a norm's mismatch)
 _EPS_CANDIDATES = (1e-6, 1e-5)
+#: what else a norm stating no eps may use: torch's F.rms_norm / nn.RMSNorm default finfo(dtype).eps (None here,
+#: resolved per call), 1e-8, 0 (F.normalize's clamp at 1e-12 on the norm), and the eps its rows solve for
+_UNSTATED_EPS = (*_EPS_CANDIDATES, None, 1e-8, 0.0)
 
 
 def _declared_eps(module: nn.Module) -> float | None:
     """The eps a module states as an attribute (None when it lives only in its forward, as in Flux's RMSNorm)."""
     return next((float(getattr(module, a)) for a in _EPS_ATTRIBUTES if _is_number(getattr(module, a, None))), None)
+
+
+def _states_no_eps(module: nn.Module) -> bool:
+    """A norm of the user's code whose eps lives only in its forward (torch's nn.RMSNorm(eps=None) states finfo)."""
+    return _declared_eps(module) is None and not type(module).__module__.startswith(("torch.", "diffusers.", "timm."))
+
+
+def _finfo_eps(call: RecordedCall) -> float:
+    dtype = call.output_dtypes[0] if call.output_dtypes else torch.float32
+    return float(torch.finfo(dtype if dtype.is_floating_point else torch.float32).eps)
+
+
+def _unit_offset_gain(module: nn.Module) -> bool:
+    """lucidrains' RMSNorm: one 1-D parameter ``gamma`` (initialised to zeros) used as the gain 1 + gamma."""
+    return list(_direct_parameters(module)) == ["gamma"]
+
+
+def _unstated_eps_values(call: RecordedCall, rms: bool) -> list[float]:
+    """The eps identities of a norm stating none: the usual values, finfo(dtype).eps, 1e-8, 0 and, for an RMS norm,
+    the eps its recorded rows solve for (when positive and finite)."""
+    values = [(_finfo_eps(call) if eps is None else eps) for eps in _UNSTATED_EPS]
+    if rms:
+        solved = _rows_eps(call)
+        if math.isfinite(solved) and solved > 0:
+            values.append(solved)
+    return list(dict.fromkeys(values))
+
+
+def _norm_vectors(call: RecordedCall, unit_offset: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(gain, bias) of a norm recognised by its 1-D parameters (the gain 1 + gamma for a unit-offset one)."""
+    params = list(_direct_parameters(call.module))
+    weight = np.asarray(call.param(params[0]), dtype=np.float64)
+    bias = np.asarray(call.param(params[1]), dtype=np.float64) if len(params) > 1 else None
+    return (1 + weight if unit_offset else weight), bias
+
+
+def _rows_eps(call: RecordedCall) -> float:
+    """The eps an RMS norm's recorded rows solve for (see _rms_eps_estimate), weighted for rows near 1e-6."""
+    weight, bias = _norm_vectors(call, _unit_offset_gain(call.module))
+    x = np.asarray(_first_input(call), dtype=np.float64)
+    if np.shape(call.outputs[0]) != np.shape(x):
+        return math.nan
+    return _rms_eps_estimate(x, call.outputs[0], weight, bias, _EPS_CANDIDATES[0])[0]
 
 
 def _shape_norm_knobs(call: RecordedCall) -> dict[str, Any]:
@@ -3197,16 +3274,33 @@ def _shape_norm_knobs(call: RecordedCall) -> dict[str, Any]:
 
 
 def _shape_norm_identities(call: RecordedCall) -> list[dict[str, Any]]:
-    declared = _declared_eps(call.module) is not None
-    eps_values = [_shape_norm_knobs(call)["eps"]] if declared else list(_EPS_CANDIDATES)
-    identities = [{"kind": kind, "eps": eps} for kind in ("layer", "rms") for eps in eps_values]
+    """LayerNorm then RMSNorm at the stated eps; a norm stating none: also every _unstated_eps_values and, for
+    lucidrains' ``gamma``, the unit-offset RMS gain."""
+    eps = _declared_eps(call.module)
+    if eps is not None:
+        return [{"kind": "rms", "eps": eps}]
+    identities = [{"kind": "layer", "eps": e} for e in _EPS_CANDIDATES] + \
+        [{"kind": "rms", "eps": e} for e in _unstated_eps_values(call, rms=True)]
+    if _unit_offset_gain(call.module):
+        identities += [{**identity, "unit_offset": True} for identity in identities if identity["kind"] == "rms"]
     return identities[1:]
 
 
+def _shape_norm_refuted(call: RecordedCall) -> str:
+    if not _states_no_eps(call.module):
+        return ""
+    return "its parameter shapes suggest a norm, but it states no eps and no LayerNorm or RMSNorm with eps " + \
+        ", ".join(f"{e:.3g}" for e in _unstated_eps_values(call, rms=True)) + \
+        (" (nor the unit-offset gain 1 + gamma)" if _unit_offset_gain(call.module) else "") + " reproduces it"
+
+
 def _eval_shape_norm(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
-    """A leaf with one or two 1-D parameters of the feature width: LayerNorm or RMSNorm over the last axis."""
+    """A leaf with one or two 1-D parameters of the feature width: LayerNorm or RMSNorm over the last axis (the gain
+    1 + gamma for ``unit_offset``)."""
     params = list(_direct_parameters(call.module))
     weight = _p(call, xp, params[0])
+    if knobs.get("unit_offset"):
+        weight = 1 + weight
     bias = _p(call, xp, params[1]) if len(params) > 1 else None
     _refute_shape_guess(call, "norm", np.shape(_first_input(call)))
     x = _x(xp, _first_input(call))
@@ -3248,11 +3342,10 @@ def _solved_eps(call: RecordedCall, knobs: Mapping[str, Any], inside_fmt: str) -
     evaluated with by at most some amount; twice the worst of those, and at least the effect of 4 ulps of the row
     factor on the row with the smallest mean(x^2), is the uncertainty of the recorded call's estimate.
     """
-    params = list(_direct_parameters(call.module))
     x = np.asarray(_first_input(call), dtype=np.float64)
-    weight = np.asarray(call.param(params[0]), dtype=np.float64)
-    bias = np.asarray(call.param(params[1]), dtype=np.float64) if len(params) > 1 else None
-    estimate = functools.partial(_rms_eps_estimate, x, weight=weight, bias=bias, weighting_eps=knobs["eps"])
+    weight, bias = _norm_vectors(call, bool(knobs.get("unit_offset")))
+    estimate = functools.partial(_rms_eps_estimate, x, weight=weight, bias=bias,
+                                 weighting_eps=max(knobs["eps"], _EPS_CANDIDATES[0]))
     solved, smallest, rows = estimate(call.outputs[0])
     naive_miss = 0.0
     for xp in naive_precisions(inside_fmt):
@@ -3264,15 +3357,19 @@ def _solved_eps(call: RecordedCall, knobs: Mapping[str, Any], inside_fmt: str) -
 
 def _shape_norm_remark(call: RecordedCall, knobs: Mapping[str, Any], conforms: Callable[[Mapping[str, Any]], bool],
                        inside_fmt: str) -> str:
-    """For a norm whose eps lives only in its forward: which candidate eps conform (both: the tolerance cannot tell
-    an eps bug) and, for an RMS norm, the eps its recorded rows are consistent with (see _solved_eps). A note, never
-    a failure: the module states no eps to hold it to."""
+    """For a norm whose eps lives only in its forward (it passed under one of its eps identities): which of the usual
+    eps conform (both: the tolerance cannot tell an eps bug; neither: the eps that does) and, for an RMS norm, the eps
+    its recorded rows are consistent with (see _solved_eps). The module states no eps to hold it to."""
     if _declared_eps(call.module) is not None:
         return ""
     passing = [eps for eps in _EPS_CANDIDATES if eps == knobs["eps"] or conforms({"eps": eps})]
     named = " and ".join(f"{eps:g}" for eps in _EPS_CANDIDATES)
     note = "eps stated nowhere on the module: " + \
-        (f"both {named} conform" if len(passing) > 1 else f"of {named}, only {passing[0]:g} conforms")
+        (f"both {named} conform" if len(passing) > 1 else f"of {named}, only {passing[0]:g} conforms" if passing else
+         f"neither {named} conforms, eps={knobs['eps']:.3g} does" +
+         (" (torch's default: finfo(dtype).eps)" if knobs["eps"] == _finfo_eps(call) else ""))
+    if knobs.get("unit_offset"):
+        note += "; its gain is 1 + gamma (a unit-offset RMSNorm, as lucidrains' code writes it)"
     if knobs["kind"] != "rms":
         return note + " (eps is solved for from the rows of an RMS norm only)"
     solved, uncertainty, smallest, rows = _solved_eps(call, knobs, inside_fmt)
@@ -3283,6 +3380,18 @@ def _shape_norm_remark(call: RecordedCall, knobs: Mapping[str, Any], conforms: C
                                     f"{inside[0]:g} only" if inside else f"neither {named}")
     return note + f"; the recorded rows give eps = {solved:.3g} +- {uncertainty:.2g} ({verdict}; {rows} rows at " \
         f"{inside_fmt}'s rounding, smallest mean(x^2) {smallest:.3g})"
+
+
+def _is_flux_rms_norm(module: nn.Module) -> bool:
+    """Flux's RMSNorm: exactly one 1-D parameter ``scale``, no child, no buffer, no eps attribute, forward(x)."""
+    params = _direct_parameters(module)
+    return list(params) == ["scale"] and len(params["scale"]) == 1 and not any(True for _ in module.children()) and \
+        _only_tensor_attributes(module, {"scale"}) and _declared_eps(module) is None and \
+        _forward_parameters(module) == ["x"]
+
+
+def _flux_rms_identities(call: RecordedCall) -> list[dict[str, Any]]:
+    return [{"kind": "rms", "eps": e} for e in _unstated_eps_values(call, rms=True)][1:]
 
 
 def _shape_component(module: nn.Module) -> Component | None:
@@ -3373,7 +3482,12 @@ _REGISTRY: dict[str, Component] = {
                                float32_inside=lambda call: True),
     "RMSNorm": Component("RMS norm", _eval_rms_norm, _rms_knobs, _rms_alternatives,
                          float32_inside=lambda call: type(call.module).__module__.startswith("diffusers")
-                         or _forward_upcasts(call)),  # LLaMA's / Lumina's: self._norm(x.float()).type_as(x)
+                         or _forward_upcasts(call),  # LLaMA's / Lumina's: self._norm(x.float()).type_as(x)
+                         # a fork's RMSNorm stating no eps (F.rms_norm(x, shape, w): torch's default) tries every eps
+                         identities=lambda call: [{"eps": e, "variance_format": None} for e in _unstated_eps_values(
+                             call, rms=True)[1:]] if _states_no_eps(call.module) else [],
+                         remark=lambda call, knobs, conforms, fmt: f"eps stated nowhere on the module: "
+                         f"eps={knobs['eps']:.3g} fits" if _states_no_eps(call.module) else ""),
     "GELU": Component("activation", _eval_activation,
                       lambda call: {"activation": _activation_name(call.module)},
                       lambda call: {"activation": _other(_activation_name(call.module), _GELU_NAMES)},
@@ -3603,10 +3717,12 @@ _REGISTRY: dict[str, Component] = {
                                 lambda call: {"scale": ["1/head_dim", "1"]},
                                 observed=_projection_inputs_or_outputs("proj"),
                                 naive_variants=lambda call: [{"_prescale": False}], float32_inside=_forward_upcasts),
-    "shape.Linear": Component("linear (by parameter shapes)", _eval_shape_linear, lambda call: {}),
+    "shape.Linear": Component("linear (by parameter shapes)", _eval_shape_linear, lambda call: {},
+                              guess="parameter shapes"),
     "shape.Norm": Component("norm (by parameter shapes)", _eval_shape_norm, _shape_norm_knobs,
-                            lambda call: {"eps": _other(_shape_norm_knobs(call)["eps"], (1e-6, 1e-5))},
-                            identities=_shape_norm_identities, remark=_shape_norm_remark,
+                            lambda call: {"eps": _other(_shape_norm_knobs(call)["eps"], _EPS_CANDIDATES)},
+                            identities=_shape_norm_identities, remark=_shape_norm_remark, guess="parameter shapes",
+                            refuted_unless_fits=_shape_norm_refuted,
                             # an unknown norm may upcast by design (Flux's RMSNorm computes x.float()): in a float64
                             # run, within float32's tolerance is a float32 island, reported, not a mismatch
                             float32_inside=lambda call: True),
@@ -3639,8 +3755,19 @@ _REGISTRY: dict[str, Component] = {
     "llama.FeedForward": Component("SwiGLU feed-forward (LLaMA's w2(silu(w1 x) w3 x): DDT, Lumina-Next)",
                                    _eval_gated("w1", "w3", "w2"),
                                    lambda call: {"activation": "silu", "gate_order": ("w1", "w3")},
-                                   lambda call: {"activation": ["identity", *_GELU_NAMES], "gate_order": [("w3", "w1")]},
-                                   observed=_projection_inputs_or_outputs("w2")),
+                                   lambda call: {"activation": ["identity", "approximate-gelu"],
+                                                 "gate_order": [("w3", "w1")]},
+                                   observed=_projection_inputs_or_outputs("w2"),
+                                   # no act child states the activation: GEGLU's gelu / gelu-tanh are identities too
+                                   identities=lambda call: [{"activation": a, "gate_order": ("w1", "w3")}
+                                                            for a in _UNSTATED_GATE_ACTIVATIONS[1:]],
+                                   remark=lambda call, knobs, conforms, fmt: "activation stated nowhere on the module "
+                                   f"(no act child): {knobs['activation']} fits, of "
+                                   f"{', '.join(_UNSTATED_GATE_ACTIVATIONS)}"),
+    "flux.RMSNorm": Component("RMS norm (by structure: Flux's, weight named scale, eps in its forward)",
+                              _eval_shape_norm, lambda call: {"kind": "rms", "eps": _EPS_CANDIDATES[0]},
+                              lambda call: {"eps": list(_EPS_CANDIDATES[1:])}, identities=_flux_rms_identities,
+                              remark=_shape_norm_remark, float32_inside=lambda call: True),
     "dit.FinalLayer": _shift_scale_final_layer("final layer (original DiT: adaLN_modulation chunks, modulate)",
                                                _eval_dit_final_layer),
     "dit.DiTBlock": _six_chunk_block("block glue (original DiT: adaLN-Zero chunks, modulate, gates, residuals)",
@@ -3712,6 +3839,10 @@ def _component_for(module: nn.Module) -> Component | None:
         return _REGISTRY["timm.PatchEmbed"] if isinstance(getattr(module, "proj", None), nn.Conv2d) else None
     if _dit_frequency_dim(module) and isinstance(getattr(module, "mlp", None), nn.Sequential) and len(module.mlp) == 3:
         return _REGISTRY["dit.TimestepEmbedder"]
+    if name == "Attention" and not hasattr(module, "processor"):
+        return None
+    if name in _REGISTRY and not _unlike_namesake(module, name):  # a registered class name first (diffusers' and
+        return _REGISTRY[name]  # a fork's FluxPosEmbed returns (cos, sin), not Flux EmbedND's matrices)
     for is_it, key in ((_is_t2i_final_layer, "pixart.T2IFinalLayer"), (_is_pixart_block, "pixart.PixArtBlock"),
                        (_is_cross_attention, "pixart.MultiHeadCrossAttention"), (_is_mlp_embedder, "flux.MLPEmbedder"),
                        (_is_gated_mlp, "llama.GatedMLP"), (_is_swiglu_feed_forward, "llama.FeedForward"),
@@ -3720,13 +3851,9 @@ def _component_for(module: nn.Module) -> Component | None:
                        (_is_flux_qk_norm, "flux.QKNorm"), (_is_flux_embed_nd, "flux.EmbedND"),
                        (_is_flux_double_block, "flux.DoubleStreamBlock"), (_is_flux_single_block, "flux.SingleStreamBlock"),
                        (_is_uvit_block, "uvit.Block"), (_is_dit_label_embedder, "dit.LabelEmbedder"),
-                       (_is_caption_embedder, "pixart.CaptionEmbedder")):
+                       (_is_caption_embedder, "pixart.CaptionEmbedder"), (_is_flux_rms_norm, "flux.RMSNorm")):
         if not origin.startswith(("torch.", "diffusers.", "timm.")) and is_it(module):
-            return _REGISTRY[key]
-    if name == "Attention" and not hasattr(module, "processor"):
-        return None
-    if name in _REGISTRY and not _unlike_namesake(module, name):
-        return _REGISTRY[name]
+            return _guessed(key)
     for base, key in ((nn.Linear, "Linear"), (nn.LayerNorm, "LayerNorm"), (nn.Conv2d, "Conv2d"),
                       (nn.Conv3d, "Conv3d"), (nn.Embedding, "Embedding"), (nn.GELU, "GELU"), (nn.SiLU, "SiLU")):
         if isinstance(module, base):
@@ -3736,6 +3863,12 @@ def _component_for(module: nn.Module) -> Component | None:
     return _shape_component(module)
 
 
+@functools.cache
+def _guessed(key: str) -> Component:
+    """The registered component ``key`` as a recognition by structure (refuted by outputs of another shape)."""
+    return dataclasses.replace(_REGISTRY[key], guess="structure")
+
+
 #: what the evaluation of a registered class reads from the module: a fork's class of the same name without these
 #: (Flux's own RMSNorm keeps its weight as ``scale`` and hard-codes eps) is not taken for it
 _NAMESAKE_ATTRIBUTES = {"RMSNorm": ("weight",), "LayerNorm": ("normalized_shape", "eps", "weight"),
@@ -3743,21 +3876,28 @@ _NAMESAKE_ATTRIBUTES = {"RMSNorm": ("weight",), "LayerNorm": ("normalized_shape"
                         "FeedForward": ("net",)}
 
 
+#: torch leaves recognised by class name: none has a child module
+_TORCH_LEAF_NAMES = ("Linear", "LayerNorm", "RMSNorm", "GELU", "SiLU", "ReLU", "Conv2d", "Conv3d", "Embedding")
+
+
 def _unlike_namesake(module: nn.Module, name: str) -> bool:
     """Whether ``module`` only shares a registered class's name: from outside torch / diffusers / timm and lacking an
     attribute that class's evaluation reads (it is then recognised by parameter shapes, if at all)."""
     if type(module).__module__.startswith(("torch.", "diffusers.", "timm.")):
         return False
-    if name == "RMSNorm" and _declared_eps(module) is None:
-        return True  # eps only in its forward: the shape path tries the candidates and says which conform
+    if name in _TORCH_LEAF_NAMES and any(True for _ in module.children()):
+        return True  # a wrapper named like a leaf (peft's LoRA ``Linear``: base_layer, lora_A, lora_B) is not that leaf
     return any(not hasattr(module, attribute) for attribute in _NAMESAKE_ATTRIBUTES.get(name, ()))
 
 
 def _extends_leaf(module: nn.Module, base: type[nn.Module]) -> bool:
-    """Whether a subclass of a torch leaf computes more than it: its own forward with its own submodules (a LoRA
-    linear adds lora_B(lora_A(x)) to the base's output). Such a module is not checked as the leaf (that would be a
-    false alarm); its submodules are checked on their own."""
-    return type(module).forward is not base.forward and any(True for _ in module.children())
+    """Whether a subclass of a torch leaf computes more than it: its own forward with its own submodules (Flux's LoRA
+    linear adds lora_B(lora_A(x)) to the base's output) or its own tensors beyond weight and bias (loralib's Linear
+    keeps lora_A / lora_B as parameters). Such a module is not checked as the leaf (that would be a false alarm); its
+    submodules are checked on their own."""
+    own_tensors = set(_direct_parameters(module)) | {name for name, _ in module.named_buffers(recurse=False)}
+    return type(module).forward is not base.forward and \
+        (any(True for _ in module.children()) or bool(own_tensors - {"weight", "bias"}))
 
 
 # ----------------------------------------------------------------------------------------
@@ -3875,17 +4015,23 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
     finding.fmt = fmt
     try:
         actual = call.outputs if spec.observed is None else spec.observed(call)
-        measured = []
+        measured, refusals = [], []
         for identity in [spec.knobs(call)] + spec.identities(call):
-            exact = [np.asarray(v, dtype=np.float64) for v in spec.evaluate(call, exact_precision(fmt), identity)]
+            try:
+                exact = _guarded_evaluate(call, spec, identity, fmt, actual)
+            except Unsupported as reason:  # this identity does not fit the call; another may
+                refusals.append(reason)
+                continue
             errors, tolerances = _differences(actual, exact), _tolerances(call, spec, identity, fmt, exact)
             measured.append((_worst(errors, tolerances), identity, exact, errors, tolerances))
             if _within(errors, tolerances):
                 break
+        if not measured:
+            raise refusals[0]
         (error, tolerance), knobs, exact, errors, tolerances = min(
             measured, key=lambda m: m[0][0] / m[0][1].value if m[0][1] is not None and m[0][1].value > 0 else math.inf)
-        if "by parameter shapes" in spec.kind:
-            finding.message = f"recognised by parameter shapes: {spec.kind.split(' (')[0]} " + \
+        if " (by " in spec.kind:
+            finding.message = f"recognised by {spec.kind.split(' (by ')[1].rstrip(')')}: {spec.kind.split(' (')[0]} " + \
                 ", ".join(f"{k}={v!r}" for k, v in knobs.items())
     except NotRecognised as reason:
         finding.status, finding.message = "not-checked", str(reason)
@@ -3926,6 +4072,11 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
                                                       "computes in float32 inside a float64 run (within float32's tolerance)"]))
             add_remark("float32")
             return finding
+    refuted = spec.refuted_unless_fits(call)
+    if refuted:
+        finding.status, finding.message = "not-checked", refuted
+        finding.error = finding.tolerance = None
+        return finding
     finding.status = "mismatch"
     if within_float32:
         finding.explanations.append({"compute_format": "float32"})
@@ -3948,6 +4099,24 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
                     len(finding.explanations) < MAX_PAIRS and explains({**first, **second}):
                 finding.explanations.append({**first, **second})
     return finding
+
+
+def _guarded_evaluate(call: RecordedCall, spec: Component, knobs: Mapping[str, Any], fmt: str,
+                      actual: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The exact recomputation under ``knobs``; for a guess (spec.guess), outputs that cannot be combined (a numpy
+    broadcast error) or differ from the call's in count or shape refute it: NotRecognised, never an inf error."""
+    try:
+        exact = [np.asarray(v, dtype=np.float64) for v in spec.evaluate(call, exact_precision(fmt), knobs)]
+    except ValueError as error:
+        if not spec.guess:
+            raise
+        raise NotRecognised(f"recognised by {spec.guess} as a {spec.kind}, but its recomputation does not fit the "
+                            f"call's tensors ({error})") from error
+    if spec.guess and [np.shape(a) for a in actual] != [np.shape(e) for e in exact]:
+        raise NotRecognised(f"recognised by {spec.guess} as a {spec.kind}, but it returns tensors of shapes "
+                            f"{[tuple(np.shape(a)) for a in actual]} where that returns "
+                            f"{[tuple(np.shape(e)) for e in exact]}")
+    return exact
 
 
 # ----------------------------------------------------------------------------------------

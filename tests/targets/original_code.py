@@ -5,6 +5,10 @@ with a block-diagonal mask), its final layer and caption embedder (a null captio
 DiT's class embedder (a null-class row), and Flux's MLPEmbedder, its RMSNorm (weight named ``scale``,
 eps written into forward, float32 inside) and its LoRA linear (an nn.Linear subclass adding lora_B(lora_A(x))).
 
+Look-alikes (the last section): correct code sharing those structures' names or shapes, each modelled on a real
+pattern (Open-Sora's temporal block, loralib's and peft's LoRA linears, a GEGLU with LLaMA's names, forks' RMSNorms with
+other eps, lucidrains' unit-offset RMSNorm, a fork's FluxPosEmbed), and the original DiT block conditioned per token.
+
 Each class takes ``bug`` knobs that plant one subtle fault modelled on a real one (a shift/scale swap, a 1.001
 factor, swapped key/value halves, an activation changed inline). ``tiny_text_to_image`` builds the whole tiny
 model (latents 4 x 8 x 8, patch 2, hidden 32, 4 heads, depth 2, captions of 5 tokens of width 12).
@@ -564,3 +568,195 @@ def tiny_long_skip(seed: int = 0, dtype: torch.dtype = torch.float32, **bug: Any
         for parameter in model.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64) * 0.1)
     return model.to(dtype).eval(), (torch.randn(2, 9, HIDDEN, generator=generator, dtype=torch.float64).to(dtype),)
+
+
+# ----------------------------------------------------------------------------------------
+# Look-alikes of the recognised structures: correct code the engine must not fail (conforms, or not checked with the
+# reason), each modelled on a real pattern that shares names or shapes with a recognised one
+
+
+class TemporalPixArtBlock(PixArtBlock):
+    """PixArtBlock's children, table and signature, but its self-attention runs over frames: the tokens
+    B (T S) C are rearranged to (B S) T C around attn (Open-Sora's temporal STDiT3Block does this)."""
+
+    def __init__(self, dim: int, num_heads: int, frames: int):
+        super().__init__(dim, num_heads)
+        self.frames = frames
+
+    def attend_over_frames(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        frames, spatial = self.frames, tokens // self.frames
+        h = x.reshape(batch, frames, spatial, dim).permute(0, 2, 1, 3).reshape(batch * spatial, frames, dim)
+        h = self.attn(h)
+        return h.reshape(batch, spatial, frames, dim).permute(0, 2, 1, 3).reshape(batch, tokens, dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: list[int] | None = None) -> torch.Tensor:
+        batch = x.shape[0]
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            self.scale_shift_table[None] + t.reshape(batch, 6, -1)).chunk(6, dim=1)
+        x = x + gate_msa * self.attend_over_frames(t2i_modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + self.cross_attn(x, y, mask)
+        return x + gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class SpatialTemporalBlock(TemporalPixArtBlock):
+    """The same with Open-Sora's STDiT3Block signature forward(x, y, t, mask, x_mask, t0, T, S)."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: list[int] | None = None,
+                x_mask: torch.Tensor | None = None, t0: torch.Tensor | None = None, T: int | None = None,  # noqa: N803
+                S: int | None = None) -> torch.Tensor:  # noqa: N803
+        return super().forward(x, y, t, mask)
+
+
+class LoraParameterLinear(nn.Linear):
+    """loralib's Linear: an nn.Linear subclass keeping its low-rank factors as parameters (no child module) and adding
+    (x A^T B^T) scaling in its own forward."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int = 2, scaling: float = 0.5):
+        super().__init__(in_features, out_features)
+        self.lora_A = nn.Parameter(torch.zeros(rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias) + (x @ self.lora_A.T @ self.lora_B.T) * self.scaling
+
+
+class PeftLinear(nn.Module):
+    """peft's LoRA wrapper, a class named ``Linear`` that is no nn.Linear: base_layer plus lora_B(lora_A(x)) from
+    ModuleDicts per adapter, weight and bias as properties of the base layer."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int = 2):
+        super().__init__()
+        self.base_layer = nn.Linear(in_features, out_features)
+        self.lora_A = nn.ModuleDict({"default": nn.Linear(in_features, rank, bias=False)})
+        self.lora_B = nn.ModuleDict({"default": nn.Linear(rank, out_features, bias=False)})
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x) + self.lora_B["default"](self.lora_A["default"](x))
+
+
+PeftLinear.__name__ = PeftLinear.__qualname__ = "Linear"  # peft's class name
+
+
+class GegluFeedForward(nn.Module):
+    """A GEGLU feed-forward with LLaMA's names, w2(gelu(w1 x) w3 x), the activation written into forward (no act
+    child). ``approximate`` "tanh" for gelu-tanh; planted: ``factor`` scales the gated product."""
+
+    def __init__(self, dim: int, hidden: int, approximate: str = "none", factor: float = 1.0):
+        super().__init__()
+        self.w1, self.w3 = nn.Linear(dim, hidden, bias=False), nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.approximate, self.factor = approximate, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.gelu(self.w1(x), approximate=self.approximate) * self.w3(x) * self.factor)
+
+
+class PerTokenDiTBlock(nn.Module):
+    """The original DiT block's children, conditioned per token: c [B, N, D] gives six [B, N, D] chunks."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = WindowAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
+        x = x + gate_msa * self.attn(self.norm1(x) * (1 + scale_msa) + shift_msa)
+        return x + gate_mlp * self.mlp(self.norm2(x) * (1 + scale_mlp) + shift_mlp)
+
+
+class ForkRMSNorm(nn.Module):
+    """A fork's RMSNorm named like torch's, weight named ``weight``, no eps attribute: F.rms_norm's default eps
+    (finfo(dtype).eps). Planted: ``factor`` scales the output."""
+
+    def __init__(self, dim: int, factor: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight) * self.factor
+
+
+ForkRMSNorm.__name__ = ForkRMSNorm.__qualname__ = "RMSNorm"
+
+
+class FluxRMSNormAnyEps(nn.Module):
+    """Flux's RMSNorm (weight ``scale``, float32 inside) with another eps hard-coded into forward (1e-8,
+    finfo(float32).eps, 3e-6 in forks)."""
+
+    def __init__(self, dim: int, eps_in_forward: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+        self.eps_in_forward = eps_in_forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rrms = torch.rsqrt(torch.mean(x.float() ** 2, dim=-1, keepdim=True) + self.eps_in_forward)
+        return (x.float() * rrms).to(x.dtype) * self.scale
+
+
+class UnitOffsetRMSNorm(nn.Module):
+    """lucidrains' RMSNorm: F.normalize(x) sqrt(d) (gamma + 1), gamma initialised to zeros."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = dim ** 0.5
+        self.gamma = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) * self.scale * (self.gamma + 1)
+
+
+UnitOffsetRMSNorm.__name__ = UnitOffsetRMSNorm.__qualname__ = "RMSNorm"
+
+
+class GainThenDouble(nn.Module):
+    """A leaf with one 1-D parameter of the feature width that is no norm: 2 x w (a norm's parameter shapes)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x * self.weight
+
+
+class ForkFluxPosEmbed(nn.Module):
+    """A fork's FluxPosEmbed in diffusers' style (theta, axes_dim, forward(ids)): (cos, sin) [L, sum axes_dim], each
+    frequency repeated for its interleaved pair, not Flux EmbedND's rotation matrices."""
+
+    def __init__(self, theta: int, axes_dim: list[int]):
+        super().__init__()
+        self.theta, self.axes_dim = theta, axes_dim
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = [], []
+        for axis, dim in enumerate(self.axes_dim):
+            omega = 1.0 / self.theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+            angles = ids[:, axis].double()[:, None] * omega
+            cos.append(angles.cos().repeat_interleave(2, -1))
+            sin.append(angles.sin().repeat_interleave(2, -1))
+        return torch.cat(cos, -1).float(), torch.cat(sin, -1).float()
+
+
+ForkFluxPosEmbed.__name__ = ForkFluxPosEmbed.__qualname__ = "FluxPosEmbed"
+
+
+class PosEmbed(ForkFluxPosEmbed):
+    """The same under a name no registry holds: EmbedND's structure (theta, axes_dim, forward(ids)), other outputs."""
+
+
+PosEmbed.__name__ = PosEmbed.__qualname__ = "PosEmbed"
