@@ -86,13 +86,14 @@ class PixArtStyleBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim ** 0.5)
         self.modulate_swapped, self.cross_scale = modulate_swapped, cross_scale
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """PixArt's block signature: image tokens x, caption tokens y, the six modulation rows t, the caption mask."""
         chunks = (self.scale_shift_table[None] + t.reshape(len(x), 6, -1)).chunk(6, dim=1)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunks
         if self.modulate_swapped:  # planted: the MLP branch's shift and scale read from each other's rows
             shift_mlp, scale_mlp = scale_mlp, shift_mlp
         x = x + gate_msa * self.attn(t2i_modulate(self.norm1(x), shift_msa, scale_msa))
-        x = x + self.cross_attn(x, cond, mask) * self.cross_scale
+        x = x + self.cross_attn(x, y, mask) * self.cross_scale
         return x + gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
