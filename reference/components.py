@@ -63,11 +63,13 @@ def round_to_format(x: np.ndarray, fmt: str) -> np.ndarray:
     """Each float64 entry rounded to nearest (ties to even) in ``fmt`` ('float32', 'float16', 'bfloat16'), as float64."""
     x = np.asarray(x, dtype=np.float64)
     if fmt in _ROUNDING_FORMATS:
-        return x.astype(_ROUNDING_FORMATS[fmt]).astype(np.float64)
+        with np.errstate(over="ignore"):  # beyond the format's max is +-inf, as the cast in torch gives: no warning
+            return x.astype(_ROUNDING_FORMATS[fmt]).astype(np.float64)
     if fmt == "bfloat16":
         # bfloat16 keeps float32's top 16 bits: round the float32 bit pattern to nearest even at bit 16;
         # the float64 -> float32 step first is a double rounding, exact enough to emulate a bf16 cast
-        bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
     raise InvalidArgumentError("fmt", "'float32', 'float16' or 'bfloat16'", repr(fmt))

@@ -8,6 +8,8 @@ by far more than the float64 tolerance used for agreement (TOL).
 
 from __future__ import annotations
 
+import warnings
+
 import itertools
 import math
 from collections.abc import Callable
@@ -412,6 +414,12 @@ def test_round_to_format_matches_torch_casts() -> None:
     for fmt, dtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16), ("float32", torch.float32)):
         theirs = torch.from_numpy(x).to(torch.float32).to(dtype).double().numpy()
         assert np.array_equal(C.round_to_format(x.astype(np.float32).astype(np.float64), fmt), theirs), fmt
+    beyond = np.array([1e40, -1e40, 7e4, -7e4])  # past float32's / float16's max: +-inf as torch casts, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fmt, dtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16), ("float32", torch.float32)):
+            theirs = torch.from_numpy(beyond).to(dtype).double().numpy()
+            assert np.array_equal(C.round_to_format(beyond, fmt), theirs), fmt
 
 
 # ----------------------------------------------------------------------------------------
