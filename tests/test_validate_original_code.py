@@ -621,3 +621,19 @@ def test_a_fork_flux_pos_embed_is_checked_by_its_name_and_a_namesless_one_is_not
                                                                                    "not-checked")):
         report = check_components(module, (ids,))
         assert report.ok and own_finding(report, module).status == status, report
+
+
+@DTYPES
+@pytest.mark.parametrize("kv_swapped", [False, True])
+def test_per_sample_cross_attention_with_a_2d_caption_mask_is_checked(dtype: torch.dtype, kv_swapped: bool) -> None:
+    """Sana's path without xformers, a 0/1 caption mask [B, L]: was unsupported ('a mask other than a list of caption
+    lengths'); now conforms, and swapped key/value halves are named."""
+    module = seeded(oc.PerSampleCrossAttention(oc.HIDDEN, oc.HEADS, kv_swapped), dtype)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    report = check_components(module, (tokens(2, 5, oc.HIDDEN, dtype=dtype), tokens(2, 4, oc.HIDDEN, dtype=dtype, seed=2),
+                                       mask))
+    finding = own_finding(report, module)
+    if kv_swapped:
+        assert finding.status == "inline" and finding.explanations == [{"kv_order": ("v", "k")}], finding
+    else:
+        assert report.ok and finding.status == "conforms", report

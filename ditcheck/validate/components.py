@@ -1474,14 +1474,20 @@ def _eval_cross_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     from the caption lengths ``mask`` (each image's queries see its own caption's keys; no mask: every key), SDPA with
     1/sqrt(head_dim); compared at proj's input. Without caption lengths the module states nothing about the batch:
     knob ``uncaptioned`` "every key" (PixArt-alpha's xformers path) or, an identity, "own caption" (each image sees
-    its own equal share of the caption tokens: Open-Sora's [Nc] * B, Sana's per-batch path without xformers)."""
+    its own equal share of the caption tokens: Open-Sora's [Nc] * B, Sana's per-batch path without xformers). A 2-D
+    0/1 mask [B, L] (Sana's path without xformers: additive (1 - mask) -10000, per sample) keeps the caption tokens
+    where it is 1, each image its own caption's."""
     module = call.module
     x, cond = _x(xp, call.arg("x")), _x(xp, call.arg("cond", "context", "y"))
-    lengths = call.arg("mask")
+    lengths, keep = call.arg("mask"), None
     if x is None or cond is None or np.ndim(x) != 3:
         raise Unsupported("inputs other than x [B, N, D] and cond")
+    if isinstance(lengths, np.ndarray) and np.ndim(lengths) == 2 and np.isin(lengths, (0, 1)).all():
+        keep = np.reshape(lengths != 0, -1)  # per sample: caption tokens of every image in turn
+        lengths = [int(np.shape(lengths)[1])] * int(np.shape(lengths)[0])
     if lengths is not None and not (isinstance(lengths, (list, tuple)) and all(isinstance(n, int) for n in lengths)):
-        raise Unsupported("a mask other than a list of caption lengths (xformers' BlockDiagonalMask.from_seqlens)")
+        raise Unsupported("a mask other than a list of caption lengths (xformers' BlockDiagonalMask.from_seqlens) or "
+                          "a 0/1 mask [B, L]")
     b, tokens, width = np.shape(x)
     heads = module.num_heads
     q = np.reshape(_linear(call, xp, module.q_linear, x), (1, b * tokens, width))
@@ -1499,6 +1505,8 @@ def _eval_cross_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str,
         ends = np.cumsum(lengths)
         owner = np.searchsorted(ends, np.arange(keys), side="right")  # the image each caption token belongs to
         mask = (np.repeat(np.arange(b), tokens)[:, None] == owner[None, :])[None, None]
+        if keep is not None:
+            mask = mask & keep[None, None, None, :]
     out = merge_heads(_scaled_attention(xp, _heads(q, heads), _heads(parts["k"], heads), _heads(parts["v"], heads),
                                         knobs["scale"], mask, knobs.get("_prescale", True)))
     return [_projected(call, xp, module.proj, np.reshape(out, (b, tokens, width)))]

@@ -760,3 +760,29 @@ class PosEmbed(ForkFluxPosEmbed):
 
 
 PosEmbed.__name__ = PosEmbed.__qualname__ = "PosEmbed"
+
+
+class PerSampleCrossAttention(nn.Module):
+    """Sana's MultiHeadCrossAttention without xformers: q_norm / k_norm Identity, each sample's queries attend to its
+    own caption [B, L, D] with the 0/1 mask [B, L] made additive, (1 - mask) -10000. Planted: key/value halves
+    swapped."""
+
+    def __init__(self, dim: int, num_heads: int, kv_swapped: bool = False):
+        super().__init__()
+        self.num_heads, self.kv_swapped = num_heads, kv_swapped
+        self.q_linear, self.kv_linear, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        self.q_norm, self.k_norm = nn.Identity(), nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        heads = self.num_heads
+        k, v = self.kv_linear(cond).view(batch, -1, 2, dim).unbind(2)
+        if self.kv_swapped:
+            k, v = v, k
+        q = self.q_norm(self.q_linear(x)).view(batch, -1, heads, dim // heads).transpose(1, 2)
+        k = self.k_norm(k).view(batch, -1, heads, dim // heads).transpose(1, 2)
+        v = v.view(batch, -1, heads, dim // heads).transpose(1, 2)
+        if mask is not None:
+            mask = ((1 - mask.to(q.dtype)) * -10000.0)[:, None, None].repeat(1, heads, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
