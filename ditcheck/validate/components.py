@@ -116,7 +116,8 @@ from ditcheck.reference.attention import attention, merge_heads
 from ditcheck.reference.diffusers_modules import patch_position_table
 from ditcheck.reference.formats import format_named, gamma_or_inf
 from ditcheck.reference.errors import InvalidArgumentError
-from ditcheck.reference.layers import layer_norm, linear, patchify, pos_embed_2d, silu, timestep_embedding, unpatchify
+from ditcheck.reference.layers import (layer_norm, linear, modulate, patchify, pos_embed_2d, silu, timestep_embedding,
+                                       unpatchify)
 from ditcheck.reference.native import SUMMATION_ORDERS, Native
 from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.rounding import EXP_ULPS
@@ -1419,9 +1420,9 @@ def _is_cross_attention(module: nn.Module) -> bool:
         width % module.num_heads == 0
 
 
-def _modulated(normed: Any, shift: Any, scale: Any) -> Any:
-    """t2i_modulate: x (1 + scale) + shift."""
-    return normed * (1 + scale) + shift
+def _modulated(xp: Precision, normed: Any, shift: Any, scale: Any) -> Any:
+    """modulate / t2i_modulate, normed (1 + scale) + shift, given chunks [B, 1, D] (the reference takes [B, D])."""
+    return modulate.generic(xp, normed, shift[:, 0], scale[:, 0])
 
 
 def _eval_t2i_final_layer(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
@@ -1434,7 +1435,7 @@ def _eval_t2i_final_layer(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     combined = table[None] + t[:, None]
     chunks = {name: combined[:, i:i + 1] for i, name in enumerate(knobs["order"])}
     normed = _x(xp, call.child_outputs(module.norm_final)[0])
-    return [_projected(call, xp, module.linear, _modulated(normed, chunks["shift"], chunks["scale"]))]
+    return [_projected(call, xp, module.linear, _modulated(xp, normed, chunks["shift"], chunks["scale"]))]
 
 
 def _pixart_block_children(call: RecordedCall) -> dict[str, RecordedCall]:
@@ -1444,22 +1445,17 @@ def _pixart_block_children(call: RecordedCall) -> dict[str, RecordedCall]:
 def _eval_pixart_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
     """PixArt-alpha's PixArtBlock given its children's outputs: the chunks of scale_shift_table[None] + t.reshape(B, 6,
     D); attn's input norm1(x)(1 + scale_msa) + shift_msa, cross_attn's input x + gate_msa attn, norm2's input that plus
-    cross_attn, mlp's input norm2(.)(1 + scale_mlp) + shift_mlp, the output that plus gate_mlp mlp."""
-    children = _pixart_block_children(call)
-    out = lambda name: _x(xp, children[name].kept_outputs[0])  # noqa: E731
+    cross_attn, mlp's input norm2(.)(1 + scale_mlp) + shift_mlp, the output that plus gate_mlp mlp (Wan's glue)."""
+    out = _children_out(call, _pixart_block_children(call), xp)
     x = _x(xp, call.arg("x", "hidden_states"))
     t = _x(xp, call.arg("t", "timestep"))
     if t is None or np.ndim(t) != 2:
         raise Unsupported("a conditioning that is not [B, 6 D]")
-    chunks = C.scale_shift_table_chunks.generic(xp, _p(call, xp, "scale_shift_table"), t, _chunk_order(knobs))
-    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (chunks[n][:, None, :] for n in C.ADALN_ZERO_ORDER)
     if np.shape(out("attn")) != np.shape(x):
         raise NotRecognised(f"a PixArtBlock's attn returns its input's tokens, but this one returns "
                             f"{np.shape(out('attn'))} for x {np.shape(x)} (tokens rearranged: some other block)")
-    hidden = x + gate_msa * out("attn")
-    crossed = hidden + out("cross_attn")
-    return [_modulated(out("norm1"), shift_msa, scale_msa), hidden, crossed,
-            _modulated(out("norm2"), shift_mlp, scale_mlp), crossed + gate_mlp * out("mlp")]
+    chunks = _table_chunks(xp, _p(call, xp, "scale_shift_table"), t, _chunk_order(knobs))
+    return _modulated_self_cross_mlp(x, chunks, out("norm1"), out("attn"), out("cross_attn"), out("norm2"), out("mlp"))
 
 
 def _observed_pixart_block(call: RecordedCall) -> list[np.ndarray]:
@@ -1607,7 +1603,7 @@ def _eval_dit_final_layer(call: RecordedCall, xp: Precision, knobs: Mapping[str,
     norm_final(x)(1 + scale) + shift (modulate)."""
     chunks = _dit_chunks(call, xp, knobs["order"])
     normed = _x(xp, call.child_outputs(call.module.norm_final)[0])
-    return [_projected(call, xp, call.module.linear, _modulated(normed, chunks["shift"], chunks["scale"]))]
+    return [_projected(call, xp, call.module.linear, _modulated(xp, normed, chunks["shift"], chunks["scale"]))]
 
 
 def _dit_block_children(call: RecordedCall) -> dict[str, RecordedCall]:
@@ -1623,8 +1619,8 @@ def _eval_dit_block(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any])
     chunks = _dit_chunks(call, xp, _chunk_order(knobs))
     x = _x(xp, call.arg("x", "hidden_states"))
     hidden = x + chunks["gate_msa"] * out("attn")
-    return [_modulated(out("norm1"), chunks["shift_msa"], chunks["scale_msa"]), hidden,
-            _modulated(out("norm2"), chunks["shift_mlp"], chunks["scale_mlp"]),
+    return [_modulated(xp, out("norm1"), chunks["shift_msa"], chunks["scale_msa"]), hidden,
+            _modulated(xp, out("norm2"), chunks["shift_mlp"], chunks["scale_mlp"]),
             hidden + chunks["gate_mlp"] * out(_dit_block_mlp(call.module))]
 
 
@@ -1644,7 +1640,7 @@ def _is_uvit_block(module: nn.Module) -> bool:
     return skip is not False and hasattr(module, "use_checkpoint") and set(present) == names and \
         not _direct_parameters(module) and all(isinstance(present[n], nn.LayerNorm) for n in ("norm1", "norm2")) and \
         (skip is None or (isinstance(skip, nn.Linear) and skip.in_features == 2 * skip.out_features)) and \
-        list(inspect.signature(module.forward).parameters)[:2] == ["x", "skip"]
+        _forward_parameters(module)[:2] == ["x", "skip"]
 
 
 def _uvit_block_children(call: RecordedCall) -> dict[str, RecordedCall]:
@@ -1778,7 +1774,7 @@ def _is_flux_qk_norm(module: nn.Module) -> bool:
     """Flux's QKNorm: exactly query_norm and key_norm (its own RMSNorms), forward(q, k, v)."""
     present = _children_named(module)
     return set(present) == {"query_norm", "key_norm"} and not _direct_parameters(module) and \
-        list(inspect.signature(module.forward).parameters)[:3] == ["q", "k", "v"]
+        _forward_parameters(module)[:3] == ["q", "k", "v"]
 
 
 def _is_flux_embed_nd(module: nn.Module) -> bool:
@@ -1786,7 +1782,7 @@ def _is_flux_embed_nd(module: nn.Module) -> bool:
     axes = getattr(module, "axes_dim", None)
     return not any(True for _ in module.children()) and not _direct_parameters(module) and \
         isinstance(getattr(module, "theta", None), (int, float)) and isinstance(axes, (list, tuple)) and \
-        all(isinstance(a, int) and a % 2 == 0 for a in axes) and list(inspect.signature(module.forward).parameters) == ["ids"]
+        all(isinstance(a, int) and a % 2 == 0 for a in axes) and _forward_parameters(module) == ["ids"]
 
 
 def _is_flux_attention_parts(module: nn.Module | None) -> bool:
@@ -3425,7 +3421,7 @@ def _ln_knobs(call: RecordedCall) -> dict[str, Any]:
 
 
 def _ln_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
-    alternatives: dict[str, Sequence[Any]] = {"eps": _other(float(call.module.eps), (1e-6, 1e-5))}
+    alternatives: dict[str, Sequence[Any]] = {"eps": _other(float(call.module.eps), _EPS_CANDIDATES)}
     if call.module.weight is not None:
         alternatives["affine"] = [False]
     return alternatives
@@ -3438,14 +3434,14 @@ def _rms_knobs(call: RecordedCall) -> dict[str, Any]:
 
 def _rms_alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
     eps = _rms_knobs(call)["eps"]
-    return {"eps": _other(eps, (1e-6, 1e-5)), "variance_format": ["float32", "bfloat16", "float16"]}
+    return {"eps": _other(eps, _EPS_CANDIDATES), "variance_format": ["float32", "bfloat16", "float16"]}
 
 
 def _adaln_alternatives(suffixes: Sequence[str], default: tuple[str, ...]) -> Callable[[RecordedCall], dict]:
     def alternatives(call: RecordedCall) -> dict[str, Sequence[Any]]:
         orders = [o for o in _triple_orders(suffixes) if o[:len(default)] != default]
         eps = float(call.module.norm.eps)
-        return {"order": orders, "eps": _other(eps, (1e-6, 1e-5))}
+        return {"order": orders, "eps": _other(eps, _EPS_CANDIDATES)}
     return alternatives
 
 
@@ -3550,7 +3546,7 @@ _REGISTRY: dict[str, Component] = {
     "AdaLayerNormContinuous": Component(
         "adaLN (continuous)", _eval_adaln_continuous,
         lambda call: {"order": C.ADALN_CONTINUOUS_ORDER, "eps": float(call.module.norm.eps)},
-        lambda call: {"order": [("shift", "scale")], "eps": _other(float(call.module.norm.eps), (1e-6, 1e-5))}),
+        lambda call: {"order": [("shift", "scale")], "eps": _other(float(call.module.norm.eps), _EPS_CANDIDATES)}),
     "AdaLayerNormSingle": Component("adaLN-single", _eval_adaln_single, observed=_observed_adaln_single),
     "BasicTransformerBlock": Component("transformer block (adaLN-Zero / adaLN-single glue)", _eval_basic_block,
                                        _block_knobs, _block_alternatives, overlapping=_BLOCK_ORDER_OVERLAPS,
