@@ -3368,9 +3368,10 @@ def _shape_norm_remark(call: RecordedCall, knobs: Mapping[str, Any], conforms: C
         return ""
     passing = [eps for eps in _EPS_CANDIDATES if eps == knobs["eps"] or conforms({"eps": eps})]
     named = " and ".join(f"{eps:g}" for eps in _EPS_CANDIDATES)
+    neither = " nor ".join(f"{eps:g}" for eps in _EPS_CANDIDATES)
     note = "eps stated nowhere on the module: " + \
         (f"both {named} conform" if len(passing) > 1 else f"of {named}, only {passing[0]:g} conforms" if passing else
-         f"neither {named} conforms, eps={knobs['eps']:.3g} does" +
+         f"neither {neither} conforms, eps={knobs['eps']:.3g} does" +
          (" (torch's default: finfo(dtype).eps)" if knobs["eps"] == _finfo_eps(call) else ""))
     if knobs.get("unit_offset"):
         note += "; its gain is 1 + gamma (a unit-offset RMSNorm, as lucidrains' code writes it)"
@@ -3381,7 +3382,7 @@ def _shape_norm_remark(call: RecordedCall, knobs: Mapping[str, Any], conforms: C
         return note + "; eps cannot be solved for from the recorded rows"
     inside = [eps for eps in _EPS_CANDIDATES if abs(eps - solved) <= uncertainty]
     verdict = "consistent with " + (" and ".join(f"{e:g}" for e in inside) if len(inside) > 1 else
-                                    f"{inside[0]:g} only" if inside else f"neither {named}")
+                                    f"{inside[0]:g} only" if inside else f"neither {neither}")
     return note + f"; the recorded rows give eps = {solved:.3g} +- {uncertainty:.2g} ({verdict}; {rows} rows at " \
         f"{inside_fmt}'s rounding, smallest mean(x^2) {smallest:.3g})"
 
@@ -3768,7 +3769,7 @@ _REGISTRY: dict[str, Component] = {
                                    remark=lambda call, knobs, conforms, fmt: "activation stated nowhere on the module "
                                    f"(no act child): {knobs['activation']} fits, of "
                                    f"{', '.join(_UNSTATED_GATE_ACTIVATIONS)}"),
-    "flux.RMSNorm": Component("RMS norm (by structure: Flux's, weight named scale, eps in its forward)",
+    "flux.RMSNorm": Component("RMS norm (by structure: Flux's RMSNorm, weight named scale, eps in its forward)",
                               _eval_shape_norm, lambda call: {"kind": "rms", "eps": _EPS_CANDIDATES[0]},
                               lambda call: {"eps": list(_EPS_CANDIDATES[1:])}, identities=_flux_rms_identities,
                               remark=_shape_norm_remark, float32_inside=lambda call: True),
