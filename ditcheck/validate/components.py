@@ -97,12 +97,12 @@ MAX_PAIRS reported; never two knobs of which one subsumes the other, Component.o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -114,10 +114,18 @@ from ditcheck.properties.validation import Tolerance, derive_tolerance
 from ditcheck.reference import components as C
 from ditcheck.reference.attention import attention, merge_heads
 from ditcheck.reference.diffusers_modules import patch_position_table
-from ditcheck.reference.formats import format_named, gamma_or_inf
 from ditcheck.reference.errors import InvalidArgumentError
-from ditcheck.reference.layers import (layer_norm, linear, modulate, patchify, pos_embed_2d, silu, timestep_embedding,
-                                       unpatchify)
+from ditcheck.reference.formats import format_named, gamma_or_inf
+from ditcheck.reference.layers import (
+    layer_norm,
+    linear,
+    modulate,
+    patchify,
+    pos_embed_2d,
+    silu,
+    timestep_embedding,
+    unpatchify,
+)
 from ditcheck.reference.native import SUMMATION_ORDERS, Native
 from ditcheck.reference.precision import FLOAT64, Precision
 from ditcheck.reference.rounding import EXP_ULPS

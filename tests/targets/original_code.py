@@ -603,8 +603,8 @@ class SpatialTemporalBlock(TemporalPixArtBlock):
     """The same with Open-Sora's STDiT3Block signature forward(x, y, t, mask, x_mask, t0, T, S)."""
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, mask: list[int] | None = None,
-                x_mask: torch.Tensor | None = None, t0: torch.Tensor | None = None, T: int | None = None,  # noqa: N803
-                S: int | None = None) -> torch.Tensor:  # noqa: N803
+                x_mask: torch.Tensor | None = None, t0: torch.Tensor | None = None, T: int | None = None,
+                S: int | None = None) -> torch.Tensor:
         return super().forward(x, y, t, mask)
 
 
