@@ -7,6 +7,27 @@ build the object. Every failure is a :class:`LoadError` naming the argument the 
 what went wrong: no colon, no such file, the import failed (with the original message), no such attribute,
 or the factory raised / returned the wrong kind of object (:class:`FactoryError`).
 
+A .py file's sibling imports are its own: on every load its folder is moved to ``sys.path[0]``, and a module cached
+from another loaded file's own copy of a top-level name (``other/name/__init__.py`` or ``other/name.py``, with its
+submodules) is set aside from ``sys.modules`` when the file's folder has an importable copy of that name
+(``folder/name/__init__.py`` or ``folder/name.py``), so a fork and its upstream side by side each get their own
+``models`` package, also when loaded a, b, a. A failed load leaves ``sys.modules``, ``sys.path`` and the record
+of loaded folders as before: its own half-imported siblings removed, those set aside for it put back.
+
+Limits (not handled):
+
+- a sibling import run after another file with a same-named sibling was loaded (inside ``forward``, or in a
+  factory called only after the other file's load) gets whatever ``sys.modules`` then holds for that name:
+  the other file's copy if that file imported it, not its own (Python keeps one module per name);
+- a dotted ``MODULE`` (``models.dit:DiT``) whose top-level package is already cached from a loaded file's folder
+  is that cached package, whatever the current directory holds: a dotted reference beside a file target that
+  imports a package of the same name is the target's code;
+- a namespace package (a sibling folder without ``__init__.py``) is never set aside: a namespace portion loses
+  to a regular package of that name anywhere on ``sys.path``, so it is not taken for a copy of its own;
+- a sibling named like a module already imported from elsewhere (a ``random.py`` beside the file, an installed
+  package, one in a .venv inside a loaded folder) is not imported: the file gets the cached module, as Python's
+  own import would.
+
 This module sits in its own layer just above ``ditcheck.reference`` (pyproject's import contract): it
 imports only the reference's errors, the standard library and torch.
 """
@@ -61,36 +82,78 @@ _LOADED_FOLDERS: list[Path] = []
 
 
 def _location(module: ModuleType) -> Path | None:
-    """Where a module was imported from: its file, or a namespace package's first folder (None: built in)."""
+    """The file a module was imported from (None: built in, or a namespace package, which has no file)."""
     file = getattr(module, "__file__", None)
-    if file:
-        return Path(file).resolve()
-    paths = list(getattr(module, "__path__", []) or [])
-    return Path(paths[0]).resolve() if paths else None
+    return Path(file).resolve() if file else None
 
 
-def _own_location(folder: Path, top: str) -> Path | None:
-    """Where ``import top`` from a file in ``folder`` finds its sibling (None: not in ``folder``)."""
-    for candidate in (folder / f"{top}.py", folder / top / "__init__.py", folder / top):
-        if candidate.exists():
+def _own_copy(folder: Path, top: str) -> Path | None:
+    """The file ``import top`` runs when ``folder`` comes first on sys.path: ``folder/top/__init__.py`` or else
+    ``folder/top.py`` (the order of Python's path finder); None when ``folder`` holds neither.
+
+    A directory without ``__init__.py`` does not count: as a namespace package portion it loses to a regular
+    package of that name anywhere on sys.path, so it is no copy of its own (and a data folder is no package)."""
+    for candidate in (folder / top / "__init__.py", folder / f"{top}.py"):
+        if candidate.is_file():
             return candidate.resolve()
     return None
 
 
-def _shadowing_siblings(folder: Path) -> dict[str, ModuleType]:
+def _top_level_names(predicate: Callable[[str, ModuleType], bool]) -> set[str]:
+    """The top-level names of the cached top-level modules for which ``predicate(name, module)`` holds."""
+    return {name for name, module in list(sys.modules.items())
+            if "." not in name and module is not None and predicate(name, module)}
+
+
+def _with_top_level(tops: set[str]) -> list[str]:
+    """Every cached module name in those top-level packages (the package and its submodules)."""
+    return [name for name in list(sys.modules) if name.split(".")[0] in tops]
+
+
+def _shadowing_siblings(folder: Path) -> list[str]:
     """The cached modules that a file in ``folder`` would import from its own folder but that were imported from
     another loaded file's folder: a fork and its upstream side by side, each importing its own ``models`` package.
-    Left in sys.modules, the second file would silently get the first one's code (a reference that is the target)."""
-    others = [f for f in _LOADED_FOLDERS if f != folder]
-    shadowing: dict[str, ModuleType] = {}
-    for name, module in list(sys.modules.items()):
-        top = name.split(".")[0]
-        cached, own = _location(sys.modules.get(top, module)), _own_location(folder, top)
-        if cached is None or own is None or cached == own:
-            continue
-        if any(cached.is_relative_to(other) for other in others):
-            shadowing[name] = module
-    return shadowing
+    Left in sys.modules, the second file would silently get the first one's code (a reference that is the target).
+
+    Only a package or module cached from exactly another loaded folder's own copy of that name is set aside, and
+    only when ``folder`` has an importable copy of its own: an installed package (in a .venv inside a loaded
+    folder too), the standard library, or a same-named data folder are left alone."""
+    others = [other for other in _LOADED_FOLDERS if other != folder]
+
+    def cached_from_another_folder(top: str, module: ModuleType) -> bool:
+        cached, own = _location(module), _own_copy(folder, top)
+        return (cached is not None and own is not None and cached != own
+                and any(cached == _own_copy(other, top) for other in others))
+
+    return _with_top_level(_top_level_names(cached_from_another_folder))
+
+
+def _own_siblings(folder: Path) -> list[str]:
+    """The cached modules imported from ``folder``'s own copies of their top-level names."""
+    return _with_top_level(_top_level_names(
+        lambda top, module: _location(module) is not None and _location(module) == _own_copy(folder, top)))
+
+
+def _put_first_on_sys_path(folder: Path) -> None:
+    """``folder`` at sys.path[0], moved there if it was further down: the file loaded last imports its own
+    siblings, also when it was loaded before another file (a, b, a: the second a must not import b's)."""
+    while str(folder) in sys.path:
+        sys.path.remove(str(folder))
+    sys.path.insert(0, str(folder))
+
+
+def _restore(modules: dict[str, ModuleType], path: list[str], loaded: list[Path], failed_folder: Path) -> None:
+    """Undo a failed file load: its sibling packages (half imported) leave sys.modules, the packages set aside
+    for it come back, and sys.path and the loaded folders are as before. Other modules it imported first
+    (an installed package) stay: they are the same for every file, and some cannot be imported twice."""
+    for name in _own_siblings(failed_folder):
+        if name not in modules:
+            del sys.modules[name]
+    for name, module in modules.items():
+        if sys.modules.get(name) is not module:
+            sys.modules[name] = module
+    sys.path[:] = path
+    _LOADED_FOLDERS[:] = loaded
 
 
 def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
@@ -104,9 +167,9 @@ def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
         if spec is None or spec.loader is None:
             raise LoadError(argument, "an importable .py file", str(path))
         module = importlib.util.module_from_spec(spec)
+        modules_before, path_before, loaded_before = dict(sys.modules), list(sys.path), list(_LOADED_FOLDERS)
         sys.modules[module_name] = module  # dataclasses and pickling look the module up by name while it runs
-        if str(path.parent) not in sys.path:
-            sys.path.insert(0, str(path.parent))  # sibling imports of the file
+        _put_first_on_sys_path(path.parent)  # sibling imports of the file
         for shadowed in _shadowing_siblings(path.parent):
             # the file imports its own siblings, now and in its factory (a lazy `from models import DiT` when it is
             # built); the other file keeps the objects it already holds
@@ -116,7 +179,8 @@ def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
         try:
             spec.loader.exec_module(module)
         except BaseException as error:  # SystemExit in a script's top level is a failed import too
-            del sys.modules[module_name]
+            sys.modules.pop(module_name, None)
+            _restore(modules_before, path_before, loaded_before, path.parent)
             raise LoadError(argument, f"{path.name} to import", f"{type(error).__name__}: {error}") from error
         return module
     if os.getcwd() not in sys.path and "" not in sys.path:

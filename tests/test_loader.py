@@ -160,3 +160,85 @@ def test_resolved_spec_makes_a_file_path_absolute_and_leaves_modules(tmp_path, m
     assert resolved_spec("ditcheck.loader:load") == "ditcheck.loader:load"
     assert resolved_spec("no_colon") == "no_colon" and resolved_spec(len) is len
     assert resolved_spec("models.py:") == "models.py:" and resolved_spec(":factory") == ":factory"  # malformed
+
+
+@pytest.fixture
+def isolated_loads(monkeypatch: pytest.MonkeyPatch):
+    """sys.path and the loader's record of loaded folders as they were after the test; the test's sibling
+    packages (top-level names starting with 'loader_case_') out of sys.modules."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(loader, "_LOADED_FOLDERS", [])
+    yield
+    for name in [name for name in sys.modules if name.startswith("loader_case_")]:
+        del sys.modules[name]
+
+
+def _write(folder: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(text)
+    return folder
+
+
+_WHO_FACTORY = "import loader_case_sibling\nWHO = loader_case_sibling.WHO\n\ndef who():\n    import loader_case_sibling\n" \
+               "    return loader_case_sibling.WHO\n"
+
+
+def test_a_file_loaded_again_after_another_imports_its_own_siblings_again(tmp_path: Path, isolated_loads) -> None:
+    """a, b, a: the second load of a put a's folder back at sys.path[0] (it stayed behind b's: a got b's sibling,
+    so `validate --all` with two forks of one upstream compared the second fork's bug with the first's code)."""
+    folders = {who: _write(tmp_path / who, {"factory.py": _WHO_FACTORY, "loader_case_sibling.py": f"WHO = {who!r}\n"})
+               for who in ("a", "b")}
+    loaded = [load(f"{folders[who] / 'factory.py'}:who") for who in ("a", "b", "a")]
+    assert [function.__globals__["WHO"] for function in loaded] == ["a", "b", "a"]
+    assert loaded[2]() == "a" and sys.path[0] == str(folders["a"])
+
+
+def test_an_installed_package_inside_a_loaded_folder_is_not_set_aside(tmp_path: Path, isolated_loads) -> None:
+    """A package from a .venv inside a loaded file's folder is no sibling of that file, and a same-named data
+    folder (no __init__.py) beside the next file does not shadow it: one copy, so isinstance keeps working."""
+    project = _write(tmp_path / "project", {
+        "model.py": "import loader_case_installed\n\ndef make():\n    return loader_case_installed.Kind()\n",
+        ".venv/site/loader_case_installed/__init__.py": "class Kind:\n    pass\n",
+        "upstream/model.py": "import loader_case_installed\n\ndef make():\n    return loader_case_installed.Kind()\n",
+        "upstream/loader_case_installed/readme.txt": "data, not a package\n"})
+    sys.path.append(str(project / ".venv" / "site"))
+    built = load(f"{project / 'model.py'}:make")()
+    assert isinstance(load(f"{project / 'upstream' / 'model.py'}:make")(), type(built))
+    import loader_case_installed  # lazy: imported here, after the loads, as user code would
+
+    assert isinstance(built, loader_case_installed.Kind)
+
+
+def test_a_data_folder_named_like_another_files_sibling_package_does_not_set_it_aside(tmp_path: Path,
+                                                                                      isolated_loads) -> None:
+    """A directory without __init__.py beside the second file is no package of its own (a namespace portion
+    loses to the first file's regular package), so the first file's package is not imported a second time."""
+    first = _write(tmp_path / "first", {"model.py": "import loader_case_models\n",
+                                        "loader_case_models/__init__.py": "class Kind:\n    pass\n"})
+    second = _write(tmp_path / "second", {"model.py": "import loader_case_models\n",
+                                          "loader_case_models/weights.txt": "data\n"})
+    first_package = load(f"{first / 'model.py'}:loader_case_models")
+    assert load(f"{second / 'model.py'}:loader_case_models") is first_package
+
+
+def test_a_failed_load_leaves_the_modules_the_path_and_the_loaded_folders_as_before(tmp_path: Path,
+                                                                                   isolated_loads) -> None:
+    """The second file imports its own package, then fails: its package leaves sys.modules, the first file's
+    comes back (a lazy import from the first file's factory gets its own again), sys.path is as before."""
+    package = {"loader_case_models/__init__.py": "WHO = {who!r}\n", "loader_case_models/ops.py": "WHO = {who!r}\n"}
+    factory = "import loader_case_models, loader_case_models.ops\n{tail}\ndef who():\n" \
+              "    import loader_case_models.ops\n    return loader_case_models.WHO + loader_case_models.ops.WHO\n"
+    first = _write(tmp_path / "first", {"factory.py": factory.format(tail=""),
+                                        **{k: v.format(who="a") for k, v in package.items()}})
+    failing = _write(tmp_path / "failing", {"factory.py": factory.format(tail="import loader_case_not_installed\n"),
+                                            **{k: v.format(who="b") for k, v in package.items()}})
+    who = load(f"{first / 'factory.py'}:who")
+    modules = {name: sys.modules[name] for name in ("loader_case_models", "loader_case_models.ops")}
+    path, loaded = list(sys.path), list(loader._LOADED_FOLDERS)
+    modules_before = set(sys.modules)
+    error = _error(lambda: load(f"{failing / 'factory.py'}:who"))
+    assert "loader_case_not_installed" in str(error.got)
+    assert all(sys.modules[name] is module for name, module in modules.items())
+    assert set(sys.modules) == modules_before and sys.path == path and loader._LOADED_FOLDERS == loaded
+    assert who() == "aa"
