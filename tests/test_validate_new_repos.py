@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ditcheck.validate import dit
+from targets import float32_islands as fi
 from targets import new_repos as nr
 
 
@@ -51,3 +52,47 @@ def test_a_cross_attention_given_no_caption_lengths_may_give_each_image_its_own_
     wrong = dit(nr.OwnCaption({"kv_swapped": True}), inputs=nr.own_caption_inputs, examples=1)
     assert not wrong.ok and wrong.first_divergence.startswith("cross_attn (MultiHeadCrossAttention)"), str(wrong)
     assert "kv_order=('v', 'k')" in str(wrong)
+
+
+# float32 islands decided by what a float64 run computed, never by the forward's source text
+
+
+@pytest.mark.parametrize("norm", [fi.RMSNormHalfOnlyUpcast, fi.RMSNormCommentOnly],
+                         ids=["upcast-of-half-only", "float32-in-a-comment"])
+def test_a_norm_that_computes_nothing_in_float32_is_held_to_float64(norm) -> None:
+    # eps outside the sqrt: 4.9e-7 in float64, within float32's bound: a float32 island would hide it
+    report = dit(fi.NormThenProjection(norm), inputs=fi.inputs, dtype="float64", examples=2)
+    assert not report.ok and not _check(report, "RMSNorm").ok, str(report)
+    assert not report.precision, str(report)
+
+
+def test_a_norm_upcasting_with_to_torch_float_is_a_float32_island() -> None:
+    report = dit(fi.NormThenProjection(fi.RMSNormToTorchFloat), inputs=fi.inputs, dtype="float64", examples=2)
+    assert report.ok, str(report)
+    assert [p.id for p in report.precision] == ["precision: RMSNorm"], str(report)
+
+
+def test_float32_work_of_an_unrecognised_block_in_a_float64_run_is_named() -> None:
+    # a 3e-7 scale inside float32 inline code no component covers: the report must say float32 ran there
+    report = dit(fi.UpcastResidual(scale=1.0000003), inputs=fi.inputs, dtype="float64", examples=2)
+    notes = [n for n in report.notes if n.startswith("float32 inside a float64 run")]
+    assert notes and "block (UpcastBlock: created float32)" in notes[0], str(report)
+    assert "block.out (Linear: float32 met float64)" in notes[0]
+    assert "float32 inside" in report.to_json()
+    # a model computing nothing in float32 has no such note
+    clean = dit(fi.NormFeedForward(), inputs=fi.inputs, dtype="float64", examples=1)
+    assert not [n for n in clean.notes if "float32 inside" in n], str(clean)
+
+
+def test_a_hard_coded_eps_of_one_half_is_a_finding_not_an_identity() -> None:
+    report = dit(fi.NormFeedForward(eps=0.5), inputs=fi.inputs, dtype="float64", examples=1)
+    assert not _check(report, "RMSNorm").ok, str(report)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_identities_the_numbers_fit_are_notes_of_the_report(dtype: str) -> None:
+    report = dit(fi.NormFeedForward(eps=1e-6), inputs=fi.inputs, dtype=dtype, examples=1)
+    assert report.ok, str(report)
+    assert any(n.startswith("norm (RMSNorm): eps stated nowhere") and "fits" in n for n in report.notes), str(report)
+    assert any(n.startswith("ffn (FeedForward):") and "gelu fits" in n for n in report.notes), str(report)
+    assert "gelu fits" in report.to_json() and "gelu fits" in str(report)

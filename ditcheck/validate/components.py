@@ -77,8 +77,10 @@ Statuses of a finding:
 
 * ``conforms``;
 * ``precision``: a float64 run where the call is within the float32 tolerance only (a float32 island:
-  diffusers computes timestep sinusoids, RMSNorm variances, RoPE and FP32LayerNorm in float32 by design).
-  Not a failure unless ``strict_precision``;
+  diffusers computes timestep sinusoids, RMSNorm variances, RoPE and FP32LayerNorm in float32 by design; a user's
+  module is one only if it produced a float32 tensor while the run was recorded, never because its source names
+  float32). Not a failure unless ``strict_precision``. Float32 work no precision finding covers is listed
+  (``ComponentReport.unjudged_float32``);
 * ``mismatch``: a leaf (a call with no hooked children) outside tolerance: the fault is that module;
 * ``inline``: a composite outside tolerance whose children all conform: the fault is inline code in
   ``<Class>.forward`` (chunking, gates, RoPE application, the attention call, masks);
@@ -97,6 +99,7 @@ MAX_PAIRS reported; never two knobs of which one subsumes the other, Component.o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -109,6 +112,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ditcheck.properties.validation import Tolerance, derive_tolerance
 from ditcheck.reference import components as C
@@ -164,6 +168,9 @@ class ComponentFinding:
     #: knob settings under which the mismatch vanishes (each a dict of knob -> value), empty if none does
     explanations: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
+    #: the component's note on a passing call (an identity the module does not state: "eps=1e-06 fits"), also in
+    #: ``message``; kept apart so that a report can list it
+    remark: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -175,7 +182,8 @@ class ComponentFinding:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "class": self.cls, "status": self.status, "error": self.error,
                 "tolerance": None if self.tolerance is None else self.tolerance.to_dict(), "format": self.fmt,
-                "location": self.location, "explanations": self.explanations, "message": self.message}
+                "location": self.location, "explanations": self.explanations, "message": self.message,
+                "remark": self.remark}
 
     def __str__(self) -> str:
         numbers = ""
@@ -199,6 +207,10 @@ class ComponentReport:
     findings: list[ComponentFinding]
     dtype: str
     strict_precision: bool = False
+    #: in a float64 run, the calls inside which float32 (or a narrower float) was computed - a tensor created, or one
+    #: meeting float64 and promoted - that no ``precision`` finding covers (neither the call nor an enclosing one):
+    #: (call name, class, what happened). Their numbers passed as float64 work on float32-rounded values.
+    unjudged_float32: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def failures(self) -> list[ComponentFinding]:
@@ -225,7 +237,8 @@ class ComponentReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "ok": self.ok, "strict_precision": self.strict_precision,
-                "findings": [f.to_dict() for f in self.findings]}
+                "findings": [f.to_dict() for f in self.findings],
+                "unjudged_float32": [{"name": n, "class": c, "what": w} for n, c, w in self.unjudged_float32]}
 
     def __str__(self) -> str:
         counts = {s: len(self.by_status(s)) for s in STATUSES if self.by_status(s)}
@@ -241,7 +254,16 @@ class ComponentReport:
             lines.append("  not recognised (not checked): " + ", ".join(unchecked))
         if unreturned:
             lines.append("  did not return (the target raised inside): " + ", ".join(unreturned))
+        if self.unjudged_float32:
+            lines.append("  " + unjudged_float32_note(self.unjudged_float32))
         return "\n".join(lines)
+
+
+def unjudged_float32_note(sites: Sequence[tuple[str, str, str]]) -> str:
+    """The report line naming the calls of a float64 run that computed in float32 outside any precision finding."""
+    return ("float32 inside a float64 run, not covered by a precision finding (checked as float64 work on "
+            "float32-rounded values; unrecognised float32 code there is not judged): "
+            + ", ".join(f"{name} ({cls}: {what})" for name, cls, what in sites))
 
 
 # ----------------------------------------------------------------------------------------
@@ -302,6 +324,9 @@ class RecordedCall:
     #: the same weights: converting a real-width weight once, not once per evaluation), and tables derived from them
     #: once per precision (CogVideoX's sin-cos table)
     params: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
+    #: in a float64 run, whether a floating tensor narrower than float64 was produced while this call was open (itself
+    #: or a callee): recorded at run time by _NarrowFloatWatch, it decides whether the call may be a float32 island
+    computed_narrow: bool = False
 
     def param(self, name: str, module: nn.Module | None = None) -> np.ndarray | None:
         """A parameter or buffer of ``module`` (default: this call's module) as float64 NumPy, None if absent."""
@@ -3230,6 +3255,9 @@ _EPS_CANDIDATES = (1e-6, 1e-5)
 #: what else a norm stating no eps may use: torch's F.rms_norm / nn.RMSNorm default finfo(dtype).eps (None here,
 #: resolved per call), 1e-8, 0 (F.normalize's clamp at 1e-12 on the norm), and the eps its rows solve for
 _UNSTATED_EPS = (*_EPS_CANDIDATES, None, 1e-8, 0.0)
+#: the largest eps a norm's rows may solve for and still be an identity: the code bases use 1e-8 .. 1e-5 (and torch's
+#: finfo eps); a norm whose rows fit eps=0.5 has a hard-coded constant that is a finding, not a convention
+_MAX_PLAUSIBLE_EPS = 1e-4
 
 
 def _declared_eps(module: nn.Module) -> float | None:
@@ -3254,11 +3282,12 @@ def _unit_offset_gain(module: nn.Module) -> bool:
 
 def _unstated_eps_values(call: RecordedCall, rms: bool) -> list[float]:
     """The eps identities of a norm stating none: the usual values, finfo(dtype).eps, 1e-8, 0 and, for an RMS norm,
-    the eps its recorded rows solve for (when positive and finite)."""
+    the eps its recorded rows solve for (when in (0, _MAX_PLAUSIBLE_EPS]: a larger solved value is no code base's
+    eps but a finding)."""
     values = [(_finfo_eps(call) if eps is None else eps) for eps in _UNSTATED_EPS]
     if rms:
         solved = _rows_eps(call)
-        if math.isfinite(solved) and solved > 0:
+        if math.isfinite(solved) and 0 < solved <= _MAX_PLAUSIBLE_EPS:
             values.append(solved)
     return list(dict.fromkeys(values))
 
@@ -3469,33 +3498,25 @@ def _six_chunk_block(description: str, evaluate: Evaluate, observed: Callable[[R
                      overlapping=_BLOCK_ORDER_OVERLAPS, observed=observed)
 
 
-def _forward_upcasts(call: RecordedCall) -> bool:
-    """Whether a module of the user's code has a forward of its own that says it computes in float32 (``.float()``
-    or ``float32`` in its source: HunyuanDiT's FP32_Layernorm and FP32_SiLU, Open-Sora's Attention casting its
-    logits to float32 for the softmax): such a call in a float64 run is a float32 island by design, as diffusers'
-    FP32LayerNorm / FP32SiLU are, held to float32's tolerance and reported on its own line."""
-    cls = type(call.module)
-    if cls.__module__.startswith(("torch.", "diffusers.", "timm.")):
-        return False
-    if getattr(cls.forward, "__module__", "").startswith("torch."):  # torch's own forward, inherited
-        return False
-    try:
-        source = inspect.getsource(cls.forward)
-    except (OSError, TypeError):  # no source (a class built at run time): not known to upcast
-        return False
-    return ".float()" in source or "float32" in source
+def _computed_narrow(call: RecordedCall) -> bool:
+    """Whether the call, in a float64 run, actually produced a float32 (or narrower) tensor: HunyuanDiT's
+    FP32_Layernorm and FP32_SiLU, LLaMA's RMSNorm on x.float(), Open-Sora's Attention casting its logits to float32 for
+    the softmax. Such a call is a float32 island, as diffusers' FP32LayerNorm / FP32SiLU are, held to float32's
+    tolerance and reported on its own line. Recorded while the model ran (_NarrowFloatWatch), never read from the
+    source: a comment or a branch not taken that mentions float32 computes nothing in it."""
+    return call.computed_narrow
 
 
 _REGISTRY: dict[str, Component] = {
     # plain torch.nn
     "Linear": Component("linear", _eval_linear, apriori=_linear_apriori),
     "LayerNorm": Component("layer norm", _eval_layer_norm, _ln_knobs, _ln_alternatives,
-                           float32_inside=_forward_upcasts),
+                           float32_inside=_computed_narrow),
     "FP32LayerNorm": Component("layer norm (float32)", _eval_layer_norm, _ln_knobs, _ln_alternatives,
                                float32_inside=lambda call: True),
     "RMSNorm": Component("RMS norm", _eval_rms_norm, _rms_knobs, _rms_alternatives,
                          float32_inside=lambda call: type(call.module).__module__.startswith("diffusers")
-                         or _forward_upcasts(call),  # LLaMA's / Lumina's: self._norm(x.float()).type_as(x)
+                         or _computed_narrow(call),  # LLaMA's / Lumina's: self._norm(x.float()).type_as(x)
                          # a fork's RMSNorm stating no eps (F.rms_norm(x, shape, w): torch's default) tries every eps
                          identities=lambda call: [{"eps": e, "variance_format": None} for e in _unstated_eps_values(
                              call, rms=True)[1:]] if _states_no_eps(call.module) else [],
@@ -3504,9 +3525,9 @@ _REGISTRY: dict[str, Component] = {
     "GELU": Component("activation", _eval_activation,
                       lambda call: {"activation": _activation_name(call.module)},
                       lambda call: {"activation": _other(_activation_name(call.module), _GELU_NAMES)},
-                      float32_inside=_forward_upcasts),
+                      float32_inside=_computed_narrow),
     "SiLU": Component("activation", _eval_activation, lambda call: {"activation": "silu"},
-                      float32_inside=_forward_upcasts),
+                      float32_inside=_computed_narrow),
     "FP32SiLU": Component("activation (float32)", _eval_activation, lambda call: {"activation": "silu"},
                           float32_inside=lambda call: True),
     "ReLU": Component("activation", _eval_activation, lambda call: {"activation": "relu"}),
@@ -3729,7 +3750,7 @@ _REGISTRY: dict[str, Component] = {
     "timm.Attention": Component("attention (qkv)", _eval_timm_attention, lambda call: {"scale": "1/sqrt(head_dim)"},
                                 lambda call: {"scale": ["1/head_dim", "1"]},
                                 observed=_projection_inputs_or_outputs("proj"),
-                                naive_variants=lambda call: [{"_prescale": False}], float32_inside=_forward_upcasts),
+                                naive_variants=lambda call: [{"_prescale": False}], float32_inside=_computed_narrow),
     "shape.Linear": Component("linear (by parameter shapes)", _eval_shape_linear, lambda call: {},
                               guess="parameter shapes"),
     "shape.Norm": Component("norm (by parameter shapes)", _eval_shape_norm, _shape_norm_knobs,
@@ -4063,7 +4084,8 @@ def _compare(call: RecordedCall, spec: Component, run_fmt: str) -> ComponentFind
             trial_knobs = {**knobs, **setting}
             trial = [np.asarray(v, dtype=np.float64) for v in spec.evaluate(call, exact_precision(fmt), trial_knobs)]
             return _within(_differences(actual, trial), _tolerances(call, spec, trial_knobs, verdict_fmt, trial))
-        finding.message = "; ".join(filter(None, [finding.message, spec.remark(call, knobs, conforms, verdict_fmt)]))
+        finding.remark = spec.remark(call, knobs, conforms, verdict_fmt)
+        finding.message = "; ".join(filter(None, [finding.message, finding.remark]))
 
     if _within(errors, tolerances):
         finding.status = "precision" if fmt == "float32" and run_fmt == "float64" else "conforms"
@@ -4153,6 +4175,64 @@ def _bound_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     return {k: _to_numpy(v) for k, v in named.items()}
 
 
+_NARROW_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+#: conversions: an explicit cast of a float32 tensor to float64 is not a float32 operand promoted in a computation
+_CONVERSIONS = frozenset({"to", "type", "type_as", "double", "__get__", "__set__", "detach", "clone"})
+
+
+class _NarrowFloatWatch(TorchFunctionMode):
+    """During a float64 run, what each open module call computes narrower than float64, recorded at run time.
+
+    For every torch function returning a float32 / float16 / bfloat16 tensor, every call open on the engine's stack
+    is marked (RecordedCall.computed_narrow: the call may be a float32 island) and the innermost one is noted as
+    having created it; a computation taking such an operand and returning float64 (torch's type promotion, or
+    dit_precision.PromoteMixedFloats' around a float64 layer) notes the innermost call as having promoted it.
+    ``paused`` while the engine's own hooks run (their NumPy copies are not the target's work).
+    """
+
+    def __init__(self, stack: Sequence[RecordedCall]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.paused = False
+        #: id(call) -> (the call, the calls open around it, what it did with float32)
+        self.sites: dict[int, tuple[RecordedCall, list[RecordedCall], set[str]]] = {}
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        result = func(*args, **(kwargs or {}))
+        if self.paused or not self.stack:
+            return result
+        produced = result if isinstance(result, (tuple, list)) else (result,)
+        if any(isinstance(t, torch.Tensor) and t.dtype in _NARROW_FLOATS for t in produced):
+            for call in self.stack:
+                call.computed_narrow = True
+            self._site("created float32")
+        elif isinstance(result, torch.Tensor) and result.dtype == torch.float64 and \
+                getattr(func, "__name__", "") not in _CONVERSIONS and _has_narrow_operand(args, kwargs):
+            self._site("float32 met float64")
+        return result
+
+    def _site(self, what: str) -> None:
+        innermost = self.stack[-1]
+        if id(innermost) not in self.sites:
+            self.sites[id(innermost)] = (innermost, list(self.stack[:-1]), set())
+        self.sites[id(innermost)][2].add(what)
+
+    def unjudged(self) -> list[tuple[str, str, str]]:
+        """The sites no precision finding covers (neither the call nor one open around it), in order of first use."""
+        return [(call.name, type(call.module).__name__, " and ".join(sorted(what)))
+                for call, around, what in self.sites.values()
+                if not any(c.finding is not None and c.finding.status == "precision" for c in [*around, call])]
+
+
+def _has_narrow_operand(args: tuple[Any, ...], kwargs: Any) -> bool:
+    """Whether a float32 (or narrower) tensor is among the arguments (or in a list of them: torch.cat)."""
+    for value in (*args, *(kwargs or {}).values()):
+        for item in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(item, torch.Tensor) and item.dtype in _NARROW_FLOATS:
+                return True
+    return False
+
+
 def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwargs: Mapping[str, Any] | None = None,
                      *, dtype: torch.dtype | None = None, strict_precision: bool = False,
                      skip: Sequence[str] = (), progress: Callable[[], None] | None = None) -> ComponentReport:
@@ -4182,7 +4262,30 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
     names = {module: name or type(model).__name__ for name, module in model.named_modules()}
     skipped = set(skip)
 
+    # a float64 run records, as it goes, which calls compute in float32 (islands are decided on that, never on source)
+    watch = _NarrowFloatWatch(stack) if run_fmt == "float64" else None
+
     def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if watch is None:
+            record_call(module, args, kwargs)
+            return
+        watch.paused = True
+        try:
+            record_call(module, args, kwargs)
+        finally:
+            watch.paused = False
+
+    def post_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if watch is None:
+            check_call(module, output)
+            return
+        watch.paused = True
+        try:
+            check_call(module, output)
+        finally:
+            watch.paused = False
+
+    def record_call(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         base = names[module]
         index = counts.get(base, 0)
         counts[base] = index + 1
@@ -4199,7 +4302,7 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
             stack[-1].children.append(call)
         stack.append(call)
 
-    def post_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+    def check_call(module: nn.Module, output: Any) -> None:
         call = stack.pop()
         tensors = _float_tensors(output)
         call.output_dtypes = [t.dtype for t in tensors]
@@ -4233,7 +4336,7 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), (watch if watch is not None else contextlib.nullcontext()):
             model(*call_args, **call_kwargs)
     except Exception as error:  # noqa: BLE001 - a target that raises is a failed check
         findings.append(_raised(model, names[model], stack, error))
@@ -4242,7 +4345,7 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
             handle.remove()
         model.train(was_training)
     findings = [f for f in findings if not (f.status == "not-checked" and f.cls in _SILENT)]
-    return ComponentReport(findings, run_fmt, strict_precision)
+    return ComponentReport(findings, run_fmt, strict_precision, [] if watch is None else watch.unjudged())
 
 
 def _raised(model: nn.Module, model_name: str, open_calls: Sequence[RecordedCall], error: Exception) -> ComponentFinding:

@@ -50,7 +50,7 @@ from ditcheck.loader import build, load
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
 from .call_inputs import inputs_function
-from .components import _float_tensors, _size_conditioned, check_components
+from .components import _float_tensors, _size_conditioned, check_components, unjudged_float32_note
 from .dit_precision import PromoteMixedFloats
 from .dit_reproducer import rerun_reproducer
 from .report import Check, Report
@@ -1148,6 +1148,8 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
     total_calls = checked_calls = 0
     unchecked: set[str] = set()
     unsupported: dict[str, str] = {}
+    remarks: dict[tuple[str, str, str], None] = {}  # (call, class, the engine's note on a passing call), in order
+    unjudged: dict[tuple[str, str, str], None] = {}  # float32 work of a float64 run no precision finding covers
     was_training = module.training
     module.eval()
     try:
@@ -1184,10 +1186,14 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
                 continue
             finally:
                 handle.remove()
+            unjudged.update(dict.fromkeys((name.split("#")[0], cls, what)
+                                          for name, cls, what in components.unjudged_float32))
             for finding in components.findings:
                 if finding.status == "error":
                     call_errors.append(finding.message)
                     continue
+                if finding.remark and finding.status in ("conforms", "precision"):
+                    remarks[(finding.name.split("#")[0], finding.cls, finding.remark)] = None
                 total_calls += 1
                 if finding.status == "not-checked":
                     unchecked.add(finding.cls)
@@ -1231,6 +1237,10 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
     report.settings["components"] = f"{checked_calls} of {total_calls} calls recomputed"
     if unchecked:
         report.notes.append("not recognised (run, not checked): " + ", ".join(sorted(unchecked)))
+    # what the numbers said that the modules do not state (an eps found only in a forward, which activation fits)
+    report.notes.extend(f"{name} ({cls}): {remark}" for name, cls, remark in remarks)
+    if unjudged:
+        report.notes.append(unjudged_float32_note(list(unjudged)))
     for cls, why in sorted(unsupported.items()):
         report.notes.append(f"recognised, configuration not modelled (not checked): {cls}: {why}")
     if report.loaded and not report.ok:
