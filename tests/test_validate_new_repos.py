@@ -72,6 +72,15 @@ def test_a_norm_upcasting_with_to_torch_float_is_a_float32_island() -> None:
     assert [p.id for p in report.precision] == ["precision: RMSNorm"], str(report)
 
 
+def test_a_norm_known_by_its_shapes_is_a_float32_island_only_when_it_computed_in_float32() -> None:
+    # eps outside the sqrt in float64 (5.3e-7, within float32's bound): was a precision line by rule, now a mismatch
+    planted = dit(fi.NormThenProjection(fi.Normalizer), inputs=fi.inputs, dtype="float64", examples=2)
+    assert not planted.ok and not planted.precision, str(planted)
+    assert not _check(planted, "Normalizer").ok
+    upcast = dit(fi.NormThenProjection(fi.Normalizer, upcast=True), inputs=fi.inputs, dtype="float64", examples=2)
+    assert upcast.ok and [p.id for p in upcast.precision] == ["precision: Normalizer"], str(upcast)
+
+
 def test_float32_work_of_an_unrecognised_block_in_a_float64_run_is_named() -> None:
     # a 3e-7 scale inside float32 inline code no component covers: the report must say float32 ran there
     report = dit(fi.UpcastResidual(scale=1.0000003), inputs=fi.inputs, dtype="float64", examples=2)

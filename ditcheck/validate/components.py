@@ -3758,8 +3758,8 @@ _REGISTRY: dict[str, Component] = {
                             identities=_shape_norm_identities, remark=_shape_norm_remark, guess="parameter shapes",
                             refuted_unless_fits=_shape_norm_refuted,
                             # an unknown norm may upcast by design (Flux's RMSNorm computes x.float()): in a float64
-                            # run, within float32's tolerance is a float32 island, reported, not a mismatch
-                            float32_inside=lambda call: True),
+                            # run where it did, within float32's tolerance is a float32 island, not a mismatch
+                            float32_inside=_computed_narrow),
     "timm.PatchEmbed": Component("patch embedding (timm)", _eval_timm_patch_embed),
     "dit.TimestepEmbedder": Component(
         "timestep embedder (DiT)", _eval_dit_timestep_embedder, _dit_timestep_knobs,
@@ -3767,7 +3767,8 @@ _REGISTRY: dict[str, Component] = {
                       "downscale_freq_shift": _other(_dit_timestep_knobs(call)["downscale_freq_shift"], (0.0, 1.0)),
                       "time_scale": _other(_dit_timestep_knobs(call)["time_scale"], (1.0, 1000.0))},
         # the original DiT (and Z-Image's copy) builds its frequencies with dtype=torch.float32: a float32 island
-        float32_inside=lambda call: True),
+        # when the run saw it do so
+        float32_inside=_computed_narrow),
     "pixart.T2IFinalLayer": _shift_scale_final_layer("final layer (PixArt-alpha T2IFinalLayer: t2i_modulate)",
                                                      _eval_t2i_final_layer),
     "pixart.PixArtBlock": _six_chunk_block("block glue (PixArt-alpha PixArtBlock: adaLN-single chunks, t2i_modulate, "
@@ -3801,7 +3802,7 @@ _REGISTRY: dict[str, Component] = {
     "flux.RMSNorm": Component("RMS norm (by structure: Flux's RMSNorm, weight named scale, eps in its forward)",
                               _eval_shape_norm, lambda call: {"kind": "rms", "eps": _EPS_CANDIDATES[0]},
                               lambda call: {"eps": list(_EPS_CANDIDATES[1:])}, identities=_flux_rms_identities,
-                              remark=_shape_norm_remark, float32_inside=lambda call: True),
+                              remark=_shape_norm_remark, float32_inside=_computed_narrow),
     "dit.FinalLayer": _shift_scale_final_layer("final layer (original DiT: adaLN_modulation chunks, modulate)",
                                                _eval_dit_final_layer),
     "dit.DiTBlock": _six_chunk_block("block glue (original DiT: adaLN-Zero chunks, modulate, gates, residuals)",
@@ -3821,13 +3822,13 @@ _REGISTRY: dict[str, Component] = {
         "double-stream block glue (Flux: modulation, qkv split, joint RoPE attention, gates, residuals)",
         _eval_flux_double_block, _flux_block_knobs, _flux_block_alternatives, observed=_observed_flux_double_block,
         naive_variants=lambda call: [{"_prescale": False}],
-        # apply_rope computes xq.float() (and EmbedND returns float32 tables): float32 inside by design
-        float32_inside=lambda call: True),
+        # apply_rope computes xq.float() (and EmbedND returns float32 tables): float32 inside when it did so
+        float32_inside=_computed_narrow),
     "flux.SingleStreamBlock": Component(
         "single-stream block glue (Flux: modulation, linear1 split, RoPE attention, [attention, MLP] into linear2)",
         _eval_flux_single_block_original, _flux_block_knobs, _flux_block_alternatives,
         observed=_observed_flux_single_block_original, naive_variants=lambda call: [{"_prescale": False}],
-        float32_inside=lambda call: True),
+        float32_inside=_computed_narrow),
     "dit.LabelEmbedder": Component("class embedding (original DiT LabelEmbedder: table lookup, null class num_classes)",
                                    _eval_dit_label_embedder, lambda call: {"null_offset": 0, "drop_flag": 1},
                                    lambda call: {"null_offset": [-1], "drop_flag": [0]}),

@@ -3,6 +3,8 @@
 - RMS norms whose float64 run is or is not a float32 island: eps added outside the sqrt (a bug worth ~5e-7 in
   float64) written plainly, behind an upcast of half precision only (a branch a float64 run never takes), or under
   a comment naming float32; and a correct one upcasting with ``.to(torch.float)`` (no ``.float()`` in its text).
+- A norm the engine recognises only by its parameter shapes (``gain``, ``eps``), with the same eps-outside-sqrt bug
+  in float64, and a correct one normalising in float32.
 - A block that upcasts a projection with ``.float()`` and then computes inline code in float32 (planted: a 3e-7
   scale), the engine recognising none of it: its float32 work must be named in the report.
 - A norm stating no eps whose forward hard-codes one (a feed-forward beside it, w1/w2/w3 with no act child).
@@ -57,10 +59,26 @@ for _norm in (RMSNormHalfOnlyUpcast, RMSNormCommentOnly, RMSNormToTorchFloat):
     _norm.__name__ = "RMSNorm"  # recognised by name, as a fork's RMSNorm is
 
 
-class NormThenProjection(nn.Module):
-    def __init__(self, norm: type[nn.Module]):
+class Normalizer(nn.Module):
+    """No known name: an RMS norm by its 1-D ``gain``. Planted unless ``upcast``: eps outside the sqrt, in the run's
+    dtype; with ``upcast``: correct, in float32."""
+
+    def __init__(self, upcast: bool = False, eps: float = 1e-6):
         super().__init__()
-        self.norm = norm()
+        self.upcast, self.eps = upcast, eps
+        self.gain = nn.Parameter(torch.ones(HIDDEN))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upcast:
+            xf = x.float()
+            return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.gain
+        return (x / (x.pow(2).mean(-1, keepdim=True).sqrt() + self.eps)) * self.gain
+
+
+class NormThenProjection(nn.Module):
+    def __init__(self, norm: type[nn.Module], **options: bool):
+        super().__init__()
+        self.norm = norm(**options)
         self.proj = nn.Linear(HIDDEN, HIDDEN)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
