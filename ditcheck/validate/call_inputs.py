@@ -27,7 +27,9 @@ import torch
 from ditcheck.loader import load
 from ditcheck.reference.errors import InvalidArgumentError
 
-__all__ = ["CallArguments", "INPUTS_FORMAT", "INPUTS_HINT", "call_arguments", "inputs_function"]
+from ._target import TargetError, call_isolated
+
+__all__ = ["CallArguments", "INPUTS_FORMAT", "INPUTS_HINT", "call_arguments", "inputs_function", "draw_inputs"]
 
 #: positional and keyword arguments of one forward call
 CallArguments = tuple[tuple[Any, ...], dict[str, Any]]
@@ -86,3 +88,15 @@ def inputs_function(inputs: Any, *, argument: str = "inputs") -> Callable[[int],
     except ValueError:
         pass  # no signature to read (a builtin): called as it is
     return lambda seed: call_arguments(inputs(), argument=argument)
+
+
+def draw_inputs(function: Callable[[int], CallArguments], seed: int, timeout: float) -> CallArguments:
+    """``function(seed)`` (from :func:`inputs_function`) run like a target, in isolation with a time-out: the user's
+    code may raise or hang (a TargetError). A malformed return value raises its InvalidArgumentError naming
+    ``inputs`` as itself, not wrapped as a failed call."""
+    try:
+        return call_isolated(function, seed, timeout=timeout)
+    except TargetError as error:
+        if isinstance(error.__cause__, InvalidArgumentError):
+            raise error.__cause__ from None
+        raise

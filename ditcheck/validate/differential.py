@@ -39,8 +39,8 @@ from ditcheck.properties.validation import Tolerance, derive_tolerance, unit_rou
 from ditcheck.reference.errors import InvalidArgumentError
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
-from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError, call_isolated
-from .call_inputs import CallArguments, inputs_function
+from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError
+from .call_inputs import CallArguments, draw_inputs, inputs_function
 from .components import _float_tensors
 from .dit_reproducer import rerun_reproducer
 from . import zoo
@@ -218,12 +218,11 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
             report.loaded = False
             report.checks.append(Check("weights", False, message=str(error)))
             return
-        try:  # the user's function: it may raise or hang like the target
-            arguments = call_isolated(inputs, example_seed, timeout=timeout)
-        except TargetError as error:
-            malformed = isinstance(error.__cause__, InvalidArgumentError)  # it returned something unusable
+        try:
+            arguments = draw_inputs(inputs, example_seed, timeout)
+        except InvalidArgumentError as error:  # it raised, hung or returned something unusable
             report.loaded = False
-            report.checks.append(Check("inputs", False, message=str(error.__cause__ if malformed else error)))
+            report.checks.append(Check("inputs", False, message=str(error)))
             return
         # the inputs as the target sees them (rounded to its dtype); the references get those, in their dtypes
         rounded = zoo.to_device(arguments, device, dtype, every_float=True)

@@ -49,7 +49,7 @@ from ditcheck.loader import build, load
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
-from .call_inputs import inputs_function
+from .call_inputs import draw_inputs, inputs_function
 from .components import _float_tensors, _size_conditioned, check_components, unjudged_float32_note
 from .dit_precision import PromoteMixedFloats
 from .dit_reproducer import rerun_reproducer
@@ -1161,7 +1161,7 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
                 if user_inputs is None:
                     args, kwargs = build_inputs(module, example_seed, run_dtype, name=name)
                 else:  # the user's function: it may raise or hang like the target
-                    args, kwargs = call_isolated(user_inputs, example_seed, timeout=timeout)
+                    args, kwargs = draw_inputs(user_inputs, example_seed, timeout)
                     args = to_device(args, run_device, run_dtype, every_float=True)
                     kwargs = to_device(kwargs, run_device, run_dtype, every_float=True)
             except (InvalidArgumentError, TargetError) as error:
