@@ -70,6 +70,10 @@ class Tolerance:
     def value(self) -> float:
         return max(v for v in (self.naive, self.apriori, self.floor) if v is not None)
 
+    def ratio(self, error: float) -> float:
+        """error / value: <= 1 conforms (0 for no error, inf for an error against a zero tolerance)."""
+        return error / self.value if self.value > 0 else (0.0 if not error else math.inf)
+
     @property
     def applied(self) -> str:
         """'naive', the a-priori label or 'floor': the largest candidate, i.e. the one that sets the tolerance."""

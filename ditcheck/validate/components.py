@@ -177,7 +177,7 @@ class ComponentFinding:
         """error / tolerance (None when not compared)."""
         if self.error is None or self.tolerance is None:
             return None
-        return self.error / self.tolerance.value if self.tolerance.value > 0 else math.inf
+        return self.tolerance.ratio(self.error)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "class": self.cls, "status": self.status, "error": self.error,

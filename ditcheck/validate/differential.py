@@ -73,7 +73,7 @@ class SubmoduleComparison:
     def ratio(self) -> float:
         if self.message or self.tolerance is None:
             return math.inf
-        return self.error / self.tolerance.value if self.tolerance.value > 0 else (0.0 if not self.error else math.inf)
+        return self.tolerance.ratio(self.error)
 
 
 def shared_submodules(model: nn.Module, reference: nn.Module) -> tuple[list[str], list[str], list[str]]:

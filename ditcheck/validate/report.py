@@ -40,7 +40,7 @@ class Check:
     def ratio(self) -> float | None:
         if self.observed is None or self.tolerance is None:
             return None
-        return self.observed / self.tolerance.value if self.tolerance.value > 0 else math.inf
+        return self.tolerance.ratio(self.observed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "ok": self.ok, "observed": _finite_or_str(self.observed),
