@@ -29,9 +29,10 @@ from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed  # n
 
 from ditcheck.reference.diffusers_modules import patch_embed  # noqa: E402
 from ditcheck.reference.errors import InvalidArgumentError  # noqa: E402
-from ditcheck.reference.flux import flux_forward  # noqa: E402
+from ditcheck.reference.flux import FLUX_EPS, flux_forward  # noqa: E402
 from ditcheck.reference.native import Native  # noqa: E402
 from ditcheck.reference.precision import FLOAT64  # noqa: E402
+from ditcheck.reference.sd3 import SD3_NORM_EPS  # noqa: E402
 from ditcheck.reference.wan import wan_forward  # noqa: E402
 from ditcheck.validate import dit, zoo  # noqa: E402
 from ditcheck.validate.dit_precision import Float32AsFloat64  # noqa: E402
@@ -200,6 +201,16 @@ def test_subtle_perturbation_of_one_block_caught_there(name: str, block: str, ov
     model.get_submodule(block).register_forward_hook(_scale_output(1 + 1e-3, index=1))
     failure = _first_failure(_checks(name, model, fmt))
     assert failure is not None and failure[0] == block, failure
+
+
+def test_flux_double_block_eps_is_sd3s() -> None:
+    # flux_double_block runs reference.sd3.sd3_block, whose norms use SD3_NORM_EPS: the Flux reference is right only
+    # while that equals FLUX_EPS, the eps of diffusers' FluxTransformerBlock norms
+    block = transformer_flux.FluxTransformerBlock(dim=16, num_attention_heads=2, attention_head_dim=8)
+    shipped = {block.norm1.norm.eps, block.norm1_context.norm.eps, block.norm2.eps, block.norm2_context.eps,
+               block.attn.norm_q.eps, block.attn.norm_k.eps}
+    assert shipped == {FLUX_EPS}
+    assert SD3_NORM_EPS == FLUX_EPS
 
 
 # ----------------------------------------------------------------------------------------
