@@ -4262,6 +4262,8 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
     counts: dict[str, int] = {}
     names = {module: name or type(model).__name__ for name, module in model.named_modules()}
     skipped = set(skip)
+    # what each module is checked as, decided once (each call's hooks ask it of the module and of its parent)
+    specs = {module: None if name in skipped else _component_for(module) for module, name in names.items()}
 
     # a float64 run records, as it goes, which calls compute in float32 (islands are decided on that, never on source)
     watch = _NarrowFloatWatch(stack) if run_fmt == "float64" else None
@@ -4290,11 +4292,10 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
         base = names[module]
         index = counts.get(base, 0)
         counts[base] = index + 1
-        spec = None if base in skipped else _component_for(module)
+        spec = specs[module]
         # a child's inputs are kept for a recognised parent even when the child itself is not recognised (PixArt's
         # block compares what reaches its WindowAttention)
-        parent_checked = bool(stack) and names[stack[-1].module] not in skipped and \
-            _component_for(stack[-1].module) is not None
+        parent_checked = bool(stack) and specs[stack[-1].module] is not None
         inputs = _bound_inputs(module, args, kwargs) if spec is not None or parent_checked else {}
         call = RecordedCall(base if index == 0 else f"{base}#{index}", module, inputs)
         call.finding = ComponentFinding(call.name, type(module).__name__, "not-checked", location=call.name)
@@ -4307,8 +4308,8 @@ def check_components(model: nn.Module, call_args: Sequence[Any] = (), call_kwarg
         call = stack.pop()
         tensors = _float_tensors(output)
         call.output_dtypes = [t.dtype for t in tensors]
-        spec = None if names[module] in skipped else _component_for(module)
-        if spec is not None or (stack and _component_for(stack[-1].module) is not None):
+        spec = specs[module]
+        if spec is not None or (stack and specs[stack[-1].module] is not None):
             call.kept_outputs = [_to_numpy(t) for t in tensors]
             call.kept_inputs = call.inputs
         if spec is not None:
