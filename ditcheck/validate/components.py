@@ -1400,13 +1400,6 @@ def _has_structure(module: nn.Module, children: Mapping[str, type[nn.Module] | t
         params["scale_shift_table"][0] == table_rows
 
 
-def _input_of(call: RecordedCall, module: nn.Module) -> np.ndarray:
-    child = call.child(module)
-    if child is None:
-        raise Unsupported(f"its {type(module).__name__} child did not run as a hooked child")
-    return _first_array(child.kept_inputs)
-
-
 def _eval_linear_act_linear(first: str, act: str, second: str) -> Evaluate:
     """second(act(first(x))) compared at second's recorded input (the wiring; both linears are checked on their own)."""
     def evaluate(call: RecordedCall, xp: Precision, knobs: Mapping[str, Any]) -> list[Any]:
