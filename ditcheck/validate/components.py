@@ -116,7 +116,7 @@ from torch.overrides import TorchFunctionMode
 
 from ditcheck.properties.validation import Tolerance, derive_tolerance
 from ditcheck.reference import components as C
-from ditcheck.reference.attention import attention, merge_heads
+from ditcheck.reference.attention import attention, merge_heads, split_heads
 from ditcheck.reference.diffusers_modules import patch_position_table
 from ditcheck.reference.errors import InvalidArgumentError
 from ditcheck.reference.formats import format_named, gamma_or_inf
@@ -1911,9 +1911,7 @@ def _flux_rope(xp: Precision, x: Any, pe: Any, pairing: str) -> Any:
 
 def _flux_heads(qkv: Any, heads: int) -> list[Any]:
     """rearrange(qkv, "B L (K H D) -> K B H L D", K=3): q, k, v [B, H, L, Dh]."""
-    b, length, channels = np.shape(qkv)
-    split = np.reshape(qkv, (b, length, 3, heads, channels // (3 * heads)))
-    return [np.transpose(split[:, :, i], (0, 2, 1, 3)) for i in range(3)]
+    return [split_heads(part, heads) for part in np.split(qkv, 3, axis=-1)]
 
 
 def _flux_attention(xp: Precision, q: Any, k: Any, v: Any, pe: Any, knobs: Mapping[str, Any]) -> Any:
