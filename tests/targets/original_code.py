@@ -488,8 +488,6 @@ class TwoStream(nn.Module):
         double = {k: bug.pop(k) for k in ("half", "factor") if k in bug}
         self.double_blocks = nn.ModuleList([DoubleStreamBlock(HIDDEN // 2, 2, **double)])
         self.single_blocks = nn.ModuleList([SingleStreamBlock(HIDDEN // 2, 2, **bug)])
-        if "swapped" in double:
-            raise ValueError("swapped is a Modulation knob")
 
     def forward(self, img: torch.Tensor, img_ids: torch.Tensor, txt: torch.Tensor, txt_ids: torch.Tensor,
                 timesteps: torch.Tensor) -> torch.Tensor:
