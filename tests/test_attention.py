@@ -144,15 +144,22 @@ def test_planted_ld7_without_diagonal_term_is_caught() -> None:
 
 # ---- documented behaviour and bad input -------------------------------------------------------
 
-def test_ld7_finite_difference_check_refuses_a_low_rank_case() -> None:
-    """A LowRankGradientCase is a WeightGradientCase subclass whose problem is W rescaled (arrays()), not build()'s
-    W: the check would have passed on the unrescaled problem, so it refuses the case, naming the argument."""
+def test_ld7_finite_difference_check_runs_on_the_problem_the_case_names() -> None:
+    """A LowRankGradientCase's problem is W rescaled (arrays()), not build()'s W: the gradient function is given the
+    rescaled W (and the finite differences agree with it); a WeightGradientCase is checked on build()'s arrays."""
+    received: list[np.ndarray] = []
+
+    def recording(**arrays: np.ndarray) -> np.ndarray:
+        received.append(arrays["w"])
+        return attention_weight_gradient(**arrays)
+
     low_rank = LowRankGradientCase(tokens=4, dim=2, seed=3, radius=0.5, degree=4)
     assert not np.array_equal(low_rank.arrays()["w"], low_rank.build()["w"])
-    with pytest.raises(InvalidArgumentError) as info:
-        check_weight_gradient_matches_finite_differences(low_rank)
-    assert info.value.argument == "case" and info.value.got == "LowRankGradientCase"
-    check_weight_gradient_matches_finite_differences(WeightGradientCase(tokens=4, dim=2, seed=3))
+    check_weight_gradient_matches_finite_differences(low_rank, gradient_fn=recording)
+    assert len(received) == 1 and np.array_equal(received[0], low_rank.arrays()["w"])
+    plain = WeightGradientCase(tokens=4, dim=2, seed=3)
+    check_weight_gradient_matches_finite_differences(plain, gradient_fn=recording)
+    assert len(received) == 2 and np.array_equal(received[1], plain.build()["w"])
 
 
 def test_single_token_returns_the_value_row() -> None:
