@@ -3,6 +3,7 @@ DiT layout nor a diffusers class) checked component by component from the inputs
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -189,61 +190,14 @@ def test_a_failing_component_run_saves_a_script_that_repeats_it(tmp_path: Path) 
     assert rerun.returncode == 0 and f"first divergence: {report.first_divergence}" in rerun.stdout, rerun.stdout
 
 
-def test_an_eps_stated_as_variance_epsilon_is_the_norms_eps() -> None:
-    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
-    clean = dit(nr.Decoupled(), inputs=nr.decoupled_inputs, examples=1)
-    assert clean.ok, str(clean)
-    wrong = dit(nr.Decoupled({"forward_eps": 1e-5}), inputs=nr.decoupled_inputs, examples=1)
-    assert not wrong.ok and wrong.first_divergence.startswith("blocks.0.norm1 (VarianceEpsilonRMSNorm)"), str(wrong)
-    assert "eps=1e-05" in str(wrong)
+def test_a_model_built_by_validate_is_not_copied_and_a_callers_model_is_not_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    given = t2i.PixArtStyle()
+    before = {name: value.clone() for name, value in given.state_dict().items()}
+    assert dit(given, inputs=t2i.inputs, examples=1).ok  # copied: the random weights go into the copy
+    assert all(torch.equal(before[name], value) for name, value in given.state_dict().items())
 
-
-def test_a_timestep_period_stated_as_the_default_of_timestep_embedding_is_the_embedders_period() -> None:
-    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
-    clean = dit(nr.Decoupled(), inputs=nr.decoupled_inputs, examples=1)
-    assert clean.ok, str(clean)
-    wrong = dit(nr.Decoupled({"called_period": 10000}), inputs=nr.decoupled_inputs, examples=1)
-    assert not wrong.ok and wrong.first_divergence.startswith("t_embedder (ShortPeriodTimestepEmbedder)"), \
-        str(wrong)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_dict_output_and_float32_upcasting_leaf_subclasses_conform(dtype: str) -> None:
-    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
-    report = dit(nr.DictOutput(), inputs=nr.dict_output_inputs, dtype=dtype)
-    assert report.ok, str(report)  # was: "output: returned a dict, not a tensor"; float64: Float32LayerNorm failed
-    if dtype == "float64":  # their float32 inside is a precision line each, within float32's bound
-        assert {finding.id for finding in report.precision} >= {"precision: Float32LayerNorm", "precision: Float32SiLU"}
-    wrong_eps = dit(nr.DictOutput({"forward_eps": 1e-5}), inputs=nr.dict_output_inputs, dtype=dtype, examples=1)
-    assert not wrong_eps.ok and wrong_eps.first_divergence.startswith("norm (Float32LayerNorm)"), str(wrong_eps)
-    infinite = dit(nr.DictOutput({"infinite": True}), inputs=nr.dict_output_inputs, dtype=dtype, examples=1)
-    assert any(check.id == "output" and not check.ok and "non-finite" in check.message for check in infinite.checks)
-
-
-def test_an_attention_whose_forward_casts_its_logits_to_float32_is_a_float32_island_in_float64() -> None:
-    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
-    report = dit(nr.Float32Softmax(), inputs=nr.tokens_inputs, dtype="float64")
-    assert report.ok, str(report)  # was: a mismatch at attn, "explained by compute_format='float32'"
-    assert [finding.id for finding in report.precision] == ["precision: Attention"]
-    for dtype in ("float32", "float64"):  # the float32 island is still held to float32's tolerance
-        wrong = dit(nr.Float32Softmax({"head_dim_scale": True}), inputs=nr.tokens_inputs, dtype=dtype, examples=1)
-        assert not wrong.ok and wrong.first_divergence.startswith("attn (Attention)"), str(wrong)
-
-
-def test_an_rms_norm_of_the_users_code_normalising_in_float32_is_a_float32_island_in_float64() -> None:
-    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
-    report = dit(nr.NormThenLinear(), inputs=nr.tokens_inputs, dtype="float64")
-    assert report.ok, str(report)  # was: 3 mismatches at norm, "explained by compute_format='float32'"
-    assert [finding.id for finding in report.precision] == ["precision: RMSNorm"]
-    wrong = dit(nr.NormThenLinear({"forward_eps": 1e-5}), inputs=nr.tokens_inputs, dtype="float64", examples=1)
-    assert not wrong.ok and wrong.first_divergence.startswith("norm (RMSNorm)"), str(wrong)
-
-
-def test_float32_features_meeting_a_float64_linear_run_as_written_in_a_float64_run() -> None:
-    from targets import new_repos as nr  # lazy: the replica module of the other code bases, used by these tests only
-    report = dit(nr.SinusoidThenLinear(), inputs=nr.sinusoid_inputs, dtype="float64")
-    # was: every call raised ("mat1 and mat2 must have the same dtype"): COULD NOT RUN
-    assert report.ok and report.loaded, str(report)
-    assert [finding.id for finding in report.precision] == ["precision: Float32Sinusoid"]
-    wrong = dit(nr.SinusoidThenLinear({"sin_first": True}), inputs=nr.sinusoid_inputs, dtype="float64", examples=1)
-    assert not wrong.ok and wrong.first_divergence.startswith("t_embedder (Float32Sinusoid)"), str(wrong)
+    def no_copy(value: Any, memo: Any = None) -> Any:
+        raise AssertionError("a model validate built itself was deep-copied")
+    monkeypatch.setattr(copy, "deepcopy", no_copy)
+    assert dit(t2i.PixArtStyle, inputs=t2i.inputs, examples=1).ok  # a factory: its model is validate's own

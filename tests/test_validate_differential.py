@@ -380,3 +380,15 @@ def test_the_script_of_a_run_on_the_models_own_weights_says_they_are_not_saved()
     report = dit(t2i.PixArtStyle(modulate_swapped=True), reference=t2i.PixArtStyle(), inputs=t2i.inputs,
                  examples=1, weights="model")
     assert "weights='model': the target's own weights" in report.failures[0].snippet
+
+
+class _SamplesRaisingFirst(_Samples):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x[0, 0] > 0):  # example 0 (positive inputs): the target raises, the reference never does
+            raise RuntimeError("planted")
+        return super().forward(x)
+
+
+def test_the_determinism_check_runs_when_the_first_example_fails() -> None:
+    report = dit(_SamplesRaisingFirst(), reference=_Samples(), inputs=_sign_by_seed, examples=2)
+    assert "determinism" in [c.id for c in report.checks], report

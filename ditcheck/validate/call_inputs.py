@@ -29,7 +29,7 @@ from ditcheck.reference.errors import InvalidArgumentError
 
 from ._target import TargetError, call_isolated
 
-__all__ = ["CallArguments", "INPUTS_FORMAT", "INPUTS_HINT", "call_arguments", "inputs_function", "draw_inputs"]
+__all__ = ["CallArguments", "INPUTS_FORMAT", "INPUTS_HINT", "call_arguments", "inputs_function", "inputs_label", "draw_inputs"]
 
 #: positional and keyword arguments of one forward call
 CallArguments = tuple[tuple[Any, ...], dict[str, Any]]
@@ -100,3 +100,8 @@ def draw_inputs(function: Callable[[int], CallArguments], seed: int, timeout: fl
         if isinstance(error.__cause__, InvalidArgumentError):
             raise error.__cause__ from None
         raise
+
+
+def inputs_label(inputs: Any) -> str:
+    """How a report names the inputs: the ``MODULE:ATTR`` given, else the function's qualified name."""
+    return inputs if isinstance(inputs, str) else getattr(inputs, "__qualname__", "given")

@@ -40,15 +40,14 @@ from ditcheck.reference.errors import InvalidArgumentError
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, TargetError, TargetTimeoutError
-from .call_inputs import CallArguments, draw_inputs, inputs_function
+from .call_inputs import CallArguments, draw_inputs, inputs_function, inputs_label
 from .components import _float_tensors
 from .dit_reproducer import rerun_reproducer
 from . import zoo
 from .dit_run import first_outputs, max_abs
 from .report import Check, Report
 
-__all__ = ["validate_against", "SubmoduleComparison", "shared_submodules", "load_reference_weights", "naive_dtype", "naive_scale",
-           "compare", "MAX_FAILING_CHECKS"]
+__all__ = ["validate_against"]
 
 #: failing submodules reported one check each (in execution order); the rest are counted in the summary check
 MAX_FAILING_CHECKS = 5
@@ -205,19 +204,21 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
     order: list[str] = []  # the target's finish order, submodules first called in later examples appended
     skipped: dict[str, str] = {}  # name -> which side called it (same inputs: both must call the same submodules)
     call_errors: list[str] = []
+    determinism_checked = False
     exact_model = copy.deepcopy(reference).to(device=device, dtype=torch.float64).eval()
     naive_model = copy.deepcopy(reference).to(device=device, dtype=naive_dtype(dtype)).eval()
     for index in range(examples):
         example_seed = seed * 7919 + index
         if randomise is not None:
             randomise(model, example_seed)
-        try:
-            load_reference_weights(exact_model, model)
-            load_reference_weights(naive_model, model)
-        except InvalidArgumentError as error:
-            report.loaded = False
-            report.checks.append(Check("weights", False, message=str(error)))
-            return
+        if randomise is not None or index == 0:  # the model's own weights change for no example: loaded once
+            try:
+                load_reference_weights(exact_model, model)
+                load_reference_weights(naive_model, model)
+            except InvalidArgumentError as error:
+                report.loaded = False
+                report.checks.append(Check("weights", False, message=str(error)))
+                return
         try:
             arguments = draw_inputs(inputs, example_seed, timeout)
         except InvalidArgumentError as error:  # it raised, hung or returned something unusable
@@ -238,7 +239,8 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
                                 timeout, True, example_seed)
             naive_inputs = zoo.to_device(rounded, device, naive_dtype(dtype), every_float=True)
             naive = _seeded_run(naive_model, naive_inputs, names, timeout, False, example_seed)
-            if index == 0:  # once: does the forward draw random numbers? (then no tolerance can be derived)
+            if not determinism_checked:  # once: does the forward draw random numbers? (no tolerance can be derived)
+                determinism_checked = True
                 again = _seeded_run(naive_model, naive_inputs, names, timeout, False, example_seed + 1)
                 if not _same(naive.output, again.output):
                     report.loaded = False
@@ -261,13 +263,17 @@ def compare(report: Report, model: nn.Module, reference: nn.Module, inputs: Call
         _compare_output(output, actual, exact, naive, dtype, index)
     if len(call_errors) == examples or not order and call_errors:
         report.loaded = False
-        report.checks.append(Check("call", False, message=f"{len(call_errors)} of {examples} calls failed; first: "
-                                   f"{call_errors[0]}", examples=examples))
+        report.checks.append(_failed_calls(call_errors, examples))
         return
     _fill(report, model, [found[name] for name in order], found_inputs, output, skipped, call_errors, examples)
     uncompared = _uncompared(only_target, only_reference)
     if uncompared:
         report.notes.append(uncompared)
+
+
+def _failed_calls(call_errors: list[str], examples: int) -> Check:
+    return Check("call", False, message=f"{len(call_errors)} of {examples} calls failed; first: {call_errors[0]}",
+                 examples=examples)
 
 
 def _same(first: np.ndarray | None, second: np.ndarray | None) -> bool:
@@ -316,8 +322,7 @@ def _fill(report: Report, model: nn.Module, compared: list[SubmoduleComparison],
         report.notes.append(f"output: {output.note}")
     report.checks.append(Check("output", output.ok, output.error, output.tolerance, output.message, examples))
     if call_errors:
-        report.checks.append(Check("call", False, message=f"{len(call_errors)} of {examples} calls failed; first: "
-                                   f"{call_errors[0]}", examples=examples))
+        report.checks.append(_failed_calls(call_errors, examples))
     differs = bool(failing or call_errors or not output.ok)
     first_skipped = next(iter(skipped.items()), None)
     if first_skipped is not None:
@@ -394,11 +399,11 @@ def validate_against(model: Any, reference: Any, *, inputs: Any = None, examples
         raise InvalidArgumentError("reference", error.expected, error.got) from error
     if inputs is not None:
         example_inputs = inputs_function(inputs)
-        inputs_label = inputs if isinstance(inputs, str) else getattr(inputs, "__qualname__", "given")
+        label_of_inputs = inputs_label(inputs)
     elif zoo.dispatches_here(module):
         def example_inputs(example_seed: int) -> CallArguments:
             return zoo.build_inputs(module, example_seed)
-        inputs_label = "built by ditcheck from the diffusers config"
+        label_of_inputs = "built by ditcheck from the diffusers config"
     else:
         raise InvalidArgumentError("inputs", "a function of the example seed returning the forward call's arguments "
                                    "(ditcheck builds inputs only for diffusers classes)", "None")
@@ -409,7 +414,7 @@ def validate_against(model: Any, reference: Any, *, inputs: Any = None, examples
     run_device = own.device if device is None else resolve_device(device)
     module = copy.deepcopy(module).to(device=run_device, dtype=run_dtype).eval()  # the caller's model is not changed
     report = Report(target=label, kind="dit", settings={
-        "path": "differential", "reference": reference_label, "inputs": inputs_label,
+        "path": "differential", "reference": reference_label, "inputs": label_of_inputs,
         "dtype": str(run_dtype).removeprefix("torch."), "device": str(run_device), "examples": examples, "seed": seed,
         "weights": weights})
     compare(report, module, trusted, example_inputs, zoo.randomise_weights if weights == "random" else None,

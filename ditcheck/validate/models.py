@@ -101,6 +101,7 @@ def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DI
                                            repr(value))
         return validate_against(model, reference, inputs=inputs, examples=examples, seed=seed, dtype=dtype,
                                 device=device, weights=weights, timeout=timeout, target=target)
+    given = model
     if isinstance(model, str) or inspect.isclass(model) or (callable(model) and not isinstance(model, nn.Module)):
         model, target = zoo.resolve_target(model, dtype, target)
     if zoo.dispatches_here(model) or inputs is not None:
@@ -111,7 +112,8 @@ def dit(model: Any, *, convention: str | None = None, examples: int = DEFAULT_DI
                                            "architecture and conventions off the modules)", repr(value))
         return zoo.validate(model, convention=convention, examples=examples, seed=seed, dtype=dtype,
                             device=device, weights=weights, diagnose=diagnose, timeout=timeout, target=target,
-                            strict_precision=strict_precision, inputs=inputs)
+                            strict_precision=strict_precision, inputs=inputs,
+                            copy_model=model is given)  # built here: no caller holds it
     convention = convention or "dit"
     examples, seed, timeout = require_run_settings(examples, seed, timeout)
     if weights not in ("random", "model"):

@@ -49,7 +49,7 @@ from ditcheck.loader import build, load
 
 from ._attention import require_run_settings, resolve_device, resolve_dtype
 from ._target import DEFAULT_TIMEOUT, Heartbeat, TargetError, TargetTimeoutError, call_isolated
-from .call_inputs import draw_inputs, inputs_function
+from .call_inputs import draw_inputs, inputs_function, inputs_label
 from .components import _float_tensors, _size_conditioned, check_components, unjudged_float32_note
 from .dit_precision import PromoteMixedFloats
 from .dit_reproducer import rerun_reproducer
@@ -1089,7 +1089,7 @@ def dispatches_here(model: Any) -> bool:
 def validate(model: Any, *, convention: str | None = None, examples: int = DEFAULT_ZOO_EXAMPLES, seed: int = 0,
              dtype: torch.dtype | str | None = None, device: str | torch.device | None = None, weights: str = "random",
              diagnose: bool = True, timeout: float | None = None, target: str | None = None,
-             strict_precision: bool = False, inputs: Any = None) -> Report:
+             strict_precision: bool = False, inputs: Any = None, copy_model: bool | None = None) -> Report:
     """Validate a diffusers transformer (instance, class, "diffusers:ClassName" or a zero-argument factory), or any
     torch model given ``inputs``.
 
@@ -1105,6 +1105,9 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
     arguments, or a ``MODULE:ATTR`` naming one) replaces :func:`build_inputs`, and lets ``model`` be any torch
     model: each recognised submodule is checked against the conventions its own module states, the output for
     finiteness only (no expected shape is known), and the classes the engine does not recognise are listed.
+
+    ``copy_model``: copy the model before its weights or dtype are changed (the caller's model is never changed);
+    None: copy unless it was built here from a class, a name or a factory.
     """
     examples, seed, timeout = require_run_settings(examples, seed, DEFAULT_TIMEOUT if timeout is None else timeout)
     if weights not in ("random", "model"):
@@ -1112,6 +1115,8 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
     requested = None if dtype is None else resolve_dtype(dtype)
     user_inputs = None if inputs is None else inputs_function(inputs)
     module, label = resolve_target(model, requested, target)
+    if copy_model is None:  # a model built here (from a class, a name or a factory) is held by no caller: no copy
+        copy_model = module is model
     name = diffusers_class_name(module) or type(module).__name__
     entry = _entry(name) if user_inputs is None or name in ENTRIES else None
     if convention is None:
@@ -1126,7 +1131,8 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
     run_dtype = own.dtype if requested is None else requested
     run_device = own.device if device is None else resolve_device(device)
     if weights == "random" or (run_dtype, run_device) != (own.dtype, own.device):
-        module = copy.deepcopy(module)  # the caller's model is never changed
+        if copy_model:
+            module = copy.deepcopy(module)  # the caller's model is never changed
         with _quiet_diffusers():
             module.to(device=run_device, dtype=run_dtype)
     fmt = str(run_dtype).removeprefix("torch.")
@@ -1134,7 +1140,7 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
                                                         "device": str(run_device), "examples": examples, "seed": seed,
                                                         "weights": weights, "path": "components"})
     if user_inputs is not None:
-        report.settings["inputs"] = inputs if isinstance(inputs, str) else getattr(inputs, "__qualname__", "given")
+        report.settings["inputs"] = inputs_label(inputs)
     if label == f"diffusers:{name}":
         report.notes.append("built by ditcheck with the tiny configuration " +
                             ", ".join(f"{k}={v}" for k, v in entry.config.items()) + f" ({entry.note})")
@@ -1159,16 +1165,14 @@ def validate(model: Any, *, convention: str | None = None, examples: int = DEFAU
                 randomise_weights(module, example_seed)
             try:
                 if user_inputs is None:
-                    args, kwargs = build_inputs(module, example_seed, run_dtype, name=name)
+                    args, kwargs = to_device(build_inputs(module, example_seed, run_dtype, name=name), run_device)
                 else:  # the user's function: it may raise or hang like the target
-                    args, kwargs = draw_inputs(user_inputs, example_seed, timeout)
-                    args = to_device(args, run_device, run_dtype, every_float=True)
-                    kwargs = to_device(kwargs, run_device, run_dtype, every_float=True)
-            except (InvalidArgumentError, TargetError) as error:
+                    args, kwargs = to_device(draw_inputs(user_inputs, example_seed, timeout), run_device, run_dtype,
+                                             every_float=True)
+            except InvalidArgumentError as error:  # a TargetError is one
                 report.loaded = False
                 report.checks.append(Check("inputs", False, message=str(error)))
                 return report
-            kwargs = {k: to_device(v, run_device) for k, v in kwargs.items()}
             outputs: list[Any] = []
             handle = module.register_forward_hook(lambda m, a, out: outputs.append(out))
             try:
