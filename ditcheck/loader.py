@@ -193,15 +193,16 @@ def import_module_or_file(name: str, *, argument: str = "target") -> ModuleType:
         raise LoadError(argument, f"module {name!r} to import", f"{type(error).__name__}: {error}") from error
 
 
-def resolved_spec(spec: Any) -> Any:
-    """``spec`` with a .py file's path made absolute (``models.py:DiT_S_2`` -> ``/home/me/models.py:DiT_S_2``), so a
-    saved reproducer loads the same target from any directory; a dotted module, a malformed spec or a non-string
-    is returned unchanged."""
+def resolved_spec(spec: Any, folder: str | Path | None = None) -> Any:
+    """``spec`` with a .py file's path made absolute (``models.py:DiT_S_2`` -> ``/home/me/models.py:DiT_S_2``; a
+    relative path is read from ``folder``, default the current directory), so a saved reproducer or a targets file
+    loads the same target from any directory; a dotted module, a malformed spec or a non-string is returned
+    unchanged."""
     try:
         module_name, attribute = split_spec(spec)
     except LoadError:
         return spec
-    return f"{Path(module_name).resolve()}:{attribute}" if _is_path(module_name) else spec
+    return f"{(Path(folder or '.') / module_name).resolve()}:{attribute}" if _is_path(module_name) else spec
 
 
 def load(spec: str, *, argument: str = "target") -> Any:

@@ -54,7 +54,7 @@ from rich.table import Table
 
 from ditcheck import validate
 from ditcheck.cluster import DISTRIBUTED_INSTALL, Placement, dask_client, import_distributed, parse_scheduler
-from ditcheck.loader import LoadError, load_function
+from ditcheck.loader import LoadError, load_function, resolved_spec
 from ditcheck.reference.errors import InvalidArgumentError
 
 __all__ = ["KINDS", "TargetSpec", "TargetOutcome", "find_pyproject", "read_targets", "run_target", "run_targets",
@@ -107,13 +107,6 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
-def _resolve(target: str, folder: Path) -> str:
-    module, colon, attribute = target.rpartition(":")
-    if colon and module.endswith(".py") and not Path(module).is_absolute():
-        return f"{folder / module}:{attribute}"
-    return target
-
-
 def read_targets(path: Path, argument: str = "--targets") -> list[TargetSpec]:
     """The targets listed in ``path`` (pyproject.toml's [tool.ditcheck], or a targets file), in file order.
     Raises InvalidArgumentError naming the file and the entry for anything malformed."""
@@ -153,8 +146,8 @@ def read_targets(path: Path, argument: str = "--targets") -> list[TargetSpec]:
             options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
             for key in ("inputs", "reference"):  # MODULE:ATTR specs too: a .py path is relative to the file
                 if isinstance(options.get(key), str):
-                    options[key] = _resolve(options[key], Path(path).resolve().parent)
-            specs.append(TargetSpec(kind, _resolve(target, Path(path).resolve().parent), options,
+                    options[key] = resolved_spec(options[key], Path(path).resolve().parent)
+            specs.append(TargetSpec(kind, resolved_spec(target, Path(path).resolve().parent), options,
                                     f"{where} {kind}[{index}]"))
     return specs
 
