@@ -26,9 +26,9 @@ from torch import nn
 
 from ditcheck.validate.components import ComponentReport, check_components
 from ditcheck.validate.zoo import randomise_weights
-from tests.targets import dit_forks
-from tests.targets import original_code as oc
-from tests.targets.original_code import (
+from targets import dit_forks
+from targets import original_code as oc
+from targets.original_code import (
     FluxStyleNorms,
     GatedMLP,
     LabelEmbedder,
@@ -474,8 +474,6 @@ def test_a_planted_bug_is_the_only_failure_localised_and_named(bug_id: str, dtyp
 
 
 def near_misses() -> dict[str, tuple[nn.Module, tuple[Any, ...]]]:
-    from tests.targets import original_code as oc
-
     x = torch.randn(2, 4, oc.HIDDEN, generator=torch.Generator().manual_seed(0))
     cond = torch.randn(2, oc.HIDDEN)
     extra_table = oc.PixArtBlock(oc.HIDDEN, oc.HEADS)
