@@ -1174,12 +1174,6 @@ def _projection_inputs_or_outputs(*projections: str) -> Callable[[RecordedCall],
     return observed
 
 
-def _heads(x: Any, heads: int) -> Any:
-    """[B, L, H*Dh] -> [B, H, L, Dh]."""
-    b, length, channels = np.shape(x)
-    return np.reshape(x, (b, length, heads, channels // heads)).transpose(0, 2, 1, 3)
-
-
 _PROCESSORS = ("FluxAttnProcessor", "JointAttnProcessor2_0", "AttnProcessor2_0", "AttnProcessor", "WanAttnProcessor",
                "SanaLinearAttnProcessor2_0", "SanaAttnProcessor2_0", "CogVideoXAttnProcessor2_0",
                "HunyuanVideoAttnProcessor2_0", "LTXVideoAttnProcessor", "HunyuanAttnProcessor2_0",
@@ -1320,7 +1314,7 @@ def _eval_diffusers_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
         query, key, value = (np.concatenate(pair, axis=1) for pair in parts)
     else:
         text_first = False
-    q, k, v = _heads(query, heads), _heads(key, heads), _heads(value, heads)
+    q, k, v = split_heads(query, heads), split_heads(key, heads), split_heads(value, heads)
     rope = call.arg("image_rotary_emb")
     if processor == "AllegroAttnProcessor2_0":
         if rope is not None and not module.is_cross_attention:
@@ -1367,7 +1361,7 @@ def _eval_timm_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, 
     heads = module.num_heads
     order = getattr(module, "qkv_order", "qkv")
     parts = {name: qkv[..., i * channels:(i + 1) * channels] for i, name in enumerate(order)}
-    q, k, v = (_heads(parts[name], heads) for name in "qkv")
+    q, k, v = (split_heads(parts[name], heads) for name in "qkv")
     out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], None, knobs.get("_prescale", True)))
     return [_projected(call, xp, module.proj, out)]
 
@@ -1529,7 +1523,7 @@ def _eval_cross_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str,
         mask = (np.repeat(np.arange(b), tokens)[:, None] == owner[None, :])[None, None]
         if keep is not None:
             mask = mask & keep[None, None, None, :]
-    out = merge_heads(_scaled_attention(xp, _heads(q, heads), _heads(parts["k"], heads), _heads(parts["v"], heads),
+    out = merge_heads(_scaled_attention(xp, split_heads(q, heads), split_heads(parts["k"], heads), split_heads(parts["v"], heads),
                                         knobs["scale"], mask, knobs.get("_prescale", True)))
     return [_projected(call, xp, module.proj, np.reshape(out, (b, tokens, width)))]
 
@@ -2118,7 +2112,7 @@ def _eval_wan_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
         raise Unsupported("fused QKV projections")
     source, query, key, knobs, dtype = _across_heads_query_key(call, xp, knobs)
     heads = module.heads
-    q, k, v = _heads(query, heads), _heads(key, heads), _heads(_linear(call, xp, module.to_v, source), heads)
+    q, k, v = split_heads(query, heads), split_heads(key, heads), split_heads(_linear(call, xp, module.to_v, source), heads)
     rope = call.arg("rotary_emb")
     if rope is not None:
         cos, sin = _rope_tables(rope, np.shape(q)[-2], np.shape(q)[-1], xp)
@@ -2147,9 +2141,9 @@ def _eval_hunyuan_video_attention(call: RecordedCall, xp: Precision, knobs: Mapp
     source = hidden if separate else np.concatenate([hidden, context] if image_first else [context, hidden], axis=1)
     image = slice(0, image_tokens) if image_first or separate else slice(text_tokens, None)
     text = slice(image_tokens, None) if image_first or separate else slice(0, text_tokens)
-    q, k = (_heads(_apply_norm(call, xp, norm, _linear(call, xp, proj, source), heads, across, dtype), heads)
+    q, k = (split_heads(_apply_norm(call, xp, norm, _linear(call, xp, proj, source), heads, across, dtype), heads)
             for norm, proj in ((module.norm_q, module.to_q), (module.norm_k, module.to_k)))
-    v = _heads(_linear(call, xp, module.to_v, source), heads)
+    v = split_heads(_linear(call, xp, module.to_v, source), heads)
     rope = call.arg("image_rotary_emb")
     if rope is not None:
         cos, sin = _rope_tables(rope, image_tokens, np.shape(q)[-1], xp)
@@ -2161,10 +2155,10 @@ def _eval_hunyuan_video_attention(call: RecordedCall, xp: Precision, knobs: Mapp
             return np.concatenate([turned, x[:, :, text]] if image_first else [x[:, :, text], turned], axis=2)
         q, k = rotated(q), rotated(k)
     if separate:
-        extra = [_heads(_apply_norm(call, xp, getattr(module, norm, None), _linear(call, xp, getattr(module, proj),
+        extra = [split_heads(_apply_norm(call, xp, getattr(module, norm, None), _linear(call, xp, getattr(module, proj),
                                                                                    context), heads, across, dtype),
                         heads) for norm, proj in (("norm_added_q", "add_q_proj"), ("norm_added_k", "add_k_proj"))]
-        extra.append(_heads(_linear(call, xp, module.add_v_proj, context), heads))
+        extra.append(split_heads(_linear(call, xp, module.add_v_proj, context), heads))
         q, k, v = (np.concatenate([a, b] if image_first else [b, a], axis=2) for a, b in zip((q, k, v), extra))
         image = slice(0, image_tokens) if image_first else slice(text_tokens, None)
         text = slice(image_tokens, None) if image_first else slice(0, text_tokens)
@@ -2188,7 +2182,7 @@ def _eval_ltx_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str, A
             raise Unsupported(f"LTX RoPE tables of shape {np.shape(cos)} for queries {np.shape(query)}")
         query = C.apply_rope.generic(xp, query, cos, sin, knobs["rope_pairing"])
         key = C.apply_rope.generic(xp, key, cos, sin, knobs["rope_pairing"])
-    q, k, v = _heads(query, heads), _heads(key, heads), _heads(_linear(call, xp, module.to_v, source), heads)
+    q, k, v = split_heads(query, heads), split_heads(key, heads), split_heads(_linear(call, xp, module.to_v, source), heads)
     out = merge_heads(_scaled_attention(xp, q, k, v, knobs["scale"], _mask_bias(call.arg("attention_mask"), q, k, knobs),
                                         knobs.get("_prescale", True)))
     return [_projected(call, xp, module.to_out[0], out)]
@@ -2219,7 +2213,7 @@ def _eval_lumina2_attention(call: RecordedCall, xp: Precision, knobs: Mapping[st
     kv_heads = np.shape(key)[-1] // head_dim
     query = _apply_norm(call, xp, module.norm_q, query, heads, across, dtype)
     key = _apply_norm(call, xp, module.norm_k, key, kv_heads, across, dtype)
-    q, k, v = _heads(query, heads), _heads(key, kv_heads), _heads(_linear(call, xp, module.to_v, source), kv_heads)
+    q, k, v = split_heads(query, heads), split_heads(key, kv_heads), split_heads(_linear(call, xp, module.to_v, source), kv_heads)
     rope = call.arg("image_rotary_emb")
     if rope is not None:
         cos, sin = _complex_rope_tables(xp, rope)
@@ -2266,7 +2260,7 @@ def _eval_mochi_attention(call: RecordedCall, xp: Precision, knobs: Mapping[str,
         cos, sin = (_x(xp, np.repeat(np.asarray(t), 2, axis=-1)) for t in rope)  # [L, H, Dh]
         q, k = (C.apply_rope.generic(xp, t, cos, sin, knobs["rope_pairing"]) for t in (q, k))
     q, k, v = (np.swapaxes(t, 1, 2) for t in (q, k, v))
-    eq, ek, ev = (_heads(t, heads) for t in stream(context, ("add_q_proj", "add_k_proj", "add_v_proj"),
+    eq, ek, ev = (split_heads(t, heads) for t in stream(context, ("add_q_proj", "add_k_proj", "add_v_proj"),
                                                    ("norm_added_q", "norm_added_k")))
     mask = np.asarray(call.arg("attention_mask")).astype(bool)
     if knobs.get("mask") == "ignored":
@@ -2297,7 +2291,7 @@ def _eval_sana_linear_attention(call: RecordedCall, xp: Precision, knobs: Mappin
     query = _tokens_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, hidden), heads, norm_knobs, dtype)
     key = _tokens_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, source), heads, norm_knobs, dtype)
     value = _linear(call, xp, module.to_v, source)
-    out = C.linear_attention.generic(xp, _heads(query, heads), _heads(key, heads), _heads(value, heads),
+    out = C.linear_attention.generic(xp, split_heads(query, heads), split_heads(key, heads), split_heads(value, heads),
                                      knobs["linear_eps"], knobs["kernel"])
     return [_projected(call, xp, module.to_out[0], merge_heads(out))]
 
@@ -2318,7 +2312,7 @@ def _eval_cogvideox_attention(call: RecordedCall, xp: Precision, knobs: Mapping[
     across = knobs["qk_norm"] == "across-heads"
     query = _apply_norm(call, xp, module.norm_q, _linear(call, xp, module.to_q, joined), heads, across, dtype)
     key = _apply_norm(call, xp, module.norm_k, _linear(call, xp, module.to_k, joined), heads, across, dtype)
-    q, k, v = _heads(query, heads), _heads(key, heads), _heads(_linear(call, xp, module.to_v, joined), heads)
+    q, k, v = split_heads(query, heads), split_heads(key, heads), split_heads(_linear(call, xp, module.to_v, joined), heads)
     image = slice(text_tokens, None) if text_first else slice(0, image_tokens)
     text = slice(0, text_tokens) if text_first else slice(image_tokens, None)
     rope = call.arg("image_rotary_emb")
