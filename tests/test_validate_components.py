@@ -27,9 +27,9 @@ from diffusers.models.transformers import transformer_flux  # noqa: E402
 
 from ditcheck.reference.errors import InvalidArgumentError  # noqa: E402
 from ditcheck.validate.components import (ComponentReport, check_components, recognised_classes)  # noqa: E402
-from tests.targets import zoo_bugs  # noqa: E402
+from targets import zoo_bugs  # noqa: E402
 from ditcheck.validate.zoo import randomise_weights  # noqa: E402
-from tests.targets.zoo_bugs import Built, tiny_sd3  # noqa: E402
+from targets.zoo_bugs import Built, tiny_sd3  # noqa: E402
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)  # "modules that should be kept in float32: []" on .to()
 
